@@ -1,0 +1,3 @@
+from pytorch_cli.cli import main
+
+main()

@@ -1,0 +1,146 @@
+"""The command line: parse, validate, print. All work happens in the modules below."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typer.exceptions import TyperException
+
+from pytorch_cli import __version__, config as configlib, engine
+from pytorch_cli.errors import PtrainError, UsageError
+from pytorch_cli.report import reporter
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train, evaluate, resume and export PyTorch image classifiers.")
+D = configlib.TrainConfig()  # defaults shown in --help come from the config itself
+RUN_FILES = ("config.toml", "metrics.jsonl", "last.pt", "best.pt", "model.pth")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"ptrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    pass
+
+
+def _holds_run(path: Path) -> bool:
+    return any((path / f).exists() for f in RUN_FILES)
+
+
+def choose_run_dir(cfg: configlib.TrainConfig, name: str, run_dir: str, config_file: Path | None,
+                   overwrite: bool) -> Path:
+    """runs/<name>; without --name/--run-dir the name is the config file's or the dataset's, and a
+    taken one gets a -2, -3... suffix. An explicitly named run is never overwritten silently."""
+    if run_dir or name:
+        path = Path(run_dir) if run_dir else Path("runs") / name
+        if _holds_run(path):
+            if not overwrite:
+                raise UsageError(f"{path} already holds a run; choose another --name/--run-dir, "
+                                 f"continue it with `ptrain resume {path}`, or pass --overwrite")
+            for f in RUN_FILES:
+                (path / f).unlink(missing_ok=True)
+        return path
+    base = config_file.stem if config_file else cfg.dataset
+    path, n = Path("runs") / base, 2
+    while _holds_run(path):
+        path, n = Path("runs") / f"{base}-{n}", n + 1
+    return path
+
+
+def _typed_flags(ctx: typer.Context, values: dict) -> dict:
+    """Only the flags the user actually typed override the config file."""
+    return {k: v for k, v in values.items() if k in configlib.FIELD_TYPES
+            and getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings (see configs/); flags override it."),
+    dataset: str = typer.Option(D.dataset, help="|".join(configlib.DATASETS)),
+    data_dir: str = typer.Option(D.data_dir, help="Folder with the dataset (torchvision layout or the original files). Default: $PTRAIN_DATA_DIR or ./data."),
+    download: bool = typer.Option(D.download, help="Download the dataset with torchvision if it is not found."),
+    model: str = typer.Option(D.model, help="|".join(configlib.MODELS)),
+    init: str = typer.Option(D.init, help="Weight init: " + "|".join(configlib.INITS)),
+    batch_size: int = typer.Option(D.batch_size, help="Training batch size."),
+    test_batch_size: int = typer.Option(D.test_batch_size, help="Evaluation batch size."),
+    epochs: int = typer.Option(D.epochs, help="Number of epochs."),
+    lr: float = typer.Option(D.lr, help="Learning rate (peak rate for onecycle)."),
+    momentum: float = typer.Option(D.momentum, help="SGD/RMSprop momentum."),
+    nesterov: bool = typer.Option(D.nesterov, help="Nesterov momentum (SGD)."),
+    optimizer: str = typer.Option(D.optimizer, help="|".join(configlib.OPTIMIZERS)),
+    weight_decay: float = typer.Option(D.weight_decay, help="Weight decay (never on biases or norm weights)."),
+    scheduler: str = typer.Option(D.scheduler, help="LR schedule: " + "|".join(configlib.SCHEDULERS)),
+    gamma: float = typer.Option(D.gamma, help="LR factor per epoch for --scheduler step."),
+    warmup_epochs: float = typer.Option(D.warmup_epochs, help="Linear LR warmup, in epochs."),
+    label_smoothing: float = typer.Option(D.label_smoothing, help="Label smoothing of the training loss."),
+    grad_accum: int = typer.Option(D.grad_accum, help="Batches per optimizer step."),
+    clip_grad: float = typer.Option(D.clip_grad, help="Clip the gradient norm to this (0 = off)."),
+    val_split: float = typer.Option(D.val_split, help="Fraction of the training set held out for validation (seeded)."),
+    augment: str = typer.Option(D.augment, help="|".join(configlib.AUGMENTS) + " (auto: crop-flip for CIFAR, none for MNIST)."),
+    workers: int = typer.Option(D.workers, help="0: batches are sliced on the device; N: N loader processes feed them from host memory."),
+    seed: int = typer.Option(D.seed, help="Seed for every random generator."),
+    deterministic: bool = typer.Option(D.deterministic, help="Use deterministic algorithms only."),
+    device: str = typer.Option(D.device, help="auto|cpu|cuda|cuda:N|mps"),
+    no_cuda: bool = typer.Option(False, "--no-cuda", help="Alias of --device cpu."),
+    log_interval: int = typer.Option(D.log_interval, help="Batches between log records."),
+    save_interval: int = typer.Option(D.save_interval, help="Batches between checkpoints (0 = once per epoch)."),
+    save_model: bool = typer.Option(D.save_model, help="Write checkpoints and model.pth."),
+    dry_run: bool = typer.Option(False, help="Run one training and one test batch, write nothing."),
+    name: str = typer.Option("", help="Run name: the run directory is runs/NAME."),
+    run_dir: str = typer.Option("", help="Run directory (overrides --name)."),
+    overwrite: bool = typer.Option(False, help="Replace the files of an existing run directory."),
+    json_out: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object on stdout (logs go to stderr)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only epoch results and the summary."),
+) -> None:
+    """Train a classifier; writes config, metrics, checkpoints and model.pth to a run directory."""
+    overrides = _typed_flags(ctx, dict(locals()))
+    if no_cuda:
+        if overrides.get("device", "cpu") != "cpu":
+            raise UsageError("--no-cuda contradicts --device " + overrides["device"])
+        overrides["device"] = "cpu"
+    cfg = configlib.resolve(config, overrides)
+    out_dir = None if dry_run else choose_run_dir(cfg, name, run_dir, config, overwrite)
+    log_stream = sys.stderr if json_out else sys.stdout
+    emit = reporter(log_stream, quiet)
+    try:
+        summary = engine.train(cfg, out_dir, emit, dry_run=dry_run)
+    except KeyboardInterrupt:
+        emit({"kind": "abort"})
+        raise PtrainError("interrupted; the checkpoints already written are intact"
+                          + (f" (continue with `ptrain resume {out_dir}`)" if out_dir else ""),
+                          exit_code=130) from None
+    except BaseException:
+        emit({"kind": "abort"})
+        raise
+    if json_out:
+        print(json.dumps(summary))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every error a user can fix ends as one line on stderr and a non-zero exit."""
+    try:
+        rc = app(args=argv, prog_name="ptrain", standalone_mode=False)
+    except TyperException as e:  # typer's (vendored click) usage errors: bad flag, wrong type
+        if not e.format_message():  # `ptrain` alone: the help was printed, nothing to add
+            sys.exit(e.exit_code)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx else ""
+        print(f"ptrain: error: {e.format_message()}{hint}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except PtrainError as e:
+        print(f"ptrain: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except OSError as e:  # disk full, permissions: say which file, keep what is saved
+        print(f"ptrain: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(rc or 0)

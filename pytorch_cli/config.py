@@ -1,0 +1,166 @@
+"""One typed training config: defaults here, overridden by a TOML file, overridden by flags.
+
+The resolved config is written to every run directory as `config.toml`; passing that file back
+with `--config` re-runs the same experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from pytorch_cli.errors import UsageError
+
+# The registries in data/models/optim are keyed by these names (a test keeps them in step).
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "fake")
+MODELS = ("lenet", "mnist-cnn", "cifar-net", "resnet18")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "rmsprop")
+SCHEDULERS = ("none", "step", "cosine", "onecycle")
+INITS = ("default", "xavier", "kaiming", "normal", "orthogonal")
+AUGMENTS = ("auto", "none", "crop", "crop-flip")
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "mnist"
+    data_dir: str = ""  # "" = $PTRAIN_DATA_DIR, else ./data (and the Debian folder for fashion-mnist)
+    download: bool = True
+    val_split: float = 0.0
+    augment: str = "auto"  # auto = crop-flip for CIFAR, none for the MNIST family
+    workers: int = 0
+    # model
+    model: str = "lenet"
+    init: str = "default"
+    # optimisation (defaults are the pytorch/examples MNIST script's)
+    batch_size: int = 64
+    test_batch_size: int = 1000
+    epochs: int = 10
+    lr: float = 0.01
+    momentum: float = 0.5
+    nesterov: bool = False
+    optimizer: str = "sgd"
+    weight_decay: float = 0.0
+    scheduler: str = "none"
+    gamma: float = 0.7
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    grad_accum: int = 1
+    clip_grad: float = 0.0  # 0 = no clipping
+    # reproducibility and hardware
+    seed: int = 1
+    deterministic: bool = False
+    device: str = "auto"
+    # logging and saving
+    log_interval: int = 10
+    save_interval: int = 0  # batches between mid-epoch checkpoints; 0 = once per epoch
+    save_model: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+_PY_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"--{name.replace('_', '-')} must be one of {'|'.join(choices)}, got {value!r}")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Raise UsageError naming the first bad value; return cfg unchanged when all are fine."""
+    _check_choice("dataset", cfg.dataset, DATASETS)
+    _check_choice("model", cfg.model, MODELS)
+    _check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    _check_choice("scheduler", cfg.scheduler, SCHEDULERS)
+    _check_choice("init", cfg.init, INITS)
+    _check_choice("augment", cfg.augment, AUGMENTS)
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
+    for name, value in cfg.to_dict().items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    rules = [
+        ("batch_size", cfg.batch_size >= 1, "at least 1"),
+        ("test_batch_size", cfg.test_batch_size >= 1, "at least 1"),
+        ("epochs", cfg.epochs >= 1, "at least 1"),
+        ("lr", cfg.lr > 0, "greater than 0"),
+        ("momentum", 0 <= cfg.momentum < 1, "in [0, 1)"),
+        ("weight_decay", cfg.weight_decay >= 0, "0 or more"),
+        ("gamma", 0 < cfg.gamma <= 1, "in (0, 1]"),
+        ("warmup_epochs", 0 <= cfg.warmup_epochs < cfg.epochs, "0 or more and less than --epochs"),
+        ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)"),
+        ("grad_accum", cfg.grad_accum >= 1, "at least 1"),
+        ("clip_grad", cfg.clip_grad >= 0, "0 (off) or more"),
+        ("val_split", 0 <= cfg.val_split < 1, "in [0, 1)"),
+        ("workers", cfg.workers >= 0, "0 or more"),
+        ("log_interval", cfg.log_interval >= 1, "at least 1"),
+        ("save_interval", cfg.save_interval >= 0, "0 (once per epoch) or more"),
+    ]
+    for name, ok, rule in rules:
+        if not ok:
+            raise UsageError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(cfg, name)}")
+    if cfg.nesterov and (cfg.optimizer != "sgd" or cfg.momentum == 0):
+        raise UsageError("--nesterov needs --optimizer sgd and --momentum greater than 0")
+    return cfg
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    want = _PY_TYPES[FIELD_TYPES[key]]
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise UsageError(f"{source}: {key} must be {want.__name__}, got {value!r}")
+    return value
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """Read a TOML config; unknown keys and wrong types are errors, not silently ignored."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read config file {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config file {path} is not valid TOML: {e}") from None
+    values = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in FIELD_TYPES:
+            raise UsageError(
+                f"{path}: unknown key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
+        values[name] = _coerce(name, value, str(path))
+    return values
+
+
+def resolve(file: Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults <- file <- overrides (flags the user actually typed), then validated."""
+    values = load_file(file) if file else {}
+    values.update(overrides or {})
+    return validate(TrainConfig(**values))
+
+
+def to_toml(cfg: TrainConfig) -> str:
+    lines = ["# ptrain resolved config: re-run with `ptrain train --config THIS_FILE`"]
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        else:
+            text = repr(value)
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
+
+
+def from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config saved inside a checkpoint (keys unknown to this version are dropped)."""
+    return TrainConfig(**{k: v for k, v in values.items() if k in FIELD_TYPES})

@@ -1,0 +1,340 @@
+"""Datasets held in memory as uint8 tensors, and batches that arrive on the device ready to use.
+
+Each dataset is read once into an (N, C, H, W) uint8 tensor (MNIST: 47 MB, CIFAR: 150 MB) and, by
+default, moved to the training device whole. Batches are then index slices on the device; the
+float conversion, normalisation and augmentation happen there, batched. Shuffle order and
+augmentation are pure functions of (seed, epoch, batch index), so a run resumed mid-epoch sees
+exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import pickle
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torchvision
+
+from pytorch_cli.config import TrainConfig
+from pytorch_cli.errors import PtrainError
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    channels: int
+    size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str  # what --augment auto means for this dataset
+    tv_class: str = ""  # torchvision.datasets class that downloads it
+
+
+SPECS = {
+    "mnist": Spec("mnist", 1, 28, 10, (0.1307,), (0.3081,), "none", "MNIST"),
+    "fashion-mnist": Spec("fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), "none", "FashionMNIST"),
+    "cifar10": Spec("cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                    "crop-flip", "CIFAR10"),
+    "cifar100": Spec("cifar100", 3, 32, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                     "crop-flip", "CIFAR100"),
+    "fake": Spec("fake", 1, 28, 10, (0.5,), (0.25,), "none"),
+}
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class Data:
+    spec: Spec
+    classes: list[str]
+    train: Split
+    val: Split | None
+    test: Split
+    source: str  # the folder the files were read from
+
+
+# ---------------------------------------------------------------- finding and reading files
+
+def search_dirs(cfg: TrainConfig) -> list[Path]:
+    """Where to look, in order: --data-dir alone if given; else $PTRAIN_DATA_DIR or ./data,
+    plus the folder Debian's dataset-fashion-mnist package installs."""
+    if cfg.data_dir:
+        return [Path(cfg.data_dir).expanduser()]
+    dirs = [Path(os.environ.get("PTRAIN_DATA_DIR") or "data").expanduser()]
+    if cfg.dataset == "fashion-mnist":
+        dirs.append(Path(DEBIAN_FASHION_DIR))
+    return dirs
+
+
+def _find_mnist(root: Path, spec: Spec) -> dict[str, Path] | None:
+    # The original files in a plain folder, or torchvision's layout (root/MNIST/raw/...).
+    for folder in (root, root / "raw", root / spec.tv_class / "raw"):
+        found = {}
+        for name in MNIST_FILES:
+            for candidate in (folder / name, folder / f"{name}.gz"):
+                if candidate.is_file():
+                    found[name] = candidate
+                    break
+        if len(found) == len(MNIST_FILES):
+            return found
+    return None
+
+
+def _read_mnist(files: dict[str, Path], spec: Spec) -> tuple[Split, Split, list[str]]:
+    """Stage the files in torchvision's layout (gunzipped) and read them with torchvision's reader."""
+    cls = getattr(torchvision.datasets, spec.tv_class)
+    with tempfile.TemporaryDirectory(prefix="ptrain-") as tmp:
+        raw = Path(tmp, spec.tv_class, "raw")
+        raw.mkdir(parents=True)
+        for name, path in files.items():
+            if path.suffix == ".gz":
+                with gzip.open(path, "rb") as src, open(raw / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            else:
+                os.symlink(path.resolve(), raw / name)
+        splits = []
+        for train in (True, False):
+            ds = cls(tmp, train=train, download=False)
+            splits.append(Split(ds.data.unsqueeze(1).contiguous(), ds.targets.long()))
+    return splits[0], splits[1], list(cls.classes)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR's python batches are pickles: allow numpy arrays and plain containers, nothing that
+    could run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how protocol 2 stores bytes; only builds a bytes object
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return _ArraysOnly(f, encoding="latin1").load()
+
+
+CIFAR_LAYOUTS = {
+    # dataset: [(folder name, train files, test file, meta file, label key or byte offset)]
+    "cifar10": [("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+                 "batches.meta", "labels"),
+                ("cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)],
+                 "test_batch.bin", "batches.meta.txt", 0)],
+    "cifar100": [("cifar-100-python", ["train"], "test", "meta", "fine_labels"),
+                 ("cifar-100-binary", ["train.bin"], "test.bin", "fine_label_names.txt", 1)],
+}
+
+
+def _find_cifar(root: Path, spec: Spec):
+    for folder_name, train, test, meta, label in CIFAR_LAYOUTS[spec.name]:
+        for folder in (root / folder_name, root):
+            if all((folder / f).is_file() for f in [*train, test]):
+                return folder, train, test, meta, label
+    return None
+
+
+def _read_cifar(found, spec: Spec) -> tuple[Split, Split, list[str]]:
+    folder, train_files, test_file, meta, label = found
+
+    def read(names: list[str]) -> Split:
+        images, labels = [], []
+        for name in names:
+            if isinstance(label, str):  # python pickle batches
+                batch = _unpickle(folder / name)
+                images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                labels.append(np.asarray(batch[label], dtype=np.int64))
+            else:  # binary version: label byte(s) then 3072 pixel bytes per record
+                width = 3072 + (2 if spec.name == "cifar100" else 1)
+                raw = np.fromfile(folder / name, dtype=np.uint8)
+                if raw.size % width:
+                    raise ValueError(f"{name} is not a whole number of {width}-byte records")
+                raw = raw.reshape(-1, width)
+                images.append(raw[:, width - 3072:].reshape(-1, 3, 32, 32))
+                labels.append(raw[:, label].astype(np.int64))
+        return Split(torch.from_numpy(np.concatenate(images)).contiguous(),
+                     torch.from_numpy(np.concatenate(labels)))
+
+    classes = [str(i) for i in range(spec.num_classes)]
+    meta_path = folder / meta
+    if meta_path.is_file():
+        if isinstance(label, str):
+            key = "label_names" if spec.name == "cifar10" else "fine_label_names"
+            classes = list(_unpickle(meta_path)[key])
+        else:
+            classes = [line.strip() for line in meta_path.read_text().splitlines() if line.strip()]
+    return read(train_files), read([test_file]), classes
+
+
+def _fake() -> tuple[Split, Split, list[str]]:
+    """A small learnable stand-in (class templates plus noise), the same on every machine."""
+    g = torch.Generator().manual_seed(0)
+    templates = torch.rand(10, 1, 7, 7, generator=g).repeat_interleave(4, 2).repeat_interleave(4, 3)
+
+    def make(n: int) -> Split:
+        labels = torch.randint(0, 10, (n,), generator=g)
+        x = templates[labels] * 0.7 + torch.rand(n, 1, 28, 28, generator=g) * 0.3
+        return Split((x * 255).round().to(torch.uint8), labels)
+
+    return make(2000), make(500), [str(i) for i in range(10)]
+
+
+def _locate(spec: Spec, root: Path):
+    """(folder the files are in, function that reads them), or None if they are not under root."""
+    if spec.name in ("mnist", "fashion-mnist"):
+        found = _find_mnist(root, spec)
+        return (next(iter(found.values())).parent, lambda: _read_mnist(found, spec)) if found else None
+    found = _find_cifar(root, spec)
+    return (found[0], lambda: _read_cifar(found, spec)) if found else None
+
+
+def _download(spec: Spec, root: Path) -> None:
+    cls = getattr(torchvision.datasets, spec.tv_class)
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except Exception as e:  # URLError, HTTP errors, checksum failures: all mean "not here"
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise PtrainError(
+            f"{spec.name}: not found in {root} and the download failed ({reason}); with no network, "
+            f"put the dataset's original files in a folder and pass --data-dir DIR") from None
+
+
+def load(cfg: TrainConfig) -> Data:
+    spec = SPECS[cfg.dataset]
+    if spec.name == "fake":
+        train, test, classes = _fake()
+        source = "generated"
+    else:
+        dirs = search_dirs(cfg)
+        located = next(filter(None, (_locate(spec, d) for d in dirs)), None)
+        if not located:
+            if not cfg.download:
+                raise PtrainError(
+                    f"{spec.name}: no dataset files found in {', '.join(map(str, dirs))}; pass "
+                    f"--data-dir DIR (a folder with the original files), or --download to fetch it")
+            _download(spec, dirs[0])
+            located = _locate(spec, dirs[0])
+            if not located:
+                raise PtrainError(f"{spec.name}: downloaded to {dirs[0]} but the files are not there")
+        folder, reader = located
+        source = str(folder)
+        try:
+            train, test, classes = reader()
+        except Exception as e:
+            raise PtrainError(f"{spec.name}: the files in {source} are unreadable or corrupt "
+                              f"({type(e).__name__}: {e}); replace them with the original files") from None
+    val = None
+    if cfg.val_split:
+        # Seeded, so a resumed run and `ptrain eval --split val` get the same split.
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
+        n_val = max(1, round(len(train) * cfg.val_split))
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        val = Split(train.images[val_idx], train.labels[val_idx])
+        train = Split(train.images[train_idx], train.labels[train_idx])
+    return Data(spec, classes, train, val, test, source)
+
+
+# ---------------------------------------------------------------- batches on the device
+
+def _mix(*numbers: int) -> int:
+    """Combine seed, epoch and batch into one generator seed (splitmix-style, 63 bits)."""
+    h = 0x9E3779B97F4A7C15
+    for n in numbers:
+        h = ((h ^ (n & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+
+
+def augment(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
+    """Random crop with 4 px of zero padding (+ horizontal flip), batched, on uint8 images.
+    The same as torchvision's RandomCrop(size, padding=4) and RandomHorizontalFlip per image."""
+    if kind == "none":
+        return x
+    g = torch.Generator().manual_seed(seed)
+    n, _, h, w = x.shape
+    pad = 4
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device, non_blocking=True)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device, non_blocking=True)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    x = padded[torch.arange(n, device=x.device)[:, None, None, None],
+               torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+    if kind == "crop-flip":
+        flip = (torch.rand(n, generator=g) < 0.5).to(x.device, non_blocking=True)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def normalize(x: torch.Tensor, spec: Spec) -> torch.Tensor:
+    # Same arithmetic as ToTensor() then Normalize(mean, std).
+    mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, -1, 1, 1)
+    return (x.float().div(255) - mean) / std
+
+
+def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: int,
+                  augment_kind: str, device: torch.device, start: int = 0,
+                  workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled, augmented, normalised batches on `device`, from batch `start` on.
+
+    workers=0: `split` already lives on the device and batches are sliced there.
+    workers>0: `split` stays in host memory; DataLoader worker processes gather the same batches
+    into pinned memory and they are copied over asynchronously.
+    """
+    order = epoch_order(len(split), seed, epoch)
+    index_batches = [order[b * batch_size:(b + 1) * batch_size]
+                     for b in range(start, num_batches(len(split), batch_size))]
+    if workers:
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(split.images, split.labels),
+            batch_sampler=[idx.tolist() for idx in index_batches], num_workers=workers,
+            pin_memory=device.type == "cuda")
+        raw = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
+    else:
+        raw = ((split.images[idx.to(device)], split.labels[idx.to(device)]) for idx in index_batches)
+    for b, (x, y) in enumerate(raw, start=start):
+        yield normalize(augment(x, augment_kind, _mix(seed, epoch, b)), spec), y
+
+
+def eval_batches(split: Split, spec: Spec, batch_size: int, device: torch.device,
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for i in range(0, len(split), batch_size):
+        x = split.images[i:i + batch_size].to(device, non_blocking=True)
+        yield normalize(x, spec), split.labels[i:i + batch_size].to(device, non_blocking=True)

@@ -1,0 +1,207 @@
+"""The training and evaluation loops. The engine owns the step; it reports through `emit`.
+
+Host syncs happen only at log intervals, epoch ends and checkpoints: losses and correct counts
+accumulate on the device in between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from pytorch_cli import checkpoint, data as datalib, models, optim, runtime
+from pytorch_cli.config import TrainConfig, to_toml
+
+Emit = Callable[[dict], None]
+
+
+@dataclass
+class Position:
+    """Where a run stands; saved in every checkpoint so a resume continues at the next batch."""
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # optimizer steps done
+    best_acc: float = -1.0
+    elapsed_s: float = 0.0
+    epoch_loss_sum: float = 0.0  # summed train loss of this epoch's batches so far
+    epoch_samples: int = 0
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, split: datalib.Split, spec: datalib.Spec, batch_size: int,
+             device: torch.device, max_batches: int | None = None) -> dict:
+    """Mean cross-entropy and top-1 accuracy over a split (no label smoothing, eval mode)."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    total = 0
+    for i, (x, y) in enumerate(datalib.eval_batches(split, spec, batch_size, device)):
+        if max_batches is not None and i >= max_batches:
+            break
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+        total += len(y)
+    correct_n = int(correct.item())
+    return {"loss": loss_sum.item() / total, "acc": correct_n / total, "correct": correct_n,
+            "total": total}
+
+
+def model_meta(cfg: TrainConfig, data: datalib.Data) -> dict:
+    """What rebuilds the model and its preprocessing without any flag."""
+    spec = data.spec
+    return {"model": cfg.model, "dataset": spec.name, "in_channels": spec.channels,
+            "num_classes": spec.num_classes, "image_size": spec.size, "mean": list(spec.mean),
+            "std": list(spec.std), "classes": list(data.classes)}
+
+
+def _append_jsonl(path: Path | None, record: dict) -> None:
+    if path is not None:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def train(cfg: TrainConfig, run_dir: Path | None, emit: Emit, dry_run: bool = False) -> dict:
+    """Train per `cfg`, writing into `run_dir` (None: write nothing). Returns the final summary."""
+    runtime.set_deterministic(cfg.deterministic)
+    runtime.seed_everything(cfg.seed)
+    device = runtime.resolve_device(cfg.device)
+    data = datalib.load(cfg)
+    spec = data.spec
+    if cfg.augment == "auto":
+        cfg = dataclasses.replace(cfg, augment=spec.augment)
+    storage = torch.device("cpu") if cfg.workers else device  # where the uint8 dataset lives
+    train_split, test_split = data.train.to(storage), data.test.to(storage)
+    val_split = data.val.to(storage) if data.val is not None else None
+
+    model = models.build(cfg.model, spec.channels, spec.num_classes, spec.size, cfg.init).to(device)
+    batches_per_epoch = datalib.num_batches(len(train_split), cfg.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
+    optimizer = optim.build_optimizer(model, cfg)
+    scheduler = optim.build_scheduler(optimizer, cfg, steps_per_epoch)
+    pos = Position()
+    meta = model_meta(cfg, data)
+
+    metrics_path = None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.toml").write_text(to_toml(cfg))
+        metrics_path = run_dir / "metrics.jsonl"
+
+    def save_state(path: Path) -> None:
+        checkpoint.atomic_save({
+            "format": checkpoint.STATE_FORMAT, "version": checkpoint.VERSION,
+            "model": checkpoint.clean_state_dict(model.state_dict()),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "position": dataclasses.asdict(pos), "rng": runtime.rng_state(),
+            "config": cfg.to_dict(), "meta": meta}, path)
+
+    emit({"kind": "start", "device": str(device), "dataset": spec.name, "source": data.source,
+          "train_size": len(train_split), "val_size": len(val_split) if val_split else 0,
+          "test_size": len(test_split), "model": cfg.model,
+          "params": models.count_parameters(model), "epochs": cfg.epochs,
+          "batches": batches_per_epoch, "run_dir": str(run_dir) if run_dir else None,
+          "dry_run": dry_run})
+
+    started = time.perf_counter() - pos.elapsed_s
+    result: dict = {}
+    for epoch in range(pos.epoch, cfg.epochs):
+        model.train()
+        epoch_loss = torch.zeros((), device=device, dtype=torch.float64)
+        interval_loss = torch.zeros((), device=device, dtype=torch.float64)
+        interval_batches = interval_samples = 0
+        epoch_t0 = interval_t0 = time.perf_counter()
+        epoch_samples_run = 0
+        since_save = 0
+        batches = datalib.train_batches(train_split, spec, cfg.batch_size, cfg.seed, epoch,
+                                        cfg.augment, device, start=pos.batch, workers=cfg.workers)
+        for b, (x, y) in enumerate(batches, start=pos.batch):
+            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+            (loss / cfg.grad_accum).backward()
+            epoch_loss += loss.detach().double() * len(y)
+            interval_loss += loss.detach().double()
+            interval_batches += 1
+            interval_samples += len(y)
+            epoch_samples_run += len(y)
+            pos.epoch_samples += len(y)
+            pos.batch = b + 1
+            since_save += 1
+            at_step = pos.batch % cfg.grad_accum == 0 or pos.batch == batches_per_epoch
+            if at_step:
+                if cfg.clip_grad:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                pos.step += 1
+            if dry_run:
+                break
+            if pos.batch % cfg.log_interval == 0:
+                now = time.perf_counter()
+                record = {"kind": "train", "epoch": epoch + 1, "batch": pos.batch,
+                          "batches": batches_per_epoch, "step": pos.step,
+                          "lr": optimizer.param_groups[0]["lr"],
+                          "train_loss": interval_loss.item() / interval_batches,
+                          "images_per_s": interval_samples / max(now - interval_t0, 1e-9),
+                          "elapsed_s": now - started}
+                emit(record)
+                _append_jsonl(metrics_path, record)
+                interval_loss.zero_()
+                interval_batches = interval_samples = 0
+                interval_t0 = now
+            if (run_dir is not None and cfg.save_model and cfg.save_interval and at_step
+                    and since_save >= cfg.save_interval and pos.batch < batches_per_epoch):
+                pos.epoch_loss_sum += epoch_loss.item()
+                epoch_loss.zero_()
+                pos.elapsed_s = time.perf_counter() - started
+                save_state(run_dir / "last.pt")
+                since_save = 0
+        train_time = time.perf_counter() - epoch_t0
+        train_loss = (pos.epoch_loss_sum + epoch_loss.item()) / pos.epoch_samples
+
+        max_eval = 1 if dry_run else None
+        test = evaluate(model, test_split, spec, cfg.test_batch_size, device, max_eval)
+        val = (evaluate(model, val_split, spec, cfg.test_batch_size, device, max_eval)
+               if val_split is not None else None)
+        pos.epoch, pos.batch = epoch + 1, 0
+        pos.epoch_loss_sum, pos.epoch_samples = 0.0, 0
+        pos.elapsed_s = time.perf_counter() - started
+        acc = val["acc"] if val else test["acc"]
+        improved = acc > pos.best_acc
+        pos.best_acc = max(pos.best_acc, acc)
+        result = {"kind": "epoch", "epoch": epoch + 1, "epochs": cfg.epochs, "step": pos.step,
+                  "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+                  "test_loss": test["loss"], "test_acc": test["acc"],
+                  "test_correct": test["correct"], "test_total": test["total"],
+                  **({"val_loss": val["loss"], "val_acc": val["acc"]} if val else {}),
+                  "images_per_s": epoch_samples_run / max(train_time, 1e-9),
+                  "elapsed_s": pos.elapsed_s}
+        emit(result)
+        if dry_run:
+            break
+        _append_jsonl(metrics_path, result)
+        if run_dir is not None and cfg.save_model:
+            save_state(run_dir / "last.pt")
+            if improved:
+                save_state(run_dir / "best.pt")
+
+    if run_dir is not None and cfg.save_model and not dry_run:
+        checkpoint.atomic_save({
+            "format": checkpoint.MODEL_FORMAT, "version": checkpoint.VERSION,
+            "state_dict": checkpoint.clean_state_dict(model.state_dict()), "meta": meta,
+            "config": cfg.to_dict(),
+            "metrics": {k: result[k] for k in ("epoch", "test_loss", "test_acc") if k in result}},
+            run_dir / "model.pth")
+    summary = {k: v for k, v in result.items() if k != "kind"}
+    summary.update({"best_acc": pos.best_acc, "device": str(device),
+                    "run_dir": str(run_dir) if run_dir else None, "dry_run": dry_run})
+    emit({"kind": "end", **summary})
+    return summary

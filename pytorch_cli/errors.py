@@ -1,0 +1,16 @@
+"""The one exception type users see: its message is printed as a single line, no traceback."""
+
+
+class PtrainError(Exception):
+    """A problem the user can fix. The message says what is wrong and what to do."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class UsageError(PtrainError):
+    """A bad flag or config value (exit code 2, like argparse and click)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=2)

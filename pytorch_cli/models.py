@@ -1,0 +1,112 @@
+"""Model registry: name -> builder(in_channels, num_classes, image_size). Models return logits."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+import torchvision
+
+
+class LeNet(nn.Module):
+    """The classic pytorch/examples MNIST net: conv10-conv20-dropout-fc50."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.conv2_drop = nn.Dropout2d()
+        side = ((image_size - 4) // 2 - 4) // 2
+        self.fc1 = nn.Linear(20 * side * side, 50)
+        self.fc2 = nn.Linear(50, num_classes)
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+        x = F.relu(self.fc1(x.flatten(1)))
+        x = F.dropout(x, training=self.training)
+        return self.fc2(x)
+
+
+class MnistCNN(nn.Module):
+    """pytorch/examples mnist/main.py `Net` (same parameter names, so its state_dict loads)."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        side = (image_size - 4) // 2
+        self.fc1 = nn.Linear(64 * side * side, 128)
+        self.fc2 = nn.Linear(128, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = self.dropout1(x).flatten(1)
+        x = self.dropout2(F.relu(self.fc1(x)))
+        return self.fc2(x)  # the example's log_softmax lives in our cross-entropy loss
+
+
+class CifarNet(nn.Module):
+    """The net of PyTorch's "Training a classifier" CIFAR-10 tutorial."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        side = ((image_size - 4) // 2 - 4) // 2
+        self.fc1 = nn.Linear(16 * side * side, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_classes)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = F.relu(self.fc1(x.flatten(1)))
+        return self.fc3(F.relu(self.fc2(x)))
+
+
+def resnet18(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """torchvision's ResNet-18 with the usual small-image stem: 3x3 stride-1 conv, no max-pool."""
+    model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+MODELS = {
+    "lenet": LeNet,
+    "mnist-cnn": MnistCNN,
+    "cifar-net": CifarNet,
+    "resnet18": resnet18,
+}
+
+
+def _init_rule(scheme: str):
+    return {
+        "xavier": nn.init.xavier_uniform_,
+        "kaiming": lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+        "normal": lambda w: nn.init.normal_(w, 0.0, 0.02),
+        "orthogonal": nn.init.orthogonal_,
+    }[scheme]
+
+
+def build(name: str, in_channels: int, num_classes: int, image_size: int,
+          init: str = "default") -> nn.Module:
+    model = MODELS[name](in_channels, num_classes, image_size)
+    if init != "default":  # "default" keeps PyTorch's own per-layer initialisation
+        rule = _init_rule(init)
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                rule(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+

@@ -1,0 +1,85 @@
+"""What a person sees while training: a rich progress bar on a terminal, plain one-line records
+otherwise (redirected output, nohup, SLURM: no carriage returns, no ANSI codes)."""
+
+from __future__ import annotations
+
+from typing import Callable, TextIO
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+
+def format_record(r: dict) -> str | None:
+    kind = r["kind"]
+    if kind == "start":
+        head = f"training {r['model']} ({r['params']:,} parameters) on {r['dataset']}"
+        if r["source"] != "generated":
+            head += f" from {r['source']}"
+        sizes = f"{r['train_size']} train / " + (f"{r['val_size']} val / " if r["val_size"] else "")
+        where = "dry run, nothing is written" if r["dry_run"] else f"writing {r['run_dir']}"
+        return (f"{head}: {sizes}{r['test_size']} test images; device {r['device']}; "
+                f"{r['epochs']} epochs of {r['batches']} batches; {where}")
+    if kind == "train":
+        return (f"epoch {r['epoch']} batch {r['batch']}/{r['batches']} step {r['step']} "
+                f"lr {r['lr']:.4g} loss {r['train_loss']:.4f} {r['images_per_s']:.0f} img/s "
+                f"{r['elapsed_s']:.1f}s")
+    if kind == "epoch":
+        val = (f" val loss {r['val_loss']:.4f} val acc {100 * r['val_acc']:.2f}%"
+               if "val_acc" in r else "")
+        return (f"epoch {r['epoch']}/{r['epochs']} train loss {r['train_loss']:.4f}{val} "
+                f"test loss {r['test_loss']:.4f} test acc {100 * r['test_acc']:.2f}% "
+                f"({r['test_correct']}/{r['test_total']}) {r['images_per_s']:.0f} img/s "
+                f"{r['elapsed_s']:.1f}s")
+    if kind == "end":
+        if r["dry_run"]:
+            return "dry run ok: one training batch and one test batch ran; nothing was written"
+        if "test_acc" not in r:
+            return "done"
+        where = f"; run directory {r['run_dir']}" if r["run_dir"] else ""
+        return (f"done: test acc {100 * r['test_acc']:.2f}% after {r['epoch']} epochs "
+                f"(best {'val' if 'val_acc' in r else 'test'} acc {100 * r['best_acc']:.2f}%){where}")
+    return None
+
+
+def plain_reporter(stream: TextIO, quiet: bool) -> Callable[[dict], None]:
+    def emit(r: dict) -> None:
+        if quiet and r["kind"] in ("start", "train"):
+            return
+        line = format_record(r)
+        if line:
+            print(line, file=stream, flush=True)
+    return emit
+
+
+def live_reporter(stream: TextIO, quiet: bool) -> Callable[[dict], None]:
+    """A progress bar per epoch with live loss; the epoch results stay printed above it."""
+    console = Console(file=stream)  # honours NO_COLOR
+    progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=console)
+    task = None
+
+    def emit(r: dict) -> None:
+        nonlocal task
+        kind = r["kind"]
+        if kind == "start":
+            progress.start()
+        if kind == "train" and not quiet:
+            if task is None:
+                task = progress.add_task("", total=r["batches"], epoch=r["epoch"], info="")
+            progress.update(task, completed=r["batch"],
+                            info=f"loss {r['train_loss']:.4f}  {r['images_per_s']:.0f} img/s")
+        if kind == "epoch" and task is not None:
+            progress.remove_task(task)
+            task = None
+        if kind in ("end", "abort"):  # abort: the run failed; give the terminal back cleanly
+            progress.stop()
+        line = format_record(r)
+        if line and not (kind == "train" or (quiet and kind == "start")):
+            console.print(line, highlight=False, markup=False)
+    return emit
+
+
+def reporter(stream: TextIO, quiet: bool = False) -> Callable[[dict], None]:
+    return live_reporter(stream, quiet) if stream.isatty() else plain_reporter(stream, quiet)

@@ -1,0 +1,138 @@
+"""Small datasets written in the real on-disk formats, and a way to run the CLI in-process."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pytorch_cli.cli import main
+
+# Absolute now: the tests run from temporary folders.
+MNIST_DIR = os.path.abspath(os.environ["PTRAIN_TEST_MNIST_DIR"]) if os.environ.get("PTRAIN_TEST_MNIST_DIR") else ""
+FASHION_DIR = os.environ.get("PTRAIN_TEST_FASHION_DIR", "")
+
+
+def learnable_images(n: int, channels: int, size: int, classes: int, seed: int):
+    """uint8 images whose class is visible (a bright block at a class-specific place)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, channels, size, size)).astype(np.uint8)
+    block = size // 4
+    for i, c in enumerate(labels):
+        r, col = divmod(int(c) % 16, 4)
+        images[i, :, r * block:(r + 1) * block, col * block:(col + 1) * block] = 255
+    return images, labels
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """IDX ("SN3 Pascal Vincent") format, gzipped, as the original MNIST files."""
+    header = struct.pack(">I", 0x0800 + array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(folder: Path, n_train: int = 512, n_test: int = 256) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {}
+    for split, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        images, labels = learnable_images(n, 1, 28, 10, seed)
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images[:, 0])
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
+        data[split] = (images, labels)
+    return data
+
+
+def write_cifar10_python(root: Path, per_batch: int = 100, n_test: int = 200) -> dict:
+    """cifar-10-batches-py: five pickled training batches, a test batch and batches.meta."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {}
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for k, name in enumerate(names):
+        n = n_test if name == "test_batch" else per_batch
+        images, labels = learnable_images(n, 3, 32, 10, k)
+        batch = {"batch_label": name, "labels": labels.tolist(),
+                 "data": images.reshape(n, 3072), "filenames": [f"{i}.png" for i in range(n)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+        data[name] = (images, labels)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                     "horse", "ship", "truck"], "num_vis": 3072}, f, protocol=2)
+    return data
+
+
+def write_cifar10_binary(root: Path, per_batch: int = 100, n_test: int = 200) -> dict:
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {}
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+    for k, name in enumerate(names):
+        n = n_test if name == "test_batch.bin" else per_batch
+        images, labels = learnable_images(n, 3, 32, 10, k)
+        records = np.concatenate([labels[:, None], images.reshape(n, 3072)], axis=1)
+        records.astype(np.uint8).tofile(folder / name)
+        data[name] = (images, labels)
+    (folder / "batches.meta.txt").write_text("\n".join(
+        ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]) + "\n")
+    return data
+
+
+def write_cifar100_python(root: Path, n_train: int = 300, n_test: int = 100) -> dict:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {}
+    for k, (name, n) in enumerate((("train", n_train), ("test", n_test))):
+        images, labels = learnable_images(n, 3, 32, 100, k)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": images.reshape(n, 3072), "fine_labels": labels.tolist(),
+                         "coarse_labels": (labels // 5).tolist()}, f, protocol=2)
+        data[name] = (images, labels)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"class{i}" for i in range(100)],
+                     "coarse_label_names": [f"super{i}" for i in range(20)]}, f, protocol=2)
+    return data
+
+
+@pytest.fixture
+def mnist_dir(tmp_path: Path) -> Path:
+    write_mnist(tmp_path / "mnist-files")
+    return tmp_path / "mnist-files"
+
+
+class Result:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def ptrain(capsys, monkeypatch, tmp_path):
+    """Run `ptrain ARGS...` in-process from tmp_path; returns exit code, stdout, stderr."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PTRAIN_DATA_DIR", str(tmp_path / "no-data-here"))
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
