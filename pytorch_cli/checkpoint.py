@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,13 @@ def load(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise PtrainError(f"{path}: refused to load: it holds more than tensors and plain values "
-                          f"({first[:200]}); only load files you trust, with their own tools") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        found = re.search(r"(?:unsupported|Unsupported) (?:GLOBAL|global):? ?(?:GLOBAL )?([\w.]+)", str(e))
+        if found:
+            raise PtrainError(f"{path}: refused to load: it asks to run {found.group(1)}, and ptrain "
+                              "loads only tensors and plain values; do not use this file") from None
+        raise PtrainError(f"{path}: not a PyTorch checkpoint, or a corrupt one; "
+                          "use another checkpoint of the run (last.pt, best.pt)") from None
+    except Exception as e:  # torn zip, bad record, missing key: all mean a damaged file
         raise PtrainError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}); "
                           "use another checkpoint of the run (last.pt, best.pt)") from None
     if not isinstance(obj, dict):

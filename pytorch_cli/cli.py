@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -10,9 +11,9 @@ from typing import Optional
 import typer
 from typer.exceptions import TyperException
 
-from pytorch_cli import __version__, config as configlib, engine
+from pytorch_cli import __version__, checkpoint, config as configlib, engine
 from pytorch_cli.errors import PtrainError, UsageError
-from pytorch_cli.report import reporter
+from pytorch_cli.report import print_eval, reporter
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate, resume and export PyTorch image classifiers.")
@@ -119,6 +120,80 @@ def train(
         raise PtrainError("interrupted; the checkpoints already written are intact"
                           + (f" (continue with `ptrain resume {out_dir}`)" if out_dir else ""),
                           exit_code=130) from None
+    except BaseException:
+        emit({"kind": "abort"})
+        raise
+    if json_out:
+        print(json.dumps(summary))
+
+
+@app.command(name="eval")
+def eval_(
+    checkpoint_file: Path = typer.Argument(..., metavar="CHECKPOINT", help="model.pth, last.pt, best.pt, or a bare state_dict (with --model and --dataset)."),
+    model: str = typer.Option("", help="Model of a bare state_dict: " + "|".join(configlib.MODELS)),
+    dataset: str = typer.Option("", help="Dataset of a bare state_dict: " + "|".join(configlib.DATASETS)),
+    data_dir: str = typer.Option("", help="Where the dataset is (default: as in the run's config)."),
+    download: bool = typer.Option(True, help="Download the dataset if it is not found."),
+    split: str = typer.Option("test", help="test|val|train"),
+    batch_size: int = typer.Option(0, help="Batch size (default: the run's --test-batch-size)."),
+    device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps"),
+    tta: bool = typer.Option(False, help="Test-time augmentation: average logits over shifted (and, for CIFAR, mirrored) views."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+) -> None:
+    """Evaluate a saved model: loss, accuracy (top-5 with >10 classes), per-class accuracy, confusion matrix."""
+    if split not in ("test", "val", "train"):
+        raise UsageError(f"--split must be test, val or train, got {split!r}")
+    if batch_size < 0:
+        raise UsageError("--batch-size must be at least 1")
+    result = engine.run_eval(checkpoint_file, model, dataset, data_dir, split, batch_size, device,
+                             tta, download)
+    if json_out:
+        print(json.dumps(result))
+    else:
+        print_eval(result, sys.stdout)
+
+
+@app.command()
+def resume(
+    target: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="A run directory (continues its last.pt) or a last.pt/best.pt file."),
+    epochs: Optional[int] = typer.Option(None, help="Train to this many epochs in all (extends the run)."),
+    device: Optional[str] = typer.Option(None, help="Continue on another device: auto|cpu|cuda|cuda:N|mps."),
+    model: str = typer.Option("", hidden=True),
+    dataset: str = typer.Option("", hidden=True),
+    json_out: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only epoch results and the summary."),
+) -> None:
+    """Continue a run exactly where its checkpoint left it (mid-epoch included), in the same run directory."""
+    path = target / "last.pt" if target.is_dir() else target
+    if target.is_dir() and not path.exists():
+        raise PtrainError(f"{target} has no last.pt to resume from (was it trained with --no-save-model?)")
+    state = checkpoint.load(path)
+    if state.get("format") != checkpoint.STATE_FORMAT:
+        raise UsageError(f"{path} is not a training-state checkpoint; resume takes a run directory, "
+                         "last.pt or best.pt (model.pth holds weights only)")
+    cfg = configlib.from_dict(state["config"])
+    for flag, given, saved in (("--model", model, cfg.model), ("--dataset", dataset, cfg.dataset)):
+        if given and given != saved:
+            raise UsageError(f"resume continues the same run ({saved}); {flag} cannot change it — "
+                             "start a new run with `ptrain train` instead")
+    done = state["position"]["epoch"]
+    overrides = {"device": device} if device else {}
+    if epochs is not None:
+        if epochs < cfg.epochs:
+            raise UsageError(f"--epochs {epochs}: the run was set for {cfg.epochs}; it can only be extended")
+        if epochs != cfg.epochs and cfg.scheduler == "onecycle":
+            raise UsageError("a onecycle schedule ends with its last epoch; it cannot be extended")
+        overrides["epochs"] = epochs
+    cfg = configlib.validate(dataclasses.replace(cfg, **overrides))
+    if done >= cfg.epochs:
+        raise UsageError(f"{path}: the run already finished its {cfg.epochs} epochs; "
+                         f"pass --epochs N (more than {cfg.epochs}) to extend it")
+    emit = reporter(sys.stderr if json_out else sys.stdout, quiet)
+    try:
+        summary = engine.train(cfg, path.parent, emit, resume=state)
+    except KeyboardInterrupt:
+        emit({"kind": "abort"})
+        raise PtrainError(f"interrupted; continue with `ptrain resume {path.parent}`", exit_code=130) from None
     except BaseException:
         emit({"kind": "abort"})
         raise

@@ -333,8 +333,23 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
         yield normalize(augment(x, augment_kind, _mix(seed, epoch, b)), spec), y
 
 
-def eval_batches(split: Split, spec: Spec, batch_size: int, device: torch.device,
-                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def tta_views(x: torch.Tensor, spec: Spec) -> list[torch.Tensor]:
+    """Test-time augmentation on uint8 images: the image, small shifts (zero fill) and, for
+    datasets trained with flips (CIFAR), its mirror image."""
+    pad = 2 if spec.augment == "crop-flip" else 1
+    h, w = x.shape[2:]
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    shifts = [(pad + dy, pad + dx) for dy, dx in ((-pad, 0), (pad, 0), (0, -pad), (0, pad))]
+    views = [x] + [padded[..., r:r + h, c:c + w] for r, c in shifts]
+    if spec.augment == "crop-flip":
+        views += [v.flip(3) for v in views]
+    return views
+
+
+def eval_batches(split: Split, spec: Spec, batch_size: int, device: torch.device, tta: bool = False,
+                 ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+    """In order, no augmentation: ([normalised images], labels); with tta, several views each."""
     for i in range(0, len(split), batch_size):
         x = split.images[i:i + batch_size].to(device, non_blocking=True)
-        yield normalize(x, spec), split.labels[i:i + batch_size].to(device, non_blocking=True)
+        views = tta_views(x, spec) if tta else [x]
+        yield [normalize(v, spec) for v in views], split.labels[i:i + batch_size].to(device, non_blocking=True)

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from pytorch_cli import checkpoint, data as datalib, models, optim, runtime
-from pytorch_cli.config import TrainConfig, to_toml
+from pytorch_cli.config import TrainConfig, from_dict, to_toml, validate
+from pytorch_cli.errors import PtrainError, UsageError
 
 Emit = Callable[[dict], None]
 
@@ -37,22 +38,68 @@ class Position:
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, split: datalib.Split, spec: datalib.Spec, batch_size: int,
-             device: torch.device, max_batches: int | None = None) -> dict:
-    """Mean cross-entropy and top-1 accuracy over a split (no label smoothing, eval mode)."""
+             device: torch.device, max_batches: int | None = None, tta: bool = False) -> dict:
+    """Mean cross-entropy, top-1 (and top-5) accuracy and the confusion matrix over a split,
+    in eval mode, without label smoothing. With tta, logits are averaged over the views."""
     model.eval()
+    n = spec.num_classes
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
+    confusion = torch.zeros(n * n, device=device, dtype=torch.int64)
+    top5 = torch.zeros((), device=device, dtype=torch.int64)
     total = 0
-    for i, (x, y) in enumerate(datalib.eval_batches(split, spec, batch_size, device)):
+    for i, (views, y) in enumerate(datalib.eval_batches(split, spec, batch_size, device, tta)):
         if max_batches is not None and i >= max_batches:
             break
-        logits = model(x)
+        logits = model(views[0])
+        for v in views[1:]:
+            logits = logits + model(v)
+        logits = logits / len(views)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        correct += (logits.argmax(1) == y).sum()
+        confusion += torch.bincount(y * n + logits.argmax(1), minlength=n * n)
+        if n > 10:
+            top5 += (logits.topk(5, 1).indices == y[:, None]).any(1).sum()
         total += len(y)
-    correct_n = int(correct.item())
-    return {"loss": loss_sum.item() / total, "acc": correct_n / total, "correct": correct_n,
-            "total": total}
+    confusion = confusion.view(n, n).cpu()  # rows: true class, columns: predicted
+    correct = int(confusion.trace())
+    out = {"loss": loss_sum.item() / total, "acc": correct / total, "correct": correct,
+           "total": total, "confusion": confusion}
+    if n > 10:
+        out["top5_acc"] = int(top5.item()) / total
+    return out
+
+
+def load_model(path: Path, model_name: str = "", dataset: str = "") -> tuple[torch.nn.Module, dict, TrainConfig]:
+    """Rebuild the model of a model.pth / last.pt / best.pt, or of a bare state_dict given
+    --model and --dataset. Returns (model on CPU, meta, the run's config)."""
+    saved = checkpoint.load(path)
+    fmt = saved.get("format")
+    if fmt in (checkpoint.MODEL_FORMAT, checkpoint.STATE_FORMAT):
+        state_dict = saved["state_dict" if fmt == checkpoint.MODEL_FORMAT else "model"]
+        meta, cfg = saved["meta"], from_dict(saved["config"])
+        for flag, given, saved_value in (("--model", model_name, meta["model"]),
+                                         ("--dataset", dataset, meta["dataset"])):
+            if given and given != saved_value:
+                raise UsageError(f"{path} holds a {meta['model']} trained on {meta['dataset']}; "
+                                 f"{flag} {given} does not match (leave it out)")
+    elif saved and all(isinstance(v, torch.Tensor) for v in saved.values()):
+        if not (model_name and dataset):
+            raise UsageError(f"{path} is a bare state_dict: say what it is with --model and --dataset")
+        cfg = validate(TrainConfig(model=model_name, dataset=dataset))
+        spec = datalib.SPECS[dataset]
+        meta = {"model": model_name, "dataset": dataset, "in_channels": spec.channels,
+                "num_classes": spec.num_classes, "image_size": spec.size, "mean": list(spec.mean),
+                "std": list(spec.std), "classes": []}
+        state_dict = saved
+    else:
+        raise PtrainError(f"{path}: not a ptrain checkpoint or a state_dict of tensors")
+    model = models.build(meta["model"], meta["in_channels"], meta["num_classes"], meta["image_size"])
+    try:
+        model.load_state_dict(checkpoint.clean_state_dict(state_dict))
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise PtrainError(f"{path}: the weights do not fit a {meta['model']} for {meta['dataset']} "
+                          f"({detail})") from None
+    return model, meta, cfg
 
 
 def model_meta(cfg: TrainConfig, data: datalib.Data) -> dict:
@@ -69,8 +116,18 @@ def _append_jsonl(path: Path | None, record: dict) -> None:
             f.write(json.dumps(record) + "\n")
 
 
-def train(cfg: TrainConfig, run_dir: Path | None, emit: Emit, dry_run: bool = False) -> dict:
-    """Train per `cfg`, writing into `run_dir` (None: write nothing). Returns the final summary."""
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint we resume from: they will be logged again."""
+    if path.exists():
+        lines = path.read_text().splitlines()
+        path.write_text("".join(line + "\n" for line in lines if line.strip()
+                                and json.loads(line).get("step", 0) <= step))
+
+
+def train(cfg: TrainConfig, run_dir: Path | None, emit: Emit, dry_run: bool = False,
+          resume: dict | None = None) -> dict:
+    """Train per `cfg`, writing into `run_dir` (None: write nothing). Returns the final summary.
+    `resume`: a training-state checkpoint to continue from, at the batch after the one it saved."""
     runtime.set_deterministic(cfg.deterministic)
     runtime.seed_everything(cfg.seed)
     device = runtime.resolve_device(cfg.device)
@@ -95,6 +152,14 @@ def train(cfg: TrainConfig, run_dir: Path | None, emit: Emit, dry_run: bool = Fa
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.toml").write_text(to_toml(cfg))
         metrics_path = run_dir / "metrics.jsonl"
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        pos = Position(**resume["position"])
+        runtime.set_rng_state(resume["rng"])  # last: building the model drew from the RNG
+        if metrics_path is not None:
+            _trim_metrics(metrics_path, pos.step)
 
     def save_state(path: Path) -> None:
         checkpoint.atomic_save({
@@ -109,7 +174,7 @@ def train(cfg: TrainConfig, run_dir: Path | None, emit: Emit, dry_run: bool = Fa
           "test_size": len(test_split), "model": cfg.model,
           "params": models.count_parameters(model), "epochs": cfg.epochs,
           "batches": batches_per_epoch, "run_dir": str(run_dir) if run_dir else None,
-          "dry_run": dry_run})
+          "dry_run": dry_run, "resume_at": [pos.epoch + 1, pos.batch] if resume else None})
 
     started = time.perf_counter() - pos.elapsed_s
     result: dict = {}
@@ -205,3 +270,27 @@ def train(cfg: TrainConfig, run_dir: Path | None, emit: Emit, dry_run: bool = Fa
                     "run_dir": str(run_dir) if run_dir else None, "dry_run": dry_run})
     emit({"kind": "end", **summary})
     return summary
+
+
+def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str = "",
+             split: str = "test", batch_size: int = 0, device: str = "auto", tta: bool = False,
+             download: bool = True) -> dict:
+    """Evaluate a saved model on a split of its dataset; the run's own data settings are reused."""
+    model, meta, cfg = load_model(path, model_name, dataset)
+    cfg = dataclasses.replace(cfg, device=device, download=download,
+                              data_dir=data_dir or cfg.data_dir)
+    validate(cfg)
+    dev = runtime.resolve_device(device)
+    data = datalib.load(cfg)
+    splits = {"test": data.test, "train": data.train, "val": data.val}
+    if splits[split] is None:
+        raise UsageError("--split val: this run held out no validation set (it trained without --val-split)")
+    result = evaluate(model.to(dev), splits[split], data.spec, batch_size or cfg.test_batch_size,
+                      dev, tta=tta)
+    classes = meta["classes"] or data.classes
+    per_class = result["confusion"].diag() / result["confusion"].sum(1).clamp(min=1)
+    return {"checkpoint": str(path), "model": meta["model"], "dataset": meta["dataset"],
+            "split": split, "tta": tta, "device": str(dev),
+            **{k: v for k, v in result.items() if k != "confusion"},
+            "per_class_acc": {c: float(a) for c, a in zip(classes, per_class)},
+            "classes": list(classes), "confusion": result["confusion"].tolist()}

@@ -18,6 +18,8 @@ def format_record(r: dict) -> str | None:
             head += f" from {r['source']}"
         sizes = f"{r['train_size']} train / " + (f"{r['val_size']} val / " if r["val_size"] else "")
         where = "dry run, nothing is written" if r["dry_run"] else f"writing {r['run_dir']}"
+        if r.get("resume_at"):
+            where = f"resuming at epoch {r['resume_at'][0]} after batch {r['resume_at'][1]}; " + where
         return (f"{head}: {sizes}{r['test_size']} test images; device {r['device']}; "
                 f"{r['epochs']} epochs of {r['batches']} batches; {where}")
     if kind == "train":
@@ -40,6 +42,43 @@ def format_record(r: dict) -> str | None:
         return (f"done: test acc {100 * r['test_acc']:.2f}% after {r['epoch']} epochs "
                 f"(best {'val' if 'val_acc' in r else 'test'} acc {100 * r['best_acc']:.2f}%){where}")
     return None
+
+
+def print_eval(r: dict, stream: TextIO) -> None:
+    """Evaluation results: rich tables on a terminal, plain aligned text otherwise."""
+    head = (f"{r['checkpoint']} on {r['dataset']} {r['split']}{' with TTA' if r['tta'] else ''}: "
+            f"loss {r['loss']:.4f} acc {100 * r['acc']:.2f}% ({r['correct']}/{r['total']})"
+            + (f" top-5 {100 * r['top5_acc']:.2f}%" if "top5_acc" in r else ""))
+    classes, matrix = r["classes"], r["confusion"]
+    if stream.isatty():
+        from rich.table import Table
+        console = Console(file=stream)
+        console.print(head, highlight=False, markup=False)
+        per = Table(title="per-class accuracy")
+        per.add_column("class")
+        per.add_column("accuracy", justify="right")
+        per.add_column("images", justify="right")
+        for c, row in zip(classes, matrix):
+            per.add_row(c, f"{100 * r['per_class_acc'][c]:.2f}%", str(sum(row)))
+        console.print(per)
+        if len(classes) <= 20:
+            conf = Table(title="confusion matrix (rows: true class, columns: predicted)")
+            conf.add_column("")
+            for i in range(len(classes)):
+                conf.add_column(str(i), justify="right")
+            for i, row in enumerate(matrix):
+                conf.add_row(f"{i} {classes[i]}", *map(str, row))
+            console.print(conf)
+        return
+    lines = [head, "per-class accuracy:"]
+    width = max(len(c) for c in classes)
+    lines += [f"  {c:<{width}}  {100 * r['per_class_acc'][c]:6.2f}%  ({sum(row)} images)"
+              for c, row in zip(classes, matrix)]
+    if len(classes) <= 20:
+        lines.append("confusion matrix (rows: true class, columns: predicted):")
+        cell = max(len(str(v)) for row in matrix for v in row) + 1
+        lines += ["  " + "".join(f"{v:>{cell}}" for v in row) for row in matrix]
+    print("\n".join(lines), file=stream, flush=True)
 
 
 def plain_reporter(stream: TextIO, quiet: bool) -> Callable[[dict], None]:
