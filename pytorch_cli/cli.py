@@ -18,6 +18,7 @@ from pytorch_cli.report import print_eval, reporter
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate, resume and export PyTorch image classifiers.")
 D = configlib.TrainConfig()  # defaults shown in --help come from the config itself
+EXPORT_FORMATS = ("onnx", "pt2", "torchscript", "safetensors")
 RUN_FILES = ("config.toml", "metrics.jsonl", "last.pt", "best.pt", "model.pth")
 
 
@@ -199,6 +200,53 @@ def resume(
         raise
     if json_out:
         print(json.dumps(summary))
+
+
+@app.command(name="export")
+def export_(
+    checkpoint_file: Path = typer.Argument(..., metavar="CHECKPOINT", help="model.pth, last.pt, best.pt, or a bare state_dict (with --model and --dataset)."),
+    format: str = typer.Option(..., "--format", "-f", help="onnx|pt2|torchscript|safetensors"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: beside the checkpoint, e.g. model.onnx)."),
+    model: str = typer.Option("", help="Model of a bare state_dict."),
+    dataset: str = typer.Option("", help="Dataset of a bare state_dict."),
+    data_dir: str = typer.Option("", help="Where the dataset is, for the verification batch."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+) -> None:
+    """Export a model (input normalisation included; dynamic batch) and verify it by running it."""
+    if format not in EXPORT_FORMATS:
+        raise UsageError(f"--format must be one of {'|'.join(EXPORT_FORMATS)}, got {format!r}")
+    result = engine.run_export(checkpoint_file, format, output, model, dataset, data_dir)
+    if json_out:
+        print(json.dumps(result))
+    else:
+        print(f"exported {result['output']} ({format}), verified on {result['verified_on']}: "
+              f"max abs difference from the eager model {result['max_abs_diff']:.2e}; "
+              f"metadata in {result['sidecar']}")
+
+
+@app.command()
+def predict(
+    checkpoint_file: Path = typer.Argument(..., metavar="CHECKPOINT", help="model.pth, last.pt or best.pt."),
+    images: list[Path] = typer.Argument(..., metavar="IMAGE...", help="PNG/JPEG files, any size or mode."),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
+    device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps"),
+    model: str = typer.Option("", help="Model of a bare state_dict."),
+    dataset: str = typer.Option("", help="Dataset of a bare state_dict."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+) -> None:
+    """Classify images, converted the way the model was trained (grayscale 28x28 or RGB 32x32)."""
+    if top_k < 1:
+        raise UsageError("--top-k must be at least 1")
+    results = engine.run_predict(checkpoint_file, images, top_k, device, model, dataset)
+    if json_out:
+        print(json.dumps({"checkpoint": str(checkpoint_file), "results": results}))
+    for r in results:
+        if "error" in r:
+            print(f"ptrain: error: cannot read image {r['image']} ({r['error']})", file=sys.stderr)
+        elif not json_out:
+            print(f"{r['image']}: " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
+    if any("error" in r for r in results):
+        raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

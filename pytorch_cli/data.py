@@ -282,13 +282,14 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
-    """Random crop with 4 px of zero padding (+ horizontal flip), batched, on uint8 images.
-    The same as torchvision's RandomCrop(size, padding=4) and RandomHorizontalFlip per image."""
+    """Random crop with zero padding (+ horizontal flip), batched, on uint8 images: the same as
+    torchvision's RandomCrop(size, padding) and RandomHorizontalFlip per image. Padding is 4 px
+    for 32x32 images (the CIFAR standard) and 2 px for 28x28 digits."""
     if kind == "none":
         return x
     g = torch.Generator().manual_seed(seed)
     n, _, h, w = x.shape
-    pad = 4
+    pad = 4 if h >= 32 else 2
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device, non_blocking=True)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device, non_blocking=True)
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
@@ -303,10 +304,24 @@ def augment(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor, spec: Spec) -> torch.Tensor:
+    return normalize_with(x, spec.mean, spec.std)
+
+
+def normalize_with(x: torch.Tensor, mean, std) -> torch.Tensor:
     # Same arithmetic as ToTensor() then Normalize(mean, std).
-    mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=x.device).view(1, -1, 1, 1)
+    mean = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
     return (x.float().div(255) - mean) / std
+
+
+def read_image(path: Path, channels: int, size: int) -> torch.Tensor:
+    """A PNG/JPEG of any size or mode as the model saw its training data: grayscale or RGB,
+    size x size, uint8 (C, H, W)."""
+    from PIL import Image
+    with Image.open(path) as img:
+        img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+        pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return pixels.view(size, size, channels).permute(2, 0, 1).contiguous()
 
 
 def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: int,

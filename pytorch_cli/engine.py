@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from pytorch_cli import checkpoint, data as datalib, models, optim, runtime
+from pytorch_cli import checkpoint, data as datalib, export, models, optim, runtime
 from pytorch_cli.config import TrainConfig, from_dict, to_toml, validate
 from pytorch_cli.errors import PtrainError, UsageError
 
@@ -294,3 +294,44 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
             **{k: v for k, v in result.items() if k != "confusion"},
             "per_class_acc": {c: float(a) for c, a in zip(classes, per_class)},
             "classes": list(classes), "confusion": result["confusion"].tolist()}
+
+
+def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str = "",
+               dataset: str = "", data_dir: str = "") -> dict:
+    """Export a saved model, verified on a real batch of its test set (random images in [0, 1]
+    when the dataset is not at hand, which the result says)."""
+    model, meta, cfg = load_model(path, model_name, dataset)
+    cfg = dataclasses.replace(cfg, data_dir=data_dir or cfg.data_dir, download=False)
+    try:
+        images = datalib.load(cfg).test.images[:64]
+        sample, source = images.float() / 255, "test images"
+    except PtrainError:
+        g = torch.Generator().manual_seed(0)
+        size = (64, meta["in_channels"], meta["image_size"], meta["image_size"])
+        sample, source = torch.rand(size, generator=g), "random images (dataset not found)"
+    output = output or path.with_name(path.name.split(".")[0] + export.SUFFIXES[fmt])
+    result = export.export(model, meta, sample, fmt, output, str(path))
+    return {**result, "verified_on": f"{len(sample)} {source}"}
+
+
+@torch.inference_mode()
+def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "auto",
+                model_name: str = "", dataset: str = "") -> list[dict]:
+    """Top-k classes for each image; an unreadable image gets an "error" entry, the rest answers."""
+    model, meta, _ = load_model(path, model_name, dataset)
+    dev = runtime.resolve_device(device)
+    model = model.to(dev).eval()
+    classes = meta["classes"] or [str(i) for i in range(meta["num_classes"])]
+    results = []
+    for image in images:
+        try:
+            x = datalib.read_image(image, meta["in_channels"], meta["image_size"])
+        except Exception as e:  # missing, not an image, truncated: say which and go on
+            results.append({"image": str(image), "error": f"{type(e).__name__}: {e}"})
+            continue
+        probs = model(datalib.normalize_with(x[None].to(dev), meta["mean"], meta["std"])).softmax(1)[0]
+        top = probs.topk(min(top_k, len(classes)))
+        results.append({"image": str(image), "top": [
+            {"class": classes[i], "index": int(i), "prob": float(p)}
+            for p, i in zip(top.values.cpu(), top.indices.cpu())]})
+    return results
