@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import read_metrics, write_cifar100_python, write_mnist
+from conftest import MNIST_DIR, read_metrics, write_cifar100_python, write_mnist
 from test_train import without_timing
 
 FAST = ["--dataset", "fake", "--epochs", "2", "--log-interval", "10"]
@@ -191,3 +191,40 @@ def test_sigkill_during_checkpoint_writes_never_loses_the_previous_one(tmp_path)
         assert torch.equal(saved["w"], torch.full((1_000_000,), float(saved["i"])))
         seen.add(saved["i"])
     assert len(seen) > 1
+
+
+def test_saved_state_dicts_drop_ddp_and_compile_prefixes():
+    from pytorch_cli import checkpoint, models
+    net = models.build("lenet", 1, 10, 28)
+    wrapped = torch.compile(nn.DataParallel(net))  # lazy: nothing compiles until called
+    assert next(iter(wrapped.state_dict())).startswith("_orig_mod.module.")
+    clean = checkpoint.clean_state_dict(wrapped.state_dict())
+    assert list(clean) == list(net.state_dict())
+    models.build("lenet", 1, 10, 28).load_state_dict(clean)
+
+
+@pytest.mark.skipif(not MNIST_DIR, reason="PTRAIN_TEST_MNIST_DIR is unset (.ci/run sets it to ../shared/data/mnist)")
+def test_real_mnist_train_eval_export_agree(ptrain, tmp_path):
+    """Train 1 epoch on real MNIST; eval and the onnx/pt2 exports score what train printed."""
+    r = ptrain("train", "--data-dir", MNIST_DIR, "--epochs", "1", "--log-interval", "200")
+    assert r.code == 0, r.err
+    trained = re.search(r"epoch 1/1 .*test acc (\S+ \(\d+/10000\))", r.out).group(1)
+    e = ptrain("eval", "runs/mnist/model.pth")
+    assert f"acc {trained}" in e.out
+    from pytorch_cli import data
+    from pytorch_cli.config import TrainConfig
+    d = data.load(TrainConfig(dataset="mnist", data_dir=MNIST_DIR))
+    images = d.test.images.float() / 255
+    correct = int(trained.split("(")[1].split("/")[0])
+    import onnxruntime as ort
+    for fmt in ("onnx", "pt2"):
+        x = ptrain("export", "runs/mnist/model.pth", "--format", fmt, "--json")
+        assert x.code == 0, x.err
+        path = x.json()["output"]
+        if fmt == "onnx":
+            s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            logits = torch.from_numpy(s.run(None, {"images": images.numpy()})[0])
+        else:
+            with torch.inference_mode():
+                logits = torch.export.load(path).module()(images)
+        assert int((logits.argmax(1) == d.test.labels).sum()) == correct, fmt
