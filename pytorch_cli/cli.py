@@ -112,10 +112,15 @@ def train(
         overrides["device"] = "cpu"
     cfg = configlib.resolve(config, overrides)
     out_dir = None if dry_run else choose_run_dir(cfg, name, run_dir, config, overwrite)
-    log_stream = sys.stderr if json_out else sys.stdout
-    emit = reporter(log_stream, quiet)
+    _run_training(cfg, out_dir, json_out, quiet, dry_run=dry_run)
+
+
+def _run_training(cfg: configlib.TrainConfig, out_dir: Path | None, json_out: bool, quiet: bool,
+                  **kwargs) -> None:
+    """Shared by train and resume: progress to stdout (stderr with --json), summary, Ctrl-C."""
+    emit = reporter(sys.stderr if json_out else sys.stdout, quiet)
     try:
-        summary = engine.train(cfg, out_dir, emit, dry_run=dry_run)
+        summary = engine.train(cfg, out_dir, emit, **kwargs)
     except KeyboardInterrupt:
         emit({"kind": "abort"})
         raise PtrainError("interrupted; the checkpoints already written are intact"
@@ -189,17 +194,7 @@ def resume(
     if done >= cfg.epochs:
         raise UsageError(f"{path}: the run already finished its {cfg.epochs} epochs; "
                          f"pass --epochs N (more than {cfg.epochs}) to extend it")
-    emit = reporter(sys.stderr if json_out else sys.stdout, quiet)
-    try:
-        summary = engine.train(cfg, path.parent, emit, resume=state)
-    except KeyboardInterrupt:
-        emit({"kind": "abort"})
-        raise PtrainError(f"interrupted; continue with `ptrain resume {path.parent}`", exit_code=130) from None
-    except BaseException:
-        emit({"kind": "abort"})
-        raise
-    if json_out:
-        print(json.dumps(summary))
+    _run_training(cfg, path.parent, json_out, quiet, resume=state)
 
 
 @app.command(name="export")

@@ -49,39 +49,42 @@ def write_mnist(folder: Path, n_train: int = 512, n_test: int = 256) -> dict:
     return data
 
 
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _cifar10_batches(per_batch: int, n_test: int, suffix: str):
+    """(file name, images, labels) for the five training batches and the test batch."""
+    names = [f"data_batch_{i}{suffix}" for i in range(1, 6)] + [f"test_batch{suffix}"]
+    for k, name in enumerate(names):
+        n = n_test if name.startswith("test") else per_batch
+        yield name, *learnable_images(n, 3, 32, 10, k)
+
+
 def write_cifar10_python(root: Path, per_batch: int = 100, n_test: int = 200) -> dict:
     """cifar-10-batches-py: five pickled training batches, a test batch and batches.meta."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
     data = {}
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for k, name in enumerate(names):
-        n = n_test if name == "test_batch" else per_batch
-        images, labels = learnable_images(n, 3, 32, 10, k)
-        batch = {"batch_label": name, "labels": labels.tolist(),
-                 "data": images.reshape(n, 3072), "filenames": [f"{i}.png" for i in range(n)]}
+    for name, images, labels in _cifar10_batches(per_batch, n_test, ""):
+        batch = {"batch_label": name, "labels": labels.tolist(), "data": images.reshape(-1, 3072),
+                 "filenames": [f"{i}.png" for i in range(len(labels))]}
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)
         data[name] = (images, labels)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                     "horse", "ship", "truck"], "num_vis": 3072}, f, protocol=2)
+        pickle.dump({"label_names": CIFAR10_NAMES, "num_vis": 3072}, f, protocol=2)
     return data
 
 
 def write_cifar10_binary(root: Path, per_batch: int = 100, n_test: int = 200) -> dict:
+    """cifar-10-batches-bin: records of one label byte and 3072 pixel bytes."""
     folder = root / "cifar-10-batches-bin"
     folder.mkdir(parents=True, exist_ok=True)
     data = {}
-    names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
-    for k, name in enumerate(names):
-        n = n_test if name == "test_batch.bin" else per_batch
-        images, labels = learnable_images(n, 3, 32, 10, k)
-        records = np.concatenate([labels[:, None], images.reshape(n, 3072)], axis=1)
-        records.astype(np.uint8).tofile(folder / name)
+    for name, images, labels in _cifar10_batches(per_batch, n_test, ".bin"):
+        np.concatenate([labels[:, None], images.reshape(-1, 3072)], axis=1).tofile(folder / name)
         data[name] = (images, labels)
-    (folder / "batches.meta.txt").write_text("\n".join(
-        ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]) + "\n")
+    (folder / "batches.meta.txt").write_text("\n".join(CIFAR10_NAMES) + "\n")
     return data
 
 
