@@ -2,6 +2,8 @@
 kept as the yardstick for `ptrain train`'s accuracy and speed.
 
     python benchmarks/reference_mnist.py --data-dir ../shared/data/mnist --epochs 1
+    python benchmarks/reference_mnist.py --dataset fashion-mnist \
+        --data-dir /usr/share/datasets/fashion-mnist
 """
 
 import argparse
@@ -41,18 +43,21 @@ def main():
     p.add_argument("--data-dir", required=True, help="folder with the four MNIST .gz files")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
     args = p.parse_args()
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as root:
-        raw = Path(root, "MNIST", "raw")
+        cls, mean, std = {"mnist": (datasets.MNIST, 0.1307, 0.3081),
+                          "fashion-mnist": (datasets.FashionMNIST, 0.2860, 0.3530)}[args.dataset]
+        raw = Path(root, cls.__name__, "raw")
         raw.mkdir(parents=True)
         for gz in Path(args.data_dir).glob("*.gz"):
             with gzip.open(gz) as src, open(raw / gz.stem, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
-        train = torch.utils.data.DataLoader(datasets.MNIST(root, train=True, transform=tf),
+        tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
+        train = torch.utils.data.DataLoader(cls(root, train=True, transform=tf),
                                             batch_size=64, shuffle=True)
-        test = torch.utils.data.DataLoader(datasets.MNIST(root, train=False, transform=tf),
+        test = torch.utils.data.DataLoader(cls(root, train=False, transform=tf),
                                            batch_size=1000)
         model = Net()
         opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
