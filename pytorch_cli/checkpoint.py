@@ -65,7 +65,9 @@ def load(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"(?:unsupported|Unsupported) (?:GLOBAL|global):? ?(?:GLOBAL )?([\w.]+)", str(e))
+        # torch names the blocked callable: "unsupported GLOBAL posix.system" (older: "Unsupported
+        # global: GLOBAL posix.system")
+        found = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(e), re.IGNORECASE)
         if found:
             raise PtrainError(f"{path}: refused to load: it asks to run {found.group(1)}, and ptrain "
                               "loads only tensors and plain values; do not use this file") from None

@@ -11,14 +11,13 @@ from typing import Optional
 import typer
 from typer.exceptions import TyperException
 
-from pytorch_cli import __version__, checkpoint, config as configlib, engine
+from pytorch_cli import __version__, checkpoint, config as configlib, engine, export
 from pytorch_cli.errors import PtrainError, UsageError
 from pytorch_cli.report import print_eval, reporter
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate, resume and export PyTorch image classifiers.")
 D = configlib.TrainConfig()  # defaults shown in --help come from the config itself
-EXPORT_FORMATS = ("onnx", "pt2", "torchscript", "safetensors")
 RUN_FILES = ("config.toml", "metrics.jsonl", "last.pt", "best.pt", "model.pth")
 
 
@@ -200,7 +199,7 @@ def resume(
 @app.command(name="export")
 def export_(
     checkpoint_file: Path = typer.Argument(..., metavar="CHECKPOINT", help="model.pth, last.pt, best.pt, or a bare state_dict (with --model and --dataset)."),
-    format: str = typer.Option(..., "--format", "-f", help="onnx|pt2|torchscript|safetensors"),
+    format: str = typer.Option(..., "--format", "-f", help="|".join(export.EXPORTERS)),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: beside the checkpoint, e.g. model.onnx)."),
     model: str = typer.Option("", help="Model of a bare state_dict."),
     dataset: str = typer.Option("", help="Dataset of a bare state_dict."),
@@ -208,8 +207,8 @@ def export_(
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Export a model (input normalisation included; dynamic batch) and verify it by running it."""
-    if format not in EXPORT_FORMATS:
-        raise UsageError(f"--format must be one of {'|'.join(EXPORT_FORMATS)}, got {format!r}")
+    if format not in export.EXPORTERS:
+        raise UsageError(f"--format must be one of {'|'.join(export.EXPORTERS)}, got {format!r}")
     result = engine.run_export(checkpoint_file, format, output, model, dataset, data_dir)
     if json_out:
         print(json.dumps(result))

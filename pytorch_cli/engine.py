@@ -85,10 +85,7 @@ def load_model(path: Path, model_name: str = "", dataset: str = "") -> tuple[tor
         if not (model_name and dataset):
             raise UsageError(f"{path} is a bare state_dict: say what it is with --model and --dataset")
         cfg = validate(TrainConfig(model=model_name, dataset=dataset))
-        spec = datalib.SPECS[dataset]
-        meta = {"model": model_name, "dataset": dataset, "in_channels": spec.channels,
-                "num_classes": spec.num_classes, "image_size": spec.size, "mean": list(spec.mean),
-                "std": list(spec.std), "classes": []}
+        meta = model_meta(model_name, datalib.SPECS[dataset], [])  # class names come with the data
         state_dict = saved
     else:
         raise PtrainError(f"{path}: not a ptrain checkpoint or a state_dict of tensors")
@@ -102,12 +99,11 @@ def load_model(path: Path, model_name: str = "", dataset: str = "") -> tuple[tor
     return model, meta, cfg
 
 
-def model_meta(cfg: TrainConfig, data: datalib.Data) -> dict:
+def model_meta(model_name: str, spec: datalib.Spec, classes: list[str]) -> dict:
     """What rebuilds the model and its preprocessing without any flag."""
-    spec = data.spec
-    return {"model": cfg.model, "dataset": spec.name, "in_channels": spec.channels,
+    return {"model": model_name, "dataset": spec.name, "in_channels": spec.channels,
             "num_classes": spec.num_classes, "image_size": spec.size, "mean": list(spec.mean),
-            "std": list(spec.std), "classes": list(data.classes)}
+            "std": list(spec.std), "classes": list(classes)}
 
 
 def _append_jsonl(path: Path | None, record: dict) -> None:
@@ -145,7 +141,7 @@ def train(cfg: TrainConfig, run_dir: Path | None, emit: Emit, dry_run: bool = Fa
     optimizer = optim.build_optimizer(model, cfg)
     scheduler = optim.build_scheduler(optimizer, cfg, steps_per_epoch)
     pos = Position()
-    meta = model_meta(cfg, data)
+    meta = model_meta(cfg.model, spec, data.classes)
 
     metrics_path = None
     if run_dir is not None:
