@@ -1,4 +1,4 @@
-"""The classic pytorch/examples MNIST loop (DataLoader + transforms, conv10-conv20-fc50 net),
+"""The classic argparse MNIST loop (DataLoader + transforms, the Grokking-PyTorch conv10-conv20-fc50 net),
 kept as the yardstick for `ptrain train`'s accuracy and speed.
 
     python benchmarks/reference_mnist.py --data-dir ../shared/data/mnist --epochs 1
@@ -34,7 +34,6 @@ class Net(nn.Module):
         x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
         x = x.view(-1, 320)
         x = F.relu(self.fc1(x))
-        x = F.dropout(x, training=self.training)
         return F.log_softmax(self.fc2(x), dim=1)
 
 

@@ -1,8 +1,10 @@
-"""Saving and loading: atomic writes, weights-only loads, plain containers of tensors only.
+"""Checkpoint files: their formats and versions, atomic writes, weights-only loads.
 
-Two file kinds, both dicts tagged with "format":
-- training state (`last.pt`, `best.pt`): everything an exact resume needs;
+Two file kinds, both dicts tagged with "format" and "version":
+- training state (`last.pt`, `best.pt`): TrainState.state_dict() (state.py says what it holds)
+  plus the run's config and the model's meta;
 - model file (`model.pth`): weights plus what rebuilds the model and its preprocessing.
+A third thing loads too: a bare state_dict of tensors, as other scripts save them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -24,6 +26,7 @@ _PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel and to
 
 
 def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights on the CPU under the plain module's names (wrapper prefixes dropped)."""
     out = {}
     for key, value in state_dict.items():
         changed = True
@@ -36,14 +39,14 @@ def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
-def atomic_save(obj: Any, path: Path) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write to a temp file in the same folder, fsync, then rename over the target: a crash at
     any moment leaves either the old file or the new one, never a torn one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -55,6 +58,21 @@ def atomic_save(obj: Any, path: Path) -> None:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def save_train_state(path: Path, state: dict, config: dict, meta: dict) -> None:
+    atomic_save({"format": STATE_FORMAT, "version": VERSION, **state, "config": config,
+                 "meta": meta}, path)
+
+
+def save_model_file(path: Path, state_dict: dict, meta: dict, config: dict, metrics: dict) -> None:
+    atomic_save({"format": MODEL_FORMAT, "version": VERSION,
+                 "state_dict": clean_state_dict(state_dict), "meta": meta, "config": config,
+                 "metrics": metrics}, path)
 
 
 def load(path: Path) -> dict:
@@ -78,4 +96,18 @@ def load(path: Path) -> dict:
                           "use another checkpoint of the run (last.pt, best.pt)") from None
     if not isinstance(obj, dict):
         raise PtrainError(f"{path}: not a ptrain checkpoint or state_dict")
+    if obj.get("format") in (STATE_FORMAT, MODEL_FORMAT) and obj.get("version", 1) > VERSION:
+        raise PtrainError(f"{path}: written by a newer ptrain (checkpoint version "
+                          f"{obj['version']}, this one reads {VERSION}); upgrade ptrain")
     return obj
+
+
+def weights(saved: dict) -> dict[str, torch.Tensor] | None:
+    """The model weights of a loaded file of any kind; None if it holds none."""
+    if saved.get("format") == MODEL_FORMAT:
+        return saved["state_dict"]
+    if saved.get("format") == STATE_FORMAT:
+        return saved["model"]
+    if saved and all(isinstance(v, torch.Tensor) for v in saved.values()):
+        return saved  # a bare state_dict
+    return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -11,14 +10,13 @@ from typing import Optional
 import typer
 from typer.exceptions import TyperException
 
-from pytorch_cli import __version__, checkpoint, config as configlib, engine, export
+from pytorch_cli import __version__, config as configlib, events, export, lifecycle, loop, rundir
 from pytorch_cli.errors import PtrainError, UsageError
 from pytorch_cli.report import print_eval, reporter
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate, resume and export PyTorch image classifiers.")
 D = configlib.TrainConfig()  # defaults shown in --help come from the config itself
-RUN_FILES = ("config.toml", "metrics.jsonl", "last.pt", "best.pt", "model.pth")
 
 
 def _version(value: bool) -> None:
@@ -33,33 +31,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     pass
 
 
-def _holds_run(path: Path) -> bool:
-    return any((path / f).exists() for f in RUN_FILES)
-
-
-def choose_run_dir(cfg: configlib.TrainConfig, name: str, run_dir: str, config_file: Path | None,
-                   overwrite: bool) -> Path:
-    """runs/<name>; without --name/--run-dir the name is the config file's or the dataset's, and a
-    taken one gets a -2, -3... suffix. An explicitly named run is never overwritten silently."""
-    if run_dir or name:
-        path = Path(run_dir) if run_dir else Path("runs") / name
-        if _holds_run(path):
-            if not overwrite:
-                raise UsageError(f"{path} already holds a run; choose another --name/--run-dir, "
-                                 f"continue it with `ptrain resume {path}`, or pass --overwrite")
-            for f in RUN_FILES:
-                (path / f).unlink(missing_ok=True)
-        return path
-    base = config_file.stem if config_file else cfg.dataset
-    path, n = Path("runs") / base, 2
-    while _holds_run(path):
-        path, n = Path("runs") / f"{base}-{n}", n + 1
-    return path
-
-
-def _typed_flags(ctx: typer.Context, values: dict) -> dict:
+def _typed_flags(ctx: typer.Context) -> dict:
     """Only the flags the user actually typed override the config file."""
-    return {k: v for k, v in values.items() if k in configlib.FIELD_TYPES
+    return {k: v for k, v in ctx.params.items() if k in configlib.FIELD_TYPES
             and getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
 
 
@@ -104,26 +78,31 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only epoch results and the summary."),
 ) -> None:
     """Train a classifier; writes config, metrics, checkpoints and model.pth to a run directory."""
-    overrides = _typed_flags(ctx, dict(locals()))
+    overrides = _typed_flags(ctx)
     if no_cuda:
         if overrides.get("device", "cpu") != "cpu":
             raise UsageError("--no-cuda contradicts --device " + overrides["device"])
         overrides["device"] = "cpu"
     cfg = configlib.resolve(config, overrides)
-    out_dir = None if dry_run else choose_run_dir(cfg, name, run_dir, config, overwrite)
-    _run_training(cfg, out_dir, json_out, quiet, dry_run=dry_run)
+    run = None
+    if not dry_run:
+        default = config.stem if config else cfg.dataset
+        run = rundir.RunDir(rundir.choose(name, run_dir, default, overwrite))
+    _run_training(cfg, run, json_out, quiet, dry_run=dry_run)
 
 
-def _run_training(cfg: configlib.TrainConfig, out_dir: Path | None, json_out: bool, quiet: bool,
-                  **kwargs) -> None:
-    """Shared by train and resume: progress to stdout (stderr with --json), summary, Ctrl-C."""
-    emit = reporter(sys.stderr if json_out else sys.stdout, quiet)
+def _run_training(cfg: configlib.TrainConfig, run: rundir.RunDir | None, json_out: bool,
+                  quiet: bool, **kwargs) -> None:
+    """Shared by train and resume: progress to stdout (stderr with --json), metrics.jsonl,
+    the summary, Ctrl-C."""
+    emit = events.fanout(reporter(sys.stderr if json_out else sys.stdout, quiet),
+                         run.metrics_sink() if run else None)
     try:
-        summary = engine.train(cfg, out_dir, emit, **kwargs)
+        summary = loop.train(cfg, run, emit, **kwargs)
     except KeyboardInterrupt:
         emit({"kind": "abort"})
         raise PtrainError("interrupted; the checkpoints already written are intact"
-                          + (f" (continue with `ptrain resume {out_dir}`)" if out_dir else ""),
+                          + (f" (continue with `ptrain resume {run.path}`)" if run else ""),
                           exit_code=130) from None
     except BaseException:
         emit({"kind": "abort"})
@@ -134,7 +113,7 @@ def _run_training(cfg: configlib.TrainConfig, out_dir: Path | None, json_out: bo
 
 @app.command(name="eval")
 def eval_(
-    checkpoint_file: Path = typer.Argument(..., metavar="CHECKPOINT", help="model.pth, last.pt, best.pt, or a bare state_dict (with --model and --dataset)."),
+    checkpoint_file: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="A run directory (its model.pth), model.pth, last.pt, best.pt, or a bare state_dict (with --model and --dataset)."),
     model: str = typer.Option("", help="Model of a bare state_dict: " + "|".join(configlib.MODELS)),
     dataset: str = typer.Option("", help="Dataset of a bare state_dict: " + "|".join(configlib.DATASETS)),
     data_dir: str = typer.Option("", help="Where the dataset is (default: as in the run's config)."),
@@ -150,7 +129,7 @@ def eval_(
         raise UsageError(f"--split must be test, val or train, got {split!r}")
     if batch_size < 0:
         raise UsageError("--batch-size must be at least 1")
-    result = engine.run_eval(checkpoint_file, model, dataset, data_dir, split, batch_size, device,
+    result = lifecycle.run_eval(checkpoint_file, model, dataset, data_dir, split, batch_size, device,
                              tta, download)
     if json_out:
         print(json.dumps(result))
@@ -169,36 +148,13 @@ def resume(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only epoch results and the summary."),
 ) -> None:
     """Continue a run exactly where its checkpoint left it (mid-epoch included), in the same run directory."""
-    path = target / "last.pt" if target.is_dir() else target
-    if target.is_dir() and not path.exists():
-        raise PtrainError(f"{target} has no last.pt to resume from (was it trained with --no-save-model?)")
-    state = checkpoint.load(path)
-    if state.get("format") != checkpoint.STATE_FORMAT:
-        raise UsageError(f"{path} is not a training-state checkpoint; resume takes a run directory, "
-                         "last.pt or best.pt (model.pth holds weights only)")
-    cfg = configlib.from_dict(state["config"])
-    for flag, given, saved in (("--model", model, cfg.model), ("--dataset", dataset, cfg.dataset)):
-        if given and given != saved:
-            raise UsageError(f"resume continues the same run ({saved}); {flag} cannot change it — "
-                             "start a new run with `ptrain train` instead")
-    done = state["position"]["epoch"]
-    overrides = {"device": device} if device else {}
-    if epochs is not None:
-        if epochs < cfg.epochs:
-            raise UsageError(f"--epochs {epochs}: the run was set for {cfg.epochs}; it can only be extended")
-        if epochs != cfg.epochs and cfg.scheduler == "onecycle":
-            raise UsageError("a onecycle schedule ends with its last epoch; it cannot be extended")
-        overrides["epochs"] = epochs
-    cfg = configlib.validate(dataclasses.replace(cfg, **overrides))
-    if done >= cfg.epochs:
-        raise UsageError(f"{path}: the run already finished its {cfg.epochs} epochs; "
-                         f"pass --epochs N (more than {cfg.epochs}) to extend it")
-    _run_training(cfg, path.parent, json_out, quiet, resume=state)
+    cfg, run, state = lifecycle.prepare_resume(target, epochs, device, model, dataset)
+    _run_training(cfg, run, json_out, quiet, resume=state)
 
 
 @app.command(name="export")
 def export_(
-    checkpoint_file: Path = typer.Argument(..., metavar="CHECKPOINT", help="model.pth, last.pt, best.pt, or a bare state_dict (with --model and --dataset)."),
+    checkpoint_file: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="A run directory (its model.pth), model.pth, last.pt, best.pt, or a bare state_dict (with --model and --dataset)."),
     format: str = typer.Option(..., "--format", "-f", help="|".join(export.EXPORTERS)),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: beside the checkpoint, e.g. model.onnx)."),
     model: str = typer.Option("", help="Model of a bare state_dict."),
@@ -209,7 +165,7 @@ def export_(
     """Export a model (input normalisation included; dynamic batch) and verify it by running it."""
     if format not in export.EXPORTERS:
         raise UsageError(f"--format must be one of {'|'.join(export.EXPORTERS)}, got {format!r}")
-    result = engine.run_export(checkpoint_file, format, output, model, dataset, data_dir)
+    result = lifecycle.run_export(checkpoint_file, format, output, model, dataset, data_dir)
     if json_out:
         print(json.dumps(result))
     else:
@@ -220,7 +176,7 @@ def export_(
 
 @app.command()
 def predict(
-    checkpoint_file: Path = typer.Argument(..., metavar="CHECKPOINT", help="model.pth, last.pt or best.pt."),
+    checkpoint_file: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="A run directory (its model.pth), model.pth, last.pt or best.pt."),
     images: list[Path] = typer.Argument(..., metavar="IMAGE...", help="PNG/JPEG files, any size or mode."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
     device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps"),
@@ -231,7 +187,7 @@ def predict(
     """Classify images, converted the way the model was trained (grayscale 28x28 or RGB 32x32)."""
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
-    results = engine.run_predict(checkpoint_file, images, top_k, device, model, dataset)
+    results = lifecycle.run_predict(checkpoint_file, images, top_k, device, model, dataset)
     if json_out:
         print(json.dumps({"checkpoint": str(checkpoint_file), "results": results}))
     for r in results:

@@ -10,6 +10,8 @@ import dataclasses
 import math
 import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -65,23 +67,35 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
-_PY_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+def _accepted(hint) -> tuple[type, ...]:
+    """The value types a field takes: `int` -> (int,); `int | None` -> (int, NoneType)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def field_types(cls) -> dict[str, tuple[type, ...]]:
+    # get_type_hints: real types, not the strings `from __future__ import annotations` leaves.
+    hints = typing.get_type_hints(cls)
+    return {f.name: _accepted(hints[f.name]) for f in fields(cls)}
+
+
+FIELD_TYPES = field_types(TrainConfig)
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise UsageError(f"--{name.replace('_', '-')} must be one of {'|'.join(choices)}, got {value!r}")
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise UsageError naming the first bad value; return cfg unchanged when all are fine."""
-    _check_choice("dataset", cfg.dataset, DATASETS)
-    _check_choice("model", cfg.model, MODELS)
-    _check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
-    _check_choice("scheduler", cfg.scheduler, SCHEDULERS)
-    _check_choice("init", cfg.init, INITS)
-    _check_choice("augment", cfg.augment, AUGMENTS)
+    check_choice("dataset", cfg.dataset, DATASETS)
+    check_choice("model", cfg.model, MODELS)
+    check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    check_choice("scheduler", cfg.scheduler, SCHEDULERS)
+    check_choice("init", cfg.init, INITS)
+    check_choice("augment", cfg.augment, AUGMENTS)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
     for name, value in cfg.to_dict().items():
@@ -112,12 +126,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def _coerce(key: str, value: Any, source: str) -> Any:
-    want = _PY_TYPES[FIELD_TYPES[key]]
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
+def coerce(accepted: tuple[type, ...], key: str, value: Any, source: str) -> Any:
+    """Check a TOML value against a field's types; an int is accepted where a float is wanted."""
+    if float in accepted and type(value) is int:
         return float(value)
-    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        raise UsageError(f"{source}: {key} must be {want.__name__}, got {value!r}")
+    # bool is an int subclass: true is not a valid epochs count
+    if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+        names = " or ".join(t.__name__ for t in accepted if t is not type(None))
+        raise UsageError(f"{source}: {key} must be {names}, got {value!r}")
     return value
 
 
@@ -137,7 +153,7 @@ def load_file(path: Path) -> dict[str, Any]:
         if name not in FIELD_TYPES:
             raise UsageError(
                 f"{path}: unknown key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
-        values[name] = _coerce(name, value, str(path))
+        values[name] = coerce(FIELD_TYPES[name], name, value, str(path))
     return values
 
 
@@ -151,6 +167,9 @@ def resolve(file: Path | None = None, overrides: dict[str, Any] | None = None) -
 def to_toml(cfg: TrainConfig) -> str:
     lines = ["# ptrain resolved config: re-run with `ptrain train --config THIS_FILE`"]
     for key, value in cfg.to_dict().items():
+        if value is None:  # TOML has no null: leaving the key out gives back the default, None
+            lines.append(f"# {key} = (not set)")
+            continue
         if isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, str):

@@ -1,4 +1,5 @@
-"""The one exception type users see: its message is printed as a single line, no traceback."""
+"""The one exception type users see (its message is printed as a single line, no traceback),
+and the wording helper every message uses."""
 
 
 class PtrainError(Exception):
@@ -14,3 +15,8 @@ class UsageError(PtrainError):
 
     def __init__(self, message: str):
         super().__init__(message, exit_code=2)
+
+
+def plural(n: int, word: str, many: str = "") -> str:
+    """'1 epoch', '2 epochs'; plural(3, "batch", "batches")."""
+    return f"{n} {word if n == 1 else many or word + 's'}"

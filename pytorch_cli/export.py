@@ -13,24 +13,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pytorch_cli.checkpoint import atomic_write
 from pytorch_cli.errors import PtrainError
 
 TOLERANCE = 1e-4
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".torchscript.pt",
             "safetensors": ".safetensors"}
-
-
-class Normalized(nn.Module):
-    """The model with its input normalisation inside: takes float images in [0, 1], NCHW."""
-
-    def __init__(self, model: nn.Module, mean: list[float], std: list[float]):
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x):
-        return self.model((x - self.mean) / self.std)
 
 
 def _need(module: str, extra: str):
@@ -42,7 +30,7 @@ def _need(module: str, extra: str):
 
 
 def _batch_dim():
-    return {"x": {0: torch.export.Dim("batch", min=1, max=65536)}}
+    return ({0: torch.export.Dim("batch", min=1, max=65536)},)  # per positional input
 
 
 def _onnx(wrapped: nn.Module, sample: torch.Tensor, path: Path):
@@ -50,8 +38,11 @@ def _onnx(wrapped: nn.Module, sample: torch.Tensor, path: Path):
     _need("onnxscript", "onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # external_data=False: one self-contained file (these models are small), so a copied or
+        # renamed model.onnx still runs; weights beside it would name the temporary file.
         torch.onnx.export(wrapped, (sample,), str(path), dynamo=True, input_names=["images"],
-                          output_names=["logits"], dynamic_shapes=_batch_dim(), verbose=False)
+                          output_names=["logits"], dynamic_shapes=_batch_dim(), verbose=False,
+                          external_data=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
 
@@ -73,30 +64,38 @@ def _torchscript(wrapped: nn.Module, sample: torch.Tensor, path: Path):
 
 def _safetensors(wrapped: nn.Module, sample: torch.Tensor, path: Path):
     st = _need("safetensors.torch", "safetensors")
-    st.save_file({k: v.contiguous() for k, v in wrapped.model.state_dict().items()}, str(path))
+    st.save_file({k: v.contiguous() for k, v in wrapped[1].state_dict().items()}, str(path))
     clone = copy.deepcopy(wrapped)
     with torch.no_grad():
-        for tensor in clone.model.state_dict().values():
+        for tensor in clone[1].state_dict().values():
             tensor.zero_()  # so the outputs can only come from the file's weights
-    clone.model.load_state_dict(st.load_file(str(path)))
+    clone[1].load_state_dict(st.load_file(str(path)))
     return lambda x: clone(x)
 
 
 EXPORTERS = {"onnx": _onnx, "pt2": _pt2, "torchscript": _torchscript, "safetensors": _safetensors}
 
 
-def export(model: nn.Module, meta: dict, sample: torch.Tensor, fmt: str, output: Path,
-           source: str) -> dict:
-    """Write `output` (+ `output.json`), verify it against the eager model on `sample`
-    (float images in [0, 1]); on a mismatch above TOLERANCE the artifact is removed."""
-    wrapped = Normalized(model.cpu().eval(), meta["mean"], meta["std"]).eval()
+def export(model: nn.Module, normalize: nn.Module, meta: dict, sample: torch.Tensor, fmt: str,
+           output: Path, source: str) -> dict:
+    """Write `output` (+ `output.json`) of normalize-then-model, which takes float images in
+    [0, 1]; verify it against the eager model on `sample`. On a mismatch above TOLERANCE
+    nothing is written."""
+    wrapped = nn.Sequential(normalize, model).cpu().eval()
     sample = sample.cpu()
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".tmp{os.getpid()}-{output.name}")  # keeps the suffix runtimes check
     try:
         with torch.inference_mode():
             expected = wrapped(sample)
-        run = EXPORTERS[fmt](wrapped, sample, tmp)
+        try:
+            run = EXPORTERS[fmt](wrapped, sample, tmp)
+        except PtrainError:
+            raise
+        except Exception as e:  # the exporter's own failure: one line, with its reason
+            reason = (str(e).strip().splitlines() or [""])[0][:300]
+            raise PtrainError(f"export to {fmt} failed ({type(e).__name__}: {reason}); "
+                              "nothing was written") from None
         with torch.inference_mode():
             got = run(sample)
             small = run(sample[:3])  # a second batch size: the batch dimension is dynamic
@@ -105,6 +104,8 @@ def export(model: nn.Module, meta: dict, sample: torch.Tensor, fmt: str, output:
         if diff > TOLERANCE:
             raise PtrainError(f"export to {fmt} failed verification: max abs difference {diff:.3g} "
                               f"from the eager model exceeds {TOLERANCE}; nothing was written")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # on disk before it takes the real name
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
@@ -116,6 +117,7 @@ def export(model: nn.Module, meta: dict, sample: torch.Tensor, fmt: str, output:
                "normalization_in_graph": fmt != "safetensors",
                "mean": meta["mean"], "std": meta["std"], "max_abs_diff": diff,
                "verified_batch": len(sample)}
-    Path(f"{output}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    text = json.dumps(sidecar, indent=2) + "\n"
+    atomic_write(Path(f"{output}.json"), lambda f: f.write(text.encode()))
     return {"output": str(output), "sidecar": f"{output}.json", "max_abs_diff": diff,
             "format": fmt}

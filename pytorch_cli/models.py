@@ -1,14 +1,18 @@
-"""Model registry: name -> builder(in_channels, num_classes, image_size). Models return logits."""
+"""Model registry: name -> builder(in_channels, num_classes, image_size). Models return logits.
+Also the input normalisation layer, one definition for training batches, exports and predict."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 import torchvision
 
 
 class LeNet(nn.Module):
-    """The classic pytorch/examples MNIST net: conv10-conv20-dropout-fc50."""
+    """The net of the classic argparse MNIST example these flags come from (as in the
+    Grokking-PyTorch notes): conv10 -> pool -> relu, conv20 -> Dropout2d -> pool -> relu,
+    fc50 -> relu, fc. No dropout after fc1. Its parameter names, so that script's weights load."""
 
     def __init__(self, in_channels: int, num_classes: int, image_size: int):
         super().__init__()
@@ -22,9 +26,7 @@ class LeNet(nn.Module):
     def forward(self, x):
         x = F.relu(F.max_pool2d(self.conv1(x), 2))
         x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
-        x = F.relu(self.fc1(x.flatten(1)))
-        x = F.dropout(x, training=self.training)
-        return self.fc2(x)
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
 class MnistCNN(nn.Module):
@@ -108,5 +110,25 @@ def build(name: str, in_channels: int, num_classes: int, image_size: int,
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class Normalize(nn.Module):
+    """Float images in [0, 1] -> (x - mean) / std per channel, as torchvision's Normalize."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def describe(name: str, spec, classes: list[str]) -> dict:
+    """What rebuilds a model and its preprocessing without any flag (saved as "meta");
+    `spec` is the dataset's Spec."""
+    return {"model": name, "dataset": spec.name, "in_channels": spec.channels,
+            "num_classes": spec.num_classes, "image_size": spec.size, "mean": list(spec.mean),
+            "std": list(spec.std), "classes": list(classes)}
 
 

@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules. Schedules step once per optimizer step."""
+"""Optimizers and learning-rate schedules. Schedules are counted in optimizer steps: they take the
+run's total step count, so fractional epochs and step-based recipes need no change in the loop."""
 
 from __future__ import annotations
 
@@ -33,10 +34,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return OPTIMIZERS[cfg.optimizer](param_groups(model, cfg.weight_decay), cfg)
 
 
-def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
+def lr_factor(cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
     """The schedule as a function of the optimizer step: linear warmup, then
-    none (constant), step (times --gamma every epoch, like the examples' StepLR) or cosine to 0."""
-    total = cfg.epochs * steps_per_epoch
+    none (constant), step (times --gamma every epoch, like the examples' StepLR) or cosine to 0
+    at `total_steps`."""
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
@@ -45,18 +46,20 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
         if cfg.scheduler == "step":
             return cfg.gamma ** (step // steps_per_epoch)
         if cfg.scheduler == "cosine":
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
             return 0.5 * (1 + math.cos(math.pi * progress))
         return 1.0
 
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int,
+                    steps_per_epoch: int):
+    """Stepped once per optimizer step. steps_per_epoch converts the epoch-based flags
+    (--warmup-epochs, --scheduler step's per-epoch decay) into steps."""
     if cfg.scheduler == "onecycle":
-        total = cfg.epochs * steps_per_epoch
-        pct = cfg.warmup_epochs / cfg.epochs if cfg.warmup_epochs else 0.3
+        pct = cfg.warmup_epochs * steps_per_epoch / total_steps if cfg.warmup_epochs else 0.3
         # cycle_momentum off: --momentum keeps the meaning the user gave it.
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,
                                                    pct_start=pct, cycle_momentum=False)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps, steps_per_epoch))

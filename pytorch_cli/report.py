@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Callable, TextIO
 
 from rich.console import Console
+
+from pytorch_cli.errors import plural
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
@@ -21,7 +23,7 @@ def format_record(r: dict) -> str | None:
         if r.get("resume_at"):
             where = f"resuming at epoch {r['resume_at'][0]} after batch {r['resume_at'][1]}; " + where
         return (f"{head}: {sizes}{r['test_size']} test images; device {r['device']}; "
-                f"{r['epochs']} epochs of {r['batches']} batches; {where}")
+                f"{plural(r['epochs'], 'epoch')} of {plural(r['batches'], 'batch', 'batches')}; {where}")
     if kind == "train":
         return (f"epoch {r['epoch']} batch {r['batch']}/{r['batches']} step {r['step']} "
                 f"lr {r['lr']:.4g} loss {r['train_loss']:.4f} {r['images_per_s']:.0f} img/s "
@@ -33,13 +35,20 @@ def format_record(r: dict) -> str | None:
                 f"test loss {r['test_loss']:.4f} test acc {100 * r['test_acc']:.2f}% "
                 f"({r['test_correct']}/{r['test_total']}) {r['images_per_s']:.0f} img/s "
                 f"{r['elapsed_s']:.1f}s")
+    if kind == "stop":
+        saved = (f"saved to last.pt: continue with `ptrain resume {r['run_dir']}`"
+                 if r["run_dir"] else "nothing was saved")
+        return (f"stopped ({r['reason']}) in epoch {r['epoch']} after batch {r['batch']}, "
+                f"step {r['step']}; {saved}")
     if kind == "end":
+        where = f"; run directory {r['run_dir']}" if r["run_dir"] else ""
         if r["dry_run"]:
-            return "dry run ok: one training batch and one test batch ran; nothing was written"
+            return "dry run ok: one optimizer step and one test batch ran; nothing was written"
+        if r.get("stopped"):
+            return None  # the stop record said it all
         if "test_acc" not in r:
             return "done"
-        where = f"; run directory {r['run_dir']}" if r["run_dir"] else ""
-        return (f"done: test acc {100 * r['test_acc']:.2f}% after {r['epoch']} epochs "
+        return (f"done: test acc {100 * r['test_acc']:.2f}% after {plural(r['epoch'], 'epoch')} "
                 f"(best {'val' if 'val_acc' in r else 'test'} acc {100 * r['best_acc']:.2f}%){where}")
     return None
 

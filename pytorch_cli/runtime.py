@@ -11,10 +11,14 @@ from pytorch_cli.errors import PtrainError
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' prefers CUDA, then MPS, then CPU; an explicit accelerator that is absent is an error."""
+    """'auto' takes the machine's accelerator (CUDA, MPS, ...) if torch sees one, else the CPU;
+    an explicit accelerator that is absent is an error."""
     mps = getattr(torch.backends, "mps", None)
     has_mps = bool(mps and mps.is_available())
     if name == "auto":
+        accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+        if accelerator is not None:
+            return accelerator.current_accelerator() if accelerator.is_available() else torch.device("cpu")
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps" if has_mps else "cpu")

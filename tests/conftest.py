@@ -14,9 +14,19 @@ import pytest
 
 from pytorch_cli.cli import main
 
-# Absolute now: the tests run from temporary folders.
-MNIST_DIR = os.path.abspath(os.environ["PTRAIN_TEST_MNIST_DIR"]) if os.environ.get("PTRAIN_TEST_MNIST_DIR") else ""
-FASHION_DIR = os.environ.get("PTRAIN_TEST_FASHION_DIR", "")
+
+
+def _real_data(variable: str, default: Path) -> str:
+    """Real data for the end-to-end tests: the variable's folder, else the usual place if it is
+    there (shared/ beside the checkout; Debian's package folder), else "" (those tests skip).
+    Absolute, since the tests run from temporary folders."""
+    given = os.environ.get(variable)
+    if given:
+        return os.path.abspath(given)
+    return str(default) if default.is_dir() else ""
+
+
+MNIST_DIR = _real_data("PTRAIN_TEST_MNIST_DIR", Path(__file__).resolve().parents[2] / "shared/data/mnist")
 
 
 def learnable_images(n: int, channels: int, size: int, classes: int, seed: int):

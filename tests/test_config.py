@@ -3,12 +3,12 @@ from pathlib import Path
 import pytest
 
 from pytorch_cli import config as configlib
-from pytorch_cli import data, models, optim
+from pytorch_cli import datasets, models, optim
 from pytorch_cli.errors import UsageError
 
 
 def test_registries_and_config_choices_agree():
-    assert set(configlib.DATASETS) == set(data.SPECS)
+    assert set(configlib.DATASETS) == set(datasets.SPECS)
     assert set(configlib.MODELS) == set(models.MODELS)
     assert set(configlib.OPTIMIZERS) == set(optim.OPTIMIZERS)
 
@@ -61,3 +61,23 @@ def test_shipped_presets_are_valid():
     presets = {p.stem: configlib.resolve(p) for p in root.glob("*.toml")}
     assert set(presets) >= {"mnist", "fashion-mnist", "cifar10"}
     assert presets["cifar10"].model == "resnet18"
+
+
+def test_optional_fields_take_their_type_or_stay_unset(tmp_path):
+    # a field typed `int | None` (resolved from the string annotation) accepts an int from TOML
+    # and stays None when the key is absent; TOML has no null, so the file leaves it out
+    from dataclasses import dataclass
+
+    @dataclass
+    class Later:
+        max_steps: "int | None" = None
+        lr: float = 0.1
+
+    types = configlib.field_types(Later)
+    assert types == {"max_steps": (int, type(None)), "lr": (float,)}
+    assert configlib.coerce(types["max_steps"], "max_steps", 500, "f.toml") == 500
+    assert configlib.coerce(types["lr"], "lr", 1, "f.toml") == 1.0
+    with pytest.raises(UsageError, match="max_steps must be int, got 'many'"):
+        configlib.coerce(types["max_steps"], "max_steps", "many", "f.toml")
+    with pytest.raises(UsageError, match="max_steps must be int, got True"):
+        configlib.coerce(types["max_steps"], "max_steps", True, "f.toml")

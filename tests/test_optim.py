@@ -7,39 +7,6 @@ from pytorch_cli import models, optim
 from pytorch_cli.config import TrainConfig
 
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
-@pytest.mark.parametrize("channels,size,classes", [(1, 28, 10), (3, 32, 100)])
-def test_models_adapt_to_channels_size_and_classes(name, channels, size, classes):
-    m = models.build(name, channels, classes, size).eval()
-    assert m(torch.zeros(2, channels, size, size)).shape == (2, classes)
-
-
-def test_mnist_cnn_matches_the_examples_state_dict():
-    shapes = {k: tuple(v.shape) for k, v in models.build("mnist-cnn", 1, 10, 28).state_dict().items()}
-    assert shapes == {"conv1.weight": (32, 1, 3, 3), "conv1.bias": (32,),
-                      "conv2.weight": (64, 32, 3, 3), "conv2.bias": (64,),
-                      "fc1.weight": (128, 9216), "fc1.bias": (128,),
-                      "fc2.weight": (10, 128), "fc2.bias": (10,)}
-
-
-def test_resnet18_has_small_image_stem():
-    m = models.build("resnet18", 3, 10, 32)
-    assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1)
-    assert isinstance(m.maxpool, torch.nn.Identity)
-
-
-@pytest.mark.parametrize("init", ["xavier", "kaiming", "normal", "orthogonal"])
-def test_init_schemes_replace_weights_and_zero_biases(init):
-    torch.manual_seed(0)
-    default = models.build("lenet", 1, 10, 28)
-    torch.manual_seed(0)
-    m = models.build("lenet", 1, 10, 28, init=init)
-    assert not torch.equal(m.fc1.weight, default.fc1.weight)
-    assert torch.count_nonzero(m.fc1.bias) == 0
-    if init == "normal":
-        assert abs(m.fc1.weight.std().item() - 0.02) < 0.002
-
-
 def test_weight_decay_skips_biases_and_norm_weights():
     m = models.build("resnet18", 3, 10, 32)
     opt = optim.build_optimizer(m, TrainConfig(weight_decay=5e-4, optimizer="sgd", momentum=0.9))
@@ -60,7 +27,7 @@ def test_optimizer_registry(name, cls):
 def _lrs(cfg, steps_per_epoch):
     m = torch.nn.Linear(2, 2)
     opt = optim.build_optimizer(m, cfg)
-    sched = optim.build_scheduler(opt, cfg, steps_per_epoch)
+    sched = optim.build_scheduler(opt, cfg, cfg.epochs * steps_per_epoch, steps_per_epoch)
     lrs = []
     for _ in range(cfg.epochs * steps_per_epoch):
         lrs.append(opt.param_groups[0]["lr"])
@@ -85,3 +52,17 @@ def test_onecycle_peaks_at_lr():
     lrs = _lrs(TrainConfig(lr=0.5, scheduler="onecycle", epochs=2), 50)
     assert max(lrs) == pytest.approx(0.5, rel=1e-3) and lrs[0] < 0.05 and lrs[-1] < 1e-3
     assert not math.isnan(sum(lrs))
+
+
+def test_schedules_end_at_the_total_step_count_given():
+    # counted in optimizer steps: a run of 2.5 epochs' worth of steps decays to 0 at its end
+    cfg = TrainConfig(lr=1.0, scheduler="cosine", epochs=3)
+    opt = optim.build_optimizer(torch.nn.Linear(2, 2), cfg)
+    sched = optim.build_scheduler(opt, cfg, total_steps=25, steps_per_epoch=10)
+    lrs = []
+    for _ in range(25):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 1.0 and lrs[12] == pytest.approx(0.5 * (1 + math.cos(math.pi * 12 / 25)))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)

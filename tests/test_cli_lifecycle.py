@@ -1,8 +1,5 @@
 """eval and resume on real files, and checkpoint safety with real SIGKILLs."""
 
-import json
-import os
-import random
 import re
 import signal
 import subprocess
@@ -15,20 +12,29 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import MNIST_DIR, read_metrics, write_cifar100_python, write_mnist
-from test_train import without_timing
+from conftest import MNIST_DIR, read_metrics, write_cifar100_python
+from test_cli_train import without_timing
 
 FAST = ["--dataset", "fake", "--epochs", "2", "--log-interval", "10"]
 PY = [sys.executable, "-m", "pytorch_cli"]
 
 
 def test_eval_prints_the_accuracy_train_printed(ptrain, tmp_path):
-    r = ptrain("train", *FAST)
-    trained = re.search(r"epoch 2/2 .*test acc (\S+ \(\d+/\d+\))", r.out).group(1)
-    for name in ("model.pth", "last.pt", "best.pt"):
-        e = ptrain("eval", f"runs/fake/{name}")
+    # a high learning rate: epoch 2 scores best, epoch 3 falls back, so best.pt != last.pt
+    r = ptrain("train", "--dataset", "fake", "--epochs", "3", "--lr", "0.5", "--batch-size", "256",
+               "--deterministic", "--name", "jumpy")
+    printed = re.findall(r"epoch \d/3 .*test acc (\S+ \(\d+/\d+\))", r.out)
+    accs = [float(p.split("%")[0]) for p in printed]
+    best = printed[accs.index(max(accs))]
+    assert best != printed[-1], "precondition: the best epoch is not the last"
+    for name, trained in (("model.pth", printed[-1]), ("last.pt", printed[-1]), ("best.pt", best)):
+        e = ptrain("eval", f"runs/jumpy/{name}")
         assert e.code == 0, e.err
-        assert f"acc {trained}" in e.out
+        assert f"acc {trained}" in e.out, name
+    e = ptrain("eval", "runs/jumpy", "--json")  # a run directory: its model.pth
+    assert e.code == 0 and e.json()["checkpoint"] == "runs/jumpy"
+    assert f"{100 * e.json()['acc']:.2f}%" == printed[-1].split()[0]
+    assert ptrain("train", *FAST).code == 0
     e = ptrain("eval", "runs/fake/model.pth", "--json").json()
     assert sum(map(sum, e["confusion"])) == e["total"] == 500
     assert e["acc"] == read_metrics(tmp_path / "runs/fake")[-1]["test_acc"]
@@ -61,11 +67,10 @@ def test_eval_bare_state_dict_from_the_examples_script(ptrain, tmp_path, mnist_d
                "--data-dir", mnist_dir, "--json")
     assert r.code == 0, r.err
     # same predictions as the original module on the same normalised images
-    from pytorch_cli import data
-    from pytorch_cli.config import TrainConfig
-    d = data.load(TrainConfig(dataset="mnist", data_dir=str(mnist_dir)))
+    from pytorch_cli import batches, datasets
+    d = datasets.load("mnist", data_dir=str(mnist_dir))
     with torch.no_grad():
-        pred = net(data.normalize(d.test.images, d.spec)).argmax(1)
+        pred = net(batches.normalize(d.test.images, d.spec)).argmax(1)
     assert r.json()["correct"] == int((pred == d.test.labels).sum())
     r = ptrain("eval", "mnist_cnn.pt", "--data-dir", mnist_dir)
     assert r.code == 2 and "bare state_dict" in r.err and "--model" in r.err
@@ -99,9 +104,7 @@ def test_corrupt_and_missing_checkpoints_are_one_line(ptrain, tmp_path):
         assert r.code == 1 and name in r.err and r.err.count("\n") == 1 and "Traceback" not in r.err
 
 
-class Exploit:
-    def __reduce__(self):
-        return (os.system, ("touch pwned",))
+from test_checkpoint import Exploit
 
 
 def test_crafted_pickle_is_refused_and_its_code_never_runs(ptrain, tmp_path):
@@ -115,7 +118,7 @@ def test_crafted_pickle_is_refused_and_its_code_never_runs(ptrain, tmp_path):
 def test_resume_refusals(ptrain, tmp_path):
     assert ptrain("train", *FAST, "--epochs", "1", "--quiet").code == 0
     r = ptrain("resume", "runs/fake")
-    assert r.code == 2 and "already finished its 1 epochs" in r.err
+    assert r.code == 2 and "already finished its 1 epoch;" in r.err
     r = ptrain("resume", "runs/fake", "--epochs", "3", "--model", "resnet18")
     assert r.code == 2 and "--model cannot change it" in r.err
     r = ptrain("resume", "runs/fake/model.pth")
@@ -149,9 +152,9 @@ def test_resume_after_sigkill_mid_epoch_is_exact(tmp_path):
                             stderr=subprocess.DEVNULL)
     pos = _wait_for_mid_epoch_checkpoint(proc, tmp_path / "cut/last.pt", 1, 5)
     assert 0 < pos["batch"] < 125 and not (tmp_path / "cut/model.pth").exists()
-    out = subprocess.run([*PY, "resume", "cut", "--quiet"], cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run([*PY, "resume", "cut"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert f"resuming at epoch 2 after batch {pos['batch']}" not in out.stdout  # quiet: no start line
+    assert f"resuming at epoch 2 after batch {pos['batch']}" in out.stdout
     full, cut = (torch.load(tmp_path / d / "last.pt", weights_only=True) for d in ("full", "cut"))
     for key, tensor in full["model"].items():
         assert torch.equal(tensor, cut["model"][key]), key
@@ -159,51 +162,39 @@ def test_resume_after_sigkill_mid_epoch_is_exact(tmp_path):
         for key, tensor in state.items():
             assert torch.equal(tensor, cut["optimizer"]["state"][pid][key]), (pid, key)
     assert full["position"]["step"] == cut["position"]["step"] == 250
-    epochs = lambda d: [m for m in without_timing(read_metrics(tmp_path / d)) if m["kind"] == "epoch"]
-    assert epochs("full") == epochs("cut") and len(epochs("cut")) == 2
+    # every record, per interval and per epoch: the ones logged after the checkpoint were
+    # trimmed on resume and logged again, once
+    records = {d: without_timing(read_metrics(tmp_path / d)) for d in ("full", "cut")}
+    assert records["full"] == records["cut"]
+    assert len(records["cut"]) == 2 * (125 // 5 + 1)
 
 
-WRITER = """
-import sys, torch
-from pathlib import Path
-from pytorch_cli.checkpoint import atomic_save
-i = 0
-while True:
-    i += 1
-    atomic_save({"i": i, "w": torch.full((1_000_000,), float(i))}, Path(sys.argv[1]))
-"""
+def test_predict_matches_the_model_and_reports_bad_images(ptrain, tmp_path):
+    from PIL import Image
+    assert ptrain("train", *FAST, "--epochs", "1", "--quiet").code == 0
+    run = tmp_path / "runs" / "fake"
+    from pytorch_cli import batches, datasets, lifecycle
+    d = datasets.load("fake")
+    model = lifecycle.load_model(run / "model.pth").model
+    with torch.inference_mode():
+        probs = model(batches.normalize(d.test.images[:2], d.spec)).softmax(1)
+    Image.fromarray(d.test.images[0, 0].numpy()).save(tmp_path / "exact.png")
+    big = Image.fromarray(d.test.images[1, 0].numpy()).resize((112, 112), Image.NEAREST).convert("RGB")
+    big.save(tmp_path / "big.jpg", quality=95)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    r = ptrain("predict", run / "model.pth", "exact.png", "broken.png", "big.jpg", "--json", "-k", "3")
+    assert r.code == 1
+    results = {x["image"]: x for x in r.json()["results"]}
+    top = results["exact.png"]["top"]
+    assert top[0]["index"] == int(probs[0].argmax()) and len(top) == 3
+    assert top[0]["prob"] == pytest.approx(float(probs[0].max()), abs=1e-6)
+    assert results["big.jpg"]["top"][0]["index"] == int(probs[1].argmax())
+    assert "error" in results["broken.png"] and "broken.png" in r.err
+    r = ptrain("predict", run, "exact.png")  # a run directory: its model.pth
+    assert r.code == 0 and r.out.startswith("exact.png: ")
 
 
-def test_sigkill_during_checkpoint_writes_never_loses_the_previous_one(tmp_path):
-    from pytorch_cli import checkpoint
-    target = tmp_path / "last.pt"
-    rng = random.Random(0)
-    seen = set()
-    for _ in range(8):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)])
-        start = target.stat().st_mtime if target.exists() else 0
-        while not target.exists() or target.stat().st_mtime == start:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.3))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        saved = checkpoint.load(target)  # always a whole, loadable file
-        assert torch.equal(saved["w"], torch.full((1_000_000,), float(saved["i"])))
-        seen.add(saved["i"])
-    assert len(seen) > 1
-
-
-def test_saved_state_dicts_drop_ddp_and_compile_prefixes():
-    from pytorch_cli import checkpoint, models
-    net = models.build("lenet", 1, 10, 28)
-    wrapped = torch.compile(nn.DataParallel(net))  # lazy: nothing compiles until called
-    assert next(iter(wrapped.state_dict())).startswith("_orig_mod.module.")
-    clean = checkpoint.clean_state_dict(wrapped.state_dict())
-    assert list(clean) == list(net.state_dict())
-    models.build("lenet", 1, 10, 28).load_state_dict(clean)
-
-
-@pytest.mark.skipif(not MNIST_DIR, reason="PTRAIN_TEST_MNIST_DIR is unset (.ci/run sets it to ../shared/data/mnist)")
+@pytest.mark.skipif(not MNIST_DIR, reason="no real MNIST: ../shared/data/mnist is absent and PTRAIN_TEST_MNIST_DIR is unset")
 def test_real_mnist_train_eval_export_agree(ptrain, tmp_path):
     """Train 1 epoch on real MNIST; eval and the onnx/pt2 exports score what train printed."""
     r = ptrain("train", "--data-dir", MNIST_DIR, "--epochs", "1", "--log-interval", "200")
@@ -211,9 +202,8 @@ def test_real_mnist_train_eval_export_agree(ptrain, tmp_path):
     trained = re.search(r"epoch 1/1 .*test acc (\S+ \(\d+/10000\))", r.out).group(1)
     e = ptrain("eval", "runs/mnist/model.pth")
     assert f"acc {trained}" in e.out
-    from pytorch_cli import data
-    from pytorch_cli.config import TrainConfig
-    d = data.load(TrainConfig(dataset="mnist", data_dir=MNIST_DIR))
+    from pytorch_cli import datasets
+    d = datasets.load("mnist", data_dir=MNIST_DIR)
     images = d.test.images.float() / 255
     correct = int(trained.split("(")[1].split("/")[0])
     import onnxruntime as ort

@@ -1,6 +1,5 @@
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import pytest
@@ -9,18 +8,16 @@ import torchvision
 
 from conftest import (write_cifar100_python, write_cifar10_binary, write_cifar10_python,
                       write_mnist)
-from pytorch_cli import data as datalib
-from pytorch_cli.config import TrainConfig
-from pytorch_cli.errors import PtrainError
+from pytorch_cli import datasets
+from pytorch_cli.errors import PtrainError, UsageError
 
 
-def load(**kw):
-    return datalib.load(TrainConfig(**kw))
+load = datasets.load
 
 
 def test_mnist_gz_folder_is_read_with_exact_pixels(tmp_path):
     written = write_mnist(tmp_path / "files", n_train=64, n_test=32)
-    d = load(dataset="mnist", data_dir=str(tmp_path / "files"))
+    d = load("mnist", data_dir=str(tmp_path / "files"))
     assert d.train.images.shape == (64, 1, 28, 28) and d.train.images.dtype == torch.uint8
     assert torch.equal(d.train.images[:, 0], torch.from_numpy(written["train"][0][:, 0]))
     assert torch.equal(d.test.labels, torch.from_numpy(written["t10k"][1]).long())
@@ -34,7 +31,7 @@ def test_torchvision_layout_with_extracted_files_is_found(tmp_path):
     import gzip
     for gz in (tmp_path / "gz").glob("*.gz"):
         (raw / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
-    d = load(dataset="fashion-mnist", data_dir=str(tmp_path / "root"))
+    d = load("fashion-mnist", data_dir=str(tmp_path / "root"))
     assert len(d.train) == 16 and len(d.test) == 8
     assert d.classes[0] == "T-shirt/top"
 
@@ -42,7 +39,7 @@ def test_torchvision_layout_with_extracted_files_is_found(tmp_path):
 @pytest.mark.parametrize("writer", [write_cifar10_python, write_cifar10_binary])
 def test_cifar10_python_and_binary_layouts(tmp_path, writer):
     written = writer(tmp_path)
-    d = load(dataset="cifar10", data_dir=str(tmp_path))
+    d = load("cifar10", data_dir=str(tmp_path))
     assert d.train.images.shape == (500, 3, 32, 32)
     first = next(iter(written.values()))
     assert torch.equal(d.train.images[:100], torch.from_numpy(first[0]))
@@ -52,13 +49,13 @@ def test_cifar10_python_and_binary_layouts(tmp_path, writer):
 
 def test_cifar10_folder_itself_can_be_the_data_dir(tmp_path):
     write_cifar10_python(tmp_path)
-    d = load(dataset="cifar10", data_dir=str(tmp_path / "cifar-10-batches-py"))
+    d = load("cifar10", data_dir=str(tmp_path / "cifar-10-batches-py"))
     assert len(d.train) == 500
 
 
 def test_cifar100_uses_fine_labels(tmp_path):
     written = write_cifar100_python(tmp_path)
-    d = load(dataset="cifar100", data_dir=str(tmp_path))
+    d = load("cifar100", data_dir=str(tmp_path))
     assert torch.equal(d.train.labels, torch.from_numpy(written["train"][1]).long())
     assert int(d.train.labels.max()) > 20 and d.classes[99] == "class99"
 
@@ -74,7 +71,7 @@ def test_crafted_cifar_pickle_is_refused_and_never_runs(tmp_path, monkeypatch):
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
         pickle.dump({"data": _Boom(), "labels": []}, f, protocol=2)
     with pytest.raises(PtrainError, match="unreadable or corrupt.*refusing to load posix.system"):
-        load(dataset="cifar10", data_dir=str(tmp_path))
+        load("cifar10", data_dir=str(tmp_path))
     assert not (tmp_path / "pwned").exists()
 
 
@@ -84,12 +81,12 @@ def test_corrupt_idx_file_is_one_clear_error(tmp_path):
     with gzip.open(tmp_path / "train-images-idx3-ubyte.gz", "wb") as f:
         f.write(b"\x00\x00\x08\x03garbage")
     with pytest.raises(PtrainError, match=f"mnist: the files in {tmp_path} are unreadable"):
-        load(dataset="mnist", data_dir=str(tmp_path))
+        load("mnist", data_dir=str(tmp_path))
 
 
 def test_missing_dataset_without_download_names_dataset_and_folder(tmp_path):
     with pytest.raises(PtrainError) as e:
-        load(dataset="cifar100", data_dir=str(tmp_path), download=False)
+        load("cifar100", data_dir=str(tmp_path), download=False)
     assert "cifar100" in str(e.value) and str(tmp_path) in str(e.value) and "--data-dir" in str(e.value)
 
 
@@ -97,72 +94,45 @@ def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
     # The real torchvision downloader, pointed at a port where nothing listens.
     monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
     with pytest.raises(PtrainError, match=r"mnist: not found in .* and the download failed"):
-        load(dataset="mnist", data_dir=str(tmp_path / "dl"), download=True)
+        load("mnist", data_dir=str(tmp_path / "dl"), download=True)
+    assert not (tmp_path / "dl").exists()  # no empty dl/MNIST/raw left behind
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("the user's")
+    with pytest.raises(PtrainError):
+        load("mnist", data_dir=str(tmp_path / "mine"), download=True)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["keep.txt"]
 
 
 def test_fashion_mnist_default_search_includes_debian_folder(monkeypatch):
     monkeypatch.delenv("PTRAIN_DATA_DIR", raising=False)
-    dirs = datalib.search_dirs(TrainConfig(dataset="fashion-mnist"))
+    dirs = datasets.search_dirs("fashion-mnist")
     assert dirs == [Path("data"), Path("/usr/share/datasets/fashion-mnist")]
     monkeypatch.setenv("PTRAIN_DATA_DIR", "/somewhere")
-    assert datalib.search_dirs(TrainConfig(dataset="mnist")) == [Path("/somewhere")]
+    assert datasets.search_dirs("mnist") == [Path("/somewhere")]
+    assert datasets.search_dirs("mnist", "given") == [Path("given")]
 
 
 def test_val_split_is_seeded_and_disjoint():
-    a = load(dataset="fake", val_split=0.1, seed=3)
-    b = load(dataset="fake", val_split=0.1, seed=3)
-    c = load(dataset="fake", val_split=0.1, seed=4)
+    a = load("fake", val_split=0.1, seed=3)
+    b = load("fake", val_split=0.1, seed=3)
+    c = load("fake", val_split=0.1, seed=4)
     assert len(a.val) == 200 and len(a.train) == 1800 and len(a.test) == 500
     assert torch.equal(a.val.images, b.val.images)
     assert not torch.equal(a.val.images, c.val.images)
-    full = load(dataset="fake")
+    full = load("fake")
     # every training image is in exactly one of the two parts
     assert sorted(torch.cat([a.train.labels, a.val.labels]).tolist()) == sorted(full.train.labels.tolist())
 
 
-def _all(batches):
-    return [(x.clone(), y.clone()) for x, y in batches]
+def test_val_split_that_leaves_no_training_images_is_a_usage_error():
+    with pytest.raises(UsageError, match=r"--val-split 0.9999 leaves no training images"):
+        load("fake", val_split=0.9999)
 
 
-def test_resumed_epoch_yields_the_same_remaining_batches():
-    d = load(dataset="fake")
-    cpu = torch.device("cpu")
-    full = _all(datalib.train_batches(d.train, d.spec, 64, 1, 2, "crop-flip", cpu))
-    tail = _all(datalib.train_batches(d.train, d.spec, 64, 1, 2, "crop-flip", cpu, start=10))
-    assert len(full) == 32 and len(tail) == 22
-    for (x1, y1), (x2, y2) in zip(full[10:], tail):
-        assert torch.equal(x1, x2) and torch.equal(y1, y2)
-    other_epoch = _all(datalib.train_batches(d.train, d.spec, 64, 1, 3, "none", cpu))
-    assert not torch.equal(full[0][1], other_epoch[0][1])  # reshuffled each epoch
-
-
-def test_loader_workers_give_identical_batches():
-    d = load(dataset="fake")
-    cpu = torch.device("cpu")
-    a = _all(datalib.train_batches(d.train, d.spec, 100, 5, 0, "crop-flip", cpu))
-    b = _all(datalib.train_batches(d.train, d.spec, 100, 5, 0, "crop-flip", cpu, workers=2))
-    assert len(a) == len(b) == 20
-    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
-
-
-def test_crop_is_a_window_of_the_zero_padded_image_and_flip_mirrors():
-    x = torch.randint(1, 256, (40, 3, 32, 32), dtype=torch.uint8)
-    out = datalib.augment(x, "crop-flip", seed=7)
-    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
-    flipped = 0
-    for i in range(len(x)):
-        windows = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
-        plain = any(torch.equal(out[i], w) for w in windows)
-        mirrored = any(torch.equal(out[i], w.flip(2)) for w in windows)
-        assert plain or mirrored
-        flipped += mirrored and not plain
-    assert 5 < flipped < 35  # about half are mirrored
-    assert torch.equal(datalib.augment(x, "crop-flip", seed=7), out)  # same seed, same batch
-
-
-def test_normalize_matches_torchvision_transforms():
-    from torchvision.transforms import v2
-    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    spec = datalib.SPECS["cifar10"]
-    ref = v2.Normalize(spec.mean, spec.std)(x.float() / 255)
-    assert torch.allclose(datalib.normalize(x, spec), ref, atol=1e-6)
+def test_read_image_converts_mode_and_size(tmp_path):
+    from PIL import Image
+    Image.new("RGB", (50, 40), (255, 0, 0)).save(tmp_path / "red.png")
+    gray = datasets.read_image(tmp_path / "red.png", 1, 28)
+    assert gray.shape == (1, 28, 28) and gray.dtype == torch.uint8 and int(gray[0, 0, 0]) == 76
+    rgb = datasets.read_image(tmp_path / "red.png", 3, 32)
+    assert rgb.shape == (3, 32, 32) and rgb[:, 5, 5].tolist() == [255, 0, 0]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FASHION_DIR, MNIST_DIR, read_metrics, write_cifar10_python
+from conftest import MNIST_DIR, read_metrics, write_cifar10_python
 from pytorch_cli import checkpoint, models
 
 FAST = ["--dataset", "fake", "--epochs", "2", "--log-interval", "10"]
@@ -44,10 +44,10 @@ def test_model_file_rebuilds_model_and_reproduces_accuracy(ptrain, tmp_path):
     assert meta["mean"] == [0.5] and meta["num_classes"] == 10 and len(meta["classes"]) == 10
     model = models.build(meta["model"], meta["in_channels"], meta["num_classes"], meta["image_size"])
     model.load_state_dict(saved["state_dict"])
-    from pytorch_cli import data, engine
-    from pytorch_cli.config import TrainConfig
-    d = data.load(TrainConfig(dataset="fake"))
-    result = engine.evaluate(model, d.test, d.spec, 1000, torch.device("cpu"))
+    from pytorch_cli import datasets
+    from pytorch_cli.evaluate import evaluate
+    d = datasets.load("fake")
+    result = evaluate(model, d.test, d.spec, 1000, torch.device("cpu"))
     assert result["acc"] == saved["metrics"]["test_acc"] == read_metrics(tmp_path / "runs/m")[-1]["test_acc"]
 
 
@@ -105,9 +105,11 @@ def test_json_summary_is_the_only_stdout(ptrain):
     assert "epoch 2/2" in r.err
 
 
-def test_dry_run_writes_nothing(ptrain, tmp_path):
+def test_dry_run_is_one_optimizer_step_and_writes_nothing(ptrain, tmp_path):
     r = ptrain("train", *FAST, "--dry-run")
-    assert r.code == 0 and "dry run ok" in r.out
+    assert r.code == 0 and "dry run ok: one optimizer step" in r.out
+    r = ptrain("train", *FAST, "--dry-run", "--grad-accum", "4", "--json")
+    assert r.json()["step"] == 1  # four micro-batches, one optimizer step
     assert not (tmp_path / "runs").exists()
 
 
@@ -121,6 +123,31 @@ def test_run_dirs_never_overwrite_silently(ptrain, tmp_path):
     assert (tmp_path / "runs/fake/model.pth").read_bytes() == before
     assert ptrain("train", *FAST, "--epochs", "1", "--run-dir", "runs/fake", "--overwrite").code == 0
     assert len([x for x in read_metrics(tmp_path / "runs/fake") if x["kind"] == "epoch"]) == 1
+
+
+def test_run_names_stay_inside_runs_and_files_are_not_run_dirs(ptrain, tmp_path):
+    for name in ("../../x", "a/b", ".."):
+        r = ptrain("train", *FAST, "--name", name)
+        assert r.code == 2 and "must be a plain name inside runs/" in r.err and r.err.count("\n") == 1
+    assert not (tmp_path.parent / "x").exists()
+    (tmp_path / "taken").write_text("not a folder")
+    r = ptrain("train", *FAST, "--run-dir", "taken")
+    assert r.code == 2 and "taken is a file, not a directory" in r.err and "Errno" not in r.err
+    assert (tmp_path / "taken").read_text() == "not a folder"
+
+
+def test_messages_count_in_words(ptrain):
+    r = ptrain("train", *FAST, "--epochs", "1")
+    assert "1 epoch of 32 batches" in r.out and "after 1 epoch " in r.out
+    assert "1 epochs" not in r.out and "batchs" not in r.out
+    r = ptrain("resume", "runs/fake")
+    assert r.code == 2 and "already finished its 1 epoch;" in r.err
+
+
+def test_val_split_with_no_training_images_left_is_one_line(ptrain):
+    r = ptrain("train", *FAST, "--val-split", "0.9999")
+    assert r.code == 2 and r.err.count("\n") == 1
+    assert "--val-split 0.9999 leaves no training images" in r.err and "Traceback" not in r.err
 
 
 def test_config_file_and_flags(ptrain, tmp_path):
@@ -168,21 +195,47 @@ def test_missing_dataset_is_one_line(ptrain, tmp_path):
     assert "mnist: no dataset files found in" in r.err and "--data-dir" in r.err
 
 
-@pytest.mark.parametrize("opt", [
-    "--grad-accum 3 --clip-grad 1.0 --optimizer adamw --weight-decay 0.01 --lr 0.003",
-    "--scheduler onecycle --optimizer sgd --lr 0.05 --momentum 0.9 --nesterov",
-    "--label-smoothing 0.1 --optimizer rmsprop --lr 0.001 --init kaiming",
-    "--workers 2 --augment crop --scheduler step --warmup-epochs 0.5 --lr 0.05",
-    "--optimizer adadelta --lr 1.0 --model mnist-cnn"])
-def test_training_options_learn(ptrain, opt):
-    r = ptrain("train", *FAST, *opt.split(), "--json", "--no-save-model")
-    assert r.code == 0, r.err
-    assert r.json()["test_acc"] > 0.3
+OPTIONS = ["--grad-accum 3", "--clip-grad 0.5", "--optimizer adamw --lr 0.003",
+           "--weight-decay 0.01", "--scheduler onecycle --lr 0.05", "--momentum 0.9 --nesterov",
+           "--label-smoothing 0.1", "--optimizer rmsprop --lr 0.001", "--init kaiming",
+           "--augment crop", "--scheduler step --gamma 0.5", "--scheduler cosine --warmup-epochs 0.5",
+           "--optimizer adadelta --lr 1.0", "--model mnist-cnn", "--val-split 0.1"]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """The final epoch and weights with default options (at --lr 0.05, which learns the fake
+    data in two epochs), for each option to differ from."""
+    return _final(tmp_path_factory.mktemp("baseline"), [])
+
+
+def _final(folder: Path, options: list[str]):
+    from pytorch_cli.cli import main
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        with pytest.raises(SystemExit) as done:
+            main(["train", *FAST, "--lr", "0.05", *options, "--quiet", "--run-dir", "r"])
+    finally:
+        os.chdir(cwd)
+    assert done.value.code == 0
+    epochs = [m for m in read_metrics(folder / "r") if m["kind"] == "epoch"]
+    return epochs[-1], torch.load(folder / "r/model.pth", weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize("opt", OPTIONS)
+def test_each_training_option_has_an_effect_and_still_learns(baseline, tmp_path, opt):
+    last, weights = _final(tmp_path, opt.split())
+    assert last["test_acc"] > 0.3
+    base_last, base_weights = baseline
+    assert last["train_loss"] != base_last["train_loss"]
+    if weights.keys() == base_weights.keys():
+        assert any(not torch.equal(weights[k], base_weights[k]) for k in weights)
 
 
 def test_grad_accum_counts_optimizer_steps(ptrain, tmp_path):
-    r = ptrain("train", *FAST, "--grad-accum", "4", "--json")
-    assert r.json()["step"] == 2 * 8  # 32 batches an epoch, 4 per step
+    r = ptrain("train", *FAST, "--grad-accum", "3", "--json")
+    assert r.json()["step"] == 2 * 11  # 32 batches an epoch, 3 per step, the last step has 2
 
 
 def test_cifar_files_end_to_end(ptrain, tmp_path):
@@ -237,16 +290,16 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert "\x1b[3" not in text  # no foreground colours
 
 
-@pytest.mark.skipif(not MNIST_DIR, reason="PTRAIN_TEST_MNIST_DIR is unset (.ci/run sets it to ../shared/data/mnist)")
+@pytest.mark.skipif(not MNIST_DIR, reason="no real MNIST: ../shared/data/mnist is absent and PTRAIN_TEST_MNIST_DIR is unset")
 def test_real_mnist_one_epoch(ptrain, tmp_path):
     r = ptrain("train", "--data-dir", MNIST_DIR, "--epochs", "1", "--json", "--log-interval", "100")
     assert r.code == 0, r.err
     s = r.json()
     assert s["test_total"] == 10000
-    assert s["test_acc"] >= 0.93  # measured 0.9395 (seed 1); the classic loop: 0.9407
+    assert s["test_acc"] >= 0.95  # measured 0.9525 (seed 1); the classic loop: 0.9535
 
 
-@pytest.mark.skipif(not FASHION_DIR or not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
                     reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
 def test_real_fashion_mnist_found_by_itself(ptrain, tmp_path):
     r = ptrain("train", "--dataset", "fashion-mnist", "--epochs", "1", "--json",
@@ -254,4 +307,4 @@ def test_real_fashion_mnist_found_by_itself(ptrain, tmp_path):
     assert r.code == 0, r.err
     assert "from /usr/share/datasets/fashion-mnist" in r.err
     s = r.json()
-    assert s["test_total"] == 10000 and s["test_acc"] >= 0.70
+    assert s["test_total"] == 10000 and s["test_acc"] >= 0.76  # measured 0.7721 (seed 1)

@@ -1,30 +1,22 @@
-"""Datasets held in memory as uint8 tensors, and batches that arrive on the device ready to use.
-
-Each dataset is read once into an (N, C, H, W) uint8 tensor (MNIST: 47 MB, CIFAR: 150 MB) and, by
-default, moved to the training device whole. Batches are then index slices on the device; the
-float conversion, normalisation and augmentation happen there, batched. Shuffle order and
-augmentation are pure functions of (seed, epoch, batch index), so a run resumed mid-epoch sees
-exactly the batches the uninterrupted run would have seen.
-"""
+"""Finding and reading datasets: each is read once into (N, C, H, W) uint8 tensors (MNIST: 47 MB,
+CIFAR: 150 MB), from torchvision's layout or a plain folder of the original files. Batching them
+on the device is batches.py's job."""
 
 from __future__ import annotations
 
 import gzip
-import math
 import os
 import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 import torchvision
 
-from pytorch_cli.config import TrainConfig
-from pytorch_cli.errors import PtrainError
+from pytorch_cli.errors import PtrainError, UsageError
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -78,13 +70,13 @@ class Data:
 
 # ---------------------------------------------------------------- finding and reading files
 
-def search_dirs(cfg: TrainConfig) -> list[Path]:
+def search_dirs(name: str, data_dir: str = "") -> list[Path]:
     """Where to look, in order: --data-dir alone if given; else $PTRAIN_DATA_DIR or ./data,
     plus the folder Debian's dataset-fashion-mnist package installs."""
-    if cfg.data_dir:
-        return [Path(cfg.data_dir).expanduser()]
+    if data_dir:
+        return [Path(data_dir).expanduser()]
     dirs = [Path(os.environ.get("PTRAIN_DATA_DIR") or "data").expanduser()]
-    if cfg.dataset == "fashion-mnist":
+    if name == "fashion-mnist":
         dirs.append(Path(DEBIAN_FASHION_DIR))
     return dirs
 
@@ -217,154 +209,67 @@ def _locate(spec: Spec, root: Path):
 
 def _download(spec: Spec, root: Path) -> None:
     cls = getattr(torchvision.datasets, spec.tv_class)
+    created = None  # the outermost folder the download creates: removed again if it fails
+    path = root / spec.tv_class
+    while not path.exists():
+        created, path = path, path.parent
     try:
         for train in (True, False):
             cls(str(root), train=train, download=True)
     except Exception as e:  # URLError, HTTP errors, checksum failures: all mean "not here"
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise PtrainError(
             f"{spec.name}: not found in {root} and the download failed ({reason}); with no network, "
             f"put the dataset's original files in a folder and pass --data-dir DIR") from None
 
 
-def load(cfg: TrainConfig) -> Data:
-    spec = SPECS[cfg.dataset]
+def _read(spec: Spec, data_dir: str, download: bool) -> tuple[Split, Split, list[str], str]:
     if spec.name == "fake":
-        train, test, classes = _fake()
-        source = "generated"
-    else:
-        dirs = search_dirs(cfg)
-        located = next(filter(None, (_locate(spec, d) for d in dirs)), None)
+        return *_fake(), "generated"
+    dirs = search_dirs(spec.name, data_dir)
+    located = next(filter(None, (_locate(spec, d) for d in dirs)), None)
+    if not located:
+        if not download:
+            raise PtrainError(
+                f"{spec.name}: no dataset files found in {', '.join(map(str, dirs))}; pass "
+                f"--data-dir DIR (a folder with the original files), or --download to fetch it")
+        _download(spec, dirs[0])
+        located = _locate(spec, dirs[0])
         if not located:
-            if not cfg.download:
-                raise PtrainError(
-                    f"{spec.name}: no dataset files found in {', '.join(map(str, dirs))}; pass "
-                    f"--data-dir DIR (a folder with the original files), or --download to fetch it")
-            _download(spec, dirs[0])
-            located = _locate(spec, dirs[0])
-            if not located:
-                raise PtrainError(f"{spec.name}: downloaded to {dirs[0]} but the files are not there")
-        folder, reader = located
-        source = str(folder)
-        try:
-            train, test, classes = reader()
-        except Exception as e:
-            raise PtrainError(f"{spec.name}: the files in {source} are unreadable or corrupt "
-                              f"({type(e).__name__}: {e}); replace them with the original files") from None
+            raise PtrainError(f"{spec.name}: downloaded to {dirs[0]} but the files are not there")
+    folder, reader = located
+    try:
+        return *reader(), str(folder)
+    except Exception as e:
+        raise PtrainError(f"{spec.name}: the files in {folder} are unreadable or corrupt "
+                          f"({type(e).__name__}: {e}); replace them with the original files") from None
+
+
+def load(name: str, data_dir: str = "", download: bool = True, val_split: float = 0.0,
+         seed: int = 1) -> Data:
+    """Read a dataset; with val_split, hold out a seeded fraction of its training set."""
+    spec = SPECS[name]
+    train, test, classes, source = _read(spec, data_dir, download)
     val = None
-    if cfg.val_split:
+    if val_split:
         # Seeded, so a resumed run and `ptrain eval --split val` get the same split.
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
-        n_val = max(1, round(len(train) * cfg.val_split))
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, round(len(train) * val_split))
+        if n_val >= len(train):
+            raise UsageError(f"--val-split {val_split} leaves no training images (the training set "
+                             f"has {len(train)}); use a smaller fraction")
         val_idx, train_idx = order[:n_val], order[n_val:]
         val = Split(train.images[val_idx], train.labels[val_idx])
         train = Split(train.images[train_idx], train.labels[train_idx])
     return Data(spec, classes, train, val, test, source)
 
 
-# ---------------------------------------------------------------- batches on the device
-
-def _mix(*numbers: int) -> int:
-    """Combine seed, epoch and batch into one generator seed (splitmix-style, 63 bits)."""
-    h = 0x9E3779B97F4A7C15
-    for n in numbers:
-        h = ((h ^ (n & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
-def num_batches(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
-
-
-def augment(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
-    """Random crop with zero padding (+ horizontal flip), batched, on uint8 images: the same as
-    torchvision's RandomCrop(size, padding) and RandomHorizontalFlip per image. Padding is 4 px
-    for 32x32 images (the CIFAR standard) and 2 px for 28x28 digits."""
-    if kind == "none":
-        return x
-    g = torch.Generator().manual_seed(seed)
-    n, _, h, w = x.shape
-    pad = 4 if h >= 32 else 2
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device, non_blocking=True)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device, non_blocking=True)
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    x = padded[torch.arange(n, device=x.device)[:, None, None, None],
-               torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
-    if kind == "crop-flip":
-        flip = (torch.rand(n, generator=g) < 0.5).to(x.device, non_blocking=True)
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x
-
-
-def normalize(x: torch.Tensor, spec: Spec) -> torch.Tensor:
-    return normalize_with(x, spec.mean, spec.std)
-
-
-def normalize_with(x: torch.Tensor, mean, std) -> torch.Tensor:
-    # Same arithmetic as ToTensor() then Normalize(mean, std).
-    mean = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return (x.float().div(255) - mean) / std
-
-
 def read_image(path: Path, channels: int, size: int) -> torch.Tensor:
     """A PNG/JPEG of any size or mode as the model saw its training data: grayscale or RGB,
     size x size, uint8 (C, H, W)."""
-    from PIL import Image
+    from PIL import Image  # torchvision's own dependency; only predict needs it
     with Image.open(path) as img:
         img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-        pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-    return pixels.view(size, size, channels).permute(2, 0, 1).contiguous()
-
-
-def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: int,
-                  augment_kind: str, device: torch.device, start: int = 0,
-                  workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of shuffled, augmented, normalised batches on `device`, from batch `start` on.
-
-    workers=0: `split` already lives on the device and batches are sliced there.
-    workers>0: `split` stays in host memory; DataLoader worker processes gather the same batches
-    into pinned memory and they are copied over asynchronously.
-    """
-    order = epoch_order(len(split), seed, epoch)
-    index_batches = [order[b * batch_size:(b + 1) * batch_size]
-                     for b in range(start, num_batches(len(split), batch_size))]
-    if workers:
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(split.images, split.labels),
-            batch_sampler=[idx.tolist() for idx in index_batches], num_workers=workers,
-            pin_memory=device.type == "cuda")
-        raw = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
-    else:
-        raw = ((split.images[idx.to(device)], split.labels[idx.to(device)]) for idx in index_batches)
-    for b, (x, y) in enumerate(raw, start=start):
-        yield normalize(augment(x, augment_kind, _mix(seed, epoch, b)), spec), y
-
-
-def tta_views(x: torch.Tensor, spec: Spec) -> list[torch.Tensor]:
-    """Test-time augmentation on uint8 images: the image, small shifts (zero fill) and, for
-    datasets trained with flips (CIFAR), its mirror image."""
-    pad = 2 if spec.augment == "crop-flip" else 1
-    h, w = x.shape[2:]
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    shifts = [(pad + dy, pad + dx) for dy, dx in ((-pad, 0), (pad, 0), (0, -pad), (0, pad))]
-    views = [x] + [padded[..., r:r + h, c:c + w] for r, c in shifts]
-    if spec.augment == "crop-flip":
-        views += [v.flip(3) for v in views]
-    return views
-
-
-def eval_batches(split: Split, spec: Spec, batch_size: int, device: torch.device, tta: bool = False,
-                 ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
-    """In order, no augmentation: ([normalised images], labels); with tta, several views each."""
-    for i in range(0, len(split), batch_size):
-        x = split.images[i:i + batch_size].to(device, non_blocking=True)
-        views = tta_views(x, spec) if tta else [x]
-        yield [normalize(v, spec) for v in views], split.labels[i:i + batch_size].to(device, non_blocking=True)
+        return torchvision.transforms.functional.pil_to_tensor(img)

@@ -1,16 +1,15 @@
 """export (verified by each format's own runtime) and predict, on a trained fake-data run."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from pytorch_cli import data, engine, models
-from pytorch_cli.config import TrainConfig
+from pytorch_cli import datasets, models
 
 
 @pytest.fixture
@@ -20,7 +19,7 @@ def run(ptrain, tmp_path):
 
 
 def _test_set():
-    d = data.load(TrainConfig(dataset="fake"))
+    d = datasets.load("fake")
     return d.test.images.float() / 255, d.test.labels
 
 
@@ -87,22 +86,15 @@ def test_onnx_without_optional_packages_names_the_extra(run, tmp_path):
     assert "pip install 'pytorch-cli[onnx]'" in out.stderr and out.stderr.count("\n") == 1
 
 
-def test_predict_matches_the_model_and_reports_bad_images(ptrain, run, tmp_path):
-    d = data.load(TrainConfig(dataset="fake"))
-    model, meta, _ = engine.load_model(run / "model.pth")
-    with torch.inference_mode():
-        probs = model.eval()(data.normalize(d.test.images[:2], d.spec)).softmax(1)
-    Image.fromarray(d.test.images[0, 0].numpy()).save(tmp_path / "exact.png")
-    big = Image.fromarray(d.test.images[1, 0].numpy()).resize((112, 112), Image.NEAREST).convert("RGB")
-    big.save(tmp_path / "big.jpg", quality=95)
-    (tmp_path / "broken.png").write_bytes(b"not an image")
-    r = ptrain("predict", run / "model.pth", "exact.png", "broken.png", "big.jpg", "--json", "-k", "3")
-    assert r.code == 1
-    results = {x["image"]: x for x in r.json()["results"]}
-    top = results["exact.png"]["top"]
-    assert top[0]["index"] == int(probs[0].argmax()) and len(top) == 3
-    assert top[0]["prob"] == pytest.approx(float(probs[0].max()), abs=1e-6)
-    assert results["big.jpg"]["top"][0]["index"] == int(probs[1].argmax())
-    assert "error" in results["broken.png"] and "broken.png" in r.err
-    r = ptrain("predict", run / "model.pth", "exact.png")
-    assert r.code == 0 and r.out.startswith("exact.png: ")
+def test_onnx_is_one_self_contained_file_that_runs_anywhere(ptrain, run, tmp_path):
+    before = set(os.listdir(run))
+    r = ptrain("export", run, "--format", "onnx")  # a run directory: its model.pth
+    assert r.code == 0, r.err
+    assert set(os.listdir(run)) - before == {"model.onnx", "model.onnx.json"}  # no weights file, no orphan
+    elsewhere = tmp_path / "shipped"
+    elsewhere.mkdir()
+    shutil.copy(run / "model.onnx", elsewhere / "digits.onnx")
+    images, labels = _test_set()
+    logits = _runtime("onnx", elsewhere / "digits.onnx")(images)
+    trained = torch.load(run / "model.pth", weights_only=True)["metrics"]["test_acc"]
+    assert int((logits.argmax(1) == labels).sum()) / len(labels) == pytest.approx(trained, abs=1e-9)

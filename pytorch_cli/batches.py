@@ -1,0 +1,117 @@
+"""Batches on the device: shuffle order, augmentation and test-time views.
+
+The uint8 dataset lives on the training device (or, with --workers, in host memory); batches are
+index slices of it, converted, augmented and normalised there in one batched operation. Shuffle
+order and augmentation are pure functions of (seed, epoch, batch index), so a run resumed
+mid-epoch sees exactly the batches the uninterrupted run would have seen, on any device and for
+any --workers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Iterator
+
+import torch
+
+from pytorch_cli.datasets import Spec, Split
+from pytorch_cli.models import Normalize
+
+
+def _mix(*numbers: int) -> int:
+    """Combine seed, epoch and batch into one generator seed (splitmix-style, 63 bits)."""
+    h = 0x9E3779B97F4A7C15
+    for n in numbers:
+        h = ((h ^ (n & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+
+
+def augment(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
+    """Random crop with zero padding (+ horizontal flip), batched, on uint8 images: the same as
+    torchvision's RandomCrop(size, padding) and RandomHorizontalFlip per image. Padding is 4 px
+    for 32x32 images (the CIFAR standard) and 2 px for 28x28 digits."""
+    if kind == "none":
+        return x
+    g = torch.Generator().manual_seed(seed)
+    n, _, h, w = x.shape
+    pad = 4 if h >= 32 else 2
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device, non_blocking=True)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device, non_blocking=True)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    x = padded[torch.arange(n, device=x.device)[:, None, None, None],
+               torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+    if kind == "crop-flip":
+        flip = (torch.rand(n, generator=g) < 0.5).to(x.device, non_blocking=True)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+@functools.lru_cache(maxsize=8)
+def _normalizer(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> Normalize:
+    return Normalize(mean, std).to(device)  # built once per device, not once per batch
+
+
+def normalize(x: torch.Tensor, spec: Spec) -> torch.Tensor:
+    """uint8 images -> normalised floats: the same arithmetic as ToTensor() then Normalize()."""
+    return _normalizer(spec.mean, spec.std, x.device)(x.float().div(255))
+
+
+def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: int,
+                  augment_kind: str, device: torch.device, start: int = 0,
+                  workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled, augmented, normalised batches on `device`, from batch `start` on.
+
+    workers=0: `split` already lives on the device and batches are sliced there.
+    workers>0: `split` stays in host memory; DataLoader worker processes gather the same batches
+    into pinned memory and they are copied over asynchronously.
+    """
+    order = epoch_order(len(split), seed, epoch)
+    index_batches = [order[b * batch_size:(b + 1) * batch_size]
+                     for b in range(start, num_batches(len(split), batch_size))]
+    if workers:
+        # Its own generator: the DataLoader draws its worker seed from this one, not from the
+        # global generator that dropout uses, so --workers N trains exactly as --workers 0.
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(split.images, split.labels),
+            batch_sampler=[idx.tolist() for idx in index_batches], num_workers=workers,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+        raw = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
+    else:
+        raw = ((split.images[idx.to(device)], split.labels[idx.to(device)]) for idx in index_batches)
+    for b, (x, y) in enumerate(raw, start=start):
+        yield normalize(augment(x, augment_kind, _mix(seed, epoch, b)), spec), y
+
+
+def tta_views(x: torch.Tensor, spec: Spec) -> list[torch.Tensor]:
+    """Test-time augmentation on uint8 images: the image, small shifts (zero fill) and, for
+    datasets trained with flips (CIFAR), its mirror image."""
+    pad = 2 if spec.augment == "crop-flip" else 1
+    h, w = x.shape[2:]
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    shifts = [(pad + dy, pad + dx) for dy, dx in ((-pad, 0), (pad, 0), (0, -pad), (0, pad))]
+    views = [x] + [padded[..., r:r + h, c:c + w] for r, c in shifts]
+    if spec.augment == "crop-flip":
+        views += [v.flip(3) for v in views]
+    return views
+
+
+def eval_batches(split: Split, spec: Spec, batch_size: int, device: torch.device, tta: bool = False,
+                 ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+    """In order, no augmentation: ([normalised images], labels); with tta, several views each."""
+    for i in range(0, len(split), batch_size):
+        x = split.images[i:i + batch_size].to(device, non_blocking=True)
+        views = tta_views(x, spec) if tta else [x]
+        yield [normalize(v, spec) for v in views], split.labels[i:i + batch_size].to(device, non_blocking=True)

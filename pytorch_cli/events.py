@@ -1,0 +1,27 @@
+"""The one event stream a run reports through. The loop calls `emit(record)`; sinks (the progress
+printer, metrics.jsonl, later TensorBoard) each take what they need from it.
+
+Records are plain dicts with a "kind":
+  start  device, dataset, sizes, model, params, epochs, batches, run_dir, dry_run, resume_at
+  train  every --log-interval batches: epoch, batch, step, lr, train_loss, images_per_s, elapsed_s
+  epoch  every epoch: train_loss, test_loss, test_acc (+ val_*), images_per_s, elapsed_s
+  stop   the run was asked to stop and saved its exact position: reason, epoch, batch, step
+  end    the final summary
+  abort  the run failed; sinks give the terminal back
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+Emit = Callable[[dict], None]
+
+
+def fanout(*sinks: Optional[Emit]) -> Emit:
+    """One emit that feeds every sink, in order (None sinks are left out)."""
+    live = [s for s in sinks if s is not None]
+
+    def emit(record: dict) -> None:
+        for sink in live:
+            sink(record)
+    return emit

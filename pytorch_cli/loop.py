@@ -1,0 +1,211 @@
+"""The training loop: set the run up, then epochs of steps, evaluation and checkpoints, reported
+through `emit`. The step is in step.py, what is saved in state.py, where it goes in rundir.py.
+
+Host syncs happen only at log intervals, epoch ends and checkpoints (Meter.read): losses
+accumulate on the device in between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from pytorch_cli import batches, checkpoint, datasets, models, optim, runtime, step
+from pytorch_cli.config import TrainConfig, to_toml
+from pytorch_cli.evaluate import evaluate
+from pytorch_cli.events import Emit
+from pytorch_cli.rundir import BEST, LAST, MODEL, RunDir
+from pytorch_cli.state import TrainState
+
+
+@dataclass
+class StopFlag:
+    """Set from outside (signal handlers, a NaN check); the loop polls it after each optimizer
+    step, saves the exact position to last.pt and returns."""
+    reason: str = ""
+
+    def request(self, reason: str) -> None:
+        self.reason = self.reason or reason
+
+    def __bool__(self) -> bool:
+        return bool(self.reason)
+
+
+@dataclass
+class Run:
+    """Everything one training run works with, built once by `setup`."""
+    cfg: TrainConfig
+    device: torch.device
+    data: datasets.Data
+    train: datasets.Split
+    val: datasets.Split | None
+    test: datasets.Split
+    state: TrainState
+    meta: dict
+    batches: int  # per epoch
+    saver: RunDir | None = None  # where checkpoints go; None: a dry run or --no-save-model
+
+
+def setup(cfg: TrainConfig, resume: dict | None = None) -> Run:
+    runtime.set_deterministic(cfg.deterministic)
+    runtime.seed_everything(cfg.seed)
+    device = runtime.resolve_device(cfg.device)
+    data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed)
+    spec = data.spec
+    if cfg.augment == "auto":
+        cfg = dataclasses.replace(cfg, augment=spec.augment)
+    storage = torch.device("cpu") if cfg.workers else device  # where the uint8 dataset lives
+    model = models.build(cfg.model, spec.channels, spec.num_classes, spec.size, cfg.init).to(device)
+    n_batches = batches.num_batches(len(data.train), cfg.batch_size)
+    steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
+    optimizer = optim.build_optimizer(model, cfg)
+    scheduler = optim.build_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch, steps_per_epoch)
+    state = TrainState(model=model, raw=model, optimizer=optimizer, scheduler=scheduler)
+    if resume is not None:
+        state.load_state_dict(resume)
+    return Run(cfg, device, data, data.train.to(storage),
+               data.val.to(storage) if data.val is not None else None, data.test.to(storage),
+               state, models.describe(cfg.model, spec, data.classes), n_batches)
+
+
+def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag | None = None,
+          resume: dict | None = None, dry_run: bool = False) -> dict:
+    """Train per `cfg`, writing into `run_dir` (None: write nothing); returns the final summary.
+    `resume`: a saved training state to continue from, at the batch after the one it saved."""
+    stop = stop if stop is not None else StopFlag()
+    r = setup(cfg, resume)
+    if run_dir is not None:
+        run_dir.create(to_toml(r.cfg))
+        r.saver = run_dir if r.cfg.save_model else None
+    pos = r.state.pos
+    emit(_start_record(r, run_dir, dry_run, resume is not None))
+    started = time.perf_counter() - pos.elapsed_s
+    result: dict = {}
+    for epoch in range(pos.epoch, r.cfg.epochs):
+        if stop:
+            break
+        images, seconds = train_epoch(r, epoch, emit, stop, started, dry_run)
+        if stop and pos.batch < r.batches:  # saved mid-epoch, at the exact position
+            break
+        result = end_epoch(r, epoch, images, seconds, emit, started, dry_run)
+        if dry_run:
+            break
+    stopped = bool(stop) and pos.epoch < r.cfg.epochs  # a stop after the last epoch changes nothing
+    if stopped:
+        emit({"kind": "stop", "reason": stop.reason, "epoch": pos.epoch + (pos.batch > 0),
+              "batch": pos.batch, "step": pos.step,
+              "run_dir": str(r.saver.path) if r.saver is not None else None})
+    elif r.saver is not None and not dry_run:
+        checkpoint.save_model_file(
+            r.saver.file(MODEL), r.state.raw.state_dict(), r.meta, r.cfg.to_dict(),
+            {k: result[k] for k in ("epoch", "test_loss", "test_acc") if k in result})
+    summary = {k: v for k, v in result.items() if k != "kind"}
+    summary.update({"best_acc": pos.best_acc, "step": pos.step, "device": str(r.device),
+                    "run_dir": str(run_dir.path) if run_dir else None, "dry_run": dry_run,
+                    "stopped": stop.reason if stopped else None})
+    emit({"kind": "end", **summary})
+    return summary
+
+
+def _start_record(r: Run, run_dir: RunDir | None, dry_run: bool, resumed: bool) -> dict:
+    return {"kind": "start", "device": str(r.device), "dataset": r.data.spec.name,
+            "source": r.data.source, "train_size": len(r.train),
+            "val_size": len(r.val) if r.val is not None else 0, "test_size": len(r.test),
+            "model": r.cfg.model, "params": models.count_parameters(r.state.raw),
+            "epochs": r.cfg.epochs, "batches": r.batches,
+            "run_dir": str(run_dir.path) if run_dir else None, "dry_run": dry_run,
+            "resume_at": [r.state.pos.epoch + 1, r.state.pos.batch] if resumed else None}
+
+
+def _save(r: Run, name: str) -> None:
+    if r.saver is not None:
+        checkpoint.save_train_state(r.saver.file(name), r.state.state_dict(), r.cfg.to_dict(), r.meta)
+
+
+def _fold(r: Run, meter: step.Meter) -> None:
+    """Move the epoch's device-side loss sum into the position (a host sync)."""
+    loss_sum, samples = meter.read()
+    r.state.pos.epoch_loss_sum += loss_sum
+    r.state.pos.epoch_samples += samples
+    meter.reset()
+
+
+def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
+                dry_run: bool) -> tuple[int, float]:
+    """Train from the position's batch to the epoch's end (or a stop); returns (images, seconds)."""
+    cfg, state, pos = r.cfg, r.state, r.state.pos
+    state.model.train()
+    epoch_meter, log_meter = step.Meter(r.device), step.Meter(r.device)
+    t0 = log_t0 = time.perf_counter()
+    images = since_save = 0
+    for b, (x, y) in enumerate(batches.train_batches(
+            r.train, r.data.spec, cfg.batch_size, cfg.seed, epoch, cfg.augment, r.device,
+            start=pos.batch, workers=cfg.workers), start=pos.batch):
+        group = step.group_of(b, r.batches, cfg.grad_accum)
+        is_step = b == group[-1]  # decided before the forward: DDP's no_sync needs it there
+        group_samples = min(len(r.train), (group[-1] + 1) * cfg.batch_size) - group[0] * cfg.batch_size
+        loss = step.forward_backward(state.model, x, y, len(y) / group_samples,
+                                     cfg.label_smoothing, sync=is_step)
+        epoch_meter.add(loss, len(y))
+        log_meter.add(loss, len(y))
+        images, since_save, pos.batch = images + len(y), since_save + 1, b + 1
+        if is_step:
+            step.optimizer_step(state, cfg.clip_grad)
+            if dry_run:
+                break
+        if pos.batch % cfg.log_interval == 0:
+            log_t0 = _log(r, epoch, log_meter, log_t0, started, emit)
+        if is_step and pos.batch < r.batches and (
+                stop or (cfg.save_interval and since_save >= cfg.save_interval)):
+            _fold(r, epoch_meter)
+            pos.elapsed_s = time.perf_counter() - started
+            _save(r, LAST)
+            since_save = 0
+            if stop:
+                break
+    _fold(r, epoch_meter)  # the sync: the device has finished the epoch's work...
+    return images, time.perf_counter() - t0  # ...so images/s is not overstated
+
+
+def _log(r: Run, epoch: int, meter: step.Meter, t0: float, started: float, emit: Emit) -> float:
+    loss_sum, samples = meter.read()  # sync first, so the time covers the device's work
+    now = time.perf_counter()
+    pos = r.state.pos
+    emit({"kind": "train", "epoch": epoch + 1, "batch": pos.batch, "batches": r.batches,
+          "step": pos.step, "lr": r.state.optimizer.param_groups[0]["lr"],
+          "train_loss": loss_sum / samples, "images_per_s": samples / max(now - t0, 1e-9),
+          "elapsed_s": now - started})
+    meter.reset()
+    return now
+
+
+def end_epoch(r: Run, epoch: int, images: int, seconds: float, emit: Emit, started: float,
+              dry_run: bool) -> dict:
+    """Evaluate, record the epoch, write last.pt (and best.pt when it improved)."""
+    cfg, pos = r.cfg, r.state.pos
+    max_eval = 1 if dry_run else None
+    test = evaluate(r.state.model, r.test, r.data.spec, cfg.test_batch_size, r.device, max_eval)
+    val = (evaluate(r.state.model, r.val, r.data.spec, cfg.test_batch_size, r.device, max_eval)
+           if r.val is not None else None)
+    train_loss = pos.epoch_loss_sum / max(pos.epoch_samples, 1)
+    pos.epoch, pos.batch, pos.epoch_loss_sum, pos.epoch_samples = epoch + 1, 0, 0.0, 0
+    pos.elapsed_s = time.perf_counter() - started
+    acc = val["acc"] if val else test["acc"]
+    improved = acc > pos.best_acc
+    pos.best_acc = max(pos.best_acc, acc)
+    record = {"kind": "epoch", "epoch": epoch + 1, "epochs": cfg.epochs, "step": pos.step,
+              "lr": r.state.optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+              "test_loss": test["loss"], "test_acc": test["acc"],
+              "test_correct": test["correct"], "test_total": test["total"],
+              **({"val_loss": val["loss"], "val_acc": val["acc"]} if val else {}),
+              "images_per_s": images / max(seconds, 1e-9), "elapsed_s": pos.elapsed_s}
+    emit(record)
+    if not dry_run:
+        _save(r, LAST)
+        if improved:
+            _save(r, BEST)
+    return record

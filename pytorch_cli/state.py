@@ -1,0 +1,63 @@
+"""One training state: what a step changes and what `last.pt` holds. `state_dict()` and
+`load_state_dict()` are the only place that says what is in a training checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from pytorch_cli import runtime
+from pytorch_cli.checkpoint import clean_state_dict
+
+
+@dataclass
+class Position:
+    """Where a run stands; a resume continues at the next batch."""
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # optimizer steps done
+    best_acc: float = -1.0
+    elapsed_s: float = 0.0
+    epoch_loss_sum: float = 0.0  # summed train loss of this epoch's samples so far
+    epoch_samples: int = 0
+
+
+@dataclass
+class TrainState:
+    model: nn.Module  # what the step runs: the module itself, or it wrapped (compile, DDP)
+    raw: nn.Module  # the plain module: its weights are what is saved
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch.optim.lr_scheduler
+    scaler: Any = None  # torch.amp.GradScaler for float16 training
+    ema: nn.Module | None = None  # an averaged copy of the weights
+    pos: Position = field(default_factory=Position)
+
+    def state_dict(self) -> dict:
+        out = {"model": clean_state_dict(self.raw.state_dict()),
+               "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+               "position": dataclasses.asdict(self.pos), "rng": runtime.rng_state()}
+        if self.scaler is not None:
+            out["scaler"] = self.scaler.state_dict()
+        if self.ema is not None:
+            out["ema"] = clean_state_dict(self.ema.state_dict())
+        return out
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.raw.load_state_dict(clean_state_dict(saved["model"]))
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.scaler is not None and "scaler" in saved:
+            self.scaler.load_state_dict(saved["scaler"])
+        if self.ema is not None and "ema" in saved:
+            self.ema.load_state_dict(saved["ema"])
+        self.pos = position_of(saved)
+        runtime.set_rng_state(saved["rng"])  # last: building the model drew from the RNG
+
+
+def position_of(saved: dict) -> Position:
+    """The position recorded in a saved training state."""
+    return Position(**saved["position"])

@@ -1,0 +1,68 @@
+import torch
+
+from pytorch_cli import batches, datasets
+
+
+def _all(gen):
+    return [(x.clone(), y.clone()) for x, y in gen]
+
+
+def test_resumed_epoch_yields_the_same_remaining_batches():
+    d = datasets.load("fake")
+    cpu = torch.device("cpu")
+    full = _all(batches.train_batches(d.train, d.spec, 64, 1, 2, "crop-flip", cpu))
+    tail = _all(batches.train_batches(d.train, d.spec, 64, 1, 2, "crop-flip", cpu, start=10))
+    assert len(full) == 32 and len(tail) == 22
+    for (x1, y1), (x2, y2) in zip(full[10:], tail):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    other_epoch = _all(batches.train_batches(d.train, d.spec, 64, 1, 3, "none", cpu))
+    assert not torch.equal(full[0][1], other_epoch[0][1])  # reshuffled each epoch
+
+
+def test_loader_workers_give_identical_batches():
+    d = datasets.load("fake")
+    cpu = torch.device("cpu")
+    a = _all(batches.train_batches(d.train, d.spec, 100, 5, 0, "crop-flip", cpu))
+    b = _all(batches.train_batches(d.train, d.spec, 100, 5, 0, "crop-flip", cpu, workers=2))
+    assert len(a) == len(b) == 20
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+
+
+def test_crop_is_a_window_of_the_zero_padded_image_and_flip_mirrors():
+    x = torch.randint(1, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    out = batches.augment(x, "crop-flip", seed=7)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    flipped = 0
+    for i in range(len(x)):
+        windows = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        plain = any(torch.equal(out[i], w) for w in windows)
+        mirrored = any(torch.equal(out[i], w.flip(2)) for w in windows)
+        assert plain or mirrored
+        flipped += mirrored and not plain
+    assert 5 < flipped < 35  # about half are mirrored
+    assert torch.equal(batches.augment(x, "crop-flip", seed=7), out)  # same seed, same batch
+
+
+def test_normalize_matches_torchvision_transforms():
+    from torchvision.transforms import v2
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    spec = datasets.SPECS["cifar10"]
+    ref = v2.Normalize(spec.mean, spec.std)(x.float() / 255)
+    assert torch.allclose(batches.normalize(x, spec), ref, atol=1e-6)
+
+
+def test_every_image_is_drawn_once_per_epoch():
+    d = datasets.load("fake")
+    cpu = torch.device("cpu")
+    seen = torch.cat([y for _, y in batches.train_batches(d.train, d.spec, 64, 1, 0, "none", cpu)])
+    assert len(seen) == len(d.train)
+    order = batches.epoch_order(len(d.train), 1, 0)
+    assert sorted(order.tolist()) == list(range(len(d.train)))
+    assert torch.equal(seen, d.train.labels[order])
+
+
+def test_tta_views_are_shifts_and_mirrors():
+    x = torch.randint(1, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    views = batches.tta_views(x, datasets.SPECS["cifar10"])
+    assert len(views) == 10 and torch.equal(views[0], x) and torch.equal(views[5], x.flip(3))
+    assert len(batches.tta_views(x[:, :1, :28, :28], datasets.SPECS["mnist"])) == 5

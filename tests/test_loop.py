@@ -1,0 +1,105 @@
+"""The loop: stopping at a step boundary, --workers, timing, dry runs."""
+
+import time
+
+import torch
+
+from pytorch_cli import checkpoint, loop, step
+from pytorch_cli.config import TrainConfig
+from pytorch_cli.rundir import RunDir
+
+from test_cli_train import without_timing
+
+CFG = TrainConfig(dataset="fake", model="mnist-cnn", epochs=2, batch_size=32, log_interval=4,
+                  deterministic=True, augment="crop", scheduler="cosine", grad_accum=2)
+
+
+def _weights(run: RunDir) -> dict:
+    return checkpoint.load(run.file("last.pt"))["model"]
+
+
+def test_stop_flag_saves_the_exact_position_and_resume_finishes_identically(tmp_path):
+    full = RunDir(tmp_path / "full")
+    loop.train(CFG, full, full.metrics_sink())
+
+    cut = RunDir(tmp_path / "cut")
+    stop = loop.StopFlag()
+    events = []
+
+    def stop_in_epoch_2(r):  # as a signal handler would, in the middle of a step group
+        events.append(r)
+        if r["kind"] == "train" and r["epoch"] == 2 and r["batch"] == 12:
+            stop.request("test")
+    summary = loop.train(CFG, cut, loop_sink(cut, stop_in_epoch_2), stop=stop)
+    assert summary["stopped"] == "test" and not cut.file("model.pth").exists()
+    assert events[-2] == {"kind": "stop", "reason": "test", "epoch": 2, "batch": 12,
+                          "step": 32 + 6, "run_dir": str(cut.path)}
+    saved = checkpoint.load(cut.file("last.pt"))
+    assert saved["position"]["epoch"] == 1 and saved["position"]["batch"] == 12
+
+    cut.trim_metrics(saved["position"]["step"])
+    loop.train(CFG, cut, cut.metrics_sink(), resume=saved)
+    a, b = _weights(full), _weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert without_timing(full.read_metrics()) == without_timing(cut.read_metrics())
+
+
+def loop_sink(run, extra):
+    sink = run.metrics_sink()
+
+    def emit(r):
+        sink(r)
+        extra(r)
+    return emit
+
+
+def test_stop_before_the_first_step_of_an_epoch_writes_no_model_file(tmp_path):
+    run = RunDir(tmp_path / "r")
+    stop = loop.StopFlag()
+    stop.request("asked early")
+    summary = loop.train(CFG, run, run.metrics_sink(), stop=stop)
+    assert summary["stopped"] == "asked early" and summary["step"] == 0
+    assert not run.file("model.pth").exists()
+
+
+def test_workers_change_nothing_but_speed(tmp_path):
+    cfg = TrainConfig(dataset="fake", epochs=1, log_interval=100)  # lenet: dropout draws the RNG
+    runs = {}
+    for workers in (0, 2):
+        runs[workers] = RunDir(tmp_path / f"w{workers}")
+        loop.train(TrainConfig(**{**cfg.to_dict(), "workers": workers}), runs[workers], lambda r: None)
+    a = checkpoint.load(runs[0].file("model.pth"))["state_dict"]
+    b = checkpoint.load(runs[2].file("model.pth"))["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_images_per_s_counts_the_wait_for_the_device(monkeypatch):
+    # On a GPU the step returns before the work is done; the meter's read is where the host
+    # waits. Stand in for that wait with a slow read: the epoch's images/s must include it.
+    real_read = step.Meter.read
+
+    def slow_read(self):
+        time.sleep(0.5)
+        return real_read(self)
+    monkeypatch.setattr(step.Meter, "read", slow_read)
+    records = []
+    cfg = TrainConfig(dataset="fake", epochs=1, log_interval=1000, save_model=False)
+    loop.train(cfg, None, records.append)
+    epoch = next(r for r in records if r["kind"] == "epoch")
+    assert epoch["images_per_s"] <= 2000 / 0.5
+
+
+def test_dry_run_is_one_optimizer_step_even_with_accumulation():
+    records = []
+    summary = loop.train(TrainConfig(dataset="fake", grad_accum=4), None, records.append,
+                         dry_run=True)
+    assert summary["step"] == 1 and summary["dry_run"]
+    assert [r["kind"] for r in records] == ["start", "epoch", "end"]
+
+
+def test_a_stop_after_the_last_epoch_still_finishes_the_run(tmp_path):
+    run = RunDir(tmp_path / "r")
+    stop = loop.StopFlag()
+    cfg = TrainConfig(dataset="fake", epochs=1, log_interval=1000)
+    summary = loop.train(cfg, run, lambda r: r["kind"] == "epoch" and stop.request("late"), stop=stop)
+    assert summary["stopped"] is None and run.file("model.pth").exists()

@@ -1,0 +1,69 @@
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from pytorch_cli import models
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("channels,size,classes", [(1, 28, 10), (3, 32, 100)])
+def test_models_adapt_to_channels_size_and_classes(name, channels, size, classes):
+    m = models.build(name, channels, classes, size).eval()
+    assert m(torch.zeros(2, channels, size, size)).shape == (2, classes)
+
+
+def test_mnist_cnn_matches_the_examples_state_dict():
+    shapes = {k: tuple(v.shape) for k, v in models.build("mnist-cnn", 1, 10, 28).state_dict().items()}
+    assert shapes == {"conv1.weight": (32, 1, 3, 3), "conv1.bias": (32,),
+                      "conv2.weight": (64, 32, 3, 3), "conv2.bias": (64,),
+                      "fc1.weight": (128, 9216), "fc1.bias": (128,),
+                      "fc2.weight": (10, 128), "fc2.bias": (10,)}
+
+
+def test_resnet18_has_small_image_stem():
+    m = models.build("resnet18", 3, 10, 32)
+    assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1)
+    assert isinstance(m.maxpool, torch.nn.Identity)
+
+
+@pytest.mark.parametrize("init", ["xavier", "kaiming", "normal", "orthogonal"])
+def test_init_schemes_replace_weights_and_zero_biases(init):
+    torch.manual_seed(0)
+    default = models.build("lenet", 1, 10, 28)
+    torch.manual_seed(0)
+    m = models.build("lenet", 1, 10, 28, init=init)
+    assert not torch.equal(m.fc1.weight, default.fc1.weight)
+    assert torch.count_nonzero(m.fc1.bias) == 0
+    if init == "normal":
+        assert abs(m.fc1.weight.std().item() - 0.02) < 0.002
+
+
+def _reference_net():
+    """The net of benchmarks/reference_mnist.py: the argparse example's, as the Grokking-PyTorch
+    notes give it."""
+    path = Path(__file__).parent.parent / "benchmarks" / "reference_mnist.py"
+    spec = importlib.util.spec_from_file_location("reference_mnist", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Net()
+
+
+def test_lenet_is_the_grokking_net_in_training_mode_too():
+    ref = _reference_net()
+    ours = models.build("lenet", 1, 10, 28)
+    ours.load_state_dict(ref.state_dict())  # same parameter names: that script's weights load
+    x = torch.randn(32, 1, 28, 28)
+    torch.manual_seed(3)
+    want = ref.train()(x)
+    torch.manual_seed(3)
+    got = ours.train()(x).log_softmax(1)  # same dropout draws: no extra dropout after fc1
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_normalize_layer_matches_torchvision():
+    from torchvision.transforms import v2
+    x = torch.rand(4, 3, 32, 32)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    assert torch.allclose(models.Normalize(mean, std)(x), v2.Normalize(mean, std)(x), atol=1e-6)

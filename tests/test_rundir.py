@@ -1,0 +1,88 @@
+"""The run directory: names, the overwrite rule, metrics.jsonl, the listing of runs."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytorch_cli import rundir
+from pytorch_cli.errors import PtrainError, UsageError
+from pytorch_cli.rundir import RunDir
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def _make_run(path, epochs=(), config='dataset = "fake"\nmodel = "lenet"\nepochs = 3\n'):
+    run = RunDir(path)
+    run.create(config)
+    for i, acc in enumerate(epochs, 1):
+        run.append_metrics({"kind": "epoch", "epoch": i, "step": 10 * i, "test_acc": acc})
+    return run
+
+
+def test_default_names_count_up_and_explicit_names_are_never_reused_silently():
+    assert rundir.choose(default="mnist") == rundir.ROOT / "mnist"
+    _make_run(rundir.ROOT / "mnist")
+    assert rundir.choose(default="mnist") == rundir.ROOT / "mnist-2"
+    with pytest.raises(UsageError, match="already holds a run.*ptrain resume runs/mnist.*--overwrite"):
+        rundir.choose(name="mnist")
+    (rundir.ROOT / "mnist" / "notes.txt").write_text("mine")
+    assert rundir.choose(name="mnist", overwrite=True) == rundir.ROOT / "mnist"
+    assert [p.name for p in (rundir.ROOT / "mnist").iterdir()] == ["notes.txt"]  # only run files go
+
+
+@pytest.mark.parametrize("name", ["../../x", "..", ".", "a/b", "a\\b"])
+def test_names_that_leave_runs_are_refused(name):
+    with pytest.raises(UsageError, match="must be a plain name inside runs/"):
+        rundir.choose(name=name)
+
+
+def test_a_file_where_the_run_directory_goes_is_one_clear_error(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UsageError, match="f is a file, not a directory"):
+        rundir.choose(run_dir="f")
+    with pytest.raises(PtrainError, match="cannot create the run directory f/sub: a file is in the way"):
+        RunDir(Path("f/sub")).create("")  # a parent that is a file
+
+
+def test_trim_drops_later_records_and_a_half_written_line(tmp_path):
+    run = _make_run(tmp_path / "r", epochs=(0.5, 0.6, 0.7))
+    with open(run.file(rundir.METRICS), "a") as f:
+        f.write('{"kind": "train", "step": 3')  # SIGKILL in the middle of an append
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2, 3]  # readable all the same
+    run.trim_metrics(step=20)
+    lines = run.file(rundir.METRICS).read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_metrics_sink_keeps_train_and_epoch_records(tmp_path):
+    run = _make_run(tmp_path / "r")
+    sink = run.metrics_sink()
+    for kind in ("start", "train", "epoch", "stop", "end"):
+        sink({"kind": kind, "step": 1})
+    assert [r["kind"] for r in run.read_metrics()] == ["train", "epoch"]
+
+
+def test_checkpoint_in_a_run_directory(tmp_path):
+    run = _make_run(tmp_path / "r")
+    assert rundir.checkpoint_in(tmp_path / "x.pth", rundir.MODEL) == tmp_path / "x.pth"
+    with pytest.raises(PtrainError, match="has no model.pth .*still training"):
+        rundir.checkpoint_in(run.path, rundir.MODEL)
+    run.file(rundir.MODEL).write_bytes(b"")
+    assert rundir.checkpoint_in(run.path, rundir.MODEL) == run.file(rundir.MODEL)
+
+
+def test_list_runs_summarises_each_run():
+    _make_run(rundir.ROOT / "a", epochs=(0.5, 0.9, 0.8))
+    b = _make_run(rundir.ROOT / "b", epochs=(0.3,))
+    b.file(rundir.MODEL).write_bytes(b"")
+    (rundir.ROOT / "empty").mkdir()
+    runs = {r["run"]: r for r in rundir.list_runs()}
+    assert set(runs) == {"runs/a", "runs/b"}
+    assert runs["runs/a"]["epochs_done"] == 3 and runs["runs/a"]["epochs"] == 3
+    assert runs["runs/a"]["test_acc"] == 0.8 and runs["runs/a"]["best_test_acc"] == 0.9
+    assert not runs["runs/a"]["finished"] and runs["runs/b"]["finished"]
+    assert runs["runs/b"]["dataset"] == "fake" and runs["runs/b"]["model"] == "lenet"
