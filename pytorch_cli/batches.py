@@ -36,26 +36,50 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
 
 
-def augment(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
+def pad_for(size: int) -> int:
+    return 4 if size >= 32 else 2  # the CIFAR standard; 2 px for 28x28 digits
+
+
+def draw_augment(n: int, kind: str, size: int, seed: int) -> torch.Tensor:
+    """One batch's random crop offsets and flips, on the host: (3, n) int64 rows dy, dx, flip."""
+    g = torch.Generator().manual_seed(seed)
+    pad = pad_for(size)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    flip = (torch.rand(n, generator=g) < 0.5) if kind == "crop-flip" else torch.zeros(n, dtype=torch.bool)
+    return torch.stack([dy, dx, flip.long()])
+
+
+def augment(x: torch.Tensor, kind: str, draws: torch.Tensor) -> torch.Tensor:
     """Random crop with zero padding (+ horizontal flip), batched, on uint8 images: the same as
-    torchvision's RandomCrop(size, padding) and RandomHorizontalFlip per image. Padding is 4 px
-    for 32x32 images (the CIFAR standard) and 2 px for 28x28 digits."""
+    torchvision's RandomCrop(size, padding) and RandomHorizontalFlip per image. `draws` (on the
+    images' device) is what draw_augment made; only device ops here."""
     if kind == "none":
         return x
-    g = torch.Generator().manual_seed(seed)
-    n, _, h, w = x.shape
-    pad = 4 if h >= 32 else 2
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device, non_blocking=True)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(x.device, non_blocking=True)
+    n, c, h, w = x.shape
+    pad = pad_for(h)
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    rows = (draws[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (draws[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]
     x = padded[torch.arange(n, device=x.device)[:, None, None, None],
-               torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+               torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
     if kind == "crop-flip":
-        flip = (torch.rand(n, generator=g) < 0.5).to(x.device, non_blocking=True)
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        x = torch.where(draws[2].bool()[:, None, None, None], x.flip(3), x)
     return x
+
+
+def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, kind: str, size: int,
+               device: torch.device) -> torch.Tensor:
+    """The whole epoch's randomness, drawn on the host once and moved in one copy: row 0 the
+    shuffled order, rows 1-3 each image's crop offsets and flip. Each batch's draws come from
+    its own (seed, epoch, batch) generator, so they do not depend on where an epoch starts."""
+    plan = torch.zeros(4, n, dtype=torch.int64)
+    plan[0] = epoch_order(n, seed, epoch)
+    if kind != "none":
+        for b in range(num_batches(n, batch_size)):
+            lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+            plan[1:, lo:hi] = draw_augment(hi - lo, kind, size, _mix(seed, epoch, b))
+    return plan.to(device, non_blocking=True)
 
 
 @functools.lru_cache(maxsize=8)
@@ -73,26 +97,28 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
                   workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled, augmented, normalised batches on `device`, from batch `start` on.
 
-    workers=0: `split` already lives on the device and batches are sliced there.
+    workers=0: `split` already lives on the device; every batch is a slice of the epoch plan
+    and device ops, with no host work or copy per step.
     workers>0: `split` stays in host memory; DataLoader worker processes gather the same batches
     into pinned memory and they are copied over asynchronously.
     """
-    order = epoch_order(len(split), seed, epoch)
-    index_batches = [order[b * batch_size:(b + 1) * batch_size]
-                     for b in range(start, num_batches(len(split), batch_size))]
+    plan = epoch_plan(len(split), batch_size, seed, epoch, augment_kind, spec.size, device)
+    spans = [slice(b * batch_size, (b + 1) * batch_size)
+             for b in range(start, num_batches(len(split), batch_size))]
     if workers:
         # Its own generator: the DataLoader draws its worker seed from this one, not from the
         # global generator that dropout uses, so --workers N trains exactly as --workers 0.
+        order = plan[0].cpu()
         loader = torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(split.images, split.labels),
-            batch_sampler=[idx.tolist() for idx in index_batches], num_workers=workers,
+            batch_sampler=[order[s].tolist() for s in spans], num_workers=workers,
             pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(_mix(seed, epoch)))
         raw = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
     else:
-        raw = ((split.images[idx.to(device)], split.labels[idx.to(device)]) for idx in index_batches)
-    for b, (x, y) in enumerate(raw, start=start):
-        yield normalize(augment(x, augment_kind, _mix(seed, epoch, b)), spec), y
+        raw = ((split.images[plan[0, s]], split.labels[plan[0, s]]) for s in spans)
+    for s, (x, y) in zip(spans, raw):
+        yield normalize(augment(x, augment_kind, plan[1:, s]), spec), y
 
 
 def tta_views(x: torch.Tensor, spec: Spec) -> list[torch.Tensor]:

@@ -25,6 +25,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "rmsprop")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
 INITS = ("default", "xavier", "kaiming", "normal", "orthogonal")
 AUGMENTS = ("auto", "none", "crop", "crop-flip")
+PRECISIONS = ("auto", "32", "bf16", "16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 @dataclass
@@ -54,10 +56,16 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_accum: int = 1
     clip_grad: float = 0.0  # 0 = no clipping
+    max_steps: int | None = None  # stop after this many optimizer steps (benchmarks, smoke tests)
     # reproducibility and hardware
     seed: int = 1
     deterministic: bool = False
     device: str = "auto"
+    # speed
+    precision: str = "auto"  # auto = bf16 on CUDA devices that support it, else 32
+    compile: bool = False
+    compile_mode: str = "default"
+    channels_last: bool = False
     # logging and saving
     log_interval: int = 10
     save_interval: int = 0  # batches between mid-epoch checkpoints; 0 = once per epoch
@@ -96,6 +104,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     check_choice("scheduler", cfg.scheduler, SCHEDULERS)
     check_choice("init", cfg.init, INITS)
     check_choice("augment", cfg.augment, AUGMENTS)
+    check_choice("precision", cfg.precision, PRECISIONS)
+    check_choice("compile_mode", cfg.compile_mode, COMPILE_MODES)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
     for name, value in cfg.to_dict().items():
@@ -113,6 +123,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)"),
         ("grad_accum", cfg.grad_accum >= 1, "at least 1"),
         ("clip_grad", cfg.clip_grad >= 0, "0 (off) or more"),
+        ("max_steps", cfg.max_steps is None or cfg.max_steps >= 1, "at least 1"),
         ("val_split", 0 <= cfg.val_split < 1, "in [0, 1)"),
         ("workers", cfg.workers >= 0, "0 or more"),
         ("log_interval", cfg.log_interval >= 1, "at least 1"),

@@ -3,6 +3,7 @@ printer, metrics.jsonl, later TensorBoard) each take what they need from it.
 
 Records are plain dicts with a "kind":
   start  device, dataset, sizes, model, params, epochs, batches, run_dir, dry_run, resume_at
+  compile  after the first step with --compile: mode, seconds (kept out of images/s)
   train  every --log-interval batches: epoch, batch, step, lr, train_loss, images_per_s, elapsed_s
   epoch  every epoch: train_loss, test_loss, test_acc (+ val_*), images_per_s, elapsed_s
   stop   the run was asked to stop and saved its exact position: reason, epoch, batch, step

@@ -47,11 +47,15 @@ class Run:
     state: TrainState
     meta: dict
     batches: int  # per epoch
+    total_steps: int  # optimizer steps of the whole run (--max-steps caps it)
+    amp: torch.dtype | None  # autocast dtype; None: float32
     saver: RunDir | None = None  # where checkpoints go; None: a dry run or --no-save-model
+    compiled: bool = False  # with --compile: the first step (which compiles) has run
 
 
 def setup(cfg: TrainConfig, resume: dict | None = None) -> Run:
     runtime.set_deterministic(cfg.deterministic)
+    runtime.fast_backends(cfg.deterministic)
     runtime.seed_everything(cfg.seed)
     device = runtime.resolve_device(cfg.device)
     data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed)
@@ -60,16 +64,24 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Run:
         cfg = dataclasses.replace(cfg, augment=spec.augment)
     storage = torch.device("cpu") if cfg.workers else device  # where the uint8 dataset lives
     model = models.build(cfg.model, spec.channels, spec.num_classes, spec.size, cfg.init).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     n_batches = batches.num_batches(len(data.train), cfg.batch_size)
     steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
+    total_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or math.inf)
     optimizer = optim.build_optimizer(model, cfg)
-    scheduler = optim.build_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch, steps_per_epoch)
-    state = TrainState(model=model, raw=model, optimizer=optimizer, scheduler=scheduler)
+    scheduler = optim.build_scheduler(optimizer, cfg, total_steps, steps_per_epoch)
+    amp = runtime.autocast_dtype(cfg.precision, device)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    state = TrainState(model=model, raw=model, optimizer=optimizer, scheduler=scheduler,
+                       scaler=scaler)
     if resume is not None:
         state.load_state_dict(resume)
+    if cfg.compile:  # in place: the saved keys stay the plain module's
+        model.compile(mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
     return Run(cfg, device, data, data.train.to(storage),
                data.val.to(storage) if data.val is not None else None, data.test.to(storage),
-               state, models.describe(cfg.model, spec, data.classes), n_batches)
+               state, models.describe(cfg.model, spec, data.classes), n_batches, total_steps, amp)
 
 
 def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag | None = None,
@@ -86,13 +98,13 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
     started = time.perf_counter() - pos.elapsed_s
     result: dict = {}
     for epoch in range(pos.epoch, r.cfg.epochs):
-        if stop:
+        if stop or pos.step >= r.total_steps:
             break
         images, seconds = train_epoch(r, epoch, emit, stop, started, dry_run)
         if stop and pos.batch < r.batches:  # saved mid-epoch, at the exact position
             break
         result = end_epoch(r, epoch, images, seconds, emit, started, dry_run)
-        if dry_run:
+        if dry_run or pos.step >= r.total_steps:  # --max-steps ends the run like its last epoch
             break
     stopped = bool(stop) and pos.epoch < r.cfg.epochs  # a stop after the last epoch changes nothing
     if stopped:
@@ -112,7 +124,10 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
 
 
 def _start_record(r: Run, run_dir: RunDir | None, dry_run: bool, resumed: bool) -> dict:
-    return {"kind": "start", "device": str(r.device), "dataset": r.data.spec.name,
+    return {"kind": "start", "device": runtime.describe_device(r.device),
+            "precision": str(r.amp).removeprefix("torch.") if r.amp else "float32",
+            "compile": r.cfg.compile_mode if r.cfg.compile else None,
+            "dataset": r.data.spec.name,
             "source": r.data.source, "train_size": len(r.train),
             "val_size": len(r.val) if r.val is not None else 0, "test_size": len(r.test),
             "model": r.cfg.model, "params": models.count_parameters(r.state.raw),
@@ -128,8 +143,7 @@ def _save(r: Run, name: str) -> None:
 
 def _fold(r: Run, meter: step.Meter) -> None:
     """Move the epoch's device-side loss sum into the position (a host sync)."""
-    loss_sum, samples = meter.read()
-    r.state.pos.epoch_loss_sum += loss_sum
+    r.state.pos.epoch_loss_sum, samples = meter.read(r.state.pos.epoch_loss_sum)
     r.state.pos.epoch_samples += samples
     meter.reset()
 
@@ -139,7 +153,7 @@ def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
     """Train from the position's batch to the epoch's end (or a stop); returns (images, seconds)."""
     cfg, state, pos = r.cfg, r.state, r.state.pos
     state.model.train()
-    epoch_meter, log_meter = step.Meter(r.device), step.Meter(r.device)
+    epoch_meter, log_meter = step.Meter(r.device, r.batches), step.Meter(r.device, r.batches)
     t0 = log_t0 = time.perf_counter()
     images = since_save = 0
     for b, (x, y) in enumerate(batches.train_batches(
@@ -148,17 +162,21 @@ def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
         group = step.group_of(b, r.batches, cfg.grad_accum)
         is_step = b == group[-1]  # decided before the forward: DDP's no_sync needs it there
         group_samples = min(len(r.train), (group[-1] + 1) * cfg.batch_size) - group[0] * cfg.batch_size
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         loss = step.forward_backward(state.model, x, y, len(y) / group_samples,
-                                     cfg.label_smoothing, sync=is_step)
+                                     cfg.label_smoothing, is_step, r.amp, state.scaler)
         epoch_meter.add(loss, len(y))
         log_meter.add(loss, len(y))
         images, since_save, pos.batch = images + len(y), since_save + 1, b + 1
         if is_step:
             step.optimizer_step(state, cfg.clip_grad)
-            if dry_run:
-                break
+            if cfg.compile and not r.compiled:  # time compilation apart from throughput
+                images, t0 = _compiled(r, epoch_meter, t0, emit)
         if pos.batch % cfg.log_interval == 0:
             log_t0 = _log(r, epoch, log_meter, log_t0, started, emit)
+        if is_step and (dry_run or pos.step >= r.total_steps):
+            break
         if is_step and pos.batch < r.batches and (
                 stop or (cfg.save_interval and since_save >= cfg.save_interval)):
             _fold(r, epoch_meter)
@@ -169,6 +187,16 @@ def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
                 break
     _fold(r, epoch_meter)  # the sync: the device has finished the epoch's work...
     return images, time.perf_counter() - t0  # ...so images/s is not overstated
+
+
+def _compiled(r: Run, meter: step.Meter, t0: float, emit: Emit) -> tuple[int, float]:
+    """After the first step with --compile: report how long it took (the compilation), then
+    restart the epoch's clock and image count."""
+    r.compiled = True
+    meter.read()  # wait for the device
+    now = time.perf_counter()
+    emit({"kind": "compile", "mode": r.cfg.compile_mode, "seconds": now - t0})
+    return 0, now
 
 
 def _log(r: Run, epoch: int, meter: step.Meter, t0: float, started: float, emit: Emit) -> float:
@@ -188,9 +216,10 @@ def end_epoch(r: Run, epoch: int, images: int, seconds: float, emit: Emit, start
     """Evaluate, record the epoch, write last.pt (and best.pt when it improved)."""
     cfg, pos = r.cfg, r.state.pos
     max_eval = 1 if dry_run else None
-    test = evaluate(r.state.model, r.test, r.data.spec, cfg.test_batch_size, r.device, max_eval)
-    val = (evaluate(r.state.model, r.val, r.data.spec, cfg.test_batch_size, r.device, max_eval)
-           if r.val is not None else None)
+    test = evaluate(r.state.model, r.test, r.data.spec, cfg.test_batch_size, r.device, max_eval,
+                    amp=r.amp)
+    val = (evaluate(r.state.model, r.val, r.data.spec, cfg.test_batch_size, r.device, max_eval,
+                    amp=r.amp) if r.val is not None else None)
     train_loss = pos.epoch_loss_sum / max(pos.epoch_samples, 1)
     pos.epoch, pos.batch, pos.epoch_loss_sum, pos.epoch_samples = epoch + 1, 0, 0.0, 0
     pos.elapsed_s = time.perf_counter() - started

@@ -22,7 +22,8 @@ def format_record(r: dict) -> str | None:
         where = "dry run, nothing is written" if r["dry_run"] else f"writing {r['run_dir']}"
         if r.get("resume_at"):
             where = f"resuming at epoch {r['resume_at'][0]} after batch {r['resume_at'][1]}; " + where
-        return (f"{head}: {sizes}{r['test_size']} test images; device {r['device']}; "
+        speed = r["precision"] + (f", compiled ({r['compile']})" if r["compile"] else "")
+        return (f"{head}: {sizes}{r['test_size']} test images; device {r['device']}, {speed}; "
                 f"{plural(r['epochs'], 'epoch')} of {plural(r['batches'], 'batch', 'batches')}; {where}")
     if kind == "train":
         return (f"epoch {r['epoch']} batch {r['batch']}/{r['batches']} step {r['step']} "
@@ -35,6 +36,8 @@ def format_record(r: dict) -> str | None:
                 f"test loss {r['test_loss']:.4f} test acc {100 * r['test_acc']:.2f}% "
                 f"({r['test_correct']}/{r['test_total']}) {r['images_per_s']:.0f} img/s "
                 f"{r['elapsed_s']:.1f}s")
+    if kind == "compile":
+        return f"compiled ({r['mode']}) in {r['seconds']:.1f}s, timed apart from training"
     if kind == "stop":
         saved = (f"saved to last.pt: continue with `ptrain resume {r['run_dir']}`"
                  if r["run_dir"] else "nothing was saved")

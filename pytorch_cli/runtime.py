@@ -18,10 +18,14 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
         if accelerator is not None:
-            return accelerator.current_accelerator() if accelerator.is_available() else torch.device("cpu")
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if has_mps else "cpu")
+            found = accelerator.current_accelerator() if accelerator.is_available() else None
+        else:
+            found = torch.device("cuda") if torch.cuda.is_available() else None
+            found = found or (torch.device("mps") if has_mps else None)
+        if found is None:
+            return torch.device("cpu")
+        # one device, named: with several GPUs, auto takes the first (torchrun uses them all)
+        return torch.device(found.type, 0) if found.type == "cuda" else found
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise PtrainError(f"--device {name}: no CUDA device is visible to torch; "
@@ -34,6 +38,32 @@ def resolve_device(name: str) -> torch.device:
         raise PtrainError("--device mps: MPS is not available on this machine; use --device cpu",
                           exit_code=2)
     return torch.device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    """'cpu', or 'cuda:0 (NVIDIA H100 80GB HBM3, 1 of 8 GPUs: ...)' when more are visible."""
+    if device.type != "cuda":
+        return str(device)
+    name, count = torch.cuda.get_device_name(device), torch.cuda.device_count()
+    more = (f", 1 of {count} GPUs: pick one with --device cuda:N, use all with torchrun"
+            if count > 1 else "")
+    return f"{device} ({name}{more})"
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for --precision (None: float32 throughout). auto = bf16 on CUDA
+    devices that support it, float32 elsewhere."""
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else None
+    return {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]
+
+
+def fast_backends(deterministic: bool) -> None:
+    """cuDNN autotuning and TF32 matmuls/convolutions: on, unless results must be reproducible."""
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cuda.matmul.allow_tf32 = not deterministic
+    torch.backends.cudnn.allow_tf32 = not deterministic
 
 
 def seed_everything(seed: int) -> None:

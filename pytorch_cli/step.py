@@ -19,47 +19,65 @@ def group_of(batch: int, batches: int, grad_accum: int) -> range:
     return range(first, min(first + grad_accum, batches))
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision for forward and loss (a no-op for float32)."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
 def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, weight: float,
-                     label_smoothing: float = 0.0, sync: bool = True) -> torch.Tensor:
+                     label_smoothing: float = 0.0, sync: bool = True,
+                     amp: torch.dtype | None = None, scaler=None) -> torch.Tensor:
     """Add the gradient of `weight` x this micro-batch's mean loss to .grad; return the loss.
 
     `weight` is the micro-batch's share of its optimizer step's samples, so the accumulated
     gradient is exactly that of one batch of all of them. `sync` (decided before the forward:
     is this the step's last micro-batch?) lets DistributedDataParallel skip its all-reduce on
-    the others."""
+    the others. `amp`: the autocast dtype; `scaler`: float16's GradScaler."""
     skip_sync = not sync and hasattr(model, "no_sync")
     with model.no_sync() if skip_sync else contextlib.nullcontext():
-        loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
-        (loss * weight).backward()
+        with autocast(x.device, amp):
+            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        scaled = loss * weight
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
     return loss.detach()
 
 
 def optimizer_step(state: TrainState, clip_grad: float = 0.0) -> None:
-    """Clip, step, zero the gradients, advance the schedule and the step count."""
+    """Clip, step, zero the gradients, advance the schedule and the step count. With a
+    GradScaler, the gradients are unscaled before clipping and a step with inf/NaN is skipped."""
+    if state.scaler is not None:
+        state.scaler.unscale_(state.optimizer)
     if clip_grad:
         torch.nn.utils.clip_grad_norm_(state.raw.parameters(), clip_grad)
-    state.optimizer.step()
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
     state.scheduler.step()
     state.pos.step += 1
 
 
 class Meter:
-    """The sample-weighted mean of batch losses, summed on the device: `read()` is its only
-    host sync, so the loop syncs at log intervals, epoch ends and checkpoints, never per step."""
+    """Batch losses kept on the device until `read()`, its only host sync: the loop syncs at log
+    intervals, epoch ends and checkpoints, never per step. Each batch's loss is stored in its
+    own float32 slot (MPS has no float64) and summed on the host in float64, in batch order,
+    so a run resumed mid-epoch reports bit for bit what the uninterrupted run reports."""
 
-    def __init__(self, device: torch.device):
-        self.total = torch.zeros((), device=device, dtype=torch.float64)
-        self.samples = 0
+    def __init__(self, device: torch.device, capacity: int):
+        self.losses = torch.zeros(capacity, device=device)
+        self.sizes: list[int] = []
 
     def add(self, loss: torch.Tensor, n: int) -> None:
-        self.total += loss.double() * n
-        self.samples += n
+        self.losses[len(self.sizes)] = loss  # a device copy, no sync
+        self.sizes.append(n)
 
-    def read(self) -> tuple[float, int]:
-        """(sum of losses, samples) since the last reset; waits for the device."""
-        return self.total.item(), self.samples
+    def read(self, total: float = 0.0) -> tuple[float, int]:
+        """(total + the sum of sample-weighted losses, samples) since the last reset."""
+        for loss, n in zip(self.losses[:len(self.sizes)].tolist(), self.sizes):
+            total += loss * n
+        return total, sum(self.sizes)
 
     def reset(self) -> None:
-        self.total.zero_()
-        self.samples = 0
+        self.sizes = []

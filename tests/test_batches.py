@@ -1,3 +1,5 @@
+import hashlib
+
 import torch
 
 from pytorch_cli import batches, datasets
@@ -30,7 +32,7 @@ def test_loader_workers_give_identical_batches():
 
 def test_crop_is_a_window_of_the_zero_padded_image_and_flip_mirrors():
     x = torch.randint(1, 256, (40, 3, 32, 32), dtype=torch.uint8)
-    out = batches.augment(x, "crop-flip", seed=7)
+    out = batches.augment(x, "crop-flip", batches.draw_augment(40, "crop-flip", 32, seed=7))
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     flipped = 0
     for i in range(len(x)):
@@ -40,7 +42,8 @@ def test_crop_is_a_window_of_the_zero_padded_image_and_flip_mirrors():
         assert plain or mirrored
         flipped += mirrored and not plain
     assert 5 < flipped < 35  # about half are mirrored
-    assert torch.equal(batches.augment(x, "crop-flip", seed=7), out)  # same seed, same batch
+    again = batches.augment(x, "crop-flip", batches.draw_augment(40, "crop-flip", 32, seed=7))
+    assert torch.equal(again, out)  # same seed, same batch
 
 
 def test_normalize_matches_torchvision_transforms():
@@ -66,3 +69,23 @@ def test_tta_views_are_shifts_and_mirrors():
     views = batches.tta_views(x, datasets.SPECS["cifar10"])
     assert len(views) == 10 and torch.equal(views[0], x) and torch.equal(views[5], x.flip(3))
     assert len(batches.tta_views(x[:, :1, :28, :28], datasets.SPECS["mnist"])) == 5
+
+
+def _digest(split, spec, kind):
+    h = hashlib.sha256()
+    for x, y in batches.train_batches(split, spec, 64, 1, 2, kind, torch.device("cpu"), start=3):
+        h.update(x.numpy().tobytes())
+        h.update(y.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_epoch_plan_draws_what_the_per_batch_draws_did():
+    # Digests of the batches as ptrain drew them per batch on the host (before the whole
+    # epoch's draws moved to one copy): order, crops and flips must not change.
+    d = datasets.load("fake")
+    g = torch.Generator().manual_seed(0)
+    cifar = datasets.Split(torch.randint(0, 256, (300, 3, 32, 32), generator=g, dtype=torch.uint8),
+                           torch.randint(0, 10, (300,), generator=g))
+    assert _digest(d.train, d.spec, "crop-flip") == "b8d6ccf6c89ff5e1"
+    assert _digest(d.train, d.spec, "crop") == "8388e5d7535282ab"
+    assert _digest(cifar, datasets.SPECS["cifar10"], "crop-flip") == "46a4fbd7c32da68a"

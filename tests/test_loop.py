@@ -1,7 +1,9 @@
 """The loop: stopping at a step boundary, --workers, timing, dry runs."""
 
+import math
 import time
 
+import pytest
 import torch
 
 from pytorch_cli import checkpoint, loop, step
@@ -18,9 +20,11 @@ def _weights(run: RunDir) -> dict:
     return checkpoint.load(run.file("last.pt"))["model"]
 
 
-def test_stop_flag_saves_the_exact_position_and_resume_finishes_identically(tmp_path):
+@pytest.mark.parametrize("precision,model", [("32", "mnist-cnn"), ("16", "lenet")])  # CPU float16 is slow
+def test_stop_flag_saves_the_exact_position_and_resume_finishes_identically(tmp_path, precision, model):
+    cfg = TrainConfig(**{**CFG.to_dict(), "precision": precision, "model": model})
     full = RunDir(tmp_path / "full")
-    loop.train(CFG, full, full.metrics_sink())
+    loop.train(cfg, full, full.metrics_sink())
 
     cut = RunDir(tmp_path / "cut")
     stop = loop.StopFlag()
@@ -30,15 +34,19 @@ def test_stop_flag_saves_the_exact_position_and_resume_finishes_identically(tmp_
         events.append(r)
         if r["kind"] == "train" and r["epoch"] == 2 and r["batch"] == 12:
             stop.request("test")
-    summary = loop.train(CFG, cut, loop_sink(cut, stop_in_epoch_2), stop=stop)
+    summary = loop.train(cfg, cut, loop_sink(cut, stop_in_epoch_2), stop=stop)
     assert summary["stopped"] == "test" and not cut.file("model.pth").exists()
     assert events[-2] == {"kind": "stop", "reason": "test", "epoch": 2, "batch": 12,
                           "step": 32 + 6, "run_dir": str(cut.path)}
     saved = checkpoint.load(cut.file("last.pt"))
     assert saved["position"]["epoch"] == 1 and saved["position"]["batch"] == 12
 
+    if precision == "16":  # the GradScaler's scale is saved and restored, not started afresh
+        assert saved["scaler"]["_growth_tracker"] == 38 and saved["scaler"]["scale"] > 0
+        restored = loop.setup(cfg, resume=saved).state.scaler.state_dict()
+        assert restored == saved["scaler"]
     cut.trim_metrics(saved["position"]["step"])
-    loop.train(CFG, cut, cut.metrics_sink(), resume=saved)
+    loop.train(cfg, cut, cut.metrics_sink(), resume=saved)
     a, b = _weights(full), _weights(cut)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert without_timing(full.read_metrics()) == without_timing(cut.read_metrics())
@@ -78,9 +86,9 @@ def test_images_per_s_counts_the_wait_for_the_device(monkeypatch):
     # waits. Stand in for that wait with a slow read: the epoch's images/s must include it.
     real_read = step.Meter.read
 
-    def slow_read(self):
+    def slow_read(self, total=0.0):
         time.sleep(0.5)
-        return real_read(self)
+        return real_read(self, total)
     monkeypatch.setattr(step.Meter, "read", slow_read)
     records = []
     cfg = TrainConfig(dataset="fake", epochs=1, log_interval=1000, save_model=False)
@@ -103,3 +111,35 @@ def test_a_stop_after_the_last_epoch_still_finishes_the_run(tmp_path):
     cfg = TrainConfig(dataset="fake", epochs=1, log_interval=1000)
     summary = loop.train(cfg, run, lambda r: r["kind"] == "epoch" and stop.request("late"), stop=stop)
     assert summary["stopped"] is None and run.file("model.pth").exists()
+
+
+def test_bf16_trains_to_a_finite_falling_loss():
+    records = []
+    cfg = TrainConfig(dataset="fake", epochs=2, precision="bf16", lr=0.05, log_interval=8)
+    summary = loop.train(cfg, None, records.append)
+    losses = [r["train_loss"] for r in records if r["kind"] == "train"]
+    assert all(map(math.isfinite, losses)) and losses[-1] < losses[0]
+    assert records[0]["precision"] == "bfloat16" and summary["test_acc"] > 0.3
+
+
+def test_max_steps_ends_the_run_after_that_many_optimizer_steps(tmp_path):
+    run = RunDir(tmp_path / "r")
+    cfg = TrainConfig(dataset="fake", epochs=5, max_steps=40, scheduler="cosine", log_interval=1000)
+    summary = loop.train(cfg, run, run.metrics_sink())
+    assert summary["step"] == 40 and summary["epoch"] == 2 and run.file("model.pth").exists()
+    assert summary["lr"] == pytest.approx(0.0, abs=1e-12)  # the schedule ends with the steps
+
+
+def test_compile_trains_and_saves_plain_keys(tmp_path):
+    run = RunDir(tmp_path / "r")
+    records = []
+    cfg = TrainConfig(dataset="fake", epochs=1, compile=True, channels_last=True, log_interval=1000)
+    summary = loop.train(cfg, run, loop_sink(run, records.append))
+    assert summary["test_acc"] > 0.15
+    compiled = [r for r in records if r["kind"] == "compile"]
+    assert len(compiled) == 1 and compiled[0]["seconds"] > 0
+    for name in ("model.pth", "last.pt"):
+        saved = checkpoint.load(run.file(name))
+        keys = list(checkpoint.weights(saved))
+        assert keys == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight",
+                        "fc1.bias", "fc2.weight", "fc2.bias"], name

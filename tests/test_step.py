@@ -74,10 +74,12 @@ def test_label_smoothing_changes_the_training_loss_by_the_expected_amount():
 
 
 def test_meter_is_the_sample_weighted_mean_and_resets():
-    m = step.Meter(torch.device("cpu"))
+    m = step.Meter(torch.device("cpu"), capacity=4)
     m.add(torch.tensor(2.0), 64)
     m.add(torch.tensor(1.0), 16)
     total, n = m.read()
     assert n == 80 and total / n == pytest.approx((2 * 64 + 16) / 80)
+    assert m.read(total=10.0) == (10.0 + 2 * 64 + 16, 80)  # continues a sum kept elsewhere
     m.reset()
     assert m.read() == (0.0, 0)
+    assert m.losses.dtype == torch.float32  # no float64 on the device (MPS has none)
