@@ -68,9 +68,8 @@ def augment(x: torch.Tensor, kind: str, draws: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, kind: str, size: int,
-               device: torch.device) -> torch.Tensor:
-    """The whole epoch's randomness, drawn on the host once and moved in one copy: row 0 the
+def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, kind: str, size: int) -> torch.Tensor:
+    """The whole epoch's randomness, drawn on the host once (to be moved in one copy): row 0 the
     shuffled order, rows 1-3 each image's crop offsets and flip. Each batch's draws come from
     its own (seed, epoch, batch) generator, so they do not depend on where an epoch starts."""
     plan = torch.zeros(4, n, dtype=torch.int64)
@@ -79,7 +78,7 @@ def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, kind: str, size: 
         for b in range(num_batches(n, batch_size)):
             lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
             plan[1:, lo:hi] = draw_augment(hi - lo, kind, size, _mix(seed, epoch, b))
-    return plan.to(device, non_blocking=True)
+    return plan
 
 
 @functools.lru_cache(maxsize=8)
@@ -102,13 +101,14 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
     workers>0: `split` stays in host memory; DataLoader worker processes gather the same batches
     into pinned memory and they are copied over asynchronously.
     """
-    plan = epoch_plan(len(split), batch_size, seed, epoch, augment_kind, spec.size, device)
+    host_plan = epoch_plan(len(split), batch_size, seed, epoch, augment_kind, spec.size)
+    plan = host_plan.to(device, non_blocking=True)
     spans = [slice(b * batch_size, (b + 1) * batch_size)
              for b in range(start, num_batches(len(split), batch_size))]
     if workers:
         # Its own generator: the DataLoader draws its worker seed from this one, not from the
         # global generator that dropout uses, so --workers N trains exactly as --workers 0.
-        order = plan[0].cpu()
+        order = host_plan[0]
         loader = torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(split.images, split.labels),
             batch_sampler=[order[s].tolist() for s in spans], num_workers=workers,
