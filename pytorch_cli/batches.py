@@ -53,19 +53,20 @@ def draw_augment(n: int, kind: str, size: int, seed: int) -> torch.Tensor:
 def augment(x: torch.Tensor, kind: str, draws: torch.Tensor) -> torch.Tensor:
     """Random crop with zero padding (+ horizontal flip), batched, on uint8 images: the same as
     torchvision's RandomCrop(size, padding) and RandomHorizontalFlip per image. `draws` (on the
-    images' device) is what draw_augment made; only device ops here."""
+    images' device) is what draw_augment made; only device ops here. Crop and flip are one
+    gather from the padded images (the flip mirrors the column index): one pass, which on a CPU
+    is 7x faster than indexing with four broadcast index tensors."""
     if kind == "none":
         return x
     n, c, h, w = x.shape
     pad = pad_for(h)
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    rows = (draws[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (draws[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    x = padded[torch.arange(n, device=x.device)[:, None, None, None],
-               torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    j = torch.arange(w, device=x.device).expand(n, w)
     if kind == "crop-flip":
-        x = torch.where(draws[2].bool()[:, None, None, None], x.flip(3), x)
-    return x
+        j = torch.where(draws[2].bool()[:, None], w - 1 - j, j)
+    rows = draws[0][:, None] + torch.arange(h, device=x.device)
+    index = (rows[:, :, None] * (w + 2 * pad) + (draws[1][:, None] + j)[:, None, :]).view(n, 1, h * w)
+    return padded.view(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
 
 
 def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, kind: str, size: int) -> torch.Tensor:
@@ -116,7 +117,9 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
             generator=torch.Generator().manual_seed(_mix(seed, epoch)))
         raw = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
     else:
-        raw = ((split.images[plan[0, s]], split.labels[plan[0, s]]) for s in spans)
+        # index_select, not split.images[idx]: the same rows, 10x faster on a CPU
+        raw = ((split.images.index_select(0, plan[0, s]), split.labels.index_select(0, plan[0, s]))
+               for s in spans)
     for s, (x, y) in zip(spans, raw):
         yield normalize(augment(x, augment_kind, plan[1:, s]), spec), y
 

@@ -70,7 +70,7 @@ def train(
     precision: str = typer.Option(D.precision, help="auto|32|bf16|16: autocast for forward and loss (16 with a GradScaler); auto = bf16 on CUDA that supports it, else 32."),
     compile: bool = typer.Option(D.compile, help="torch.compile the model (in place; saved keys unchanged)."),
     compile_mode: str = typer.Option(D.compile_mode, help="|".join(configlib.COMPILE_MODES) + " (reduce-overhead = CUDA graphs)."),
-    channels_last: bool = typer.Option(D.channels_last, help="Channels-last memory format for model and batches."),
+    channels_last: bool = typer.Option(D.channels_last, help="Channels-last (NHWC) memory format for model and batches; --no-channels-last for NCHW."),
     no_cuda: bool = typer.Option(False, "--no-cuda", help="Alias of --device cpu."),
     log_interval: int = typer.Option(D.log_interval, help="Batches between log records."),
     save_interval: int = typer.Option(D.save_interval, help="Batches between checkpoints (0 = once per epoch)."),

@@ -51,9 +51,12 @@ class Run:
     amp: torch.dtype | None  # autocast dtype; None: float32
     saver: RunDir | None = None  # where checkpoints go; None: a dry run or --no-save-model
     compiled: bool = False  # with --compile: the first step (which compiles) has run
+    setup_s: float = 0.0  # seconds setup took, of which...
+    data_s: float = 0.0  # ...reading the dataset and moving it to where batches are made
 
 
 def setup(cfg: TrainConfig, resume: dict | None = None) -> Run:
+    t0 = time.perf_counter()
     runtime.set_deterministic(cfg.deterministic)
     runtime.fast_backends(cfg.deterministic)
     runtime.seed_everything(cfg.seed)
@@ -63,6 +66,9 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Run:
     if cfg.augment == "auto":
         cfg = dataclasses.replace(cfg, augment=spec.augment)
     storage = torch.device("cpu") if cfg.workers else device  # where the uint8 dataset lives
+    train, test = data.train.to(storage), data.test.to(storage)
+    val = data.val.to(storage) if data.val is not None else None
+    data_s = time.perf_counter() - t0
     model = models.build(cfg.model, spec.channels, spec.num_classes, spec.size, cfg.init).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -79,9 +85,9 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Run:
         state.load_state_dict(resume)
     if cfg.compile:  # in place: the saved keys stay the plain module's
         model.compile(mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
-    return Run(cfg, device, data, data.train.to(storage),
-               data.val.to(storage) if data.val is not None else None, data.test.to(storage),
-               state, models.describe(cfg.model, spec, data.classes), n_batches, total_steps, amp)
+    return Run(cfg, device, data, train, val, test, state,
+               models.describe(cfg.model, spec, data.classes), n_batches, total_steps, amp,
+               setup_s=time.perf_counter() - t0, data_s=data_s)
 
 
 def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag | None = None,
@@ -133,7 +139,9 @@ def _start_record(r: Run, run_dir: RunDir | None, dry_run: bool, resumed: bool) 
             "model": r.cfg.model, "params": models.count_parameters(r.state.raw),
             "epochs": r.cfg.epochs, "batches": r.batches,
             "run_dir": str(run_dir.path) if run_dir else None, "dry_run": dry_run,
-            "resume_at": [r.state.pos.epoch + 1, r.state.pos.batch] if resumed else None}
+            "resume_at": [r.state.pos.epoch + 1, r.state.pos.batch] if resumed else None,
+            "setup_s": r.setup_s, "data_s": r.data_s,
+            "time": time.time()}  # wall clock: anchors the run's elapsed_s to the process's start
 
 
 def _save(r: Run, name: str) -> None:
@@ -216,10 +224,12 @@ def end_epoch(r: Run, epoch: int, images: int, seconds: float, emit: Emit, start
     """Evaluate, record the epoch, write last.pt (and best.pt when it improved)."""
     cfg, pos = r.cfg, r.state.pos
     max_eval = 1 if dry_run else None
+    t0 = time.perf_counter()
     test = evaluate(r.state.model, r.test, r.data.spec, cfg.test_batch_size, r.device, max_eval,
                     amp=r.amp)
     val = (evaluate(r.state.model, r.val, r.data.spec, cfg.test_batch_size, r.device, max_eval,
                     amp=r.amp) if r.val is not None else None)
+    eval_s = time.perf_counter() - t0  # evaluate() returns host numbers: the device is done
     train_loss = pos.epoch_loss_sum / max(pos.epoch_samples, 1)
     pos.epoch, pos.batch, pos.epoch_loss_sum, pos.epoch_samples = epoch + 1, 0, 0.0, 0
     pos.elapsed_s = time.perf_counter() - started
@@ -231,7 +241,8 @@ def end_epoch(r: Run, epoch: int, images: int, seconds: float, emit: Emit, start
               "test_loss": test["loss"], "test_acc": test["acc"],
               "test_correct": test["correct"], "test_total": test["total"],
               **({"val_loss": val["loss"], "val_acc": val["acc"]} if val else {}),
-              "images_per_s": images / max(seconds, 1e-9), "elapsed_s": pos.elapsed_s}
+              "images_per_s": images / max(seconds, 1e-9), "train_s": seconds, "eval_s": eval_s,
+              "elapsed_s": pos.elapsed_s}
     emit(record)
     if not dry_run:
         _save(r, LAST)

@@ -70,6 +70,26 @@ class CifarNet(nn.Module):
         return self.fc3(F.relu(self.fc2(x)))
 
 
+class FastCNN(nn.Module):
+    """A small BatchNorm net for the speed presets (configs/*-fast.toml): three conv3x3-BN-ReLU-
+    maxpool blocks (32, 64, 128 channels), a global max-pool and one linear layer. BatchNorm is
+    what lets a large batch and a high learning rate reach 99% on MNIST within an epoch or two;
+    8M multiply-adds per image, a third fewer than mnist-cnn."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int):
+        super().__init__()
+        layers, width = [], in_channels
+        for out in (32, 64, 128):
+            layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            width = out
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.amax(self.features(x), dim=(2, 3)))
+
+
 def resnet18(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """torchvision's ResNet-18 with the usual small-image stem: 3x3 stride-1 conv, no max-pool."""
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
@@ -82,6 +102,7 @@ MODELS = {
     "lenet": LeNet,
     "mnist-cnn": MnistCNN,
     "cifar-net": CifarNet,
+    "fast-cnn": FastCNN,
     "resnet18": resnet18,
 }
 

@@ -23,7 +23,8 @@ def format_record(r: dict) -> str | None:
         if r.get("resume_at"):
             where = f"resuming at epoch {r['resume_at'][0]} after batch {r['resume_at'][1]}; " + where
         speed = r["precision"] + (f", compiled ({r['compile']})" if r["compile"] else "")
-        return (f"{head}: {sizes}{r['test_size']} test images; device {r['device']}, {speed}; "
+        return (f"{head}: {sizes}{r['test_size']} test images (read in {r['data_s']:.1f}s); "
+                f"device {r['device']}, {speed}; "
                 f"{plural(r['epochs'], 'epoch')} of {plural(r['batches'], 'batch', 'batches')}; {where}")
     if kind == "train":
         return (f"epoch {r['epoch']} batch {r['batch']}/{r['batches']} step {r['step']} "
@@ -34,8 +35,8 @@ def format_record(r: dict) -> str | None:
                if "val_acc" in r else "")
         return (f"epoch {r['epoch']}/{r['epochs']} train loss {r['train_loss']:.4f}{val} "
                 f"test loss {r['test_loss']:.4f} test acc {100 * r['test_acc']:.2f}% "
-                f"({r['test_correct']}/{r['test_total']}) {r['images_per_s']:.0f} img/s "
-                f"{r['elapsed_s']:.1f}s")
+                f"({r['test_correct']}/{r['test_total']}) {r['images_per_s']:.0f} img/s; "
+                f"train {r['train_s']:.1f}s eval {r['eval_s']:.1f}s, {r['elapsed_s']:.1f}s in all")
     if kind == "compile":
         return f"compiled ({r['mode']}) in {r['seconds']:.1f}s, timed apart from training"
     if kind == "stop":

@@ -22,7 +22,7 @@ from pytorch_cli.errors import PtrainError, UsageError
 ROOT = Path("runs")
 CONFIG, METRICS, LAST, BEST, MODEL = "config.toml", "metrics.jsonl", "last.pt", "best.pt", "model.pth"
 RUN_FILES = (CONFIG, METRICS, LAST, BEST, MODEL)
-LOGGED = ("train", "epoch")  # the event kinds metrics.jsonl keeps
+LOGGED = ("start", "compile", "train", "epoch")  # the event kinds metrics.jsonl keeps
 
 
 def holds_run(path: Path) -> bool:

@@ -11,9 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pytorch_cli.cli import main
 
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked cuda skip, saying why, on machines without a CUDA GPU (CI has none)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
 
 
 def _real_data(variable: str, default: Path) -> str:
@@ -147,5 +157,7 @@ def ptrain(capsys, monkeypatch, tmp_path):
     return run
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+def read_metrics(run_dir: Path, kinds=("train", "epoch")) -> list[dict]:
+    """metrics.jsonl's records of these kinds (start and compile records carry paths and times)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if r["kind"] in kinds]

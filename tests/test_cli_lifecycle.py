@@ -167,6 +167,8 @@ def test_resume_after_sigkill_mid_epoch_is_exact(tmp_path):
     records = {d: without_timing(read_metrics(tmp_path / d)) for d in ("full", "cut")}
     assert records["full"] == records["cut"]
     assert len(records["cut"]) == 2 * (125 // 5 + 1)
+    starts = read_metrics(tmp_path / "cut", kinds=("start",))  # the resume is logged as such
+    assert [s["resume_at"] for s in starts] == [None, [2, pos["batch"]]]
 
 
 def test_predict_matches_the_model_and_reports_bad_images(ptrain, tmp_path):

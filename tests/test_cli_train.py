@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,13 @@ from conftest import MNIST_DIR, read_metrics, write_cifar10_python
 from pytorch_cli import checkpoint, models
 
 FAST = ["--dataset", "fake", "--epochs", "2", "--log-interval", "10"]
-TIMING = {"images_per_s", "elapsed_s"}
+TIMING = {"images_per_s", "train_s", "eval_s", "elapsed_s"}
 
 
 def without_timing(records):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+    """The train and epoch records without their timings: what must repeat exactly."""
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records
+            if r["kind"] in ("train", "epoch")]
 
 
 def test_fake_run_writes_the_whole_run_directory(ptrain, tmp_path):
@@ -30,8 +33,14 @@ def test_fake_run_writes_the_whole_run_directory(ptrain, tmp_path):
     epochs = [x for x in records if x["kind"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert [x["batch"] for x in records if x["kind"] == "train"] == [10, 20, 30] * 2
-    for key in ("epoch", "step", "lr", "train_loss", "test_loss", "test_acc", "images_per_s", "elapsed_s"):
+    for key in ("epoch", "step", "lr", "train_loss", "test_loss", "test_acc", "images_per_s",
+                "train_s", "eval_s", "elapsed_s"):
         assert key in epochs[-1]
+    assert 0 < epochs[-1]["train_s"] + epochs[-1]["eval_s"] < epochs[-1]["elapsed_s"]
+    start = read_metrics(run, kinds=("start",))
+    assert len(start) == 1 and start[0]["model"] == "lenet"
+    # the wall clock that anchors elapsed_s to the process, and setup (data read) apart from it
+    assert abs(start[0]["time"] - time.time()) < 120 and 0 < start[0]["data_s"] <= start[0]["setup_s"]
     assert epochs[-1]["test_acc"] > 0.5  # learns the 10 templates (chance is 0.1)
     assert "epoch 2/2" in r.out and "test acc" in r.out
     assert "\r" not in r.out and "\x1b" not in r.out  # plain records when not a terminal

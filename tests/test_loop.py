@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from pytorch_cli import checkpoint, loop, step
+from pytorch_cli import batches, checkpoint, loop, runtime, step
 from pytorch_cli.config import TrainConfig
 from pytorch_cli.rundir import RunDir
 
@@ -143,3 +143,47 @@ def test_compile_trains_and_saves_plain_keys(tmp_path):
         keys = list(checkpoint.weights(saved))
         assert keys == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight",
                         "fc1.bias", "fc2.weight", "fc2.bias"], name
+
+
+@pytest.mark.cuda
+def test_cuda_steps_do_no_host_work():
+    """After the epoch's plan is copied over, batches, steps and the loss meter never make the
+    host wait for the device: torch raises on any synchronizing call in between."""
+    cfg = TrainConfig(dataset="fake", device="cuda", augment="crop-flip", scheduler="onecycle",
+                      clip_grad=1.0, epochs=1)
+    r = loop.setup(cfg)
+    assert r.train.images.is_cuda and r.amp == runtime.autocast_dtype("auto", r.device)
+    it = batches.train_batches(r.train, r.data.spec, cfg.batch_size, cfg.seed, 0, cfg.augment, r.device)
+    meter = step.Meter(r.device, r.batches)
+
+    def one_step(x, y):
+        x = x.contiguous(memory_format=torch.channels_last)
+        meter.add(step.forward_backward(r.state.model, x, y, 1.0, amp=r.amp), len(y))
+        step.optimizer_step(r.state, cfg.clip_grad)
+    one_step(*next(it))  # the plan's copy and cuDNN's autotuning happen here
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _, (x, y) in zip(range(20), it):
+            one_step(x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    loss_sum, samples = meter.read()
+    assert samples == 21 * cfg.batch_size and math.isfinite(loss_sum)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision,mode", [("auto", "reduce-overhead"), ("16", "default")])
+def test_cuda_mixed_precision_and_compile_save_float32_plain_weights(tmp_path, precision, mode):
+    run = RunDir(tmp_path / "r")
+    records = []
+    cfg = TrainConfig(dataset="fake", device="cuda", epochs=2, precision=precision, compile=True,
+                      compile_mode=mode, lr=0.05, log_interval=8)
+    summary = loop.train(cfg, run, loop_sink(run, records.append))
+    losses = [r["train_loss"] for r in records if r["kind"] == "train"]
+    assert all(map(math.isfinite, losses)) and losses[-1] < losses[0] and summary["test_acc"] > 0.3
+    assert len([r for r in records if r["kind"] == "compile"]) == 1
+    weights = checkpoint.weights(checkpoint.load(run.file("model.pth")))
+    assert all(not k.startswith("_orig_mod") and v.dtype == torch.float32 for k, v in weights.items())
+    if precision == "16":
+        assert checkpoint.load(run.file("last.pt"))["scaler"]["scale"] > 0

@@ -58,12 +58,12 @@ def test_trim_drops_later_records_and_a_half_written_line(tmp_path):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
 
 
-def test_metrics_sink_keeps_train_and_epoch_records(tmp_path):
+def test_metrics_sink_keeps_start_compile_train_and_epoch_records(tmp_path):
     run = _make_run(tmp_path / "r")
     sink = run.metrics_sink()
-    for kind in ("start", "train", "epoch", "stop", "end"):
+    for kind in ("start", "compile", "train", "epoch", "stop", "end"):
         sink({"kind": kind, "step": 1})
-    assert [r["kind"] for r in run.read_metrics()] == ["train", "epoch"]
+    assert [r["kind"] for r in run.read_metrics()] == ["start", "compile", "train", "epoch"]
 
 
 def test_checkpoint_in_a_run_directory(tmp_path):

@@ -6,9 +6,6 @@ import torch
 from pytorch_cli import runtime
 from pytorch_cli.errors import PtrainError
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
 def test_precision_choices():
     cpu = torch.device("cpu")
     assert runtime.autocast_dtype("auto", cpu) is None  # float32 off CUDA
@@ -32,7 +29,7 @@ def test_auto_is_the_cpu_without_an_accelerator():
         runtime.resolve_device("cuda:1")
 
 
-@cuda
+@pytest.mark.cuda
 def test_auto_picks_cuda_0_and_names_it():
     device = runtime.resolve_device("auto")
     assert device == torch.device("cuda", 0)
@@ -42,7 +39,7 @@ def test_auto_picks_cuda_0_and_names_it():
         assert f"1 of {torch.cuda.device_count()} GPUs" in text
 
 
-@cuda
+@pytest.mark.cuda
 def test_auto_precision_is_bf16_on_cuda_that_has_it():
     expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     assert runtime.autocast_dtype("auto", torch.device("cuda", 0)) is expected

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One command for a GPU machine: the CUDA-only tests, the throughput benchmark and the
+# time-to-accuracy runs, then one summary (also written to $OUT/summary.md).
+#
+#   bash benchmarks/gpu_check.sh [MNIST_DIR] [FASHION_MNIST_DIR]
+#
+# Defaults: ../shared/data/mnist and /usr/share/datasets/fashion-mnist; a missing Fashion-MNIST
+# folder skips that run. Needs torch with CUDA; pytest for the tests (skipped, said so, without
+# it). Works from a checkout without installing: it puts the checkout on PYTHONPATH.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+OUT=${OUT:-$(mktemp -d -t ptrain-gpu-check-XXXX)}
+MNIST=${1:-../shared/data/mnist}
+FASHION=${2:-/usr/share/datasets/fashion-mnist}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p "$OUT"
+
+gpu=$($PY -c "import torch; print(torch.cuda.get_device_name(0))" 2>/dev/null) \
+    || { echo "gpu_check: torch sees no CUDA device here"; exit 2; }
+
+if $PY -c "import pytest" 2>/dev/null; then
+    PTRAIN_TEST_MNIST_DIR=$MNIST $PY -m pytest -q -m cuda -p no:cacheprovider > "$OUT/tests.txt" 2>&1
+    rc=$?
+    tests="$(tail -n 1 "$OUT/tests.txt") (exit $rc)"
+else
+    tests="not run: pytest is not installed for $PY"
+fi
+
+$PY benchmarks/throughput.py --device cuda --rounds 5 --mnist-dir "$MNIST" \
+    --json "$OUT/throughput.json" > "$OUT/throughput.txt" 2> "$OUT/throughput.log"
+throughput_rc=$?
+
+tta() {  # name, preset, data dir
+    if [ ! -d "$3" ]; then echo "$1: skipped, no data in $3"; return; fi
+    $PY benchmarks/time_to_accuracy.py "$2" --data-dir "$3" --repeats 3 \
+        --json "$OUT/tta-$1.json" -- --device cuda > "$OUT/tta-$1.txt" 2>&1
+    local rc=$?
+    echo "$1 (exit $rc): $(tail -n 1 "$OUT/tta-$1.txt")"
+}
+mnist_line=$(tta mnist configs/mnist-fast.toml "$MNIST")
+fashion_line=$(tta fashion-mnist configs/fashion-mnist-fast.toml "$FASHION")
+
+{
+    echo "# ptrain GPU check: $gpu, $($PY -c 'import torch; print("torch", torch.__version__)')"
+    echo
+    echo "CUDA-only tests: $tests"
+    echo
+    echo "## Throughput (benchmarks/throughput.py --device cuda, exit $throughput_rc)"
+    tail -n 7 "$OUT/throughput.txt"
+    echo
+    echo "## Time to accuracy (benchmarks/time_to_accuracy.py, 3 seeds)"
+    echo "- $mnist_line"
+    echo "- $fashion_line"
+    echo
+    echo "Logs and JSON: $OUT"
+} | tee "$OUT/summary.md"

@@ -1,0 +1,43 @@
+"""The benchmark scripts still run and account for their time (their figures go to README).
+They are run for a few steps only: nothing here is timed."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_mnist
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_throughput_measures_all_three_contenders(tmp_path):
+    write_mnist(tmp_path / "mnist")  # 512 training images: 8 batches of 64
+    out = tmp_path / "t.json"
+    done = subprocess.run([sys.executable, BENCH / "throughput.py", "--models", "lenet",
+                           "--steps", "3", "--rounds", "1", "--mnist-dir", tmp_path / "mnist",
+                           "--json", out], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["data"] == "real" and row["model"] == "lenet"
+    assert min(row["classic"], row["ptrain"], row["ceiling"]) > 0
+    assert row["ptrain_over_classic"] == pytest.approx(row["ptrain"] / row["classic"])
+    assert "| lenet | 64 | mnist (real) |" in done.stdout
+
+
+def test_time_to_accuracy_splits_the_time_from_launch(tmp_path):
+    preset = tmp_path / "fake.toml"
+    preset.write_text('dataset = "fake"\nepochs = 3\nlog_interval = 1000\n')
+    out = tmp_path / "tta.json"
+    done = subprocess.run([sys.executable, BENCH / "time_to_accuracy.py", preset, "--target", "0.3",
+                           "--json", out], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["reached"] and run["acc"] >= 0.3 and run["epoch"] <= 3
+    parts = run["parts"]
+    assert all(v >= -0.01 for v in parts.values()) and parts["training"] > 0 and parts["start-up"] > 0
+    assert sum(parts.values()) == pytest.approx(run["seconds"])
+    assert run["seconds"] < run["command_s"]
+    assert "1/1 runs reached 30%" in done.stdout
