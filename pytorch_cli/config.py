@@ -20,7 +20,7 @@ from pytorch_cli.errors import UsageError
 
 # The registries in data/models/optim are keyed by these names (a test keeps them in step).
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "fake")
-MODELS = ("lenet", "mnist-cnn", "cifar-net", "fast-cnn", "resnet18")
+MODELS = ("lenet", "mnist-cnn", "cifar-net", "fast-cnn", "airbench", "resnet18")
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "rmsprop")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
 INITS = ("default", "xavier", "kaiming", "normal", "orthogonal")

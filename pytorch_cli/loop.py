@@ -70,6 +70,9 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Run:
     val = data.val.to(storage) if data.val is not None else None
     data_s = time.perf_counter() - t0
     model = models.build(cfg.model, spec.channels, spec.num_classes, spec.size, cfg.init).to(device)
+    if resume is None and cfg.model in models.DATA_INITS:  # a resumed run loads it instead
+        pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
+        models.DATA_INITS[cfg.model](model, batches.normalize(data.train.images[pick[:5000]], spec))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     n_batches = batches.num_batches(len(data.train), cfg.batch_size)

@@ -90,6 +90,65 @@ class FastCNN(nn.Module):
         return self.fc(torch.amax(self.features(x), dim=(2, 3)))
 
 
+def _airbench_conv(cin: int, cout: int) -> nn.Conv2d:
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    nn.init.dirac_(conv.weight.data[:cin])  # the first cin filters start as the identity
+    return conv
+
+
+def _airbench_bn(width: int) -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(width, eps=1e-12, momentum=0.4)  # running stats follow fast
+    bn.weight.requires_grad_(False)  # scale frozen at 1: only the shift learns
+    return bn
+
+
+class Airbench(nn.Module):
+    """The CIFAR-10 speedrun net described in the airbench paper (arXiv 2404.00498), our own
+    code: a frozen 2x2 patch-whitening conv (+ trainable bias) set from the training images by
+    `whiten_from`, GELU, three groups conv-pool-BN-GELU-conv-BN-GELU (64/256/256, no conv
+    biases, BN scales frozen), a global max-pool and a bias-free linear head scaled by 1/9."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int,
+                 widths: tuple[int, int, int] = (64, 256, 256)):
+        super().__init__()
+        self.whiten = nn.Conv2d(in_channels, 2 * in_channels * 4, 2)
+        self.whiten.weight.requires_grad_(False)
+        groups, width = [], self.whiten.out_channels
+        for out in widths:
+            groups.append(nn.Sequential(_airbench_conv(width, out), nn.MaxPool2d(2), _airbench_bn(out),
+                                        nn.GELU(), _airbench_conv(out, out), _airbench_bn(out), nn.GELU()))
+            width = out
+        self.groups = nn.Sequential(*groups)
+        self.head = nn.Linear(width, num_classes, bias=False)
+
+    def forward(self, x):
+        x = self.groups(F.gelu(self.whiten(x)))
+        return self.head(torch.amax(x, dim=(2, 3))) / 9
+
+
+@torch.no_grad()
+def whiten_from(model: Airbench, images: torch.Tensor, eps: float = 5e-4, chunk: int = 500) -> None:
+    """Set the whitening filters from normalised training images: the eigenvectors of the 2x2
+    patch covariance scaled by 1/sqrt(eigenvalue + eps), each with its negative (so GELU keeps
+    both signs). Float64 on the CPU, so every device gets the same filters."""
+    weight = model.whiten.weight
+    c, k = weight.shape[1], weight.shape[2]
+    cov, count = torch.zeros(c * k * k, c * k * k, dtype=torch.float64), 0
+    for part in images.split(chunk):  # in chunks: all patches at once would take GBs
+        patches = part.double().cpu().unfold(2, k, 1).unfold(3, k, 1)  # N, C, H', W', k, k
+        flat = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)
+        cov += flat.T @ flat
+        count += len(flat)
+    eigenvalues, eigenvectors = torch.linalg.eigh(cov / count)  # ascending
+    filters = (eigenvectors.T / (eigenvalues + eps).sqrt()[:, None]).flip(0).reshape(-1, c, k, k)
+    weight.copy_(torch.cat([filters, -filters]).to(weight))
+
+
+# Models whose initialisation reads the training images: name -> fn(model, normalised images).
+# Run once at the start of training; a resumed run loads the result with the other weights.
+DATA_INITS = {"airbench": whiten_from}
+
+
 def resnet18(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """torchvision's ResNet-18 with the usual small-image stem: 3x3 stride-1 conv, no max-pool."""
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
@@ -103,6 +162,7 @@ MODELS = {
     "mnist-cnn": MnistCNN,
     "cifar-net": CifarNet,
     "fast-cnn": FastCNN,
+    "airbench": Airbench,
     "resnet18": resnet18,
 }
 

@@ -187,3 +187,15 @@ def test_cuda_mixed_precision_and_compile_save_float32_plain_weights(tmp_path, p
     assert all(not k.startswith("_orig_mod") and v.dtype == torch.float32 for k, v in weights.items())
     if precision == "16":
         assert checkpoint.load(run.file("last.pt"))["scaler"]["scale"] > 0
+
+
+def test_data_dependent_init_is_seeded_and_not_redone_on_resume():
+    cfg = TrainConfig(dataset="fake", model="airbench", epochs=1)
+    first = loop.setup(cfg).state
+    weight = first.raw.whiten.weight
+    assert torch.equal(weight[4:], -weight[:4])  # set from the data: filters and their negatives
+    assert torch.equal(weight, loop.setup(cfg).state.raw.whiten.weight)  # same seed, same filters
+    saved = first.state_dict()
+    saved["model"]["whiten.weight"] = torch.full_like(weight, 7.0)
+    resumed = loop.setup(cfg, resume=saved).state.raw.whiten.weight
+    assert torch.equal(resumed, torch.full_like(weight, 7.0))  # loaded, not recomputed

@@ -67,3 +67,22 @@ def test_normalize_layer_matches_torchvision():
     x = torch.rand(4, 3, 32, 32)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     assert torch.allclose(models.Normalize(mean, std)(x), v2.Normalize(mean, std)(x), atol=1e-6)
+
+
+def test_airbench_whitening_decorrelates_the_training_patches():
+    torch.manual_seed(0)
+    # correlated images: smooth (neighbouring pixels alike) and channels alike
+    base = torch.nn.functional.avg_pool2d(torch.randn(200, 1, 34, 34), 3, 1)
+    images = base.repeat(1, 3, 1, 1) + 0.3 * torch.randn(200, 3, 32, 32)
+    net = models.build("airbench", 3, 10, 32)
+    models.whiten_from(net, images)
+    conv = net.whiten
+    out = torch.nn.functional.conv2d(images, conv.weight[:12])  # the positive half, no bias
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 12)
+    cov = flat.T @ flat / len(flat)
+    assert torch.allclose(cov, torch.eye(12), atol=0.05)  # eigenvalues >> eps: near identity
+    assert torch.equal(conv.weight[12:], -conv.weight[:12])
+    frozen = [n for n, p in net.named_parameters() if not p.requires_grad]
+    assert "whiten.weight" in frozen and all(n.endswith(".weight") for n in frozen)
+    assert sum("groups" in n for n in frozen) == 6  # the six BatchNorm scales
+    assert all(m.bias is None for m in net.groups.modules() if isinstance(m, torch.nn.Conv2d))
