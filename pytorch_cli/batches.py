@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -40,45 +41,63 @@ def pad_for(size: int) -> int:
     return 4 if size >= 32 else 2  # the CIFAR standard; 2 px for 28x28 digits
 
 
-def draw_augment(n: int, kind: str, size: int, seed: int) -> torch.Tensor:
+@dataclass(frozen=True)
+class Augment:
+    """What --augment, --crop-pad, --pad-mode and --flip ask for."""
+    kind: str = "none"  # none | crop | crop-flip
+    pad: int = 0  # crop padding in pixels; 0: the dataset's usual (pad_for)
+    pad_mode: str = "zero"  # zero | reflect
+    flip: str = "random"  # random: each image, each epoch | alternate: every other epoch
+
+    def padding(self, size: int) -> int:
+        return self.pad or pad_for(size)
+
+
+def draw_augment(n: int, aug: Augment, size: int, seed: int) -> torch.Tensor:
     """One batch's random crop offsets and flips, on the host: (3, n) int64 rows dy, dx, flip."""
     g = torch.Generator().manual_seed(seed)
-    pad = pad_for(size)
+    pad = aug.padding(size)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    flip = (torch.rand(n, generator=g) < 0.5) if kind == "crop-flip" else torch.zeros(n, dtype=torch.bool)
+    flip = (torch.rand(n, generator=g) < 0.5) if aug.kind == "crop-flip" else torch.zeros(n, dtype=torch.bool)
     return torch.stack([dy, dx, flip.long()])
 
 
-def augment(x: torch.Tensor, kind: str, draws: torch.Tensor) -> torch.Tensor:
-    """Random crop with zero padding (+ horizontal flip), batched, on uint8 images: the same as
-    torchvision's RandomCrop(size, padding) and RandomHorizontalFlip per image. `draws` (on the
-    images' device) is what draw_augment made; only device ops here. Crop and flip are one
-    gather from the padded images (the flip mirrors the column index): one pass, which on a CPU
-    is 7x faster than indexing with four broadcast index tensors."""
-    if kind == "none":
+def augment(x: torch.Tensor, aug: Augment, draws: torch.Tensor) -> torch.Tensor:
+    """Random crop of the padded images (+ horizontal flip), batched, on uint8 images: with zero
+    padding the same as torchvision's RandomCrop(size, padding) and RandomHorizontalFlip per
+    image. `draws` (on the images' device) is what epoch_plan made; only device ops here. Crop
+    and flip are one gather from the padded images (the flip mirrors the column index): one
+    pass, which on a CPU is 7x faster than indexing with four broadcast index tensors."""
+    if aug.kind == "none":
         return x
     n, c, h, w = x.shape
-    pad = pad_for(h)
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    pad = aug.padding(h)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad),
+                                     mode="reflect" if aug.pad_mode == "reflect" else "constant")
     j = torch.arange(w, device=x.device).expand(n, w)
-    if kind == "crop-flip":
+    if aug.kind == "crop-flip":
         j = torch.where(draws[2].bool()[:, None], w - 1 - j, j)
     rows = draws[0][:, None] + torch.arange(h, device=x.device)
     index = (rows[:, :, None] * (w + 2 * pad) + (draws[1][:, None] + j)[:, None, :]).view(n, 1, h * w)
     return padded.view(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
 
 
-def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, kind: str, size: int) -> torch.Tensor:
+def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, aug: Augment, size: int) -> torch.Tensor:
     """The whole epoch's randomness, drawn on the host once (to be moved in one copy): row 0 the
     shuffled order, rows 1-3 each image's crop offsets and flip. Each batch's draws come from
-    its own (seed, epoch, batch) generator, so they do not depend on where an epoch starts."""
+    its own (seed, epoch, batch) generator, so they do not depend on where an epoch starts.
+    Alternating flips: each image gets one random flip for the run, then is mirrored on every
+    other epoch, so it is seen both ways in any two consecutive epochs."""
     plan = torch.zeros(4, n, dtype=torch.int64)
     plan[0] = epoch_order(n, seed, epoch)
-    if kind != "none":
+    if aug.kind != "none":
         for b in range(num_batches(n, batch_size)):
             lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-            plan[1:, lo:hi] = draw_augment(hi - lo, kind, size, _mix(seed, epoch, b))
+            plan[1:, lo:hi] = draw_augment(hi - lo, aug, size, _mix(seed, epoch, b))
+    if aug.kind == "crop-flip" and aug.flip == "alternate":
+        first = torch.rand(n, generator=torch.Generator().manual_seed(_mix(seed, -1))) < 0.5
+        plan[3] = (first[plan[0]] ^ bool(epoch % 2)).long()
     return plan
 
 
@@ -93,7 +112,7 @@ def normalize(x: torch.Tensor, spec: Spec) -> torch.Tensor:
 
 
 def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: int,
-                  augment_kind: str, device: torch.device, start: int = 0,
+                  aug: Augment, device: torch.device, start: int = 0,
                   workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled, augmented, normalised batches on `device`, from batch `start` on.
 
@@ -102,7 +121,7 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
     workers>0: `split` stays in host memory; DataLoader worker processes gather the same batches
     into pinned memory and they are copied over asynchronously.
     """
-    host_plan = epoch_plan(len(split), batch_size, seed, epoch, augment_kind, spec.size)
+    host_plan = epoch_plan(len(split), batch_size, seed, epoch, aug, spec.size)
     plan = host_plan.to(device, non_blocking=True)
     spans = [slice(b * batch_size, (b + 1) * batch_size)
              for b in range(start, num_batches(len(split), batch_size))]
@@ -121,7 +140,7 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
         raw = ((split.images.index_select(0, plan[0, s]), split.labels.index_select(0, plan[0, s]))
                for s in spans)
     for s, (x, y) in zip(spans, raw):
-        yield normalize(augment(x, augment_kind, plan[1:, s]), spec), y
+        yield normalize(augment(x, aug, plan[1:, s]), spec), y
 
 
 def tta_views(x: torch.Tensor, spec: Spec) -> list[torch.Tensor]:

@@ -25,6 +25,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "rmsprop")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
 INITS = ("default", "xavier", "kaiming", "normal", "orthogonal")
 AUGMENTS = ("auto", "none", "crop", "crop-flip")
+PAD_MODES = ("zero", "reflect")
+FLIPS = ("random", "alternate")
 PRECISIONS = ("auto", "32", "bf16", "16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
@@ -37,6 +39,9 @@ class TrainConfig:
     download: bool = True
     val_split: float = 0.0
     augment: str = "auto"  # auto = crop-flip for CIFAR, none for the MNIST family
+    crop_pad: int = 0  # crop padding in pixels; 0 = 4 for 32 px images, 2 for 28 px
+    pad_mode: str = "zero"
+    flip: str = "random"  # alternate: each image mirrored on every other epoch
     workers: int = 0
     # model
     model: str = "lenet"
@@ -104,6 +109,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     check_choice("scheduler", cfg.scheduler, SCHEDULERS)
     check_choice("init", cfg.init, INITS)
     check_choice("augment", cfg.augment, AUGMENTS)
+    check_choice("pad_mode", cfg.pad_mode, PAD_MODES)
+    check_choice("flip", cfg.flip, FLIPS)
     check_choice("precision", cfg.precision, PRECISIONS)
     check_choice("compile_mode", cfg.compile_mode, COMPILE_MODES)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
@@ -126,6 +133,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         ("max_steps", cfg.max_steps is None or cfg.max_steps >= 1, "at least 1"),
         ("val_split", 0 <= cfg.val_split < 1, "in [0, 1)"),
         ("workers", cfg.workers >= 0, "0 or more"),
+        ("crop_pad", 0 <= cfg.crop_pad <= 8, "in [0, 8] (0: the dataset's usual)"),
         ("log_interval", cfg.log_interval >= 1, "at least 1"),
         ("save_interval", cfg.save_interval >= 0, "0 (once per epoch) or more"),
     ]

@@ -167,8 +167,9 @@ def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
     epoch_meter, log_meter = step.Meter(r.device, r.batches), step.Meter(r.device, r.batches)
     t0 = log_t0 = time.perf_counter()
     images = since_save = 0
+    aug = batches.Augment(cfg.augment, cfg.crop_pad, cfg.pad_mode, cfg.flip)
     for b, (x, y) in enumerate(batches.train_batches(
-            r.train, r.data.spec, cfg.batch_size, cfg.seed, epoch, cfg.augment, r.device,
+            r.train, r.data.spec, cfg.batch_size, cfg.seed, epoch, aug, r.device,
             start=pos.batch, workers=cfg.workers), start=pos.batch):
         group = step.group_of(b, r.batches, cfg.grad_accum)
         is_step = b == group[-1]  # decided before the forward: DDP's no_sync needs it there

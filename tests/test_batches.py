@@ -4,6 +4,8 @@ import torch
 
 from pytorch_cli import batches, datasets
 
+CROP_FLIP = batches.Augment("crop-flip")
+
 
 def _all(gen):
     return [(x.clone(), y.clone()) for x, y in gen]
@@ -12,27 +14,27 @@ def _all(gen):
 def test_resumed_epoch_yields_the_same_remaining_batches():
     d = datasets.load("fake")
     cpu = torch.device("cpu")
-    full = _all(batches.train_batches(d.train, d.spec, 64, 1, 2, "crop-flip", cpu))
-    tail = _all(batches.train_batches(d.train, d.spec, 64, 1, 2, "crop-flip", cpu, start=10))
+    full = _all(batches.train_batches(d.train, d.spec, 64, 1, 2, batches.Augment("crop-flip"), cpu))
+    tail = _all(batches.train_batches(d.train, d.spec, 64, 1, 2, batches.Augment("crop-flip"), cpu, start=10))
     assert len(full) == 32 and len(tail) == 22
     for (x1, y1), (x2, y2) in zip(full[10:], tail):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
-    other_epoch = _all(batches.train_batches(d.train, d.spec, 64, 1, 3, "none", cpu))
+    other_epoch = _all(batches.train_batches(d.train, d.spec, 64, 1, 3, batches.Augment("none"), cpu))
     assert not torch.equal(full[0][1], other_epoch[0][1])  # reshuffled each epoch
 
 
 def test_loader_workers_give_identical_batches():
     d = datasets.load("fake")
     cpu = torch.device("cpu")
-    a = _all(batches.train_batches(d.train, d.spec, 100, 5, 0, "crop-flip", cpu))
-    b = _all(batches.train_batches(d.train, d.spec, 100, 5, 0, "crop-flip", cpu, workers=2))
+    a = _all(batches.train_batches(d.train, d.spec, 100, 5, 0, batches.Augment("crop-flip"), cpu))
+    b = _all(batches.train_batches(d.train, d.spec, 100, 5, 0, batches.Augment("crop-flip"), cpu, workers=2))
     assert len(a) == len(b) == 20
     assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
 
 
 def test_crop_is_a_window_of_the_zero_padded_image_and_flip_mirrors():
     x = torch.randint(1, 256, (40, 3, 32, 32), dtype=torch.uint8)
-    out = batches.augment(x, "crop-flip", batches.draw_augment(40, "crop-flip", 32, seed=7))
+    out = batches.augment(x, CROP_FLIP, batches.draw_augment(40, CROP_FLIP, 32, seed=7))
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     flipped = 0
     for i in range(len(x)):
@@ -42,7 +44,7 @@ def test_crop_is_a_window_of_the_zero_padded_image_and_flip_mirrors():
         assert plain or mirrored
         flipped += mirrored and not plain
     assert 5 < flipped < 35  # about half are mirrored
-    again = batches.augment(x, "crop-flip", batches.draw_augment(40, "crop-flip", 32, seed=7))
+    again = batches.augment(x, CROP_FLIP, batches.draw_augment(40, CROP_FLIP, 32, seed=7))
     assert torch.equal(again, out)  # same seed, same batch
 
 
@@ -57,7 +59,7 @@ def test_normalize_matches_torchvision_transforms():
 def test_every_image_is_drawn_once_per_epoch():
     d = datasets.load("fake")
     cpu = torch.device("cpu")
-    seen = torch.cat([y for _, y in batches.train_batches(d.train, d.spec, 64, 1, 0, "none", cpu)])
+    seen = torch.cat([y for _, y in batches.train_batches(d.train, d.spec, 64, 1, 0, batches.Augment("none"), cpu)])
     assert len(seen) == len(d.train)
     order = batches.epoch_order(len(d.train), 1, 0)
     assert sorted(order.tolist()) == list(range(len(d.train)))
@@ -73,7 +75,8 @@ def test_tta_views_are_shifts_and_mirrors():
 
 def _digest(split, spec, kind):
     h = hashlib.sha256()
-    for x, y in batches.train_batches(split, spec, 64, 1, 2, kind, torch.device("cpu"), start=3):
+    for x, y in batches.train_batches(split, spec, 64, 1, 2, batches.Augment(kind), torch.device("cpu"),
+                                      start=3):
         h.update(x.numpy().tobytes())
         h.update(y.numpy().tobytes())
     return h.hexdigest()[:16]
@@ -89,3 +92,31 @@ def test_epoch_plan_draws_what_the_per_batch_draws_did():
     assert _digest(d.train, d.spec, "crop-flip") == "b8d6ccf6c89ff5e1"
     assert _digest(d.train, d.spec, "crop") == "8388e5d7535282ab"
     assert _digest(cifar, datasets.SPECS["cifar10"], "crop-flip") == "46a4fbd7c32da68a"
+
+
+def test_reflect_padding_crops_windows_of_the_mirrored_border():
+    aug = batches.Augment("crop", pad=2, pad_mode="reflect")
+    x = torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8)
+    draws = batches.draw_augment(30, aug, 32, seed=3)
+    assert int(draws[:2].max()) <= 4  # 2 px each way
+    out = batches.augment(x, aug, draws)
+    padded = torch.nn.functional.pad(x.float(), (2, 2, 2, 2), mode="reflect").to(torch.uint8)
+    for i in range(len(x)):
+        dy, dx = int(draws[0, i]), int(draws[1, i])
+        assert torch.equal(out[i], padded[i, :, dy:dy + 32, dx:dx + 32])
+
+
+def test_alternating_flips_mirror_each_image_every_other_epoch():
+    aug = batches.Augment("crop-flip", flip="alternate")
+    n = 1000
+    flips = []
+    for epoch in range(4):
+        plan = batches.epoch_plan(n, 64, 5, epoch, aug, 32)
+        by_image = torch.empty(n, dtype=torch.int64)
+        by_image[plan[0]] = plan[3]
+        flips.append(by_image)
+    assert 400 < int(flips[0].sum()) < 600  # the first epoch: half at random
+    for a, b in zip(flips, flips[1:]):
+        assert torch.equal(b, 1 - a)  # then every image switches each epoch
+    again = batches.epoch_plan(n, 64, 5, 2, aug, 32)
+    assert torch.equal(again, batches.epoch_plan(n, 64, 5, 2, aug, 32))  # seeded: the same again

@@ -176,6 +176,8 @@ def test_config_file_and_flags(ptrain, tmp_path):
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--model", "vgg"], "--model must be one of lenet"),
     (["--device", "gpu"], "--device must be auto, cpu, cuda"),
+    (["--flip", "sometimes"], "--flip must be one of random|alternate"),
+    (["--crop-pad", "-1"], "--crop-pad must be in [0, 8]"),
     (["--nesterov", "--momentum", "0"], "--nesterov needs"),
     (["--bogus"], "No such option: --bogus"),
     (["--batch-size", "many"], "'--batch-size'"),

@@ -153,7 +153,8 @@ def test_cuda_steps_do_no_host_work():
                       clip_grad=1.0, epochs=1)
     r = loop.setup(cfg)
     assert r.train.images.is_cuda and r.amp == runtime.autocast_dtype("auto", r.device)
-    it = batches.train_batches(r.train, r.data.spec, cfg.batch_size, cfg.seed, 0, cfg.augment, r.device)
+    it = batches.train_batches(r.train, r.data.spec, cfg.batch_size, cfg.seed, 0,
+                               batches.Augment(cfg.augment), r.device)
     meter = step.Meter(r.device, r.batches)
 
     def one_step(x, y):
