@@ -143,23 +143,28 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
         yield normalize(augment(x, aug, plan[1:, s]), spec), y
 
 
-def tta_views(x: torch.Tensor, spec: Spec) -> list[torch.Tensor]:
-    """Test-time augmentation on uint8 images: the image, small shifts (zero fill) and, for
-    datasets trained with flips (CIFAR), its mirror image."""
-    pad = 2 if spec.augment == "crop-flip" else 1
+def tta_views(x: torch.Tensor, spec: Spec) -> list[tuple[float, torch.Tensor]]:
+    """Test-time augmentation on uint8 images, as (weight, view) pairs whose logits are summed.
+    Datasets trained with flips (CIFAR): the image and its mirror (1/4 each), and both of them
+    shifted 1 px diagonally each way with reflected borders (1/8 each): the airbench paper's
+    mirror + translate. Digits: the image and 1-px shifts up, down, left, right (zero fill)."""
     h, w = x.shape[2:]
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    shifts = [(pad + dy, pad + dx) for dy, dx in ((-pad, 0), (pad, 0), (0, -pad), (0, pad))]
-    views = [x] + [padded[..., r:r + h, c:c + w] for r, c in shifts]
     if spec.augment == "crop-flip":
-        views += [v.flip(3) for v in views]
-    return views
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
+        return ([(0.25, x), (0.25, x.flip(3))] + [(0.125, v) for v in shifted]
+                + [(0.125, v.flip(3)) for v in shifted])
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    shifted = [padded[..., r:r + h, c:c + w] for r, c in ((0, 1), (2, 1), (1, 0), (1, 2))]
+    return [(0.2, v) for v in [x] + shifted]
 
 
 def eval_batches(split: Split, spec: Spec, batch_size: int, device: torch.device, tta: bool = False,
-                 ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
-    """In order, no augmentation: ([normalised images], labels); with tta, several views each."""
+                 ) -> Iterator[tuple[list[tuple[float, torch.Tensor]], torch.Tensor]]:
+    """In order, no augmentation: ([(weight, normalised images)], labels); with tta, several
+    weighted views each."""
     for i in range(0, len(split), batch_size):
         x = split.images[i:i + batch_size].to(device, non_blocking=True)
-        views = tta_views(x, spec) if tta else [x]
-        yield [normalize(v, spec) for v in views], split.labels[i:i + batch_size].to(device, non_blocking=True)
+        views = tta_views(x, spec) if tta else [(1.0, x)]
+        yield ([(weight, normalize(v, spec)) for weight, v in views],
+               split.labels[i:i + batch_size].to(device, non_blocking=True))

@@ -48,7 +48,7 @@ def train(
     init: str = typer.Option(D.init, help="Weight init: " + "|".join(configlib.INITS)),
     batch_size: int = typer.Option(D.batch_size, help="Training batch size."),
     test_batch_size: int = typer.Option(D.test_batch_size, help="Evaluation batch size."),
-    epochs: int = typer.Option(D.epochs, help="Number of epochs."),
+    epochs: float = typer.Option(D.epochs, help="Number of epochs (may be fractional: 9.9)."),
     lr: float = typer.Option(D.lr, help="Learning rate (peak rate for onecycle)."),
     momentum: float = typer.Option(D.momentum, help="SGD/RMSprop momentum."),
     nesterov: bool = typer.Option(D.nesterov, help="Nesterov momentum (SGD)."),
@@ -57,9 +57,16 @@ def train(
     scheduler: str = typer.Option(D.scheduler, help="LR schedule: " + "|".join(configlib.SCHEDULERS)),
     gamma: float = typer.Option(D.gamma, help="LR factor per epoch for --scheduler step."),
     warmup_epochs: float = typer.Option(D.warmup_epochs, help="Linear LR warmup, in epochs."),
+    warmup_start: float = typer.Option(D.warmup_start, help="LR factor the warmup starts from."),
+    final_lr: float = typer.Option(D.final_lr, help="LR factor cosine and linear schedules end at."),
+    bias_lr_scale: float = typer.Option(D.bias_lr_scale, help="LR multiplier for norm layers' scales and shifts (BatchNorm...)."),
+    bias_decay: bool = typer.Option(D.bias_decay, help="Weight decay on biases and norm shifts too (same per-step rate)."),
+    lookahead_every: int = typer.Option(D.lookahead_every, help="Lookahead every K steps with an averaged copy of the weights (0 = off)."),
+    lookahead_decay: float = typer.Option(D.lookahead_decay, help="Per-step decay of the lookahead average at the end of the run."),
     label_smoothing: float = typer.Option(D.label_smoothing, help="Label smoothing of the training loss."),
     grad_accum: int = typer.Option(D.grad_accum, help="Batches per optimizer step."),
     clip_grad: float = typer.Option(D.clip_grad, help="Clip the gradient norm to this (0 = off)."),
+    tta: bool = typer.Option(D.tta, help="Evaluate the end of the run with test-time augmentation."),
     max_steps: Optional[int] = typer.Option(D.max_steps, help="Stop after this many optimizer steps (then evaluate and save as at the end)."),
     val_split: float = typer.Option(D.val_split, help="Fraction of the training set held out for validation (seeded)."),
     augment: str = typer.Option(D.augment, help="|".join(configlib.AUGMENTS) + " (auto: crop-flip for CIFAR, none for MNIST)."),
@@ -129,7 +136,7 @@ def eval_(
     split: str = typer.Option("test", help="test|val|train"),
     batch_size: int = typer.Option(0, help="Batch size (default: the run's --test-batch-size)."),
     device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps"),
-    tta: bool = typer.Option(False, help="Test-time augmentation: average logits over shifted (and, for CIFAR, mirrored) views."),
+    tta: bool = typer.Option(False, help="Test-time augmentation: weighted logits over 1-px shifted (and, for CIFAR, mirrored) views."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
 ) -> None:
     """Evaluate a saved model: loss, accuracy (top-5 with >10 classes), per-class accuracy, confusion matrix."""
@@ -148,7 +155,7 @@ def eval_(
 @app.command()
 def resume(
     target: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="A run directory (continues its last.pt) or a last.pt/best.pt file."),
-    epochs: Optional[int] = typer.Option(None, help="Train to this many epochs in all (extends the run)."),
+    epochs: Optional[float] = typer.Option(None, help="Train to this many epochs in all (extends the run)."),
     device: Optional[str] = typer.Option(None, help="Continue on another device: auto|cpu|cuda|cuda:N|mps."),
     model: str = typer.Option("", hidden=True),
     dataset: str = typer.Option("", hidden=True),

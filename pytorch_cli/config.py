@@ -22,7 +22,7 @@ from pytorch_cli.errors import UsageError
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "cifar100", "fake")
 MODELS = ("lenet", "mnist-cnn", "cifar-net", "fast-cnn", "airbench", "resnet18")
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "rmsprop")
-SCHEDULERS = ("none", "step", "cosine", "onecycle")
+SCHEDULERS = ("none", "step", "cosine", "linear", "onecycle")
 INITS = ("default", "xavier", "kaiming", "normal", "orthogonal")
 AUGMENTS = ("auto", "none", "crop", "crop-flip")
 PAD_MODES = ("zero", "reflect")
@@ -49,7 +49,7 @@ class TrainConfig:
     # optimisation (defaults are the pytorch/examples MNIST script's)
     batch_size: int = 64
     test_batch_size: int = 1000
-    epochs: int = 10
+    epochs: float = 10  # fractional: the last epoch stops part-way (recipes count steps)
     lr: float = 0.01
     momentum: float = 0.5
     nesterov: bool = False
@@ -58,9 +58,16 @@ class TrainConfig:
     scheduler: str = "none"
     gamma: float = 0.7
     warmup_epochs: float = 0.0
+    warmup_start: float = 0.0  # LR factor the warmup starts from
+    final_lr: float = 0.0  # LR factor the cosine and linear schedules end at
+    bias_lr_scale: float = 1.0  # LR multiplier for the norm layers' scales and shifts
+    bias_decay: bool = False  # weight decay on 1-D parameters too (at the weights' per-step rate)
+    lookahead_every: int = 0  # 0 = off; every K steps pull weights and an average together
+    lookahead_decay: float = 0.95  # per-step decay of that average at the end of the run
     label_smoothing: float = 0.0
     grad_accum: int = 1
     clip_grad: float = 0.0  # 0 = no clipping
+    tta: bool = False  # the last evaluation with test-time augmentation (mirrors and shifts)
     max_steps: int | None = None  # stop after this many optimizer steps (benchmarks, smoke tests)
     # reproducibility and hardware
     seed: int = 1
@@ -121,13 +128,18 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     rules = [
         ("batch_size", cfg.batch_size >= 1, "at least 1"),
         ("test_batch_size", cfg.test_batch_size >= 1, "at least 1"),
-        ("epochs", cfg.epochs >= 1, "at least 1"),
+        ("epochs", cfg.epochs > 0, "greater than 0"),
         ("lr", cfg.lr > 0, "greater than 0"),
         ("momentum", 0 <= cfg.momentum < 1, "in [0, 1)"),
         ("weight_decay", cfg.weight_decay >= 0, "0 or more"),
         ("gamma", 0 < cfg.gamma <= 1, "in (0, 1]"),
         ("warmup_epochs", 0 <= cfg.warmup_epochs < cfg.epochs, "0 or more and less than --epochs"),
         ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)"),
+        ("warmup_start", 0 <= cfg.warmup_start <= 1, "in [0, 1]"),
+        ("final_lr", 0 <= cfg.final_lr <= 1, "in [0, 1]"),
+        ("bias_lr_scale", cfg.bias_lr_scale > 0, "greater than 0"),
+        ("lookahead_every", cfg.lookahead_every >= 0, "0 (off) or more"),
+        ("lookahead_decay", 0 <= cfg.lookahead_decay <= 1, "in [0, 1]"),
         ("grad_accum", cfg.grad_accum >= 1, "at least 1"),
         ("clip_grad", cfg.clip_grad >= 0, "0 (off) or more"),
         ("max_steps", cfg.max_steps is None or cfg.max_steps >= 1, "at least 1"),

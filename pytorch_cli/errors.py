@@ -17,6 +17,6 @@ class UsageError(PtrainError):
         super().__init__(message, exit_code=2)
 
 
-def plural(n: int, word: str, many: str = "") -> str:
-    """'1 epoch', '2 epochs'; plural(3, "batch", "batches")."""
-    return f"{n} {word if n == 1 else many or word + 's'}"
+def plural(n: float, word: str, many: str = "") -> str:
+    """'1 epoch', '2 epochs', '9.9 epochs'; plural(3, "batch", "batches")."""
+    return f"{n:g} {word if n == 1 else many or word + 's'}"

@@ -15,7 +15,7 @@ def evaluate(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
              device: torch.device, max_batches: int | None = None, tta: bool = False,
              amp: torch.dtype | None = None) -> dict:
     """Mean cross-entropy, top-1 (and top-5) accuracy and the confusion matrix over a split,
-    in eval mode, without label smoothing. With tta, logits are averaged over the views;
+    in eval mode, without label smoothing. With tta, logits are a weighted mean over the views;
     `amp`: the autocast dtype training used."""
     model.eval()
     n = spec.num_classes
@@ -27,7 +27,7 @@ def evaluate(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
         if max_batches is not None and i >= max_batches:
             break
         with autocast(device, amp):
-            logits = sum(model(v).float() for v in views) / len(views)
+            logits = sum(weight * model(v).float() for weight, v in views)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         confusion += torch.bincount(y * n + logits.argmax(1), minlength=n * n)
         if n > 10:

@@ -6,8 +6,8 @@ Records are plain dicts with a "kind":
          setup_s and data_s (of it, reading the data), time (wall clock, Unix seconds)
   compile  after the first step with --compile: mode, seconds (kept out of images/s)
   train  every --log-interval batches: epoch, batch, step, lr, train_loss, images_per_s, elapsed_s
-  epoch  every epoch: train_loss, test_loss, test_acc (+ val_*), images_per_s, train_s, eval_s,
-         elapsed_s (since training started: setup is not in it)
+  epoch  every epoch: train_loss, test_loss, test_acc (+ val_*), tta, images_per_s, train_s,
+         eval_s, elapsed_s (since training started: setup is not in it)
   stop   the run was asked to stop and saved its exact position: reason, epoch, batch, step
   end    the final summary
   abort  the run failed; sinks give the terminal back

@@ -128,7 +128,7 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
     return results
 
 
-def prepare_resume(target: Path, epochs: int | None = None, device: str | None = None,
+def prepare_resume(target: Path, epochs: float | None = None, device: str | None = None,
                    model_name: str = "", dataset: str = "") -> tuple[configlib.TrainConfig, RunDir, dict]:
     """Check that a run can continue as asked; returns (its config, its run directory, the saved
     training state), with metrics logged after the checkpoint dropped from metrics.jsonl."""
@@ -145,14 +145,14 @@ def prepare_resume(target: Path, epochs: int | None = None, device: str | None =
     overrides = {"device": device} if device else {}
     if epochs is not None:
         if epochs < cfg.epochs:
-            raise UsageError(f"--epochs {epochs}: the run was set for {cfg.epochs}; it can only be extended")
+            raise UsageError(f"--epochs {epochs:g}: the run was set for {cfg.epochs:g}; it can only be extended")
         if epochs != cfg.epochs and cfg.scheduler == "onecycle":
             raise UsageError("a onecycle schedule ends with its last epoch; it cannot be extended")
         overrides["epochs"] = epochs
     cfg = configlib.validate(dataclasses.replace(cfg, **overrides))
     if position_of(saved).epoch >= cfg.epochs:
         raise UsageError(f"{path}: the run already finished its {plural(cfg.epochs, 'epoch')}; "
-                         f"pass --epochs N (more than {cfg.epochs}) to extend it")
+                         f"pass --epochs N (more than {cfg.epochs:g}) to extend it")
     run = RunDir(path.parent)
     run.trim_metrics(position_of(saved).step)
     return cfg, run, saved

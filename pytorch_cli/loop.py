@@ -77,13 +77,15 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Run:
         model = model.to(memory_format=torch.channels_last)
     n_batches = batches.num_batches(len(data.train), cfg.batch_size)
     steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
-    total_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or math.inf)
+    total_steps = min(math.ceil(cfg.epochs * steps_per_epoch), cfg.max_steps or math.inf)
     optimizer = optim.build_optimizer(model, cfg)
     scheduler = optim.build_scheduler(optimizer, cfg, total_steps, steps_per_epoch)
     amp = runtime.autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    ema = ({k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+           if cfg.lookahead_every else None)
     state = TrainState(model=model, raw=model, optimizer=optimizer, scheduler=scheduler,
-                       scaler=scaler)
+                       scaler=scaler, ema=ema)
     if resume is not None:
         state.load_state_dict(resume)
     if cfg.compile:  # in place: the saved keys stay the plain module's
@@ -106,16 +108,16 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
     emit(_start_record(r, run_dir, dry_run, resume is not None))
     started = time.perf_counter() - pos.elapsed_s
     result: dict = {}
-    for epoch in range(pos.epoch, r.cfg.epochs):
+    for epoch in range(pos.epoch, math.ceil(r.cfg.epochs)):  # a fractional last one ends at total_steps
         if stop or pos.step >= r.total_steps:
             break
         images, seconds = train_epoch(r, epoch, emit, stop, started, dry_run)
         if stop and pos.batch < r.batches:  # saved mid-epoch, at the exact position
             break
         result = end_epoch(r, epoch, images, seconds, emit, started, dry_run)
-        if dry_run or pos.step >= r.total_steps:  # --max-steps ends the run like its last epoch
+        if dry_run or pos.step >= r.total_steps:  # --max-steps or fractional --epochs: the end
             break
-    stopped = bool(stop) and pos.epoch < r.cfg.epochs  # a stop after the last epoch changes nothing
+    stopped = bool(stop) and pos.epoch < math.ceil(r.cfg.epochs) and pos.step < r.total_steps  # a stop after the last step changes nothing
     if stopped:
         emit({"kind": "stop", "reason": stop.reason, "epoch": pos.epoch + (pos.batch > 0),
               "batch": pos.batch, "step": pos.step,
@@ -126,6 +128,7 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
             {k: result[k] for k in ("epoch", "test_loss", "test_acc") if k in result})
     summary = {k: v for k, v in result.items() if k != "kind"}
     summary.update({"best_acc": pos.best_acc, "step": pos.step, "device": str(r.device),
+                    "train_s_total": pos.train_s,
                     "run_dir": str(run_dir.path) if run_dir else None, "dry_run": dry_run,
                     "stopped": stop.reason if stopped else None})
     emit({"kind": "end", **summary})
@@ -183,6 +186,11 @@ def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
         images, since_save, pos.batch = images + len(y), since_save + 1, b + 1
         if is_step:
             step.optimizer_step(state, cfg.clip_grad)
+            if cfg.lookahead_every and pos.step % cfg.lookahead_every == 0:
+                step.lookahead(state, step.lookahead_decay(pos.step, r.total_steps,
+                                                           cfg.lookahead_every, cfg.lookahead_decay))
+            if cfg.lookahead_every and pos.step == r.total_steps:
+                step.lookahead(state, 1.0)  # the run ends at the average
             if cfg.compile and not r.compiled:  # time compilation apart from throughput
                 images, t0 = _compiled(r, epoch_meter, t0, emit)
         if pos.batch % cfg.log_interval == 0:
@@ -228,22 +236,24 @@ def end_epoch(r: Run, epoch: int, images: int, seconds: float, emit: Emit, start
     """Evaluate, record the epoch, write last.pt (and best.pt when it improved)."""
     cfg, pos = r.cfg, r.state.pos
     max_eval = 1 if dry_run else None
+    tta = cfg.tta and (epoch + 1 >= math.ceil(cfg.epochs) or pos.step >= r.total_steps)  # the last
     t0 = time.perf_counter()
     test = evaluate(r.state.model, r.test, r.data.spec, cfg.test_batch_size, r.device, max_eval,
-                    amp=r.amp)
+                    tta=tta, amp=r.amp)
     val = (evaluate(r.state.model, r.val, r.data.spec, cfg.test_batch_size, r.device, max_eval,
                     amp=r.amp) if r.val is not None else None)
     eval_s = time.perf_counter() - t0  # evaluate() returns host numbers: the device is done
     train_loss = pos.epoch_loss_sum / max(pos.epoch_samples, 1)
     pos.epoch, pos.batch, pos.epoch_loss_sum, pos.epoch_samples = epoch + 1, 0, 0.0, 0
     pos.elapsed_s = time.perf_counter() - started
+    pos.train_s += seconds
     acc = val["acc"] if val else test["acc"]
     improved = acc > pos.best_acc
     pos.best_acc = max(pos.best_acc, acc)
     record = {"kind": "epoch", "epoch": epoch + 1, "epochs": cfg.epochs, "step": pos.step,
               "lr": r.state.optimizer.param_groups[0]["lr"], "train_loss": train_loss,
               "test_loss": test["loss"], "test_acc": test["acc"],
-              "test_correct": test["correct"], "test_total": test["total"],
+              "test_correct": test["correct"], "test_total": test["total"], "tta": tta,
               **({"val_loss": val["loss"], "val_acc": val["acc"]} if val else {}),
               "images_per_s": images / max(seconds, 1e-9), "train_s": seconds, "eval_s": eval_s,
               "elapsed_s": pos.elapsed_s}

@@ -11,12 +11,22 @@ from torch import nn
 from pytorch_cli.config import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices and conv kernels only, never on biases or norm weights."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Three groups: weight matrices and conv kernels; norm layers' scales and shifts, at
+    --bias-lr-scale times the learning rate; other biases. Weight decay on the first only,
+    unless --bias-decay: then on all, at the same rate per step (so divided by the scale,
+    since SGD multiplies the decay by the learning rate)."""
+    norm = {id(p) for m in model.modules() if isinstance(m, NORMS) for p in m.parameters(recurse=False)}
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = cfg.weight_decay if cfg.bias_decay else 0.0
+    groups = [{"params": [p for p in trained if p.ndim >= 2], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+              {"params": [p for p in trained if id(p) in norm], "lr": cfg.lr * cfg.bias_lr_scale,
+               "weight_decay": decay / cfg.bias_lr_scale},
+              {"params": [p for p in trained if p.ndim < 2 and id(p) not in norm], "lr": cfg.lr,
+               "weight_decay": decay}]
     return [g for g in groups if g["params"]]
 
 
@@ -31,23 +41,25 @@ OPTIMIZERS = {
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg.optimizer](param_groups(model, cfg.weight_decay), cfg)
+    return OPTIMIZERS[cfg.optimizer](param_groups(model, cfg), cfg)
 
 
 def lr_factor(cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
-    """The schedule as a function of the optimizer step: linear warmup, then
-    none (constant), step (times --gamma every epoch, like the examples' StepLR) or cosine to 0
-    at `total_steps`."""
+    """The schedule as a function of the optimizer step: linear warmup from --warmup-start, then
+    none (constant), step (times --gamma every epoch, like the examples' StepLR), cosine or
+    linear (a triangle with the warmup) down to --final-lr at `total_steps`."""
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / warmup
+            return cfg.warmup_start + (1 - cfg.warmup_start) * (step + 1) / warmup
         if cfg.scheduler == "step":
             return cfg.gamma ** (step // steps_per_epoch)
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         if cfg.scheduler == "cosine":
-            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-            return 0.5 * (1 + math.cos(math.pi * progress))
+            return cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+        if cfg.scheduler == "linear":
+            return 1 + (cfg.final_lr - 1) * progress
         return 1.0
 
     return factor
@@ -60,6 +72,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
     if cfg.scheduler == "onecycle":
         pct = cfg.warmup_epochs * steps_per_epoch / total_steps if cfg.warmup_epochs else 0.3
         # cycle_momentum off: --momentum keeps the meaning the user gave it.
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
                                                    pct_start=pct, cycle_momentum=False)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps, steps_per_epoch))

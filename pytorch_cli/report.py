@@ -33,8 +33,9 @@ def format_record(r: dict) -> str | None:
     if kind == "epoch":
         val = (f" val loss {r['val_loss']:.4f} val acc {100 * r['val_acc']:.2f}%"
                if "val_acc" in r else "")
-        return (f"epoch {r['epoch']}/{r['epochs']} train loss {r['train_loss']:.4f}{val} "
-                f"test loss {r['test_loss']:.4f} test acc {100 * r['test_acc']:.2f}% "
+        return (f"epoch {r['epoch']}/{r['epochs']:g} train loss {r['train_loss']:.4f}{val} "
+                f"test loss {r['test_loss']:.4f} test acc {100 * r['test_acc']:.2f}%"
+                f"{' with TTA' if r.get('tta') else ''} "
                 f"({r['test_correct']}/{r['test_total']}) {r['images_per_s']:.0f} img/s; "
                 f"train {r['train_s']:.1f}s eval {r['eval_s']:.1f}s, {r['elapsed_s']:.1f}s in all")
     if kind == "compile":
@@ -52,7 +53,10 @@ def format_record(r: dict) -> str | None:
             return None  # the stop record said it all
         if "test_acc" not in r:
             return "done"
-        return (f"done: test acc {100 * r['test_acc']:.2f}% after {plural(r['epoch'], 'epoch')} "
+        tta = " with TTA" if r.get("tta") else ""
+        epochs = min(r["epoch"], r.get("epochs", r["epoch"]))  # 9.9, not the 10 begun
+        return (f"done: test acc {100 * r['test_acc']:.2f}%{tta} after {plural(epochs, 'epoch')}, "
+                f"{r['train_s_total']:.1f}s of training "
                 f"(best {'val' if 'val_acc' in r else 'test'} acc {100 * r['best_acc']:.2f}%){where}")
     return None
 

@@ -22,6 +22,7 @@ class Position:
     step: int = 0  # optimizer steps done
     best_acc: float = -1.0
     elapsed_s: float = 0.0
+    train_s: float = 0.0  # of that, training steps only (no setup, compile, evaluation, saving)
     epoch_loss_sum: float = 0.0  # summed train loss of this epoch's samples so far
     epoch_samples: int = 0
 
@@ -33,7 +34,7 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     scheduler: Any  # a torch.optim.lr_scheduler
     scaler: Any = None  # torch.amp.GradScaler for float16 training
-    ema: nn.Module | None = None  # an averaged copy of the weights
+    ema: dict[str, torch.Tensor] | None = None  # --lookahead-every: the averaged weights
     pos: Position = field(default_factory=Position)
 
     def state_dict(self) -> dict:
@@ -43,7 +44,7 @@ class TrainState:
         if self.scaler is not None:
             out["scaler"] = self.scaler.state_dict()
         if self.ema is not None:
-            out["ema"] = clean_state_dict(self.ema.state_dict())
+            out["ema"] = dict(self.ema)
         return out
 
     def load_state_dict(self, saved: dict) -> None:
@@ -53,7 +54,8 @@ class TrainState:
         if self.scaler is not None and "scaler" in saved:
             self.scaler.load_state_dict(saved["scaler"])
         if self.ema is not None and "ema" in saved:
-            self.ema.load_state_dict(saved["ema"])
+            for name, value in saved["ema"].items():
+                self.ema[name].copy_(value)
         self.pos = position_of(saved)
         runtime.set_rng_state(saved["rng"])  # last: building the model drew from the RNG
 

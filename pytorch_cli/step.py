@@ -59,6 +59,22 @@ def optimizer_step(state: TrainState, clip_grad: float = 0.0) -> None:
     state.pos.step += 1
 
 
+@torch.no_grad()
+def lookahead(state: TrainState, decay: float) -> None:
+    """Lookahead with an averaged copy (the airbench recipe): move the average toward the
+    weights by 1 - decay, then put the weights (and BatchNorm statistics) at the average."""
+    for name, value in state.raw.state_dict().items():
+        if name in state.ema:
+            state.ema[name].lerp_(value, 1 - decay)
+            value.copy_(state.ema[name])
+
+
+def lookahead_decay(step: int, total_steps: int, every: int, decay: float) -> float:
+    """How much of the average is kept at `step`: none at first (the weights lead), rising as
+    (step / total)^3 to decay^every at the end."""
+    return decay ** every * (step / total_steps) ** 3
+
+
 class Meter:
     """Batch losses kept on the device until `read()`, its only host sync: the loop syncs at log
     intervals, epoch ends and checkpoints, never per step. Each batch's loss is stored in its

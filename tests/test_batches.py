@@ -1,5 +1,6 @@
 import hashlib
 
+import pytest
 import torch
 
 from pytorch_cli import batches, datasets
@@ -66,11 +67,16 @@ def test_every_image_is_drawn_once_per_epoch():
     assert torch.equal(seen, d.train.labels[order])
 
 
-def test_tta_views_are_shifts_and_mirrors():
+def test_tta_views_are_weighted_shifts_and_mirrors():
     x = torch.randint(1, 256, (2, 3, 32, 32), dtype=torch.uint8)
     views = batches.tta_views(x, datasets.SPECS["cifar10"])
-    assert len(views) == 10 and torch.equal(views[0], x) and torch.equal(views[5], x.flip(3))
-    assert len(batches.tta_views(x[:, :1, :28, :28], datasets.SPECS["mnist"])) == 5
+    assert [w for w, _ in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    assert torch.equal(views[0][1], x) and torch.equal(views[1][1], x.flip(3))
+    reflected = torch.nn.functional.pad(x.float(), (1, 1, 1, 1), mode="reflect").to(torch.uint8)
+    assert torch.equal(views[3][1], reflected[..., 2:, 2:])  # 1 px down-right, mirrored border
+    assert torch.equal(views[5][1], reflected[..., 2:, 2:].flip(3))
+    digits = batches.tta_views(x[:, :1, :28, :28], datasets.SPECS["mnist"])
+    assert len(digits) == 5 and sum(w for w, _ in digits) == pytest.approx(1.0)
 
 
 def _digest(split, spec, kind):

@@ -147,7 +147,7 @@ def test_run_names_stay_inside_runs_and_files_are_not_run_dirs(ptrain, tmp_path)
 
 def test_messages_count_in_words(ptrain):
     r = ptrain("train", *FAST, "--epochs", "1")
-    assert "1 epoch of 32 batches" in r.out and "after 1 epoch " in r.out
+    assert "1 epoch of 32 batches" in r.out and "after 1 epoch," in r.out
     assert "1 epochs" not in r.out and "batchs" not in r.out
     r = ptrain("resume", "runs/fake")
     assert r.code == 2 and "already finished its 1 epoch;" in r.err
@@ -173,7 +173,7 @@ def test_config_file_and_flags(ptrain, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--lr", "-1"], "--lr must be greater than 0"),
-    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--epochs", "0"], "--epochs must be greater than 0"),
     (["--model", "vgg"], "--model must be one of lenet"),
     (["--device", "gpu"], "--device must be auto, cpu, cuda"),
     (["--flip", "sometimes"], "--flip must be one of random|alternate"),

@@ -38,8 +38,8 @@ def test_resolved_config_round_trips(tmp_path):
 
 @pytest.mark.parametrize("text,match", [
     ("lrr = 0.1\n", "unknown key 'lrr'"),
-    ('epochs = "ten"\n', "epochs must be int"),
-    ("epochs = 2.5\n", "epochs must be int"),
+    ('epochs = "ten"\n', "epochs must be float"),
+    ("batch_size = 2.5\n", "batch_size must be int"),
     ("lr = [\n", "not valid TOML"),
     ("lr = -1\n", "--lr must be greater than 0"),
     ('optimizer = "lbfgs"\n', "--optimizer must be one of sgd"),

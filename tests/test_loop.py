@@ -20,9 +20,17 @@ def _weights(run: RunDir) -> dict:
     return checkpoint.load(run.file("last.pt"))["model"]
 
 
-@pytest.mark.parametrize("precision,model", [("32", "mnist-cnn"), ("16", "lenet")])  # CPU float16 is slow
-def test_stop_flag_saves_the_exact_position_and_resume_finishes_identically(tmp_path, precision, model):
-    cfg = TrainConfig(**{**CFG.to_dict(), "precision": precision, "model": model})
+AIRBENCH_PARTS = {"lookahead_every": 3, "augment": "crop-flip", "flip": "alternate", "pad_mode": "reflect",
+                  "scheduler": "linear", "warmup_start": 0.2, "final_lr": 0.07, "warmup_epochs": 0.5,
+                  "tta": True}
+
+
+@pytest.mark.parametrize("precision,model,extra", [("32", "mnist-cnn", {}),
+                                                   ("16", "lenet", {}),  # CPU float16 is slow
+                                                   ("32", "lenet", AIRBENCH_PARTS)])
+def test_stop_flag_saves_the_exact_position_and_resume_finishes_identically(tmp_path, precision,
+                                                                            model, extra):
+    cfg = TrainConfig(**{**CFG.to_dict(), "precision": precision, "model": model, **extra})
     full = RunDir(tmp_path / "full")
     loop.train(cfg, full, full.metrics_sink())
 
@@ -45,6 +53,7 @@ def test_stop_flag_saves_the_exact_position_and_resume_finishes_identically(tmp_
         assert saved["scaler"]["_growth_tracker"] == 38 and saved["scaler"]["scale"] > 0
         restored = loop.setup(cfg, resume=saved).state.scaler.state_dict()
         assert restored == saved["scaler"]
+    assert ("ema" in saved) == bool(extra)  # the lookahead average is saved too
     cut.trim_metrics(saved["position"]["step"])
     loop.train(cfg, cut, cut.metrics_sink(), resume=saved)
     a, b = _weights(full), _weights(cut)
@@ -200,3 +209,21 @@ def test_data_dependent_init_is_seeded_and_not_redone_on_resume():
     saved["model"]["whiten.weight"] = torch.full_like(weight, 7.0)
     resumed = loop.setup(cfg, resume=saved).state.raw.whiten.weight
     assert torch.equal(resumed, torch.full_like(weight, 7.0))  # loaded, not recomputed
+
+
+def test_fractional_epochs_stop_part_way_through_the_last_one(tmp_path):
+    run = RunDir(tmp_path / "r")
+    records = []
+    cfg = TrainConfig(dataset="fake", epochs=1.5, scheduler="cosine", log_interval=1000)
+    summary = loop.train(cfg, run, loop_sink(run, records.append))
+    assert summary["step"] == 48 and run.file("model.pth").exists()  # 32 + 16 of 32 batches
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
+    assert summary["lr"] == pytest.approx(0.0, abs=1e-12)  # the schedule spans the 1.5 epochs
+
+
+def test_tta_is_used_for_the_last_evaluation_only():
+    records = []
+    summary = loop.train(TrainConfig(dataset="fake", epochs=2, tta=True, log_interval=1000), None,
+                         records.append)
+    assert [r["tta"] for r in records if r["kind"] == "epoch"] == [False, True]
+    assert summary["tta"] and summary["train_s_total"] > 0

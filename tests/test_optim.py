@@ -66,3 +66,26 @@ def test_schedules_end_at_the_total_step_count_given():
         sched.step()
     assert lrs[0] == 1.0 and lrs[12] == pytest.approx(0.5 * (1 + math.cos(math.pi * 12 / 25)))
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_norm_layers_get_the_bias_lr_scale_and_decay_at_the_same_rate_per_step():
+    m = models.build("airbench", 3, 10, 32)
+    cfg = TrainConfig(lr=1.5, weight_decay=0.002, momentum=0.85, nesterov=True, bias_lr_scale=64.0,
+                      bias_decay=True)
+    weights, norms, biases = optim.build_optimizer(m, cfg).param_groups
+    assert weights["lr"] == 1.5 and weights["weight_decay"] == 0.002
+    assert norms["lr"] == 96.0 and norms["lr"] * norms["weight_decay"] == pytest.approx(1.5 * 0.002)
+    assert {id(p) for p in norms["params"]} == {id(mod.bias) for mod in m.modules()
+                                               if isinstance(mod, torch.nn.BatchNorm2d)}
+    assert [id(p) for p in biases["params"]] == [id(m.whiten.bias)] and biases["lr"] == 1.5
+    plain = optim.build_optimizer(m, TrainConfig(lr=1.5, weight_decay=0.002, bias_lr_scale=64.0))
+    assert [g["weight_decay"] for g in plain.param_groups] == [0.002, 0.0, 0.0]
+
+
+def test_linear_schedule_is_a_triangle_from_warmup_start_to_final_lr():
+    cfg = TrainConfig(lr=1.0, scheduler="linear", warmup_epochs=1, warmup_start=0.2, final_lr=0.07,
+                      epochs=4)
+    lrs = _lrs(cfg, 10)
+    assert lrs[0] == pytest.approx(0.2 + 0.8 / 10) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0) and lrs[-1] == pytest.approx(1 - 0.93 * 29 / 30)
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:]))  # straight down to 0.07 at step 40

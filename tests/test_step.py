@@ -83,3 +83,19 @@ def test_meter_is_the_sample_weighted_mean_and_resets():
     m.reset()
     assert m.read() == (0.0, 0)
     assert m.losses.dtype == torch.float32  # no float64 on the device (MPS has none)
+
+
+def test_lookahead_pulls_the_average_toward_the_weights_then_resets_them_to_it():
+    state = _state(TrainConfig())
+    state.ema = {k: v.clone() for k, v in state.raw.state_dict().items() if v.is_floating_point()}
+    before = {k: v.clone() for k, v in state.ema.items()}
+    with torch.no_grad():
+        for p in state.raw.parameters():
+            p.add_(1.0)  # as if the optimizer had moved them
+    step.lookahead(state, decay=0.75)
+    for name, value in state.raw.state_dict().items():
+        if name in before:  # a quarter of the way from the old average to the moved weights
+            expected = before[name] + 0.25 * (1.0 if name.endswith(("weight", "bias")) else 0.0)
+            assert torch.allclose(value, expected) and torch.equal(value, state.ema[name]), name
+    assert step.lookahead_decay(0, 100, 5, 0.95) == 0.0  # at first the weights lead
+    assert step.lookahead_decay(100, 100, 5, 0.95) == pytest.approx(0.95 ** 5)
