@@ -2,11 +2,12 @@
 
 import math
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from pytorch_cli import batches, checkpoint, loop, runtime, step
+from pytorch_cli import batches, checkpoint, config, loop, runtime, step
 from pytorch_cli.config import TrainConfig
 from pytorch_cli.rundir import RunDir
 
@@ -227,3 +228,26 @@ def test_tta_is_used_for_the_last_evaluation_only():
                          records.append)
     assert [r["tta"] for r in records if r["kind"] == "epoch"] == [False, True]
     assert summary["tta"] and summary["train_s_total"] > 0
+
+
+def test_cifar10_fast_preset_resumes_exactly_and_exports_verified_onnx(tmp_path, ptrain):
+    from conftest import write_cifar10_binary
+    write_cifar10_binary(tmp_path / "data", per_batch=40, n_test=100)  # 200 training images
+    preset = Path(__file__).resolve().parents[1] / "configs/cifar10-fast.toml"
+    cfg = config.resolve(preset, {"data_dir": str(tmp_path / "data"), "batch_size": 50, "epochs": 2,
+                                  "test_batch_size": 100, "warmup_epochs": 0.5, "log_interval": 1})
+    full = RunDir(tmp_path / "full")
+    loop.train(cfg, full, full.metrics_sink())
+    cut, stop = RunDir(tmp_path / "cut"), loop.StopFlag()
+
+    def stop_mid_epoch_2(r):
+        if r["kind"] == "train" and (r["epoch"], r["batch"]) == (2, 2):
+            stop.request("test")
+    loop.train(cfg, cut, loop_sink(cut, stop_mid_epoch_2), stop=stop)
+    saved = checkpoint.load(cut.file("last.pt"))
+    assert saved["position"]["step"] == 6 and "ema" in saved  # after one lookahead (step 5)
+    loop.train(cfg, cut, cut.metrics_sink(), resume=saved)
+    a, b = _weights(full), _weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    r = ptrain("export", str(full.file("model.pth")), "--format", "onnx")
+    assert r.code == 0 and "verified" in r.out, r.err
