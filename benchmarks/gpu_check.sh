@@ -2,10 +2,11 @@
 # One command for a GPU machine: the CUDA-only tests, the throughput benchmark and the
 # time-to-accuracy runs, then one summary (also written to $OUT/summary.md).
 #
-#   bash benchmarks/gpu_check.sh [MNIST_DIR] [FASHION_MNIST_DIR]
+#   bash benchmarks/gpu_check.sh [MNIST_DIR] [FASHION_MNIST_DIR] [CIFAR10_DIR]
 #
-# Defaults: ../shared/data/mnist and /usr/share/datasets/fashion-mnist; a missing Fashion-MNIST
-# folder skips that run. Needs torch with CUDA; pytest for the tests (skipped, said so, without
+# Defaults: ../shared/data/mnist, /usr/share/datasets/fashion-mnist and ~/data (a folder with
+# cifar-10-batches-bin); a missing folder skips its run. CIFAR-10: configs/cifar10-fast.toml
+# once, compiled, its accuracy (with TTA) and training time. Needs torch with CUDA; pytest for the tests (skipped, said so, without
 # it). Works from a checkout without installing: it puts the checkout on PYTHONPATH.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-$(mktemp -d -t ptrain-gpu-check-XXXX)}
 MNIST=${1:-../shared/data/mnist}
 FASHION=${2:-/usr/share/datasets/fashion-mnist}
+CIFAR=${3:-$HOME/data}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 
@@ -40,6 +42,13 @@ tta() {  # name, preset, data dir
 }
 mnist_line=$(tta mnist configs/mnist-fast.toml "$MNIST")
 fashion_line=$(tta fashion-mnist configs/fashion-mnist-fast.toml "$FASHION")
+if [ -d "$CIFAR/cifar-10-batches-bin" ] || [ -d "$CIFAR/cifar-10-batches-py" ]; then
+    $PY -m pytorch_cli train --config configs/cifar10-fast.toml --data-dir "$CIFAR" --device cuda \
+        --compile --run-dir "$OUT/cifar10-fast" --quiet > "$OUT/cifar10-fast.txt" 2>&1
+    cifar_line="cifar10-fast (exit $?, compiled): $(grep -E '^(compiled|done)' "$OUT/cifar10-fast.txt" | tr '\n' ' ')"
+else
+    cifar_line="cifar10-fast: skipped, no CIFAR-10 in $CIFAR"
+fi
 
 {
     echo "# ptrain GPU check: $gpu, $($PY -c 'import torch; print("torch", torch.__version__)')"
@@ -52,6 +61,7 @@ fashion_line=$(tta fashion-mnist configs/fashion-mnist-fast.toml "$FASHION")
     echo "## Time to accuracy (benchmarks/time_to_accuracy.py, 3 seeds)"
     echo "- $mnist_line"
     echo "- $fashion_line"
+    echo "- $cifar_line"
     echo
     echo "Logs and JSON: $OUT"
 } | tee "$OUT/summary.md"
