@@ -167,6 +167,7 @@ def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
     """Train from the position's batch to the epoch's end (or a stop); returns (images, seconds)."""
     cfg, state, pos = r.cfg, r.state, r.state.pos
     state.model.train()
+    models.set_trainable_for_epoch(state.raw, cfg.model, epoch)
     epoch_meter, log_meter = step.Meter(r.device, r.batches), step.Meter(r.device, r.batches)
     t0 = log_t0 = time.perf_counter()
     images = since_save = 0

@@ -148,6 +148,18 @@ def whiten_from(model: Airbench, images: torch.Tensor, eps: float = 5e-4, chunk:
 # Run once at the start of training; a resumed run loads the result with the other weights.
 DATA_INITS = {"airbench": whiten_from}
 
+# Parameters that train for the first N epochs only: name -> {parameter: N}. airbench's whitening
+# bias settles early; frozen after 3 epochs, it stops adding noise to every later layer.
+TRAINED_UNTIL = {"airbench": {"whiten.bias": 3}}
+
+
+def set_trainable_for_epoch(model: nn.Module, name: str, epoch: int) -> None:
+    """Freeze the TRAINED_UNTIL parameters from their epoch on (a function of the epoch alone, so
+    a resumed run freezes exactly where the uninterrupted one did)."""
+    params = dict(model.named_parameters())
+    for param, epochs in TRAINED_UNTIL.get(name, {}).items():
+        params[param].requires_grad_(epoch < epochs)
+
 
 def resnet18(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """torchvision's ResNet-18 with the usual small-image stem: 3x3 stride-1 conv, no max-pool."""

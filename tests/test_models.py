@@ -86,3 +86,11 @@ def test_airbench_whitening_decorrelates_the_training_patches():
     assert "whiten.weight" in frozen and all(n.endswith(".weight") for n in frozen)
     assert sum("groups" in n for n in frozen) == 6  # the six BatchNorm scales
     assert all(m.bias is None for m in net.groups.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_airbench_whitening_bias_trains_for_three_epochs_only():
+    net = models.build("airbench", 3, 10, 32)
+    for epoch, trains in ((0, True), (2, True), (3, False), (9, False)):
+        models.set_trainable_for_epoch(net, "airbench", epoch)
+        assert net.whiten.bias.requires_grad is trains, epoch
+    models.set_trainable_for_epoch(models.build("lenet", 1, 10, 28), "lenet", 5)  # others: nothing
