@@ -117,7 +117,8 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
         result = end_epoch(r, epoch, images, seconds, emit, started, dry_run)
         if dry_run or pos.step >= r.total_steps:  # --max-steps or fractional --epochs: the end
             break
-    stopped = bool(stop) and pos.epoch < math.ceil(r.cfg.epochs) and pos.step < r.total_steps  # a stop after the last step changes nothing
+    # a stop after the last step changes nothing
+    stopped = bool(stop) and pos.epoch < math.ceil(r.cfg.epochs) and pos.step < r.total_steps
     if stopped:
         emit({"kind": "stop", "reason": stop.reason, "epoch": pos.epoch + (pos.batch > 0),
               "batch": pos.batch, "step": pos.step,
@@ -187,11 +188,8 @@ def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
         images, since_save, pos.batch = images + len(y), since_save + 1, b + 1
         if is_step:
             step.optimizer_step(state, cfg.clip_grad)
-            if cfg.lookahead_every and pos.step % cfg.lookahead_every == 0:
-                step.lookahead(state, step.lookahead_decay(pos.step, r.total_steps,
-                                                           cfg.lookahead_every, cfg.lookahead_decay))
-            if cfg.lookahead_every and pos.step == r.total_steps:
-                step.lookahead(state, 1.0)  # the run ends at the average
+            if cfg.lookahead_every:
+                step.lookahead_after_step(state, r.total_steps, cfg.lookahead_every, cfg.lookahead_decay)
             if cfg.compile and not r.compiled:  # time compilation apart from throughput
                 images, t0 = _compiled(r, epoch_meter, t0, emit)
         if pos.batch % cfg.log_interval == 0:

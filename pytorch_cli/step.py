@@ -75,6 +75,16 @@ def lookahead_decay(step: int, total_steps: int, every: int, decay: float) -> fl
     return decay ** every * (step / total_steps) ** 3
 
 
+def lookahead_after_step(state: TrainState, total_steps: int, every: int, decay: float) -> None:
+    """After an optimizer step: the lookahead every `every` steps, and at the run's last step
+    the weights end at the average."""
+    done = state.pos.step
+    if done % every == 0:
+        lookahead(state, lookahead_decay(done, total_steps, every, decay))
+    if done == total_steps:
+        lookahead(state, 1.0)
+
+
 class Meter:
     """Batch losses kept on the device until `read()`, its only host sync: the loop syncs at log
     intervals, epoch ends and checkpoints, never per step. Each batch's loss is stored in its
