@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One command for a GPU machine: the CUDA-only tests, the throughput benchmark and the
-# time-to-accuracy runs, then one summary (also written to $OUT/summary.md).
+# One command for a GPU machine: the CUDA-only tests, the throughput benchmark, the
+# time-to-accuracy runs and the 1-GPU torchrun path, then one summary (also written to $OUT/summary.md).
 #
 #   bash benchmarks/gpu_check.sh [MNIST_DIR] [FASHION_MNIST_DIR] [CIFAR10_DIR]
 #
@@ -50,6 +50,15 @@ else
     cifar_line="cifar10-fast: skipped, no CIFAR-10 in $CIFAR"
 fi
 
+# the 1-GPU torchrun path: DDP with nccl, one process
+if [ -d "$MNIST" ]; then
+    $PY -m torch.distributed.run --standalone --nproc-per-node 1 -m pytorch_cli train \
+        --data-dir "$MNIST" --epochs 1 --run-dir "$OUT/torchrun-1gpu" --quiet > "$OUT/torchrun.txt" 2>&1
+    torchrun_line="torchrun, 1 GPU, lenet 1 epoch (exit $?): $(grep -E '^done' "$OUT/torchrun.txt")"
+else
+    torchrun_line="torchrun: skipped, no MNIST in $MNIST"
+fi
+
 {
     echo "# ptrain GPU check: $gpu, $($PY -c 'import torch; print("torch", torch.__version__)')"
     echo
@@ -62,6 +71,8 @@ fi
     echo "- $mnist_line"
     echo "- $fashion_line"
     echo "- $cifar_line"
+    echo
+    echo "$torchrun_line"
     echo
     echo "Logs and JSON: $OUT"
 } | tee "$OUT/summary.md"

@@ -10,7 +10,6 @@ any --workers.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -20,7 +19,7 @@ from pytorch_cli.datasets import Spec, Split
 from pytorch_cli.models import Normalize
 
 
-def _mix(*numbers: int) -> int:
+def mix(*numbers: int) -> int:
     """Combine seed, epoch and batch into one generator seed (splitmix-style, 63 bits)."""
     h = 0x9E3779B97F4A7C15
     for n in numbers:
@@ -29,12 +28,33 @@ def _mix(*numbers: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
-def num_batches(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
+def num_batches(n: int, batch_size: int, world: int = 1) -> int:
+    """Batches per epoch (per process: each process takes its part of every global batch of
+    batch_size x world rows). A last global batch with fewer rows than processes is left out."""
+    full, rest = divmod(n, batch_size * world)
+    return full + (rest >= world)
+
+
+def left_out(n: int, batch_size: int, world: int = 1) -> int:
+    """Rows of the epoch order no process trains on: a last global batch too small to share."""
+    rest = n % (batch_size * world)
+    return rest if rest < world else 0
+
+
+def shard_spans(n: int, batch_size: int, rank: int = 0, world: int = 1) -> list[slice]:
+    """This process's rows of the epoch order, batch by batch. Global batch b is rows
+    [b*G, (b+1)*G) with G = batch_size x world, and rank r takes the r-th of `world` equal parts,
+    so N processes at batch B train on exactly the batches one process at batch N*B does. A
+    shorter last batch is split as evenly as possible (sizes differ by at most one)."""
+    g, spans = batch_size * world, []
+    for b in range(num_batches(n, batch_size, world)):
+        lo, m = b * g, min(g, n - b * g)
+        spans.append(slice(lo + rank * m // world, lo + (rank + 1) * m // world))
+    return spans
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(mix(seed, epoch)))
 
 
 def pad_for(size: int) -> int:
@@ -94,9 +114,9 @@ def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, aug: Augment, siz
     if aug.kind != "none":
         for b in range(num_batches(n, batch_size)):
             lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-            plan[1:, lo:hi] = draw_augment(hi - lo, aug, size, _mix(seed, epoch, b))
+            plan[1:, lo:hi] = draw_augment(hi - lo, aug, size, mix(seed, epoch, b))
     if aug.kind == "crop-flip" and aug.flip == "alternate":
-        first = torch.rand(n, generator=torch.Generator().manual_seed(_mix(seed, -1))) < 0.5
+        first = torch.rand(n, generator=torch.Generator().manual_seed(mix(seed, -1))) < 0.5
         plan[3] = (first[plan[0]] ^ bool(epoch % 2)).long()
     return plan
 
@@ -112,19 +132,20 @@ def normalize(x: torch.Tensor, spec: Spec) -> torch.Tensor:
 
 
 def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: int,
-                  aug: Augment, device: torch.device, start: int = 0,
-                  workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of shuffled, augmented, normalised batches on `device`, from batch `start` on.
+                  aug: Augment, device: torch.device, start: int = 0, workers: int = 0,
+                  rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled, augmented, normalised batches on `device`, from batch `start` on;
+    with several processes, this rank's part of each global batch (shard_spans). The epoch's
+    order and augmentation are drawn per global batch, the same for every rank.
 
     workers=0: `split` already lives on the device; every batch is a slice of the epoch plan
     and device ops, with no host work or copy per step.
     workers>0: `split` stays in host memory; DataLoader worker processes gather the same batches
     into pinned memory and they are copied over asynchronously.
     """
-    host_plan = epoch_plan(len(split), batch_size, seed, epoch, aug, spec.size)
+    host_plan = epoch_plan(len(split), batch_size * world, seed, epoch, aug, spec.size)
     plan = host_plan.to(device, non_blocking=True)
-    spans = [slice(b * batch_size, (b + 1) * batch_size)
-             for b in range(start, num_batches(len(split), batch_size))]
+    spans = shard_spans(len(split), batch_size, rank, world)[start:]
     if workers:
         # Its own generator: the DataLoader draws its worker seed from this one, not from the
         # global generator that dropout uses, so --workers N trains exactly as --workers 0.
@@ -133,7 +154,7 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
             torch.utils.data.TensorDataset(split.images, split.labels),
             batch_sampler=[order[s].tolist() for s in spans], num_workers=workers,
             pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+            generator=torch.Generator().manual_seed(mix(seed, epoch)))
         raw = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
     else:
         # index_select, not split.images[idx]: the same rows, 10x faster on a CPU
@@ -160,11 +181,13 @@ def tta_views(x: torch.Tensor, spec: Spec) -> list[tuple[float, torch.Tensor]]:
 
 
 def eval_batches(split: Split, spec: Spec, batch_size: int, device: torch.device, tta: bool = False,
+                 rank: int = 0, world: int = 1,
                  ) -> Iterator[tuple[list[tuple[float, torch.Tensor]], torch.Tensor]]:
     """In order, no augmentation: ([(weight, normalised images)], labels); with tta, several
-    weighted views each."""
-    for i in range(0, len(split), batch_size):
-        x = split.images[i:i + batch_size].to(device, non_blocking=True)
+    weighted views each. With several processes, rank r takes the r-th contiguous part."""
+    lo, hi = rank * len(split) // world, (rank + 1) * len(split) // world
+    for i in range(lo, hi, batch_size):
+        x = split.images[i:min(i + batch_size, hi)].to(device, non_blocking=True)
         views = tta_views(x, spec) if tta else [(1.0, x)]
         yield ([(weight, normalize(v, spec)) for weight, v in views],
-               split.labels[i:i + batch_size].to(device, non_blocking=True))
+               split.labels[i:min(i + batch_size, hi)].to(device, non_blocking=True))

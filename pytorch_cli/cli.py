@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 from typer.exceptions import TyperException
 
-from pytorch_cli import __version__, config as configlib, events, export, lifecycle, loop, rundir
+from pytorch_cli import (__version__, config as configlib, distributed, events, export, launch,
+                         lifecycle, loop, rundir)
 from pytorch_cli.errors import PtrainError, UsageError
 from pytorch_cli.report import print_eval, reporter
 
@@ -89,6 +90,9 @@ def train(
     name: str = typer.Option("", help="Run name: the run directory is runs/NAME."),
     run_dir: str = typer.Option("", help="Run directory (overrides --name)."),
     overwrite: bool = typer.Option(False, help="Replace the files of an existing run directory."),
+    resume: str = typer.Option("never", "--resume", help="auto: continue the named run if its last.pt has these settings, else start it (torchrun restarts do this)."),
+    nproc: int = typer.Option(0, help="Train with N processes on this machine (DDP): hands the job to torchrun. --batch-size is per process."),
+    max_restarts: int = typer.Option(0, help="With --nproc: restart failed workers up to K times; they continue from last.pt."),
     json_out: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object on stdout (logs go to stderr)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only epoch results and the summary."),
 ) -> None:
@@ -99,19 +103,44 @@ def train(
             raise UsageError("--no-cuda contradicts --device " + overrides["device"])
         overrides["device"] = "cpu"
     cfg = configlib.resolve(config, overrides)
-    run = None
+    if resume not in ("never", "auto"):
+        raise UsageError(f"--resume must be auto or never, got {resume!r}")
+    default = config.stem if config else cfg.dataset
+    if nproc or max_restarts:
+        _hand_to_torchrun(ctx, nproc, max_restarts, "" if name or run_dir or dry_run
+                          else str(rundir.choose("", "", default)))
+        return
+    distributed.init()
+    auto = resume == "auto" or distributed.elastic()
+    run, saved = None, None
     if not dry_run:
-        default = config.stem if config else cfg.dataset
-        run = rundir.RunDir(rundir.choose(name, run_dir, default, overwrite))
-    _run_training(cfg, run, json_out, quiet, dry_run=dry_run)
+        try:
+            cfg, run, saved = distributed.from_main(
+                lambda: lifecycle.prepare_train(cfg, name, run_dir, default, overwrite, auto))
+        except lifecycle.AlreadyFinished as e:
+            if not auto:
+                raise
+            print(f"ptrain: nothing to do: {e}".split("; pass --epochs")[0])
+            return
+    _run_training(cfg, run, json_out, quiet, dry_run=dry_run, resume=saved)
+
+
+def _hand_to_torchrun(ctx: typer.Context, nproc: int, max_restarts: int, run_dir: str) -> None:
+    if nproc < 1 or max_restarts < 0:
+        raise UsageError("--nproc must be at least 1 (and --max-restarts 0 or more)")
+    if distributed.launched():
+        raise UsageError("--nproc: this is already a torchrun worker; leave --nproc to torchrun's "
+                         "--nproc-per-node")
+    launch.handoff((ctx.obj or {}).get("argv", sys.argv[1:]), nproc, max_restarts, run_dir)
 
 
 def _run_training(cfg: configlib.TrainConfig, run: rundir.RunDir | None, json_out: bool,
                   quiet: bool, **kwargs) -> None:
     """Shared by train and resume: progress to stdout (stderr with --json), metrics.jsonl,
     the summary, Ctrl-C."""
-    emit = events.fanout(reporter(sys.stderr if json_out else sys.stdout, quiet),
-                         run.metrics_sink() if run else None)
+    main = distributed.world().main  # the other ranks print and write nothing
+    emit = events.fanout(reporter(sys.stderr if json_out else sys.stdout, quiet) if main else None,
+                         run.metrics_sink() if run and main else None)
     try:
         summary = loop.train(cfg, run, emit, **kwargs)
     except KeyboardInterrupt:
@@ -119,10 +148,16 @@ def _run_training(cfg: configlib.TrainConfig, run: rundir.RunDir | None, json_ou
         raise PtrainError("interrupted; the checkpoints already written are intact"
                           + (f" (continue with `ptrain resume {run.path}`)" if run else ""),
                           exit_code=130) from None
+    except RuntimeError as e:
+        emit({"kind": "abort"})
+        if distributed.world().size > 1:  # DDP's all-reduce in backward lost a peer
+            raise distributed.peer_lost(e) from None
+        raise
     except BaseException:
         emit({"kind": "abort"})
         raise
-    if json_out:
+    distributed.close()
+    if json_out and main:
         print(json.dumps(summary))
 
 
@@ -163,7 +198,9 @@ def resume(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only epoch results and the summary."),
 ) -> None:
     """Continue a run exactly where its checkpoint left it (mid-epoch included), in the same run directory."""
-    cfg, run, state = lifecycle.prepare_resume(target, epochs, device, model, dataset)
+    distributed.init()
+    cfg, run, state = distributed.from_main(
+        lambda: lifecycle.prepare_resume(target, epochs, device, model, dataset))
     _run_training(cfg, run, json_out, quiet, resume=state)
 
 
@@ -217,7 +254,8 @@ def predict(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every error a user can fix ends as one line on stderr and a non-zero exit."""
     try:
-        rc = app(args=argv, prog_name="ptrain", standalone_mode=False)
+        rc = app(args=argv, prog_name="ptrain", standalone_mode=False,
+                 obj={"argv": list(sys.argv[1:] if argv is None else argv)})
     except TyperException as e:  # typer's (vendored click) usage errors: bad flag, wrong type
         if not e.format_message():  # `ptrain` alone: the help was printed, nothing to add
             sys.exit(e.exit_code)
@@ -226,7 +264,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ptrain: error: {e.format_message()}{hint}", file=sys.stderr)
         sys.exit(e.exit_code)
     except PtrainError as e:
-        print(f"ptrain: error: {e}", file=sys.stderr)
+        if not getattr(e, "echo", False):
+            print(f"ptrain: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except OSError as e:  # disk full, permissions: say which file, keep what is saved
         print(f"ptrain: error: {e}", file=sys.stderr)

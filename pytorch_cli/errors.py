@@ -9,6 +9,16 @@ class PtrainError(Exception):
         super().__init__(message)
         self.exit_code = exit_code
 
+    def __reduce__(self):  # pickled whole (type, message, code): ranks hand errors to each other
+        return _restore, (type(self), str(self), self.exit_code)
+
+
+def _restore(cls: type, message: str, exit_code: int) -> PtrainError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.exit_code = exit_code
+    return error
+
 
 class UsageError(PtrainError):
     """A bad flag or config value (exit code 2, like argparse and click)."""

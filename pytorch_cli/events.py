@@ -2,7 +2,9 @@
 printer, metrics.jsonl, later TensorBoard) each take what they need from it.
 
 Records are plain dicts with a "kind":
-  start  device, dataset, sizes, model, params, epochs, batches, run_dir, dry_run, resume_at,
+  start  device, dataset, sizes, model, params, epochs, batches (per process), batch_size (per
+         process), world_size (processes), left_out (images per epoch no process trains on),
+         run_dir, dry_run, resume_at,
          setup_s and data_s (of it, reading the data), time (wall clock, Unix seconds)
   compile  after the first step with --compile: mode, seconds (kept out of images/s)
   train  every --log-interval batches: epoch, batch, step, lr, train_loss, images_per_s, elapsed_s

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from pytorch_cli import checkpoint, config as configlib, datasets, export, models, runtime
+from pytorch_cli import checkpoint, config as configlib, datasets, distributed, export, models, rundir, runtime
 from pytorch_cli.errors import PtrainError, UsageError, plural
 from pytorch_cli.evaluate import evaluate
 from pytorch_cli.rundir import LAST, MODEL, RunDir, checkpoint_in
@@ -142,17 +142,71 @@ def prepare_resume(target: Path, epochs: float | None = None, device: str | None
         if given and given != value:
             raise UsageError(f"resume continues the same run ({value}); {flag} cannot change it — "
                              "start a new run with `ptrain train` instead")
-    overrides = {"device": device} if device else {}
+    cfg = _continued(cfg, saved, path, epochs, device)
+    run = RunDir(path.parent)
+    run.trim_metrics(position_of(saved).step)
+    return cfg, run, saved
+
+
+def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: float | None,
+               device: str | None) -> configlib.TrainConfig:
+    """The saved config with what a resume may change: more epochs, another device, another
+    number of processes (the global batch, batch x processes, stays: the same batches)."""
+    overrides: dict = {"device": device} if device else {}
     if epochs is not None:
         if epochs < cfg.epochs:
             raise UsageError(f"--epochs {epochs:g}: the run was set for {cfg.epochs:g}; it can only be extended")
         if epochs != cfg.epochs and cfg.scheduler == "onecycle":
             raise UsageError("a onecycle schedule ends with its last epoch; it cannot be extended")
         overrides["epochs"] = epochs
+    was, now = saved.get("world", 1), distributed.world().size
+    if was != now:
+        total = cfg.batch_size * was
+        if total % now:
+            raise UsageError(f"{path} trained with {was} process(es) x batch {cfg.batch_size} = {total} "
+                             f"images per step, which {now} processes cannot share evenly; "
+                             "resume with a number of processes that divides it")
+        overrides["batch_size"] = total // now
     cfg = configlib.validate(dataclasses.replace(cfg, **overrides))
     if position_of(saved).epoch >= cfg.epochs:
-        raise UsageError(f"{path}: the run already finished its {plural(cfg.epochs, 'epoch')}; "
-                         f"pass --epochs N (more than {cfg.epochs:g}) to extend it")
-    run = RunDir(path.parent)
+        raise AlreadyFinished(f"{path}: the run already finished its {plural(cfg.epochs, 'epoch')}; "
+                              f"pass --epochs N (more than {cfg.epochs:g}) to extend it")
+    return cfg
+
+
+class AlreadyFinished(UsageError):
+    """Resuming a finished run: an error for `ptrain resume`, nothing to do for --resume auto."""
+
+
+# What may differ between a run and the command that continues it with --resume auto.
+FREE_TO_CHANGE = ("device", "data_dir", "download", "workers", "log_interval", "save_interval")
+
+
+def prepare_train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str,
+                  overwrite: bool, auto: bool) -> tuple[configlib.TrainConfig, RunDir, dict | None]:
+    """The run directory of a new run; with `auto` (--resume auto, torchrun restarts), the named
+    run continues when its last.pt was made with these settings. Returns (config, run
+    directory, saved state or None). Runs on rank 0 alone (it may remove files)."""
+    if auto and not (name or run_dir):
+        raise UsageError("--resume auto (and torchrun --max-restarts) need the run named with "
+                         "--name or --run-dir, so that a restart finds it")
+    path = rundir.choose(name, run_dir, default, overwrite=False, check_only=True) if auto else None
+    if path is None or not (path / LAST).is_file():  # nothing to continue: start afresh
+        return cfg, RunDir(rundir.choose(name, run_dir, default, overwrite or auto)), None
+    saved = checkpoint.load(path / LAST)
+    theirs = configlib.from_dict(saved.get("config", {}))
+    theirs = dataclasses.replace(theirs, batch_size=theirs.batch_size * saved.get("world", 1))
+    mine = dataclasses.replace(cfg, batch_size=cfg.batch_size * distributed.world().size,
+                               augment=datasets.SPECS[cfg.dataset].augment
+                               if cfg.augment == "auto" else cfg.augment)  # as the run saved it
+    differ = [k for k, v in mine.to_dict().items()
+              if k not in FREE_TO_CHANGE and getattr(theirs, k) != v and k != "epochs"]
+    if differ:
+        raise UsageError(f"--resume auto: {path / LAST} was made with other settings "
+                         f"({', '.join(k.replace('_', '-') for k in differ)}); use another "
+                         "--name/--run-dir, or --overwrite without --resume auto to start over")
+    cfg = _continued(configlib.from_dict(saved["config"]), saved, path / LAST,
+                     max(cfg.epochs, theirs.epochs), cfg.device)
+    run = RunDir(path)
     run.trim_metrics(position_of(saved).step)
     return cfg, run, saved

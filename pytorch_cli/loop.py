@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pytorch_cli import batches, checkpoint, datasets, models, optim, runtime, step
+from pytorch_cli import batches, checkpoint, datasets, distributed, models, optim, runtime, step
 from pytorch_cli.config import TrainConfig, to_toml
 from pytorch_cli.evaluate import evaluate
 from pytorch_cli.events import Emit
@@ -46,7 +46,8 @@ class Run:
     test: datasets.Split
     state: TrainState
     meta: dict
-    batches: int  # per epoch
+    batches: int  # per epoch (per process: each takes its part of every global batch)
+    world: distributed.World  # this process's rank among the job's processes (1 of 1 alone)
     total_steps: int  # optimizer steps of the whole run (--max-steps caps it)
     amp: torch.dtype | None  # autocast dtype; None: float32
     saver: RunDir | None = None  # where checkpoints go; None: a dry run or --no-save-model
@@ -60,8 +61,11 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Run:
     runtime.set_deterministic(cfg.deterministic)
     runtime.fast_backends(cfg.deterministic)
     runtime.seed_everything(cfg.seed)
-    device = runtime.resolve_device(cfg.device)
-    data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed)
+    distributed.init()
+    world = distributed.world()
+    device = distributed.local_device(runtime.resolve_device(cfg.device))
+    with distributed.main_first():  # rank 0 downloads, if anything needs downloading
+        data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed)
     spec = data.spec
     if cfg.augment == "auto":
         cfg = dataclasses.replace(cfg, augment=spec.augment)
@@ -73,9 +77,11 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Run:
     if resume is None and cfg.model in models.DATA_INITS:  # a resumed run loads it instead
         pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
         models.DATA_INITS[cfg.model](model, batches.normalize(data.train.images[pick[:5000]], spec))
+    if world.rank:  # dropout differs between ranks; rank 0 draws what one process would
+        torch.manual_seed(batches.mix(cfg.seed, world.rank))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    n_batches = batches.num_batches(len(data.train), cfg.batch_size)
+    n_batches = batches.num_batches(len(data.train), cfg.batch_size, world.size)
     steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
     total_steps = min(math.ceil(cfg.epochs * steps_per_epoch), cfg.max_steps or math.inf)
     optimizer = optim.build_optimizer(model, cfg)
@@ -90,9 +96,10 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Run:
         state.load_state_dict(resume)
     if cfg.compile:  # in place: the saved keys stay the plain module's
         model.compile(mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
+    state.model = distributed.wrap(model, device)
     return Run(cfg, device, data, train, val, test, state,
-               models.describe(cfg.model, spec, data.classes), n_batches, total_steps, amp,
-               setup_s=time.perf_counter() - t0, data_s=data_s)
+               models.describe(cfg.model, spec, data.classes), n_batches, world, total_steps,
+               amp, setup_s=time.perf_counter() - t0, data_s=data_s)
 
 
 def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag | None = None,
@@ -102,7 +109,7 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
     stop = stop if stop is not None else StopFlag()
     r = setup(cfg, resume)
     if run_dir is not None:
-        run_dir.create(to_toml(r.cfg))
+        distributed.from_main(lambda: run_dir.create(to_toml(r.cfg)))
         r.saver = run_dir if r.cfg.save_model else None
     pos = r.state.pos
     emit(_start_record(r, run_dir, dry_run, resume is not None))
@@ -124,9 +131,9 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
               "batch": pos.batch, "step": pos.step,
               "run_dir": str(r.saver.path) if r.saver is not None else None})
     elif r.saver is not None and not dry_run:
-        checkpoint.save_model_file(
+        distributed.from_main(lambda: checkpoint.save_model_file(
             r.saver.file(MODEL), r.state.raw.state_dict(), r.meta, r.cfg.to_dict(),
-            {k: result[k] for k in ("epoch", "test_loss", "test_acc") if k in result})
+            {k: result[k] for k in ("epoch", "test_loss", "test_acc") if k in result}))
     summary = {k: v for k, v in result.items() if k != "kind"}
     summary.update({"best_acc": pos.best_acc, "step": pos.step, "device": str(r.device),
                     "train_s_total": pos.train_s,
@@ -144,7 +151,9 @@ def _start_record(r: Run, run_dir: RunDir | None, dry_run: bool, resumed: bool) 
             "source": r.data.source, "train_size": len(r.train),
             "val_size": len(r.val) if r.val is not None else 0, "test_size": len(r.test),
             "model": r.cfg.model, "params": models.count_parameters(r.state.raw),
-            "epochs": r.cfg.epochs, "batches": r.batches,
+            "epochs": r.cfg.epochs, "batches": r.batches, "batch_size": r.cfg.batch_size,
+            "world_size": r.world.size,
+            "left_out": batches.left_out(len(r.train), r.cfg.batch_size, r.world.size),
             "run_dir": str(run_dir.path) if run_dir else None, "dry_run": dry_run,
             "resume_at": [r.state.pos.epoch + 1, r.state.pos.batch] if resumed else None,
             "setup_s": r.setup_s, "data_s": r.data_s,
@@ -152,14 +161,19 @@ def _start_record(r: Run, run_dir: RunDir | None, dry_run: bool, resumed: bool) 
 
 
 def _save(r: Run, name: str) -> None:
+    """Every rank comes here (the state gathers every rank's RNG state); rank 0 writes, and
+    every rank learns whether that worked."""
     if r.saver is not None:
-        checkpoint.save_train_state(r.saver.file(name), r.state.state_dict(), r.cfg.to_dict(), r.meta)
+        saved = r.state.state_dict()
+        distributed.from_main(lambda: checkpoint.save_train_state(
+            r.saver.file(name), saved, r.cfg.to_dict(), r.meta))
 
 
 def _fold(r: Run, meter: step.Meter) -> None:
-    """Move the epoch's device-side loss sum into the position (a host sync)."""
-    r.state.pos.epoch_loss_sum, samples = meter.read(r.state.pos.epoch_loss_sum)
-    r.state.pos.epoch_samples += samples
+    """Move the epoch's device-side loss sum (summed over ranks) into the position: a sync."""
+    loss_sum, samples = distributed.all_sum(*meter.read())
+    r.state.pos.epoch_loss_sum += loss_sum
+    r.state.pos.epoch_samples += int(samples)
     meter.reset()
 
 
@@ -168,20 +182,24 @@ def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
     """Train from the position's batch to the epoch's end (or a stop); returns (images, seconds)."""
     cfg, state, pos = r.cfg, r.state, r.state.pos
     state.model.train()
-    models.set_trainable_for_epoch(state.raw, cfg.model, epoch)
+    if models.set_trainable_for_epoch(state.raw, cfg.model, epoch):
+        state.model = distributed.wrap(state.raw, r.device)  # DDP hooks the new trainable set
+    world, n_used = r.world.size, len(r.train) - batches.left_out(len(r.train), cfg.batch_size, r.world.size)
+    global_batch = cfg.batch_size * world
     epoch_meter, log_meter = step.Meter(r.device, r.batches), step.Meter(r.device, r.batches)
     t0 = log_t0 = time.perf_counter()
     images = since_save = 0
     aug = batches.Augment(cfg.augment, cfg.crop_pad, cfg.pad_mode, cfg.flip)
     for b, (x, y) in enumerate(batches.train_batches(
             r.train, r.data.spec, cfg.batch_size, cfg.seed, epoch, aug, r.device,
-            start=pos.batch, workers=cfg.workers), start=pos.batch):
+            start=pos.batch, workers=cfg.workers, rank=r.world.rank, world=world), start=pos.batch):
         group = step.group_of(b, r.batches, cfg.grad_accum)
         is_step = b == group[-1]  # decided before the forward: DDP's no_sync needs it there
-        group_samples = min(len(r.train), (group[-1] + 1) * cfg.batch_size) - group[0] * cfg.batch_size
+        # this batch's share of the step's samples over all ranks (x world: DDP averages ranks)
+        group_samples = min(n_used, (group[-1] + 1) * global_batch) - group[0] * global_batch
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        loss = step.forward_backward(state.model, x, y, len(y) / group_samples,
+        loss = step.forward_backward(state.model, x, y, len(y) * world / group_samples,
                                      cfg.label_smoothing, is_step, r.amp, state.scaler)
         epoch_meter.add(loss, len(y))
         log_meter.add(loss, len(y))
@@ -205,7 +223,8 @@ def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
             if stop:
                 break
     _fold(r, epoch_meter)  # the sync: the device has finished the epoch's work...
-    return images, time.perf_counter() - t0  # ...so images/s is not overstated
+    seconds = time.perf_counter() - t0  # ...so images/s is not overstated
+    return int(distributed.all_sum(images)[0]), seconds
 
 
 def _compiled(r: Run, meter: step.Meter, t0: float, emit: Emit) -> tuple[int, float]:
@@ -219,7 +238,7 @@ def _compiled(r: Run, meter: step.Meter, t0: float, emit: Emit) -> tuple[int, fl
 
 
 def _log(r: Run, epoch: int, meter: step.Meter, t0: float, started: float, emit: Emit) -> float:
-    loss_sum, samples = meter.read()  # sync first, so the time covers the device's work
+    loss_sum, samples = distributed.all_sum(*meter.read())  # sync first: the time covers the work
     now = time.perf_counter()
     pos = r.state.pos
     emit({"kind": "train", "epoch": epoch + 1, "batch": pos.batch, "batches": r.batches,
@@ -237,9 +256,10 @@ def end_epoch(r: Run, epoch: int, images: int, seconds: float, emit: Emit, start
     max_eval = 1 if dry_run else None
     tta = cfg.tta and (epoch + 1 >= math.ceil(cfg.epochs) or pos.step >= r.total_steps)  # the last
     t0 = time.perf_counter()
-    test = evaluate(r.state.model, r.test, r.data.spec, cfg.test_batch_size, r.device, max_eval,
+    distributed.broadcast_buffers(r.state.raw)  # every rank evaluates what rank 0 saves
+    test = evaluate(r.state.raw, r.test, r.data.spec, cfg.test_batch_size, r.device, max_eval,
                     tta=tta, amp=r.amp)
-    val = (evaluate(r.state.model, r.val, r.data.spec, cfg.test_batch_size, r.device, max_eval,
+    val = (evaluate(r.state.raw, r.val, r.data.spec, cfg.test_batch_size, r.device, max_eval,
                     amp=r.amp) if r.val is not None else None)
     eval_s = time.perf_counter() - t0  # evaluate() returns host numbers: the device is done
     train_loss = pos.epoch_loss_sum / max(pos.epoch_samples, 1)

@@ -153,12 +153,14 @@ DATA_INITS = {"airbench": whiten_from}
 TRAINED_UNTIL = {"airbench": {"whiten.bias": 3}}
 
 
-def set_trainable_for_epoch(model: nn.Module, name: str, epoch: int) -> None:
+def set_trainable_for_epoch(model: nn.Module, name: str, epoch: int) -> bool:
     """Freeze the TRAINED_UNTIL parameters from their epoch on (a function of the epoch alone, so
-    a resumed run freezes exactly where the uninterrupted one did)."""
-    params = dict(model.named_parameters())
+    a resumed run freezes exactly where the uninterrupted one did); True if anything changed."""
+    params, changed = dict(model.named_parameters()), False
     for param, epochs in TRAINED_UNTIL.get(name, {}).items():
+        changed |= params[param].requires_grad != (epoch < epochs)
         params[param].requires_grad_(epoch < epochs)
+    return changed
 
 
 def resnet18(in_channels: int, num_classes: int, image_size: int) -> nn.Module:

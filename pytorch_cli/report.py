@@ -23,8 +23,12 @@ def format_record(r: dict) -> str | None:
         if r.get("resume_at"):
             where = f"resuming at epoch {r['resume_at'][0]} after batch {r['resume_at'][1]}; " + where
         speed = r["precision"] + (f", compiled ({r['compile']})" if r["compile"] else "")
+        world, batch = r.get("world_size", 1), r.get("batch_size", 0)
+        procs = (f" x {world} processes, batch {batch} per process ({batch * world} per step"
+                 + (f"; {r['left_out']} images per epoch sit out: fewer than the processes"
+                    if r.get("left_out") else "") + ")") if world > 1 else ""
         return (f"{head}: {sizes}{r['test_size']} test images (read in {r['data_s']:.1f}s); "
-                f"device {r['device']}, {speed}; "
+                f"device {r['device']}{procs}, {speed}; "
                 f"{plural(r['epochs'], 'epoch')} of {plural(r['batches'], 'batch', 'batches')}; {where}")
     if kind == "train":
         return (f"epoch {r['epoch']} batch {r['batch']}/{r['batches']} step {r['step']} "

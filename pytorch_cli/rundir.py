@@ -35,9 +35,11 @@ def _check_name(name: str) -> None:
                          "use --run-dir for a directory elsewhere")
 
 
-def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: bool = False) -> Path:
+def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: bool = False,
+           check_only: bool = False) -> Path:
     """runs/NAME, or --run-dir as given. Without either, runs/DEFAULT, with -2, -3... when taken.
-    An explicitly named run is never overwritten silently: --overwrite removes its files."""
+    An explicitly named run is never overwritten silently: --overwrite removes its files.
+    check_only: the named path, checked, whatever it holds."""
     if not (run_dir or name):
         path, n = ROOT / default, 2
         while holds_run(path) or path.is_file():
@@ -48,7 +50,7 @@ def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: b
     path = Path(run_dir) if run_dir else ROOT / name
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path} is a file, not a directory; choose another --name/--run-dir")
-    if holds_run(path):
+    if holds_run(path) and not check_only:
         if not overwrite:
             raise UsageError(f"{path} already holds a run; choose another --name/--run-dir, "
                              f"continue it with `ptrain resume {path}`, or pass --overwrite")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytorch_cli import runtime
+from pytorch_cli import distributed, runtime
 from pytorch_cli.checkpoint import clean_state_dict
 
 
@@ -38,9 +38,13 @@ class TrainState:
     pos: Position = field(default_factory=Position)
 
     def state_dict(self) -> dict:
+        """Called by every rank (it gathers each rank's RNG state); rank 0's is what is saved."""
+        rng = distributed.gather(runtime.rng_state())
         out = {"model": clean_state_dict(self.raw.state_dict()),
                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-               "position": dataclasses.asdict(self.pos), "rng": runtime.rng_state()}
+               "position": dataclasses.asdict(self.pos), "rng": rng[0], "world": len(rng)}
+        if len(rng) > 1:
+            out["rng_ranks"] = rng
         if self.scaler is not None:
             out["scaler"] = self.scaler.state_dict()
         if self.ema is not None:
@@ -57,7 +61,11 @@ class TrainState:
             for name, value in saved["ema"].items():
                 self.ema[name].copy_(value)
         self.pos = position_of(saved)
-        runtime.set_rng_state(saved["rng"])  # last: building the model drew from the RNG
+        # last: building the model drew from the RNG. Each rank takes its own back; with another
+        # number of processes, rank 0 takes rank 0's and the others keep their seeded streams.
+        world, ranks = distributed.world(), saved.get("rng_ranks", [saved["rng"]])
+        if len(ranks) == world.size or world.main:
+            runtime.set_rng_state(ranks[world.rank] if len(ranks) == world.size else ranks[0])
 
 
 def position_of(saved: dict) -> Position:

@@ -126,3 +126,29 @@ def test_alternating_flips_mirror_each_image_every_other_epoch():
         assert torch.equal(b, 1 - a)  # then every image switches each epoch
     again = batches.epoch_plan(n, 64, 5, 2, aug, 32)
     assert torch.equal(again, batches.epoch_plan(n, 64, 5, 2, aug, 32))  # seeded: the same again
+
+
+@pytest.mark.parametrize("n, batch, world", [(2000, 32, 2), (1001, 64, 4), (1003, 250, 4), (10, 3, 3)])
+def test_ranks_take_disjoint_parts_that_cover_the_epoch(n, batch, world):
+    spans = [batches.shard_spans(n, batch, r, world) for r in range(world)]
+    assert len({len(s) for s in spans}) == 1  # every rank steps the same number of times
+    rows = [i for s in spans for span in s for i in range(n)[span]]
+    left_out = batches.left_out(n, batch, world)
+    assert len(rows) == len(set(rows)) == n - left_out  # disjoint; only a too-small tail sits out
+    assert sorted(rows) == list(range(n - left_out))
+    assert left_out < world  # 1003 = 3 x 1000 + 3 rows for 4 ranks: those 3 sit out
+    last = [s[-1].stop - s[-1].start for s in spans]
+    assert max(last) - min(last) <= 1 and min(last) >= 1  # a short last batch is split evenly
+
+
+def test_ranks_together_see_the_batches_of_one_process_at_the_global_batch():
+    d = datasets.load("fake")  # labels replaced by indices: which images each rank got
+    split = datasets.Split(d.train.images[:1000], torch.arange(1000))
+    cpu, aug = torch.device("cpu"), batches.Augment("crop-flip")
+    one = _all(batches.train_batches(split, d.spec, 96, 3, 1, aug, cpu))
+    ranks = [_all(batches.train_batches(split, d.spec, 32, 3, 1, aug, cpu, rank=r, world=3))
+             for r in range(3)]
+    assert len(one) == len(ranks[0]) == 11  # 10 x 96 + 40 (split 13/13/14)
+    for b, (x, y) in enumerate(one):
+        assert torch.equal(torch.cat([ranks[r][b][0] for r in range(3)]), x)  # same crops and flips
+        assert torch.equal(torch.cat([ranks[r][b][1] for r in range(3)]), y)

@@ -1,0 +1,179 @@
+"""DistributedDataParallel under torchrun, for real: 2 CPU processes with gloo, real signals.
+
+Every run here trains cifar-net (no dropout, no BatchNorm) with plain SGD on the fake dataset,
+so 2 processes at batch 32 must end where 1 process at batch 64 does."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import read_metrics
+
+PY = [sys.executable, "-m", "pytorch_cli"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+RUN = ["--dataset", "fake", "--model", "cifar-net", "--lr", "0.05", "--momentum", "0",
+       "--epochs", "6", "--log-interval", "5", "--quiet"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **(env or {})})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def _weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "model.pth", weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """An uninterrupted 2-process run (batch 32 each) and a 1-process run at batch 64."""
+    root = tmp_path_factory.mktemp("ddp")
+    _run([*PY, "train", "--nproc", "2", *RUN, "--batch-size", "32", "--run-dir", "two", "--json"], root)
+    _run([*PY, "train", *RUN, "--batch-size", "64", "--run-dir", "one", "--json"], root)
+    return root
+
+
+def _final(run_dir: Path) -> dict:
+    return read_metrics(run_dir, kinds=("epoch",))[-1]
+
+
+def test_two_processes_train_as_one_process_at_twice_the_batch(runs):
+    two, one = _weights(runs / "two"), _weights(runs / "one")
+    assert two.keys() == one.keys() and not any(k.startswith("module.") for k in two)
+    for key in two:
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-6)
+    # the same global batches, step by step: the same logged losses (to float summation order)
+    for a, b in zip(read_metrics(runs / "two"), read_metrics(runs / "one"), strict=True):
+        assert a["step"] == b["step"] and abs(a["train_loss"] - b["train_loss"]) < 1e-5
+    assert _final(runs / "two")["test_correct"] == _final(runs / "one")["test_correct"]
+
+
+def test_gradient_accumulation_skips_the_all_reduce_and_keeps_the_sums_exact(tmp_path):
+    # 2 processes x batch 16 x 2 accumulated batches (no_sync on the first) = 64 per step; one
+    # epoch: summed in another order, long runs drift apart (by 6e-4 in 6 epochs, as do one
+    # process's batch 64 and 32 x 2 accumulated)
+    _run([*PY, "train", "--nproc", "2", *RUN, "--epochs", "1", "--batch-size", "16",
+          "--grad-accum", "2", "--run-dir", "acc"], tmp_path)
+    _run([*PY, "train", *RUN, "--epochs", "1", "--batch-size", "64", "--run-dir", "one"], tmp_path)
+    acc, one = _weights(tmp_path / "acc"), _weights(tmp_path / "one")
+    for key in acc:
+        torch.testing.assert_close(acc[key], one[key], rtol=0, atol=1e-6)
+
+
+def test_one_process_eval_prints_the_accuracy_two_processes_printed(runs):
+    final = _final(runs / "two")
+    out = _run([*PY, "eval", "two", "--json"], runs)
+    result = json.loads(out.stdout)
+    assert (result["correct"], result["total"]) == (final["test_correct"], final["test_total"])
+    assert abs(result["loss"] - final["test_loss"]) < 1e-5
+
+
+def test_only_rank_0_prints_and_writes(runs):
+    files = sorted(p.name for p in (runs / "two").iterdir())
+    assert files == ["best.pt", "config.toml", "last.pt", "metrics.jsonl", "model.pth"]
+    starts = read_metrics(runs / "two", kinds=("start",))
+    assert len(starts) == 1 and starts[0]["world_size"] == 2
+    saved = torch.load(runs / "two" / "last.pt", weights_only=False)
+    assert saved["world"] == 2 and len(saved["rng_ranks"]) == 2  # each rank's RNG state
+
+
+def _workers(tag: str) -> dict[int, int]:
+    """pid of each torchrun worker (by RANK) started with PTRAIN_TEST_TAG=tag."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = dict(v.split("=", 1) for v in
+                       Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in v)
+        except OSError:
+            continue
+        if env.get("PTRAIN_TEST_TAG") == tag and "RANK" in env and "pytorch_cli" in \
+                Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+            found[int(env["RANK"])] = int(pid)
+    return found
+
+
+def _start(args: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
+    tag = uuid.uuid4().hex
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PTRAIN_TEST_TAG": tag})
+    return proc, tag
+
+
+def _kill_rank_when(proc: subprocess.Popen, tag: str, metrics: Path, kind: str, rank: int = 1) -> None:
+    """SIGKILL one worker as soon as metrics.jsonl holds a record of this kind."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and f'"kind": "{kind}"' in metrics.read_text():
+            pid = _workers(tag).get(rank)
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"no {kind} record to kill at: {proc.communicate()[1][-2000:]}")
+
+
+def test_a_rank_killed_with_sigkill_ends_the_job_quickly(tmp_path):
+    proc, tag = _start([*PY, "train", "--nproc", "2", *RUN, "--epochs", "200", "--batch-size", "32",
+                        "--run-dir", "r"], tmp_path)
+    _kill_rank_when(proc, tag, tmp_path / "r/metrics.jsonl", "train")
+    killed = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    took = time.monotonic() - killed
+    assert proc.returncode == 1, err
+    assert "worker rank 1 was killed by SIGKILL" in err and "Traceback" not in err
+    assert took < 30, f"{took:.1f}s from the kill to the job's exit"
+    print(f"SIGKILL of rank 1 -> job exit: {took:.2f}s")  # shown with pytest -s
+    assert not _workers(tag)  # no worker left behind
+
+
+def test_torchrun_restart_continues_from_last_pt_and_ends_as_if_uninterrupted(runs, tmp_path):
+    proc, tag = _start([*TORCHRUN, "--max-restarts", "1", "-m", "pytorch_cli", "train", *RUN,
+                        "--batch-size", "32", "--run-dir", "r", "--save-interval", "20"], tmp_path)
+    _kill_rank_when(proc, tag, tmp_path / "r/metrics.jsonl", "epoch")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    starts = read_metrics(tmp_path / "r", kinds=("start",))
+    assert len(starts) == 2 and starts[1]["resume_at"] is not None  # the restart resumed
+    assert _final(tmp_path / "r")["test_correct"] == _final(runs / "two")["test_correct"]
+    restarted, uninterrupted = _weights(tmp_path / "r"), _weights(runs / "two")
+    assert all(torch.equal(restarted[k], uninterrupted[k]) for k in restarted)
+
+
+def test_a_one_process_checkpoint_resumes_under_two_processes(runs, tmp_path):
+    _run([*PY, "train", *RUN, "--epochs", "1", "--batch-size", "64", "--run-dir", "r"], tmp_path)
+    out = _run([*TORCHRUN, "-m", "pytorch_cli", "resume", "r", "--epochs", "6"], tmp_path)
+    assert "batch 32 per process" in out.stdout  # the global batch of 64 is kept
+    resumed, one = _weights(tmp_path / "r"), _weights(runs / "one")
+    for key in resumed:
+        torch.testing.assert_close(resumed[key], one[key], rtol=0, atol=1e-6)
+
+
+def _netns_ok() -> str:
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        return "needs root and iproute2 (ip netns)"
+    probe = subprocess.run(["ip", "netns", "add", "ptrain-probe"], capture_output=True, text=True)
+    subprocess.run(["ip", "netns", "del", "ptrain-probe"], capture_output=True)
+    return "" if probe.returncode == 0 else f"ip netns is not permitted here ({probe.stderr.strip()})"
+
+
+@pytest.mark.skipif(bool(_netns_ok()), reason=_netns_ok() or "ok")
+def test_two_nodes_in_network_namespaces_rendezvous_over_a_veth_link(tmp_path):
+    out = subprocess.run(["bash", str(ROOT / "benchmarks/two_nodes.sh"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHON": sys.executable})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    start = read_metrics(tmp_path / "run", kinds=("start",))[0]
+    assert start["world_size"] == 2 and _final(tmp_path / "run")["epoch"] == 1
+    assert "node B" in out.stdout and "10.77.0.1" in out.stdout
