@@ -9,6 +9,7 @@ A third thing loads too: a bare state_dict of tensors, as other scripts save the
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -61,7 +62,16 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save, serialised in memory first: its C++ writer turns a full disk into an obscure
+    RuntimeError; a plain write of the bytes gives the OSError that names the cause. A failed
+    save keeps the previous file and leaves no temporary file."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    try:
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+    except OSError as e:
+        raise PtrainError(f"cannot write {path}: {e.strerror or e}; the previous {Path(path).name} "
+                          "(if any) is intact") from None
 
 
 def save_train_state(path: Path, state: dict, config: dict, meta: dict) -> None:

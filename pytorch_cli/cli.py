@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +13,7 @@ import typer
 from typer.exceptions import TyperException
 
 from pytorch_cli import (__version__, config as configlib, distributed, events, export, launch,
-                         lifecycle, loop, rundir)
+                         lifecycle, loop, rundir, signals, stopping)
 from pytorch_cli.errors import PtrainError, UsageError
 from pytorch_cli.report import print_eval, reporter
 
@@ -77,6 +79,7 @@ def train(
     workers: int = typer.Option(D.workers, help="0: batches are sliced on the device; N: N loader processes feed them from host memory."),
     seed: int = typer.Option(D.seed, help="Seed for every random generator."),
     deterministic: bool = typer.Option(D.deterministic, help="Use deterministic algorithms only."),
+    detect_anomaly: bool = typer.Option(D.detect_anomaly, help="Autograd anomaly mode: name the operation that made a NaN (slow)."),
     device: str = typer.Option(D.device, help="auto|cpu|cuda|cuda:N|mps"),
     precision: str = typer.Option(D.precision, help="auto|32|bf16|16: autocast for forward and loss (16 with a GradScaler); auto = bf16 on CUDA that supports it, else 32."),
     compile: bool = typer.Option(D.compile, help="torch.compile the model (in place; saved keys unchanged)."),
@@ -91,6 +94,7 @@ def train(
     run_dir: str = typer.Option("", help="Run directory (overrides --name)."),
     overwrite: bool = typer.Option(False, help="Replace the files of an existing run directory."),
     resume: str = typer.Option("never", "--resume", help="auto: continue the named run if its last.pt has these settings, else start it (torchrun restarts do this)."),
+    requeue: bool = typer.Option(True, help="Under SLURM: after SIGUSR1 (sbatch --signal=USR1@N), save, then `scontrol requeue` the job."),
     nproc: int = typer.Option(0, help="Train with N processes on this machine (DDP): hands the job to torchrun. --batch-size is per process."),
     max_restarts: int = typer.Option(0, help="With --nproc: restart failed workers up to K times; they continue from last.pt."),
     json_out: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object on stdout (logs go to stderr)."),
@@ -122,7 +126,7 @@ def train(
                 raise
             print(f"ptrain: nothing to do: {e}".split("; pass --epochs")[0])
             return
-    _run_training(cfg, run, json_out, quiet, dry_run=dry_run, resume=saved)
+    _run_training(cfg, run, json_out, quiet, requeue, dry_run=dry_run, resume=saved)
 
 
 def _hand_to_torchrun(ctx: typer.Context, nproc: int, max_restarts: int, run_dir: str) -> None:
@@ -135,19 +139,22 @@ def _hand_to_torchrun(ctx: typer.Context, nproc: int, max_restarts: int, run_dir
 
 
 def _run_training(cfg: configlib.TrainConfig, run: rundir.RunDir | None, json_out: bool,
-                  quiet: bool, **kwargs) -> None:
+                  quiet: bool, requeue: bool = True, **kwargs) -> None:
     """Shared by train and resume: progress to stdout (stderr with --json), metrics.jsonl,
-    the summary, Ctrl-C."""
+    the summary; signals stop the run at a saved position (exit 130 or 143)."""
     main = distributed.world().main  # the other ranks print and write nothing
     emit = events.fanout(reporter(sys.stderr if json_out else sys.stdout, quiet) if main else None,
                          run.metrics_sink() if run and main else None)
+    stop = stopping.StopFlag()
     try:
-        summary = loop.train(cfg, run, emit, **kwargs)
-    except KeyboardInterrupt:
+        with signals.stop_on_signals(stop.request):
+            summary = loop.train(cfg, run, emit, stop=stop, **kwargs)
+    except KeyboardInterrupt:  # a second Ctrl-C: out at once
         emit({"kind": "abort"})
-        raise PtrainError("interrupted; the checkpoints already written are intact"
-                          + (f" (continue with `ptrain resume {run.path}`)" if run else ""),
-                          exit_code=130) from None
+        resumable = run is not None and run.file(rundir.LAST).exists()
+        raise PtrainError("interrupted twice: stopped at once; the checkpoints already written are "
+                          "intact" + (f" (continue with `ptrain resume {run.path}`)" if resumable
+                                      else ""), exit_code=130) from None
     except RuntimeError as e:
         emit({"kind": "abort"})
         if distributed.world().size > 1:  # DDP's all-reduce in backward lost a peer
@@ -158,7 +165,11 @@ def _run_training(cfg: configlib.TrainConfig, run: rundir.RunDir | None, json_ou
         raise
     distributed.close()
     if json_out and main:
-        print(json.dumps(summary))
+        print(json.dumps(events.finite(summary)))
+    if summary["stopped"]:
+        if stop.reason == "SIGUSR1" and requeue and main and os.environ.get("SLURM_JOB_ID"):
+            print(f"ptrain: {signals.slurm_requeue()}", file=sys.stderr)
+        raise typer.Exit(signals.EXIT_CODES.get(stop.reason, 143))
 
 
 @app.command(name="eval")
@@ -182,7 +193,7 @@ def eval_(
     result = lifecycle.run_eval(checkpoint_file, model, dataset, data_dir, split, batch_size, device,
                              tta, download)
     if json_out:
-        print(json.dumps(result))
+        print(json.dumps(events.finite(result)))
     else:
         print_eval(result, sys.stdout)
 
@@ -194,6 +205,7 @@ def resume(
     device: Optional[str] = typer.Option(None, help="Continue on another device: auto|cpu|cuda|cuda:N|mps."),
     model: str = typer.Option("", hidden=True),
     dataset: str = typer.Option("", hidden=True),
+    requeue: bool = typer.Option(True, help="Under SLURM: after SIGUSR1, save, then `scontrol requeue` the job."),
     json_out: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only epoch results and the summary."),
 ) -> None:
@@ -201,7 +213,7 @@ def resume(
     distributed.init()
     cfg, run, state = distributed.from_main(
         lambda: lifecycle.prepare_resume(target, epochs, device, model, dataset))
-    _run_training(cfg, run, json_out, quiet, resume=state)
+    _run_training(cfg, run, json_out, quiet, requeue, resume=state)
 
 
 @app.command(name="export")
@@ -252,10 +264,13 @@ def predict(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every error a user can fix ends as one line on stderr and a non-zero exit."""
+    """Entry point: every error ends as one line on stderr and a non-zero exit; `--debug`
+    (anywhere on the line) or PTRAIN_DEBUG=1 adds the traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("PTRAIN_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     try:
-        rc = app(args=argv, prog_name="ptrain", standalone_mode=False,
-                 obj={"argv": list(sys.argv[1:] if argv is None else argv)})
+        rc = app(args=argv, prog_name="ptrain", standalone_mode=False, obj={"argv": argv})
     except TyperException as e:  # typer's (vendored click) usage errors: bad flag, wrong type
         if not e.format_message():  # `ptrain` alone: the help was printed, nothing to add
             sys.exit(e.exit_code)
@@ -264,10 +279,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ptrain: error: {e.format_message()}{hint}", file=sys.stderr)
         sys.exit(e.exit_code)
     except PtrainError as e:
+        if debug:
+            traceback.print_exc()
         if not getattr(e, "echo", False):
             print(f"ptrain: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except OSError as e:  # disk full, permissions: say which file, keep what is saved
-        print(f"ptrain: error: {e}", file=sys.stderr)
+    except Exception as e:  # disk full, permissions (OSError names the file), or a bug
+        if debug:
+            traceback.print_exc()
+        what = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"ptrain: error: {e}" if isinstance(e, OSError) else
+              f"ptrain: error: {type(e).__name__}: {what} (unexpected: rerun with --debug for "
+              "the traceback)", file=sys.stderr)
         sys.exit(1)
     sys.exit(rc or 0)

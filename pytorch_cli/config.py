@@ -72,6 +72,7 @@ class TrainConfig:
     # reproducibility and hardware
     seed: int = 1
     deterministic: bool = False
+    detect_anomaly: bool = False  # autograd's anomaly mode: names the op that made a NaN (slow)
     device: str = "auto"
     # speed
     precision: str = "auto"  # auto = bf16 on CUDA devices that support it, else 32

@@ -10,14 +10,16 @@ Records are plain dicts with a "kind":
   train  every --log-interval batches: epoch, batch, step, lr, train_loss, images_per_s, elapsed_s
   epoch  every epoch: train_loss, test_loss, test_acc (+ val_*), tta, images_per_s, train_s,
          eval_s, elapsed_s (since training started: setup is not in it)
-  stop   the run was asked to stop and saved its exact position: reason, epoch, batch, step
+  stop   the run was asked to stop (a signal) and saved its exact position: reason (SIGINT,
+         SIGTERM, SIGUSR1), epoch, batch, step, run_dir
   end    the final summary
   abort  the run failed; sinks give the terminal back
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import math
+from typing import Any, Callable, Optional
 
 Emit = Callable[[dict], None]
 
@@ -30,3 +32,15 @@ def fanout(*sinks: Optional[Emit]) -> Emit:
         for sink in live:
             sink(record)
     return emit
+
+
+def finite(value: Any) -> Any:
+    """JSON has no NaN or Infinity: non-finite floats become null (at any depth), so every line
+    of metrics.jsonl and every --json output is valid JSON, even from a diverged run."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import copy
 import importlib
+import io
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -33,44 +33,48 @@ def _batch_dim():
     return ({0: torch.export.Dim("batch", min=1, max=65536)},)  # per positional input
 
 
-def _onnx(wrapped: nn.Module, sample: torch.Tensor, path: Path):
+# Each exporter serialises to bytes in memory and returns (bytes, a runner loaded back from
+# those bytes): nothing touches the disk until the verified bytes are written atomically, so a
+# full disk is one Python OSError, never a C++ writer aborting halfway through a file.
+
+def _onnx(wrapped: nn.Module, sample: torch.Tensor):
     ort = _need("onnxruntime", "onnx")
     _need("onnxscript", "onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # external_data=False: one self-contained file (these models are small), so a copied or
-        # renamed model.onnx still runs; weights beside it would name the temporary file.
-        torch.onnx.export(wrapped, (sample,), str(path), dynamo=True, input_names=["images"],
-                          output_names=["logits"], dynamic_shapes=_batch_dim(), verbose=False,
-                          external_data=False)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+        program = torch.onnx.export(wrapped, (sample,), dynamo=True, input_names=["images"],
+                                    output_names=["logits"], dynamic_shapes=_batch_dim(),
+                                    verbose=False)
+    data = program.model_proto.SerializeToString()  # one self-contained file, weights inside
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return data, lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
 
 
-def _pt2(wrapped: nn.Module, sample: torch.Tensor, path: Path):
-    program = torch.export.export(wrapped, (sample,), dynamic_shapes=_batch_dim())
-    torch.export.save(program, str(path))
-    loaded = torch.export.load(str(path)).module()
-    return lambda x: loaded(x)
+def _pt2(wrapped: nn.Module, sample: torch.Tensor):
+    buffer = io.BytesIO()
+    torch.export.save(torch.export.export(wrapped, (sample,), dynamic_shapes=_batch_dim()), buffer)
+    loaded = torch.export.load(io.BytesIO(buffer.getvalue())).module()
+    return buffer.getvalue(), lambda x: loaded(x)
 
 
-def _torchscript(wrapped: nn.Module, sample: torch.Tensor, path: Path):
+def _torchscript(wrapped: nn.Module, sample: torch.Tensor):
+    buffer = io.BytesIO()
     with warnings.catch_warnings():  # deprecated upstream; kept for runtimes that only read it
         warnings.simplefilter("ignore")
-        torch.jit.trace(wrapped, sample).save(str(path))
-        loaded = torch.jit.load(str(path))
-    return lambda x: loaded(x)
+        torch.jit.save(torch.jit.trace(wrapped, sample), buffer)
+        loaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
+    return buffer.getvalue(), lambda x: loaded(x)
 
 
-def _safetensors(wrapped: nn.Module, sample: torch.Tensor, path: Path):
+def _safetensors(wrapped: nn.Module, sample: torch.Tensor):
     st = _need("safetensors.torch", "safetensors")
-    st.save_file({k: v.contiguous() for k, v in wrapped[1].state_dict().items()}, str(path))
+    data = st.save({k: v.contiguous() for k, v in wrapped[1].state_dict().items()})
     clone = copy.deepcopy(wrapped)
     with torch.no_grad():
         for tensor in clone[1].state_dict().values():
             tensor.zero_()  # so the outputs can only come from the file's weights
-    clone[1].load_state_dict(st.load_file(str(path)))
-    return lambda x: clone(x)
+    clone[1].load_state_dict(st.load(data))
+    return data, lambda x: clone(x)
 
 
 EXPORTERS = {"onnx": _onnx, "pt2": _pt2, "torchscript": _torchscript, "safetensors": _safetensors}
@@ -83,32 +87,23 @@ def export(model: nn.Module, normalize: nn.Module, meta: dict, sample: torch.Ten
     nothing is written."""
     wrapped = nn.Sequential(normalize, model).cpu().eval()
     sample = sample.cpu()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".tmp{os.getpid()}-{output.name}")  # keeps the suffix runtimes check
+    with torch.inference_mode():
+        expected = wrapped(sample)
     try:
-        with torch.inference_mode():
-            expected = wrapped(sample)
-        try:
-            run = EXPORTERS[fmt](wrapped, sample, tmp)
-        except PtrainError:
-            raise
-        except Exception as e:  # the exporter's own failure: one line, with its reason
-            reason = (str(e).strip().splitlines() or [""])[0][:300]
-            raise PtrainError(f"export to {fmt} failed ({type(e).__name__}: {reason}); "
-                              "nothing was written") from None
-        with torch.inference_mode():
-            got = run(sample)
-            small = run(sample[:3])  # a second batch size: the batch dimension is dynamic
-        diff = max((got - expected).abs().max().item(),
-                   (small - expected[:3]).abs().max().item())
-        if diff > TOLERANCE:
-            raise PtrainError(f"export to {fmt} failed verification: max abs difference {diff:.3g} "
-                              f"from the eager model exceeds {TOLERANCE}; nothing was written")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())  # on disk before it takes the real name
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+        data, run = EXPORTERS[fmt](wrapped, sample)
+    except PtrainError:
+        raise
+    except Exception as e:  # the exporter's own failure: one line, with its reason
+        reason = (str(e).strip().splitlines() or [""])[0][:300]
+        raise PtrainError(f"export to {fmt} failed ({type(e).__name__}: {reason}); "
+                          "nothing was written") from None
+    with torch.inference_mode():
+        got = run(sample)
+        small = run(sample[:3])  # a second batch size: the batch dimension is dynamic
+    diff = max((got - expected).abs().max().item(), (small - expected[:3]).abs().max().item())
+    if diff > TOLERANCE:
+        raise PtrainError(f"export to {fmt} failed verification: max abs difference {diff:.3g} "
+                          f"from the eager model exceeds {TOLERANCE}; nothing was written")
     sidecar = {"format": fmt, "file": output.name, "source_checkpoint": source,
                "model": meta["model"], "dataset": meta["dataset"], "classes": meta["classes"],
                "input_shape": ["batch", meta["in_channels"], meta["image_size"], meta["image_size"]],
@@ -118,6 +113,16 @@ def export(model: nn.Module, normalize: nn.Module, meta: dict, sample: torch.Ten
                "mean": meta["mean"], "std": meta["std"], "max_abs_diff": diff,
                "verified_batch": len(sample)}
     text = json.dumps(sidecar, indent=2) + "\n"
-    atomic_write(Path(f"{output}.json"), lambda f: f.write(text.encode()))
+    written = False
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(output, lambda f: f.write(data))
+        written = True
+        atomic_write(Path(f"{output}.json"), lambda f: f.write(text.encode()))
+    except OSError as e:  # a full disk, no permission: no half file, no model without its sidecar
+        if written:
+            output.unlink(missing_ok=True)
+        raise PtrainError(f"cannot write {e.filename or output}: {e.strerror or e}; "
+                          "nothing was written") from None
     return {"output": str(output), "sidecar": f"{output}.json", "max_abs_diff": diff,
             "format": fmt}

@@ -14,25 +14,14 @@ from dataclasses import dataclass
 
 import torch
 
-from pytorch_cli import batches, checkpoint, datasets, distributed, models, optim, runtime, step
+from pytorch_cli import (batches, checkpoint, datasets, distributed, models, optim, runtime, step,
+                         stopping)
 from pytorch_cli.config import TrainConfig, to_toml
 from pytorch_cli.evaluate import evaluate
 from pytorch_cli.events import Emit
 from pytorch_cli.rundir import BEST, LAST, MODEL, RunDir
 from pytorch_cli.state import TrainState
-
-
-@dataclass
-class StopFlag:
-    """Set from outside (signal handlers, a NaN check); the loop polls it after each optimizer
-    step, saves the exact position to last.pt and returns."""
-    reason: str = ""
-
-    def request(self, reason: str) -> None:
-        self.reason = self.reason or reason
-
-    def __bool__(self) -> bool:
-        return bool(self.reason)
+from pytorch_cli.stopping import StopFlag
 
 
 @dataclass
@@ -61,6 +50,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Run:
     runtime.set_deterministic(cfg.deterministic)
     runtime.fast_backends(cfg.deterministic)
     runtime.seed_everything(cfg.seed)
+    torch.autograd.set_detect_anomaly(cfg.detect_anomaly)  # names the op that made a NaN: slow
     distributed.init()
     world = distributed.world()
     device = distributed.local_device(runtime.resolve_device(cfg.device))
@@ -116,7 +106,7 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
     started = time.perf_counter() - pos.elapsed_s
     result: dict = {}
     for epoch in range(pos.epoch, math.ceil(r.cfg.epochs)):  # a fractional last one ends at total_steps
-        if stop or pos.step >= r.total_steps:
+        if _stopping(r, stop) or pos.step >= r.total_steps:
             break
         images, seconds = train_epoch(r, epoch, emit, stop, started, dry_run)
         if stop and pos.batch < r.batches:  # saved mid-epoch, at the exact position
@@ -125,7 +115,7 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
         if dry_run or pos.step >= r.total_steps:  # --max-steps or fractional --epochs: the end
             break
     # a stop after the last step changes nothing
-    stopped = bool(stop) and pos.epoch < math.ceil(r.cfg.epochs) and pos.step < r.total_steps
+    stopped = _stopping(r, stop) and pos.epoch < math.ceil(r.cfg.epochs) and pos.step < r.total_steps
     if stopped:
         emit({"kind": "stop", "reason": stop.reason, "epoch": pos.epoch + (pos.batch > 0),
               "batch": pos.batch, "step": pos.step,
@@ -160,6 +150,14 @@ def _start_record(r: Run, run_dir: RunDir | None, dry_run: bool, resumed: bool) 
             "time": time.time()}  # wall clock: anchors the run's elapsed_s to the process's start
 
 
+def _stopping(r: Run, stop: StopFlag, every: int = 1) -> bool:
+    return stopping.agreed(stop, r.world.size, r.state.pos.step, every)
+
+
+def _check_finite(r: Run, loss_sum: float, meter: step.Meter) -> None:
+    stopping.check_finite(loss_sum, meter, r.state, r.cfg.lr, r.world.main)
+
+
 def _save(r: Run, name: str) -> None:
     """Every rank comes here (the state gathers every rank's RNG state); rank 0 writes, and
     every rank learns whether that worked."""
@@ -172,6 +170,7 @@ def _save(r: Run, name: str) -> None:
 def _fold(r: Run, meter: step.Meter) -> None:
     """Move the epoch's device-side loss sum (summed over ranks) into the position: a sync."""
     loss_sum, samples = distributed.all_sum(*meter.read())
+    _check_finite(r, loss_sum, meter)
     r.state.pos.epoch_loss_sum += loss_sum
     r.state.pos.epoch_samples += int(samples)
     meter.reset()
@@ -214,13 +213,14 @@ def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
             log_t0 = _log(r, epoch, log_meter, log_t0, started, emit)
         if is_step and (dry_run or pos.step >= r.total_steps):
             break
+        stopping = is_step and _stopping(r, stop, cfg.log_interval)
         if is_step and pos.batch < r.batches and (
-                stop or (cfg.save_interval and since_save >= cfg.save_interval)):
+                stopping or (cfg.save_interval and since_save >= cfg.save_interval)):
             _fold(r, epoch_meter)
             pos.elapsed_s = time.perf_counter() - started
             _save(r, LAST)
             since_save = 0
-            if stop:
+            if stopping:
                 break
     _fold(r, epoch_meter)  # the sync: the device has finished the epoch's work...
     seconds = time.perf_counter() - t0  # ...so images/s is not overstated
@@ -239,6 +239,7 @@ def _compiled(r: Run, meter: step.Meter, t0: float, emit: Emit) -> tuple[int, fl
 
 def _log(r: Run, epoch: int, meter: step.Meter, t0: float, started: float, emit: Emit) -> float:
     loss_sum, samples = distributed.all_sum(*meter.read())  # sync first: the time covers the work
+    _check_finite(r, loss_sum, meter)
     now = time.perf_counter()
     pos = r.state.pos
     emit({"kind": "train", "epoch": epoch + 1, "batch": pos.batch, "batches": r.batches,

@@ -18,6 +18,7 @@ from typing import Callable
 
 from pytorch_cli.checkpoint import atomic_write
 from pytorch_cli.errors import PtrainError, UsageError
+from pytorch_cli.events import finite
 
 ROOT = Path("runs")
 CONFIG, METRICS, LAST, BEST, MODEL = "config.toml", "metrics.jsonl", "last.pt", "best.pt", "model.pth"
@@ -77,12 +78,22 @@ class RunDir:
         return self.path / name
 
     def create(self, config_toml: str) -> None:
+        """Make the directory and write config.toml: this also proves it writable before any
+        training. Temporary files a killed save left behind are removed."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise PtrainError(f"cannot create the run directory {self.path}: a file is in the "
                               "way; choose another --name/--run-dir") from None
-        atomic_write(self.file(CONFIG), lambda f: f.write(config_toml.encode()))
+        except OSError as e:
+            raise PtrainError(f"cannot create the run directory {self.path}: {e.strerror}") from None
+        for leftover in self.path.glob(".*.tmp*"):  # atomic_write's, from a process killed mid-save
+            leftover.unlink(missing_ok=True)
+        try:
+            atomic_write(self.file(CONFIG), lambda f: f.write(config_toml.encode()))
+        except OSError as e:
+            raise PtrainError(f"cannot write to the run directory {self.path}: {e.strerror}; "
+                              "choose another --run-dir or free some space") from None
 
     def read_metrics(self) -> list[dict]:
         path = self.file(METRICS)
@@ -90,7 +101,7 @@ class RunDir:
 
     def append_metrics(self, record: dict) -> None:
         with open(self.file(METRICS), "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(finite(record)) + "\n")
 
     def metrics_sink(self) -> Callable[[dict], None]:
         """An event sink: keeps the train and epoch records."""

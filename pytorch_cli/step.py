@@ -105,5 +105,11 @@ class Meter:
             total += loss * n
         return total, sum(self.sizes)
 
+    def first_bad(self, default: int = 0) -> int:
+        """Index of the first non-finite loss since the last reset (a sync; only on the way
+        out of a failed run)."""
+        bad = (~self.losses[:len(self.sizes)].isfinite()).nonzero()
+        return int(bad[0, 0]) if len(bad) else default
+
     def reset(self) -> None:
         self.sizes = []

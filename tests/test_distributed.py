@@ -111,14 +111,15 @@ def _start(args: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
     return proc, tag
 
 
-def _kill_rank_when(proc: subprocess.Popen, tag: str, metrics: Path, kind: str, rank: int = 1) -> None:
-    """SIGKILL one worker as soon as metrics.jsonl holds a record of this kind."""
+def _kill_rank_when(proc: subprocess.Popen, tag: str, metrics: Path, kind: str,
+                    sig: int = signal.SIGKILL, rank: int = 1) -> None:
+    """Signal one worker (SIGKILL) as soon as metrics.jsonl holds a record of this kind."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if metrics.exists() and f'"kind": "{kind}"' in metrics.read_text():
             pid = _workers(tag).get(rank)
             if pid:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, sig)
                 return
         time.sleep(0.02)
     raise AssertionError(f"no {kind} record to kill at: {proc.communicate()[1][-2000:]}")
@@ -149,6 +150,19 @@ def test_torchrun_restart_continues_from_last_pt_and_ends_as_if_uninterrupted(ru
     assert _final(tmp_path / "r")["test_correct"] == _final(runs / "two")["test_correct"]
     restarted, uninterrupted = _weights(tmp_path / "r"), _weights(runs / "two")
     assert all(torch.equal(restarted[k], uninterrupted[k]) for k in restarted)
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_and_resume_is_exact(runs, tmp_path):
+    proc, tag = _start([*TORCHRUN, "-m", "pytorch_cli", "train", *RUN, "--batch-size", "32",
+                        "--run-dir", "r"], tmp_path)
+    _kill_rank_when(proc, tag, tmp_path / "r/metrics.jsonl", "train", signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "]: Traceback" not in err  # (torchrun's own report has one)
+    saved = torch.load(tmp_path / "r/last.pt", weights_only=False)
+    assert saved["position"]["step"] % 5 == 0 and 0 < saved["position"]["batch"]  # agreed at a log interval
+    _run([*TORCHRUN, "-m", "pytorch_cli", "resume", "r"], tmp_path)
+    resumed, uninterrupted = _weights(tmp_path / "r"), _weights(runs / "two")
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 
 
 def test_a_one_process_checkpoint_resumes_under_two_processes(runs, tmp_path):

@@ -1,0 +1,238 @@
+"""Fault injection with real processes and real files: signals to a running `ptrain train`, full
+and read-only disks (real tmpfs mounts), a vanished run directory, a diverging run, bad inputs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import read_metrics
+
+PY = [sys.executable, "-m", "pytorch_cli"]
+# mnist-cnn has dropout: an exact resume needs the RNG state back as well as the weights
+RUN = ["train", "--dataset", "fake", "--model", "mnist-cnn", "--epochs", "2", "--batch-size", "16",
+       "--log-interval", "5", "--deterministic"]
+
+
+def _tmpfs(path: Path, size: str, options: str = "") -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
+
+
+@pytest.fixture
+def mounts():
+    made: list[Path] = []
+
+    def mount(path: Path, size: str = "1m", options: str = "") -> Path:
+        _tmpfs(path, size, options)
+        made.append(path)
+        return path
+    yield mount
+    for path in reversed(made):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _one_line_error(out: subprocess.CompletedProcess | tuple, codes=(1, 2)) -> str:
+    code, err = (out.returncode, out.stderr) if hasattr(out, "returncode") else out
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code in codes and "Traceback" not in err, (code, err[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("ptrain: error: "), err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory) -> dict:
+    """An uninterrupted run to compare the interrupted ones with."""
+    root = tmp_path_factory.mktemp("faults")
+    subprocess.run([*PY, *RUN, "--run-dir", "full", "--quiet"], cwd=root, check=True, capture_output=True)
+    return torch.load(root / "full/last.pt", weights_only=True)
+
+
+def _wait_for(proc: subprocess.Popen, metrics: Path, ready) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        records = read_metrics(metrics.parent) if metrics.exists() else []
+        if any(ready(r) for r in records):
+            return
+        time.sleep(0.02)
+    raise AssertionError("the run ended before the signal could be sent")
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a["position"]["step"] == b["position"]["step"]
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGUSR1, 143)])
+def test_a_signal_saves_the_exact_position_and_resume_ends_bit_exact(full, tmp_path, sig, code):
+    proc = subprocess.Popen([*PY, *RUN, "--run-dir", "cut"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(proc, tmp_path / "cut/metrics.jsonl", lambda r: r["kind"] == "train" and r["batch"] >= 10)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert f"stopped ({sig.name}) in epoch 1" in out and "`ptrain resume cut`" in out
+    saved = torch.load(tmp_path / "cut/last.pt", weights_only=True)["position"]
+    assert saved["epoch"] == 0 and 10 <= saved["batch"] < 125  # mid-epoch, where it stopped
+    resumed = subprocess.run([*PY, "resume", "cut"], cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_state(torch.load(tmp_path / "cut/last.pt", weights_only=True), full)
+
+
+def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(tmp_path):
+    # big steps (about 0.5 s here), so that the second Ctrl-C lands while the first one waits
+    # for the step to end; a checkpoint every 2 steps
+    proc = subprocess.Popen([*PY, *RUN, "--batch-size", "512", "--save-interval", "2",
+                             "--run-dir", "cut"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while proc.poll() is None and not (tmp_path / "cut/last.pt").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.15)  # two pending SIGINTs would merge into one
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    line = _one_line_error((proc.returncode, err), codes=(130,))
+    assert "interrupted twice" in line and "ptrain resume cut" in line
+    saved = torch.load(tmp_path / "cut/last.pt", weights_only=True)  # intact, loadable
+    assert saved["position"]["step"] >= 2 and not list((tmp_path / "cut").glob(".*tmp*"))
+
+
+def test_sigusr1_under_slurm_saves_then_requeues_the_job(tmp_path):
+    bin_dir = tmp_path / "bin"  # SLURM's scontrol, as far as this job can tell
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/scontrol.args\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {**os.environ, "SLURM_JOB_ID": "4242", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = subprocess.Popen([*PY, *RUN, "--name", "job", "--resume", "auto"], cwd=tmp_path, env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(proc, tmp_path / "runs/job/metrics.jsonl", lambda r: r["kind"] == "train")
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "SLURM job 4242 requeued" in err, err
+    assert (tmp_path / "scontrol.args").read_text().split() == ["requeue", "4242"]
+    assert (tmp_path / "runs/job/last.pt").exists()
+    # the requeued job runs the same line: it continues, and a third start has nothing to do
+    again = subprocess.run([*PY, *RUN, "--name", "job", "--resume", "auto"], cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and "resuming at epoch 1" in again.stdout, again.stderr
+    done = subprocess.run([*PY, *RUN, "--name", "job", "--resume", "auto"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "nothing to do" in done.stdout
+    other = subprocess.run([*PY, *RUN, "--lr", "0.5", "--name", "job", "--resume", "auto"],
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert "was made with other settings (lr)" in _one_line_error(other)
+
+
+def test_a_diverging_run_stops_before_saving_and_json_stays_valid(tmp_path):
+    out = subprocess.run([*PY, "train", "--dataset", "fake", "--lr", "1e6", "--epochs", "2",
+                          "--run-dir", "nan", "--json"], cwd=tmp_path, capture_output=True, text=True)
+    line = _one_line_error((out.returncode, out.stderr.split("\n", 1)[-1]), codes=(3,))
+    assert "became NaN in epoch 1" in line and "--lr" in line and "--clip-grad" in line
+    assert sorted(p.name for p in (tmp_path / "nan").iterdir()) == ["config.toml", "metrics.jsonl"]
+    for text in (tmp_path / "nan/metrics.jsonl").read_text().splitlines():
+        json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))
+
+
+def test_eval_json_of_a_dead_model_has_no_bare_nan(tmp_path):
+    from pytorch_cli.models import build
+    weights = build("lenet", 1, 10, 28).state_dict()
+    weights["fc2.bias"][:] = float("nan")
+    torch.save(weights, tmp_path / "dead.pt")
+    out = subprocess.run([*PY, "eval", "dead.pt", "--model", "lenet", "--dataset", "fake", "--json"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    result = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"bare {c} in --json"))
+    assert result["loss"] is None and result["total"] == 500
+
+
+def test_a_full_disk_during_training_keeps_the_last_checkpoint(tmp_path, mounts):
+    disk = mounts(tmp_path / "disk", "300k")  # last.pt of lenet (~180 kB) fits once, best.pt not
+    out = subprocess.run([*PY, "train", "--dataset", "fake", "--epochs", "2", "--run-dir",
+                          str(disk / "run")], cwd=tmp_path, capture_output=True, text=True)
+    line = _one_line_error(out)
+    assert f"cannot write {disk}/run/" in line and "No space left on device" in line
+    assert torch.load(disk / "run/last.pt", weights_only=True)["position"]["epoch"] == 1
+    assert not [p for p in (disk / "run").iterdir() if ".tmp" in p.name]  # no temporary file left
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript", "safetensors"])
+def test_every_export_format_fails_cleanly_on_a_full_disk(tmp_path, mounts, fmt):
+    subprocess.run([*PY, "train", "--dataset", "fake", "--epochs", "1", "--run-dir", "run"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    disk = mounts(tmp_path / "disk", "32k")
+    out = subprocess.run([*PY, "export", "run", "--format", fmt, "-o", str(disk / f"model.{fmt}")],
+                         cwd=tmp_path, capture_output=True, text=True)
+    line = _one_line_error(out)
+    assert "No space left on device" in line and "nothing was written" in line
+    assert list(disk.iterdir()) == []  # no half file, no temporary file
+
+
+def test_a_read_only_or_vanished_run_directory_is_one_line(tmp_path, mounts):
+    ro = mounts(tmp_path / "ro", "1m", ",ro")
+    out = subprocess.run([*PY, "train", "--dataset", "fake", "--epochs", "1", "--run-dir", str(ro / "run")],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert "Read-only file system" in _one_line_error(out)
+    proc = subprocess.Popen([*PY, "train", "--dataset", "fake", "--epochs", "3", "--save-interval", "5",
+                             "--run-dir", "gone"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(proc, tmp_path / "gone/metrics.jsonl", lambda r: r["kind"] == "train")
+    subprocess.run(["rm", "-rf", str(tmp_path / "gone")], check=True)
+    _, err = proc.communicate(timeout=60)
+    assert "No such file or directory" in _one_line_error((proc.returncode, err))
+
+
+def test_temporary_files_of_a_killed_save_are_cleaned_at_the_next_start(tmp_path):
+    subprocess.run([*PY, "train", "--dataset", "fake", "--epochs", "1", "--run-dir", "run"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "run/.last.pt.tmp99999").write_bytes(b"half a checkpoint")
+    subprocess.run([*PY, "resume", "run", "--epochs", "2"], cwd=tmp_path, check=True, capture_output=True)
+    assert not list((tmp_path / "run").glob(".*tmp*"))
+
+
+def test_debug_shows_the_traceback_and_only_then(tmp_path):
+    plain = subprocess.run([*PY, "eval", "missing.pt"], cwd=tmp_path, capture_output=True, text=True)
+    _one_line_error(plain)
+    debug = subprocess.run([*PY, "eval", "missing.pt", "--debug"], cwd=tmp_path, capture_output=True, text=True)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "ptrain: error:" in debug.stderr
+
+
+BAD_INPUTS = [  # (what a user typed, part of the one line that must answer it)
+    (["train", "--dataset", "fake", "--val-split", "0.9999"], "--val-split"),
+    (["train", "--dataset", "fake", "--name", "../../x"], "plain name"),
+    (["train", "--dataset", "fake", "--run-dir", "a-file"], "is a file"),
+    (["train", "--dataset", "mnist", "--data-dir", "empty", "--no-download"], "empty"),
+    (["train", "--lr", "-1"], "--lr"),
+    (["train", "--lr", "nan"], "--lr"),
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--model", "vgg"], "--model"),
+    (["train", "--device", "cuda:7"], "--device"),
+    (["train", "--no-such-flag"], "No such option"),
+    (["train", "--resume", "sometimes"], "--resume"),
+    (["train", "--dataset", "fake", "--resume", "auto"], "--name or --run-dir"),
+    (["train", "--nproc", "-1"], "--nproc"),
+    (["train", "--config", "missing.toml"], "missing.toml"),
+    (["eval", "missing.pt"], "missing.pt"),
+    (["eval", "a-file"], "a-file"),
+    (["resume", "empty"], "last.pt"),
+    (["export", "missing.pt", "--format", "onnx"], "missing.pt"),
+    (["export", "missing.pt", "--format", "zip"], "--format"),
+    (["predict", "missing.pt", "x.png"], "missing.pt"),
+]
+
+
+@pytest.mark.parametrize("args, says", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_every_bad_input_is_one_line_and_a_usage_or_data_exit_code(tmp_path, args, says):
+    (tmp_path / "a-file").write_text("not a checkpoint")
+    (tmp_path / "empty").mkdir()
+    out = subprocess.run([*PY, *args], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PTRAIN_DATA_DIR": str(tmp_path / "empty")})
+    assert says in _one_line_error(out)
