@@ -157,6 +157,9 @@ def _run_training(cfg: configlib.TrainConfig, run: rundir.RunDir | None, json_ou
                                       else ""), exit_code=130) from None
     except RuntimeError as e:
         emit({"kind": "abort"})
+        if "returned nan values" in str(e):  # --detect-anomaly caught it (its warning shows where)
+            raise stopping.NonFiniteLoss(f"autograd anomaly mode: {str(e).splitlines()[0]} "
+                                         "Nothing was saved from that state") from None
         if distributed.world().size > 1:  # DDP's all-reduce in backward lost a peer
             raise distributed.peer_lost(e) from None
         raise

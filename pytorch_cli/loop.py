@@ -121,6 +121,7 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
               "batch": pos.batch, "step": pos.step,
               "run_dir": str(r.saver.path) if r.saver is not None else None})
     elif r.saver is not None and not dry_run:
+        stopping.check_weights(r.state)
         distributed.from_main(lambda: checkpoint.save_model_file(
             r.saver.file(MODEL), r.state.raw.state_dict(), r.meta, r.cfg.to_dict(),
             {k: result[k] for k in ("epoch", "test_loss", "test_acc") if k in result}))
@@ -162,6 +163,7 @@ def _save(r: Run, name: str) -> None:
     """Every rank comes here (the state gathers every rank's RNG state); rank 0 writes, and
     every rank learns whether that worked."""
     if r.saver is not None:
+        stopping.check_weights(r.state)
         saved = r.state.state_dict()
         distributed.from_main(lambda: checkpoint.save_train_state(
             r.saver.file(name), saved, r.cfg.to_dict(), r.meta))

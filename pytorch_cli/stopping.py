@@ -64,3 +64,12 @@ def check_finite(loss_sum: float, meter: Meter, state: TrainState, lr: float, ma
         "--clip-grad 1.0, or --precision 32; --detect-anomaly names the operation")
     error.echo = not main  # rank 0 says it
     raise error
+
+
+def check_weights(state: TrainState) -> None:
+    """Before any save: a last step can turn the weights non-finite after its loss was read
+    (finite) for the last time; such a state is never written over a good one."""
+    if not all(bool(p.isfinite().all()) for p in state.raw.parameters()):
+        raise NonFiniteLoss(f"the weights became non-finite by step {state.pos.step}; stopped "
+                            "without saving them (last.pt, if any, is the last good state). Try a "
+                            "lower --lr, --clip-grad 1.0, or --precision 32")

@@ -143,6 +143,15 @@ def test_a_diverging_run_stops_before_saving_and_json_stays_valid(tmp_path):
         json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))
 
 
+def test_detect_anomaly_names_the_operation_that_made_the_nan(tmp_path):
+    out = subprocess.run([*PY, "train", "--dataset", "fake", "--lr", "1e6", "--epochs", "1",
+                          "--run-dir", "nan", "--detect-anomaly"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 3 and "Error detected in" in out.stderr  # autograd's own warning
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ptrain: error: autograd anomaly mode: Function '") and "nan" in last
+    assert not (tmp_path / "nan/last.pt").exists()
+
+
 def test_eval_json_of_a_dead_model_has_no_bare_nan(tmp_path):
     from pytorch_cli.models import build
     weights = build("lenet", 1, 10, 28).state_dict()
