@@ -7,13 +7,16 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from typer.exceptions import TyperException
 
-from pytorch_cli import (__version__, config as configlib, distributed, events, export, launch,
-                         lifecycle, loop, rundir, signals, stopping)
+from pytorch_cli import __version__, config as configlib, events, launch, signals
+# torch takes ~4 s to import here: the modules that need it are imported inside the commands
+# that run, so --help, --version and shell completion answer at once.
+if TYPE_CHECKING:
+    from pytorch_cli import rundir
 from pytorch_cli.errors import PtrainError, UsageError
 from pytorch_cli.report import print_eval, reporter
 
@@ -101,6 +104,7 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only epoch results and the summary."),
 ) -> None:
     """Train a classifier; writes config, metrics, checkpoints and model.pth to a run directory."""
+    from pytorch_cli import distributed, lifecycle, rundir
     overrides = _typed_flags(ctx)
     if no_cuda:
         if overrides.get("device", "cpu") != "cpu":
@@ -130,6 +134,7 @@ def train(
 
 
 def _hand_to_torchrun(ctx: typer.Context, nproc: int, max_restarts: int, run_dir: str) -> None:
+    from pytorch_cli import distributed
     if nproc < 1 or max_restarts < 0:
         raise UsageError("--nproc must be at least 1 (and --max-restarts 0 or more)")
     if distributed.launched():
@@ -142,6 +147,7 @@ def _run_training(cfg: configlib.TrainConfig, run: rundir.RunDir | None, json_ou
                   quiet: bool, requeue: bool = True, **kwargs) -> None:
     """Shared by train and resume: progress to stdout (stderr with --json), metrics.jsonl,
     the summary; signals stop the run at a saved position (exit 130 or 143)."""
+    from pytorch_cli import distributed, loop, rundir, stopping
     main = distributed.world().main  # the other ranks print and write nothing
     emit = events.fanout(reporter(sys.stderr if json_out else sys.stdout, quiet) if main else None,
                          run.metrics_sink() if run and main else None)
@@ -189,6 +195,7 @@ def eval_(
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
 ) -> None:
     """Evaluate a saved model: loss, accuracy (top-5 with >10 classes), per-class accuracy, confusion matrix."""
+    from pytorch_cli import lifecycle
     if split not in ("test", "val", "train"):
         raise UsageError(f"--split must be test, val or train, got {split!r}")
     if batch_size < 0:
@@ -213,6 +220,7 @@ def resume(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only epoch results and the summary."),
 ) -> None:
     """Continue a run exactly where its checkpoint left it (mid-epoch included), in the same run directory."""
+    from pytorch_cli import distributed, lifecycle
     distributed.init()
     cfg, run, state = distributed.from_main(
         lambda: lifecycle.prepare_resume(target, epochs, device, model, dataset))
@@ -222,7 +230,7 @@ def resume(
 @app.command(name="export")
 def export_(
     checkpoint_file: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="A run directory (its model.pth), model.pth, last.pt, best.pt, or a bare state_dict (with --model and --dataset)."),
-    format: str = typer.Option(..., "--format", "-f", help="|".join(export.EXPORTERS)),
+    format: str = typer.Option(..., "--format", "-f", help="|".join(configlib.EXPORT_FORMATS)),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: beside the checkpoint, e.g. model.onnx)."),
     model: str = typer.Option("", help="Model of a bare state_dict."),
     dataset: str = typer.Option("", help="Dataset of a bare state_dict."),
@@ -230,8 +238,9 @@ def export_(
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Export a model (input normalisation included; dynamic batch) and verify it by running it."""
-    if format not in export.EXPORTERS:
-        raise UsageError(f"--format must be one of {'|'.join(export.EXPORTERS)}, got {format!r}")
+    from pytorch_cli import lifecycle
+    if format not in configlib.EXPORT_FORMATS:
+        raise UsageError(f"--format must be one of {'|'.join(configlib.EXPORT_FORMATS)}, got {format!r}")
     result = lifecycle.run_export(checkpoint_file, format, output, model, dataset, data_dir)
     if json_out:
         print(json.dumps(result))
@@ -252,6 +261,7 @@ def predict(
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
 ) -> None:
     """Classify images, converted the way the model was trained (grayscale 28x28 or RGB 32x32)."""
+    from pytorch_cli import lifecycle
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
     results = lifecycle.run_predict(checkpoint_file, images, top_k, device, model, dataset)

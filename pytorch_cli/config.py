@@ -29,6 +29,7 @@ PAD_MODES = ("zero", "reflect")
 FLIPS = ("random", "alternate")
 PRECISIONS = ("auto", "32", "bf16", "16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+EXPORT_FORMATS = ("onnx", "pt2", "torchscript", "safetensors")
 
 
 @dataclass

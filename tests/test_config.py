@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from pytorch_cli import config as configlib
-from pytorch_cli import datasets, models, optim
+from pytorch_cli import datasets, export, models, optim
 from pytorch_cli.errors import UsageError
 
 
@@ -11,6 +11,7 @@ def test_registries_and_config_choices_agree():
     assert set(configlib.DATASETS) == set(datasets.SPECS)
     assert set(configlib.MODELS) == set(models.MODELS)
     assert set(configlib.OPTIMIZERS) == set(optim.OPTIMIZERS)
+    assert configlib.EXPORT_FORMATS == tuple(export.EXPORTERS)  # --help lists them without torch
 
 
 def test_defaults_are_the_argparse_examples():
