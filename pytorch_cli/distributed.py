@@ -26,7 +26,6 @@ TIMEOUT_S = float(os.environ.get("PTRAIN_DIST_TIMEOUT", 300))  # a collective wa
 @dataclass(frozen=True)
 class World:
     rank: int = 0
-    local_rank: int = 0
     size: int = 1
 
     @property
@@ -47,7 +46,7 @@ def elastic() -> bool:
 def world() -> World:
     if not (dist.is_available() and dist.is_initialized()):
         return World()
-    return World(dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size())
+    return World(dist.get_rank(), dist.get_world_size())
 
 
 def init() -> None:

@@ -120,8 +120,7 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
         emit({"kind": "stop", "reason": stop.reason, "epoch": pos.epoch + (pos.batch > 0),
               "batch": pos.batch, "step": pos.step,
               "run_dir": str(r.saver.path) if r.saver is not None else None})
-    elif r.saver is not None and not dry_run:
-        stopping.check_weights(r.state)
+    elif r.saver is not None and not dry_run:  # the weights last.pt just got (checked there)
         distributed.from_main(lambda: checkpoint.save_model_file(
             r.saver.file(MODEL), r.state.raw.state_dict(), r.meta, r.cfg.to_dict(),
             {k: result[k] for k in ("epoch", "test_loss", "test_acc") if k in result}))
@@ -215,14 +214,14 @@ def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
             log_t0 = _log(r, epoch, log_meter, log_t0, started, emit)
         if is_step and (dry_run or pos.step >= r.total_steps):
             break
-        stopping = is_step and _stopping(r, stop, cfg.log_interval)
+        stop_now = is_step and _stopping(r, stop, cfg.log_interval)
         if is_step and pos.batch < r.batches and (
-                stopping or (cfg.save_interval and since_save >= cfg.save_interval)):
+                stop_now or (cfg.save_interval and since_save >= cfg.save_interval)):
             _fold(r, epoch_meter)
             pos.elapsed_s = time.perf_counter() - started
             _save(r, LAST)
             since_save = 0
-            if stopping:
+            if stop_now:
                 break
     _fold(r, epoch_meter)  # the sync: the device has finished the epoch's work...
     seconds = time.perf_counter() - t0  # ...so images/s is not overstated
