@@ -1,4 +1,4 @@
-"""Checkpoint files: their formats and versions, atomic writes, weights-only loads.
+"""Checkpoint files: their formats and versions, weights-only loads (written atomically: files.py).
 
 Two file kinds, both dicts tagged with "format" and "version":
 - training state (`last.pt`, `best.pt`): TrainState.state_dict() (state.py says what it holds)
@@ -10,15 +10,15 @@ A third thing loads too: a bare state_dict of tensors, as other scripts save the
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import torch
 
 from pytorch_cli.errors import PtrainError
+from pytorch_cli.files import atomic_write
 
 STATE_FORMAT = "ptrain-train-state"
 MODEL_FORMAT = "ptrain-model"
@@ -38,27 +38,6 @@ def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
                     key, changed = key[len(prefix):], True
         out[key] = value.detach().cpu() if isinstance(value, torch.Tensor) else value
     return out
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over the target: a crash at
-    any moment leaves either the old file or the new one, never a torn one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 def atomic_save(obj: Any, path: Path) -> None:

@@ -7,22 +7,42 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Literal, Optional
 
 import typer
 from typer.exceptions import TyperException
 
-from pytorch_cli import __version__, config as configlib, events, launch, signals
+from pytorch_cli import __version__, cli_runs, config as configlib, events, launch
 # torch takes ~4 s to import here: the modules that need it are imported inside the commands
 # that run, so --help, --version and shell completion answer at once.
-if TYPE_CHECKING:
-    from pytorch_cli import rundir
 from pytorch_cli.errors import PtrainError, UsageError
-from pytorch_cli.report import print_eval, reporter
+from pytorch_cli.report import print_eval
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Train, evaluate, resume and export PyTorch image classifiers.")
+ENV_HELP = """Environment: PTRAIN_DATA_DIR (where datasets are looked for before ./data),
+PTRAIN_DEVICE (--device), PTRAIN_WORKERS (--workers), PTRAIN_RUNS_DIR (instead of runs/),
+PTRAIN_DEBUG=1 (tracebacks), PTRAIN_DIST_TIMEOUT (seconds a DDP collective waits, 300)."""
+
+# Plain click help (no rich panels): readable at 80 columns, choices listed in full.
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Train, evaluate, resume and export PyTorch image classifiers.",
+                  epilog=ENV_HELP)
 D = configlib.TrainConfig()  # defaults shown in --help come from the config itself
+
+# Choices as types: --help lists them, typos are refused, the shell completes them.
+Dataset = Literal[configlib.DATASETS]
+Model = Literal[configlib.MODELS]
+Optimizer = Literal[configlib.OPTIMIZERS]
+Scheduler = Literal[configlib.SCHEDULERS]
+Init = Literal[configlib.INITS]
+Augment = Literal[configlib.AUGMENTS]
+PadMode = Literal[configlib.PAD_MODES]
+Flip = Literal[configlib.FLIPS]
+Precision = Literal[configlib.PRECISIONS]
+CompileMode = Literal[configlib.COMPILE_MODES]
+ExportFormat = Literal[configlib.EXPORT_FORMATS]
+Split = Literal["test", "val", "train"]
+DEVICE_HELP = "auto|cpu|cuda|cuda:N|mps."
 
 
 def _version(value: bool) -> None:
@@ -38,29 +58,29 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def _typed_flags(ctx: typer.Context) -> dict:
-    """Only the flags the user actually typed override the config file."""
+    """Only the flags the user typed (or set in PTRAIN_* variables) override the config file."""
     return {k: v for k, v in ctx.params.items() if k in configlib.FIELD_TYPES
-            and getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+            and getattr(ctx.get_parameter_source(k), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
 
 
-@app.command()
+@app.command(epilog=ENV_HELP, short_help="Train a classifier into a run directory.")
 def train(
     ctx: typer.Context,
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings (see configs/); flags override it."),
-    dataset: str = typer.Option(D.dataset, help="|".join(configlib.DATASETS)),
-    data_dir: str = typer.Option(D.data_dir, help="Folder with the dataset (torchvision layout or the original files). Default: $PTRAIN_DATA_DIR or ./data."),
+    dataset: Dataset = typer.Option(D.dataset),
+    data_dir: str = typer.Option(D.data_dir, help="Folder with the dataset (torchvision layout or the original files). Default: $PTRAIN_DATA_DIR, then ./data."),
     download: bool = typer.Option(D.download, help="Download the dataset with torchvision if it is not found."),
-    model: str = typer.Option(D.model, help="|".join(configlib.MODELS)),
-    init: str = typer.Option(D.init, help="Weight init: " + "|".join(configlib.INITS)),
+    model: Model = typer.Option(D.model),
+    init: Init = typer.Option(D.init, help="Weight init."),
     batch_size: int = typer.Option(D.batch_size, help="Training batch size."),
     test_batch_size: int = typer.Option(D.test_batch_size, help="Evaluation batch size."),
     epochs: float = typer.Option(D.epochs, help="Number of epochs (may be fractional: 9.9)."),
     lr: float = typer.Option(D.lr, help="Learning rate (peak rate for onecycle)."),
     momentum: float = typer.Option(D.momentum, help="SGD/RMSprop momentum."),
     nesterov: bool = typer.Option(D.nesterov, help="Nesterov momentum (SGD)."),
-    optimizer: str = typer.Option(D.optimizer, help="|".join(configlib.OPTIMIZERS)),
+    optimizer: Optimizer = typer.Option(D.optimizer),
     weight_decay: float = typer.Option(D.weight_decay, help="Weight decay (never on biases or norm weights)."),
-    scheduler: str = typer.Option(D.scheduler, help="LR schedule: " + "|".join(configlib.SCHEDULERS)),
+    scheduler: Scheduler = typer.Option(D.scheduler, help="LR schedule."),
     gamma: float = typer.Option(D.gamma, help="LR factor per epoch for --scheduler step."),
     warmup_epochs: float = typer.Option(D.warmup_epochs, help="Linear LR warmup, in epochs."),
     warmup_start: float = typer.Option(D.warmup_start, help="LR factor the warmup starts from."),
@@ -75,28 +95,31 @@ def train(
     tta: bool = typer.Option(D.tta, help="Evaluate the end of the run with test-time augmentation."),
     max_steps: Optional[int] = typer.Option(D.max_steps, help="Stop after this many optimizer steps (then evaluate and save as at the end)."),
     val_split: float = typer.Option(D.val_split, help="Fraction of the training set held out for validation (seeded)."),
-    augment: str = typer.Option(D.augment, help="|".join(configlib.AUGMENTS) + " (auto: crop-flip for CIFAR, none for MNIST)."),
+    augment: Augment = typer.Option(D.augment, help="auto: crop-flip for CIFAR, none for MNIST."),
     crop_pad: int = typer.Option(D.crop_pad, help="Crop padding in pixels (0: 4 for 32 px images, 2 for 28 px)."),
-    pad_mode: str = typer.Option(D.pad_mode, help="zero|reflect: how crops are padded."),
-    flip: str = typer.Option(D.flip, help="random|alternate: with crop-flip, flip at random or mirror each image every other epoch."),
-    workers: int = typer.Option(D.workers, help="0: batches are sliced on the device; N: N loader processes feed them from host memory."),
+    pad_mode: PadMode = typer.Option(D.pad_mode, help="How crops are padded."),
+    flip: Flip = typer.Option(D.flip, help="With crop-flip, flip at random or mirror each image every other epoch."),
+    workers: int = typer.Option(D.workers, envvar="PTRAIN_WORKERS", help="0: batches are sliced on the device; N: N loader processes feed them from host memory."),
     seed: int = typer.Option(D.seed, help="Seed for every random generator."),
     deterministic: bool = typer.Option(D.deterministic, help="Use deterministic algorithms only."),
     detect_anomaly: bool = typer.Option(D.detect_anomaly, help="Autograd anomaly mode: name the operation that made a NaN (slow)."),
-    device: str = typer.Option(D.device, help="auto|cpu|cuda|cuda:N|mps"),
-    precision: str = typer.Option(D.precision, help="auto|32|bf16|16: autocast for forward and loss (16 with a GradScaler); auto = bf16 on CUDA that supports it, else 32."),
+    device: str = typer.Option(D.device, envvar="PTRAIN_DEVICE", help=DEVICE_HELP),
+    no_accel: bool = typer.Option(False, "--no-accel", "--no-cuda", help="Train on the CPU (as --device cpu; the MNIST example's flags)."),
+    no_mps: bool = typer.Option(False, "--no-mps", help="Never pick Apple's MPS for --device auto."),
+    precision: Precision = typer.Option(D.precision, help="Autocast for forward and loss (16 with a GradScaler); auto = bf16 on CUDA that supports it, else 32."),
     compile: bool = typer.Option(D.compile, help="torch.compile the model (in place; saved keys unchanged)."),
-    compile_mode: str = typer.Option(D.compile_mode, help="|".join(configlib.COMPILE_MODES) + " (reduce-overhead = CUDA graphs)."),
-    channels_last: bool = typer.Option(D.channels_last, help="Channels-last (NHWC) memory format for model and batches; --no-channels-last for NCHW."),
-    no_cuda: bool = typer.Option(False, "--no-cuda", help="Alias of --device cpu."),
-    log_interval: int = typer.Option(D.log_interval, help="Batches between log records."),
+    compile_mode: CompileMode = typer.Option(D.compile_mode, help="reduce-overhead = CUDA graphs."),
+    channels_last: bool = typer.Option(D.channels_last, help="Channels-last (NHWC) memory format for model and batches."),
+    log_interval: int = typer.Option(D.log_interval, help="Batches between metrics.jsonl records (plain output prints one per quarter epoch or 30 s)."),
     save_interval: int = typer.Option(D.save_interval, help="Batches between checkpoints (0 = once per epoch)."),
     save_model: bool = typer.Option(D.save_model, help="Write checkpoints and model.pth."),
+    tensorboard: bool = typer.Option(D.tensorboard, help="Also write TensorBoard data to RUN_DIR/tensorboard (pip install 'pytorch-cli[tensorboard]')."),
+    profile: int = typer.Option(0, metavar="N", help="Profile N steps after a 5-step warm-up: Chrome trace in the run directory, top operators printed."),
     dry_run: bool = typer.Option(False, help="Run one training and one test batch, write nothing."),
     name: str = typer.Option("", help="Run name: the run directory is runs/NAME."),
     run_dir: str = typer.Option("", help="Run directory (overrides --name)."),
     overwrite: bool = typer.Option(False, help="Replace the files of an existing run directory."),
-    resume: str = typer.Option("never", "--resume", help="auto: continue the named run if its last.pt has these settings, else start it (torchrun restarts do this)."),
+    resume: Literal["never", "auto"] = typer.Option("never", "--resume", help="auto: continue the named run if its last.pt has these settings, else start it (torchrun restarts do this)."),
     requeue: bool = typer.Option(True, help="Under SLURM: after SIGUSR1 (sbatch --signal=USR1@N), save, then `scontrol requeue` the job."),
     nproc: int = typer.Option(0, help="Train with N processes on this machine (DDP): hands the job to torchrun. --batch-size is per process."),
     max_restarts: int = typer.Option(0, help="With --nproc: restart failed workers up to K times; they continue from last.pt."),
@@ -104,15 +127,22 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only epoch results and the summary."),
 ) -> None:
     """Train a classifier; writes config, metrics, checkpoints and model.pth to a run directory."""
-    from pytorch_cli import distributed, lifecycle, rundir
+    from pytorch_cli import distributed, lifecycle, rundir, session
     overrides = _typed_flags(ctx)
-    if no_cuda:
+    if no_accel:
         if overrides.get("device", "cpu") != "cpu":
-            raise UsageError("--no-cuda contradicts --device " + overrides["device"])
+            raise UsageError("--no-accel/--no-cuda contradict --device " + overrides["device"])
         overrides["device"] = "cpu"
+    if no_mps and overrides.get("device", "auto") == "auto":
+        from pytorch_cli import runtime
+        if runtime.resolve_device("auto").type == "mps":
+            overrides["device"] = "cpu"
     cfg = configlib.resolve(config, overrides)
-    if resume not in ("never", "auto"):
-        raise UsageError(f"--resume must be auto or never, got {resume!r}")
+    if profile < 0:
+        raise UsageError("--profile must be 0 (off) or a number of steps")
+    if cfg.tensorboard:
+        from pytorch_cli import tensorboard_sink
+        tensorboard_sink.require()
     default = config.stem if config else cfg.dataset
     if nproc or max_restarts:
         _hand_to_torchrun(ctx, nproc, max_restarts, "" if name or run_dir or dry_run
@@ -130,7 +160,8 @@ def train(
                 raise
             print(f"ptrain: nothing to do: {e}".split("; pass --epochs")[0])
             return
-    _run_training(cfg, run, json_out, quiet, requeue, dry_run=dry_run, resume=saved)
+    session.run_training(cfg, run, json_out, quiet, requeue, dry_run=dry_run, resume=saved,
+                         profile=profile)
 
 
 def _hand_to_torchrun(ctx: typer.Context, nproc: int, max_restarts: int, run_dir: str) -> None:
@@ -143,76 +174,42 @@ def _hand_to_torchrun(ctx: typer.Context, nproc: int, max_restarts: int, run_dir
     launch.handoff((ctx.obj or {}).get("argv", sys.argv[1:]), nproc, max_restarts, run_dir)
 
 
-def _run_training(cfg: configlib.TrainConfig, run: rundir.RunDir | None, json_out: bool,
-                  quiet: bool, requeue: bool = True, **kwargs) -> None:
-    """Shared by train and resume: progress to stdout (stderr with --json), metrics.jsonl,
-    the summary; signals stop the run at a saved position (exit 130 or 143)."""
-    from pytorch_cli import distributed, loop, rundir, stopping
-    main = distributed.world().main  # the other ranks print and write nothing
-    emit = events.fanout(reporter(sys.stderr if json_out else sys.stdout, quiet) if main else None,
-                         run.metrics_sink() if run and main else None)
-    stop = stopping.StopFlag()
-    try:
-        with signals.stop_on_signals(stop.request):
-            summary = loop.train(cfg, run, emit, stop=stop, **kwargs)
-    except KeyboardInterrupt:  # a second Ctrl-C: out at once
-        emit({"kind": "abort"})
-        resumable = run is not None and run.file(rundir.LAST).exists()
-        raise PtrainError("interrupted twice: stopped at once; the checkpoints already written are "
-                          "intact" + (f" (continue with `ptrain resume {run.path}`)" if resumable
-                                      else ""), exit_code=130) from None
-    except RuntimeError as e:
-        emit({"kind": "abort"})
-        if "returned nan values" in str(e):  # --detect-anomaly caught it (its warning shows where)
-            raise stopping.NonFiniteLoss(f"autograd anomaly mode: {str(e).splitlines()[0]} "
-                                         "Nothing was saved from that state") from None
-        if distributed.world().size > 1:  # DDP's all-reduce in backward lost a peer
-            raise distributed.peer_lost(e) from None
-        raise
-    except BaseException:
-        emit({"kind": "abort"})
-        raise
-    distributed.close()
-    if json_out and main:
-        print(json.dumps(events.finite(summary)))
-    if summary["stopped"]:
-        if stop.reason == "SIGUSR1" and requeue and main and os.environ.get("SLURM_JOB_ID"):
-            print(f"ptrain: {signals.slurm_requeue()}", file=sys.stderr)
-        raise typer.Exit(signals.EXIT_CODES.get(stop.reason, 143))
-
-
-@app.command(name="eval")
+@app.command(name="eval", short_help="Evaluate a saved model.", epilog=ENV_HELP)
 def eval_(
     checkpoint_file: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="A run directory (its model.pth), model.pth, last.pt, best.pt, or a bare state_dict (with --model and --dataset)."),
-    model: str = typer.Option("", help="Model of a bare state_dict: " + "|".join(configlib.MODELS)),
-    dataset: str = typer.Option("", help="Dataset of a bare state_dict: " + "|".join(configlib.DATASETS)),
+    model: Optional[Model] = typer.Option(None, help="Model of a bare state_dict."),
+    dataset: Optional[Dataset] = typer.Option(None, help="Dataset of a bare state_dict."),
     data_dir: str = typer.Option("", help="Where the dataset is (default: as in the run's config)."),
     download: bool = typer.Option(True, help="Download the dataset if it is not found."),
-    split: str = typer.Option("test", help="test|val|train"),
+    split: Split = typer.Option("test"),
     batch_size: int = typer.Option(0, help="Batch size (default: the run's --test-batch-size)."),
-    device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps"),
+    device: str = typer.Option("auto", envvar="PTRAIN_DEVICE", help=DEVICE_HELP),
     tta: bool = typer.Option(False, help="Test-time augmentation: weighted logits over 1-px shifted (and, for CIFAR, mirrored) views."),
+    plot_confusion: Optional[Path] = typer.Option(None, metavar="FILE.png", help="Also draw the confusion matrix into this image (pip install 'pytorch-cli[plot]')."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
 ) -> None:
     """Evaluate a saved model: loss, accuracy (top-5 with >10 classes), per-class accuracy, confusion matrix."""
-    from pytorch_cli import lifecycle
-    if split not in ("test", "val", "train"):
-        raise UsageError(f"--split must be test, val or train, got {split!r}")
+    from pytorch_cli import lifecycle, plot
     if batch_size < 0:
         raise UsageError("--batch-size must be at least 1")
-    result = lifecycle.run_eval(checkpoint_file, model, dataset, data_dir, split, batch_size, device,
-                             tta, download)
+    if plot_confusion:
+        plot.require_matplotlib("--plot-confusion")
+    result = lifecycle.run_eval(checkpoint_file, model or "", dataset or "", data_dir, split,
+                                batch_size, device, tta, download)
     if json_out:
         print(json.dumps(events.finite(result)))
     else:
         print_eval(result, sys.stdout)
+    if plot_confusion:
+        plot.confusion(result, plot_confusion)
+        print(f"confusion matrix drawn in {plot_confusion}", file=sys.stderr if json_out else sys.stdout)
 
 
-@app.command()
+@app.command(short_help="Continue a run from its last.pt.", epilog=ENV_HELP)
 def resume(
     target: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="A run directory (continues its last.pt) or a last.pt/best.pt file."),
     epochs: Optional[float] = typer.Option(None, help="Train to this many epochs in all (extends the run)."),
-    device: Optional[str] = typer.Option(None, help="Continue on another device: auto|cpu|cuda|cuda:N|mps."),
+    device: Optional[str] = typer.Option(None, envvar="PTRAIN_DEVICE", help="Continue on another device: " + DEVICE_HELP),
     model: str = typer.Option("", hidden=True),
     dataset: str = typer.Option("", hidden=True),
     requeue: bool = typer.Option(True, help="Under SLURM: after SIGUSR1, save, then `scontrol requeue` the job."),
@@ -220,17 +217,17 @@ def resume(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only epoch results and the summary."),
 ) -> None:
     """Continue a run exactly where its checkpoint left it (mid-epoch included), in the same run directory."""
-    from pytorch_cli import distributed, lifecycle
+    from pytorch_cli import distributed, lifecycle, session
     distributed.init()
     cfg, run, state = distributed.from_main(
         lambda: lifecycle.prepare_resume(target, epochs, device, model, dataset))
-    _run_training(cfg, run, json_out, quiet, requeue, resume=state)
+    session.run_training(cfg, run, json_out, quiet, requeue, resume=state)
 
 
-@app.command(name="export")
+@app.command(name="export", short_help="Export a model (ONNX...), verified.")
 def export_(
     checkpoint_file: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="A run directory (its model.pth), model.pth, last.pt, best.pt, or a bare state_dict (with --model and --dataset)."),
-    format: str = typer.Option(..., "--format", "-f", help="|".join(configlib.EXPORT_FORMATS)),
+    format: ExportFormat = typer.Option(..., "--format", "-f"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output file (default: beside the checkpoint, e.g. model.onnx)."),
     model: str = typer.Option("", help="Model of a bare state_dict."),
     dataset: str = typer.Option("", help="Dataset of a bare state_dict."),
@@ -239,8 +236,6 @@ def export_(
 ) -> None:
     """Export a model (input normalisation included; dynamic batch) and verify it by running it."""
     from pytorch_cli import lifecycle
-    if format not in configlib.EXPORT_FORMATS:
-        raise UsageError(f"--format must be one of {'|'.join(configlib.EXPORT_FORMATS)}, got {format!r}")
     result = lifecycle.run_export(checkpoint_file, format, output, model, dataset, data_dir)
     if json_out:
         print(json.dumps(result))
@@ -250,12 +245,12 @@ def export_(
               f"metadata in {result['sidecar']}")
 
 
-@app.command()
+@app.command(short_help="Classify image files.", epilog=ENV_HELP)
 def predict(
     checkpoint_file: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help="A run directory (its model.pth), model.pth, last.pt or best.pt."),
     images: list[Path] = typer.Argument(..., metavar="IMAGE...", help="PNG/JPEG files, any size or mode."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
-    device: str = typer.Option("auto", help="auto|cpu|cuda|cuda:N|mps"),
+    device: str = typer.Option("auto", envvar="PTRAIN_DEVICE", help=DEVICE_HELP),
     model: str = typer.Option("", help="Model of a bare state_dict."),
     dataset: str = typer.Option("", help="Dataset of a bare state_dict."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
@@ -274,6 +269,11 @@ def predict(
             print(f"{r['image']}: " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
     if any("error" in r for r in results):
         raise typer.Exit(1)
+
+
+# Looking at runs: cli_runs.py (torch-free, as these commands are).
+app.command(name="runs", short_help="List runs and their status.")(cli_runs.runs)
+app.command(name="plot", short_help="Draw loss and accuracy curves.")(cli_runs.plot)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -84,6 +84,7 @@ class TrainConfig:
     log_interval: int = 10
     save_interval: int = 0  # batches between mid-epoch checkpoints; 0 = once per epoch
     save_model: bool = True
+    tensorboard: bool = False  # also write RUN_DIR/tensorboard (the optional extra)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pytorch_cli.checkpoint import atomic_write
+from pytorch_cli.files import atomic_write
 from pytorch_cli.errors import PtrainError
 
 TOLERANCE = 1e-4

@@ -144,6 +144,7 @@ def prepare_resume(target: Path, epochs: float | None = None, device: str | None
                              "start a new run with `ptrain train` instead")
     cfg = _continued(cfg, saved, path, epochs, device)
     run = RunDir(path.parent)
+    run.lock()  # refused while another process trains in it; before touching its metrics
     run.trim_metrics(position_of(saved).step)
     return cfg, run, saved
 
@@ -179,7 +180,8 @@ class AlreadyFinished(UsageError):
 
 
 # What may differ between a run and the command that continues it with --resume auto.
-FREE_TO_CHANGE = ("device", "data_dir", "download", "workers", "log_interval", "save_interval")
+FREE_TO_CHANGE = ("device", "data_dir", "download", "workers", "log_interval", "save_interval",
+                  "tensorboard")
 
 
 def prepare_train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str,
@@ -208,5 +210,6 @@ def prepare_train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: 
     cfg = _continued(configlib.from_dict(saved["config"]), saved, path / LAST,
                      max(cfg.epochs, theirs.epochs), cfg.device)
     run = RunDir(path)
+    run.lock()
     run.trim_metrics(position_of(saved).step)
     return cfg, run, saved

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from pytorch_cli import (batches, checkpoint, datasets, distributed, models, optim, runtime, step,
-                         stopping)
+from pytorch_cli import (batches, checkpoint, datasets, distributed, models, optim, profiling,
+                         runtime, step, stopping)
 from pytorch_cli.config import TrainConfig, to_toml
 from pytorch_cli.evaluate import evaluate
 from pytorch_cli.events import Emit
-from pytorch_cli.rundir import BEST, LAST, MODEL, RunDir
+from pytorch_cli.rundir import BEST, LAST, MODEL, TRACE, RunDir
 from pytorch_cli.state import TrainState
 from pytorch_cli.stopping import StopFlag
 
@@ -41,6 +41,7 @@ class Run:
     amp: torch.dtype | None  # autocast dtype; None: float32
     saver: RunDir | None = None  # where checkpoints go; None: a dry run or --no-save-model
     compiled: bool = False  # with --compile: the first step (which compiles) has run
+    profiler: profiling.StepProfiler | None = None  # --profile
     setup_s: float = 0.0  # seconds setup took, of which...
     data_s: float = 0.0  # ...reading the dataset and moving it to where batches are made
 
@@ -93,16 +94,30 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Run:
 
 
 def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag | None = None,
-          resume: dict | None = None, dry_run: bool = False) -> dict:
+          resume: dict | None = None, dry_run: bool = False, profile: int = 0) -> dict:
     """Train per `cfg`, writing into `run_dir` (None: write nothing); returns the final summary.
-    `resume`: a saved training state to continue from, at the batch after the one it saved."""
-    stop = stop if stop is not None else StopFlag()
+    `resume`: a saved training state to continue from, at the batch after the one it saved.
+    `profile`: profile that many steps after a warm-up (profiling.py)."""
     r = setup(cfg, resume)
-    if run_dir is not None:
+    if run_dir is not None:  # rank 0 creates it and holds its lock until the run is over
         distributed.from_main(lambda: run_dir.create(to_toml(r.cfg)))
         r.saver = run_dir if r.cfg.save_model else None
+    trace = run_dir.file(TRACE) if run_dir is not None else None
+    r.profiler = profiling.StepProfiler(profile if r.world.main else 0, r.device, trace, emit,
+                                        r.state.pos.step)
+    try:
+        return _train(r, run_dir, emit, stop if stop is not None else StopFlag(), resume is not None,
+                      dry_run)
+    finally:
+        r.profiler.close()
+        if run_dir is not None and r.world.main:
+            run_dir.unlock()
+
+
+def _train(r: Run, run_dir: RunDir | None, emit: Emit, stop: StopFlag, resumed: bool,
+           dry_run: bool) -> dict:
     pos = r.state.pos
-    emit(_start_record(r, run_dir, dry_run, resume is not None))
+    emit(_start_record(r, run_dir, dry_run, resumed))
     started = time.perf_counter() - pos.elapsed_s
     result: dict = {}
     for epoch in range(pos.epoch, math.ceil(r.cfg.epochs)):  # a fractional last one ends at total_steps
@@ -146,7 +161,7 @@ def _start_record(r: Run, run_dir: RunDir | None, dry_run: bool, resumed: bool) 
             "left_out": batches.left_out(len(r.train), r.cfg.batch_size, r.world.size),
             "run_dir": str(run_dir.path) if run_dir else None, "dry_run": dry_run,
             "resume_at": [r.state.pos.epoch + 1, r.state.pos.batch] if resumed else None,
-            "setup_s": r.setup_s, "data_s": r.data_s,
+            "step": r.state.pos.step, "setup_s": r.setup_s, "data_s": r.data_s,
             "time": time.time()}  # wall clock: anchors the run's elapsed_s to the process's start
 
 
@@ -199,6 +214,8 @@ def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
         group_samples = min(n_used, (group[-1] + 1) * global_batch) - group[0] * global_batch
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if pos.step == 0 and b == 0 and r.world.main:  # what the model sees (TensorBoard's grid)
+            emit({"kind": "sample", "step": 0, "images": x[:64].detach().float().cpu()})
         loss = step.forward_backward(state.model, x, y, len(y) * world / group_samples,
                                      cfg.label_smoothing, is_step, r.amp, state.scaler)
         epoch_meter.add(loss, len(y))
@@ -206,6 +223,8 @@ def train_epoch(r: Run, epoch: int, emit: Emit, stop: StopFlag, started: float,
         images, since_save, pos.batch = images + len(y), since_save + 1, b + 1
         if is_step:
             step.optimizer_step(state, cfg.clip_grad)
+            if r.profiler is not None:
+                r.profiler.step()
             if cfg.lookahead_every:
                 step.lookahead_after_step(state, r.total_steps, cfg.lookahead_every, cfg.lookahead_decay)
             if cfg.compile and not r.compiled:  # time compilation apart from throughput

@@ -1,8 +1,10 @@
-"""What a person sees while training: a rich progress bar on a terminal, plain one-line records
-otherwise (redirected output, nohup, SLURM: no carriage returns, no ANSI codes)."""
+"""What a person sees: while training, a rich progress bar on a terminal, plain one-line records
+otherwise (redirected output, nohup, SLURM: no carriage returns, no ANSI codes, a line every
+quarter epoch or 30 s); evaluation results; the table of runs."""
 
 from __future__ import annotations
 
+import time
 from typing import Callable, TextIO
 
 from rich.console import Console
@@ -42,6 +44,11 @@ def format_record(r: dict) -> str | None:
                 f"{' with TTA' if r.get('tta') else ''} "
                 f"({r['test_correct']}/{r['test_total']}) {r['images_per_s']:.0f} img/s; "
                 f"train {r['train_s']:.1f}s eval {r['eval_s']:.1f}s, {r['elapsed_s']:.1f}s in all")
+    if kind == "profile":
+        trace = f"; Chrome trace (chrome://tracing, ui.perfetto.dev): {r['trace']}" if r["trace"] else ""
+        head = (f"profiled {plural(r['steps'], 'step')} from step {r['first_step']}{trace}"
+                if r["steps"] else "profile:")
+        return f"{head}\n{r['table']}"
     if kind == "compile":
         return f"compiled ({r['mode']}) in {r['seconds']:.1f}s, timed apart from training"
     if kind == "stop":
@@ -102,10 +109,29 @@ def print_eval(r: dict, stream: TextIO) -> None:
     print("\n".join(lines), file=stream, flush=True)
 
 
+PLAIN_PARTS, PLAIN_SECONDS = 4, 30.0  # plain output: a train line per quarter epoch, or 30 s
+
+
 def plain_reporter(stream: TextIO, quiet: bool) -> Callable[[dict], None]:
+    """Readable in a log file: of the train records (every --log-interval batches, all kept in
+    metrics.jsonl), one per quarter of an epoch, or after 30 s without a line."""
+    last = {"part": 0, "epoch": 0, "at": time.monotonic()}
+
+    def due(r: dict) -> bool:
+        part = PLAIN_PARTS * r["batch"] // max(r["batches"], 1)
+        if r["epoch"] != last["epoch"]:
+            last.update(epoch=r["epoch"], part=0)
+        if part > last["part"] or time.monotonic() - last["at"] >= PLAIN_SECONDS:
+            last.update(part=part)
+            return True
+        return False
+
     def emit(r: dict) -> None:
         if quiet and r["kind"] in ("start", "train"):
             return
+        if r["kind"] == "train" and not due(r):
+            return
+        last["at"] = time.monotonic()
         line = format_record(r)
         if line:
             print(line, file=stream, flush=True)
@@ -118,11 +144,13 @@ def live_reporter(stream: TextIO, quiet: bool) -> Callable[[dict], None]:
     progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=console)
-    task = None
+    task, accs = None, []
 
     def emit(r: dict) -> None:
         nonlocal task
         kind = r["kind"]
+        if kind == "epoch":
+            accs.append(r.get("val_acc", r["test_acc"]))
         if kind == "start":
             progress.start()
         if kind == "train" and not quiet:
@@ -138,8 +166,91 @@ def live_reporter(stream: TextIO, quiet: bool) -> Callable[[dict], None]:
         line = format_record(r)
         if line and not (kind == "train" or (quiet and kind == "start")):
             console.print(line, highlight=False, markup=False)
+        if kind == "end" and len(accs) > 1 and not r.get("stopped"):
+            console.print(f"{'val' if 'val_acc' in r else 'test'} acc by epoch  "
+                          f"{sparkline(accs)}  {100 * accs[0]:.2f}% -> {100 * accs[-1]:.2f}% "
+                          f"(best {100 * max(accs):.2f}%, epoch {accs.index(max(accs)) + 1})",
+                          highlight=False, markup=False)
     return emit
+
+
+def sparkline(values: list[float]) -> str:
+    """One block character per value, scaled from the lowest to the highest."""
+    bars = "▁▂▃▄▅▆▇█"
+    lo, hi = min(values), max(values)
+    return "".join(bars[round((v - lo) / (hi - lo) * 7) if hi > lo else 7] for v in values)
 
 
 def reporter(stream: TextIO, quiet: bool = False) -> Callable[[dict], None]:
     return live_reporter(stream, quiet) if stream.isatty() else plain_reporter(stream, quiet)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(int(seconds), 0)}s"
+
+
+RUNS_COLUMNS = ("run", "dataset", "model", "epochs", "best", "last", "time", "status", "modified")
+TERMINAL_COLUMNS = ("run", "dataset model", "epochs", "best", "last", "time", "status", "age")
+STATUS_STYLES = {"running": "bold cyan", "finished": "green", "interrupted": "yellow", "failed": "red"}
+
+
+def _runs_rows(runs: list[dict], terminal: bool) -> list[list[str]]:
+    """Plain text keeps one field per column for awk; a terminal gets "mnist lenet" in one
+    column and the age instead of the date, so that 8 columns fit 80 characters."""
+    pct = lambda v: "" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    rows = []
+    for r in runs:
+        what = [r["dataset"] or "?", r["model"] or "?"]
+        when = (_age(time.time() - r["modified"]) if terminal
+                else time.strftime("%Y-%m-%d %H:%M", time.localtime(r["modified"])))
+        epochs = f"{r['epochs_done']:g}" + (f"/{r['epochs']:g}" if r["epochs"] is not None else "")
+        best = pct(r["best_acc"]) + (" (val)" if r["best_on"] == "val" and r["best_acc"] is not None else "")
+        status = r["status"] + (f" ({r['detail']})" if r["detail"] else "")
+        rows.append([r["run"], *([" ".join(what)] if terminal else what), epochs, best,
+                     pct(r["last_acc"]), _duration(r["elapsed_s"]), status, when])
+    return rows
+
+
+def _fit(rows: list[list[str]], width: int) -> list[int]:
+    """Column widths: every cell on one line if the terminal is wide enough; else wrapped at
+    spaces, never a word cut ("interru…"), the room left going to status and best first."""
+    cols = list(zip(TERMINAL_COLUMNS, *rows))
+    full = [max(map(len, col)) for col in cols]
+    widths = [max(len(w) for cell in col for w in cell.split() or [""]) for col in cols]
+    room = width - 2 * (len(cols) - 1) - sum(widths)
+    for i in (6, 3, 1, 0, 2, 4, 5, 7):
+        grow = max(min(room, full[i] - widths[i]), 0)
+        widths[i], room = widths[i] + grow, room - grow
+    return widths
+
+
+def print_runs(runs: list[dict], stream: TextIO) -> None:
+    """A rich table on a terminal, aligned plain text otherwise (for grep and awk)."""
+    terminal = stream.isatty()
+    rows = _runs_rows(runs, terminal)
+    if terminal:
+        from rich import box
+        from rich.table import Table
+        console = Console(file=stream)
+        table = Table(title=plural(len(runs), "run"), box=box.SIMPLE_HEAD, padding=(0, 1),
+                      pad_edge=False, show_edge=False, collapse_padding=True)
+        for i, (name, width) in enumerate(zip(TERMINAL_COLUMNS, _fit(rows, console.width))):
+            table.add_column(name, width=width, justify="right" if 2 <= i <= 5 or i == 7 else "left")
+        for r, row in zip(runs, rows):
+            table.add_row(*row, style=STATUS_STYLES.get(r["status"]))
+        console.print(table)
+        return
+    widths = [max(len(x) for x in col) for col in zip(RUNS_COLUMNS, *rows)]
+    for row in [list(RUNS_COLUMNS), *rows]:
+        print("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip(), file=stream)

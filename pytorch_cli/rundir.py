@@ -1,29 +1,36 @@
-"""The run directory: its layout, choosing its name, the overwrite rule, metrics.jsonl, and the
-listing of runs.
+"""The run directory: its layout, choosing its name, the overwrite rule, metrics.jsonl, the lock
+a training process holds on it (runs.py reads them all for `ptrain runs`).
 
     runs/NAME/config.toml    the resolved config
               metrics.jsonl  one JSON record per log interval and per epoch
               last.pt        training state, for resume
               best.pt        training state of the best epoch
               model.pth      final weights + what rebuilds the model
+              run.lock       flock()ed by the process training in it (holds its pid)
+              tensorboard/   with --tensorboard
 """
 
 from __future__ import annotations
 
 import json
-import tomllib
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pytorch_cli.checkpoint import atomic_write
+from pytorch_cli import files
+from pytorch_cli.files import atomic_write
 from pytorch_cli.errors import PtrainError, UsageError
 from pytorch_cli.events import finite
 
-ROOT = Path("runs")
+ROOT = Path(os.environ.get("PTRAIN_RUNS_DIR") or "runs")
 CONFIG, METRICS, LAST, BEST, MODEL = "config.toml", "metrics.jsonl", "last.pt", "best.pt", "model.pth"
 RUN_FILES = (CONFIG, METRICS, LAST, BEST, MODEL)
-LOGGED = ("start", "compile", "train", "epoch")  # the event kinds metrics.jsonl keeps
+LOCK = "run.lock"
+TRACE, TENSORBOARD = "profile-trace.json", "tensorboard"  # with --profile, --tensorboard
+# the event kinds metrics.jsonl keeps: the curves, and how each process's run ended
+LOGGED = ("start", "compile", "train", "epoch", "stop", "end", "abort")
 
 
 def holds_run(path: Path) -> bool:
@@ -52,12 +59,21 @@ def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: b
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path} is a file, not a directory; choose another --name/--run-dir")
     if holds_run(path) and not check_only:
+        _check_free(path)
         if not overwrite:
             raise UsageError(f"{path} already holds a run; choose another --name/--run-dir, "
                              f"continue it with `ptrain resume {path}`, or pass --overwrite")
-        for f in RUN_FILES:
+        for f in (*RUN_FILES, TRACE):
             (path / f).unlink(missing_ok=True)
+        shutil.rmtree(path / TENSORBOARD, ignore_errors=True)  # old curves would mix with new
     return path
+
+
+def _check_free(path: Path) -> None:
+    pid = files.holder(path / LOCK)
+    if pid is not None:
+        raise UsageError(f"{path} is in use: a ptrain process (pid {pid}) is training in it; "
+                         "wait for it, stop it, or choose another --name/--run-dir")
 
 
 def _parse(lines: list[str]) -> list[dict]:
@@ -87,13 +103,23 @@ class RunDir:
                               "way; choose another --name/--run-dir") from None
         except OSError as e:
             raise PtrainError(f"cannot create the run directory {self.path}: {e.strerror}") from None
-        for leftover in self.path.glob(".*.tmp*"):  # atomic_write's, from a process killed mid-save
-            leftover.unlink(missing_ok=True)
         try:
+            self.lock()  # before the clean-up: those could be a live run's files
+            for leftover in self.path.glob(".*.tmp*"):  # atomic_write's, from a killed save
+                leftover.unlink(missing_ok=True)
             atomic_write(self.file(CONFIG), lambda f: f.write(config_toml.encode()))
         except OSError as e:
             raise PtrainError(f"cannot write to the run directory {self.path}: {e.strerror}; "
                               "choose another --run-dir or free some space") from None
+
+    def lock(self) -> None:
+        """Claim the directory for this process's training (re-entrant); refused while another
+        live process trains in it."""
+        if files.lock(self.file(LOCK)) is not None:
+            _check_free(self.path)
+
+    def unlock(self) -> None:
+        files.unlock(self.file(LOCK))
 
     def read_metrics(self) -> list[dict]:
         path = self.file(METRICS)
@@ -104,9 +130,14 @@ class RunDir:
             f.write(json.dumps(finite(record)) + "\n")
 
     def metrics_sink(self) -> Callable[[dict], None]:
-        """An event sink: keeps the train and epoch records."""
+        """An event sink: keeps the LOGGED records. An abort counts only after a start: a resume
+        that could not even begin (no dataset...) leaves the run's record as it was."""
+        started = False
+
         def sink(record: dict) -> None:
-            if record["kind"] in LOGGED:
+            nonlocal started
+            started = started or record["kind"] == "start"
+            if record["kind"] in LOGGED and (started or record["kind"] != "abort"):
                 self.append_metrics(record)
         return sink
 
@@ -129,29 +160,3 @@ def checkpoint_in(target: Path, name: str) -> Path:
                if name == MODEL else "was it trained with --no-save-model?")
         raise PtrainError(f"{target} has no {name} ({why}); name a checkpoint file instead")
     return path
-
-
-def summary(path: Path) -> dict:
-    """One run at a glance: its config's dataset and model, epochs done, last and best test
-    accuracy, whether it finished."""
-    run = RunDir(path)
-    try:
-        config = tomllib.loads(run.file(CONFIG).read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        config = {}
-    epochs = [r for r in run.read_metrics() if r.get("kind") == "epoch"]
-    accs = [r["test_acc"] for r in epochs if "test_acc" in r]
-    return {"run": str(path), "dataset": config.get("dataset"), "model": config.get("model"),
-            "epochs_done": epochs[-1]["epoch"] if epochs else 0, "epochs": config.get("epochs"),
-            "test_acc": accs[-1] if accs else None, "best_test_acc": max(accs, default=None),
-            "finished": run.file(MODEL).exists(),
-            "modified": max((run.file(f).stat().st_mtime for f in RUN_FILES
-                             if run.file(f).exists()), default=0.0)}
-
-
-def list_runs(root: Path = ROOT) -> list[dict]:
-    """Every run directory under root, oldest first."""
-    if not root.is_dir():
-        return []
-    runs = [summary(p) for p in root.iterdir() if p.is_dir() and holds_run(p)]
-    return sorted(runs, key=lambda r: r["modified"])

@@ -7,6 +7,8 @@ import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +157,14 @@ def ptrain(capsys, monkeypatch, tmp_path):
         return Result(code, captured.out, captured.err)
 
     return run
+
+
+def ptrain_without(package: str, args: list, cwd: Path) -> "subprocess.CompletedProcess":
+    """`ptrain ARGS` in a fresh process in which `package` cannot be imported, as if the optional
+    extra were not installed."""
+    code = (f"import sys; sys.modules[{package!r}] = None\n"
+            f"from pytorch_cli.cli import main\nmain({[str(a) for a in args]!r})")
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True)
 
 
 def read_metrics(run_dir: Path, kinds=("train", "epoch")) -> list[dict]:

@@ -107,7 +107,7 @@ def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(tmp_path):
     assert saved["position"]["step"] >= 2 and not list((tmp_path / "cut").glob(".*tmp*"))
 
 
-def test_sigusr1_under_slurm_saves_then_requeues_the_job(tmp_path):
+def test_sigusr1_under_slurm_saves_then_requeues_the_job(ptrain, tmp_path):
     bin_dir = tmp_path / "bin"  # SLURM's scontrol, as far as this job can tell
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/scontrol.args\n")
@@ -122,15 +122,12 @@ def test_sigusr1_under_slurm_saves_then_requeues_the_job(tmp_path):
     assert (tmp_path / "scontrol.args").read_text().split() == ["requeue", "4242"]
     assert (tmp_path / "runs/job/last.pt").exists()
     # the requeued job runs the same line: it continues, and a third start has nothing to do
-    again = subprocess.run([*PY, *RUN, "--name", "job", "--resume", "auto"], cwd=tmp_path,
-                           capture_output=True, text=True)
-    assert again.returncode == 0 and "resuming at epoch 1" in again.stdout, again.stderr
-    done = subprocess.run([*PY, *RUN, "--name", "job", "--resume", "auto"], cwd=tmp_path,
-                          capture_output=True, text=True)
-    assert done.returncode == 0 and "nothing to do" in done.stdout
-    other = subprocess.run([*PY, *RUN, "--lr", "0.5", "--name", "job", "--resume", "auto"],
-                           cwd=tmp_path, capture_output=True, text=True)
-    assert "was made with other settings (lr)" in _one_line_error(other)
+    again = ptrain(*RUN, "--name", "job", "--resume", "auto")
+    assert again.code == 0 and "resuming at epoch 1" in again.out, again.err
+    done = ptrain(*RUN, "--name", "job", "--resume", "auto")
+    assert done.code == 0 and "nothing to do" in done.out
+    other = ptrain(*RUN, "--lr", "0.5", "--name", "job", "--resume", "auto")
+    assert "was made with other settings (lr)" in _one_line_error((other.code, other.err))
 
 
 def test_a_diverging_run_stops_before_saving_and_json_stays_valid(tmp_path):
@@ -173,14 +170,19 @@ def test_a_full_disk_during_training_keeps_the_last_checkpoint(tmp_path, mounts)
     assert not [p for p in (disk / "run").iterdir() if ".tmp" in p.name]  # no temporary file left
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript", "safetensors"])
-def test_every_export_format_fails_cleanly_on_a_full_disk(tmp_path, mounts, fmt):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("trained")
     subprocess.run([*PY, "train", "--dataset", "fake", "--epochs", "1", "--run-dir", "run"],
-                   cwd=tmp_path, check=True, capture_output=True)
+                   cwd=root, check=True, capture_output=True)
+    return root / "run"
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript", "safetensors"])
+def test_every_export_format_fails_cleanly_on_a_full_disk(ptrain, tmp_path, mounts, trained, fmt):
     disk = mounts(tmp_path / "disk", "32k")
-    out = subprocess.run([*PY, "export", "run", "--format", fmt, "-o", str(disk / f"model.{fmt}")],
-                         cwd=tmp_path, capture_output=True, text=True)
-    line = _one_line_error(out)
+    r = ptrain("export", trained, "--format", fmt, "-o", disk / f"model.{fmt}")
+    line = _one_line_error((r.code, r.err))
     assert "No space left on device" in line and "nothing was written" in line
     assert list(disk.iterdir()) == []  # no half file, no temporary file
 
@@ -207,11 +209,11 @@ def test_temporary_files_of_a_killed_save_are_cleaned_at_the_next_start(tmp_path
     assert not list((tmp_path / "run").glob(".*tmp*"))
 
 
-def test_debug_shows_the_traceback_and_only_then(tmp_path):
-    plain = subprocess.run([*PY, "eval", "missing.pt"], cwd=tmp_path, capture_output=True, text=True)
-    _one_line_error(plain)
-    debug = subprocess.run([*PY, "eval", "missing.pt", "--debug"], cwd=tmp_path, capture_output=True, text=True)
-    assert debug.returncode == 1 and "Traceback" in debug.stderr and "ptrain: error:" in debug.stderr
+def test_debug_shows_the_traceback_and_only_then(ptrain):
+    plain = ptrain("eval", "missing.pt")
+    _one_line_error((plain.code, plain.err))
+    debug = ptrain("eval", "missing.pt", "--debug")
+    assert debug.code == 1 and "Traceback" in debug.err and "ptrain: error:" in debug.err
 
 
 BAD_INPUTS = [  # (what a user typed, part of the one line that must answer it)
@@ -239,9 +241,10 @@ BAD_INPUTS = [  # (what a user typed, part of the one line that must answer it)
 
 
 @pytest.mark.parametrize("args, says", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
-def test_every_bad_input_is_one_line_and_a_usage_or_data_exit_code(tmp_path, args, says):
+def test_every_bad_input_is_one_line_and_a_usage_or_data_exit_code(ptrain, tmp_path, monkeypatch,
+                                                                   args, says):
     (tmp_path / "a-file").write_text("not a checkpoint")
     (tmp_path / "empty").mkdir()
-    out = subprocess.run([*PY, *args], cwd=tmp_path, capture_output=True, text=True,
-                         env={**os.environ, "PTRAIN_DATA_DIR": str(tmp_path / "empty")})
-    assert says in _one_line_error(out)
+    monkeypatch.setenv("PTRAIN_DATA_DIR", str(tmp_path / "empty"))
+    r = ptrain(*args)  # in-process: the same main() as the console script, without 4 s of imports
+    assert says in _one_line_error((r.code, r.err))

@@ -1,5 +1,7 @@
-"""Help and version answer without importing torch (about 4 s here), in a fresh process."""
+"""Help, version, completion and `ptrain runs` answer without importing torch (about 4 s here),
+in a fresh process; help reads well at 80 columns; old MNIST-example flags and PTRAIN_* work."""
 
+import os
 import subprocess
 import sys
 
@@ -17,8 +19,56 @@ print("torch imported" if "torch" in sys.modules else "no torch", code)
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["train", "--help"], ["eval", "--help"],
-                                  ["resume", "--help"], ["export", "--help"], ["predict", "--help"]])
+                                  ["resume", "--help"], ["export", "--help"], ["predict", "--help"],
+                                  ["runs", "--help"], ["plot", "--help"], ["runs"], ["train", "-h"]])
 def test_help_and_version_do_not_import_torch(args):
     out = subprocess.run([sys.executable, "-c", CHECK.format(args=args)], capture_output=True, text=True)
     assert out.stdout.strip().splitlines()[-1] in ("no torch 0", "no torch None"), out.stdout + out.stderr
-    assert ("ptrain" in out.stdout) and ("Usage" in out.stdout or "--version" in args)
+    assert ("ptrain" in out.stdout or "no runs under" in out.stdout) and (
+        "Usage" in out.stdout or "--version" in args or args == ["runs"])
+
+
+COMMANDS = ["train", "eval", "resume", "export", "predict", "runs", "plot"]
+
+
+def _ptrain(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "pytorch_cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "80", **(env or {})})
+
+
+@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
+def test_help_fits_80_columns_with_every_choice_spelled_out(command):
+    out = _ptrain(*command, "--help")
+    assert out.returncode == 0
+    lines = out.stdout.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in out.stdout and "<bool>" not in out.stdout
+    if command == ["train"]:
+        assert "--dataset <mnist|fashion-mnist|cifar10|cifar100|fake>" in out.stdout
+        assert "--no-accel, --no-cuda" in out.stdout and "--no-mps" in out.stdout
+        assert "[env var: PTRAIN_DEVICE; default: auto]" in " ".join(out.stdout.split())
+    if not command:
+        assert "PTRAIN_DATA_DIR" in out.stdout and "--install-completion" in out.stdout
+
+
+def test_shell_completion_completes_commands_and_choices():
+    script = _ptrain("--show-completion", "bash")
+    assert script.returncode == 0 and "_PTRAIN_COMPLETE=complete_bash" in script.stdout
+    words = _ptrain(env={"_PTRAIN_COMPLETE": "complete_bash", "COMP_WORDS": "ptrain train --dataset ",
+                         "COMP_CWORD": "3"})
+    assert words.stdout.split() == ["mnist", "fashion-mnist", "cifar10", "cifar100", "fake"]
+    words = _ptrain(env={"_PTRAIN_COMPLETE": "complete_bash", "COMP_WORDS": "ptrain r", "COMP_CWORD": "1"})
+    assert words.stdout.split() == ["resume", "runs"]
+
+
+def test_the_mnist_examples_flags_and_ptrain_variables(ptrain, monkeypatch):
+    """Old command lines keep working: --no-accel (today's example), --no-cuda, --no-mps (older)."""
+    for flag in ("--no-accel", "--no-cuda", "--no-mps"):
+        r = ptrain("train", "--dataset", "fake", "--dry-run", "--json", flag)
+        assert r.code == 0 and r.json()["device"] == "cpu", r.err
+    monkeypatch.setenv("PTRAIN_DEVICE", "gpu")
+    r = ptrain("train", "--dataset", "fake", "--dry-run")
+    assert r.code == 2 and "--device must be auto, cpu, cuda" in r.err
+    monkeypatch.setenv("PTRAIN_DEVICE", "cpu")
+    monkeypatch.setenv("PTRAIN_WORKERS", "-1")
+    r = ptrain("train", "--dataset", "fake", "--dry-run")
+    assert r.code == 2 and "--workers must be 0 or more, got -1" in r.err

@@ -40,7 +40,8 @@ def _weights(run_dir: Path) -> dict:
 def runs(tmp_path_factory) -> Path:
     """An uninterrupted 2-process run (batch 32 each) and a 1-process run at batch 64."""
     root = tmp_path_factory.mktemp("ddp")
-    _run([*PY, "train", "--nproc", "2", *RUN, "--batch-size", "32", "--run-dir", "two", "--json"], root)
+    _run([*PY, "train", "--nproc", "2", *RUN, "--batch-size", "32", "--run-dir", "two", "--json",
+          "--tensorboard"], root)
     _run([*PY, "train", *RUN, "--batch-size", "64", "--run-dir", "one", "--json"], root)
     return root
 
@@ -82,7 +83,9 @@ def test_one_process_eval_prints_the_accuracy_two_processes_printed(runs):
 
 def test_only_rank_0_prints_and_writes(runs):
     files = sorted(p.name for p in (runs / "two").iterdir())
-    assert files == ["best.pt", "config.toml", "last.pt", "metrics.jsonl", "model.pth"]
+    assert files == ["best.pt", "config.toml", "last.pt", "metrics.jsonl", "model.pth", "tensorboard"]
+    writers = {p.name.split(".")[-2] for p in (runs / "two/tensorboard").iterdir()}  # ...host.PID.N
+    assert len(writers) == 1  # one process wrote TensorBoard's files
     starts = read_metrics(runs / "two", kinds=("start",))
     assert len(starts) == 1 and starts[0]["world_size"] == 2
     saved = torch.load(runs / "two" / "last.pt", weights_only=False)

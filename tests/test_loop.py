@@ -112,7 +112,7 @@ def test_dry_run_is_one_optimizer_step_even_with_accumulation():
     summary = loop.train(TrainConfig(dataset="fake", grad_accum=4), None, records.append,
                          dry_run=True)
     assert summary["step"] == 1 and summary["dry_run"]
-    assert [r["kind"] for r in records] == ["start", "epoch", "end"]
+    assert [r["kind"] for r in records] == ["start", "sample", "epoch", "end"]
 
 
 def test_a_stop_after_the_last_epoch_still_finishes_the_run(tmp_path):

@@ -18,6 +18,7 @@ def in_tmp(tmp_path, monkeypatch):
 def _make_run(path, epochs=(), config='dataset = "fake"\nmodel = "lenet"\nepochs = 3\n'):
     run = RunDir(path)
     run.create(config)
+    run.unlock()  # create() claims it for a training that is not coming
     for i, acc in enumerate(epochs, 1):
         run.append_metrics({"kind": "epoch", "epoch": i, "step": 10 * i, "test_acc": acc})
     return run
@@ -58,12 +59,14 @@ def test_trim_drops_later_records_and_a_half_written_line(tmp_path):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
 
 
-def test_metrics_sink_keeps_start_compile_train_and_epoch_records(tmp_path):
+def test_metrics_sink_keeps_the_curves_and_how_the_run_ended(tmp_path):
     run = _make_run(tmp_path / "r")
     sink = run.metrics_sink()
-    for kind in ("start", "compile", "train", "epoch", "stop", "end"):
+    sink({"kind": "abort", "reason": "error"})  # a session that never started leaves no trace
+    for kind in ("start", "compile", "sample", "train", "epoch", "profile", "stop", "end", "abort"):
         sink({"kind": kind, "step": 1})
-    assert [r["kind"] for r in run.read_metrics()] == ["start", "compile", "train", "epoch"]
+    assert [r["kind"] for r in run.read_metrics()] == ["start", "compile", "train", "epoch", "stop",
+                                                       "end", "abort"]
 
 
 def test_checkpoint_in_a_run_directory(tmp_path):
@@ -75,14 +78,14 @@ def test_checkpoint_in_a_run_directory(tmp_path):
     assert rundir.checkpoint_in(run.path, rundir.MODEL) == run.file(rundir.MODEL)
 
 
-def test_list_runs_summarises_each_run():
-    _make_run(rundir.ROOT / "a", epochs=(0.5, 0.9, 0.8))
-    b = _make_run(rundir.ROOT / "b", epochs=(0.3,))
-    b.file(rundir.MODEL).write_bytes(b"")
-    (rundir.ROOT / "empty").mkdir()
-    runs = {r["run"]: r for r in rundir.list_runs()}
-    assert set(runs) == {"runs/a", "runs/b"}
-    assert runs["runs/a"]["epochs_done"] == 3 and runs["runs/a"]["epochs"] == 3
-    assert runs["runs/a"]["test_acc"] == 0.8 and runs["runs/a"]["best_test_acc"] == 0.9
-    assert not runs["runs/a"]["finished"] and runs["runs/b"]["finished"]
-    assert runs["runs/b"]["dataset"] == "fake" and runs["runs/b"]["model"] == "lenet"
+def test_a_directory_in_use_is_refused_and_overwrite_clears_every_output(tmp_path):
+    run = _make_run(rundir.ROOT / "r")
+    run.lock()
+    (run.path / rundir.TENSORBOARD).mkdir()
+    (run.path / rundir.TRACE).write_text("{}")
+    with pytest.raises(UsageError, match="is in use: a ptrain process"):
+        rundir.choose("r", overwrite=True)
+    run.unlock()
+    assert not run.file(rundir.LOCK).exists()
+    rundir.choose("r", overwrite=True)
+    assert sorted(p.name for p in run.path.iterdir()) == []  # old curves never mix with new ones

@@ -1,0 +1,26 @@
+"""--profile N: a Chrome trace of real operator events in the run directory, the top operators
+printed, and a clear note when the run is too short to profile."""
+
+import json
+
+from pytorch_cli.profiling import WARMUP_STEPS
+
+RUN = ["train", "--dataset", "fake", "--batch-size", "50", "--epochs", "1"]
+
+
+def test_profile_writes_a_trace_and_prints_the_top_operators(ptrain, tmp_path):
+    r = ptrain(*RUN, "--profile", "3", "--run-dir", "p")
+    assert r.code == 0, r.err
+    assert f"profiled 3 steps from step {WARMUP_STEPS + 1}" in r.out and "p/profile-trace.json" in r.out
+    assert "Self CPU" in r.out and "aten::" in r.out  # the operators table
+    trace = json.loads((tmp_path / "p/profile-trace.json").read_text())
+    ops = [e for e in trace["traceEvents"] if e.get("ph") == "X" and e.get("name", "").startswith("aten::")]
+    assert {"aten::convolution_backward", "aten::addmm"} <= {e["name"] for e in ops}
+    steps = {e["name"] for e in trace["traceEvents"] if e.get("name", "").startswith("ProfilerStep#")}
+    assert len(steps) == 3
+
+
+def test_a_run_shorter_than_the_warm_up_says_so(ptrain, tmp_path):
+    r = ptrain(*RUN, "--max-steps", "3", "--profile", "2", "--run-dir", "p")
+    assert r.code == 0 and "nothing was profiled" in r.out
+    assert not (tmp_path / "p/profile-trace.json").exists()

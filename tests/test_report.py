@@ -1,0 +1,58 @@
+"""What a person reads: plain output fit for a SLURM log, the end-of-run sparkline, the runs table."""
+
+import io
+
+from pytorch_cli import report
+
+
+def _train(epoch, batch, batches=938):
+    return {"kind": "train", "epoch": epoch, "batch": batch, "batches": batches, "step": batch,
+            "lr": 0.01, "train_loss": 0.5, "images_per_s": 1000.0, "elapsed_s": 1.0}
+
+
+def test_plain_output_prints_a_train_line_per_quarter_epoch():
+    out = io.StringIO()
+    emit = report.plain_reporter(out, quiet=False)
+    for epoch in (1, 2):
+        for batch in range(10, 939, 10):  # what --log-interval 10 records: 93 per MNIST epoch
+            emit(_train(epoch, batch))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 6  # 25, 50 and 75% of each epoch (the epoch line says the rest)
+    assert [line.split()[3] for line in lines[:3]] == ["240/938", "470/938", "710/938"]
+
+
+def test_plain_output_prints_a_line_after_30_quiet_seconds(monkeypatch):
+    clock = iter([0.0, 1.0, 31.5, 32.0, 33.0])  # the reporter's start, then one per record
+    monkeypatch.setattr(report.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    emit = report.plain_reporter(out, quiet=False)
+    for batch in (10, 20):  # a long epoch: 10 and 20 of 10000 batches are no quarter
+        emit(_train(1, batch, 10000))
+    assert out.getvalue().count("\n") == 1 and "batch 20/10000" in out.getvalue()
+
+
+def test_end_of_training_sparkline():
+    assert report.sparkline([0.1, 0.5, 0.9, 0.9]) == "▁▅██"
+    assert report.sparkline([0.7, 0.7]) == "██"
+    out = io.StringIO()
+    emit = report.live_reporter(out, quiet=True)
+    for i, acc in enumerate((0.90, 0.95, 0.97), 1):
+        emit({"kind": "epoch", "epoch": i, "epochs": 3, "train_loss": 0.1, "test_loss": 0.1,
+              "test_acc": acc, "test_correct": 1, "test_total": 1, "images_per_s": 1.0,
+              "train_s": 1.0, "eval_s": 1.0, "elapsed_s": 1.0})
+    emit({"kind": "end", "dry_run": False, "epoch": 3, "test_acc": 0.97, "best_acc": 0.97,
+          "train_s_total": 3.0, "run_dir": "runs/x"})
+    assert "test acc by epoch  ▁▆█  90.00% -> 97.00% (best 97.00%, epoch 3)" in out.getvalue()
+
+
+def test_runs_table_as_plain_text():
+    run = {"run": "mnist", "dataset": "mnist", "model": "lenet", "epochs_done": 3, "epochs": 10,
+           "last_acc": 0.97, "best_acc": 0.98, "best_on": "val", "elapsed_s": 3725.0,
+           "status": "interrupted", "detail": "SIGTERM", "modified": 0.0}
+    out = io.StringIO()
+    report.print_runs([run], out)
+    head, row = out.getvalue().splitlines()
+    assert head.startswith("run    dataset  model  epochs  best          last")
+    assert row.split()[:4] == ["mnist", "mnist", "lenet", "3/10"]
+    for cell in ("3/10", "98.00% (val)", "97.00%", "1h02m", "interrupted (SIGTERM)"):
+        assert cell in row
