@@ -145,8 +145,8 @@ def train(
         tensorboard_sink.require()
     default = config.stem if config else cfg.dataset
     if nproc or max_restarts:
-        _hand_to_torchrun(ctx, nproc, max_restarts, "" if name or run_dir or dry_run
-                          else str(rundir.choose("", "", default)))
+        launch.handoff((ctx.obj or {}).get("argv", sys.argv[1:]), nproc, max_restarts,
+                       "" if name or run_dir or dry_run else str(rundir.choose("", "", default)))
         return
     distributed.init()
     auto = resume == "auto" or distributed.elastic()
@@ -162,16 +162,6 @@ def train(
             return
     session.run_training(cfg, run, json_out, quiet, requeue, dry_run=dry_run, resume=saved,
                          profile=profile)
-
-
-def _hand_to_torchrun(ctx: typer.Context, nproc: int, max_restarts: int, run_dir: str) -> None:
-    from pytorch_cli import distributed
-    if nproc < 1 or max_restarts < 0:
-        raise UsageError("--nproc must be at least 1 (and --max-restarts 0 or more)")
-    if distributed.launched():
-        raise UsageError("--nproc: this is already a torchrun worker; leave --nproc to torchrun's "
-                         "--nproc-per-node")
-    launch.handoff((ctx.obj or {}).get("argv", sys.argv[1:]), nproc, max_restarts, run_dir)
 
 
 @app.command(name="eval", short_help="Evaluate a saved model.", epilog=ENV_HELP)
@@ -213,15 +203,24 @@ def resume(
     model: str = typer.Option("", hidden=True),
     dataset: str = typer.Option("", hidden=True),
     requeue: bool = typer.Option(True, help="Under SLURM: after SIGUSR1, save, then `scontrol requeue` the job."),
+    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="Start (or stop) writing TensorBoard data [default: as the run did]."),
+    profile: int = typer.Option(0, metavar="N", help="Profile N steps after a 5-step warm-up (as train --profile)."),
     json_out: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only epoch results and the summary."),
 ) -> None:
     """Continue a run exactly where its checkpoint left it (mid-epoch included), in the same run directory."""
-    from pytorch_cli import distributed, lifecycle, session
+    import dataclasses
+    from pytorch_cli import distributed, lifecycle, session, tensorboard_sink
+    if profile < 0:
+        raise UsageError("--profile must be 0 (off) or a number of steps")
     distributed.init()
     cfg, run, state = distributed.from_main(
         lambda: lifecycle.prepare_resume(target, epochs, device, model, dataset))
-    session.run_training(cfg, run, json_out, quiet, requeue, resume=state)
+    if tensorboard is not None:
+        cfg = dataclasses.replace(cfg, tensorboard=tensorboard)
+    if cfg.tensorboard:
+        tensorboard_sink.require()
+    session.run_training(cfg, run, json_out, quiet, requeue, resume=state, profile=profile)
 
 
 @app.command(name="export", short_help="Export a model (ONNX...), verified.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from pytorch_cli.errors import PtrainError
+from pytorch_cli.errors import PtrainError, UsageError
 
 OWN_FLAGS = ("--nproc", "--max-restarts")  # this process's flags, not the workers'
 
@@ -29,6 +29,12 @@ def worker_argv(argv: list[str], run_dir: str) -> list[str]:
 def handoff(argv: list[str], nproc: int, max_restarts: int, run_dir: str) -> None:
     """Run `python -m pytorch_cli` + argv in `nproc` torchrun workers on this machine; returns
     when they all finished, raises PtrainError (with the failed worker's exit code) if not."""
+    from pytorch_cli import distributed
+    if nproc < 1 or max_restarts < 0:
+        raise UsageError("--nproc must be at least 1 (and --max-restarts 0 or more)")
+    if distributed.launched():
+        raise UsageError("--nproc: this is already a torchrun worker; leave --nproc to torchrun's "
+                         "--nproc-per-node")
     from torch.distributed import run as torchrun
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 

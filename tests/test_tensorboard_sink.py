@@ -33,10 +33,14 @@ def test_scalars_images_and_hparams_read_back(ptrain, tmp_path):
     grid = events.Images("Images/first_batch")[0]
     assert grid.encoded_image_string.startswith(b"\x89PNG") and grid.width > 200  # 8 x 28 px wide
 
-    # a resumed run goes on writing where it stopped
+    # a resumed run goes on writing where it stopped; resume can also start it, or stop it
     assert ptrain("resume", "tb", "--epochs", "2", "--quiet").code == 0
     acc = _read(tmp_path / "tb/tensorboard").Scalars("Accuracy/test")
     assert [s.step for s in acc] == [36, 72]
+    assert ptrain(*RUN, "--epochs", "1", "--run-dir", "late").code == 0
+    assert not (tmp_path / "late/tensorboard").exists()
+    assert ptrain("resume", "late", "--epochs", "2", "--tensorboard", "--quiet").code == 0
+    assert [s.step for s in _read(tmp_path / "late/tensorboard").Scalars("Accuracy/test")] == [80]
 
 
 def test_without_the_extra_it_is_one_line(tmp_path):
