@@ -4,6 +4,8 @@ quarter epoch or 30 s); evaluation results; the table of runs."""
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from typing import Callable, TextIO
 
@@ -182,7 +184,29 @@ def sparkline(values: list[float]) -> str:
 
 
 def reporter(stream: TextIO, quiet: bool = False) -> Callable[[dict], None]:
-    return live_reporter(stream, quiet) if stream.isatty() else plain_reporter(stream, quiet)
+    emit = live_reporter(stream, quiet) if stream.isatty() else plain_reporter(stream, quiet)
+    return _until_closed(stream, emit)
+
+
+def _until_closed(stream: TextIO, emit: Callable[[dict], None]) -> Callable[[dict], None]:
+    """A closed reader (`| head`) or terminal (SIGHUP, a dropped SSH session) ends the printing,
+    not the run: metrics.jsonl and the checkpoints carry on."""
+    closed = False
+
+    def guarded(r: dict) -> None:
+        nonlocal closed
+        if closed:
+            return
+        try:
+            emit(r)
+        except OSError as e:
+            if e.errno not in (errno.EPIPE, errno.EIO):
+                raise
+            closed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())  # later prints, and the exit's flush, go nowhere
+            os.close(devnull)
+    return guarded
 
 
 def _duration(seconds: float | None) -> str:

@@ -1,5 +1,6 @@
 """Signals that stop a run cleanly: SIGINT (Ctrl-C), SIGTERM (SLURM preemption, `timeout`,
-torchrun passing on its own) and SIGUSR1 (SLURM's `--signal=USR1@N` warning) set the stop flag;
+torchrun passing on its own), SIGUSR1 (SLURM's `--signal=USR1@N` warning) and SIGHUP (the
+terminal or SSH session closed) set the stop flag;
 the loop finishes the optimizer step, saves last.pt at that exact position and returns. A
 second SIGINT aborts at once, leaving the checkpoints already written as they are."""
 
@@ -11,7 +12,8 @@ import shutil
 import signal
 import subprocess
 
-EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGUSR1": 143}  # 128 + the signal, as shells do
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGUSR1": 143, "SIGHUP": 129}  # 128 + the signal
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)
 
 
 @contextlib.contextmanager
@@ -26,7 +28,9 @@ def stop_on_signals(request):
         request(name)
 
     handle.interrupted = False
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    # a signal ignored when we started stays ignored: `nohup` (SIGHUP) and a script's background
+    # job (SIGINT) asked for exactly that
+    previous = {s: signal.signal(s, handle) for s in STOPPING if signal.getsignal(s) != signal.SIG_IGN}
     try:
         yield
     finally:

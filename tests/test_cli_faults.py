@@ -89,6 +89,52 @@ def test_a_signal_saves_the_exact_position_and_resume_ends_bit_exact(full, tmp_p
     _assert_same_state(torch.load(tmp_path / "cut/last.pt", weights_only=True), full)
 
 
+def test_a_reader_that_goes_away_ends_the_printing_not_the_run(tmp_path):
+    """`ptrain train | head -1`: the pipe closes after the first line; the run goes on to the end."""
+    proc = subprocess.Popen([*PY, "train", "--dataset", "fake", "--epochs", "2", "--run-dir", "piped"],
+                            cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith("training lenet")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(60) == 0 and err == ""
+    assert (tmp_path / "piped/model.pth").exists()
+    assert read_metrics(tmp_path / "piped", ("end",))[0]["stopped"] is None
+
+
+def test_a_closed_terminal_stops_the_run_at_a_saved_position(tmp_path):
+    """The terminal (or the SSH session) goes away: the kernel's SIGHUP stops the run at a saved
+    position, though nothing can be printed any more (writes to a hung-up terminal fail)."""
+    import pty
+    import select
+    pid, fd = pty.fork()  # the child's controlling terminal: closing our end hangs it up
+    if pid == 0:
+        os.chdir(tmp_path)
+        os.execv(sys.executable, [*PY, *RUN, "--run-dir", "tty"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # drain the bar, so the child never blocks on a full pty
+        if select.select([fd], [], [], 0.05)[0]:
+            os.read(fd, 65536)
+        done = read_metrics(tmp_path / "tty") if (tmp_path / "tty/metrics.jsonl").exists() else []
+        if any(r["kind"] == "train" and r["batch"] >= 10 for r in done):
+            break
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 129
+    stop = read_metrics(tmp_path / "tty", ("stop",))[0]
+    saved = torch.load(tmp_path / "tty/last.pt", weights_only=True)["position"]
+    assert stop["reason"] == "SIGHUP" and saved["batch"] == stop["batch"] >= 10
+
+
+def test_under_nohup_a_hangup_changes_nothing(tmp_path):
+    proc = subprocess.Popen([*PY, "train", "--dataset", "fake", "--epochs", "2", "--run-dir", "nohup"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # as nohup does
+    _wait_for(proc, tmp_path / "nohup/metrics.jsonl", lambda r: r["kind"] == "train")
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(60) == 0, proc.stderr.read()
+    assert (tmp_path / "nohup/model.pth").exists() and not read_metrics(tmp_path / "nohup", ("stop",))
+
+
 def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(tmp_path):
     # big steps (about 0.5 s here), so that the second Ctrl-C lands while the first one waits
     # for the step to end; a checkpoint every 2 steps
