@@ -18,7 +18,6 @@ from pytorch_cli import files
 from pytorch_cli.rundir import CONFIG, LAST, LOCK, METRICS, MODEL, RUN_FILES, RunDir
 
 ENDINGS = ("start", "stop", "end", "abort")
-SORTS = ("time", "acc", "name")
 
 
 def status(run: RunDir, records: list[dict]) -> tuple[str, str]:
@@ -36,7 +35,7 @@ def status(run: RunDir, records: list[dict]) -> tuple[str, str]:
             return "finished", ""
         return ("interrupted", "killed") if resumable else ("failed", "killed before a checkpoint")
     if last["kind"] == "end" and not last.get("stopped"):
-        return "finished", "dry run" if last.get("dry_run") else ""
+        return "finished", ""
     if last["kind"] in ("stop", "end"):  # a signal: the stop record, then an end that says so
         reason = last.get("reason") or last.get("stopped") or ""
         return ("interrupted", reason) if resumable else ("failed", "stopped, nothing saved")
