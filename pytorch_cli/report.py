@@ -246,17 +246,19 @@ def _runs_rows(runs: list[dict], terminal: bool) -> list[list[str]]:
     return rows
 
 
-def _fit(rows: list[list[str]], width: int) -> list[int]:
-    """Column widths: every cell on one line if the terminal is wide enough; else wrapped at
-    spaces, never a word cut ("interru…"), the room left going to status and best first."""
+def _fit(rows: list[list[str]], width: int) -> tuple[list[int], int]:
+    """(column widths, gap): every cell on one line if the terminal is wide enough; else wrapped
+    at spaces, never a word cut ("interru…"), the room left going to status and best first; the
+    gap between columns shrinks from 2 to 1 before anything breaks mid-word."""
     cols = list(zip(TERMINAL_COLUMNS, *rows))
     full = [max(map(len, col)) for col in cols]
     widths = [max(len(w) for cell in col for w in cell.split() or [""]) for col in cols]
-    room = width - 2 * (len(cols) - 1) - sum(widths)
+    gap = 2 if sum(widths) + 2 * (len(cols) - 1) <= width else 1
+    room = width - gap * (len(cols) - 1) - sum(widths)
     for i in (6, 3, 1, 0, 2, 4, 5, 7):
         grow = max(min(room, full[i] - widths[i]), 0)
         widths[i], room = widths[i] + grow, room - grow
-    return widths
+    return widths, gap
 
 
 def print_runs(runs: list[dict], stream: TextIO) -> None:
@@ -267,13 +269,19 @@ def print_runs(runs: list[dict], stream: TextIO) -> None:
         from rich import box
         from rich.table import Table
         console = Console(file=stream)
-        table = Table(title=plural(len(runs), "run"), box=box.SIMPLE_HEAD, padding=(0, 1),
+        widths, gap = _fit(rows, console.width)
+        table = Table(title=plural(len(runs), "run"), box=box.SIMPLE_HEAD, padding=(0, gap - 1),
                       pad_edge=False, show_edge=False, collapse_padding=True)
-        for i, (name, width) in enumerate(zip(TERMINAL_COLUMNS, _fit(rows, console.width))):
-            table.add_column(name, width=width, justify="right" if 2 <= i <= 5 or i == 7 else "left")
+        for i, (name, width) in enumerate(zip(TERMINAL_COLUMNS, widths)):
+            table.add_column(name, width=width, overflow="fold",  # too narrow: break, never hide
+                             justify="right" if 2 <= i <= 5 or i == 7 else "left")
         for r, row in zip(runs, rows):
             table.add_row(*row, style=STATUS_STYLES.get(r["status"]))
         console.print(table)
+        resumable = [r["path"] for r in runs if r["resumable"]]
+        if resumable:
+            console.print(f"continue an interrupted run with `ptrain resume {resumable[0]}`",
+                          highlight=False, markup=False)
         return
     widths = [max(len(x) for x in col) for col in zip(RUNS_COLUMNS, *rows)]
     for row in [list(RUNS_COLUMNS), *rows]:
