@@ -61,14 +61,16 @@ def test_shell_completion_completes_commands_and_choices():
     assert words.stdout.split() == ["resume", "runs"]
 
 
-def test_the_mnist_examples_flags_and_ptrain_variables(ptrain, monkeypatch):
+def test_the_mnist_examples_flags_and_ptrain_variables(ptrain, monkeypatch, tmp_path):
     """Old command lines keep working: --no-accel (today's example), --no-cuda, --no-mps (older)."""
     for flag in ("--no-accel", "--no-cuda", "--no-mps"):
         r = ptrain("train", "--dataset", "fake", "--dry-run", "--json", flag)
         assert r.code == 0 and r.json()["device"] == "cpu", r.err
     monkeypatch.setenv("PTRAIN_DEVICE", "gpu")
-    r = ptrain("train", "--dataset", "fake", "--dry-run")
-    assert r.code == 2 and "--device must be auto, cpu, cuda" in r.err
+    (tmp_path / "cpu.toml").write_text('device = "cpu"\n')
+    r = ptrain("train", "--dataset", "fake", "--dry-run", "--config", tmp_path / "cpu.toml")
+    assert r.code == 2 and "--device must be auto, cpu, cuda" in r.err  # the machine's beats the file's
+    assert ptrain("train", "--dataset", "fake", "--dry-run", "--device", "cpu").code == 0  # a flag beats both
     monkeypatch.setenv("PTRAIN_DEVICE", "cpu")
     monkeypatch.setenv("PTRAIN_WORKERS", "-1")
     r = ptrain("train", "--dataset", "fake", "--dry-run")
