@@ -158,7 +158,7 @@ def train(
         except lifecycle.AlreadyFinished as e:
             if not auto:
                 raise
-            print(f"ptrain: nothing to do: {e}".split("; pass --epochs")[0])
+            print(f"ptrain: nothing to do: {e}")  # (a larger --epochs extends it here too)
             return
     session.run_training(cfg, run, json_out, quiet, requeue, dry_run=dry_run, resume=saved,
                          profile=profile)

@@ -99,11 +99,10 @@ class Meter:
         self.losses[len(self.sizes)] = loss  # a device copy, no sync
         self.sizes.append(n)
 
-    def read(self, total: float = 0.0) -> tuple[float, int]:
-        """(total + the sum of sample-weighted losses, samples) since the last reset."""
-        for loss, n in zip(self.losses[:len(self.sizes)].tolist(), self.sizes):
-            total += loss * n
-        return total, sum(self.sizes)
+    def read(self) -> tuple[float, int]:
+        """(the sum of sample-weighted losses, samples) since the last reset: one sync."""
+        losses = self.losses[:len(self.sizes)].tolist()
+        return sum((loss * n for loss, n in zip(losses, self.sizes)), 0.0), sum(self.sizes)
 
     def first_bad(self, default: int = 0) -> int:
         """Index of the first non-finite loss since the last reset (a sync; only on the way

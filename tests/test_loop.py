@@ -96,9 +96,9 @@ def test_images_per_s_counts_the_wait_for_the_device(monkeypatch):
     # waits. Stand in for that wait with a slow read: the epoch's images/s must include it.
     real_read = step.Meter.read
 
-    def slow_read(self, total=0.0):
+    def slow_read(self):
         time.sleep(0.5)
-        return real_read(self, total)
+        return real_read(self)
     monkeypatch.setattr(step.Meter, "read", slow_read)
     records = []
     cfg = TrainConfig(dataset="fake", epochs=1, log_interval=1000, save_model=False)

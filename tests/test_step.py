@@ -79,7 +79,7 @@ def test_meter_is_the_sample_weighted_mean_and_resets():
     m.add(torch.tensor(1.0), 16)
     total, n = m.read()
     assert n == 80 and total / n == pytest.approx((2 * 64 + 16) / 80)
-    assert m.read(total=10.0) == (10.0 + 2 * 64 + 16, 80)  # continues a sum kept elsewhere
+    assert m.read() == (2 * 64 + 16, 80)  # reading does not reset
     m.reset()
     assert m.read() == (0.0, 0)
     assert m.losses.dtype == torch.float32  # no float64 on the device (MPS has none)
