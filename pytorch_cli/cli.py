@@ -63,6 +63,19 @@ def _typed_flags(ctx: typer.Context) -> dict:
             and getattr(ctx.get_parameter_source(k), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
 
 
+def _device_aliases(overrides: dict, no_accel: bool, no_mps: bool) -> dict:
+    """The MNIST example's device flags, as --device values."""
+    if no_accel:
+        if overrides.get("device", "cpu") != "cpu":
+            raise UsageError("--no-accel/--no-cuda contradict --device " + overrides["device"])
+        overrides["device"] = "cpu"
+    if no_mps and overrides.get("device", "auto") == "auto":
+        from pytorch_cli import runtime
+        if runtime.resolve_device("auto").type == "mps":
+            overrides["device"] = "cpu"
+    return overrides
+
+
 @app.command(epilog=ENV_HELP, short_help="Train a classifier into a run directory.")
 def train(
     ctx: typer.Context,
@@ -114,7 +127,7 @@ def train(
     save_interval: int = typer.Option(D.save_interval, help="Batches between checkpoints (0 = once per epoch)."),
     save_model: bool = typer.Option(D.save_model, help="Write checkpoints and model.pth."),
     tensorboard: bool = typer.Option(D.tensorboard, help="Also write TensorBoard data to RUN_DIR/tensorboard (pip install 'pytorch-cli[tensorboard]')."),
-    profile: int = typer.Option(0, metavar="N", help="Profile N steps after a 5-step warm-up: Chrome trace in the run directory, top operators printed."),
+    profile: int = typer.Option(0, min=0, metavar="N", help="Profile N steps after a 5-step warm-up: Chrome trace in the run directory, top operators printed."),
     dry_run: bool = typer.Option(False, help="Run one training and one test batch, write nothing."),
     name: str = typer.Option("", help="Run name: the run directory is runs/NAME."),
     run_dir: str = typer.Option("", help="Run directory (overrides --name)."),
@@ -128,18 +141,7 @@ def train(
 ) -> None:
     """Train a classifier; writes config, metrics, checkpoints and model.pth to a run directory."""
     from pytorch_cli import distributed, lifecycle, rundir, session
-    overrides = _typed_flags(ctx)
-    if no_accel:
-        if overrides.get("device", "cpu") != "cpu":
-            raise UsageError("--no-accel/--no-cuda contradict --device " + overrides["device"])
-        overrides["device"] = "cpu"
-    if no_mps and overrides.get("device", "auto") == "auto":
-        from pytorch_cli import runtime
-        if runtime.resolve_device("auto").type == "mps":
-            overrides["device"] = "cpu"
-    cfg = configlib.resolve(config, overrides)
-    if profile < 0:
-        raise UsageError("--profile must be 0 (off) or a number of steps")
+    cfg = configlib.resolve(config, _device_aliases(_typed_flags(ctx), no_accel, no_mps))
     if cfg.tensorboard:
         from pytorch_cli import tensorboard_sink
         tensorboard_sink.require()
@@ -204,15 +206,13 @@ def resume(
     dataset: str = typer.Option("", hidden=True),
     requeue: bool = typer.Option(True, help="Under SLURM: after SIGUSR1, save, then `scontrol requeue` the job."),
     tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="Start (or stop) writing TensorBoard data [default: as the run did]."),
-    profile: int = typer.Option(0, metavar="N", help="Profile N steps after a 5-step warm-up (as train --profile)."),
+    profile: int = typer.Option(0, min=0, metavar="N", help="Profile N steps after a 5-step warm-up (as train --profile)."),
     json_out: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only epoch results and the summary."),
 ) -> None:
     """Continue a run exactly where its checkpoint left it (mid-epoch included), in the same run directory."""
     import dataclasses
     from pytorch_cli import distributed, lifecycle, session, tensorboard_sink
-    if profile < 0:
-        raise UsageError("--profile must be 0 (off) or a number of steps")
     distributed.init()
     cfg, run, state = distributed.from_main(
         lambda: lifecycle.prepare_resume(target, epochs, device, model, dataset))

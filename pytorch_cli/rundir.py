@@ -69,11 +69,15 @@ def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: b
     return path
 
 
+def _in_use(path: Path, pid: int) -> UsageError:
+    return UsageError(f"{path} is in use: a ptrain process (pid {pid}) is training in it; "
+                      "wait for it, stop it, or choose another --name/--run-dir")
+
+
 def _check_free(path: Path) -> None:
     pid = files.holder(path / LOCK)
     if pid is not None:
-        raise UsageError(f"{path} is in use: a ptrain process (pid {pid}) is training in it; "
-                         "wait for it, stop it, or choose another --name/--run-dir")
+        raise _in_use(path, pid)
 
 
 def _parse(lines: list[str]) -> list[dict]:
@@ -115,8 +119,9 @@ class RunDir:
     def lock(self) -> None:
         """Claim the directory for this process's training (re-entrant); refused while another
         live process trains in it."""
-        if files.lock(self.file(LOCK)) is not None:
-            _check_free(self.path)
+        pid = files.lock(self.file(LOCK))
+        if pid is not None:  # the holder lock() met: asking again could find it gone, unlocked
+            raise _in_use(self.path, pid)
 
     def unlock(self) -> None:
         files.unlock(self.file(LOCK))

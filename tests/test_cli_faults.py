@@ -276,6 +276,8 @@ BAD_INPUTS = [  # (what a user typed, part of the one line that must answer it)
     (["train", "--resume", "sometimes"], "--resume"),
     (["train", "--dataset", "fake", "--resume", "auto"], "--name or --run-dir"),
     (["train", "--nproc", "-1"], "--nproc"),
+    (["train", "--no-accel", "--device", "cuda"], "--no-accel/--no-cuda contradict --device cuda"),
+    (["train", "--profile", "-1"], "--profile"),
     (["train", "--config", "missing.toml"], "missing.toml"),
     (["eval", "missing.pt"], "missing.pt"),
     (["eval", "a-file"], "a-file"),
