@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torchvision
 
-from pytorch_cli import datasets
+from pytorch_cli.data import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"mnist": (60000, 10000), "cifar10": (50000, 10000)}

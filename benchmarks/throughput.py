@@ -31,8 +31,11 @@ import torch.nn.functional as F
 from torchvision import transforms
 
 import bench_data  # beside this file
-from pytorch_cli import batches, datasets, loop, models, optim, runtime
-from pytorch_cli.config import TrainConfig
+from pytorch_cli.data import batches, catalog, datasets
+from pytorch_cli.training import loop, optim
+from pytorch_cli.models import zoo as models
+from pytorch_cli.platform import runtime
+from pytorch_cli.settings.config import TrainConfig
 
 # model: (dataset, batch size)
 CASES = {"lenet": ("mnist", 64), "mnist-cnn": ("mnist", 64), "cifar-net": ("cifar10", 128),
@@ -73,9 +76,10 @@ def classic(cfg: TrainConfig, dataset, workers: int, steps: int) -> float:
 
 
 def ptrain(cfg: TrainConfig, steps: int) -> float:
-    run = loop.setup(cfg)
+    job = loop.setup(cfg)
     records: list[dict] = []
-    loop.train_epoch(run, 0, records.append, loop.StopFlag(), time.perf_counter(), False)
+    job.emit, job.started = records.append, time.perf_counter()
+    loop.train_epoch(job, 0)
     timed = [r for r in records if r["kind"] == "train"]
     assert len(timed) == 2, f"expected a warm-up and a timed interval, got {len(timed)}"
     return timed[-1]["images_per_s"]
@@ -123,7 +127,7 @@ def ceiling(cfg: TrainConfig, run_batch, steps: int) -> float:
 
 
 def _shape(cfg: TrainConfig) -> tuple[int, int, int]:
-    spec = datasets.SPECS[cfg.dataset]
+    spec = catalog.SPECS[cfg.dataset]
     return spec.channels, spec.num_classes, spec.size
 
 

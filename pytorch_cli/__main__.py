@@ -1,3 +1,3 @@
-from pytorch_cli.cli import main
+from pytorch_cli.commands.cli import main
 
 main()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from pytorch_cli.cli import main
+from pytorch_cli.commands.cli import main
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,6 +26,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda"):
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_influence(monkeypatch, tmp_path):
+    """No test depends on where pytest was started (README's main job may have left runs/ there)
+    or on the PTRAIN_* settings of the machine running it."""
+    for name in list(os.environ):
+        if name.startswith("PTRAIN_") and not name.startswith("PTRAIN_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
 
 
 def _real_data(variable: str, default: Path) -> str:
@@ -163,7 +173,7 @@ def ptrain_without(package: str, args: list, cwd: Path) -> "subprocess.Completed
     """`ptrain ARGS` in a fresh process in which `package` cannot be imported, as if the optional
     extra were not installed."""
     code = (f"import sys; sys.modules[{package!r}] = None\n"
-            f"from pytorch_cli.cli import main\nmain({[str(a) for a in args]!r})")
+            f"from pytorch_cli.commands.cli import main\nmain({[str(a) for a in args]!r})")
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True)
 
 

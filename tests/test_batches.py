@@ -3,7 +3,7 @@ import hashlib
 import pytest
 import torch
 
-from pytorch_cli import batches, datasets
+from pytorch_cli.data import batches, catalog, datasets
 
 CROP_FLIP = batches.Augment("crop-flip")
 
@@ -52,7 +52,7 @@ def test_crop_is_a_window_of_the_zero_padded_image_and_flip_mirrors():
 def test_normalize_matches_torchvision_transforms():
     from torchvision.transforms import v2
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    spec = datasets.SPECS["cifar10"]
+    spec = catalog.SPECS["cifar10"]
     ref = v2.Normalize(spec.mean, spec.std)(x.float() / 255)
     assert torch.allclose(batches.normalize(x, spec), ref, atol=1e-6)
 
@@ -69,13 +69,13 @@ def test_every_image_is_drawn_once_per_epoch():
 
 def test_tta_views_are_weighted_shifts_and_mirrors():
     x = torch.randint(1, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    views = batches.tta_views(x, datasets.SPECS["cifar10"])
+    views = batches.tta_views(x, catalog.SPECS["cifar10"])
     assert [w for w, _ in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
     assert torch.equal(views[0][1], x) and torch.equal(views[1][1], x.flip(3))
     reflected = torch.nn.functional.pad(x.float(), (1, 1, 1, 1), mode="reflect").to(torch.uint8)
     assert torch.equal(views[3][1], reflected[..., 2:, 2:])  # 1 px down-right, mirrored border
     assert torch.equal(views[5][1], reflected[..., 2:, 2:].flip(3))
-    digits = batches.tta_views(x[:, :1, :28, :28], datasets.SPECS["mnist"])
+    digits = batches.tta_views(x[:, :1, :28, :28], catalog.SPECS["mnist"])
     assert len(digits) == 5 and sum(w for w, _ in digits) == pytest.approx(1.0)
 
 
@@ -97,7 +97,7 @@ def test_epoch_plan_draws_what_the_per_batch_draws_did():
                            torch.randint(0, 10, (300,), generator=g))
     assert _digest(d.train, d.spec, "crop-flip") == "b8d6ccf6c89ff5e1"
     assert _digest(d.train, d.spec, "crop") == "8388e5d7535282ab"
-    assert _digest(cifar, datasets.SPECS["cifar10"], "crop-flip") == "46a4fbd7c32da68a"
+    assert _digest(cifar, catalog.SPECS["cifar10"], "crop-flip") == "46a4fbd7c32da68a"
 
 
 def test_reflect_padding_crops_windows_of_the_mirrored_border():
@@ -152,3 +152,10 @@ def test_ranks_together_see_the_batches_of_one_process_at_the_global_batch():
     for b, (x, y) in enumerate(one):
         assert torch.equal(torch.cat([ranks[r][b][0] for r in range(3)]), x)  # same crops and flips
         assert torch.equal(torch.cat([ranks[r][b][1] for r in range(3)]), y)
+
+
+def test_normalize_layer_matches_torchvision():
+    from torchvision.transforms import v2
+    x = torch.rand(4, 3, 32, 32)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    assert torch.allclose(batches.Normalize(mean, std)(x), v2.Normalize(mean, std)(x), atol=1e-6)

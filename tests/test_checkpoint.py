@@ -11,14 +11,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pytorch_cli import checkpoint, models
-from pytorch_cli.errors import PtrainError
+from pytorch_cli.store import checkpoint
+from pytorch_cli.models import zoo as models
+from pytorch_cli.platform.errors import PtrainError
 
 
 WRITER = """
 import sys, torch
 from pathlib import Path
-from pytorch_cli.checkpoint import atomic_save
+from pytorch_cli.store.checkpoint import atomic_save
 i = 0
 while True:
     i += 1

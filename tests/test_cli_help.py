@@ -10,7 +10,7 @@ import pytest
 CHECK = """
 import sys
 sys.modules["torch"] = None  # torch cannot even be imported: any import of it fails loudly
-from pytorch_cli.cli import main
+from pytorch_cli.commands.cli import main
 try:
     main({args!r})
 except SystemExit as e:

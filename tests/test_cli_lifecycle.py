@@ -67,7 +67,7 @@ def test_eval_bare_state_dict_from_the_examples_script(ptrain, tmp_path, mnist_d
                "--data-dir", mnist_dir, "--json")
     assert r.code == 0, r.err
     # same predictions as the original module on the same normalised images
-    from pytorch_cli import batches, datasets
+    from pytorch_cli.data import batches, datasets
     d = datasets.load("mnist", data_dir=str(mnist_dir))
     with torch.no_grad():
         pred = net(batches.normalize(d.test.images, d.spec)).argmax(1)
@@ -175,9 +175,10 @@ def test_predict_matches_the_model_and_reports_bad_images(ptrain, tmp_path):
     from PIL import Image
     assert ptrain("train", *FAST, "--epochs", "1", "--quiet").code == 0
     run = tmp_path / "runs" / "fake"
-    from pytorch_cli import batches, datasets, lifecycle
+    from pytorch_cli.data import batches, datasets
+    from pytorch_cli.commands import saved
     d = datasets.load("fake")
-    model = lifecycle.load_model(run / "model.pth").model
+    model = saved.load_model(run / "model.pth").model
     with torch.inference_mode():
         probs = model(batches.normalize(d.test.images[:2], d.spec)).softmax(1)
     Image.fromarray(d.test.images[0, 0].numpy()).save(tmp_path / "exact.png")
@@ -204,7 +205,7 @@ def test_real_mnist_train_eval_export_agree(ptrain, tmp_path):
     trained = re.search(r"epoch 1/1 .*test acc (\S+ \(\d+/10000\))", r.out).group(1)
     e = ptrain("eval", "runs/mnist/model.pth")
     assert f"acc {trained}" in e.out
-    from pytorch_cli import datasets
+    from pytorch_cli.data import datasets
     d = datasets.load("mnist", data_dir=MNIST_DIR)
     images = d.test.images.float() / 255
     correct = int(trained.split("(")[1].split("/")[0])

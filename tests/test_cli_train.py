@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import MNIST_DIR, read_metrics, write_cifar10_python
-from pytorch_cli import checkpoint, models
+from pytorch_cli.store import checkpoint
+from pytorch_cli.models import zoo as models
 
 FAST = ["--dataset", "fake", "--epochs", "2", "--log-interval", "10"]
 TIMING = {"images_per_s", "train_s", "eval_s", "elapsed_s"}
@@ -53,8 +54,8 @@ def test_model_file_rebuilds_model_and_reproduces_accuracy(ptrain, tmp_path):
     assert meta["mean"] == [0.5] and meta["num_classes"] == 10 and len(meta["classes"]) == 10
     model = models.build(meta["model"], meta["in_channels"], meta["num_classes"], meta["image_size"])
     model.load_state_dict(saved["state_dict"])
-    from pytorch_cli import datasets
-    from pytorch_cli.evaluate import evaluate
+    from pytorch_cli.data import datasets
+    from pytorch_cli.training.evaluate import evaluate
     d = datasets.load("fake")
     result = evaluate(model, d.test, d.spec, 1000, torch.device("cpu"))
     assert result["acc"] == saved["metrics"]["test_acc"] == read_metrics(tmp_path / "runs/m")[-1]["test_acc"]
@@ -221,7 +222,7 @@ def baseline(tmp_path_factory):
 
 
 def _final(folder: Path, options: list[str]):
-    from pytorch_cli.cli import main
+    from pytorch_cli.commands.cli import main
     cwd = os.getcwd()
     os.chdir(folder)
     try:

@@ -2,16 +2,21 @@ from pathlib import Path
 
 import pytest
 
-from pytorch_cli import config as configlib
-from pytorch_cli import datasets, export, models, optim
-from pytorch_cli.errors import UsageError
+from pytorch_cli.settings import config as configlib
+from pytorch_cli.data import catalog, datasets
+from pytorch_cli.store import export, rundir
+from pytorch_cli.models import zoo as models
+from pytorch_cli.training import optim
+from pytorch_cli.platform.errors import UsageError
 
 
 def test_registries_and_config_choices_agree():
-    assert set(configlib.DATASETS) == set(datasets.SPECS)
+    assert set(configlib.DATASETS) == set(catalog.SPECS)
     assert set(configlib.MODELS) == set(models.MODELS)
     assert set(configlib.OPTIMIZERS) == set(optim.OPTIMIZERS)
-    assert configlib.EXPORT_FORMATS == tuple(export.EXPORTERS)  # --help lists them without torch
+    assert set(configlib.SCHEDULERS) == set(optim.SCHEDULES)
+    assert set(configlib.INITS) == set(models.INITS)
+    assert configlib.EXPORT_FORMATS == tuple(export.FORMATS)  # --help lists them without torch
 
 
 def test_defaults_are_the_argparse_examples():
@@ -33,7 +38,7 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = configlib.TrainConfig(dataset="cifar10", data_dir='we"ird\\dir', lr=0.05, nesterov=True,
                                 momentum=0.9, warmup_epochs=1.5)
     f = tmp_path / "config.toml"
-    f.write_text(configlib.to_toml(cfg))
+    f.write_text(rundir.config_toml(cfg.to_dict()))
     assert configlib.resolve(f) == cfg
 
 

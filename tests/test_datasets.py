@@ -8,8 +8,8 @@ import torchvision
 
 from conftest import (write_cifar100_python, write_cifar10_binary, write_cifar10_python,
                       write_mnist)
-from pytorch_cli import datasets
-from pytorch_cli.errors import PtrainError, UsageError
+from pytorch_cli.data import datasets
+from pytorch_cli.platform.errors import PtrainError, UsageError
 
 
 load = datasets.load

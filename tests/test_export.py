@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import ptrain_without
-from pytorch_cli import datasets, models
+from pytorch_cli.data import datasets
+from pytorch_cli.models import zoo as models
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def test_export_output_flag_and_bad_format(ptrain, run, tmp_path):
 
 
 def test_failed_verification_fails_the_export_and_writes_nothing(ptrain, run, monkeypatch):
-    from pytorch_cli import export
+    from pytorch_cli.store import export
     monkeypatch.setattr(export, "TOLERANCE", -1.0)  # any difference, even 0, now fails
     r = ptrain("export", run / "model.pth", "--format", "torchscript")
     assert r.code == 1 and "failed verification" in r.err

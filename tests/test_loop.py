@@ -7,9 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytorch_cli import batches, checkpoint, config, loop, runtime, step
-from pytorch_cli.config import TrainConfig
-from pytorch_cli.rundir import RunDir
+from pytorch_cli.data import batches
+from pytorch_cli.store import checkpoint
+from pytorch_cli.settings import config
+from pytorch_cli.training import loop, step
+from pytorch_cli.platform import runtime
+from pytorch_cli.settings.config import TrainConfig
+from pytorch_cli.store.rundir import RunDir
 
 from test_cli_train import without_timing
 
@@ -165,7 +169,7 @@ def test_cuda_steps_do_no_host_work():
     assert r.train.images.is_cuda and r.amp == runtime.autocast_dtype("auto", r.device)
     it = batches.train_batches(r.train, r.data.spec, cfg.batch_size, cfg.seed, 0,
                                batches.Augment(cfg.augment), r.device)
-    meter = step.Meter(r.device, r.batches)
+    meter = step.Meter(r.device, r.n_batches)
 
     def one_step(x, y):
         x = x.contiguous(memory_format=torch.channels_last)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytorch_cli import models
+from pytorch_cli.models import zoo as models
 
 
 @pytest.mark.parametrize("name", sorted(models.MODELS))
@@ -62,20 +62,13 @@ def test_lenet_is_the_grokking_net_in_training_mode_too():
     assert torch.allclose(got, want, atol=1e-6)
 
 
-def test_normalize_layer_matches_torchvision():
-    from torchvision.transforms import v2
-    x = torch.rand(4, 3, 32, 32)
-    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-    assert torch.allclose(models.Normalize(mean, std)(x), v2.Normalize(mean, std)(x), atol=1e-6)
-
-
 def test_airbench_whitening_decorrelates_the_training_patches():
     torch.manual_seed(0)
     # correlated images: smooth (neighbouring pixels alike) and channels alike
     base = torch.nn.functional.avg_pool2d(torch.randn(200, 1, 34, 34), 3, 1)
     images = base.repeat(1, 3, 1, 1) + 0.3 * torch.randn(200, 3, 32, 32)
     net = models.build("airbench", 3, 10, 32)
-    models.whiten_from(net, images)
+    models.DATA_INITS["airbench"](net, images)
     conv = net.whiten
     out = torch.nn.functional.conv2d(images, conv.weight[:12])  # the positive half, no bias
     flat = out.permute(0, 2, 3, 1).reshape(-1, 12)

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from pytorch_cli import models, optim
-from pytorch_cli.config import TrainConfig
+from pytorch_cli.models import zoo as models
+from pytorch_cli.training import optim
+from pytorch_cli.settings.config import TrainConfig
 
 
 def test_weight_decay_skips_biases_and_norm_weights():

@@ -3,7 +3,7 @@ printed, and a clear note when the run is too short to profile."""
 
 import json
 
-from pytorch_cli.profiling import WARMUP_STEPS
+from pytorch_cli.training.profiling import WARMUP_STEPS
 
 RUN = ["train", "--dataset", "fake", "--batch-size", "50", "--epochs", "1"]
 

@@ -4,7 +4,7 @@ import io
 import re
 import time
 
-from pytorch_cli import report
+from pytorch_cli.output import report
 
 
 def _train(epoch, batch, batches=938):

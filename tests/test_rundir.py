@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pytorch_cli import rundir
-from pytorch_cli.errors import PtrainError, UsageError
-from pytorch_cli.rundir import RunDir
+from pytorch_cli.store import rundir
+from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.store.rundir import RunDir
 
 
 @pytest.fixture(autouse=True)
@@ -15,24 +15,24 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def _make_run(path, epochs=(), config='dataset = "fake"\nmodel = "lenet"\nepochs = 3\n'):
+def _make_run(path, epochs=(), config=None):
     run = RunDir(path)
-    run.create(config)
-    run.unlock()  # create() claims it for a training that is not coming
+    run.create(config or {"dataset": "fake", "model": "lenet", "epochs": 3})
     for i, acc in enumerate(epochs, 1):
         run.append_metrics({"kind": "epoch", "epoch": i, "step": 10 * i, "test_acc": acc})
     return run
 
 
 def test_default_names_count_up_and_explicit_names_are_never_reused_silently():
-    assert rundir.choose(default="mnist") == rundir.ROOT / "mnist"
-    _make_run(rundir.ROOT / "mnist")
-    assert rundir.choose(default="mnist") == rundir.ROOT / "mnist-2"
+    assert rundir.choose(default="mnist") == rundir.root() / "mnist"
+    _make_run(rundir.root() / "mnist")
+    assert rundir.choose(default="mnist") == rundir.root() / "mnist-2"
     with pytest.raises(UsageError, match="already holds a run.*ptrain resume runs/mnist.*--overwrite"):
         rundir.choose(name="mnist")
-    (rundir.ROOT / "mnist" / "notes.txt").write_text("mine")
-    assert rundir.choose(name="mnist", overwrite=True) == rundir.ROOT / "mnist"
-    assert [p.name for p in (rundir.ROOT / "mnist").iterdir()] == ["notes.txt"]  # only run files go
+    (rundir.root() / "mnist" / "notes.txt").write_text("mine")
+    assert rundir.choose(name="mnist", overwrite=True) == rundir.root() / "mnist"
+    RunDir(rundir.root() / "mnist").clear()  # as the session does, once it holds the lock
+    assert [p.name for p in (rundir.root() / "mnist").iterdir()] == ["notes.txt"]  # only run files go
 
 
 @pytest.mark.parametrize("name", ["../../x", "..", ".", "a/b", "a\\b"])
@@ -46,7 +46,7 @@ def test_a_file_where_the_run_directory_goes_is_one_clear_error(tmp_path):
     with pytest.raises(UsageError, match="f is a file, not a directory"):
         rundir.choose(run_dir="f")
     with pytest.raises(PtrainError, match="cannot create the run directory f/sub: a file is in the way"):
-        RunDir(Path("f/sub")).create("")  # a parent that is a file
+        RunDir(Path("f/sub")).lock()  # a parent that is a file
 
 
 def test_trim_drops_later_records_and_a_half_written_line(tmp_path):
@@ -79,7 +79,7 @@ def test_checkpoint_in_a_run_directory(tmp_path):
 
 
 def test_a_directory_in_use_is_refused_and_overwrite_clears_every_output(tmp_path):
-    run = _make_run(rundir.ROOT / "r")
+    run = _make_run(rundir.root() / "r")
     run.lock()
     (run.path / rundir.TENSORBOARD).mkdir()
     (run.path / rundir.TRACE).write_text("{}")
@@ -87,5 +87,5 @@ def test_a_directory_in_use_is_refused_and_overwrite_clears_every_output(tmp_pat
         rundir.choose("r", overwrite=True)
     run.unlock()
     assert not run.file(rundir.LOCK).exists()
-    rundir.choose("r", overwrite=True)
+    RunDir(rundir.choose("r", overwrite=True)).clear()
     assert sorted(p.name for p in run.path.iterdir()) == []  # old curves never mix with new ones

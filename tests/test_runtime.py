@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pytorch_cli import runtime
-from pytorch_cli.errors import PtrainError
+from pytorch_cli.platform import runtime
+from pytorch_cli.platform.errors import PtrainError
 
 def test_precision_choices():
     cpu = torch.device("cpu")

@@ -3,9 +3,11 @@
 import torch
 from torch import nn
 
-from pytorch_cli import models, optim, runtime
-from pytorch_cli.config import TrainConfig
-from pytorch_cli.state import Position, TrainState, position_of
+from pytorch_cli.models import zoo as models
+from pytorch_cli.training import optim
+from pytorch_cli.platform import runtime
+from pytorch_cli.settings.config import TrainConfig
+from pytorch_cli.training.state import Position, TrainState, position_of
 
 
 def _state(wrap=lambda m: m):

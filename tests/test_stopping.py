@@ -4,9 +4,9 @@ import time
 import pytest
 import torch
 
-from pytorch_cli import loop, stopping
-from pytorch_cli.config import TrainConfig, to_toml
-from pytorch_cli.rundir import RunDir
+from pytorch_cli.training import loop, stopping
+from pytorch_cli.settings.config import TrainConfig
+from pytorch_cli.store.rundir import RunDir
 
 
 def test_the_stop_flag_keeps_its_first_reason():
@@ -20,17 +20,16 @@ def test_the_stop_flag_keeps_its_first_reason():
 
 def test_non_finite_weights_are_never_saved_over_the_last_good_checkpoint(tmp_path):
     run = RunDir(tmp_path / "run")
-    r = loop.setup(TrainConfig(dataset="fake", epochs=2, save_interval=10))
-    run.create(to_toml(r.cfg))
-    r.saver = run
-    images, seconds = loop.train_epoch(r, 0, lambda record: None, stopping.StopFlag(),
-                                       time.perf_counter(), False)
+    job = loop.setup(TrainConfig(dataset="fake", epochs=2, save_interval=10))
+    run.create(job.cfg.to_dict())
+    job.saver, job.started = run, time.perf_counter()
+    images, seconds = loop.train_epoch(job, 0)
     good = torch.load(run.file("last.pt"), weights_only=True)
     assert good["position"]["step"] == 30  # the mid-epoch saves at steps 10, 20, 30
     with torch.no_grad():
-        next(r.state.raw.parameters())[0].fill_(math.nan)  # a last step that blew up
+        next(job.state.raw.parameters())[0].fill_(math.nan)  # a last step that blew up
     with pytest.raises(stopping.NonFiniteLoss, match="weights became non-finite by step 32"):
-        loop.end_epoch(r, 0, images, seconds, lambda record: None, time.perf_counter(), False)
+        loop.end_epoch(job, 0, images, seconds)
     kept = torch.load(run.file("last.pt"), weights_only=True)
     assert kept["position"]["step"] == 30 and not run.file("best.pt").exists()
     assert all(t.isfinite().all() for t in kept["model"].values())

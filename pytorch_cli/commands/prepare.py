@@ -1,0 +1,108 @@
+"""Before a session: where a run starts from. A new run gets its directory chosen; a resumed one
+(`ptrain resume`, `--resume auto`, a torchrun restart) is checked against its last.pt. Nothing
+here writes: the session takes the run directory's lock first (session.claim)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytorch_cli.data import catalog
+from pytorch_cli.platform import distributed
+from pytorch_cli.platform.errors import UsageError, plural
+from pytorch_cli.settings import config as configlib
+from pytorch_cli.store import checkpoint, rundir
+from pytorch_cli.store.rundir import LAST, RunDir, checkpoint_in
+from pytorch_cli.training.state import position_of
+
+
+@dataclass
+class Start:
+    """What a session starts from."""
+    cfg: configlib.TrainConfig
+    run_dir: RunDir | None  # None: a dry run, which writes nothing
+    saved: dict | None = None  # the training state it continues; None: a new run
+    clear: bool = False  # --overwrite: the old run's files go, once the lock is held
+
+
+class AlreadyFinished(UsageError):
+    """Resuming a finished run: an error for `ptrain resume`, nothing to do for --resume auto."""
+
+
+# What may differ between a run and the command that continues it with --resume auto.
+FREE_TO_CHANGE = ("device", "data_dir", "download", "workers", "log_interval", "save_interval",
+                  "tensorboard")
+
+
+def resume(target: Path, epochs: float | None = None, device: str | None = None,
+           model_name: str = "", dataset: str = "") -> Start:
+    """Check that a run can continue as asked, from its last.pt (or the checkpoint named)."""
+    path = checkpoint_in(target, LAST)
+    saved = checkpoint.load(path)
+    if saved.get("format") != checkpoint.STATE_FORMAT:
+        raise UsageError(f"{path} is not a training-state checkpoint; resume takes a run "
+                         "directory, last.pt or best.pt (model.pth holds weights only)")
+    cfg = configlib.from_dict(saved["config"])
+    for flag, given, value in (("--model", model_name, cfg.model),
+                               ("--dataset", dataset, cfg.dataset)):
+        if given and given != value:
+            raise UsageError(f"resume continues the same run ({value}); {flag} cannot change "
+                             "it — start a new run with `ptrain train` instead")
+    return Start(_continued(cfg, saved, path, epochs, device), RunDir(path.parent), saved)
+
+
+def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: float | None,
+               device: str | None) -> configlib.TrainConfig:
+    """The saved config with what a resume may change: more epochs, another device, another
+    number of processes (the global batch, batch x processes, stays: the same batches)."""
+    overrides: dict = {"device": device} if device else {}
+    if epochs is not None:
+        if epochs < cfg.epochs:
+            raise UsageError(f"--epochs {epochs:g}: the run was set for {cfg.epochs:g}; "
+                             "it can only be extended")
+        if epochs != cfg.epochs and cfg.scheduler == "onecycle":
+            raise UsageError("a onecycle schedule ends with its last epoch; it cannot be extended")
+        overrides["epochs"] = epochs
+    was, now = saved.get("world", 1), distributed.world().size
+    if was != now:
+        total = cfg.batch_size * was
+        if total % now:
+            raise UsageError(f"{path} trained with {was} process(es) x batch {cfg.batch_size} = "
+                             f"{total} images per step, which {now} processes cannot share "
+                             "evenly; resume with a number of processes that divides it")
+        overrides["batch_size"] = total // now
+    cfg = configlib.validate(dataclasses.replace(cfg, **overrides))
+    if position_of(saved).epoch >= cfg.epochs:
+        raise AlreadyFinished(f"{path}: the run already finished its "
+                              f"{plural(cfg.epochs, 'epoch')}; pass --epochs N (more than "
+                              f"{cfg.epochs:g}) to extend it")
+    return cfg
+
+
+def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, overwrite: bool,
+          auto: bool) -> Start:
+    """The run directory of a new run; with `auto` (--resume auto, torchrun restarts), the named
+    run continues when its last.pt was made with these settings. Runs on rank 0 alone."""
+    if auto and not (name or run_dir):
+        raise UsageError("--resume auto (and torchrun --max-restarts) need the run named with "
+                         "--name or --run-dir, so that a restart finds it")
+    path = rundir.choose(name, run_dir, default, check_only=True) if auto else None
+    if path is None or not (path / LAST).is_file():  # nothing to continue: start afresh
+        chosen = rundir.choose(name, run_dir, default, overwrite or auto)
+        return Start(cfg, RunDir(chosen), clear=rundir.holds_run(chosen))
+    saved = checkpoint.load(path / LAST)
+    theirs = configlib.from_dict(saved.get("config", {}))
+    theirs = dataclasses.replace(theirs, batch_size=theirs.batch_size * saved.get("world", 1))
+    mine = dataclasses.replace(cfg, batch_size=cfg.batch_size * distributed.world().size,
+                               augment=catalog.SPECS[cfg.dataset].augment
+                               if cfg.augment == "auto" else cfg.augment)  # as the run saved it
+    differ = [k for k, v in mine.to_dict().items()
+              if k not in FREE_TO_CHANGE and getattr(theirs, k) != v and k != "epochs"]
+    if differ:
+        raise UsageError(f"--resume auto: {path / LAST} was made with other settings "
+                         f"({', '.join(k.replace('_', '-') for k in differ)}); use another "
+                         "--name/--run-dir, or --overwrite without --resume auto to start over")
+    cfg = _continued(configlib.from_dict(saved["config"]), saved, path / LAST,
+                     max(cfg.epochs, theirs.epochs), cfg.device)
+    return Start(cfg, RunDir(path), saved)

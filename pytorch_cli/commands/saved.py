@@ -1,0 +1,128 @@
+"""A saved model at work: load it and evaluate, export or run it (`ptrain eval`, `export`,
+`predict`). Each takes a checkpoint file or a run directory (then its model.pth)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pytorch_cli.store import checkpoint, export
+from pytorch_cli.settings import config as configlib
+from pytorch_cli.data import batches, catalog, datasets
+from pytorch_cli.platform import runtime
+from pytorch_cli.models import zoo as models
+from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.training.evaluate import evaluate
+from pytorch_cli.store.rundir import MODEL, checkpoint_in
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module  # on the CPU, eval mode
+    meta: dict  # what models.describe saves
+    config: dict  # the run's config; {} for a bare state_dict
+
+
+def load_model(path: Path, model_name: str = "", dataset: str = "") -> Loaded:
+    """Rebuild the model of a model.pth / last.pt / best.pt (or a run directory), or of a bare
+    state_dict given --model and --dataset."""
+    path = checkpoint_in(path, MODEL)
+    saved = checkpoint.load(path)
+    state_dict = checkpoint.weights(saved)
+    if state_dict is None:
+        raise PtrainError(f"{path}: not a ptrain checkpoint or a state_dict of tensors")
+    if "meta" in saved:
+        meta, config = saved["meta"], saved.get("config", {})
+        for flag, given, saved_value in (("--model", model_name, meta["model"]),
+                                         ("--dataset", dataset, meta["dataset"])):
+            if given and given != saved_value:
+                raise UsageError(f"{path} holds a {meta['model']} trained on {meta['dataset']}; "
+                                 f"{flag} {given} does not match (leave it out)")
+    else:
+        if not (model_name and dataset):
+            raise UsageError(f"{path} is a bare state_dict: say what it is with --model and --dataset")
+        configlib.check_choice("model", model_name, configlib.MODELS)
+        configlib.check_choice("dataset", dataset, configlib.DATASETS)
+        meta, config = models.describe(model_name, catalog.SPECS[dataset], []), {}
+    model = models.build(meta["model"], meta["in_channels"], meta["num_classes"], meta["image_size"])
+    try:
+        model.load_state_dict(checkpoint.clean_state_dict(state_dict))
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise PtrainError(f"{path}: the weights do not fit a {meta['model']} for {meta['dataset']} "
+                          f"({detail})") from None
+    return Loaded(model.eval(), meta, config)
+
+
+def _data(loaded: Loaded, data_dir: str = "", download: bool = True) -> datasets.Data:
+    """The model's dataset, read with the run's own settings (folder, val split, seed)."""
+    c = loaded.config
+    return datasets.load(loaded.meta["dataset"], data_dir or c.get("data_dir", ""), download,
+                         c.get("val_split", 0.0), c.get("seed", 1))
+
+
+def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str = "",
+             split: str = "test", batch_size: int = 0, device: str = "auto", tta: bool = False,
+             download: bool = True) -> dict:
+    """Evaluate a saved model on a split of its dataset; the run's own data settings are reused."""
+    loaded = load_model(path, model_name, dataset)
+    dev = runtime.resolve_device(device)
+    data = _data(loaded, data_dir, download)
+    chosen = {"test": data.test, "train": data.train, "val": data.val}[split]
+    if chosen is None:
+        raise UsageError("--split val: this run held out no validation set (it trained without --val-split)")
+    size = batch_size or loaded.config.get("test_batch_size", 1000)
+    result = evaluate(loaded.model.to(dev), chosen, data.spec, size, dev, tta=tta)
+    classes = loaded.meta["classes"] or data.classes
+    per_class = result["confusion"].diag() / result["confusion"].sum(1).clamp(min=1)
+    return {"checkpoint": str(path), "model": loaded.meta["model"],
+            "dataset": loaded.meta["dataset"], "split": split, "tta": tta, "device": str(dev),
+            **{k: v for k, v in result.items() if k != "confusion"},
+            "per_class_acc": {c: float(a) for c, a in zip(classes, per_class)},
+            "classes": list(classes), "confusion": result["confusion"].tolist()}
+
+
+def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str = "",
+               dataset: str = "", data_dir: str = "") -> dict:
+    """Export a saved model, verified on a real batch of its test set (random images in [0, 1]
+    when the dataset is not at hand, which the result says)."""
+    source = checkpoint_in(path, MODEL)
+    loaded = load_model(source, model_name, dataset)
+    meta = loaded.meta
+    try:
+        sample = _data(loaded, data_dir, download=False).test.images[:64].float() / 255
+        verified_on = "test images"
+    except PtrainError:
+        g = torch.Generator().manual_seed(0)
+        size = (64, meta["in_channels"], meta["image_size"], meta["image_size"])
+        sample, verified_on = torch.rand(size, generator=g), "random images (dataset not found)"
+    output = output or source.with_name(source.name.split(".")[0] + export.FORMATS[fmt][0])
+    result = export.export(loaded.model, batches.Normalize(meta["mean"], meta["std"]), meta,
+                           sample, fmt, output, str(source))
+    return {**result, "verified_on": f"{len(sample)} {verified_on}"}
+
+
+@torch.inference_mode()
+def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "auto",
+                model_name: str = "", dataset: str = "") -> list[dict]:
+    """Top-k classes for each image; an unreadable image gets an "error" entry, the rest answers."""
+    loaded = load_model(path, model_name, dataset)
+    meta = loaded.meta
+    dev = runtime.resolve_device(device)
+    net = torch.nn.Sequential(batches.Normalize(meta["mean"], meta["std"]), loaded.model).to(dev)
+    classes = meta["classes"] or [str(i) for i in range(meta["num_classes"])]
+    results = []
+    for image in images:
+        try:
+            x = datasets.read_image(image, meta["in_channels"], meta["image_size"])
+        except Exception as e:  # missing, not an image, truncated: say which and go on
+            results.append({"image": str(image), "error": f"{type(e).__name__}: {e}"})
+            continue
+        probs = net(x[None].to(dev).float() / 255).softmax(1)[0]
+        top = probs.topk(min(top_k, len(classes)))
+        results.append({"image": str(image), "top": [
+            {"class": classes[i], "index": int(i), "prob": float(p)}
+            for p, i in zip(top.values.cpu(), top.indices.cpu())]})
+    return results

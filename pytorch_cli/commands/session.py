@@ -1,0 +1,117 @@
+"""One train/resume session, start to end, with one owner: it joins the process group once,
+takes the run directory's lock once (and releases it once), builds the sinks (progress,
+metrics.jsonl, TensorBoard) and closes them once, routes signals to a stop at a saved position,
+and maps how the run ended to its summary or to one error line and an exit code (130/143/129
+for signals, 3 for a non-finite loss)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import typer
+
+from pytorch_cli.commands.prepare import Start
+from pytorch_cli.output.report import reporter
+from pytorch_cli.platform import distributed, events, signals
+from pytorch_cli.platform.errors import PtrainError
+from pytorch_cli.store.rundir import LAST, RunDir
+from pytorch_cli.training import loop, stopping
+
+
+@dataclass
+class RunOptions:
+    """How a session runs, apart from the run's settings (TrainConfig)."""
+    json: bool = False  # the summary as one JSON object on stdout; progress to stderr
+    quiet: bool = False  # only epoch results and the summary
+    requeue: bool = True  # under SLURM, after SIGUSR1: scontrol requeue
+    dry_run: bool = False  # one step and one test batch; nothing written
+    profile: int = 0  # profile that many steps after the warm-up
+
+
+def run(prepare: Callable[[], Start], opts: RunOptions) -> None:
+    """Run one session: `prepare` (rank 0 alone) says where it starts from."""
+    distributed.init()
+    main = distributed.world().main  # asked now: after close() every process looks like rank 0
+    start = None
+    try:
+        start = distributed.from_main(lambda: claim(prepare()))
+        summary = _train(start, opts)
+    finally:
+        if start is not None and start.run_dir is not None and main:
+            start.run_dir.unlock()
+    distributed.close()  # not after a failure: a lost peer could make it hang
+    if opts.json and main:
+        print(json.dumps(events.json_safe(summary)))
+    if summary["stopped"]:
+        reason = summary["stopped"]
+        if reason == "SIGUSR1" and opts.requeue and main and os.environ.get("SLURM_JOB_ID"):
+            print(f"ptrain: {signals.slurm_requeue()}", file=sys.stderr)
+        raise typer.Exit(signals.EXIT_CODES.get(reason, 143))
+
+
+def claim(start: Start) -> Start:
+    """Lock the run directory, then clear it (--overwrite) or drop the metrics logged after the
+    checkpoint it continues from (they are logged again)."""
+    run_dir = start.run_dir
+    if run_dir is None:
+        return start
+    run_dir.lock()
+    try:
+        if start.clear:
+            run_dir.clear()
+        if start.saved is not None:
+            run_dir.trim_metrics(start.saved["position"]["step"])
+    except BaseException:
+        run_dir.unlock()
+        raise
+    return start
+
+
+def _train(start: Start, opts: RunOptions) -> dict:
+    emit = _sinks(start, opts)
+    stop = stopping.StopFlag()
+    try:
+        with signals.stop_on_signals(stop.request):
+            return loop.train(start.cfg, start.run_dir, emit, stop=stop, resume=start.saved,
+                              dry_run=opts.dry_run, profile=opts.profile)
+    except BaseException as e:
+        reason, instead = _failure(e, start.run_dir)
+        emit({"kind": "abort", "reason": reason,
+              "error": (str(instead or e).strip().splitlines() or [type(e).__name__])[0][:300]})
+        if instead is not None:
+            raise instead from None
+        raise
+
+
+def _sinks(start: Start, opts: RunOptions) -> events.Emit:
+    if not distributed.world().main:  # the other ranks print and write nothing
+        return events.fanout()
+    cfg, run_dir = start.cfg, start.run_dir
+    tensorboard = None
+    if cfg.tensorboard and run_dir is not None:
+        from pytorch_cli.output import tensorboard_sink
+        tensorboard = tensorboard_sink.sink(run_dir.path, cfg.to_dict())
+    return events.fanout(reporter(sys.stderr if opts.json else sys.stdout, opts.quiet),
+                         run_dir.metrics_sink() if run_dir else None, tensorboard)
+
+
+def _failure(e: BaseException, run_dir: RunDir | None) -> tuple[str, BaseException | None]:
+    """(the reason an abort record gives, the one-line error to raise instead, if any)."""
+    if isinstance(e, KeyboardInterrupt):  # a second Ctrl-C: out at once
+        resumable = run_dir is not None and run_dir.file(LAST).exists()
+        return "interrupted", PtrainError(
+            "interrupted twice: stopped at once; the checkpoints already written are intact"
+            + (f" (continue with `ptrain resume {run_dir.path}`)" if resumable else ""),
+            exit_code=130)
+    if isinstance(e, stopping.NonFiniteLoss):
+        return "nan", None
+    if isinstance(e, RuntimeError) and "returned nan values" in str(e):  # --detect-anomaly
+        return "nan", stopping.NonFiniteLoss(f"autograd anomaly mode: {str(e).splitlines()[0]} "
+                                             "Nothing was saved from that state")
+    if isinstance(e, RuntimeError) and distributed.world().size > 1:  # DDP lost a peer
+        return "error", distributed.peer_lost(e)
+    return "error", None

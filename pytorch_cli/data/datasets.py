@@ -1,0 +1,253 @@
+"""Finding and reading datasets: each is read once into (N, C, H, W) uint8 tensors (MNIST: 47 MB,
+CIFAR: 150 MB), from torchvision's layout or a plain folder of the original files. Batching them
+on the device is batches.py's job."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+from pytorch_cli.data.catalog import SPECS, Spec
+from pytorch_cli.platform.errors import PtrainError, UsageError
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+DEBIAN_FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class Data:
+    spec: Spec
+    classes: list[str]
+    train: Split
+    val: Split | None
+    test: Split
+    source: str  # the folder the files were read from
+
+
+# ---------------------------------------------------------------- finding and reading files
+
+def search_dirs(name: str, data_dir: str = "") -> list[Path]:
+    """Where to look, in order: --data-dir alone if given; else $PTRAIN_DATA_DIR or ./data,
+    plus the folder Debian's dataset-fashion-mnist package installs."""
+    if data_dir:
+        return [Path(data_dir).expanduser()]
+    dirs = [Path(os.environ.get("PTRAIN_DATA_DIR") or "data").expanduser()]
+    if name == "fashion-mnist":
+        dirs.append(Path(DEBIAN_FASHION_DIR))
+    return dirs
+
+
+def _find_mnist(root: Path, spec: Spec) -> dict[str, Path] | None:
+    # The original files in a plain folder, or torchvision's layout (root/MNIST/raw/...).
+    for folder in (root, root / "raw", root / spec.tv_class / "raw"):
+        found = {}
+        for name in MNIST_FILES:
+            for candidate in (folder / name, folder / f"{name}.gz"):
+                if candidate.is_file():
+                    found[name] = candidate
+                    break
+        if len(found) == len(MNIST_FILES):
+            return found
+    return None
+
+
+def _read_mnist(files: dict[str, Path], spec: Spec) -> tuple[Split, Split, list[str]]:
+    """Stage the files in torchvision's layout (gunzipped) and read them with torchvision's reader."""
+    cls = getattr(torchvision.datasets, spec.tv_class)
+    with tempfile.TemporaryDirectory(prefix="ptrain-") as tmp:
+        raw = Path(tmp, spec.tv_class, "raw")
+        raw.mkdir(parents=True)
+        for name, path in files.items():
+            if path.suffix == ".gz":
+                with gzip.open(path, "rb") as src, open(raw / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            else:
+                os.symlink(path.resolve(), raw / name)
+        splits = []
+        for train in (True, False):
+            ds = cls(tmp, train=train, download=False)
+            splits.append(Split(ds.data.unsqueeze(1).contiguous(), ds.targets.long()))
+    return splits[0], splits[1], list(cls.classes)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR's python batches are pickles: allow numpy arrays and plain containers, nothing that
+    could run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how protocol 2 stores bytes; only builds a bytes object
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return _ArraysOnly(f, encoding="latin1").load()
+
+
+CIFAR_LAYOUTS = {
+    # dataset: [(folder name, train files, test file, meta file, label key or byte offset)]
+    "cifar10": [("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
+                 "batches.meta", "labels"),
+                ("cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)],
+                 "test_batch.bin", "batches.meta.txt", 0)],
+    "cifar100": [("cifar-100-python", ["train"], "test", "meta", "fine_labels"),
+                 ("cifar-100-binary", ["train.bin"], "test.bin", "fine_label_names.txt", 1)],
+}
+
+
+def _find_cifar(root: Path, spec: Spec):
+    for folder_name, train, test, meta, label in CIFAR_LAYOUTS[spec.name]:
+        for folder in (root / folder_name, root):
+            if all((folder / f).is_file() for f in [*train, test]):
+                return folder, train, test, meta, label
+    return None
+
+
+def _read_cifar(found, spec: Spec) -> tuple[Split, Split, list[str]]:
+    folder, train_files, test_file, meta, label = found
+
+    def read(names: list[str]) -> Split:
+        images, labels = [], []
+        for name in names:
+            if isinstance(label, str):  # python pickle batches
+                batch = _unpickle(folder / name)
+                images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                labels.append(np.asarray(batch[label], dtype=np.int64))
+            else:  # binary version: label byte(s) then 3072 pixel bytes per record
+                width = 3072 + (2 if spec.name == "cifar100" else 1)
+                raw = np.fromfile(folder / name, dtype=np.uint8)
+                if raw.size % width:
+                    raise ValueError(f"{name} is not a whole number of {width}-byte records")
+                raw = raw.reshape(-1, width)
+                images.append(raw[:, width - 3072:].reshape(-1, 3, 32, 32))
+                labels.append(raw[:, label].astype(np.int64))
+        return Split(torch.from_numpy(np.concatenate(images)).contiguous(),
+                     torch.from_numpy(np.concatenate(labels)))
+
+    classes = [str(i) for i in range(spec.num_classes)]
+    meta_path = folder / meta
+    if meta_path.is_file():
+        if isinstance(label, str):
+            key = "label_names" if spec.name == "cifar10" else "fine_label_names"
+            classes = list(_unpickle(meta_path)[key])
+        else:
+            classes = [line.strip() for line in meta_path.read_text().splitlines() if line.strip()]
+    return read(train_files), read([test_file]), classes
+
+
+def _fake() -> tuple[Split, Split, list[str]]:
+    """A small learnable stand-in (class templates plus noise), the same on every machine."""
+    g = torch.Generator().manual_seed(0)
+    templates = torch.rand(10, 1, 7, 7, generator=g).repeat_interleave(4, 2).repeat_interleave(4, 3)
+
+    def make(n: int) -> Split:
+        labels = torch.randint(0, 10, (n,), generator=g)
+        x = templates[labels] * 0.7 + torch.rand(n, 1, 28, 28, generator=g) * 0.3
+        return Split((x * 255).round().to(torch.uint8), labels)
+
+    return make(2000), make(500), [str(i) for i in range(10)]
+
+
+def _locate(spec: Spec, root: Path):
+    """(folder the files are in, function that reads them), or None if they are not under root."""
+    if spec.name in ("mnist", "fashion-mnist"):
+        found = _find_mnist(root, spec)
+        return (next(iter(found.values())).parent, lambda: _read_mnist(found, spec)) if found else None
+    found = _find_cifar(root, spec)
+    return (found[0], lambda: _read_cifar(found, spec)) if found else None
+
+
+def _download(spec: Spec, root: Path) -> None:
+    cls = getattr(torchvision.datasets, spec.tv_class)
+    created = None  # the outermost folder the download creates: removed again if it fails
+    path = root / spec.tv_class
+    while not path.exists():
+        created, path = path, path.parent
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except Exception as e:  # URLError, HTTP errors, checksum failures: all mean "not here"
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise PtrainError(
+            f"{spec.name}: not found in {root} and the download failed ({reason}); with no network, "
+            f"put the dataset's original files in a folder and pass --data-dir DIR") from None
+
+
+def _read(spec: Spec, data_dir: str, download: bool) -> tuple[Split, Split, list[str], str]:
+    if spec.name == "fake":
+        return *_fake(), "generated"
+    dirs = search_dirs(spec.name, data_dir)
+    located = next(filter(None, (_locate(spec, d) for d in dirs)), None)
+    if not located:
+        if not download:
+            raise PtrainError(
+                f"{spec.name}: no dataset files found in {', '.join(map(str, dirs))}; pass "
+                f"--data-dir DIR (a folder with the original files), or --download to fetch it")
+        _download(spec, dirs[0])
+        located = _locate(spec, dirs[0])
+        if not located:
+            raise PtrainError(f"{spec.name}: downloaded to {dirs[0]} but the files are not there")
+    folder, reader = located
+    try:
+        return *reader(), str(folder)
+    except Exception as e:
+        raise PtrainError(f"{spec.name}: the files in {folder} are unreadable or corrupt "
+                          f"({type(e).__name__}: {e}); replace them with the original files") from None
+
+
+def load(name: str, data_dir: str = "", download: bool = True, val_split: float = 0.0,
+         seed: int = 1) -> Data:
+    """Read a dataset; with val_split, hold out a seeded fraction of its training set."""
+    spec = SPECS[name]
+    train, test, classes, source = _read(spec, data_dir, download)
+    val = None
+    if val_split:
+        # Seeded, so a resumed run and `ptrain eval --split val` get the same split.
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, round(len(train) * val_split))
+        if n_val >= len(train):
+            raise UsageError(f"--val-split {val_split} leaves no training images (the training set "
+                             f"has {len(train)}); use a smaller fraction")
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        val = Split(train.images[val_idx], train.labels[val_idx])
+        train = Split(train.images[train_idx], train.labels[train_idx])
+    return Data(spec, classes, train, val, test, source)
+
+
+def read_image(path: Path, channels: int, size: int) -> torch.Tensor:
+    """A PNG/JPEG of any size or mode as the model saw its training data: grayscale or RGB,
+    size x size, uint8 (C, H, W)."""
+    from PIL import Image  # torchvision's own dependency; only predict needs it
+    with Image.open(path) as img:
+        img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+        return torchvision.transforms.functional.pil_to_tensor(img)

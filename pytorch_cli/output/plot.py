@@ -1,0 +1,96 @@
+"""Pictures of runs (optional extra `plot`: matplotlib): loss and accuracy curves from
+metrics.jsonl, several runs on one figure; a confusion matrix from `ptrain eval`."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from pathlib import Path
+
+from pytorch_cli.platform.files import atomic_write
+from pytorch_cli.platform.errors import UsageError
+
+
+def require_matplotlib(what: str) -> None:
+    """One line naming the extra, before any work is done."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(f"{what} needs matplotlib: pip install 'pytorch-cli[plot]'")
+
+
+def _figure(*shape: int, size: tuple[float, float]):
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display needed (SSH, SLURM)
+    import matplotlib.pyplot as plt
+    return plt.subplots(*shape, figsize=size, squeeze=False)
+
+
+def _save(fig, out: Path) -> None:
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format=out.suffix.lstrip(".").lower() or "png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(out, lambda f: f.write(buf.getvalue()))
+
+
+def _x(record: dict) -> float:
+    """Epochs as a fraction: 1.5 is half-way through the second epoch."""
+    if record["kind"] == "epoch":
+        return float(record["epoch"])
+    return record["epoch"] - 1 + record["batch"] / max(record["batches"], 1)
+
+
+def curves(runs: dict[str, list[dict]], out: Path) -> None:
+    """runs: label -> metrics records. Left: training loss (thin, every log record) and test
+    loss (markers, per epoch); right: test and validation accuracy per epoch."""
+    fig, axes = _figure(1, 2, size=(12, 4.5))
+    loss_ax, acc_ax = axes[0]
+    for i, (label, records) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        train = [r for r in records if r.get("kind") == "train" and r.get("train_loss") is not None]
+        epochs = [r for r in records if r.get("kind") == "epoch"]
+        if train:
+            loss_ax.plot([_x(r) for r in train], [r["train_loss"] for r in train], color=color,
+                         alpha=0.45, linewidth=1, label=f"{label} train")
+        tested = [r for r in epochs if r.get("test_loss") is not None]
+        if tested:
+            loss_ax.plot([_x(r) for r in tested], [r["test_loss"] for r in tested], "o-",
+                         color=color, label=f"{label} test")
+            acc_ax.plot([_x(r) for r in tested], [100 * r["test_acc"] for r in tested], "o-",
+                        color=color, label=f"{label} test")
+        valed = [r for r in epochs if r.get("val_acc") is not None]
+        if valed:
+            acc_ax.plot([_x(r) for r in valed], [100 * r["val_acc"] for r in valed], "s--",
+                        color=color, label=f"{label} val")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss", yscale="log")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    from matplotlib.ticker import MaxNLocator
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 1.25
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    _save(fig, out)
+
+
+def confusion(result: dict, out: Path) -> None:
+    """Rows: true class, columns: predicted; colour is the row's share (so rare classes show),
+    the number is the count."""
+    classes, matrix = result["classes"], result["confusion"]
+    n = len(classes)
+    side = min(max(5.0, 0.55 * n + 2), 30.0)
+    fig, axes = _figure(1, 1, size=(side, side * 0.9))
+    ax = axes[0][0]
+    shares = [[v / max(sum(row), 1) for v in row] for row in matrix]
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    if n <= 20:  # beyond that the labels and numbers would overlap
+        ax.set_xticks(range(n), classes, rotation=45, ha="right")
+        ax.set_yticks(range(n), classes)
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+                        color="white" if shares[i][j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true",
+           title=f"{result['checkpoint']} on {result['dataset']} {result['split']}: "
+                 f"{100 * result['acc']:.2f}%")
+    _save(fig, out)

@@ -1,0 +1,288 @@
+"""What a person sees: while training, a rich progress bar on a terminal, plain one-line records
+otherwise (redirected output, nohup, SLURM: no carriage returns, no ANSI codes, a line every
+quarter epoch or 30 s); evaluation results; the table of runs."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from typing import Callable, TextIO
+
+from rich.console import Console
+
+from pytorch_cli.platform.errors import plural
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+
+def format_record(r: dict) -> str | None:
+    kind = r["kind"]
+    if kind == "start":
+        head = f"training {r['model']} ({r['params']:,} parameters) on {r['dataset']}"
+        if r["source"] != "generated":
+            head += f" from {r['source']}"
+        sizes = f"{r['train_size']} train / " + (f"{r['val_size']} val / " if r["val_size"] else "")
+        where = "dry run, nothing is written" if r["dry_run"] else f"writing {r['run_dir']}"
+        if r.get("resume_at"):
+            where = f"resuming at epoch {r['resume_at'][0]} after batch {r['resume_at'][1]}; " + where
+        speed = r["precision"] + (f", compiled ({r['compile']})" if r["compile"] else "")
+        world, batch = r.get("world_size", 1), r.get("batch_size", 0)
+        procs = (f" x {world} processes, batch {batch} per process ({batch * world} per step"
+                 + (f"; {r['left_out']} images per epoch sit out: fewer than the processes"
+                    if r.get("left_out") else "") + ")") if world > 1 else ""
+        return (f"{head}: {sizes}{r['test_size']} test images (read in {r['data_s']:.1f}s); "
+                f"device {r['device']}{procs}, {speed}; "
+                f"{plural(r['epochs'], 'epoch')} of {plural(r['batches'], 'batch', 'batches')}; {where}")
+    if kind == "train":
+        return (f"epoch {r['epoch']} batch {r['batch']}/{r['batches']} step {r['step']} "
+                f"lr {r['lr']:.4g} loss {r['train_loss']:.4f} {r['images_per_s']:.0f} img/s "
+                f"{r['elapsed_s']:.1f}s")
+    if kind == "epoch":
+        val = (f" val loss {r['val_loss']:.4f} val acc {100 * r['val_acc']:.2f}%"
+               if "val_acc" in r else "")
+        return (f"epoch {r['epoch']}/{r['epochs']:g} train loss {r['train_loss']:.4f}{val} "
+                f"test loss {r['test_loss']:.4f} test acc {100 * r['test_acc']:.2f}%"
+                f"{' with TTA' if r.get('tta') else ''} "
+                f"({r['test_correct']}/{r['test_total']}) {r['images_per_s']:.0f} img/s; "
+                f"train {r['train_s']:.1f}s eval {r['eval_s']:.1f}s, {r['elapsed_s']:.1f}s in all")
+    if kind == "profile":
+        trace = f"; Chrome trace (chrome://tracing, ui.perfetto.dev): {r['trace']}" if r["trace"] else ""
+        head = (f"profiled {plural(r['steps'], 'step')} from step {r['first_step']}{trace}"
+                if r["steps"] else "profile:")
+        return f"{head}\n{r['table']}"
+    if kind == "compile":
+        return f"compiled ({r['mode']}) in {r['seconds']:.1f}s, timed apart from training"
+    if kind == "stop":
+        saved = (f"saved to last.pt: continue with `ptrain resume {r['run_dir']}`"
+                 if r["run_dir"] else "nothing was saved")
+        return (f"stopped ({r['reason']}) in epoch {r['epoch']} after batch {r['batch']}, "
+                f"step {r['step']}; {saved}")
+    if kind == "end":
+        where = f"; run directory {r['run_dir']}" if r["run_dir"] else ""
+        if r["dry_run"]:
+            return "dry run ok: one optimizer step and one test batch ran; nothing was written"
+        if r.get("stopped"):
+            return None  # the stop record said it all
+        if "test_acc" not in r:
+            return "done"
+        tta = " with TTA" if r.get("tta") else ""
+        epochs = min(r["epoch"], r.get("epochs", r["epoch"]))  # 9.9, not the 10 begun
+        return (f"done: test acc {100 * r['test_acc']:.2f}%{tta} after {plural(epochs, 'epoch')}, "
+                f"{r['train_s_total']:.1f}s of training "
+                f"(best {'val' if 'val_acc' in r else 'test'} acc {100 * r['best_acc']:.2f}%){where}")
+    return None
+
+
+def print_eval(r: dict, stream: TextIO) -> None:
+    """Evaluation results: rich tables on a terminal, plain aligned text otherwise."""
+    head = (f"{r['checkpoint']} on {r['dataset']} {r['split']}{' with TTA' if r['tta'] else ''}: "
+            f"loss {r['loss']:.4f} acc {100 * r['acc']:.2f}% ({r['correct']}/{r['total']})"
+            + (f" top-5 {100 * r['top5_acc']:.2f}%" if "top5_acc" in r else ""))
+    classes, matrix = r["classes"], r["confusion"]
+    if stream.isatty():
+        from rich.table import Table
+        console = Console(file=stream)
+        console.print(head, highlight=False, markup=False)
+        per = Table(title="per-class accuracy")
+        per.add_column("class")
+        per.add_column("accuracy", justify="right")
+        per.add_column("images", justify="right")
+        for c, row in zip(classes, matrix):
+            per.add_row(c, f"{100 * r['per_class_acc'][c]:.2f}%", str(sum(row)))
+        console.print(per)
+        if len(classes) <= 20:
+            conf = Table(title="confusion matrix (rows: true class, columns: predicted)")
+            conf.add_column("")
+            for i in range(len(classes)):
+                conf.add_column(str(i), justify="right")
+            for i, row in enumerate(matrix):
+                conf.add_row(f"{i} {classes[i]}", *map(str, row))
+            console.print(conf)
+        return
+    lines = [head, "per-class accuracy:"]
+    width = max(len(c) for c in classes)
+    lines += [f"  {c:<{width}}  {100 * r['per_class_acc'][c]:6.2f}%  ({sum(row)} images)"
+              for c, row in zip(classes, matrix)]
+    if len(classes) <= 20:
+        lines.append("confusion matrix (rows: true class, columns: predicted):")
+        cell = max(len(str(v)) for row in matrix for v in row) + 1
+        lines += ["  " + "".join(f"{v:>{cell}}" for v in row) for row in matrix]
+    print("\n".join(lines), file=stream, flush=True)
+
+
+PLAIN_PARTS, PLAIN_SECONDS = 4, 30.0  # plain output: a train line per quarter epoch, or 30 s
+
+
+def plain_reporter(stream: TextIO, quiet: bool) -> Callable[[dict], None]:
+    """Readable in a log file: of the train records (every --log-interval batches, all kept in
+    metrics.jsonl), one per quarter of an epoch, or after 30 s without a line."""
+    last = {"part": 0, "epoch": 0, "at": time.monotonic()}
+
+    def due(r: dict) -> bool:
+        part = PLAIN_PARTS * r["batch"] // max(r["batches"], 1)
+        if r["epoch"] != last["epoch"]:
+            last.update(epoch=r["epoch"], part=0)
+        if part > last["part"] or time.monotonic() - last["at"] >= PLAIN_SECONDS:
+            last.update(part=part)
+            return True
+        return False
+
+    def emit(r: dict) -> None:
+        if quiet and r["kind"] in ("start", "train"):
+            return
+        if r["kind"] == "train" and not due(r):
+            return
+        last["at"] = time.monotonic()
+        line = format_record(r)
+        if line:
+            print(line, file=stream, flush=True)
+    return emit
+
+
+def live_reporter(stream: TextIO, quiet: bool) -> Callable[[dict], None]:
+    """A progress bar per epoch with live loss; the epoch results stay printed above it."""
+    console = Console(file=stream)  # honours NO_COLOR
+    progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=console)
+    task, accs = None, []
+
+    def emit(r: dict) -> None:
+        nonlocal task
+        kind = r["kind"]
+        if kind == "epoch":
+            accs.append(r.get("val_acc", r["test_acc"]))
+        if kind == "start":
+            progress.start()
+        if kind == "train" and not quiet:
+            if task is None:
+                task = progress.add_task("", total=r["batches"], epoch=r["epoch"], info="")
+            progress.update(task, completed=r["batch"],
+                            info=f"loss {r['train_loss']:.4f}  {r['images_per_s']:.0f} img/s")
+        if kind == "epoch" and task is not None:
+            progress.remove_task(task)
+            task = None
+        if kind in ("end", "abort"):  # abort: the run failed; give the terminal back cleanly
+            progress.stop()
+        line = format_record(r)
+        if line and not (kind == "train" or (quiet and kind == "start")):
+            console.print(line, highlight=False, markup=False)
+        if kind == "end" and len(accs) > 1 and not r.get("stopped"):
+            console.print(f"{'val' if 'val_acc' in r else 'test'} acc by epoch  "
+                          f"{sparkline(accs)}  {100 * accs[0]:.2f}% -> {100 * accs[-1]:.2f}% "
+                          f"(best {100 * max(accs):.2f}%, epoch {accs.index(max(accs)) + 1})",
+                          highlight=False, markup=False)
+    return emit
+
+
+def sparkline(values: list[float]) -> str:
+    """One block character per value, scaled from the lowest to the highest."""
+    bars = "▁▂▃▄▅▆▇█"
+    lo, hi = min(values), max(values)
+    return "".join(bars[round((v - lo) / (hi - lo) * 7) if hi > lo else 7] for v in values)
+
+
+def reporter(stream: TextIO, quiet: bool = False) -> Callable[[dict], None]:
+    emit = live_reporter(stream, quiet) if stream.isatty() else plain_reporter(stream, quiet)
+    return _until_closed(stream, emit)
+
+
+def _until_closed(stream: TextIO, emit: Callable[[dict], None]) -> Callable[[dict], None]:
+    """A closed reader (`| head`) or terminal (SIGHUP, a dropped SSH session) ends the printing,
+    not the run: metrics.jsonl and the checkpoints carry on."""
+    closed = False
+
+    def guarded(r: dict) -> None:
+        nonlocal closed
+        if closed:
+            return
+        try:
+            emit(r)
+        except OSError as e:
+            if e.errno not in (errno.EPIPE, errno.EIO):
+                raise
+            closed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())  # later prints, and the exit's flush, go nowhere
+            os.close(devnull)
+    return guarded
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(int(seconds), 0)}s"
+
+
+RUNS_COLUMNS = ("run", "dataset", "model", "epochs", "best", "last", "time", "status", "modified")
+TERMINAL_COLUMNS = ("run", "dataset model", "epochs", "best", "last", "time", "status", "age")
+STATUS_STYLES = {"running": "bold cyan", "finished": "green", "interrupted": "yellow", "failed": "red"}
+
+
+def _runs_rows(runs: list[dict], terminal: bool) -> list[list[str]]:
+    """Plain text keeps one field per column for awk; a terminal gets "mnist lenet" in one
+    column and the age instead of the date, so that 8 columns fit 80 characters."""
+    pct = lambda v: "" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    rows = []
+    for r in runs:
+        what = [r["dataset"] or "?", r["model"] or "?"]
+        when = (_age(time.time() - r["modified"]) if terminal
+                else time.strftime("%Y-%m-%d %H:%M", time.localtime(r["modified"])))
+        epochs = f"{r['epochs_done']:g}" + (f"/{r['epochs']:g}" if r["epochs"] is not None else "")
+        best = pct(r["best_acc"]) + (" (val)" if r["best_on"] == "val" and r["best_acc"] is not None else "")
+        status = r["status"] + (f" ({r['detail']})" if r["detail"] else "")
+        rows.append([r["run"], *([" ".join(what)] if terminal else what), epochs, best,
+                     pct(r["last_acc"]), _duration(r["elapsed_s"]), status, when])
+    return rows
+
+
+def _fit(rows: list[list[str]], width: int) -> tuple[list[int], int]:
+    """(column widths, gap): every cell on one line if the terminal is wide enough; else wrapped
+    at spaces, never a word cut ("interru…"), the room left going to status and best first; the
+    gap between columns shrinks from 2 to 1 before anything breaks mid-word."""
+    cols = list(zip(TERMINAL_COLUMNS, *rows))
+    full = [max(map(len, col)) for col in cols]
+    widths = [max(len(w) for cell in col for w in cell.split() or [""]) for col in cols]
+    gap = 2 if sum(widths) + 2 * (len(cols) - 1) <= width else 1
+    room = width - gap * (len(cols) - 1) - sum(widths)
+    for i in (6, 3, 1, 0, 2, 4, 5, 7):
+        grow = max(min(room, full[i] - widths[i]), 0)
+        widths[i], room = widths[i] + grow, room - grow
+    return widths, gap
+
+
+def print_runs(runs: list[dict], stream: TextIO) -> None:
+    """A rich table on a terminal, aligned plain text otherwise (for grep and awk)."""
+    terminal = stream.isatty()
+    rows = _runs_rows(runs, terminal)
+    if terminal:
+        from rich import box
+        from rich.table import Table
+        console = Console(file=stream)
+        widths, gap = _fit(rows, console.width)
+        table = Table(title=plural(len(runs), "run"), box=box.SIMPLE_HEAD, padding=(0, gap - 1),
+                      pad_edge=False, show_edge=False, collapse_padding=True)
+        for i, (name, width) in enumerate(zip(TERMINAL_COLUMNS, widths)):
+            table.add_column(name, width=width, overflow="fold",  # too narrow: break, never hide
+                             justify="right" if 2 <= i <= 5 or i == 7 else "left")
+        for r, row in zip(runs, rows):
+            table.add_row(*row, style=STATUS_STYLES.get(r["status"]))
+        console.print(table)
+        resumable = [r["path"] for r in runs if r["resumable"]]
+        if resumable:
+            console.print(f"continue an interrupted run with `ptrain resume {resumable[0]}`",
+                          highlight=False, markup=False)
+        return
+    widths = [max(len(x) for x in col) for col in zip(RUNS_COLUMNS, *rows)]
+    for row in [list(RUNS_COLUMNS), *rows]:
+        print("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip(), file=stream)

@@ -1,0 +1,189 @@
+"""Several processes, one job: torchrun's environment, the process group and the few collectives
+the engine needs. With one process every function here is a no-op, so the loop has no branches
+for it (nanoGPT's way).
+
+The rule that keeps a job from hanging: every rank calls every collective, in the same order.
+Files are written by rank 0 *between* collectives ("all ranks reach the save, rank 0 writes, all
+ranks learn whether it worked"), never with a collective inside `if rank == 0`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from pytorch_cli.platform.errors import PtrainError
+
+TIMEOUT_S = float(os.environ.get("PTRAIN_DIST_TIMEOUT", 300))  # a collective waits this long, at most
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """Started by torchrun (or `ptrain train --nproc`): its environment variables are set."""
+    return all(k in os.environ for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR"))
+
+
+def elastic() -> bool:
+    """torchrun may restart this worker group (--max-restarts > 0): a restart must continue."""
+    return int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+
+
+def world() -> World:
+    if not (dist.is_available() and dist.is_initialized()):
+        return World()
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def init() -> None:
+    """Join torchrun's process group when launched by it: gloo for CPU tensors and, where
+    there are GPUs, nccl for CUDA ones. Collectives wait TIMEOUT_S at most."""
+    if launched() and not dist.is_initialized():
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        timeout = datetime.timedelta(seconds=TIMEOUT_S)
+        store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
+        # torchrun's agent store outlives a restart, and with it the addresses the previous
+        # worker group published: a fresh prefix per attempt keeps a restarted rank from
+        # dialling a dead peer (seen here as gloo's "Connection refused" on restart)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend, store=dist.PrefixStore(f"ptrain/attempt_{attempt}", store),
+                                rank=rank, world_size=size, timeout=timeout)
+
+
+def local_device(device: torch.device) -> torch.device:
+    """This process's device: under torchrun with CUDA, the GPU of its local rank."""
+    if device.type != "cuda" or not launched():
+        return device
+    local = int(os.environ["LOCAL_RANK"])
+    if device.index not in (None, 0) and int(os.environ["WORLD_SIZE"]) > 1:
+        raise PtrainError(f"--device {device}: under torchrun each process takes the GPU of its "
+                          "local rank; pass --device cuda (or auto)", exit_code=2)
+    if local >= torch.cuda.device_count():
+        raise PtrainError(f"local rank {local} has no GPU ({torch.cuda.device_count()} visible); "
+                          "start at most that many processes per node", exit_code=2)
+    device = torch.device("cuda", local)
+    torch.cuda.set_device(device)
+    return device
+
+
+def close() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def peer_lost(error: Exception) -> PtrainError:
+    """A collective failed because a peer died or timed out: one line, not a traceback."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return PtrainError(f"rank {world().rank}: another process of this job stopped answering "
+                       f"({first}); the job ends, and the last checkpoint is intact")
+
+
+def _collective(fn: Callable) -> Callable:
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as e:  # torch.distributed.DistError is one
+            raise peer_lost(e) from None
+    return wrapped
+
+
+@_collective
+def all_sum(*numbers: float) -> list[float]:
+    """Sums across ranks, in float64 (counts stay exact)."""
+    if not dist.is_initialized():
+        return list(numbers)
+    t = torch.tensor(numbers, dtype=torch.float64)  # on the CPU: gloo carries it
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+@_collective
+def all_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor across ranks, in place (nccl: it must live on the GPU)."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+@_collective
+def gather(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order, on every rank."""
+    if not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+@_collective
+def _broadcast(box: list[Any]) -> None:
+    dist.broadcast_object_list(box, src=0)
+
+
+def from_main(fn: Callable[[], Any]) -> Any:
+    """Run `fn` on rank 0 only and hand its result, or its error, to every rank."""
+    if not dist.is_initialized():
+        return fn()
+    box: list[Any] = [None]
+    error: Exception | None = None
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", fn())
+        except (PtrainError, OSError) as e:  # OSError: a full disk, a lost permission
+            error = e
+            box[0] = ("error", e if isinstance(e, PtrainError) else PtrainError(str(e)))
+    _broadcast(box)
+    if error is not None:
+        raise error
+    if box[0][0] == "error":
+        box[0][1].echo = True  # rank 0 prints it; this rank only exits with its code
+        raise box[0][1]
+    return box[0][1]
+
+
+@_collective
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) everywhere: DDP keeps them in step at
+    each forward, but each rank's last batch moved its own copy; evaluation and the saved model
+    use rank 0's."""
+    if dist.is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+@_collective
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first():
+    """Rank 0 does the block first (a download, say), then the others, which find it done."""
+    if not world().main:
+        barrier()
+    yield
+    if world().main:
+        barrier()
+
+
+def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel around the model when there is a process group."""
+    if not dist.is_initialized():
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)

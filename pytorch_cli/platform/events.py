@@ -1,0 +1,49 @@
+"""The one event stream a run reports through. The loop calls `emit(record)`; sinks (the progress
+printer, metrics.jsonl, TensorBoard) each take what they need from it.
+
+Records are plain dicts with a "kind":
+  start  device, dataset, sizes, model, params, epochs, batches (per process), batch_size (per
+         process), world_size (processes), left_out (images per epoch no process trains on),
+         run_dir, dry_run, resume_at, step (where it starts),
+         setup_s and data_s (of it, reading the data), time (wall clock, Unix seconds)
+  compile  after the first step with --compile: mode, seconds (kept out of images/s)
+  sample the run's first training batch, as the model sees it: images (a CPU tensor), step
+  train  every --log-interval batches: epoch, batch, step, lr, train_loss, images_per_s, elapsed_s
+  epoch  every epoch: train_loss, test_loss, test_acc (+ val_*), tta, images_per_s, train_s,
+         eval_s, elapsed_s (since training started: setup is not in it)
+  stop   the run was asked to stop (a signal) and saved its exact position: reason (SIGINT,
+         SIGTERM, SIGUSR1, SIGHUP), epoch, batch, step, run_dir
+  profile  with --profile: steps, first_step, trace (path), table (the top operators)
+  end    the final summary (stopped: the signal's name when a stop came first)
+  abort  the run failed: reason (nan, interrupted, error), error (its first line); sinks give
+         the terminal back
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+Emit = Callable[[dict], None]
+
+
+def fanout(*sinks: Optional[Emit]) -> Emit:
+    """One emit that feeds every sink, in order (None sinks are left out)."""
+    live = [s for s in sinks if s is not None]
+
+    def emit(record: dict) -> None:
+        for sink in live:
+            sink(record)
+    return emit
+
+
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or Infinity: non-finite floats become null (at any depth), so every line
+    of metrics.jsonl and every --json output is valid JSON, even from a diverged run."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

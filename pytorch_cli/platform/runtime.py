@@ -1,0 +1,97 @@
+"""Device choice, seeding, determinism and RNG state capture (for exact resume)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import torch
+
+from pytorch_cli.platform.errors import PtrainError
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' takes the machine's accelerator (CUDA, MPS, ...) if torch sees one, else the CPU;
+    an explicit accelerator that is absent is an error."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+        if accelerator is not None:
+            found = accelerator.current_accelerator() if accelerator.is_available() else None
+        else:
+            found = torch.device("cuda") if torch.cuda.is_available() else None
+            found = found or (torch.device("mps") if has_mps else None)
+        if found is None:
+            return torch.device("cpu")
+        # one device, named: with several GPUs, auto takes the first (torchrun uses them all)
+        return torch.device(found.type, 0) if found.type == "cuda" else found
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PtrainError(f"--device {name}: no CUDA device is visible to torch; "
+                              "use --device cpu (or auto)", exit_code=2)
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise PtrainError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) "
+                              "are visible", exit_code=2)
+    if name == "mps" and not has_mps:
+        raise PtrainError("--device mps: MPS is not available on this machine; use --device cpu",
+                          exit_code=2)
+    return torch.device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    """'cpu', or 'cuda:0 (NVIDIA H100 80GB HBM3, 1 of 8 GPUs: ...)' when more are visible."""
+    if device.type != "cuda":
+        return str(device)
+    name, count = torch.cuda.get_device_name(device), torch.cuda.device_count()
+    more = (f", 1 of {count} GPUs: pick one with --device cuda:N, use all with torchrun"
+            if count > 1 else "")
+    return f"{device} ({name}{more})"
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for --precision (None: float32 throughout). auto = bf16 on CUDA
+    devices that support it, float32 elsewhere."""
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else None
+    return {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]
+
+
+def fast_backends(deterministic: bool) -> None:
+    """cuDNN autotuning and TF32 matmuls/convolutions: on, unless results must be reproducible."""
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cuda.matmul.allow_tf32 = not deterministic
+    torch.backends.cudnn.allow_tf32 = not deterministic
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def set_deterministic(on: bool) -> None:
+    if not on:
+        return
+    # cuBLAS needs a fixed workspace for deterministic GEMMs; it is read when CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # warn_only: a few CUDA backward kernels (adaptive pooling in resnet18) have no deterministic
+    # version; torch warns about them rather than aborting the run.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

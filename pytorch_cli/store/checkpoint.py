@@ -1,0 +1,102 @@
+"""Checkpoint files: their formats and versions, weights-only loads (written atomically: files.py).
+
+Two file kinds, both dicts tagged with "format" and "version":
+- training state (`last.pt`, `best.pt`): TrainState.state_dict() (state.py says what it holds)
+  plus the run's config and the model's meta;
+- model file (`model.pth`): weights plus what rebuilds the model and its preprocessing.
+A third thing loads too: a bare state_dict of tensors, as other scripts save them.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pytorch_cli.platform.errors import PtrainError
+from pytorch_cli.platform.files import atomic_write
+
+STATE_FORMAT = "ptrain-train-state"
+MODEL_FORMAT = "ptrain-model"
+VERSION = 1
+_PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel and torch.compile
+
+
+def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights on the CPU under the plain module's names (wrapper prefixes dropped)."""
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value.detach().cpu() if isinstance(value, torch.Tensor) else value
+    return out
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save, serialised in memory first: its C++ writer turns a full disk into an obscure
+    RuntimeError; a plain write of the bytes gives the OSError that names the cause. A failed
+    save keeps the previous file and leaves no temporary file."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    try:
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+    except OSError as e:
+        raise PtrainError(f"cannot write {path}: {e.strerror or e}; the previous {Path(path).name} "
+                          "(if any) is intact") from None
+
+
+def save_train_state(path: Path, state: dict, config: dict, meta: dict) -> None:
+    atomic_save({"format": STATE_FORMAT, "version": VERSION, **state, "config": config,
+                 "meta": meta}, path)
+
+
+def save_model_file(path: Path, state_dict: dict, meta: dict, config: dict, metrics: dict) -> None:
+    atomic_save({"format": MODEL_FORMAT, "version": VERSION,
+                 "state_dict": clean_state_dict(state_dict), "meta": meta, "config": config,
+                 "metrics": metrics}, path)
+
+
+def load(path: Path) -> dict:
+    """Load with weights_only=True: a file that would need to run code is refused, never run."""
+    path = Path(path)
+    if not path.is_file():
+        raise PtrainError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch names the blocked callable: "unsupported GLOBAL posix.system" (older: "Unsupported
+        # global: GLOBAL posix.system")
+        found = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(e), re.IGNORECASE)
+        if found:
+            raise PtrainError(f"{path}: refused to load: it asks to run {found.group(1)}, and ptrain "
+                              "loads only tensors and plain values; do not use this file") from None
+        raise PtrainError(f"{path}: not a PyTorch checkpoint, or a corrupt one; "
+                          "use another checkpoint of the run (last.pt, best.pt)") from None
+    except Exception as e:  # torn zip, bad record, missing key: all mean a damaged file
+        raise PtrainError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}); "
+                          "use another checkpoint of the run (last.pt, best.pt)") from None
+    if not isinstance(obj, dict):
+        raise PtrainError(f"{path}: not a ptrain checkpoint or state_dict")
+    if obj.get("format") in (STATE_FORMAT, MODEL_FORMAT) and obj.get("version", 1) > VERSION:
+        raise PtrainError(f"{path}: written by a newer ptrain (checkpoint version "
+                          f"{obj['version']}, this one reads {VERSION}); upgrade ptrain")
+    return obj
+
+
+def weights(saved: dict) -> dict[str, torch.Tensor] | None:
+    """The model weights of a loaded file of any kind; None if it holds none."""
+    if saved.get("format") == MODEL_FORMAT:
+        return saved["state_dict"]
+    if saved.get("format") == STATE_FORMAT:
+        return saved["model"]
+    if saved and all(isinstance(v, torch.Tensor) for v in saved.values()):
+        return saved  # a bare state_dict
+    return None

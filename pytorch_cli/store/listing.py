@@ -1,0 +1,83 @@
+"""`ptrain runs`: every run under a folder at a glance, read from what each run directory holds
+(config.toml, metrics.jsonl, the checkpoints, the lock). No torch: it answers at once.
+
+Status, from the lock and the last start/stop/end/abort record of metrics.jsonl:
+  running      a live process holds run.lock
+  finished     the last session ended ("end")
+  interrupted  a signal stopped it at a saved position, or it was killed (SIGKILL, OOM, power)
+               after a checkpoint: `ptrain resume` continues it
+  failed       a non-finite loss (nan), an error, or killed before any checkpoint
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pytorch_cli.platform import files
+from pytorch_cli.store.rundir import CONFIG, LAST, LOCK, METRICS, MODEL, RUN_FILES, RunDir
+
+ENDINGS = ("start", "stop", "end", "abort")
+
+
+def status(run: RunDir, records: list[dict]) -> tuple[str, str]:
+    """(status, detail) of one run directory."""
+    pid = files.holder(run.file(LOCK))
+    if pid is not None:
+        return "running", f"pid {pid}" if pid > 0 else ""
+    resumable = run.file(LAST).exists()
+    last = next((r for r in reversed(records) if r.get("kind") in ENDINGS), None)
+    model = run.file(MODEL)
+    if last is None or last["kind"] == "start":
+        # runs from before end records were logged: model.pth newer than the start finished it
+        started = last.get("time", 0) if last else 0
+        if model.exists() and model.stat().st_mtime >= started:
+            return "finished", ""
+        return ("interrupted", "killed") if resumable else ("failed", "killed before a checkpoint")
+    if last["kind"] == "end" and not last.get("stopped"):
+        return "finished", ""
+    if last["kind"] in ("stop", "end"):  # a signal: the stop record, then an end that says so
+        reason = last.get("reason") or last.get("stopped") or ""
+        return ("interrupted", reason) if resumable else ("failed", "stopped, nothing saved")
+    reason = last.get("reason", "error")
+    if reason == "interrupted" and resumable:  # a second Ctrl-C
+        return "interrupted", "aborted"
+    return "failed", reason if reason != "error" else (last.get("error") or "error")[:60]
+
+
+def summary(path: Path, root: Path) -> dict:
+    run = RunDir(path)
+    try:
+        config = tomllib.loads(run.file(CONFIG).read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        config = {}
+    records = run.read_metrics()
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    accs = [r.get("val_acc", r.get("test_acc")) for r in epochs]
+    accs = [a for a in accs if a is not None]
+    timed = [r for r in records if r.get("elapsed_s") is not None]
+    state, detail = status(run, records)
+    return {"run": str(path.relative_to(root)) if path != root else path.name,
+            "path": str(path), "dataset": config.get("dataset"), "model": config.get("model"),
+            "epochs_done": epochs[-1]["epoch"] if epochs else 0, "epochs": config.get("epochs"),
+            "last_acc": epochs[-1].get("test_acc") if epochs else None,
+            "best_acc": max(accs, default=None), "best_on": "val" if any(
+                "val_acc" in r for r in epochs) else "test",
+            "elapsed_s": timed[-1]["elapsed_s"] if timed else None,
+            "status": state, "detail": detail, "resumable": state == "interrupted",
+            "modified": max((run.file(f).stat().st_mtime for f in RUN_FILES
+                             if run.file(f).exists()), default=0.0)}
+
+
+def find(root: Path) -> list[Path]:
+    """Run directories at any depth under root (sweeps nest them), root itself included."""
+    found = {p.parent for name in (CONFIG, METRICS) for p in root.rglob(name)}
+    return sorted(found)
+
+
+def list_runs(root: Path, sort: str = "time") -> list[dict]:
+    """Running ones first, then newest first (time), best accuracy first (acc), or by name."""
+    runs = [summary(p, root) for p in find(root)] if root.is_dir() else []
+    keys = {"time": lambda r: -r["modified"], "name": lambda r: r["run"],
+            "acc": lambda r: -(r["best_acc"] if r["best_acc"] is not None else -1.0)}
+    return sorted(runs, key=lambda r: (r["status"] != "running", keys[sort](r)))

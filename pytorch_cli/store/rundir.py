@@ -1,0 +1,211 @@
+"""The run directory: its layout, choosing its name, the overwrite rule, metrics.jsonl, the lock
+a training process holds on it (runs.py reads them all for `ptrain runs`).
+
+    runs/NAME/config.toml    the resolved config
+              metrics.jsonl  one JSON record per log interval and per epoch
+              last.pt        training state, for resume
+              best.pt        training state of the best epoch
+              model.pth      final weights + what rebuilds the model
+              run.lock       flock()ed by the process training in it (holds its pid)
+              tensorboard/   with --tensorboard
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pytorch_cli.platform import files
+from pytorch_cli.platform.files import atomic_write
+from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.platform.events import json_safe
+
+CONFIG, METRICS, LAST, BEST, MODEL = "config.toml", "metrics.jsonl", "last.pt", "best.pt", "model.pth"
+RUN_FILES = (CONFIG, METRICS, LAST, BEST, MODEL)
+LOCK = "run.lock"
+TRACE, TENSORBOARD = "profile-trace.json", "tensorboard"  # with --profile, --tensorboard
+# the event kinds metrics.jsonl keeps: the curves, and how each process's run ended
+LOGGED = ("start", "compile", "train", "epoch", "stop", "end", "abort")
+
+
+def root() -> Path:
+    """Where named runs go: $PTRAIN_RUNS_DIR, else runs/ (read at each call, not at import)."""
+    return Path(os.environ.get("PTRAIN_RUNS_DIR") or "runs")
+
+
+def holds_run(path: Path) -> bool:
+    return any((path / f).exists() for f in RUN_FILES)
+
+
+def _check_name(name: str) -> None:
+    if name in (".", "..") or "/" in name or "\\" in name:
+        raise UsageError(f"--name {name!r} must be a plain name inside {root()}/ (no / and no ..); "
+                         "use --run-dir for a directory elsewhere")
+
+
+def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: bool = False,
+           check_only: bool = False) -> Path:
+    """runs/NAME, or --run-dir as given. Without either, runs/DEFAULT, with -2, -3... when taken.
+    An explicitly named run is never overwritten silently: --overwrite removes its files.
+    check_only: the named path, checked, whatever it holds."""
+    if not (run_dir or name):
+        path, n = root() / default, 2
+        while holds_run(path) or path.is_file():
+            path, n = root() / f"{default}-{n}", n + 1
+        return path
+    if name and not run_dir:
+        _check_name(name)
+    path = Path(run_dir) if run_dir else root() / name
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} is a file, not a directory; choose another --name/--run-dir")
+    if holds_run(path) and not check_only:
+        _check_free(path)
+        if not overwrite:
+            raise UsageError(f"{path} already holds a run; choose another --name/--run-dir, "
+                             f"continue it with `ptrain resume {path}`, or pass --overwrite")
+    return path  # the owner of the session clears it (RunDir.clear) once it holds the lock
+
+
+def _in_use(path: Path, pid: int) -> UsageError:
+    return UsageError(f"{path} is in use: a ptrain process (pid {pid}) is training in it; "
+                      "wait for it, stop it, or choose another --name/--run-dir")
+
+
+def _unwritable(path: Path, e: OSError) -> PtrainError:
+    return PtrainError(f"cannot write to the run directory {path}: {e.strerror}; "
+                       "choose another --run-dir or free some space")
+
+
+def _check_free(path: Path) -> None:
+    pid = files.holder(path / LOCK)
+    if pid is not None:
+        raise _in_use(path, pid)
+
+
+def _parse(lines: list[str]) -> list[dict]:
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill: the records around it still count
+    return records
+
+
+@dataclass
+class RunDir:
+    path: Path
+    made: Path | None = field(default=None, compare=False)  # the outermost folder lock() made
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def lock(self) -> None:
+        """Claim the directory for this process's training, making it if need be: once per
+        session, before anything in it is touched; refused while another live process trains
+        in it. A directory it made is removed again by unlock() if nothing was written."""
+        missing = [d for d in (self.path, *self.path.parents) if not d.exists()]
+        self.made = missing[-1] if missing else None  # the outermost folder this will make
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise PtrainError(f"cannot create the run directory {self.path}: a file is in the "
+                              "way; choose another --name/--run-dir") from None
+        except OSError as e:
+            raise PtrainError(f"cannot create the run directory {self.path}: {e.strerror}") from None
+        try:
+            pid = files.lock(self.file(LOCK))
+        except OSError as e:
+            raise _unwritable(self.path, e) from None
+        if pid is not None:  # the holder lock() met: asking again could find it gone, unlocked
+            raise _in_use(self.path, pid)
+
+    def unlock(self) -> None:
+        files.unlock(self.file(LOCK))
+        if self.made is None:
+            return
+        for folder in (self.path, *self.path.parents):  # up to the outermost one lock() made
+            with contextlib.suppress(OSError):  # not empty: the run wrote something, keep it
+                folder.rmdir()
+            if folder == self.made:
+                break
+
+    def clear(self) -> None:
+        """--overwrite: remove the run's own files (and only those), under the lock."""
+        for f in (*RUN_FILES, TRACE):
+            self.file(f).unlink(missing_ok=True)
+        shutil.rmtree(self.file(TENSORBOARD), ignore_errors=True)  # old curves would mix in
+
+    def create(self, config: dict) -> None:
+        """Write config.toml, the run's resolved settings (which also proves the directory
+        writable before any training), and remove temporary files a killed save left behind."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            for leftover in self.path.glob(".*.tmp*"):  # atomic_write's, from a killed save
+                leftover.unlink(missing_ok=True)
+            text = config_toml(config)
+            atomic_write(self.file(CONFIG), lambda f: f.write(text.encode()))
+        except OSError as e:
+            raise _unwritable(self.path, e) from None
+
+    def read_metrics(self) -> list[dict]:
+        path = self.file(METRICS)
+        return _parse(path.read_text().splitlines()) if path.exists() else []
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.file(METRICS), "a") as f:
+            f.write(json.dumps(json_safe(record)) + "\n")
+
+    def metrics_sink(self) -> Callable[[dict], None]:
+        """An event sink: keeps the LOGGED records. An abort counts only after a start: a resume
+        that could not even begin (no dataset...) leaves the run's record as it was."""
+        started = False
+
+        def sink(record: dict) -> None:
+            nonlocal started
+            started = started or record["kind"] == "start"
+            if record["kind"] in LOGGED and (started or record["kind"] != "abort"):
+                self.append_metrics(record)
+        return sink
+
+    def trim_metrics(self, step: int) -> None:
+        """Before a resume: drop the records logged after the checkpoint (they will be logged
+        again) and any half-written line; rewritten atomically."""
+        if self.file(METRICS).exists():
+            kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+            text = "".join(json.dumps(r) + "\n" for r in kept)
+            atomic_write(self.file(METRICS), lambda f: f.write(text.encode()))
+
+
+def config_toml(values: dict) -> str:
+    """config.toml: `ptrain train --config THIS_FILE` re-runs the run."""
+    lines = ["# ptrain resolved config: re-run with `ptrain train --config THIS_FILE`"]
+    for key, value in values.items():
+        if value is None:  # TOML has no null: leaving the key out gives back the default, None
+            lines.append(f"# {key} = (not set)")
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        else:
+            text = repr(value)
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
+
+
+def checkpoint_in(target: Path, name: str) -> Path:
+    """A checkpoint given as itself, or as its run directory (which then must hold `name`)."""
+    if not target.is_dir():
+        return target
+    path = target / name
+    if not path.exists():
+        why = ("it is still training, was stopped, or ran with --no-save-model"
+               if name == MODEL else "was it trained with --no-save-model?")
+        raise PtrainError(f"{target} has no {name} ({why}); name a checkpoint file instead")
+    return path

@@ -1,0 +1,172 @@
+"""One epoch of training: from the position's batch to the epoch's end, a stop, or the run's last
+step. Each batch is the same short sequence, and its order is what keeps resume exact:
+
+  1. micro-batch  forward/backward with its share of the step's samples; meters; position
+  2. step         on a step's last micro-batch: the optimizer step, then the hooks in AFTER_STEP
+  3. log          every --log-interval batches (a host sync: the loss is read here)
+  4. end          a dry run, --max-steps or fractional --epochs ends at this step
+  5. checkpoint   mid-epoch last.pt every --save-interval batches, or the stop flag (which
+                  every rank votes on, at the same steps) saves the exact position and returns
+
+Host syncs happen only at log intervals, checkpoints and the epoch's end (Meter.read).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from pytorch_cli.data import batches
+from pytorch_cli.models import zoo
+from pytorch_cli.platform import distributed
+from pytorch_cli.store import checkpoint
+from pytorch_cli.store.rundir import LAST
+from pytorch_cli.training import step, stopping
+from pytorch_cli.training.job import Job
+
+
+@dataclass
+class Tally:
+    """One epoch's counters."""
+    epoch_meter: step.Meter
+    log_meter: step.Meter
+    t0: float = field(default_factory=time.perf_counter)  # the epoch's clock (restarted after compile)
+    log_t0: float = field(default_factory=time.perf_counter)
+    images: int = 0  # trained this epoch, by this process
+    since_save: int = 0  # batches since the last checkpoint
+
+
+def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
+    """Train from the position's batch to the epoch's end (or a stop); returns (images over all
+    ranks, seconds)."""
+    job.state.model.train()
+    if zoo.set_trainable_for_epoch(job.state.raw, job.cfg.model, epoch):
+        job.state.model = distributed.wrap(job.state.raw, job.device)  # DDP hooks the new set
+    tally = Tally(step.Meter(job.device, job.n_batches), step.Meter(job.device, job.n_batches))
+    for b, (x, y) in enumerate(_batches(job, epoch), start=job.state.pos.batch):
+        is_step = _micro_batch(job, tally, b, x, y)
+        if is_step:
+            _after_step(job, tally)
+        if job.state.pos.batch % job.cfg.log_interval == 0:
+            tally.log_t0 = log(job, epoch, tally.log_meter, tally.log_t0)
+        if is_step and (job.dry_run or job.state.pos.step >= job.total_steps):
+            break
+        if is_step and _checkpoint_or_stop(job, tally):
+            break
+    fold(job, tally.epoch_meter)  # the sync: the device has finished the epoch's work...
+    seconds = time.perf_counter() - tally.t0  # ...so images/s is not overstated
+    return int(distributed.all_sum(tally.images)[0]), seconds
+
+
+def _batches(job: Job, epoch: int):
+    cfg = job.cfg
+    aug = batches.Augment(cfg.augment, cfg.crop_pad, cfg.pad_mode, cfg.flip)
+    return batches.train_batches(job.train, job.data.spec, cfg.batch_size, cfg.seed, epoch, aug,
+                                 job.device, start=job.state.pos.batch, workers=cfg.workers,
+                                 rank=job.world.rank, world=job.world.size)
+
+
+def _micro_batch(job: Job, tally: Tally, b: int, x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Forward/backward of batch `b`; returns whether it is its optimizer step's last."""
+    cfg, pos, world = job.cfg, job.state.pos, job.world.size
+    group = step.group_of(b, job.n_batches, cfg.grad_accum)
+    is_step = b == group[-1]  # decided before the forward: DDP's no_sync needs it there
+    # this batch's share of the step's samples over all ranks (x world: DDP averages ranks)
+    n_used = len(job.train) - batches.left_out(len(job.train), cfg.batch_size, world)
+    global_batch = cfg.batch_size * world
+    group_samples = min(n_used, (group[-1] + 1) * global_batch) - group[0] * global_batch
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if pos.step == 0 and b == 0 and job.world.main:  # what the model sees (TensorBoard's grid)
+        job.emit({"kind": "sample", "step": 0, "images": x[:64].detach().float().cpu()})
+    loss = step.forward_backward(job.state.model, x, y, len(y) * world / group_samples,
+                                 cfg.label_smoothing, is_step, job.amp, job.state.scaler)
+    tally.epoch_meter.add(loss, len(y))
+    tally.log_meter.add(loss, len(y))
+    tally.images, tally.since_save, pos.batch = tally.images + len(y), tally.since_save + 1, b + 1
+    return is_step
+
+
+def _lookahead(job: Job, tally: Tally) -> None:
+    if job.cfg.lookahead_every:
+        step.lookahead_after_step(job.state, job.total_steps, job.cfg.lookahead_every,
+                                  job.cfg.lookahead_decay)
+
+
+def _profile(job: Job, tally: Tally) -> None:
+    if job.profiler is not None:
+        job.profiler.step()
+
+
+def _compile_time(job: Job, tally: Tally) -> None:
+    """After the first step with --compile: report how long it took (the compilation), then
+    restart the epoch's clock and image count, so images/s leaves it out."""
+    if job.cfg.compile and not job.compiled:
+        job.compiled = True
+        tally.epoch_meter.read()  # wait for the device
+        now = time.perf_counter()
+        job.emit({"kind": "compile", "mode": job.cfg.compile_mode, "seconds": now - tally.t0})
+        tally.images, tally.t0 = 0, now
+
+
+# After each optimizer step, in this order: the profiler counts the step just taken; lookahead
+# moves the weights that step made (before anything reads them); compile timing comes last, as
+# it waits for the device and restarts the clock.
+AFTER_STEP = (_profile, _lookahead, _compile_time)
+
+
+def _after_step(job: Job, tally: Tally) -> None:
+    step.optimizer_step(job.state, job.cfg.clip_grad)
+    for hook in AFTER_STEP:
+        hook(job, tally)
+
+
+def _checkpoint_or_stop(job: Job, tally: Tally) -> bool:
+    """After a step: save last.pt mid-epoch when --save-interval batches passed or the ranks
+    agree to stop (then return True: the position saved is exact). At the epoch's last batch the
+    epoch's end saves instead."""
+    pos = job.state.pos
+    stop_now = stopping.agreed(job.stop, job.world.size, pos.step, job.cfg.log_interval)
+    interval = job.cfg.save_interval and tally.since_save >= job.cfg.save_interval
+    if pos.batch >= job.n_batches or not (stop_now or interval):
+        return False
+    fold(job, tally.epoch_meter)
+    pos.elapsed_s = time.perf_counter() - job.started
+    save(job, LAST)
+    tally.since_save = 0
+    return stop_now
+
+
+def save(job: Job, name: str) -> None:
+    """Every rank comes here (the state gathers every rank's RNG state); rank 0 writes, and
+    every rank learns whether that worked."""
+    if job.saver is not None:
+        stopping.check_weights(job.state)
+        saved = job.state.state_dict()
+        distributed.from_main(lambda: checkpoint.save_train_state(
+            job.saver.file(name), saved, job.cfg.to_dict(), job.meta))
+
+
+def fold(job: Job, meter: step.Meter) -> None:
+    """Move the epoch's device-side loss sum (summed over ranks) into the position: a sync."""
+    loss_sum, samples = distributed.all_sum(*meter.read())
+    stopping.check_finite(loss_sum, meter, job.state, job.cfg.lr, job.world.main)
+    job.state.pos.epoch_loss_sum += loss_sum
+    job.state.pos.epoch_samples += int(samples)
+    meter.reset()
+
+
+def log(job: Job, epoch: int, meter: step.Meter, t0: float) -> float:
+    """A "train" record of the batches since the last one; returns its time."""
+    loss_sum, samples = distributed.all_sum(*meter.read())  # sync first: the time covers the work
+    stopping.check_finite(loss_sum, meter, job.state, job.cfg.lr, job.world.main)
+    now = time.perf_counter()
+    pos = job.state.pos
+    job.emit({"kind": "train", "epoch": epoch + 1, "batch": pos.batch, "batches": job.n_batches,
+              "step": pos.step, "lr": job.state.optimizer.param_groups[0]["lr"],
+              "train_loss": loss_sum / samples, "images_per_s": samples / max(now - t0, 1e-9),
+              "elapsed_s": now - job.started})
+    meter.reset()
+    return now

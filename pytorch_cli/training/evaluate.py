@@ -1,0 +1,47 @@
+"""Evaluation over a split: loss, top-1 (and top-5) accuracy and the confusion matrix."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pytorch_cli.data import batches
+from pytorch_cli.platform import distributed
+from pytorch_cli.data.catalog import Spec
+from pytorch_cli.data.datasets import Split
+from pytorch_cli.training.step import autocast
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
+             device: torch.device, max_batches: int | None = None, tta: bool = False,
+             amp: torch.dtype | None = None) -> dict:
+    """Mean cross-entropy, top-1 (and top-5) accuracy and the confusion matrix over a split,
+    in eval mode, without label smoothing. With tta, logits are a weighted mean over the views;
+    `amp`: the autocast dtype training used. With several processes each evaluates its part of
+    the split and the sums are added up, so every rank returns the whole split's figures."""
+    model.eval()
+    world = distributed.world()
+    n = spec.num_classes
+    loss_sum = torch.zeros((), device=device)  # float32: MPS has no float64
+    confusion = torch.zeros(n * n, device=device, dtype=torch.int64)
+    top5 = torch.zeros((), device=device, dtype=torch.int64)
+    for i, (views, y) in enumerate(batches.eval_batches(split, spec, batch_size, device, tta,
+                                                          world.rank, world.size)):
+        if max_batches is not None and i >= max_batches:
+            break
+        with autocast(device, amp):
+            logits = sum(weight * model(v).float() for weight, v in views)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        confusion += torch.bincount(y * n + logits.argmax(1), minlength=n * n)
+        if n > 10:
+            top5 += (logits.topk(5, 1).indices == y[:, None]).any(1).sum()
+    for t in (loss_sum, confusion, top5):
+        distributed.all_sum_(t)
+    confusion = confusion.view(n, n).cpu()  # rows: true class, columns: predicted
+    correct, total = int(confusion.trace()), int(confusion.sum())
+    out = {"loss": loss_sum.item() / total, "acc": correct / total, "correct": correct,
+           "total": total, "confusion": confusion}
+    if n > 10:
+        out["top5_acc"] = int(top5.item()) / total
+    return out

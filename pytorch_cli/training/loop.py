@@ -1,0 +1,139 @@
+"""The training loop: set the job up, then epochs (epoch.py) each followed by evaluation and
+checkpoints, reported through `emit`. What is saved is in state.py, where it goes in rundir.py.
+Who runs the loop (locks, sinks, signals, exit codes) is commands/session.py.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+from pytorch_cli.data import batches
+from pytorch_cli.models import zoo
+from pytorch_cli.platform import distributed, runtime
+from pytorch_cli.platform.events import Emit
+from pytorch_cli.store import checkpoint
+from pytorch_cli.store.rundir import BEST, LAST, MODEL, TRACE, RunDir
+from pytorch_cli.training import profiling, stopping
+from pytorch_cli.training.epoch import save, train_epoch
+from pytorch_cli.training.evaluate import evaluate
+from pytorch_cli.training.job import Job, setup
+from pytorch_cli.training.stopping import StopFlag
+
+if TYPE_CHECKING:
+    from pytorch_cli.settings.config import TrainConfig
+
+__all__ = ["Job", "StopFlag", "end_epoch", "setup", "train", "train_epoch"]
+
+
+def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag | None = None,
+          resume: dict | None = None, dry_run: bool = False, profile: int = 0) -> dict:
+    """Train per `cfg`, writing into `run_dir` (None: write nothing); returns the final summary.
+    `resume`: a saved training state to continue from, at the batch after the one it saved.
+    `profile`: profile that many steps after a warm-up (profiling.py)."""
+    job = setup(cfg, resume)
+    job.emit, job.dry_run, job.run_dir = emit, dry_run, run_dir
+    job.stop = stop if stop is not None else StopFlag()  # (an unset flag is falsy)
+    if run_dir is not None:  # rank 0 writes config.toml: the run's resolved settings
+        distributed.from_main(lambda: run_dir.create(job.cfg.to_dict()))
+        job.saver = run_dir if job.cfg.save_model else None
+    trace = run_dir.file(TRACE) if run_dir is not None else None
+    job.profiler = profiling.StepProfiler(profile if job.world.main else 0, job.device, trace,
+                                          emit, job.state.pos.step)
+    try:
+        return _epochs(job, resumed=resume is not None)
+    finally:
+        job.profiler.close()
+
+
+def _epochs(job: Job, resumed: bool) -> dict:
+    pos, last_epoch = job.state.pos, math.ceil(job.cfg.epochs)
+    job.emit(_start_record(job, resumed))
+    job.started = time.perf_counter() - pos.elapsed_s
+    result: dict = {}
+    for epoch in range(pos.epoch, last_epoch):  # a fractional last one ends at total_steps
+        if _stopping(job) or pos.step >= job.total_steps:
+            break
+        images, seconds = train_epoch(job, epoch)
+        if job.stop and pos.batch < job.n_batches:  # saved mid-epoch, at the exact position
+            break
+        result = end_epoch(job, epoch, images, seconds)
+        if job.dry_run or pos.step >= job.total_steps:  # --max-steps or fractional --epochs
+            break
+    # a stop after the last step changes nothing
+    stopped = _stopping(job) and pos.epoch < last_epoch and pos.step < job.total_steps
+    if stopped and pos.step == 0 and pos.batch == 0:  # before its first step: resume from here
+        save(job, LAST)
+    if stopped:
+        job.emit({"kind": "stop", "reason": job.stop.reason, "epoch": pos.epoch + (pos.batch > 0),
+                  "batch": pos.batch, "step": pos.step,
+                  "run_dir": str(job.saver.path) if job.saver is not None else None})
+    elif job.saver is not None and not job.dry_run:  # the weights last.pt just got (checked)
+        distributed.from_main(lambda: checkpoint.save_model_file(
+            job.saver.file(MODEL), job.state.raw.state_dict(), job.meta, job.cfg.to_dict(),
+            {k: result[k] for k in ("epoch", "test_loss", "test_acc") if k in result}))
+    summary = {k: v for k, v in result.items() if k != "kind"}
+    summary.update({"best_acc": pos.best_acc, "step": pos.step, "device": str(job.device),
+                    "train_s_total": pos.train_s,
+                    "run_dir": str(job.run_dir.path) if job.run_dir else None,
+                    "dry_run": job.dry_run, "stopped": job.stop.reason if stopped else None})
+    job.emit({"kind": "end", **summary})
+    return summary
+
+
+def _start_record(job: Job, resumed: bool) -> dict:
+    cfg, pos = job.cfg, job.state.pos
+    return {"kind": "start", "device": runtime.describe_device(job.device),
+            "precision": str(job.amp).removeprefix("torch.") if job.amp else "float32",
+            "compile": cfg.compile_mode if cfg.compile else None,
+            "dataset": job.data.spec.name,
+            "source": job.data.source, "train_size": len(job.train),
+            "val_size": len(job.val) if job.val is not None else 0, "test_size": len(job.test),
+            "model": cfg.model, "params": zoo.count_parameters(job.state.raw),
+            "epochs": cfg.epochs, "batches": job.n_batches, "batch_size": cfg.batch_size,
+            "world_size": job.world.size,
+            "left_out": batches.left_out(len(job.train), cfg.batch_size, job.world.size),
+            "run_dir": str(job.run_dir.path) if job.run_dir else None, "dry_run": job.dry_run,
+            "resume_at": [pos.epoch + 1, pos.batch] if resumed else None,
+            "step": pos.step, "setup_s": job.setup_s, "data_s": job.data_s,
+            "time": time.time()}  # wall clock: anchors the run's elapsed_s to the process's start
+
+
+def _stopping(job: Job) -> bool:
+    return stopping.agreed(job.stop, job.world.size, job.state.pos.step)
+
+
+def end_epoch(job: Job, epoch: int, images: int, seconds: float) -> dict:
+    """Evaluate, record the epoch, write last.pt (and best.pt when it improved)."""
+    cfg, pos = job.cfg, job.state.pos
+    max_eval = 1 if job.dry_run else None
+    last = epoch + 1 >= math.ceil(cfg.epochs) or pos.step >= job.total_steps
+    t0 = time.perf_counter()
+    distributed.broadcast_buffers(job.state.raw)  # every rank evaluates what rank 0 saves
+    test = evaluate(job.state.raw, job.test, job.data.spec, cfg.test_batch_size, job.device,
+                    max_eval, tta=cfg.tta and last, amp=job.amp)
+    val = (evaluate(job.state.raw, job.val, job.data.spec, cfg.test_batch_size, job.device,
+                    max_eval, amp=job.amp) if job.val is not None else None)
+    eval_s = time.perf_counter() - t0  # evaluate() returns host numbers: the device is done
+    train_loss = pos.epoch_loss_sum / max(pos.epoch_samples, 1)
+    pos.epoch, pos.batch, pos.epoch_loss_sum, pos.epoch_samples = epoch + 1, 0, 0.0, 0
+    pos.elapsed_s = time.perf_counter() - job.started
+    pos.train_s += seconds
+    acc = val["acc"] if val else test["acc"]
+    improved = acc > pos.best_acc
+    pos.best_acc = max(pos.best_acc, acc)
+    record = {"kind": "epoch", "epoch": epoch + 1, "epochs": cfg.epochs, "step": pos.step,
+              "lr": job.state.optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+              "test_loss": test["loss"], "test_acc": test["acc"],
+              "test_correct": test["correct"], "test_total": test["total"],
+              "tta": cfg.tta and last,
+              **({"val_loss": val["loss"], "val_acc": val["acc"]} if val else {}),
+              "images_per_s": images / max(seconds, 1e-9), "train_s": seconds, "eval_s": eval_s,
+              "elapsed_s": pos.elapsed_s}
+    job.emit(record)
+    if not job.dry_run:
+        save(job, LAST)
+        if improved:
+            save(job, BEST)
+    return record

@@ -1,0 +1,93 @@
+"""Optimizers and learning-rate schedules. Schedules are counted in optimizer steps: they take the
+run's total step count, so fractional epochs and step-based recipes need no change in the loop.
+
+Torch-free to import (torch is imported by the builders): the registries' names are the
+--optimizer and --scheduler choices that --help and completion list.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from pytorch_cli.settings.config import TrainConfig
+
+# name -> (the torch.optim class, its arguments besides the parameter groups and --lr)
+OPTIMIZERS = {
+    "sgd": ("SGD", lambda c: {"momentum": c.momentum, "nesterov": c.nesterov}),
+    "adam": ("Adam", lambda c: {}),
+    "adamw": ("AdamW", lambda c: {}),
+    "adadelta": ("Adadelta", lambda c: {}),
+    "rmsprop": ("RMSprop", lambda c: {"momentum": c.momentum}),
+}
+
+# name -> the LR factor after the warmup: f(config, step, steps per epoch, progress from the
+# warmup's end to the last step, 0..1). onecycle is torch's OneCycleLR, which warms up itself.
+SCHEDULES = {
+    "none": lambda c, step, per_epoch, progress: 1.0,
+    "step": lambda c, step, per_epoch, progress: c.gamma ** (step // per_epoch),
+    "cosine": lambda c, step, per_epoch, progress:
+        c.final_lr + (1 - c.final_lr) * 0.5 * (1 + math.cos(math.pi * progress)),
+    "linear": lambda c, step, per_epoch, progress: 1 + (c.final_lr - 1) * progress,
+    "onecycle": None,
+}
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Three groups: weight matrices and conv kernels; norm layers' scales and shifts, at
+    --bias-lr-scale times the learning rate; other biases. Weight decay on the first only,
+    unless --bias-decay: then on all, at the same rate per step (so divided by the scale,
+    since SGD multiplies the decay by the learning rate)."""
+    from torch import nn
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    norm = {id(p) for m in model.modules() if isinstance(m, norms)
+            for p in m.parameters(recurse=False)}
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = cfg.weight_decay if cfg.bias_decay else 0.0
+    groups = [{"params": [p for p in trained if p.ndim >= 2], "lr": cfg.lr,
+               "weight_decay": cfg.weight_decay},
+              {"params": [p for p in trained if id(p) in norm], "lr": cfg.lr * cfg.bias_lr_scale,
+               "weight_decay": decay / cfg.bias_lr_scale},
+              {"params": [p for p in trained if p.ndim < 2 and id(p) not in norm], "lr": cfg.lr,
+               "weight_decay": decay}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    import torch
+    name, extra = OPTIMIZERS[cfg.optimizer]
+    return getattr(torch.optim, name)(param_groups(model, cfg), lr=cfg.lr, **extra(cfg))
+
+
+def lr_factor(cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
+    """The schedule as a function of the optimizer step: linear warmup from --warmup-start, then
+    the schedule's factor (none: constant; step: times --gamma every epoch, like the examples'
+    StepLR; cosine or linear, a triangle with the warmup, down to --final-lr at `total_steps`)."""
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    after = SCHEDULES[cfg.scheduler]
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return cfg.warmup_start + (1 - cfg.warmup_start) * (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return after(cfg, step, steps_per_epoch, progress)
+
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int,
+                    steps_per_epoch: int):
+    """Stepped once per optimizer step. steps_per_epoch converts the epoch-based flags
+    (--warmup-epochs, --scheduler step's per-epoch decay) into steps."""
+    from torch.optim import lr_scheduler
+    if cfg.scheduler == "onecycle":
+        pct = cfg.warmup_epochs * steps_per_epoch / total_steps if cfg.warmup_epochs else 0.3
+        # cycle_momentum off: --momentum keeps the meaning the user gave it.
+        return lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                       total_steps=total_steps, pct_start=pct,
+                                       cycle_momentum=False)
+    return lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps, steps_per_epoch))

@@ -1,0 +1,74 @@
+"""One training state: what a step changes and what `last.pt` holds. `state_dict()` and
+`load_state_dict()` are the only place that says what is in a training checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from pytorch_cli.platform import distributed, runtime
+from pytorch_cli.store.checkpoint import clean_state_dict
+
+
+@dataclass
+class Position:
+    """Where a run stands; a resume continues at the next batch."""
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # optimizer steps done
+    best_acc: float = -1.0
+    elapsed_s: float = 0.0
+    train_s: float = 0.0  # of that, training steps only (no setup, compile, evaluation, saving)
+    epoch_loss_sum: float = 0.0  # summed train loss of this epoch's samples so far
+    epoch_samples: int = 0
+
+
+@dataclass
+class TrainState:
+    model: nn.Module  # what the step runs: the module itself, or it wrapped (compile, DDP)
+    raw: nn.Module  # the plain module: its weights are what is saved
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch.optim.lr_scheduler
+    scaler: Any = None  # torch.amp.GradScaler for float16 training
+    # --lookahead-every: the averaged copy of the weights (saved as "ema", its old name)
+    lookahead_avg: dict[str, torch.Tensor] | None = None
+    pos: Position = field(default_factory=Position)
+
+    def state_dict(self) -> dict:
+        """Called by every rank (it gathers each rank's RNG state); rank 0's is what is saved."""
+        rng = distributed.gather(runtime.rng_state())
+        out = {"model": clean_state_dict(self.raw.state_dict()),
+               "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+               "position": dataclasses.asdict(self.pos), "rng": rng[0], "world": len(rng)}
+        if len(rng) > 1:
+            out["rng_ranks"] = rng
+        if self.scaler is not None:
+            out["scaler"] = self.scaler.state_dict()
+        if self.lookahead_avg is not None:
+            out["ema"] = dict(self.lookahead_avg)
+        return out
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.raw.load_state_dict(clean_state_dict(saved["model"]))
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.scaler is not None and "scaler" in saved:
+            self.scaler.load_state_dict(saved["scaler"])
+        if self.lookahead_avg is not None and "ema" in saved:
+            for name, value in saved["ema"].items():
+                self.lookahead_avg[name].copy_(value)
+        self.pos = position_of(saved)
+        # last: building the model drew from the RNG. Each rank takes its own back; with another
+        # number of processes, rank 0 takes rank 0's and the others keep their seeded streams.
+        world, ranks = distributed.world(), saved.get("rng_ranks", [saved["rng"]])
+        if len(ranks) == world.size or world.main:
+            runtime.set_rng_state(ranks[world.rank] if len(ranks) == world.size else ranks[0])
+
+
+def position_of(saved: dict) -> Position:
+    """The position recorded in a saved training state."""
+    return Position(**saved["position"])

@@ -1,0 +1,89 @@
+"""evaluate(): loss, accuracy, top-5 and the confusion matrix against plain PyTorch."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pytorch_cli.data import catalog, datasets
+from pytorch_cli.models import zoo
+from pytorch_cli.training.evaluate import evaluate
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def fake():
+    return datasets.load("fake")
+
+
+def _model(channels=1, classes=10, size=28, seed=0):
+    torch.manual_seed(seed)
+    return zoo.build("lenet", channels, classes, size)
+
+
+def _plain_logits(model, split, spec):
+    """The logits by hand: ToTensor() then Normalize(), the whole split at once."""
+    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    with torch.no_grad():
+        return model.eval()((split.images.float() / 255 - mean) / std)
+
+
+def test_figures_match_a_plain_pytorch_evaluation(fake):
+    model = _model().train()  # evaluate switches to eval mode itself: no dropout
+    got = evaluate(model, fake.test, fake.spec, 250, CPU)
+    assert not model.training
+    logits = _plain_logits(model, fake.test, fake.spec)
+    correct = int((logits.argmax(1) == fake.test.labels).sum())
+    assert got["total"] == len(fake.test) == 500
+    assert got["correct"] == correct and got["acc"] == correct / 500
+    assert got["loss"] == pytest.approx(F.cross_entropy(logits, fake.test.labels).item(), rel=1e-5)
+    assert "top5_acc" not in got  # 10 classes: top-5 would say little
+
+
+def test_confusion_matrix_rows_are_true_classes_and_its_diagonal_the_correct(fake):
+    model = _model()
+    got = evaluate(model, fake.test, fake.spec, 100, CPU)
+    confusion = got["confusion"]
+    assert confusion.shape == (10, 10)
+    assert int(confusion.sum()) == got["total"] and int(confusion.trace()) == got["correct"]
+    assert confusion.sum(1).tolist() == torch.bincount(fake.test.labels, minlength=10).tolist()
+    predicted = _plain_logits(model, fake.test, fake.spec).argmax(1)
+    assert confusion.sum(0).tolist() == torch.bincount(predicted, minlength=10).tolist()
+
+
+def test_batch_size_does_not_change_the_figures(fake):
+    model = _model()
+    a = evaluate(model, fake.test, fake.spec, 500, CPU)
+    b = evaluate(model, fake.test, fake.spec, 96, CPU)  # a short last batch too
+    assert torch.equal(a["confusion"], b["confusion"])
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+def test_top5_accuracy_is_reported_with_more_than_ten_classes():
+    spec = catalog.SPECS["cifar100"]
+    g = torch.Generator().manual_seed(0)
+    split = datasets.Split(torch.randint(0, 256, (60, 3, 32, 32), generator=g, dtype=torch.uint8),
+                           torch.randint(0, 100, (60,), generator=g))
+    model = _model(3, 100, 32)
+    got = evaluate(model, split, spec, 25, CPU)
+    top5 = _plain_logits(model, split, spec).topk(5, 1).indices
+    want = (top5 == split.labels[:, None]).any(1).float().mean().item()
+    assert got["top5_acc"] == pytest.approx(want) and got["top5_acc"] >= got["acc"]
+    assert got["confusion"].shape == (100, 100) and got["total"] == 60
+
+
+def test_max_batches_limits_the_images_evaluated(fake):
+    model = _model()
+    got = evaluate(model, fake.test, fake.spec, 64, CPU, max_batches=3)
+    assert got["total"] == int(got["confusion"].sum()) == 3 * 64
+    first = datasets.Split(fake.test.images[:192], fake.test.labels[:192])
+    assert torch.equal(got["confusion"], evaluate(model, first, fake.spec, 64, CPU)["confusion"])
+
+
+def test_tta_still_evaluates_every_image_once(fake):
+    part = datasets.Split(fake.test.images[:200], fake.test.labels[:200])
+    got = evaluate(_model(), part, fake.spec, 100, CPU, tta=True)
+    assert got["total"] == int(got["confusion"].sum()) == 200
+    assert got["correct"] == int(got["confusion"].trace()) and 0 <= got["acc"] <= 1
+    assert torch.isfinite(torch.tensor(got["loss"])) and got["loss"] > 0

@@ -1,0 +1,84 @@
+"""atomic_write and the run-directory lock, with real files and a real second process."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytorch_cli.platform import files
+
+ROOT = Path(__file__).resolve().parents[1]
+CHILD = """import sys
+from pytorch_cli.platform import files
+print(files.lock(sys.argv[1]), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def lock_path(tmp_path):
+    path = tmp_path / ".lock"
+    yield path
+    files.unlock(path)  # never leave a lock (and its open file) behind for the next test
+
+
+def test_atomic_write_writes_the_new_content(tmp_path):
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"old")
+    files.atomic_write(target, lambda f: f.write(b"new content"))
+    assert target.read_bytes() == b"new content"
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_atomic_write_creates_a_missing_file(tmp_path):
+    files.atomic_write(tmp_path / "config.toml", lambda f: f.write(b"epochs = 1\n"))
+    assert (tmp_path / "config.toml").read_bytes() == b"epochs = 1\n"
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"old")
+
+    def write(f):
+        f.write(b"half of the new")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        files.atomic_write(target, write)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_lock_writes_our_pid_and_unlock_removes_the_file(lock_path):
+    assert files.holder(lock_path) is None  # no file yet
+    assert files.lock(lock_path) is None
+    assert lock_path.read_text() == f"{os.getpid()}\n"
+    assert files.holder(lock_path) == os.getpid()
+    assert files.lock(lock_path) is None  # we hold it already
+    files.unlock(lock_path)
+    assert not lock_path.exists()
+    assert files.holder(lock_path) is None
+    files.unlock(lock_path)  # unlocking what we do not hold is harmless
+
+
+def test_a_lock_held_by_another_process_is_refused_until_it_dies(lock_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the package under test, from any folder
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(lock_path)], cwd=lock_path.parent,
+                             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        assert child.stdout.readline() == "None\n"  # the child holds the lock now
+        assert files.lock(lock_path) == child.pid
+        assert files.holder(lock_path) == child.pid
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdin.close()
+        child.stdout.close()
+    assert lock_path.read_text() == f"{child.pid}\n"  # the killed holder's file stays ...
+    assert files.holder(lock_path) is None  # ... but means nothing: the kernel dropped the flock
+    assert files.lock(lock_path) is None
+    assert files.holder(lock_path) == os.getpid()

@@ -1,0 +1,65 @@
+"""setup(): the job's batch and step counts, the resolved config, seeding and lookahead."""
+
+import math
+
+import pytest
+import torch
+
+from pytorch_cli.data import catalog
+from pytorch_cli.settings.config import TrainConfig
+from pytorch_cli.training.job import setup
+
+
+def _setup(**kw):
+    return setup(TrainConfig(dataset="fake", device="cpu", **kw))
+
+
+# the fake dataset has 2000 training images
+@pytest.mark.parametrize("kw,n_batches,total_steps", [
+    ({"batch_size": 64}, 32, 320),  # 31 full batches and one of 16; 10 epochs
+    ({"batch_size": 100, "epochs": 3}, 20, 60),
+    ({"batch_size": 64, "grad_accum": 3, "epochs": 2.5}, 32, 28),  # 11 steps an epoch
+    ({"batch_size": 32, "val_split": 0.1, "epochs": 0.5}, 57, 29),  # 1800 images: 28.5 steps
+])
+def test_batches_and_steps_follow_batch_size_accumulation_and_epochs(kw, n_batches,
+                                                                     total_steps):
+    job = _setup(**kw)
+    assert len(job.train) == 2000 - round(2000 * job.cfg.val_split)
+    assert (job.n_batches, job.total_steps) == (n_batches, total_steps)
+    assert job.device == torch.device("cpu") and job.amp is None
+
+
+def test_max_steps_caps_the_run_but_never_extends_it():
+    assert _setup(epochs=2, max_steps=5).total_steps == 5
+    assert _setup(epochs=2, max_steps=10_000).total_steps == 2 * math.ceil(2000 / 64)
+
+
+def test_augment_auto_becomes_the_datasets_own():
+    cfg = TrainConfig(dataset="fake", device="cpu")
+    job = setup(cfg)
+    assert job.cfg.augment == catalog.SPECS["fake"].augment == "none"
+    assert cfg.augment == "auto"  # the caller's config is left as it was
+    assert _setup(augment="crop").cfg.augment == "crop"  # an explicit choice stays
+
+
+def _weights(job):
+    return job.state.raw.state_dict()
+
+
+def test_one_seed_gives_the_same_initial_weights_another_seed_others():
+    a, b, c = (_weights(_setup(model="mnist-cnn", seed=s)) for s in (7, 7, 8))
+    assert a.keys() == b.keys() == c.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
+
+
+def test_lookahead_average_starts_as_a_copy_of_the_float_weights():
+    assert _setup(model="fast-cnn").state.lookahead_avg is None  # off by default
+    job = _setup(model="fast-cnn", lookahead_every=3)
+    average, weights = job.state.lookahead_avg, _weights(job)
+    assert set(average) == {k for k, v in weights.items() if v.is_floating_point()}
+    assert "features.1.num_batches_tracked" in weights  # an integer buffer: not averaged
+    assert all(torch.equal(average[k], weights[k]) for k in average)
+    with torch.no_grad():
+        job.state.raw.fc.weight.add_(1.0)  # training moves the weights, not the average
+    assert not torch.equal(average["fc.weight"], job.state.raw.fc.weight)

@@ -1,0 +1,46 @@
+"""worker_argv and the refusals of handoff (`ptrain train --nproc N`); nothing is launched."""
+
+import pytest
+
+from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.platform.launch import handoff, worker_argv
+
+TORCHRUN_ENV = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
+
+
+@pytest.mark.parametrize("argv, kept", [
+    (["train", "--nproc", "2", "--epochs", "3", "--max-restarts", "1", "--lr=0.1"],
+     ["train", "--epochs", "3", "--lr=0.1"]),
+    (["train", "--nproc=2", "--epochs", "2", "--max-restarts=3", "--seed", "2"],
+     ["train", "--epochs", "2", "--seed", "2"]),
+    (["train", "mnist", "--max-restarts", "0", "--nproc=4"], ["train", "mnist"]),
+    (["train", "--nprocs-note", "x", "--max-restarts-hint=1"],
+     ["train", "--nprocs-note", "x", "--max-restarts-hint=1"]),
+    (["train"], ["train"]),
+])
+def test_worker_argv_drops_our_flags_and_keeps_the_rest_in_order(argv, kept):
+    given = list(argv)
+    assert worker_argv(argv, "") == kept
+    assert argv == given  # the caller's list is not changed
+
+
+def test_worker_argv_appends_the_run_dir():
+    argv = ["train", "--nproc", "2", "--epochs", "1"]
+    assert worker_argv(argv, "runs/a") == ["train", "--epochs", "1", "--run-dir", "runs/a"]
+
+
+@pytest.mark.parametrize("nproc, max_restarts", [(0, 0), (-1, 0), (2, -1)])
+def test_handoff_refuses_bad_counts(monkeypatch, nproc, max_restarts):
+    for name in TORCHRUN_ENV:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(UsageError, match="--nproc must be at least 1") as info:
+        handoff(["train"], nproc, max_restarts, "")
+    assert info.value.exit_code == 2
+
+
+def test_handoff_refuses_inside_a_torchrun_worker(monkeypatch):
+    for name, value in TORCHRUN_ENV.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError, match="already a torchrun worker") as info:
+        handoff(["train", "--nproc", "2"], 2, 0, "")
+    assert info.value.exit_code == 2

@@ -1,0 +1,85 @@
+"""prepare.train and prepare.resume: where a run starts from, checked before anything is written."""
+
+import os
+import shutil
+
+import pytest
+
+from pytorch_cli.commands import prepare
+from pytorch_cli.commands.cli import main
+from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.settings.config import TrainConfig
+from pytorch_cli.store import rundir
+from pytorch_cli.store.rundir import RunDir
+
+CFG = TrainConfig(dataset="fake", epochs=1, max_steps=2)
+
+
+def tiny_run(folder):
+    """folder/run: a real `ptrain train` of 2 steps on the fake dataset (1 epoch, finished)."""
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        main(["train", "--dataset", "fake", "--epochs", "1", "--max-steps", "2", "--quiet",
+              "--run-dir", "run"])
+    except SystemExit as e:
+        assert not e.code, f"the tiny training exited with {e.code}"
+    finally:
+        os.chdir(here)
+    return folder / "run"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("prepare"))
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def _names(path):
+    return sorted(p.name for p in path.iterdir())
+
+
+def test_unnamed_runs_take_the_next_free_name_and_nothing_is_written(in_tmp, run):
+    first = prepare.train(CFG, "", "", "fake", False, False)
+    assert (first.run_dir.path, first.clear, first.saved, first.cfg) == (
+        rundir.root() / "fake", False, None, CFG)
+    assert not rundir.root().exists()
+    shutil.copytree(run, rundir.root() / "fake")
+    assert prepare.train(CFG, "", "", "fake", False, False).run_dir.path == rundir.root() / "fake-2"
+
+
+def test_a_named_run_is_taken_over_only_with_overwrite(in_tmp, run):
+    shutil.copytree(run, rundir.root() / "mine")
+    before = _names(rundir.root() / "mine")
+    with pytest.raises(UsageError, match="already holds a run.*--overwrite"):
+        prepare.train(CFG, "mine", "", "fake", False, False)
+    start = prepare.train(CFG, "mine", "", "fake", True, False)
+    assert (start.run_dir.path, start.clear, start.saved) == (rundir.root() / "mine", True, None)
+    assert _names(rundir.root() / "mine") == before  # the session clears it, under the lock
+
+
+def test_resume_auto_needs_the_run_named(in_tmp):
+    with pytest.raises(UsageError, match="--name or --run-dir"):
+        prepare.train(CFG, "", "", "fake", False, True)
+
+
+@pytest.mark.parametrize("name, epochs, error, says", [
+    ("model.pth", None, UsageError, "not a training-state checkpoint"),
+    ("", 0.5, UsageError, "--epochs 0.5: the run was set for 1; it can only be extended"),
+    ("", None, prepare.AlreadyFinished, "already finished its 1 epoch; pass --epochs N"),
+    ("last.pt", 1, prepare.AlreadyFinished, "already finished its 1 epoch"),
+])
+def test_resume_refusals(run, name, epochs, error, says):
+    with pytest.raises(error, match=says):
+        prepare.resume(run / name, epochs=epochs)
+
+
+def test_resume_extends_a_finished_run_from_its_last_checkpoint(run):
+    start = prepare.resume(run, epochs=3)
+    assert start.cfg.epochs == 3 and start.cfg.dataset == "fake" and start.cfg.model == "lenet"
+    assert start.saved["position"]["step"] == 2 and start.saved["position"]["epoch"] == 1
+    assert start.run_dir == RunDir(run) and not start.clear

@@ -1,0 +1,68 @@
+"""saved.load_model and saved.run_predict on a real run's model.pth and on a bare state_dict."""
+
+import pytest
+import torch
+from PIL import Image
+from test_prepare import tiny_run
+
+from pytorch_cli.commands import saved
+from pytorch_cli.data import datasets
+from pytorch_cli.models import zoo
+from pytorch_cli.platform.errors import UsageError
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("saved"))
+
+
+def _same_weights(model, state_dict):
+    mine = model.state_dict()
+    return mine.keys() == state_dict.keys() and all(torch.equal(mine[k], v)
+                                                     for k, v in state_dict.items())
+
+
+def test_a_runs_model_pth_rebuilds_its_model_in_eval_mode(run):
+    loaded = saved.load_model(run)  # a run directory: its model.pth
+    assert type(loaded.model) is type(zoo.build("lenet", 1, 10, 28))
+    assert not any(m.training for m in loaded.model.modules())
+    assert (loaded.meta["model"], loaded.meta["dataset"], loaded.config["max_steps"]) == (
+        "lenet", "fake", 2)
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert _same_weights(loaded.model, last["model"])  # the weights the run ended with
+
+
+def test_a_bare_state_dict_loads_once_told_what_it_is(run, tmp_path):
+    weights = saved.load_model(run).model.state_dict()
+    torch.save(weights, tmp_path / "bare.pt")
+    for given in ((), ("lenet",), ("", "fake")):
+        with pytest.raises(UsageError, match="bare state_dict: say what it is with --model and "):
+            saved.load_model(tmp_path / "bare.pt", *given)
+    loaded = saved.load_model(tmp_path / "bare.pt", "lenet", "fake")
+    assert _same_weights(loaded.model, weights) and not loaded.model.training
+    assert loaded.config == {} and loaded.meta["num_classes"] == 10
+
+
+@pytest.mark.parametrize("flags, says", [(("mnist-cnn", ""), "--model mnist-cnn does not match"),
+                                         (("", "mnist"), "--dataset mnist does not match")])
+def test_a_model_or_dataset_other_than_the_saved_one_is_refused(run, flags, says):
+    with pytest.raises(UsageError, match=f"holds a lenet trained on fake; {says}"):
+        saved.load_model(run / "model.pth", *flags)
+
+
+def test_predict_answers_every_readable_image_and_names_the_others(run, tmp_path):
+    images = datasets.load("fake").test.images
+    Image.fromarray(images[0, 0].numpy()).save(tmp_path / "a.png")
+    Image.fromarray(images[1, 0].numpy()).resize((56, 56)).convert("RGB").save(tmp_path / "b.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    paths = [tmp_path / n for n in ("a.png", "broken.png", "missing.png", "b.png")]
+    results = saved.run_predict(run, paths, top_k=3, device="cpu")
+    assert [r["image"] for r in results] == [str(p) for p in paths]
+    for r in (results[0], results[3]):
+        probs = [t["prob"] for t in r["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+        assert all(t["class"] == str(t["index"]) for t in r["top"])
+    for r in results[1:3]:
+        assert "top" not in r and r["image"] in r["error"]
+    everything = saved.run_predict(run, paths[:1], top_k=50, device="cpu")[0]["top"]
+    assert len(everything) == 10 and sum(t["prob"] for t in everything) == pytest.approx(1)

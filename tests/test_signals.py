@@ -1,0 +1,106 @@
+"""stop_on_signals with real signals sent to this process, EXIT_CODES and slurm_requeue."""
+
+import os
+import signal
+
+import pytest
+
+from pytorch_cli.platform.signals import EXIT_CODES, STOPPING, slurm_requeue, stop_on_signals
+
+
+@pytest.fixture(autouse=True)
+def keep_handlers():
+    """Whatever a test does to the stopping signals' handlers is undone after it."""
+    saved = {s: signal.getsignal(s) for s in STOPPING}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+def send(sig):
+    os.kill(os.getpid(), sig)  # CPython runs the Python handler before os.kill returns
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP, signal.SIGINT])
+def test_a_stopping_signal_requests_a_stop_with_its_name(sig):
+    asked = []
+    with stop_on_signals(asked.append):
+        send(sig)
+        assert asked == [sig.name]
+
+
+def test_repeated_signals_request_again():
+    asked = []
+    with stop_on_signals(asked.append):
+        send(signal.SIGTERM)
+        send(signal.SIGUSR1)
+        send(signal.SIGTERM)
+    assert asked == ["SIGTERM", "SIGUSR1", "SIGTERM"]
+
+
+def test_a_second_sigint_aborts():
+    asked = []
+    with stop_on_signals(asked.append):
+        send(signal.SIGTERM)
+        send(signal.SIGINT)  # the first Ctrl-C only asks
+        assert asked == ["SIGTERM", "SIGINT"]
+        with pytest.raises(KeyboardInterrupt):
+            send(signal.SIGINT)
+    assert asked == ["SIGTERM", "SIGINT"]
+
+
+def test_previous_handlers_come_back_after_the_block():
+    before = []
+    for s in STOPPING:
+        signal.signal(s, lambda signum, frame: before.append(signum))
+    handlers = {s: signal.getsignal(s) for s in STOPPING}
+    asked = []
+    with stop_on_signals(asked.append):
+        assert all(signal.getsignal(s) is not handlers[s] for s in STOPPING)
+    assert {s: signal.getsignal(s) for s in STOPPING} == handlers
+    for s in STOPPING:
+        send(s)
+    assert before == list(STOPPING) and asked == []
+
+
+def test_an_ignored_signal_stays_ignored():
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    asked = []
+    with stop_on_signals(asked.append):
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        send(signal.SIGHUP)
+        send(signal.SIGTERM)
+    assert asked == ["SIGTERM"]
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+
+
+def test_exit_codes():
+    assert EXIT_CODES == {"SIGINT": 130, "SIGTERM": 143, "SIGUSR1": 143, "SIGHUP": 129}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):  # 128 + the signal, as a shell reports it
+        assert EXIT_CODES[name] == 128 + signal.Signals[name]
+    assert EXIT_CODES["SIGUSR1"] == EXIT_CODES["SIGTERM"]  # SLURM's warning stops as SIGTERM
+
+
+def test_no_requeue_outside_slurm(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert slurm_requeue() == "not requeued: SLURM_JOB_ID is not set"
+
+
+def test_no_requeue_without_scontrol(monkeypatch, tmp_path):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert slurm_requeue() == "not requeued: scontrol is not on PATH"
+
+
+@pytest.mark.parametrize("script, said", [
+    ('[ "$1 $2" = "requeue 4242" ] || exit 9', "SLURM job 4242 requeued"),
+    ('echo "Invalid job id specified" >&2; exit 1',
+     "scontrol requeue 4242 failed: Invalid job id specified"),
+])
+def test_requeue_runs_scontrol(monkeypatch, tmp_path, script, said):
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text(f"#!/bin/sh\n{script}\n")
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert slurm_requeue() == said
