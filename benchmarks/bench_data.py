@@ -28,7 +28,9 @@ def default_dir(name: str) -> str:
 
 
 def _write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
-    header = struct.pack(">I", 0x0800 + array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    header = struct.pack(">I", 0x0800 + array.ndim) + b"".join(
+        struct.pack(">I", d) for d in array.shape
+    )
     with (gzip.open if compress else open)(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
 
@@ -48,7 +50,9 @@ def _synthetic(name: str, folder: Path) -> None:
         binary = folder / "cifar-10-batches-bin"
         binary.mkdir(exist_ok=True)
         records = np.concatenate([labels[:, None], images.reshape(n, -1)], axis=1)
-        names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+        names = (
+            [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+        )
         for part, file in zip(np.array_split(records, len(names)), names):
             part.tofile(binary / file)
         (binary / "batches.meta.txt").write_text("\n".join(map(str, range(10))) + "\n")

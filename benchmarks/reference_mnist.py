@@ -1,5 +1,5 @@
-"""The classic argparse MNIST loop (DataLoader + transforms, the Grokking-PyTorch conv10-conv20-fc50 net),
-kept as the yardstick for `ptrain train`'s accuracy and speed.
+"""The classic argparse MNIST loop (DataLoader + transforms, the Grokking-PyTorch
+conv10-conv20-fc50 net), kept as the yardstick for `ptrain train`'s accuracy and speed.
 
     python benchmarks/reference_mnist.py --data-dir ../shared/data/mnist --epochs 1
     python benchmarks/reference_mnist.py --dataset fashion-mnist \

@@ -26,16 +26,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_data  # beside this file
 import torch
 import torch.nn.functional as F
 from torchvision import transforms
 
-import bench_data  # beside this file
-from pytorch_cli.data import batches, catalog, datasets
-from pytorch_cli.training import loop, optim
+from pytorch_cli.data import batches, catalog
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
 from pytorch_cli.settings.config import TrainConfig
+from pytorch_cli.training import loop, optim
 
 # model: (dataset, batch size)
 CASES = {"lenet": ("mnist", 64), "mnist-cnn": ("mnist", 64), "cifar-net": ("cifar10", 128),
@@ -144,7 +144,9 @@ def _resident_batch(cfg: TrainConfig, data) -> tuple[torch.Tensor, torch.Tensor]
 def _classic_transform(spec) -> transforms.Compose:
     aug = ([transforms.RandomCrop(spec.size, padding=batches.pad_for(spec.size)),
             transforms.RandomHorizontalFlip()] if spec.augment == "crop-flip" else [])
-    return transforms.Compose(aug + [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
+    return transforms.Compose(
+        aug + [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
+    )
 
 
 def bench_model(name: str, args, tmp: Path) -> dict:
@@ -163,7 +165,9 @@ def bench_model(name: str, args, tmp: Path) -> dict:
     classic_set = bench_data.classic_dataset(dataset, data, tmp, _classic_transform(data.spec))
     workers = [0, 4] if args.device == "cuda" else [0]
     resident = _resident_batch(cfg, data)
-    contenders = {f"classic w{w}": (lambda w=w: classic(cfg, classic_set, w, steps)) for w in workers}
+    contenders = {
+        f"classic w{w}": (lambda w=w: classic(cfg, classic_set, w, steps)) for w in workers
+    }
     contenders["ptrain"] = lambda: ptrain(cfg, steps)
     contenders["ceiling"] = lambda: ceiling(cfg, resident, steps)
     names = list(contenders)
@@ -174,19 +178,33 @@ def bench_model(name: str, args, tmp: Path) -> dict:
             print(f"  {name} round {r + 1} {n}: {results[n][-1]:,.0f} img/s", file=sys.stderr)
     med = {n: statistics.median(v) for n, v in results.items()}
     best_classic = max((k for k in med if k.startswith("classic")), key=med.get)
-    return {"model": name, "dataset": dataset, "data": source, "batch_size": batch_size,
-            "steps": steps, "rounds": args.rounds, "runs": results,
-            "classic": med[best_classic], "classic_best": best_classic,
-            "ptrain": med["ptrain"], "ceiling": med["ceiling"],
-            "ptrain_over_classic": med["ptrain"] / med[best_classic],
-            "ptrain_over_ceiling": med["ptrain"] / med["ceiling"],
-            "precision": str(runtime.autocast_dtype(cfg.precision, torch.device(cfg.device)) or "float32"),
-            "compile": compile_mode}
+    return {
+        "model": name,
+        "dataset": dataset,
+        "data": source,
+        "batch_size": batch_size,
+        "steps": steps,
+        "rounds": args.rounds,
+        "runs": results,
+        "classic": med[best_classic],
+        "classic_best": best_classic,
+        "ptrain": med["ptrain"],
+        "ceiling": med["ceiling"],
+        "ptrain_over_classic": med["ptrain"] / med[best_classic],
+        "ptrain_over_ceiling": med["ptrain"] / med["ceiling"],
+        "precision": str(
+            runtime.autocast_dtype(cfg.precision, torch.device(cfg.device)) or "float32"
+        ),
+        "compile": compile_mode,
+    }
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| model | batch | data | classic img/s | ptrain img/s | ceiling img/s | ptrain/classic | ptrain/ceiling |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| model | batch | data | classic img/s | ptrain img/s | ceiling img/s "
+        "| ptrain/classic | ptrain/ceiling |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         out.append(f"| {r['model']} | {r['batch_size']} | {r['dataset']} ({r['data']}) | "
                    f"{r['classic']:,.0f} ({r['classic_best']}) | {r['ptrain']:,.0f} | "
@@ -206,13 +224,19 @@ def main() -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--models", default=",".join(CASES), help="comma-separated subset")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=0, help="steps per measurement (0: per-model default)")
+    p.add_argument(
+        "--steps", type=int, default=0, help="steps per measurement (0: per-model default)"
+    )
     p.add_argument("--precision", default="auto", choices=["auto", "32", "bf16", "16"])
     p.add_argument("--compile-mode", default="",
                    choices=["", "none", "default", "reduce-overhead", "max-autotune"],
                    help="ptrain's --compile-mode ('' = reduce-overhead on CUDA, none on CPU)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   default=TrainConfig.channels_last, help="ptrain's and the ceiling's memory format")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=TrainConfig.channels_last,
+        help="ptrain's and the ceiling's memory format",
+    )
     p.add_argument("--mnist-dir", default=bench_data.default_dir("mnist"))
     p.add_argument("--cifar-dir", default=bench_data.default_dir("cifar10"))
     p.add_argument("--json", default="", help="also write the results here")
@@ -221,12 +245,17 @@ def main() -> None:
         sys.exit("--device cuda: no CUDA device is visible to torch")
     with tempfile.TemporaryDirectory(prefix="ptrain-bench-") as tmp:
         rows = [bench_model(m, args, Path(tmp)) for m in args.models.split(",")]
-    print(f"\nthroughput on {machine(args.device)}; median of {args.rounds} rounds; "
-          f"ptrain and ceiling: precision {rows[0]['precision']}, compile {rows[0]['compile']}, "
-          f"{'channels-last' if args.channels_last else 'NCHW'}; the classic loop: float32, NCHW, eager")
+    print(
+        f"\nthroughput on {machine(args.device)}; median of {args.rounds} rounds; "
+        f"ptrain and ceiling: precision {rows[0]['precision']}, compile {rows[0]['compile']}, "
+        f"{'channels-last' if args.channels_last else 'NCHW'}; "
+        "the classic loop: float32, NCHW, eager"
+    )
     print(table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(args.device), "rows": rows}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"machine": machine(args.device), "rows": rows}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -26,10 +26,23 @@ TARGETS = {"mnist": 0.99, "fashion-mnist": 0.90, "cifar10": 0.94}
 PARTS = ("start-up", "data read", "compile", "training", "evaluation", "other")
 
 
-def run_once(config: Path, data_dir: str, extra: list[str], folder: Path) -> tuple[list[dict], float]:
+def run_once(
+    config: Path, data_dir: str, extra: list[str], folder: Path
+) -> tuple[list[dict], float]:
     """Run the preset; (its metrics.jsonl records, the command's wall time). Raises on failure."""
-    cmd = [sys.executable, "-m", "pytorch_cli", "train", "--config", str(config),
-           "--run-dir", str(folder), "--quiet", *(["--data-dir", data_dir] if data_dir else []), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytorch_cli",
+        "train",
+        "--config",
+        str(config),
+        "--run-dir",
+        str(folder),
+        "--quiet",
+        *(["--data-dir", data_dir] if data_dir else []),
+        *extra,
+    ]
     launched = time.time()
     done = subprocess.run(cmd, capture_output=True, text=True)
     command_s = time.time() - launched
@@ -63,8 +76,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config", type=Path, help="a preset, e.g. configs/mnist-fast.toml")
     p.add_argument("--data-dir", default="", help="passed to ptrain (default: ptrain's own search)")
-    p.add_argument("--target", type=float, default=0.0, help="accuracy in [0, 1] (default by dataset)")
-    p.add_argument("--repeats", type=int, default=1, help="runs (seeds 1..N); the median is reported")
+    p.add_argument(
+        "--target", type=float, default=0.0, help="accuracy in [0, 1] (default by dataset)"
+    )
+    p.add_argument(
+        "--repeats", type=int, default=1, help="runs (seeds 1..N); the median is reported"
+    )
     p.add_argument("--json", default="", help="also write the results here")
     args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     dataset = tomllib.loads(args.config.read_text()).get("dataset", "mnist")
@@ -79,16 +96,26 @@ def main() -> None:
             runs.append({"seed": seed, "command_s": command_s, "device": records[0]["device"],
                          **breakdown(records, target)})
             r = runs[-1]
-            status = (f"{100 * target:.0f}% reached in epoch {r['epoch']} ({100 * r['acc']:.2f}%)"
-                      if r["reached"] else f"{100 * target:.0f}% NOT reached (best {100 * r['best_acc']:.2f}%)")
+            status = (
+                f"{100 * target:.0f}% reached in epoch {r['epoch']} ({100 * r['acc']:.2f}%)"
+                if r["reached"]
+                else f"{100 * target:.0f}% NOT reached (best {100 * r['best_acc']:.2f}%)"
+            )
             print(f"seed {seed}: {status}; {r['seconds']:.2f}s from launch, whole command "
                   f"{command_s:.2f}s; " + ", ".join(f"{k} {v:.2f}s" for k, v in r["parts"].items()))
     reached = [r for r in runs if r["reached"]]
-    print(f"\n{args.config} on {runs[0]['device']}: {len(reached)}/{len(runs)} runs reached "
-          f"{100 * target:.0f}%" + (f"; median {statistics.median(r['seconds'] for r in reached):.2f}s "
-                                    f"from launch, training {statistics.median(r['parts']['training'] for r in reached):.2f}s, "
-                                    f"whole command {statistics.median(r['command_s'] for r in reached):.2f}s"
-                                    if reached else ""))
+    print(
+        f"\n{args.config} on {runs[0]['device']}: {len(reached)}/{len(runs)} runs reached "
+        f"{100 * target:.0f}%"
+        + (
+            f"; median {statistics.median(r['seconds'] for r in reached):.2f}s "
+            "from launch, training "
+            f"{statistics.median(r['parts']['training'] for r in reached):.2f}s, "
+            f"whole command {statistics.median(r['command_s'] for r in reached):.2f}s"
+            if reached
+            else ""
+        )
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"config": str(args.config), "target": target,
                                                "runs": runs}, indent=1))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import os
 import pickle
@@ -48,7 +50,9 @@ def _real_data(variable: str, default: Path) -> str:
     return str(default) if default.is_dir() else ""
 
 
-MNIST_DIR = _real_data("PTRAIN_TEST_MNIST_DIR", Path(__file__).resolve().parents[2] / "shared/data/mnist")
+MNIST_DIR = _real_data(
+    "PTRAIN_TEST_MNIST_DIR", Path(__file__).resolve().parents[2] / "shared/data/mnist"
+)
 
 
 def learnable_images(n: int, channels: int, size: int, classes: int, seed: int):
@@ -65,7 +69,9 @@ def learnable_images(n: int, channels: int, size: int, classes: int, seed: int):
 
 def write_idx(path: Path, array: np.ndarray) -> None:
     """IDX ("SN3 Pascal Vincent") format, gzipped, as the original MNIST files."""
-    header = struct.pack(">I", 0x0800 + array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    header = struct.pack(">I", 0x0800 + array.ndim) + b"".join(
+        struct.pack(">I", d) for d in array.shape
+    )
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
 
@@ -81,7 +87,18 @@ def write_mnist(folder: Path, n_train: int = 512, n_test: int = 256) -> dict:
     return data
 
 
-CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_NAMES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 
 
 def _cifar10_batches(per_batch: int, n_test: int, suffix: str):
@@ -167,6 +184,41 @@ def ptrain(capsys, monkeypatch, tmp_path):
         return Result(code, captured.out, captured.err)
 
     return run
+
+
+def run_cli(args: list, cwd: Path) -> Result:
+    """`ptrain ARGS` in-process from `cwd`, for fixtures shared by several tests (capsys and
+    monkeypatch are per test), with the machine's PTRAIN_* settings left out as for every test."""
+    out, err, saved_env, old_cwd = io.StringIO(), io.StringIO(), dict(os.environ), os.getcwd()
+    for name in [n for n in os.environ if n.startswith("PTRAIN_") and "_TEST_" not in n]:
+        del os.environ[name]
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main([str(a) for a in args])
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        os.chdir(old_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def real_mnist(tmp_path_factory) -> tuple[Path, Result]:
+    """README's main job (1 epoch of LeNet on real MNIST) once, for every test that checks it:
+    (the folder it ran in, its result; --json: the summary on stdout, progress on stderr)."""
+    if not MNIST_DIR:
+        pytest.skip("no real MNIST: ../shared/data/mnist is absent and PTRAIN_TEST_MNIST_DIR is "
+                    "unset")
+    root = tmp_path_factory.mktemp("real-mnist")
+    r = run_cli(["train", "--data-dir", MNIST_DIR, "--epochs", "1", "--log-interval", "200",
+                 "--json"], root)
+    assert r.code == 0, r.err
+    return root, r
 
 
 def ptrain_without(package: str, args: list, cwd: Path) -> "subprocess.CompletedProcess":

@@ -16,11 +16,17 @@ def test_resumed_epoch_yields_the_same_remaining_batches():
     d = datasets.load("fake")
     cpu = torch.device("cpu")
     full = _all(batches.train_batches(d.train, d.spec, 64, 1, 2, batches.Augment("crop-flip"), cpu))
-    tail = _all(batches.train_batches(d.train, d.spec, 64, 1, 2, batches.Augment("crop-flip"), cpu, start=10))
+    tail = _all(
+        batches.train_batches(
+            d.train, d.spec, 64, 1, 2, batches.Augment("crop-flip"), cpu, start=10
+        )
+    )
     assert len(full) == 32 and len(tail) == 22
     for (x1, y1), (x2, y2) in zip(full[10:], tail):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
-    other_epoch = _all(batches.train_batches(d.train, d.spec, 64, 1, 3, batches.Augment("none"), cpu))
+    other_epoch = _all(
+        batches.train_batches(d.train, d.spec, 64, 1, 3, batches.Augment("none"), cpu)
+    )
     assert not torch.equal(full[0][1], other_epoch[0][1])  # reshuffled each epoch
 
 
@@ -28,7 +34,11 @@ def test_loader_workers_give_identical_batches():
     d = datasets.load("fake")
     cpu = torch.device("cpu")
     a = _all(batches.train_batches(d.train, d.spec, 100, 5, 0, batches.Augment("crop-flip"), cpu))
-    b = _all(batches.train_batches(d.train, d.spec, 100, 5, 0, batches.Augment("crop-flip"), cpu, workers=2))
+    b = _all(
+        batches.train_batches(
+            d.train, d.spec, 100, 5, 0, batches.Augment("crop-flip"), cpu, workers=2
+        )
+    )
     assert len(a) == len(b) == 20
     assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
 
@@ -60,7 +70,14 @@ def test_normalize_matches_torchvision_transforms():
 def test_every_image_is_drawn_once_per_epoch():
     d = datasets.load("fake")
     cpu = torch.device("cpu")
-    seen = torch.cat([y for _, y in batches.train_batches(d.train, d.spec, 64, 1, 0, batches.Augment("none"), cpu)])
+    seen = torch.cat(
+        [
+            y
+            for _, y in batches.train_batches(
+                d.train, d.spec, 64, 1, 0, batches.Augment("none"), cpu
+            )
+        ]
+    )
     assert len(seen) == len(d.train)
     order = batches.epoch_order(len(d.train), 1, 0)
     assert sorted(order.tolist()) == list(range(len(d.train)))
@@ -81,8 +98,9 @@ def test_tta_views_are_weighted_shifts_and_mirrors():
 
 def _digest(split, spec, kind):
     h = hashlib.sha256()
-    for x, y in batches.train_batches(split, spec, 64, 1, 2, batches.Augment(kind), torch.device("cpu"),
-                                      start=3):
+    for x, y in batches.train_batches(
+        split, spec, 64, 1, 2, batches.Augment(kind), torch.device("cpu"), start=3
+    ):
         h.update(x.numpy().tobytes())
         h.update(y.numpy().tobytes())
     return h.hexdigest()[:16]
@@ -128,7 +146,9 @@ def test_alternating_flips_mirror_each_image_every_other_epoch():
     assert torch.equal(again, batches.epoch_plan(n, 64, 5, 2, aug, 32))  # seeded: the same again
 
 
-@pytest.mark.parametrize("n, batch, world", [(2000, 32, 2), (1001, 64, 4), (1003, 250, 4), (10, 3, 3)])
+@pytest.mark.parametrize(
+    "n, batch, world", [(2000, 32, 2), (1001, 64, 4), (1003, 250, 4), (10, 3, 3)]
+)
 def test_ranks_take_disjoint_parts_that_cover_the_epoch(n, batch, world):
     spans = [batches.shard_spans(n, batch, r, world) for r in range(world)]
     assert len({len(s) for s in spans}) == 1  # every rank steps the same number of times

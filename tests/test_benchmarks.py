@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import write_mnist
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -37,7 +36,9 @@ def test_time_to_accuracy_splits_the_time_from_launch(tmp_path):
     run = json.loads(out.read_text())["runs"][0]
     assert run["reached"] and run["acc"] >= 0.3 and run["epoch"] <= 3
     parts = run["parts"]
-    assert all(v >= -0.01 for v in parts.values()) and parts["training"] > 0 and parts["start-up"] > 0
+    assert (
+        all(v >= -0.01 for v in parts.values()) and parts["training"] > 0 and parts["start-up"] > 0
+    )
     assert sum(parts.values()) == pytest.approx(run["seconds"])
     assert run["seconds"] < run["command_s"]
     assert "1/1 runs reached 30%" in done.stdout

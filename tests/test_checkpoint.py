@@ -11,10 +11,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pytorch_cli.store import checkpoint
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform.errors import PtrainError
-
+from pytorch_cli.store import checkpoint
 
 WRITER = """
 import sys, torch
@@ -70,7 +69,9 @@ def test_crafted_pickle_is_refused_naming_what_it_would_run(tmp_path, monkeypatc
 
 
 def test_a_newer_checkpoint_version_is_refused_with_advice(tmp_path):
-    torch.save({"format": checkpoint.MODEL_FORMAT, "version": checkpoint.VERSION + 1}, tmp_path / "new.pth")
+    torch.save(
+        {"format": checkpoint.MODEL_FORMAT, "version": checkpoint.VERSION + 1}, tmp_path / "new.pth"
+    )
     with pytest.raises(PtrainError, match="written by a newer ptrain.*upgrade ptrain"):
         checkpoint.load(tmp_path / "new.pth")
 
@@ -83,5 +84,7 @@ def test_weights_of_every_file_kind(tmp_path):
     assert checkpoint.weights({"hello": 1}) is None
     checkpoint.save_model_file(tmp_path / "m.pth", w, {"model": "x"}, {}, {"test_acc": 0.5})
     saved = checkpoint.load(tmp_path / "m.pth")
-    assert saved["version"] == checkpoint.VERSION and torch.equal(checkpoint.weights(saved)["fc.weight"], w["fc.weight"])
+    assert saved["version"] == checkpoint.VERSION and torch.equal(
+        checkpoint.weights(saved)["fc.weight"], w["fc.weight"]
+    )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left

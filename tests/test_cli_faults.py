@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import read_metrics
 
 PY = [sys.executable, "-m", "pytorch_cli"]
@@ -22,8 +21,11 @@ RUN = ["train", "--dataset", "fake", "--model", "mnist-cnn", "--epochs", "2", "-
 
 def _tmpfs(path: Path, size: str, options: str = "") -> None:
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs", str(path)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
 
@@ -53,7 +55,9 @@ def _one_line_error(out: subprocess.CompletedProcess | tuple, codes=(1, 2)) -> s
 def full(tmp_path_factory) -> dict:
     """An uninterrupted run to compare the interrupted ones with."""
     root = tmp_path_factory.mktemp("faults")
-    subprocess.run([*PY, *RUN, "--run-dir", "full", "--quiet"], cwd=root, check=True, capture_output=True)
+    subprocess.run(
+        [*PY, *RUN, "--run-dir", "full", "--quiet"], cwd=root, check=True, capture_output=True
+    )
     return torch.load(root / "full/last.pt", weights_only=True)
 
 
@@ -73,11 +77,15 @@ def _assert_same_state(a: dict, b: dict) -> None:
         assert torch.equal(tensor, b["model"][key]), key
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGUSR1, 143)])
+@pytest.mark.parametrize(
+    "sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGUSR1, 143)]
+)
 def test_a_signal_saves_the_exact_position_and_resume_ends_bit_exact(full, tmp_path, sig, code):
     proc = subprocess.Popen([*PY, *RUN, "--run-dir", "cut"], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_for(proc, tmp_path / "cut/metrics.jsonl", lambda r: r["kind"] == "train" and r["batch"] >= 10)
+    _wait_for(
+        proc, tmp_path / "cut/metrics.jsonl", lambda r: r["kind"] == "train" and r["batch"] >= 10
+    )
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
@@ -90,9 +98,14 @@ def test_a_signal_saves_the_exact_position_and_resume_ends_bit_exact(full, tmp_p
 
 
 def test_a_reader_that_goes_away_ends_the_printing_not_the_run(tmp_path):
-    """`ptrain train | head -1`: the pipe closes after the first line; the run goes on to the end."""
-    proc = subprocess.Popen([*PY, "train", "--dataset", "fake", "--epochs", "2", "--run-dir", "piped"],
-                            cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """`ptrain train | head -1`: the pipe closes after the first line; the run goes on."""
+    proc = subprocess.Popen(
+        [*PY, "train", "--dataset", "fake", "--epochs", "2", "--run-dir", "piped"],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout.readline().startswith("training lenet")
     proc.stdout.close()
     err = proc.stderr.read()
@@ -126,13 +139,20 @@ def test_a_closed_terminal_stops_the_run_at_a_saved_position(tmp_path):
 
 
 def test_under_nohup_a_hangup_changes_nothing(tmp_path):
-    proc = subprocess.Popen([*PY, "train", "--dataset", "fake", "--epochs", "2", "--run-dir", "nohup"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # as nohup does
+    proc = subprocess.Popen(
+        [*PY, "train", "--dataset", "fake", "--epochs", "2", "--run-dir", "nohup"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )  # as nohup does
     _wait_for(proc, tmp_path / "nohup/metrics.jsonl", lambda r: r["kind"] == "train")
     proc.send_signal(signal.SIGHUP)
     assert proc.wait(60) == 0, proc.stderr.read()
-    assert (tmp_path / "nohup/model.pth").exists() and not read_metrics(tmp_path / "nohup", ("stop",))
+    assert (tmp_path / "nohup/model.pth").exists() and not read_metrics(
+        tmp_path / "nohup", ("stop",)
+    )
 
 
 def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(tmp_path):
@@ -177,8 +197,24 @@ def test_sigusr1_under_slurm_saves_then_requeues_the_job(ptrain, tmp_path):
 
 
 def test_a_diverging_run_stops_before_saving_and_json_stays_valid(tmp_path):
-    out = subprocess.run([*PY, "train", "--dataset", "fake", "--lr", "1e6", "--epochs", "2",
-                          "--run-dir", "nan", "--json"], cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            *PY,
+            "train",
+            "--dataset",
+            "fake",
+            "--lr",
+            "1e6",
+            "--epochs",
+            "2",
+            "--run-dir",
+            "nan",
+            "--json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     line = _one_line_error((out.returncode, out.stderr.split("\n", 1)[-1]), codes=(3,))
     assert "became NaN in epoch 1" in line and "--lr" in line and "--clip-grad" in line
     assert sorted(p.name for p in (tmp_path / "nan").iterdir()) == ["config.toml", "metrics.jsonl"]
@@ -187,8 +223,24 @@ def test_a_diverging_run_stops_before_saving_and_json_stays_valid(tmp_path):
 
 
 def test_detect_anomaly_names_the_operation_that_made_the_nan(tmp_path):
-    out = subprocess.run([*PY, "train", "--dataset", "fake", "--lr", "1e6", "--epochs", "1",
-                          "--run-dir", "nan", "--detect-anomaly"], cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            *PY,
+            "train",
+            "--dataset",
+            "fake",
+            "--lr",
+            "1e6",
+            "--epochs",
+            "1",
+            "--run-dir",
+            "nan",
+            "--detect-anomaly",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 3 and "Error detected in" in out.stderr  # autograd's own warning
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("ptrain: error: autograd anomaly mode: Function '") and "nan" in last
@@ -200,8 +252,12 @@ def test_eval_json_of_a_dead_model_has_no_bare_nan(tmp_path):
     weights = build("lenet", 1, 10, 28).state_dict()
     weights["fc2.bias"][:] = float("nan")
     torch.save(weights, tmp_path / "dead.pt")
-    out = subprocess.run([*PY, "eval", "dead.pt", "--model", "lenet", "--dataset", "fake", "--json"],
-                         cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(
+        [*PY, "eval", "dead.pt", "--model", "lenet", "--dataset", "fake", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     result = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"bare {c} in --json"))
     assert result["loss"] is None and result["total"] == 500
 
@@ -252,7 +308,9 @@ def test_temporary_files_of_a_killed_save_are_cleaned_at_the_next_start(tmp_path
     subprocess.run([*PY, "train", "--dataset", "fake", "--epochs", "1", "--run-dir", "run"],
                    cwd=tmp_path, check=True, capture_output=True)
     (tmp_path / "run/.last.pt.tmp99999").write_bytes(b"half a checkpoint")
-    subprocess.run([*PY, "resume", "run", "--epochs", "2"], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(
+        [*PY, "resume", "run", "--epochs", "2"], cwd=tmp_path, check=True, capture_output=True
+    )
     assert not list((tmp_path / "run").glob(".*tmp*"))
 
 

@@ -19,12 +19,29 @@ print("torch imported" if sys.modules["torch"] is not None else "no torch", code
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["train", "--help"], ["eval", "--help"],
-                                  ["resume", "--help"], ["export", "--help"], ["predict", "--help"],
-                                  ["runs", "--help"], ["plot", "--help"], ["runs"], ["train", "-h"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["--version"],
+        ["train", "--help"],
+        ["eval", "--help"],
+        ["resume", "--help"],
+        ["export", "--help"],
+        ["predict", "--help"],
+        ["runs", "--help"],
+        ["plot", "--help"],
+        ["runs"],
+        ["train", "-h"],
+    ],
+)
 def test_help_and_version_do_not_import_torch(args):
-    out = subprocess.run([sys.executable, "-c", CHECK.format(args=args)], capture_output=True, text=True)
-    assert out.stdout.strip().splitlines()[-1] in ("no torch 0", "no torch None"), out.stdout + out.stderr
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK.format(args=args)], capture_output=True, text=True
+    )
+    assert out.stdout.strip().splitlines()[-1] in ("no torch 0", "no torch None"), (
+        out.stdout + out.stderr
+    )
     assert ("ptrain" in out.stdout or "no runs under" in out.stdout) and (
         "Usage" in out.stdout or "--version" in args or args == ["runs"])
 
@@ -33,8 +50,12 @@ COMMANDS = ["train", "eval", "resume", "export", "predict", "runs", "plot"]
 
 
 def _ptrain(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "pytorch_cli", *args], capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "80", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "pytorch_cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80", **(env or {})},
+    )
 
 
 @pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
@@ -54,10 +75,17 @@ def test_help_fits_80_columns_with_every_choice_spelled_out(command):
 def test_shell_completion_completes_commands_and_choices():
     script = _ptrain("--show-completion", "bash")
     assert script.returncode == 0 and "_PTRAIN_COMPLETE=complete_bash" in script.stdout
-    words = _ptrain(env={"_PTRAIN_COMPLETE": "complete_bash", "COMP_WORDS": "ptrain train --dataset ",
-                         "COMP_CWORD": "3"})
+    words = _ptrain(
+        env={
+            "_PTRAIN_COMPLETE": "complete_bash",
+            "COMP_WORDS": "ptrain train --dataset ",
+            "COMP_CWORD": "3",
+        }
+    )
     assert words.stdout.split() == ["mnist", "fashion-mnist", "cifar10", "cifar100", "fake"]
-    words = _ptrain(env={"_PTRAIN_COMPLETE": "complete_bash", "COMP_WORDS": "ptrain r", "COMP_CWORD": "1"})
+    words = _ptrain(
+        env={"_PTRAIN_COMPLETE": "complete_bash", "COMP_WORDS": "ptrain r", "COMP_CWORD": "1"}
+    )
     assert words.stdout.split() == ["resume", "runs"]
 
 
@@ -69,8 +97,12 @@ def test_the_mnist_examples_flags_and_ptrain_variables(ptrain, monkeypatch, tmp_
     monkeypatch.setenv("PTRAIN_DEVICE", "gpu")
     (tmp_path / "cpu.toml").write_text('device = "cpu"\n')
     r = ptrain("train", "--dataset", "fake", "--dry-run", "--config", tmp_path / "cpu.toml")
-    assert r.code == 2 and "--device must be auto, cpu, cuda" in r.err  # the machine's beats the file's
-    assert ptrain("train", "--dataset", "fake", "--dry-run", "--device", "cpu").code == 0  # a flag beats both
+    assert (
+        r.code == 2 and "--device must be auto, cpu, cuda" in r.err
+    )  # the machine's beats the file's
+    assert (
+        ptrain("train", "--dataset", "fake", "--dry-run", "--device", "cpu").code == 0
+    )  # a flag beats both
     monkeypatch.setenv("PTRAIN_DEVICE", "cpu")
     monkeypatch.setenv("PTRAIN_WORKERS", "-1")
     r = ptrain("train", "--dataset", "fake", "--dry-run")

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from conftest import MNIST_DIR, read_metrics, write_cifar100_python
+from test_checkpoint import Exploit
 from test_cli_train import without_timing
 
 FAST = ["--dataset", "fake", "--epochs", "2", "--log-interval", "10"]
@@ -74,7 +74,9 @@ def test_eval_bare_state_dict_from_the_examples_script(ptrain, tmp_path, mnist_d
     assert r.json()["correct"] == int((pred == d.test.labels).sum())
     r = ptrain("eval", "mnist_cnn.pt", "--data-dir", mnist_dir)
     assert r.code == 2 and "bare state_dict" in r.err and "--model" in r.err
-    r = ptrain("eval", "mnist_cnn.pt", "--model", "lenet", "--dataset", "mnist", "--data-dir", mnist_dir)
+    r = ptrain(
+        "eval", "mnist_cnn.pt", "--model", "lenet", "--dataset", "mnist", "--data-dir", mnist_dir
+    )
     assert r.code == 1 and "do not fit a lenet" in r.err and r.err.count("\n") == 1
 
 
@@ -85,8 +87,13 @@ def test_eval_top5_splits_and_tta(ptrain, tmp_path):
     r = ptrain("eval", "runs/cifar100/model.pth", "--json").json()
     assert 0 <= r["acc"] <= r["top5_acc"] <= 1 and len(r["per_class_acc"]) == 100
     assert r["classes"][99] == "class99"
-    assert ptrain("eval", "runs/cifar100/model.pth", "--split", "val", "--json").json()["total"] == 60
-    assert ptrain("eval", "runs/cifar100/model.pth", "--split", "train", "--json").json()["total"] == 240
+    assert (
+        ptrain("eval", "runs/cifar100/model.pth", "--split", "val", "--json").json()["total"] == 60
+    )
+    assert (
+        ptrain("eval", "runs/cifar100/model.pth", "--split", "train", "--json").json()["total"]
+        == 240
+    )
     tta = ptrain("eval", "runs/cifar100/model.pth", "--tta", "--json").json()
     assert tta["tta"] and tta["total"] == 100 and tta["loss"] != r["loss"]
     assert ptrain("train", *FAST, "--epochs", "1", "--name", "noval", "--quiet").code == 0
@@ -104,11 +111,11 @@ def test_corrupt_and_missing_checkpoints_are_one_line(ptrain, tmp_path):
         assert r.code == 1 and name in r.err and r.err.count("\n") == 1 and "Traceback" not in r.err
 
 
-from test_checkpoint import Exploit
-
 
 def test_crafted_pickle_is_refused_and_its_code_never_runs(ptrain, tmp_path):
-    torch.save({"format": "ptrain-model", "state_dict": {}, "meta": Exploit()}, tmp_path / "evil.pth")
+    torch.save(
+        {"format": "ptrain-model", "state_dict": {}, "meta": Exploit()}, tmp_path / "evil.pth"
+    )
     for cmd in (("eval", "evil.pth"), ("resume", "evil.pth")):
         r = ptrain(*cmd)
         assert r.code == 1 and "refused to load" in r.err and "posix.system" in r.err
@@ -175,17 +182,23 @@ def test_predict_matches_the_model_and_reports_bad_images(ptrain, tmp_path):
     from PIL import Image
     assert ptrain("train", *FAST, "--epochs", "1", "--quiet").code == 0
     run = tmp_path / "runs" / "fake"
-    from pytorch_cli.data import batches, datasets
     from pytorch_cli.commands import saved
+    from pytorch_cli.data import batches, datasets
     d = datasets.load("fake")
     model = saved.load_model(run / "model.pth").model
     with torch.inference_mode():
         probs = model(batches.normalize(d.test.images[:2], d.spec)).softmax(1)
     Image.fromarray(d.test.images[0, 0].numpy()).save(tmp_path / "exact.png")
-    big = Image.fromarray(d.test.images[1, 0].numpy()).resize((112, 112), Image.NEAREST).convert("RGB")
+    big = (
+        Image.fromarray(d.test.images[1, 0].numpy())
+        .resize((112, 112), Image.NEAREST)
+        .convert("RGB")
+    )
     big.save(tmp_path / "big.jpg", quality=95)
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    r = ptrain("predict", run / "model.pth", "exact.png", "broken.png", "big.jpg", "--json", "-k", "3")
+    r = ptrain(
+        "predict", run / "model.pth", "exact.png", "broken.png", "big.jpg", "--json", "-k", "3"
+    )
     assert r.code == 1
     results = {x["image"]: x for x in r.json()["results"]}
     top = results["exact.png"]["top"]
@@ -197,13 +210,12 @@ def test_predict_matches_the_model_and_reports_bad_images(ptrain, tmp_path):
     assert r.code == 0 and r.out.startswith("exact.png: ")
 
 
-@pytest.mark.skipif(not MNIST_DIR, reason="no real MNIST: ../shared/data/mnist is absent and PTRAIN_TEST_MNIST_DIR is unset")
-def test_real_mnist_train_eval_export_agree(ptrain, tmp_path):
+def test_real_mnist_train_eval_export_agree(ptrain, real_mnist):
     """Train 1 epoch on real MNIST; eval and the onnx/pt2 exports score what train printed."""
-    r = ptrain("train", "--data-dir", MNIST_DIR, "--epochs", "1", "--log-interval", "200")
-    assert r.code == 0, r.err
-    trained = re.search(r"epoch 1/1 .*test acc (\S+ \(\d+/10000\))", r.out).group(1)
-    e = ptrain("eval", "runs/mnist/model.pth")
+    root, r = real_mnist
+    trained = re.search(r"epoch 1/1 .*test acc (\S+ \(\d+/10000\))", r.err).group(1)
+    model = root / "runs/mnist/model.pth"
+    e = ptrain("eval", model)
     assert f"acc {trained}" in e.out
     from pytorch_cli.data import datasets
     d = datasets.load("mnist", data_dir=MNIST_DIR)
@@ -211,7 +223,7 @@ def test_real_mnist_train_eval_export_agree(ptrain, tmp_path):
     correct = int(trained.split("(")[1].split("/")[0])
     import onnxruntime as ort
     for fmt in ("onnx", "pt2"):
-        x = ptrain("export", "runs/mnist/model.pth", "--format", fmt, "--json")
+        x = ptrain("export", model, "--format", fmt, "-o", f"model.{fmt}", "--json")
         assert x.code == 0, x.err
         path = x.json()["output"]
         if fmt == "onnx":

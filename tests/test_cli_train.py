@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import read_metrics, write_cifar10_python
 
-from conftest import MNIST_DIR, read_metrics, write_cifar10_python
-from pytorch_cli.store import checkpoint
 from pytorch_cli.models import zoo as models
+from pytorch_cli.store import checkpoint
 
 FAST = ["--dataset", "fake", "--epochs", "2", "--log-interval", "10"]
 TIMING = {"images_per_s", "train_s", "eval_s", "elapsed_s"}
@@ -41,7 +41,9 @@ def test_fake_run_writes_the_whole_run_directory(ptrain, tmp_path):
     start = read_metrics(run, kinds=("start",))
     assert len(start) == 1 and start[0]["model"] == "lenet"
     # the wall clock that anchors elapsed_s to the process, and setup (data read) apart from it
-    assert abs(start[0]["time"] - time.time()) < 120 and 0 < start[0]["data_s"] <= start[0]["setup_s"]
+    assert (
+        abs(start[0]["time"] - time.time()) < 120 and 0 < start[0]["data_s"] <= start[0]["setup_s"]
+    )
     assert epochs[-1]["test_acc"] > 0.5  # learns the 10 templates (chance is 0.1)
     assert "epoch 2/2" in r.out and "test acc" in r.out
     assert "\r" not in r.out and "\x1b" not in r.out  # plain records when not a terminal
@@ -52,13 +54,19 @@ def test_model_file_rebuilds_model_and_reproduces_accuracy(ptrain, tmp_path):
     saved = checkpoint.load(tmp_path / "runs/m/model.pth")
     meta = saved["meta"]
     assert meta["mean"] == [0.5] and meta["num_classes"] == 10 and len(meta["classes"]) == 10
-    model = models.build(meta["model"], meta["in_channels"], meta["num_classes"], meta["image_size"])
+    model = models.build(
+        meta["model"], meta["in_channels"], meta["num_classes"], meta["image_size"]
+    )
     model.load_state_dict(saved["state_dict"])
     from pytorch_cli.data import datasets
     from pytorch_cli.training.evaluate import evaluate
     d = datasets.load("fake")
     result = evaluate(model, d.test, d.spec, 1000, torch.device("cpu"))
-    assert result["acc"] == saved["metrics"]["test_acc"] == read_metrics(tmp_path / "runs/m")[-1]["test_acc"]
+    assert (
+        result["acc"]
+        == saved["metrics"]["test_acc"]
+        == read_metrics(tmp_path / "runs/m")[-1]["test_acc"]
+    )
 
 
 def test_last_checkpoint_holds_complete_training_state(ptrain, tmp_path):
@@ -131,14 +139,18 @@ def test_run_dirs_never_overwrite_silently(ptrain, tmp_path):
     r = ptrain("train", *FAST, "--run-dir", "runs/fake")
     assert r.code == 2 and "already holds a run" in r.err and "ptrain resume" in r.err
     assert (tmp_path / "runs/fake/model.pth").read_bytes() == before
-    assert ptrain("train", *FAST, "--epochs", "1", "--run-dir", "runs/fake", "--overwrite").code == 0
+    assert (
+        ptrain("train", *FAST, "--epochs", "1", "--run-dir", "runs/fake", "--overwrite").code == 0
+    )
     assert len([x for x in read_metrics(tmp_path / "runs/fake") if x["kind"] == "epoch"]) == 1
 
 
 def test_run_names_stay_inside_runs_and_files_are_not_run_dirs(ptrain, tmp_path):
     for name in ("../../x", "a/b", ".."):
         r = ptrain("train", *FAST, "--name", name)
-        assert r.code == 2 and "must be a plain name inside runs/" in r.err and r.err.count("\n") == 1
+        assert (
+            r.code == 2 and "must be a plain name inside runs/" in r.err and r.err.count("\n") == 1
+        )
     assert not (tmp_path.parent / "x").exists()
     (tmp_path / "taken").write_text("not a folder")
     r = ptrain("train", *FAST, "--run-dir", "taken")
@@ -167,7 +179,9 @@ def test_config_file_and_flags(ptrain, tmp_path):
     saved = (tmp_path / "runs/exp/config.toml").read_text()
     assert "epochs = 1" in saved and "lr = 0.05" in saved and 'augment = "none"' in saved
     # the saved config re-runs the same experiment
-    assert ptrain("train", "--config", "runs/exp/config.toml", "--name", "again", "--quiet").code == 0
+    assert (
+        ptrain("train", "--config", "runs/exp/config.toml", "--name", "again", "--quiet").code == 0
+    )
     assert without_timing(read_metrics(tmp_path / "runs/exp")) == \
         without_timing(read_metrics(tmp_path / "runs/again"))
 
@@ -207,11 +221,23 @@ def test_missing_dataset_is_one_line(ptrain, tmp_path):
     assert "mnist: no dataset files found in" in r.err and "--data-dir" in r.err
 
 
-OPTIONS = ["--grad-accum 3", "--clip-grad 0.5", "--optimizer adamw --lr 0.003",
-           "--weight-decay 0.01", "--scheduler onecycle --lr 0.05", "--momentum 0.9 --nesterov",
-           "--label-smoothing 0.1", "--optimizer rmsprop --lr 0.001", "--init kaiming",
-           "--augment crop", "--scheduler step --gamma 0.5", "--scheduler cosine --warmup-epochs 0.5",
-           "--optimizer adadelta --lr 1.0", "--model mnist-cnn", "--val-split 0.1"]
+OPTIONS = [
+    "--grad-accum 3",
+    "--clip-grad 0.5",
+    "--optimizer adamw --lr 0.003",
+    "--weight-decay 0.01",
+    "--scheduler onecycle --lr 0.05",
+    "--momentum 0.9 --nesterov",
+    "--label-smoothing 0.1",
+    "--optimizer rmsprop --lr 0.001",
+    "--init kaiming",
+    "--augment crop",
+    "--scheduler step --gamma 0.5",
+    "--scheduler cosine --warmup-epochs 0.5",
+    "--optimizer adadelta --lr 1.0",
+    "--model mnist-cnn",
+    "--val-split 0.1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -252,8 +278,24 @@ def test_grad_accum_counts_optimizer_steps(ptrain, tmp_path):
 
 def test_cifar_files_end_to_end(ptrain, tmp_path):
     write_cifar10_python(tmp_path / "c10")
-    r = ptrain("train", "--dataset", "cifar10", "--data-dir", tmp_path / "c10", "--model", "cifar-net",
-               "--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--momentum", "0.9", "--json")
+    r = ptrain(
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        tmp_path / "c10",
+        "--model",
+        "cifar-net",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--momentum",
+        "0.9",
+        "--json",
+    )
     assert r.code == 0, r.err
     s = r.json()
     assert s["test_acc"] > 0.2
@@ -302,13 +344,10 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert "\x1b[3" not in text  # no foreground colours
 
 
-@pytest.mark.skipif(not MNIST_DIR, reason="no real MNIST: ../shared/data/mnist is absent and PTRAIN_TEST_MNIST_DIR is unset")
-def test_real_mnist_one_epoch(ptrain, tmp_path):
-    r = ptrain("train", "--data-dir", MNIST_DIR, "--epochs", "1", "--json", "--log-interval", "100")
-    assert r.code == 0, r.err
-    s = r.json()
+def test_real_mnist_one_epoch(real_mnist):
+    s = real_mnist[1].json()
     assert s["test_total"] == 10000
-    assert s["test_acc"] >= 0.95  # measured 0.9525 (seed 1); the classic loop: 0.9535
+    assert s["test_acc"] >= 0.95  # measured 0.9524 (seed 1, torch 2.14.1); the classic loop: 0.9535
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),

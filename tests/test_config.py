@@ -2,27 +2,35 @@ from pathlib import Path
 
 import pytest
 
-from pytorch_cli.settings import config as configlib
-from pytorch_cli.data import catalog, datasets
-from pytorch_cli.store import export, rundir
+from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo as models
-from pytorch_cli.training import optim
 from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.settings import config as configlib
+from pytorch_cli.settings import declare
+from pytorch_cli.settings.declare import declared
+from pytorch_cli.store import rundir
+from pytorch_cli.training import optim
 
 
-def test_registries_and_config_choices_agree():
-    assert set(configlib.DATASETS) == set(catalog.SPECS)
-    assert set(configlib.MODELS) == set(models.MODELS)
-    assert set(configlib.OPTIMIZERS) == set(optim.OPTIMIZERS)
-    assert set(configlib.SCHEDULERS) == set(optim.SCHEDULES)
-    assert set(configlib.INITS) == set(models.INITS)
-    assert configlib.EXPORT_FORMATS == tuple(export.FORMATS)  # --help lists them without torch
+def test_choices_are_the_registries_own():
+    s = declared(configlib.TrainConfig)
+    assert s["dataset"].choices == tuple(catalog.SPECS)
+    assert s["model"].choices == tuple(models.MODELS) and s["init"].choices == tuple(models.INITS)
+    assert s["optimizer"].choices == tuple(optim.OPTIMIZERS)
+    assert s["scheduler"].choices == tuple(optim.SCHEDULES)
 
 
 def test_defaults_are_the_argparse_examples():
     c = configlib.TrainConfig()
-    assert (c.batch_size, c.test_batch_size, c.epochs, c.lr, c.momentum, c.seed, c.log_interval) == \
-        (64, 1000, 10, 0.01, 0.5, 1, 10)
+    assert (
+        c.batch_size,
+        c.test_batch_size,
+        c.epochs,
+        c.lr,
+        c.momentum,
+        c.seed,
+        c.log_interval,
+    ) == (64, 1000, 10, 0.01, 0.5, 1, 10)
     assert (c.model, c.optimizer, c.dataset) == ("lenet", "sgd", "mnist")
 
 
@@ -79,11 +87,22 @@ def test_optional_fields_take_their_type_or_stay_unset(tmp_path):
         max_steps: "int | None" = None
         lr: float = 0.1
 
-    types = configlib.field_types(Later)
+    types = declare.field_types(Later)
     assert types == {"max_steps": (int, type(None)), "lr": (float,)}
-    assert configlib.coerce(types["max_steps"], "max_steps", 500, "f.toml") == 500
-    assert configlib.coerce(types["lr"], "lr", 1, "f.toml") == 1.0
+    assert declare.coerce(types["max_steps"], "max_steps", 500, "f.toml") == 500
+    assert declare.coerce(types["lr"], "lr", 1, "f.toml") == 1.0
     with pytest.raises(UsageError, match="max_steps must be int, got 'many'"):
-        configlib.coerce(types["max_steps"], "max_steps", "many", "f.toml")
+        declare.coerce(types["max_steps"], "max_steps", "many", "f.toml")
     with pytest.raises(UsageError, match="max_steps must be int, got True"):
-        configlib.coerce(types["max_steps"], "max_steps", True, "f.toml")
+        declare.coerce(types["max_steps"], "max_steps", True, "f.toml")
+
+
+def test_a_renamed_setting_keeps_its_old_name_in_flags_files_and_checkpoints(ptrain, tmp_path):
+    """--bias-lr-scale became --norm-lr-scale (it scales the norm layers, not the biases)."""
+    (tmp_path / "old.toml").write_text("bias-lr-scale = 8.0\n")
+    assert configlib.resolve(tmp_path / "old.toml").norm_lr_scale == 8.0
+    assert configlib.from_dict({"bias_lr_scale": 4.0}).norm_lr_scale == 4.0  # an old last.pt
+    r = ptrain("train", "--dataset", "fake", "--max-steps", "1", "--run-dir", "r", "--quiet",
+               "--bias-lr-scale", "2")
+    assert r.code == 0, r.err
+    assert "norm_lr_scale = 2.0" in (tmp_path / "r/config.toml").read_text()

@@ -5,12 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from conftest import write_cifar10_binary, write_cifar10_python, write_cifar100_python, write_mnist
 
-from conftest import (write_cifar100_python, write_cifar10_binary, write_cifar10_python,
-                      write_mnist)
 from pytorch_cli.data import datasets
 from pytorch_cli.platform.errors import PtrainError, UsageError
-
 
 load = datasets.load
 
@@ -87,7 +85,11 @@ def test_corrupt_idx_file_is_one_clear_error(tmp_path):
 def test_missing_dataset_without_download_names_dataset_and_folder(tmp_path):
     with pytest.raises(PtrainError) as e:
         load("cifar100", data_dir=str(tmp_path), download=False)
-    assert "cifar100" in str(e.value) and str(tmp_path) in str(e.value) and "--data-dir" in str(e.value)
+    assert (
+        "cifar100" in str(e.value)
+        and str(tmp_path) in str(e.value)
+        and "--data-dir" in str(e.value)
+    )
 
 
 def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
@@ -121,7 +123,9 @@ def test_val_split_is_seeded_and_disjoint():
     assert not torch.equal(a.val.images, c.val.images)
     full = load("fake")
     # every training image is in exactly one of the two parts
-    assert sorted(torch.cat([a.train.labels, a.val.labels]).tolist()) == sorted(full.train.labels.tolist())
+    assert sorted(torch.cat([a.train.labels, a.val.labels]).tolist()) == sorted(
+        full.train.labels.tolist()
+    )
 
 
 def test_val_split_that_leaves_no_training_images_is_a_usage_error():

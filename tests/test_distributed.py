@@ -3,7 +3,6 @@
 Every run here trains cifar-net (no dropout, no BatchNorm) with plain SGD on the fake dataset,
 so 2 processes at batch 32 must end where 1 process at batch 64 does."""
 
-import json
 import os
 import shutil
 import signal
@@ -15,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from conftest import read_metrics
+from conftest import read_metrics, run_cli
 
 PY = [sys.executable, "-m", "pytorch_cli"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -42,7 +40,7 @@ def runs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
     _run([*PY, "train", "--nproc", "2", *RUN, "--batch-size", "32", "--run-dir", "two", "--json",
           "--tensorboard"], root)
-    _run([*PY, "train", *RUN, "--batch-size", "64", "--run-dir", "one", "--json"], root)
+    assert run_cli(["train", *RUN, "--batch-size", "64", "--run-dir", "one"], root).code == 0
     return root
 
 
@@ -67,7 +65,8 @@ def test_gradient_accumulation_skips_the_all_reduce_and_keeps_the_sums_exact(tmp
     # process's batch 64 and 32 x 2 accumulated)
     _run([*PY, "train", "--nproc", "2", *RUN, "--epochs", "1", "--batch-size", "16",
           "--grad-accum", "2", "--run-dir", "acc"], tmp_path)
-    _run([*PY, "train", *RUN, "--epochs", "1", "--batch-size", "64", "--run-dir", "one"], tmp_path)
+    assert run_cli(["train", *RUN, "--epochs", "1", "--batch-size", "64", "--run-dir", "one"],
+                   tmp_path).code == 0  # one process: in this one
     acc, one = _weights(tmp_path / "acc"), _weights(tmp_path / "one")
     for key in acc:
         torch.testing.assert_close(acc[key], one[key], rtol=0, atol=1e-6)
@@ -75,15 +74,21 @@ def test_gradient_accumulation_skips_the_all_reduce_and_keeps_the_sums_exact(tmp
 
 def test_one_process_eval_prints_the_accuracy_two_processes_printed(runs):
     final = _final(runs / "two")
-    out = _run([*PY, "eval", "two", "--json"], runs)
-    result = json.loads(out.stdout)
+    result = run_cli(["eval", "two", "--json"], runs).json()  # one process: this one
     assert (result["correct"], result["total"]) == (final["test_correct"], final["test_total"])
     assert abs(result["loss"] - final["test_loss"]) < 1e-5
 
 
 def test_only_rank_0_prints_and_writes(runs):
     files = sorted(p.name for p in (runs / "two").iterdir())
-    assert files == ["best.pt", "config.toml", "last.pt", "metrics.jsonl", "model.pth", "tensorboard"]
+    assert files == [
+        "best.pt",
+        "config.toml",
+        "last.pt",
+        "metrics.jsonl",
+        "model.pth",
+        "tensorboard",
+    ]
     writers = {p.name.split(".")[-2] for p in (runs / "two/tensorboard").iterdir()}  # ...host.PID.N
     assert len(writers) == 1  # one process wrote TensorBoard's files
     starts = read_metrics(runs / "two", kinds=("start",))
@@ -109,8 +114,14 @@ def _workers(tag: str) -> dict[int, int]:
 
 def _start(args: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
     tag = uuid.uuid4().hex
-    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PTRAIN_TEST_TAG": tag})
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PTRAIN_TEST_TAG": tag},
+    )
     return proc, tag
 
 
@@ -137,7 +148,8 @@ def test_a_rank_killed_with_sigkill_ends_the_job_quickly(tmp_path):
     took = time.monotonic() - killed
     assert proc.returncode == 1, err
     assert "worker rank 1 was killed by SIGKILL" in err and "Traceback" not in err
-    assert took < 30, f"{took:.1f}s from the kill to the job's exit"
+    # a bound, not a benchmark: without the agent's notice the survivor would wait 300 s
+    assert took < 120, f"{took:.1f}s from the kill to the job's exit"
     print(f"SIGKILL of rank 1 -> job exit: {took:.2f}s")  # shown with pytest -s
     assert not _workers(tag)  # no worker left behind
 
@@ -162,14 +174,17 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_and_resume_is_exa
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "]: Traceback" not in err  # (torchrun's own report has one)
     saved = torch.load(tmp_path / "r/last.pt", weights_only=False)
-    assert saved["position"]["step"] % 5 == 0 and 0 < saved["position"]["batch"]  # agreed at a log interval
+    assert (
+        saved["position"]["step"] % 5 == 0 and 0 < saved["position"]["batch"]
+    )  # agreed at a log interval
     _run([*TORCHRUN, "-m", "pytorch_cli", "resume", "r"], tmp_path)
     resumed, uninterrupted = _weights(tmp_path / "r"), _weights(runs / "two")
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 
 
 def test_a_one_process_checkpoint_resumes_under_two_processes(runs, tmp_path):
-    _run([*PY, "train", *RUN, "--epochs", "1", "--batch-size", "64", "--run-dir", "r"], tmp_path)
+    assert run_cli(["train", *RUN, "--epochs", "1", "--batch-size", "64", "--run-dir", "r"],
+                   tmp_path).code == 0
     out = _run([*TORCHRUN, "-m", "pytorch_cli", "resume", "r", "--epochs", "6"], tmp_path)
     assert "batch 32 per process" in out.stdout  # the global batch of 64 is kept
     resumed, one = _weights(tmp_path / "r"), _weights(runs / "one")
@@ -182,7 +197,9 @@ def _netns_ok() -> str:
         return "needs root and iproute2 (ip netns)"
     probe = subprocess.run(["ip", "netns", "add", "ptrain-probe"], capture_output=True, text=True)
     subprocess.run(["ip", "netns", "del", "ptrain-probe"], capture_output=True)
-    return "" if probe.returncode == 0 else f"ip netns is not permitted here ({probe.stderr.strip()})"
+    return (
+        "" if probe.returncode == 0 else f"ip netns is not permitted here ({probe.stderr.strip()})"
+    )
 
 
 @pytest.mark.skipif(bool(_netns_ok()), reason=_netns_ok() or "ok")

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import ptrain_without
+
 from pytorch_cli.data import datasets
 from pytorch_cli.models import zoo as models
 
@@ -38,7 +38,10 @@ def _runtime(fmt, path):
     net = models.build(meta["model"], 1, 10, 28)
     net.load_state_dict(load_file(str(path)))
     net.eval()
-    mean, std = torch.tensor(meta["mean"]).view(1, -1, 1, 1), torch.tensor(meta["std"]).view(1, -1, 1, 1)
+    mean, std = (
+        torch.tensor(meta["mean"]).view(1, -1, 1, 1),
+        torch.tensor(meta["std"]).view(1, -1, 1, 1),
+    )
     return lambda x: net((x - mean) / std)
 
 
@@ -54,10 +57,14 @@ def test_export_is_verified_and_scores_like_the_model(ptrain, run, fmt, suffix):
     assert result["verified_on"] == "64 test images"
     sidecar = json.loads((run / f"model{suffix}.json").read_text())
     assert sidecar["classes"] == [str(i) for i in range(10)] and sidecar["mean"] == [0.5]
-    assert sidecar["input_shape"] == ["batch", 1, 28, 28] and sidecar["source_checkpoint"] == str(run / "model.pth")
+    assert sidecar["input_shape"] == ["batch", 1, 28, 28] and sidecar["source_checkpoint"] == str(
+        run / "model.pth"
+    )
     images, labels = _test_set()
     with torch.inference_mode():
-        logits = _runtime(fmt, artifact)(images)  # 500 images: not the batch size it was traced with
+        logits = _runtime(fmt, artifact)(
+            images
+        )  # 500 images: not the batch size it was traced with
     acc = int((logits.argmax(1) == labels).sum()) / len(labels)
     trained = torch.load(run / "model.pth", weights_only=True)["metrics"]["test_acc"]
     assert acc == pytest.approx(trained, abs=1e-9)
@@ -67,7 +74,10 @@ def test_export_output_flag_and_bad_format(ptrain, run, tmp_path):
     r = ptrain("export", run / "last.pt", "--format", "pt2", "--output", tmp_path / "out/net.pt2")
     assert r.code == 0 and (tmp_path / "out/net.pt2").exists() and "max abs difference" in r.out
     r = ptrain("export", run / "model.pth", "--format", "tflite")
-    assert r.code == 2 and "'tflite' is not one of 'onnx', 'pt2', 'torchscript', 'safetensors'" in r.err
+    assert (
+        r.code == 2
+        and "'tflite' is not one of 'onnx', 'pt2', 'torchscript', 'safetensors'" in r.err
+    )
 
 
 def test_failed_verification_fails_the_export_and_writes_nothing(ptrain, run, monkeypatch):
@@ -88,7 +98,10 @@ def test_onnx_is_one_self_contained_file_that_runs_anywhere(ptrain, run, tmp_pat
     before = set(os.listdir(run))
     r = ptrain("export", run, "--format", "onnx")  # a run directory: its model.pth
     assert r.code == 0, r.err
-    assert set(os.listdir(run)) - before == {"model.onnx", "model.onnx.json"}  # no weights file, no orphan
+    assert set(os.listdir(run)) - before == {
+        "model.onnx",
+        "model.onnx.json",
+    }  # no weights file, no orphan
     elsewhere = tmp_path / "shipped"
     elsewhere.mkdir()
     shutil.copy(run / "model.onnx", elsewhere / "digits.onnx")

@@ -22,7 +22,11 @@ def _runtime_imports(tree: ast.AST) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         if id(node) in skip:
             continue
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pytorch_cli"):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("pytorch_cli")
+        ):
             names = [node.module] if node.module != "pytorch_cli" else \
                 [f"pytorch_cli.{a.name}" for a in node.names]
             found += [(node.lineno, n) for n in names]
@@ -33,7 +37,11 @@ def _runtime_imports(tree: ast.AST) -> list[tuple[int, str]]:
 
 def _layer(module: str) -> int | None:
     parts = module.split(".")
-    return pytorch_cli.LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in pytorch_cli.LAYERS else None
+    return (
+        pytorch_cli.LAYERS.index(parts[1])
+        if len(parts) > 1 and parts[1] in pytorch_cli.LAYERS
+        else None
+    )
 
 
 def test_every_module_lives_in_a_layer():
@@ -53,6 +61,18 @@ def test_imports_only_go_down_the_layers():
             if mine is not None and theirs is not None and theirs > mine:
                 upward.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}")
     assert upward == []
+
+
+def test_no_module_over_300_lines_and_no_function_over_60():
+    long_files = [f"{p.name}: {n}" for p in MODULES if (n := len(p.read_text().splitlines())) > 300]
+    long_functions = []
+    for path in MODULES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1 + len(node.decorator_list)
+                if n > 60:
+                    long_functions.append(f"{path.name}:{node.name}: {n}")
+    assert long_files == [] and long_functions == []
 
 
 def test_readme_layout_names_every_module_in_layer_order():

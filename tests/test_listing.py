@@ -1,7 +1,6 @@
 """`ptrain runs`: each run's status from its files and its lock, checked on synthetic run
 directories and on real processes (finished, SIGTERMed, diverged, still running)."""
 
-import json
 import os
 import signal
 import subprocess
@@ -32,24 +31,55 @@ START = {"kind": "start", "step": 0, "time": 0}
 
 
 def _epoch(i, acc, **more):
-    return {"kind": "epoch", "epoch": i, "step": 10 * i, "test_acc": acc, "elapsed_s": 5.0 * i, **more}
+    return {
+        "kind": "epoch",
+        "epoch": i,
+        "step": 10 * i,
+        "test_acc": acc,
+        "elapsed_s": 5.0 * i,
+        **more,
+    }
 
 
-@pytest.mark.parametrize("records,files_,expected", [
-    ([START, _epoch(1, 0.5), {"kind": "end", "step": 10}], [MODEL], ("finished", "")),
-    ([START, _epoch(1, 0.5), {"kind": "stop", "reason": "SIGTERM", "step": 12}], [LAST],
-     ("interrupted", "SIGTERM")),
-    ([START, _epoch(1, 0.5)], [LAST], ("interrupted", "killed")),  # SIGKILL, OOM: no last word
-    ([START], [], ("failed", "killed before a checkpoint")),
-    ([START, {"kind": "abort", "reason": "nan", "error": "loss became NaN"}], [], ("failed", "nan")),
-    ([START, _epoch(1, 0.5), {"kind": "abort", "reason": "error", "error": "CUDA out of memory"}],
-     [LAST], ("failed", "CUDA out of memory")),
-    ([START, _epoch(1, 0.5), {"kind": "abort", "reason": "interrupted"}], [LAST], ("interrupted", "aborted")),
-    ([_epoch(1, 0.5)], [MODEL], ("finished", "")),  # a run from before end records were kept
-    # resumed after a stop, then finished: the last word counts
-    ([START, {"kind": "stop", "reason": "SIGINT", "step": 3}, START, {"kind": "end"}], [MODEL, LAST],
-     ("finished", "")),
-])
+@pytest.mark.parametrize(
+    "records,files_,expected",
+    [
+        ([START, _epoch(1, 0.5), {"kind": "end", "step": 10}], [MODEL], ("finished", "")),
+        (
+            [START, _epoch(1, 0.5), {"kind": "stop", "reason": "SIGTERM", "step": 12}],
+            [LAST],
+            ("interrupted", "SIGTERM"),
+        ),
+        ([START, _epoch(1, 0.5)], [LAST], ("interrupted", "killed")),  # SIGKILL, OOM: no last word
+        ([START], [], ("failed", "killed before a checkpoint")),
+        (
+            [START, {"kind": "abort", "reason": "nan", "error": "loss became NaN"}],
+            [],
+            ("failed", "nan"),
+        ),
+        (
+            [
+                START,
+                _epoch(1, 0.5),
+                {"kind": "abort", "reason": "error", "error": "CUDA out of memory"},
+            ],
+            [LAST],
+            ("failed", "CUDA out of memory"),
+        ),
+        (
+            [START, _epoch(1, 0.5), {"kind": "abort", "reason": "interrupted"}],
+            [LAST],
+            ("interrupted", "aborted"),
+        ),
+        ([_epoch(1, 0.5)], [MODEL], ("finished", "")),  # a run from before end records were kept
+        # resumed after a stop, then finished: the last word counts
+        (
+            [START, {"kind": "stop", "reason": "SIGINT", "step": 3}, START, {"kind": "end"}],
+            [MODEL, LAST],
+            ("finished", ""),
+        ),
+    ],
+)
 def test_status_follows_the_last_word_and_the_files(tmp_path, records, files_, expected):
     run = _run(tmp_path / "r", *records, files_=files_)
     assert listing.status(run, run.read_metrics()) == expected
@@ -63,7 +93,13 @@ def test_summary_sorting_and_nested_runs(tmp_path):
     found = listing.list_runs(tmp_path)
     assert [r["run"] for r in found] == ["sweep/b", "a"]
     a = found[1]
-    assert (a["epochs_done"], a["epochs"], a["last_acc"], a["best_acc"], a["elapsed_s"]) == (3, 3, 0.8, 0.9, 15.0)
+    assert (a["epochs_done"], a["epochs"], a["last_acc"], a["best_acc"], a["elapsed_s"]) == (
+        3,
+        3,
+        0.8,
+        0.9,
+        15.0,
+    )
     assert found[0]["best_acc"] == 0.95 and found[0]["best_on"] == "val" and found[0]["resumable"]
     assert [r["run"] for r in listing.list_runs(tmp_path, "acc")] == ["sweep/b", "a"]
     assert [r["run"] for r in listing.list_runs(tmp_path, "name")] == ["a", "sweep/b"]
@@ -88,44 +124,37 @@ import time; time.sleep(60)"""], stdout=subprocess.PIPE, text=True)
     assert listing.status(run, run.read_metrics()) == ("interrupted", "killed")
 
 
-def _runs_json(cwd) -> dict:
-    out = subprocess.run([*PY, "runs", "--json"], cwd=cwd, capture_output=True, text=True, check=True)
-    return {r["run"]: r for r in json.loads(out.stdout)}
-
-
-def test_ptrain_runs_on_real_runs(tmp_path):
-    """A finished, a diverged (NaN), a running and then SIGTERMed run, as `ptrain runs` sees them."""
-    subprocess.run([*PY, *FAKE, "--epochs", "1", "--run-dir", "runs/done"], cwd=tmp_path, check=True,
-                   capture_output=True)
-    nan = subprocess.run([*PY, *FAKE, "--lr", "1e6", "--run-dir", "runs/nan"], cwd=tmp_path,
-                         capture_output=True)
-    assert nan.returncode == 3
-    long = subprocess.Popen([*PY, *FAKE, "--epochs", "50", "--run-dir", "runs/long"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def test_ptrain_runs_on_real_runs(ptrain, tmp_path):
+    """A finished, a diverged (NaN), a running then SIGTERMed run, as `ptrain runs` sees them.
+    Only the running one is another process: the lock it holds is the point."""
+    assert ptrain(*FAKE, "--epochs", "1", "--run-dir", "runs/done").code == 0
+    assert ptrain(*FAKE, "--lr", "1e6", "--run-dir", "runs/nan").code == 3
+    long = subprocess.Popen([*PY, *FAKE, "--epochs", "50", "--run-dir", "runs/long"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "runs/long/last.pt").exists():  # running, with a checkpoint
             assert long.poll() is None and time.monotonic() < deadline, long.stderr.read()
             time.sleep(0.05)
-        seen = _runs_json(tmp_path)
+        seen = {r["run"]: r for r in ptrain("runs", "--json").json()}
         assert seen["long"]["status"] == "running" and seen["long"]["detail"] == f"pid {long.pid}"
-        taken = subprocess.run([*PY, *FAKE, "--run-dir", "runs/long", "--overwrite"], cwd=tmp_path,
-                               capture_output=True, text=True)
-        assert taken.returncode == 2 and f"is in use: a ptrain process (pid {long.pid})" in taken.stderr
-        resumed = subprocess.run([*PY, "resume", "runs/long"], cwd=tmp_path, capture_output=True, text=True)
-        assert resumed.returncode == 2 and "is in use" in resumed.stderr
+        taken = ptrain(*FAKE, "--run-dir", "runs/long", "--overwrite")
+        assert taken.code == 2 and f"is in use: a ptrain process (pid {long.pid})" in taken.err
+        resumed = ptrain("resume", "runs/long")
+        assert resumed.code == 2 and "is in use" in resumed.err
         long.send_signal(signal.SIGTERM)
         assert long.wait(60) == 143
     finally:
         long.kill()
-    seen = _runs_json(tmp_path)
+    seen = {r["run"]: r for r in ptrain("runs", "--json").json()}
     assert (seen["done"]["status"], seen["done"]["epochs_done"]) == ("finished", 1)
     assert (seen["nan"]["status"], seen["nan"]["detail"]) == ("failed", "nan")
     assert (seen["long"]["status"], seen["long"]["detail"]) == ("interrupted", "SIGTERM")
     assert seen["long"]["resumable"] and not (tmp_path / "runs/long" / LOCK).exists()
-    table = subprocess.run([*PY, "runs"], cwd=tmp_path, capture_output=True, text=True).stdout
+    table = ptrain("runs").out
     lines = table.splitlines()
-    assert lines[0].split() == ["run", "dataset", "model", "epochs", "best", "last", "time", "status",
-                                "modified"]
+    assert lines[0].split() == ["run", "dataset", "model", "epochs", "best", "last", "time",
+                                "status", "modified"]
     assert "interrupted (SIGTERM)" in table and "failed (nan)" in table and "\x1b" not in table
     assert sorted(line.split()[0] for line in lines[1:]) == ["done", "long", "nan"]

@@ -6,16 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli_train import without_timing
 
 from pytorch_cli.data import batches
-from pytorch_cli.store import checkpoint
-from pytorch_cli.settings import config
-from pytorch_cli.training import loop, step
 from pytorch_cli.platform import runtime
+from pytorch_cli.settings import config
 from pytorch_cli.settings.config import TrainConfig
+from pytorch_cli.store import checkpoint
 from pytorch_cli.store.rundir import RunDir
-
-from test_cli_train import without_timing
+from pytorch_cli.training import loop, step
 
 CFG = TrainConfig(dataset="fake", model="mnist-cnn", epochs=2, batch_size=32, log_interval=4,
                   deterministic=True, augment="crop", scheduler="cosine", grad_accum=2)
@@ -25,9 +24,17 @@ def _weights(run: RunDir) -> dict:
     return checkpoint.load(run.file("last.pt"))["model"]
 
 
-AIRBENCH_PARTS = {"lookahead_every": 3, "augment": "crop-flip", "flip": "alternate", "pad_mode": "reflect",
-                  "scheduler": "linear", "warmup_start": 0.2, "final_lr": 0.07, "warmup_epochs": 0.5,
-                  "tta": True}
+AIRBENCH_PARTS = {
+    "lookahead_every": 3,
+    "augment": "crop-flip",
+    "flip": "alternate",
+    "pad_mode": "reflect",
+    "scheduler": "linear",
+    "warmup_start": 0.2,
+    "final_lr": 0.07,
+    "warmup_epochs": 0.5,
+    "tta": True,
+}
 
 
 @pytest.mark.parametrize("precision,model,extra", [("32", "mnist-cnn", {}),
@@ -89,7 +96,9 @@ def test_workers_change_nothing_but_speed(tmp_path):
     runs = {}
     for workers in (0, 2):
         runs[workers] = RunDir(tmp_path / f"w{workers}")
-        loop.train(TrainConfig(**{**cfg.to_dict(), "workers": workers}), runs[workers], lambda r: None)
+        loop.train(
+            TrainConfig(**{**cfg.to_dict(), "workers": workers}), runs[workers], lambda r: None
+        )
     a = checkpoint.load(runs[0].file("model.pth"))["state_dict"]
     b = checkpoint.load(runs[2].file("model.pth"))["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -123,7 +132,9 @@ def test_a_stop_after_the_last_epoch_still_finishes_the_run(tmp_path):
     run = RunDir(tmp_path / "r")
     stop = loop.StopFlag()
     cfg = TrainConfig(dataset="fake", epochs=1, log_interval=1000)
-    summary = loop.train(cfg, run, lambda r: r["kind"] == "epoch" and stop.request("late"), stop=stop)
+    summary = loop.train(
+        cfg, run, lambda r: r["kind"] == "epoch" and stop.request("late"), stop=stop
+    )
     assert summary["stopped"] is None and run.file("model.pth").exists()
 
 
@@ -199,7 +210,9 @@ def test_cuda_mixed_precision_and_compile_save_float32_plain_weights(tmp_path, p
     assert all(map(math.isfinite, losses)) and losses[-1] < losses[0] and summary["test_acc"] > 0.3
     assert len([r for r in records if r["kind"] == "compile"]) == 1
     weights = checkpoint.weights(checkpoint.load(run.file("model.pth")))
-    assert all(not k.startswith("_orig_mod") and v.dtype == torch.float32 for k, v in weights.items())
+    assert all(
+        not k.startswith("_orig_mod") and v.dtype == torch.float32 for k, v in weights.items()
+    )
     if precision == "16":
         assert checkpoint.load(run.file("last.pt"))["scaler"]["scale"] > 0
 

@@ -15,7 +15,9 @@ def test_models_adapt_to_channels_size_and_classes(name, channels, size, classes
 
 
 def test_mnist_cnn_matches_the_examples_state_dict():
-    shapes = {k: tuple(v.shape) for k, v in models.build("mnist-cnn", 1, 10, 28).state_dict().items()}
+    shapes = {
+        k: tuple(v.shape) for k, v in models.build("mnist-cnn", 1, 10, 28).state_dict().items()
+    }
     assert shapes == {"conv1.weight": (32, 1, 3, 3), "conv1.bias": (32,),
                       "conv2.weight": (64, 32, 3, 3), "conv2.bias": (64,),
                       "fc1.weight": (128, 9216), "fc1.bias": (128,),

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pytorch_cli.models import zoo as models
-from pytorch_cli.training import optim
 from pytorch_cli.settings.config import TrainConfig
+from pytorch_cli.training import optim
 
 
 def test_weight_decay_skips_biases_and_norm_weights():
@@ -17,11 +17,20 @@ def test_weight_decay_skips_biases_and_norm_weights():
     assert id(m.bn1.weight) not in decayed
 
 
-@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
-                                      ("adamw", torch.optim.AdamW), ("adadelta", torch.optim.Adadelta),
-                                      ("rmsprop", torch.optim.RMSprop)])
+@pytest.mark.parametrize(
+    "name,cls",
+    [
+        ("sgd", torch.optim.SGD),
+        ("adam", torch.optim.Adam),
+        ("adamw", torch.optim.AdamW),
+        ("adadelta", torch.optim.Adadelta),
+        ("rmsprop", torch.optim.RMSprop),
+    ],
+)
 def test_optimizer_registry(name, cls):
-    opt = optim.build_optimizer(models.build("lenet", 1, 10, 28), TrainConfig(optimizer=name, lr=0.3))
+    opt = optim.build_optimizer(
+        models.build("lenet", 1, 10, 28), TrainConfig(optimizer=name, lr=0.3)
+    )
     assert isinstance(opt, cls) and opt.param_groups[0]["lr"] == 0.3
 
 
@@ -69,9 +78,9 @@ def test_schedules_end_at_the_total_step_count_given():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_norm_layers_get_the_bias_lr_scale_and_decay_at_the_same_rate_per_step():
+def test_norm_layers_get_the_norm_lr_scale_and_decay_at_the_same_rate_per_step():
     m = models.build("airbench", 3, 10, 32)
-    cfg = TrainConfig(lr=1.5, weight_decay=0.002, momentum=0.85, nesterov=True, bias_lr_scale=64.0,
+    cfg = TrainConfig(lr=1.5, weight_decay=0.002, momentum=0.85, nesterov=True, norm_lr_scale=64.0,
                       bias_decay=True)
     weights, norms, biases = optim.build_optimizer(m, cfg).param_groups
     assert weights["lr"] == 1.5 and weights["weight_decay"] == 0.002
@@ -79,7 +88,7 @@ def test_norm_layers_get_the_bias_lr_scale_and_decay_at_the_same_rate_per_step()
     assert {id(p) for p in norms["params"]} == {id(mod.bias) for mod in m.modules()
                                                if isinstance(mod, torch.nn.BatchNorm2d)}
     assert [id(p) for p in biases["params"]] == [id(m.whiten.bias)] and biases["lr"] == 1.5
-    plain = optim.build_optimizer(m, TrainConfig(lr=1.5, weight_decay=0.002, bias_lr_scale=64.0))
+    plain = optim.build_optimizer(m, TrainConfig(lr=1.5, weight_decay=0.002, norm_lr_scale=64.0))
     assert [g["weight_decay"] for g in plain.param_groups] == [0.002, 0.0, 0.0]
 
 

@@ -1,7 +1,6 @@
-"""`ptrain plot` and `ptrain eval --plot-confusion`: real runs drawn into image files that decode."""
+"""`ptrain plot` and `ptrain eval --plot-confusion`: real runs drawn into images that decode."""
 
 import pytest
-
 from conftest import ptrain_without
 
 pytest.importorskip("matplotlib")
@@ -37,7 +36,11 @@ def test_curves_of_two_runs_on_one_figure(ptrain, tmp_path):
 def test_plot_of_something_that_is_no_run_is_one_line(ptrain, tmp_path):
     (tmp_path / "empty").mkdir()
     r = ptrain("plot", "empty")
-    assert r.code == 2 and r.err == "ptrain: error: empty has no metrics.jsonl with records; name run directories\n"
+    assert (
+        r.code == 2
+        and r.err
+        == "ptrain: error: empty has no metrics.jsonl with records; name run directories\n"
+    )
     assert not (tmp_path / "curves.png").exists()
 
 

@@ -11,12 +11,21 @@ RUN = ["train", "--dataset", "fake", "--batch-size", "50", "--epochs", "1"]
 def test_profile_writes_a_trace_and_prints_the_top_operators(ptrain, tmp_path):
     r = ptrain(*RUN, "--profile", "3", "--run-dir", "p")
     assert r.code == 0, r.err
-    assert f"profiled 3 steps from step {WARMUP_STEPS + 1}" in r.out and "p/profile-trace.json" in r.out
+    assert (
+        f"profiled 3 steps from step {WARMUP_STEPS + 1}" in r.out
+        and "p/profile-trace.json" in r.out
+    )
     assert "Self CPU" in r.out and "aten::" in r.out  # the operators table
     trace = json.loads((tmp_path / "p/profile-trace.json").read_text())
-    ops = [e for e in trace["traceEvents"] if e.get("ph") == "X" and e.get("name", "").startswith("aten::")]
+    ops = [
+        e
+        for e in trace["traceEvents"]
+        if e.get("ph") == "X" and e.get("name", "").startswith("aten::")
+    ]
     assert {"aten::convolution_backward", "aten::addmm"} <= {e["name"] for e in ops}
-    steps = {e["name"] for e in trace["traceEvents"] if e.get("name", "").startswith("ProfilerStep#")}
+    steps = {
+        e["name"] for e in trace["traceEvents"] if e.get("name", "").startswith("ProfilerStep#")
+    }
     assert len(steps) == 3
 
 

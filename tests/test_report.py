@@ -1,4 +1,5 @@
-"""What a person reads: plain output fit for a SLURM log, the end-of-run sparkline, the runs table."""
+"""What a person reads: plain output fit for a SLURM log, the end-of-run sparkline, the runs
+table."""
 
 import io
 import re
@@ -68,12 +69,26 @@ class _Terminal(io.StringIO):
 def test_runs_table_on_an_80_column_terminal_wraps_words_never_cuts_them(monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setenv("NO_COLOR", "1")
-    run = {"run": "cifar10-fast-seed3", "dataset": "fashion-mnist", "model": "resnet18", "epochs_done": 3,
-           "epochs": 9.9, "last_acc": 0.97, "best_acc": 0.98, "best_on": "val", "elapsed_s": 65.0,
-           "status": "interrupted", "detail": "SIGTERM", "modified": time.time() - 7200,
-           "path": "runs/cifar10-fast-seed3", "resumable": True}
+    run = {
+        "run": "cifar10-fast-seed3",
+        "dataset": "fashion-mnist",
+        "model": "resnet18",
+        "epochs_done": 3,
+        "epochs": 9.9,
+        "last_acc": 0.97,
+        "best_acc": 0.98,
+        "best_on": "val",
+        "elapsed_s": 65.0,
+        "status": "interrupted",
+        "detail": "SIGTERM",
+        "modified": time.time() - 7200,
+        "path": "runs/cifar10-fast-seed3",
+        "resumable": True,
+    }
     out = _Terminal()
-    report.print_runs([run, {**run, "run": "mnist", "status": "failed", "detail": "nan", "resumable": False}], out)
+    report.print_runs(
+        [run, {**run, "run": "mnist", "status": "failed", "detail": "nan", "resumable": False}], out
+    )
     text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())  # bold headers stay without colour
     lines = text.splitlines()
     assert max(map(len, lines)) <= 80 and "…" not in text

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pytorch_cli.store import rundir
 from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.store import rundir
 from pytorch_cli.store.rundir import RunDir
 
 
@@ -27,12 +27,16 @@ def test_default_names_count_up_and_explicit_names_are_never_reused_silently():
     assert rundir.choose(default="mnist") == rundir.root() / "mnist"
     _make_run(rundir.root() / "mnist")
     assert rundir.choose(default="mnist") == rundir.root() / "mnist-2"
-    with pytest.raises(UsageError, match="already holds a run.*ptrain resume runs/mnist.*--overwrite"):
+    with pytest.raises(
+        UsageError, match="already holds a run.*ptrain resume runs/mnist.*--overwrite"
+    ):
         rundir.choose(name="mnist")
     (rundir.root() / "mnist" / "notes.txt").write_text("mine")
     assert rundir.choose(name="mnist", overwrite=True) == rundir.root() / "mnist"
     RunDir(rundir.root() / "mnist").clear()  # as the session does, once it holds the lock
-    assert [p.name for p in (rundir.root() / "mnist").iterdir()] == ["notes.txt"]  # only run files go
+    assert [p.name for p in (rundir.root() / "mnist").iterdir()] == [
+        "notes.txt"
+    ]  # only run files go
 
 
 @pytest.mark.parametrize("name", ["../../x", "..", ".", "a/b", "a\\b"])
@@ -45,7 +49,9 @@ def test_a_file_where_the_run_directory_goes_is_one_clear_error(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(UsageError, match="f is a file, not a directory"):
         rundir.choose(run_dir="f")
-    with pytest.raises(PtrainError, match="cannot create the run directory f/sub: a file is in the way"):
+    with pytest.raises(
+        PtrainError, match="cannot create the run directory f/sub: a file is in the way"
+    ):
         RunDir(Path("f/sub")).lock()  # a parent that is a file
 
 

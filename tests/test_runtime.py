@@ -6,6 +6,7 @@ import torch
 from pytorch_cli.platform import runtime
 from pytorch_cli.platform.errors import PtrainError
 
+
 def test_precision_choices():
     cpu = torch.device("cpu")
     assert runtime.autocast_dtype("auto", cpu) is None  # float32 off CUDA

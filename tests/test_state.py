@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 from pytorch_cli.models import zoo as models
-from pytorch_cli.training import optim
 from pytorch_cli.platform import runtime
 from pytorch_cli.settings.config import TrainConfig
+from pytorch_cli.training import optim
 from pytorch_cli.training.state import Position, TrainState, position_of
 
 

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from pytorch_cli.models import zoo as models
-from pytorch_cli.training import optim, step
 from pytorch_cli.settings.config import TrainConfig
+from pytorch_cli.training import optim, step
 from pytorch_cli.training.state import TrainState
 
 
@@ -88,7 +88,9 @@ def test_meter_is_the_sample_weighted_mean_and_resets():
 
 def test_lookahead_pulls_the_average_toward_the_weights_then_resets_them_to_it():
     state = _state(TrainConfig())
-    state.lookahead_avg = {k: v.clone() for k, v in state.raw.state_dict().items() if v.is_floating_point()}
+    state.lookahead_avg = {
+        k: v.clone() for k, v in state.raw.state_dict().items() if v.is_floating_point()
+    }
     before = {k: v.clone() for k, v in state.lookahead_avg.items()}
     with torch.no_grad():
         for p in state.raw.parameters():
@@ -97,6 +99,8 @@ def test_lookahead_pulls_the_average_toward_the_weights_then_resets_them_to_it()
     for name, value in state.raw.state_dict().items():
         if name in before:  # a quarter of the way from the old average to the moved weights
             expected = before[name] + 0.25 * (1.0 if name.endswith(("weight", "bias")) else 0.0)
-            assert torch.allclose(value, expected) and torch.equal(value, state.lookahead_avg[name]), name
+            assert torch.allclose(value, expected) and torch.equal(
+                value, state.lookahead_avg[name]
+            ), name
     assert step.lookahead_decay(0, 100, 5, 0.95) == 0.0  # at first the weights lead
     assert step.lookahead_decay(100, 100, 5, 0.95) == pytest.approx(0.95 ** 5)

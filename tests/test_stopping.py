@@ -4,9 +4,9 @@ import time
 import pytest
 import torch
 
-from pytorch_cli.training import loop, stopping
 from pytorch_cli.settings.config import TrainConfig
 from pytorch_cli.store.rundir import RunDir
+from pytorch_cli.training import loop, stopping
 
 
 def test_the_stop_flag_keeps_its_first_reason():

@@ -1,8 +1,8 @@
 """--tensorboard: the event files, read back with TensorBoard's own reader, hold the scalars,
-the image grid and the hyperparameters; a resumed run continues them; without the extra, one line."""
+the image grid and the hyperparameters; a resumed run continues them; without the extra, one
+line."""
 
 import pytest
-
 from conftest import ptrain_without, read_metrics
 
 pytest.importorskip("tensorboard")
@@ -18,7 +18,10 @@ def _read(folder):
 
 
 def test_scalars_images_and_hparams_read_back(ptrain, tmp_path):
-    assert ptrain(*RUN, "--epochs", "1", "--val-split", "0.1", "--tensorboard", "--run-dir", "tb").code == 0
+    assert (
+        ptrain(*RUN, "--epochs", "1", "--val-split", "0.1", "--tensorboard", "--run-dir", "tb").code
+        == 0
+    )
     events = _read(tmp_path / "tb/tensorboard")
     tags = events.Tags()
     for tag in ("Loss/train", "LR", "Throughput/images_per_s", "Loss/test", "Accuracy/test",
@@ -44,8 +47,11 @@ def test_scalars_images_and_hparams_read_back(ptrain, tmp_path):
 
 
 def test_without_the_extra_it_is_one_line(tmp_path):
-    out = ptrain_without("tensorboard", ["train", "--dataset", "fake", "--tensorboard", "--run-dir", "x"],
-                         tmp_path)
+    out = ptrain_without(
+        "tensorboard", ["train", "--dataset", "fake", "--tensorboard", "--run-dir", "x"], tmp_path
+    )
     assert out.returncode == 2 and out.stderr.splitlines() == [
-        "ptrain: error: --tensorboard needs the tensorboard package: pip install 'pytorch-cli[tensorboard]'"]
+        "ptrain: error: --tensorboard needs the tensorboard package: "
+        "pip install 'pytorch-cli[tensorboard]'"
+    ]
     assert not (tmp_path / "x").exists()

@@ -16,11 +16,18 @@ Sort = Literal["time", "acc", "name"]
 
 
 def runs(
-    folder: Optional[Path] = typer.Argument(None, metavar="[DIR]", help="Where the runs are (default: runs/ or $PTRAIN_RUNS_DIR); searched at any depth."),
-    sort: Sort = typer.Option("time", help="time: newest first; acc: best first; name. Running runs come first."),
+    folder: Optional[Path] = typer.Argument(
+        None,
+        metavar="[DIR]",
+        help="Where the runs are (default: runs/ or $PTRAIN_RUNS_DIR); searched at any depth.",
+    ),
+    sort: Sort = typer.Option(
+        "time", help="time: newest first; acc: best first; name. Running runs come first."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the runs as a JSON list."),
 ) -> None:
-    """List runs: dataset, model, epochs, best and last accuracy, time, status (running, finished, interrupted, failed)."""
+    """List runs: dataset, model, epochs, best and last accuracy, time, status (running,
+    finished, interrupted, failed)."""
     from pytorch_cli.output import report
     from pytorch_cli.store import listing, rundir
     root = folder or rundir.root()
@@ -36,8 +43,14 @@ def runs(
 
 
 def plot(
-    run_dirs: list[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run directories; several are drawn on one figure, labelled by name."),
-    output: Path = typer.Option(Path("curves.png"), "--output", "-o", help="Image file (.png, .svg, .pdf)."),
+    run_dirs: list[Path] = typer.Argument(
+        ...,
+        metavar="RUN_DIR...",
+        help="Run directories; several are drawn on one figure, labelled by name.",
+    ),
+    output: Path = typer.Option(
+        Path("curves.png"), "--output", "-o", help="Image file (.png, .svg, .pdf)."
+    ),
 ) -> None:
     """Draw loss and accuracy curves from metrics.jsonl (pip install 'pytorch-cli[plot]')."""
     from pytorch_cli.output import plot as plotlib

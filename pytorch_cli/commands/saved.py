@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
-from pytorch_cli.store import checkpoint, export
-from pytorch_cli.settings import config as configlib
 from pytorch_cli.data import batches, catalog, datasets
-from pytorch_cli.platform import runtime
 from pytorch_cli.models import zoo as models
+from pytorch_cli.platform import runtime
 from pytorch_cli.platform.errors import PtrainError, UsageError
-from pytorch_cli.training.evaluate import evaluate
+from pytorch_cli.settings.declare import check_choice
+from pytorch_cli.store import checkpoint, export
 from pytorch_cli.store.rundir import MODEL, checkpoint_in
+from pytorch_cli.training.evaluate import evaluate
 
 
 @dataclass
@@ -42,11 +42,15 @@ def load_model(path: Path, model_name: str = "", dataset: str = "") -> Loaded:
                                  f"{flag} {given} does not match (leave it out)")
     else:
         if not (model_name and dataset):
-            raise UsageError(f"{path} is a bare state_dict: say what it is with --model and --dataset")
-        configlib.check_choice("model", model_name, configlib.MODELS)
-        configlib.check_choice("dataset", dataset, configlib.DATASETS)
+            raise UsageError(
+                f"{path} is a bare state_dict: say what it is with --model and --dataset"
+            )
+        check_choice("model", model_name, tuple(models.MODELS))
+        check_choice("dataset", dataset, tuple(catalog.SPECS))
         meta, config = models.describe(model_name, catalog.SPECS[dataset], []), {}
-    model = models.build(meta["model"], meta["in_channels"], meta["num_classes"], meta["image_size"])
+    model = models.build(
+        meta["model"], meta["in_channels"], meta["num_classes"], meta["image_size"]
+    )
     try:
         model.load_state_dict(checkpoint.clean_state_dict(state_dict))
     except RuntimeError as e:
@@ -72,7 +76,9 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
     data = _data(loaded, data_dir, download)
     chosen = {"test": data.test, "train": data.train, "val": data.val}[split]
     if chosen is None:
-        raise UsageError("--split val: this run held out no validation set (it trained without --val-split)")
+        raise UsageError(
+            "--split val: this run held out no validation set (it trained without --val-split)"
+        )
     size = batch_size or loaded.config.get("test_batch_size", 1000)
     result = evaluate(loaded.model.to(dev), chosen, data.spec, size, dev, tta=tta)
     classes = loaded.meta["classes"] or data.classes

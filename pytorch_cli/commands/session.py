@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
 from typing import Callable
 
 import typer
@@ -18,18 +17,9 @@ from pytorch_cli.commands.prepare import Start
 from pytorch_cli.output.report import reporter
 from pytorch_cli.platform import distributed, events, signals
 from pytorch_cli.platform.errors import PtrainError
+from pytorch_cli.settings.run import RunOptions
 from pytorch_cli.store.rundir import LAST, RunDir
 from pytorch_cli.training import loop, stopping
-
-
-@dataclass
-class RunOptions:
-    """How a session runs, apart from the run's settings (TrainConfig)."""
-    json: bool = False  # the summary as one JSON object on stdout; progress to stderr
-    quiet: bool = False  # only epoch results and the summary
-    requeue: bool = True  # under SLURM, after SIGUSR1: scontrol requeue
-    dry_run: bool = False  # one step and one test batch; nothing written
-    profile: int = 0  # profile that many steps after the warm-up
 
 
 def run(prepare: Callable[[], Start], opts: RunOptions) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 import torchvision
+from torch import nn
 
 
 class LeNet(nn.Module):
@@ -115,8 +115,17 @@ class Airbench(nn.Module):
         self.whiten.weight.requires_grad_(False)
         groups, width = [], self.whiten.out_channels
         for out in widths:
-            groups.append(nn.Sequential(_airbench_conv(width, out), nn.MaxPool2d(2), _airbench_bn(out),
-                                        nn.GELU(), _airbench_conv(out, out), _airbench_bn(out), nn.GELU()))
+            groups.append(
+                nn.Sequential(
+                    _airbench_conv(width, out),
+                    nn.MaxPool2d(2),
+                    _airbench_bn(out),
+                    nn.GELU(),
+                    _airbench_conv(out, out),
+                    _airbench_bn(out),
+                    nn.GELU(),
+                )
+            )
             width = out
         self.groups = nn.Sequential(*groups)
         self.head = nn.Linear(width, num_classes, bias=False)

@@ -7,8 +7,8 @@ import importlib.util
 import io
 from pathlib import Path
 
-from pytorch_cli.platform.files import atomic_write
 from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.platform.files import atomic_write
 
 
 def require_matplotlib(what: str) -> None:

@@ -10,10 +10,16 @@ import time
 from typing import Callable, TextIO
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from pytorch_cli.platform.errors import plural
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
 
 
 def format_record(r: dict) -> str | None:
@@ -25,15 +31,16 @@ def format_record(r: dict) -> str | None:
         sizes = f"{r['train_size']} train / " + (f"{r['val_size']} val / " if r["val_size"] else "")
         where = "dry run, nothing is written" if r["dry_run"] else f"writing {r['run_dir']}"
         if r.get("resume_at"):
-            where = f"resuming at epoch {r['resume_at'][0]} after batch {r['resume_at'][1]}; " + where
+            at = r["resume_at"]
+            where = f"resuming at epoch {at[0]} after batch {at[1]}; " + where
         speed = r["precision"] + (f", compiled ({r['compile']})" if r["compile"] else "")
         world, batch = r.get("world_size", 1), r.get("batch_size", 0)
         procs = (f" x {world} processes, batch {batch} per process ({batch * world} per step"
                  + (f"; {r['left_out']} images per epoch sit out: fewer than the processes"
                     if r.get("left_out") else "") + ")") if world > 1 else ""
         return (f"{head}: {sizes}{r['test_size']} test images (read in {r['data_s']:.1f}s); "
-                f"device {r['device']}{procs}, {speed}; "
-                f"{plural(r['epochs'], 'epoch')} of {plural(r['batches'], 'batch', 'batches')}; {where}")
+                f"device {r['device']}{procs}, {speed}; {plural(r['epochs'], 'epoch')} of "
+                f"{plural(r['batches'], 'batch', 'batches')}; {where}")
     if kind == "train":
         return (f"epoch {r['epoch']} batch {r['batch']}/{r['batches']} step {r['step']} "
                 f"lr {r['lr']:.4g} loss {r['train_loss']:.4f} {r['images_per_s']:.0f} img/s "
@@ -47,7 +54,8 @@ def format_record(r: dict) -> str | None:
                 f"({r['test_correct']}/{r['test_total']}) {r['images_per_s']:.0f} img/s; "
                 f"train {r['train_s']:.1f}s eval {r['eval_s']:.1f}s, {r['elapsed_s']:.1f}s in all")
     if kind == "profile":
-        trace = f"; Chrome trace (chrome://tracing, ui.perfetto.dev): {r['trace']}" if r["trace"] else ""
+        trace = (f"; Chrome trace (chrome://tracing, ui.perfetto.dev): {r['trace']}"
+                 if r["trace"] else "")
         head = (f"profiled {plural(r['steps'], 'step')} from step {r['first_step']}{trace}"
                 if r["steps"] else "profile:")
         return f"{head}\n{r['table']}"
@@ -68,9 +76,9 @@ def format_record(r: dict) -> str | None:
             return "done"
         tta = " with TTA" if r.get("tta") else ""
         epochs = min(r["epoch"], r.get("epochs", r["epoch"]))  # 9.9, not the 10 begun
+        best = f"best {'val' if 'val_acc' in r else 'test'} acc {100 * r['best_acc']:.2f}%"
         return (f"done: test acc {100 * r['test_acc']:.2f}%{tta} after {plural(epochs, 'epoch')}, "
-                f"{r['train_s_total']:.1f}s of training "
-                f"(best {'val' if 'val_acc' in r else 'test'} acc {100 * r['best_acc']:.2f}%){where}")
+                f"{r['train_s_total']:.1f}s of training ({best}){where}")
     return None
 
 
@@ -226,7 +234,8 @@ def _age(seconds: float) -> str:
 
 RUNS_COLUMNS = ("run", "dataset", "model", "epochs", "best", "last", "time", "status", "modified")
 TERMINAL_COLUMNS = ("run", "dataset model", "epochs", "best", "last", "time", "status", "age")
-STATUS_STYLES = {"running": "bold cyan", "finished": "green", "interrupted": "yellow", "failed": "red"}
+STATUS_STYLES = {"running": "bold cyan", "finished": "green", "interrupted": "yellow",
+                 "failed": "red"}
 
 
 def _runs_rows(runs: list[dict], terminal: bool) -> list[list[str]]:
@@ -239,7 +248,8 @@ def _runs_rows(runs: list[dict], terminal: bool) -> list[list[str]]:
         when = (_age(time.time() - r["modified"]) if terminal
                 else time.strftime("%Y-%m-%d %H:%M", time.localtime(r["modified"])))
         epochs = f"{r['epochs_done']:g}" + (f"/{r['epochs']:g}" if r["epochs"] is not None else "")
-        best = pct(r["best_acc"]) + (" (val)" if r["best_on"] == "val" and r["best_acc"] is not None else "")
+        on_val = r["best_on"] == "val" and r["best_acc"] is not None
+        best = pct(r["best_acc"]) + (" (val)" if on_val else "")
         status = r["status"] + (f" ({r['detail']})" if r["detail"] else "")
         rows.append([r["run"], *([" ".join(what)] if terminal else what), epochs, best,
                      pct(r["last_acc"]), _duration(r["elapsed_s"]), status, when])

@@ -20,7 +20,9 @@ import torch.distributed as dist
 
 from pytorch_cli.platform.errors import PtrainError
 
-TIMEOUT_S = float(os.environ.get("PTRAIN_DIST_TIMEOUT", 300))  # a collective waits this long, at most
+TIMEOUT_S = float(
+    os.environ.get("PTRAIN_DIST_TIMEOUT", 300)
+)  # a collective waits this long, at most
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,9 @@ def stop_on_signals(request):
     handle.interrupted = False
     # a signal ignored when we started stays ignored: `nohup` (SIGHUP) and a script's background
     # job (SIGINT) asked for exactly that
-    previous = {s: signal.signal(s, handle) for s in STOPPING if signal.getsignal(s) != signal.SIG_IGN}
+    previous = {
+        s: signal.signal(s, handle) for s in STOPPING if signal.getsignal(s) != signal.SIG_IGN
+    }
     try:
         yield
     finally:

@@ -1,4 +1,6 @@
-"""One typed training config: defaults here, overridden by a TOML file, overridden by flags.
+"""Every setting of a training run, declared once (declare.py says how): defaults here,
+overridden by a TOML file, overridden by flags. Choices come from the registries themselves,
+which are torch-free to import, so --help and completion list them at once.
 
 The resolved config is written to every run directory as `config.toml`; passing that file back
 with `--config` re-runs the same experiment.
@@ -7,172 +9,143 @@ with `--config` re-runs the same experiment.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import tomllib
-import types
-import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo
 from pytorch_cli.platform.errors import UsageError
-from pytorch_cli.store import export
+from pytorch_cli.settings.declare import check, coerce, field_types, flag, renamed, setting
 from pytorch_cli.training import optim
 
-# Choices come from the registries themselves (torch-free to import, so --help stays fast).
-DATASETS = tuple(catalog.SPECS)
-MODELS = tuple(zoo.MODELS)
-OPTIMIZERS = tuple(optim.OPTIMIZERS)
-SCHEDULERS = tuple(optim.SCHEDULES)
-INITS = tuple(zoo.INITS)
-AUGMENTS = ("auto", "none", "crop", "crop-flip")
-PAD_MODES = ("zero", "reflect")
-FLIPS = ("random", "alternate")
-PRECISIONS = ("auto", "32", "bf16", "16")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
-EXPORT_FORMATS = tuple(export.FORMATS)
+DEVICES = r"auto|cpu|mps|cuda(:\d+)?"
+DEVICE_HELP = "auto|cpu|cuda|cuda:N|mps."
+
+
+# the rules settings share: (test, what the error message says the value must be)
+AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+POSITIVE = (lambda v: v > 0, "greater than 0")
+NOT_NEGATIVE = (lambda v: v >= 0, "0 or more")
+OFF_OR_MORE = (lambda v: v >= 0, "0 (off) or more")
+UNIT = (lambda v: 0 <= v <= 1, "in [0, 1]")
+UNIT_OPEN = (lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 @dataclass
 class TrainConfig:
-    # data
-    dataset: str = "mnist"
-    data_dir: str = ""  # "" = $PTRAIN_DATA_DIR, else ./data (and the Debian folder for fashion-mnist)
-    download: bool = True
-    val_split: float = 0.0
-    augment: str = "auto"  # auto = crop-flip for CIFAR, none for the MNIST family
-    crop_pad: int = 0  # crop padding in pixels; 0 = 4 for 32 px images, 2 for 28 px
-    pad_mode: str = "zero"
-    flip: str = "random"  # alternate: each image mirrored on every other epoch
-    workers: int = 0
-    # model
-    model: str = "lenet"
-    init: str = "default"
+    # data and model
+    dataset: str = setting("mnist", choices=tuple(catalog.SPECS))
+    data_dir: str = setting(
+        "", "Folder with the dataset (torchvision layout or the original files). Default: "
+        "$PTRAIN_DATA_DIR, then ./data.")
+    download: bool = setting(True, "Download the dataset with torchvision if it is not found.")
+    model: str = setting("lenet", choices=tuple(zoo.MODELS))
+    init: str = setting("default", "Weight init.", choices=tuple(zoo.INITS))
     # optimisation (defaults are the pytorch/examples MNIST script's)
-    batch_size: int = 64
-    test_batch_size: int = 1000
-    epochs: float = 10  # fractional: the last epoch stops part-way (recipes count steps)
-    lr: float = 0.01
-    momentum: float = 0.5
-    nesterov: bool = False
-    optimizer: str = "sgd"
-    weight_decay: float = 0.0
-    scheduler: str = "none"
-    gamma: float = 0.7
-    warmup_epochs: float = 0.0
-    warmup_start: float = 0.0  # LR factor the warmup starts from
-    final_lr: float = 0.0  # LR factor the cosine and linear schedules end at
-    bias_lr_scale: float = 1.0  # LR multiplier for the norm layers' scales and shifts
-    bias_decay: bool = False  # weight decay on 1-D parameters too (at the weights' per-step rate)
-    lookahead_every: int = 0  # 0 = off; every K steps pull weights and an average together
-    lookahead_decay: float = 0.95  # per-step decay of that average at the end of the run
-    label_smoothing: float = 0.0
-    grad_accum: int = 1
-    clip_grad: float = 0.0  # 0 = no clipping
-    tta: bool = False  # the last evaluation with test-time augmentation (mirrors and shifts)
-    max_steps: int | None = None  # stop after this many optimizer steps (benchmarks, smoke tests)
+    batch_size: int = setting(64, "Training batch size.", rule=AT_LEAST_1)
+    test_batch_size: int = setting(1000, "Evaluation batch size.", rule=AT_LEAST_1)
+    epochs: float = setting(10, "Number of epochs (may be fractional: 9.9).", rule=POSITIVE,
+                            resume_help="Train to this many epochs in all (extends the run).")
+    lr: float = setting(0.01, "Learning rate (peak rate for onecycle).", rule=POSITIVE)
+    momentum: float = setting(0.5, "SGD/RMSprop momentum.", rule=UNIT_OPEN)
+    nesterov: bool = setting(False, "Nesterov momentum (SGD).")
+    optimizer: str = setting("sgd", choices=tuple(optim.OPTIMIZERS))
+    weight_decay: float = setting(0.0, "Weight decay (never on biases or norm weights).",
+                                  rule=NOT_NEGATIVE)
+    scheduler: str = setting("none", "LR schedule.", choices=tuple(optim.SCHEDULES))
+    gamma: float = setting(0.7, "LR factor per epoch for --scheduler step.",
+                           rule=(lambda v: 0 < v <= 1, "in (0, 1]"))
+    warmup_epochs: float = setting(0.0, "Linear LR warmup, in epochs.")  # its rule: CROSS_RULES
+    warmup_start: float = setting(0.0, "LR factor the warmup starts from.", rule=UNIT)
+    final_lr: float = setting(0.0, "LR factor cosine and linear schedules end at.", rule=UNIT)
+    norm_lr_scale: float = setting(
+        1.0, "LR multiplier for norm layers' scales and shifts (BatchNorm...).", rule=POSITIVE,
+        aliases=("bias_lr_scale",))
+    bias_decay: bool = setting(
+        False, "Weight decay on biases and norm shifts too (same per-step rate).")
+    lookahead_every: int = setting(
+        0, "Lookahead every K steps with an averaged copy of the weights (0 = off).",
+        rule=OFF_OR_MORE)
+    lookahead_decay: float = setting(
+        0.95, "Per-step decay of the lookahead average at the end of the run.", rule=UNIT)
+    label_smoothing: float = setting(0.0, "Label smoothing of the training loss.",
+                                     rule=UNIT_OPEN)
+    grad_accum: int = setting(1, "Batches per optimizer step.", rule=AT_LEAST_1)
+    clip_grad: float = setting(0.0, "Clip the gradient norm to this (0 = off).",
+                               rule=OFF_OR_MORE)
+    tta: bool = setting(False, "Evaluate the end of the run with test-time augmentation.")
+    max_steps: int | None = setting(
+        None, "Stop after this many optimizer steps (then evaluate and save as at the end).",
+        rule=AT_LEAST_1)
+    val_split: float = setting(
+        0.0, "Fraction of the training set held out for validation (seeded).", rule=UNIT_OPEN)
+    augment: str = setting("auto", "auto: crop-flip for CIFAR, none for MNIST.",
+                           choices=("auto", "none", "crop", "crop-flip"))
+    crop_pad: int = setting(
+        0, "Crop padding in pixels (0: 4 for 32 px images, 2 for 28 px).",
+        rule=(lambda v: 0 <= v <= 8, "in [0, 8] (0: the dataset's usual)"))
+    pad_mode: str = setting("zero", "How crops are padded.", choices=("zero", "reflect"))
+    flip: str = setting(
+        "random", "With crop-flip, flip at random or mirror each image every other epoch.",
+        choices=("random", "alternate"))
+    workers: int = setting(
+        0, "0: batches are sliced on the device; N: N loader processes feed them from host "
+        "memory.", env="PTRAIN_WORKERS", rule=NOT_NEGATIVE)
     # reproducibility and hardware
-    seed: int = 1
-    deterministic: bool = False
-    detect_anomaly: bool = False  # autograd's anomaly mode: names the op that made a NaN (slow)
-    device: str = "auto"
+    seed: int = setting(1, "Seed for every random generator.")
+    deterministic: bool = setting(False, "Use deterministic algorithms only.")
+    detect_anomaly: bool = setting(
+        False, "Autograd anomaly mode: name the operation that made a NaN (slow).")
+    device: str = setting(
+        "auto", DEVICE_HELP, env="PTRAIN_DEVICE",
+        rule=(lambda v: re.fullmatch(DEVICES, v), "auto, cpu, cuda, cuda:N or mps"),
+        resume_help="Continue on another device: " + DEVICE_HELP)
     # speed
-    precision: str = "auto"  # auto = bf16 on CUDA devices that support it, else 32
-    compile: bool = False
-    compile_mode: str = "default"
-    channels_last: bool = True  # NHWC: 1.0-1.5x faster on CPU (benchmarks/throughput.py), the layout tensor cores want
+    precision: str = setting(
+        "auto", "Autocast for forward and loss (16 with a GradScaler); auto = bf16 on CUDA that "
+        "supports it, else 32.", choices=("auto", "32", "bf16", "16"))
+    compile: bool = setting(False, "torch.compile the model (in place; saved keys unchanged).")
+    compile_mode: str = setting("default", "reduce-overhead = CUDA graphs.",
+                                choices=("default", "reduce-overhead", "max-autotune"))
+    channels_last: bool = setting(
+        True, "Channels-last (NHWC) memory format for model and batches.")
     # logging and saving
-    log_interval: int = 10
-    save_interval: int = 0  # batches between mid-epoch checkpoints; 0 = once per epoch
-    save_model: bool = True
-    tensorboard: bool = False  # also write RUN_DIR/tensorboard (the optional extra)
+    log_interval: int = setting(
+        10, "Batches between metrics.jsonl records (plain output prints one per quarter epoch "
+        "or 30 s).", rule=AT_LEAST_1)
+    save_interval: int = setting(0, "Batches between checkpoints (0 = once per epoch).",
+                                 rule=(lambda v: v >= 0, "0 (once per epoch) or more"))
+    save_model: bool = setting(True, "Write checkpoints and model.pth.")
+    tensorboard: bool = setting(
+        False, "Also write TensorBoard data to RUN_DIR/tensorboard (pip install "
+        "'pytorch-cli[tensorboard]').",
+        resume_help="Start (or stop) writing TensorBoard data [default: as the run did].")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _accepted(hint) -> tuple[type, ...]:
-    """The value types a field takes: `int` -> (int,); `int | None` -> (int, NoneType)."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return typing.get_args(hint)
-    return (hint,)
-
-
-def field_types(cls) -> dict[str, tuple[type, ...]]:
-    # get_type_hints: real types, not the strings `from __future__ import annotations` leaves.
-    hints = typing.get_type_hints(cls)
-    return {f.name: _accepted(hints[f.name]) for f in fields(cls)}
-
-
 FIELD_TYPES = field_types(TrainConfig)
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UsageError(f"--{name.replace('_', '-')} must be one of {'|'.join(choices)}, got {value!r}")
+RENAMED = renamed(TrainConfig)  # old key -> key: files and checkpoints of older versions load
+# rules that tie two settings together; each setting's own rule is in its declaration
+CROSS_RULES = (
+    (lambda c: 0 <= c.warmup_epochs < c.epochs,
+     "--warmup-epochs must be 0 or more and less than --epochs, got {c.warmup_epochs}"),
+    (lambda c: not c.nesterov or (c.optimizer == "sgd" and c.momentum > 0),
+     "--nesterov needs --optimizer sgd and --momentum greater than 0"),
+)
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Raise UsageError naming the first bad value; return cfg unchanged when all are fine."""
-    check_choice("dataset", cfg.dataset, DATASETS)
-    check_choice("model", cfg.model, MODELS)
-    check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
-    check_choice("scheduler", cfg.scheduler, SCHEDULERS)
-    check_choice("init", cfg.init, INITS)
-    check_choice("augment", cfg.augment, AUGMENTS)
-    check_choice("pad_mode", cfg.pad_mode, PAD_MODES)
-    check_choice("flip", cfg.flip, FLIPS)
-    check_choice("precision", cfg.precision, PRECISIONS)
-    check_choice("compile_mode", cfg.compile_mode, COMPILE_MODES)
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
-        raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
-    for name, value in cfg.to_dict().items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
-    rules = [
-        ("batch_size", cfg.batch_size >= 1, "at least 1"),
-        ("test_batch_size", cfg.test_batch_size >= 1, "at least 1"),
-        ("epochs", cfg.epochs > 0, "greater than 0"),
-        ("lr", cfg.lr > 0, "greater than 0"),
-        ("momentum", 0 <= cfg.momentum < 1, "in [0, 1)"),
-        ("weight_decay", cfg.weight_decay >= 0, "0 or more"),
-        ("gamma", 0 < cfg.gamma <= 1, "in (0, 1]"),
-        ("warmup_epochs", 0 <= cfg.warmup_epochs < cfg.epochs, "0 or more and less than --epochs"),
-        ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)"),
-        ("warmup_start", 0 <= cfg.warmup_start <= 1, "in [0, 1]"),
-        ("final_lr", 0 <= cfg.final_lr <= 1, "in [0, 1]"),
-        ("bias_lr_scale", cfg.bias_lr_scale > 0, "greater than 0"),
-        ("lookahead_every", cfg.lookahead_every >= 0, "0 (off) or more"),
-        ("lookahead_decay", 0 <= cfg.lookahead_decay <= 1, "in [0, 1]"),
-        ("grad_accum", cfg.grad_accum >= 1, "at least 1"),
-        ("clip_grad", cfg.clip_grad >= 0, "0 (off) or more"),
-        ("max_steps", cfg.max_steps is None or cfg.max_steps >= 1, "at least 1"),
-        ("val_split", 0 <= cfg.val_split < 1, "in [0, 1)"),
-        ("workers", cfg.workers >= 0, "0 or more"),
-        ("crop_pad", 0 <= cfg.crop_pad <= 8, "in [0, 8] (0: the dataset's usual)"),
-        ("log_interval", cfg.log_interval >= 1, "at least 1"),
-        ("save_interval", cfg.save_interval >= 0, "0 (once per epoch) or more"),
-    ]
-    for name, ok, rule in rules:
-        if not ok:
-            raise UsageError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(cfg, name)}")
-    if cfg.nesterov and (cfg.optimizer != "sgd" or cfg.momentum == 0):
-        raise UsageError("--nesterov needs --optimizer sgd and --momentum greater than 0")
+    check(cfg)
+    for ok, message in CROSS_RULES:
+        if not ok(cfg):
+            raise UsageError(message.format(c=cfg))
     return cfg
-
-
-def coerce(accepted: tuple[type, ...], key: str, value: Any, source: str) -> Any:
-    """Check a TOML value against a field's types; an int is accepted where a float is wanted."""
-    if float in accepted and type(value) is int:
-        return float(value)
-    # bool is an int subclass: true is not a valid epochs count
-    if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
-        names = " or ".join(t.__name__ for t in accepted if t is not type(None))
-        raise UsageError(f"{source}: {key} must be {names}, got {value!r}")
-    return value
 
 
 def load_file(path: Path) -> dict[str, Any]:
@@ -188,6 +161,7 @@ def load_file(path: Path) -> dict[str, Any]:
     values = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
+        name = RENAMED.get(name, name)
         if name not in FIELD_TYPES:
             raise UsageError(
                 f"{path}: unknown key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
@@ -204,4 +178,8 @@ def resolve(file: Path | None = None, overrides: dict[str, Any] | None = None) -
 
 def from_dict(values: dict[str, Any]) -> TrainConfig:
     """Rebuild a config saved inside a checkpoint (keys unknown to this version are dropped)."""
+    values = {RENAMED.get(k, k): v for k, v in values.items()}
     return TrainConfig(**{k: v for k, v in values.items() if k in FIELD_TYPES})
+
+
+__all__ = ["TrainConfig", "flag", "from_dict", "load_file", "resolve", "validate"]

@@ -76,8 +76,10 @@ def load(path: Path) -> dict:
         # global: GLOBAL posix.system")
         found = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(e), re.IGNORECASE)
         if found:
-            raise PtrainError(f"{path}: refused to load: it asks to run {found.group(1)}, and ptrain "
-                              "loads only tensors and plain values; do not use this file") from None
+            raise PtrainError(
+                f"{path}: refused to load: it asks to run {found.group(1)}, and ptrain "
+                "loads only tensors and plain values; do not use this file"
+            ) from None
         raise PtrainError(f"{path}: not a PyTorch checkpoint, or a corrupt one; "
                           "use another checkpoint of the run (last.pt, best.pt)") from None
     except Exception as e:  # torn zip, bad record, missing key: all mean a damaged file

@@ -117,14 +117,23 @@ def export(model: nn.Module, normalize: nn.Module, meta: dict, sample: torch.Ten
     if diff > TOLERANCE:
         raise PtrainError(f"export to {fmt} failed verification: max abs difference {diff:.3g} "
                           f"from the eager model exceeds {TOLERANCE}; nothing was written")
-    sidecar = {"format": fmt, "file": output.name, "source_checkpoint": source,
-               "model": meta["model"], "dataset": meta["dataset"], "classes": meta["classes"],
-               "input_shape": ["batch", meta["in_channels"], meta["image_size"], meta["image_size"]],
-               "input": "float32 images in [0, 1], NCHW" if fmt != "safetensors"
-                        else "weights only: normalise inputs with mean/std yourself",
-               "normalization_in_graph": fmt != "safetensors",
-               "mean": meta["mean"], "std": meta["std"], "max_abs_diff": diff,
-               "verified_batch": len(sample)}
+    sidecar = {
+        "format": fmt,
+        "file": output.name,
+        "source_checkpoint": source,
+        "model": meta["model"],
+        "dataset": meta["dataset"],
+        "classes": meta["classes"],
+        "input_shape": ["batch", meta["in_channels"], meta["image_size"], meta["image_size"]],
+        "input": "float32 images in [0, 1], NCHW"
+        if fmt != "safetensors"
+        else "weights only: normalise inputs with mean/std yourself",
+        "normalization_in_graph": fmt != "safetensors",
+        "mean": meta["mean"],
+        "std": meta["std"],
+        "max_abs_diff": diff,
+        "verified_batch": len(sample),
+    }
     text = json.dumps(sidecar, indent=2) + "\n"
     written = False
     try:

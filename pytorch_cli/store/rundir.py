@@ -21,11 +21,17 @@ from pathlib import Path
 from typing import Callable
 
 from pytorch_cli.platform import files
-from pytorch_cli.platform.files import atomic_write
 from pytorch_cli.platform.errors import PtrainError, UsageError
 from pytorch_cli.platform.events import json_safe
+from pytorch_cli.platform.files import atomic_write
 
-CONFIG, METRICS, LAST, BEST, MODEL = "config.toml", "metrics.jsonl", "last.pt", "best.pt", "model.pth"
+CONFIG, METRICS, LAST, BEST, MODEL = (
+    "config.toml",
+    "metrics.jsonl",
+    "last.pt",
+    "best.pt",
+    "model.pth",
+)
 RUN_FILES = (CONFIG, METRICS, LAST, BEST, MODEL)
 LOCK = "run.lock"
 TRACE, TENSORBOARD = "profile-trace.json", "tensorboard"  # with --profile, --tensorboard
@@ -114,10 +120,14 @@ class RunDir:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
-            raise PtrainError(f"cannot create the run directory {self.path}: a file is in the "
-                              "way; choose another --name/--run-dir") from None
+            raise PtrainError(
+                f"cannot create the run directory {self.path}: a file is in the "
+                "way; choose another --name/--run-dir"
+            ) from None
         except OSError as e:
-            raise PtrainError(f"cannot create the run directory {self.path}: {e.strerror}") from None
+            raise PtrainError(
+                f"cannot create the run directory {self.path}: {e.strerror}"
+            ) from None
         try:
             pid = files.lock(self.file(LOCK))
         except OSError as e:

@@ -32,7 +32,9 @@ class Tally:
     """One epoch's counters."""
     epoch_meter: step.Meter
     log_meter: step.Meter
-    t0: float = field(default_factory=time.perf_counter)  # the epoch's clock (restarted after compile)
+    t0: float = field(
+        default_factory=time.perf_counter
+    )  # the epoch's clock (restarted after compile)
     log_t0: float = field(default_factory=time.perf_counter)
     images: int = 0  # trained this epoch, by this process
     since_save: int = 0  # batches since the last checkpoint

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from pytorch_cli.data import batches
-from pytorch_cli.platform import distributed
 from pytorch_cli.data.catalog import Spec
 from pytorch_cli.data.datasets import Split
+from pytorch_cli.platform import distributed
 from pytorch_cli.training.step import autocast
 
 

@@ -39,7 +39,7 @@ SCHEDULES = {
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Three groups: weight matrices and conv kernels; norm layers' scales and shifts, at
-    --bias-lr-scale times the learning rate; other biases. Weight decay on the first only,
+    --norm-lr-scale times the learning rate; other biases. Weight decay on the first only,
     unless --bias-decay: then on all, at the same rate per step (so divided by the scale,
     since SGD multiplies the decay by the learning rate)."""
     from torch import nn
@@ -50,8 +50,8 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     decay = cfg.weight_decay if cfg.bias_decay else 0.0
     groups = [{"params": [p for p in trained if p.ndim >= 2], "lr": cfg.lr,
                "weight_decay": cfg.weight_decay},
-              {"params": [p for p in trained if id(p) in norm], "lr": cfg.lr * cfg.bias_lr_scale,
-               "weight_decay": decay / cfg.bias_lr_scale},
+              {"params": [p for p in trained if id(p) in norm], "lr": cfg.lr * cfg.norm_lr_scale,
+               "weight_decay": decay / cfg.norm_lr_scale},
               {"params": [p for p in trained if p.ndim < 2 and id(p) not in norm], "lr": cfg.lr,
                "weight_decay": decay}]
     return [g for g in groups if g["params"]]

@@ -59,9 +59,10 @@ def check_finite(loss_sum: float, meter: Meter, state: TrainState, lr: float, ma
     batch = pos.batch - len(meter.sizes) + meter.first_bad(len(meter.sizes) - 1) + 1
     error = NonFiniteLoss(
         f"the training loss became {'NaN' if math.isnan(loss_sum) else 'infinite'} in epoch "
-        f"{pos.epoch + 1} at batch {batch} (found at step {pos.step}); stopped, and nothing was saved from "
-        f"it (last.pt, if any, is the last good state). Try a lower --lr (now {lr:g}), "
-        "--clip-grad 1.0, or --precision 32; --detect-anomaly names the operation")
+        f"{pos.epoch + 1} at batch {batch} (found at step {pos.step}); stopped, and nothing was "
+        f"saved from it (last.pt, if any, is the last good state). Try a lower --lr (now {lr:g}), "
+        "--clip-grad 1.0, or --precision 32; --detect-anomaly names the operation"
+    )
     error.echo = not main  # rank 0 says it
     raise error
 

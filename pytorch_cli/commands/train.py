@@ -1,0 +1,92 @@
+"""`ptrain train` and `ptrain resume`: their options come from the declarations (TrainConfig and
+RunOptions); each hands one session to session.py. Torch-free to import, like all of commands/
+but the modules it imports inside the commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pytorch_cli.platform import launch
+from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.settings import config as configlib
+from pytorch_cli.settings.options import options, parameters, typed
+from pytorch_cli.settings.run import RunOptions
+
+RUN_OPTIONS = [f.name for f in dataclasses.fields(RunOptions)]
+
+
+def _device_aliases(overrides: dict, opts: RunOptions) -> dict:
+    """The MNIST example's device flags, as --device values."""
+    if opts.no_accel:
+        if overrides.get("device", "cpu") != "cpu":
+            raise UsageError("--no-accel/--no-cuda contradict --device " + overrides["device"])
+        overrides["device"] = "cpu"
+    if opts.no_mps and overrides.get("device", "auto") == "auto":
+        from pytorch_cli.platform import runtime
+        if runtime.resolve_device("auto").type == "mps":
+            overrides["device"] = "cpu"
+    return overrides
+
+
+@options(parameters(configlib.TrainConfig), parameters(RunOptions))
+def train(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="TOML file of settings (see configs/); flags override it."),
+    **values,
+) -> None:
+    """Train a classifier; writes config, metrics, checkpoints and model.pth to a run directory."""
+    from pytorch_cli.commands import prepare, session
+    from pytorch_cli.platform import distributed
+    from pytorch_cli.store import rundir
+    opts = RunOptions(**{k: values[k] for k in RUN_OPTIONS})
+    cfg = configlib.resolve(config, _device_aliases(typed(ctx, configlib.FIELD_TYPES), opts))
+    if cfg.tensorboard:
+        from pytorch_cli.output import tensorboard_sink
+        tensorboard_sink.require()
+    default = config.stem if config else cfg.dataset
+    if opts.nproc or opts.max_restarts:
+        named = opts.name or opts.run_dir or opts.dry_run
+        launch.handoff((ctx.obj or {}).get("argv", sys.argv[1:]), opts.nproc, opts.max_restarts,
+                       "" if named else str(rundir.choose("", "", default)))
+        return
+    auto = opts.resume == "auto" or distributed.elastic()
+    try:
+        session.run(lambda: prepare.Start(cfg, None) if opts.dry_run else prepare.train(
+            cfg, opts.name, opts.run_dir, default, opts.overwrite, auto), opts)
+    except prepare.AlreadyFinished as e:
+        if not auto:
+            raise
+        print(f"ptrain: nothing to do: {e}")  # (a larger --epochs extends it here too)
+
+
+@options(parameters(configlib.TrainConfig, resume=True),
+         parameters(RunOptions, resume=True, inherit=False))
+def resume(
+    target: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT",
+                                  help="A run directory (continues its last.pt) or a "
+                                  "last.pt/best.pt file."),
+    model: str = typer.Option("", hidden=True),
+    dataset: str = typer.Option("", hidden=True),
+    **values,
+) -> None:
+    """Continue a run exactly where its checkpoint left it (mid-epoch included), in the same run
+    directory."""
+    from pytorch_cli.commands import prepare, session
+    from pytorch_cli.output import tensorboard_sink
+    opts = RunOptions(**{k: v for k, v in values.items() if k in RUN_OPTIONS})
+
+    def start() -> prepare.Start:
+        begin = prepare.resume(target, values["epochs"], values["device"], model, dataset)
+        if values["tensorboard"] is not None:
+            begin.cfg = dataclasses.replace(begin.cfg, tensorboard=values["tensorboard"])
+        if begin.cfg.tensorboard:
+            tensorboard_sink.require()
+        return begin
+
+    session.run(start, opts)

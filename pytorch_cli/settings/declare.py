@@ -1,0 +1,96 @@
+"""How a setting is declared: once, as a dataclass field whose metadata says everything else
+about it (help, choices, environment variable, flag spellings, its rule). The CLI options of
+`train` and `resume` (options.py), the TOML keys, --help, completion and validation all read
+these fields; nothing else lists settings.
+
+    lr: float = setting(0.01, "Learning rate (peak for onecycle).", rule=(positive, "above 0"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pytorch_cli.platform.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Setting:
+    help: str = ""
+    choices: tuple[str, ...] = ()  # the registry's names, or the values allowed
+    rule: tuple[Callable[[Any], bool], str] | None = None  # (test, what it says: "at least 1")
+    env: str = ""  # an environment variable that sets it (a machine's setting)
+    flags: tuple[str, ...] = ()  # its spellings on the command line; () = Typer's own
+    metavar: str = ""
+    min: int | None = None  # the command line refuses less (click's own message)
+    hidden: bool = False
+    aliases: tuple[str, ...] = ()  # its old names: still accepted as flags and TOML keys
+    resume_help: str = ""  # also an option of `ptrain resume` (default: as the run had it)
+
+
+def setting(default: Any, help: str = "", **kw: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"setting": Setting(help, **kw)})
+
+
+def declared(cls) -> dict[str, Setting]:
+    return {f.name: f.metadata.get("setting", Setting()) for f in dataclasses.fields(cls)}
+
+
+def renamed(cls) -> dict[str, str]:
+    """old name -> the setting's name now, for every alias declared."""
+    return {old: name for name, s in declared(cls).items() for old in s.aliases}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _accepted(hint) -> tuple[type, ...]:
+    """The value types a field takes: `int` -> (int,); `int | None` -> (int, NoneType)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def field_types(cls) -> dict[str, tuple[type, ...]]:
+    # get_type_hints: real types, not the strings `from __future__ import annotations` leaves.
+    hints = typing.get_type_hints(cls)
+    return {f.name: _accepted(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"{flag(name)} must be one of {'|'.join(choices)}, got {value!r}")
+
+
+def check(obj) -> None:
+    """Each setting against its own declaration: choices, finite numbers, its rule. Raises
+    UsageError naming the first bad value."""
+    values = dataclasses.asdict(obj)
+    settings = declared(type(obj))
+    for name, s in settings.items():
+        if s.choices:
+            check_choice(name, values[name], s.choices)
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{flag(name)} must be a finite number, got {value}")
+    for name, s in settings.items():
+        value = values[name]
+        if s.rule is not None and value is not None and not s.rule[0](value):
+            got = repr(value) if isinstance(value, str) else value
+            raise UsageError(f"{flag(name)} must be {s.rule[1]}, got {got}")
+
+
+def coerce(accepted: tuple[type, ...], key: str, value: Any, source: str) -> Any:
+    """Check a TOML value against a field's types; an int is accepted where a float is wanted."""
+    if float in accepted and type(value) is int:
+        return float(value)
+    # bool is an int subclass: true is not a valid epochs count
+    if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+        names = " or ".join(t.__name__ for t in accepted if t is not type(None))
+        raise UsageError(f"{source}: {key} must be {names}, got {value!r}")
+    return value
