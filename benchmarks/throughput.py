@@ -231,12 +231,9 @@ def main() -> None:
     p.add_argument("--compile-mode", default="",
                    choices=["", "none", "default", "reduce-overhead", "max-autotune"],
                    help="ptrain's --compile-mode ('' = reduce-overhead on CUDA, none on CPU)")
-    p.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        default=TrainConfig.channels_last,
-        help="ptrain's and the ceiling's memory format",
-    )
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   default=TrainConfig.channels_last,
+                   help="ptrain's and the ceiling's memory format")
     p.add_argument("--mnist-dir", default=bench_data.default_dir("mnist"))
     p.add_argument("--cifar-dir", default=bench_data.default_dir("cifar10"))
     p.add_argument("--json", default="", help="also write the results here")

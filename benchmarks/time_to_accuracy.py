@@ -30,19 +30,9 @@ def run_once(
     config: Path, data_dir: str, extra: list[str], folder: Path
 ) -> tuple[list[dict], float]:
     """Run the preset; (its metrics.jsonl records, the command's wall time). Raises on failure."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytorch_cli",
-        "train",
-        "--config",
-        str(config),
-        "--run-dir",
-        str(folder),
-        "--quiet",
-        *(["--data-dir", data_dir] if data_dir else []),
-        *extra,
-    ]
+    cmd = [sys.executable, "-m", "pytorch_cli", "train", "--config", str(config),
+           "--run-dir", str(folder), "--quiet", *(["--data-dir", data_dir] if data_dir else []),
+           *extra]
     launched = time.time()
     done = subprocess.run(cmd, capture_output=True, text=True)
     command_s = time.time() - launched

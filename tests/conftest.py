@@ -9,7 +9,6 @@ import json
 import os
 import pickle
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
@@ -87,18 +86,8 @@ def write_mnist(folder: Path, n_train: int = 512, n_test: int = 256) -> dict:
     return data
 
 
-CIFAR10_NAMES = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-]
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck"]
 
 
 def _cifar10_batches(per_batch: int, n_test: int, suffix: str):
@@ -221,12 +210,14 @@ def real_mnist(tmp_path_factory) -> tuple[Path, Result]:
     return root, r
 
 
-def ptrain_without(package: str, args: list, cwd: Path) -> "subprocess.CompletedProcess":
-    """`ptrain ARGS` in a fresh process in which `package` cannot be imported, as if the optional
-    extra were not installed."""
-    code = (f"import sys; sys.modules[{package!r}] = None\n"
-            f"from pytorch_cli.commands.cli import main\nmain({[str(a) for a in args]!r})")
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True)
+@pytest.fixture
+def without(monkeypatch):
+    """without("onnxruntime"): the package cannot be imported for the rest of the test, as if
+    its optional extra were not installed (the same `sys.modules[name] = None` Python itself
+    honours; undone after the test)."""
+    def hide(package: str) -> None:
+        monkeypatch.setitem(sys.modules, package, None)  # its submodules go with it
+    return hide
 
 
 def read_metrics(run_dir: Path, kinds=("train", "epoch")) -> list[dict]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics
+from conftest import read_metrics, run_cli
 
 PY = [sys.executable, "-m", "pytorch_cli"]
 # mnist-cnn has dropout: an exact resume needs the RNG state back as well as the weights
@@ -196,26 +196,10 @@ def test_sigusr1_under_slurm_saves_then_requeues_the_job(ptrain, tmp_path):
     assert "was made with other settings (lr)" in _one_line_error((other.code, other.err))
 
 
-def test_a_diverging_run_stops_before_saving_and_json_stays_valid(tmp_path):
-    out = subprocess.run(
-        [
-            *PY,
-            "train",
-            "--dataset",
-            "fake",
-            "--lr",
-            "1e6",
-            "--epochs",
-            "2",
-            "--run-dir",
-            "nan",
-            "--json",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    line = _one_line_error((out.returncode, out.stderr.split("\n", 1)[-1]), codes=(3,))
+def test_a_diverging_run_stops_before_saving_and_json_stays_valid(ptrain, tmp_path):
+    r = ptrain("train", "--dataset", "fake", "--lr", "1e6", "--epochs", "2", "--run-dir", "nan",
+               "--json")
+    line = _one_line_error((r.code, r.err.split("\n", 1)[-1]), codes=(3,))
     assert "became NaN in epoch 1" in line and "--lr" in line and "--clip-grad" in line
     assert sorted(p.name for p in (tmp_path / "nan").iterdir()) == ["config.toml", "metrics.jsonl"]
     for text in (tmp_path / "nan/metrics.jsonl").read_text().splitlines():
@@ -223,50 +207,30 @@ def test_a_diverging_run_stops_before_saving_and_json_stays_valid(tmp_path):
 
 
 def test_detect_anomaly_names_the_operation_that_made_the_nan(tmp_path):
-    out = subprocess.run(
-        [
-            *PY,
-            "train",
-            "--dataset",
-            "fake",
-            "--lr",
-            "1e6",
-            "--epochs",
-            "1",
-            "--run-dir",
-            "nan",
-            "--detect-anomaly",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+    """A process of its own: autograd's warning goes to the real stderr."""
+    out = subprocess.run([*PY, "train", "--dataset", "fake", "--lr", "1e6", "--epochs", "1",
+                          "--run-dir", "nan", "--detect-anomaly"], cwd=tmp_path,
+                         capture_output=True, text=True)
     assert out.returncode == 3 and "Error detected in" in out.stderr  # autograd's own warning
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("ptrain: error: autograd anomaly mode: Function '") and "nan" in last
     assert not (tmp_path / "nan/last.pt").exists()
 
 
-def test_eval_json_of_a_dead_model_has_no_bare_nan(tmp_path):
+def test_eval_json_of_a_dead_model_has_no_bare_nan(ptrain, tmp_path):
     from pytorch_cli.models.zoo import build
     weights = build("lenet", 1, 10, 28).state_dict()
     weights["fc2.bias"][:] = float("nan")
     torch.save(weights, tmp_path / "dead.pt")
-    out = subprocess.run(
-        [*PY, "eval", "dead.pt", "--model", "lenet", "--dataset", "fake", "--json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    result = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"bare {c} in --json"))
+    out = ptrain("eval", "dead.pt", "--model", "lenet", "--dataset", "fake", "--json")
+    result = json.loads(out.out, parse_constant=lambda c: pytest.fail(f"bare {c} in --json"))
     assert result["loss"] is None and result["total"] == 500
 
 
-def test_a_full_disk_during_training_keeps_the_last_checkpoint(tmp_path, mounts):
+def test_a_full_disk_during_training_keeps_the_last_checkpoint(ptrain, tmp_path, mounts):
     disk = mounts(tmp_path / "disk", "300k")  # last.pt of lenet (~180 kB) fits once, best.pt not
-    out = subprocess.run([*PY, "train", "--dataset", "fake", "--epochs", "2", "--run-dir",
-                          str(disk / "run")], cwd=tmp_path, capture_output=True, text=True)
-    line = _one_line_error(out)
+    out = ptrain("train", "--dataset", "fake", "--epochs", "2", "--run-dir", disk / "run")
+    line = _one_line_error((out.code, out.err))
     assert f"cannot write {disk}/run/" in line and "No space left on device" in line
     assert torch.load(disk / "run/last.pt", weights_only=True)["position"]["epoch"] == 1
     assert not [p for p in (disk / "run").iterdir() if ".tmp" in p.name]  # no temporary file left
@@ -275,8 +239,8 @@ def test_a_full_disk_during_training_keeps_the_last_checkpoint(tmp_path, mounts)
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained")
-    subprocess.run([*PY, "train", "--dataset", "fake", "--epochs", "1", "--run-dir", "run"],
-                   cwd=root, check=True, capture_output=True)
+    assert run_cli(["train", "--dataset", "fake", "--epochs", "1", "--run-dir", "run"],
+                   root).code == 0
     return root / "run"
 
 
@@ -304,13 +268,10 @@ def test_a_read_only_or_vanished_run_directory_is_one_line(ptrain, tmp_path, mou
     assert "No such file or directory" in _one_line_error((proc.returncode, err))
 
 
-def test_temporary_files_of_a_killed_save_are_cleaned_at_the_next_start(tmp_path):
-    subprocess.run([*PY, "train", "--dataset", "fake", "--epochs", "1", "--run-dir", "run"],
-                   cwd=tmp_path, check=True, capture_output=True)
-    (tmp_path / "run/.last.pt.tmp99999").write_bytes(b"half a checkpoint")
-    subprocess.run(
-        [*PY, "resume", "run", "--epochs", "2"], cwd=tmp_path, check=True, capture_output=True
-    )
+def test_temporary_files_of_a_killed_save_are_cleaned_at_the_next_start(ptrain, tmp_path):
+    assert ptrain("train", "--dataset", "fake", "--epochs", "1", "--run-dir", "run").code == 0
+    (tmp_path / "run/.last.pt.tmp99999").write_bytes(b"half a checkpoint")  # a killed save's
+    assert ptrain("resume", "run", "--epochs", "2").code == 0
     assert not list((tmp_path / "run").glob(".*tmp*"))
 
 

@@ -19,22 +19,10 @@ print("torch imported" if sys.modules["torch"] is not None else "no torch", code
 """
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["--help"],
-        ["--version"],
-        ["train", "--help"],
-        ["eval", "--help"],
-        ["resume", "--help"],
-        ["export", "--help"],
-        ["predict", "--help"],
-        ["runs", "--help"],
-        ["plot", "--help"],
-        ["runs"],
-        ["train", "-h"],
-    ],
-)
+@pytest.mark.parametrize("args", [
+    ["--help"], ["--version"], ["train", "--help"], ["eval", "--help"], ["resume", "--help"],
+    ["export", "--help"], ["predict", "--help"], ["runs", "--help"], ["plot", "--help"], ["runs"],
+    ["train", "-h"]])
 def test_help_and_version_do_not_import_torch(args):
     out = subprocess.run(
         [sys.executable, "-c", CHECK.format(args=args)], capture_output=True, text=True
@@ -50,12 +38,8 @@ COMMANDS = ["train", "eval", "resume", "export", "predict", "runs", "plot"]
 
 
 def _ptrain(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "pytorch_cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "80", **(env or {})},
-    )
+    return subprocess.run([sys.executable, "-m", "pytorch_cli", *args], capture_output=True,
+                          text=True, env={**os.environ, "COLUMNS": "80", **(env or {})})
 
 
 @pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
@@ -75,13 +59,8 @@ def test_help_fits_80_columns_with_every_choice_spelled_out(command):
 def test_shell_completion_completes_commands_and_choices():
     script = _ptrain("--show-completion", "bash")
     assert script.returncode == 0 and "_PTRAIN_COMPLETE=complete_bash" in script.stdout
-    words = _ptrain(
-        env={
-            "_PTRAIN_COMPLETE": "complete_bash",
-            "COMP_WORDS": "ptrain train --dataset ",
-            "COMP_CWORD": "3",
-        }
-    )
+    words = _ptrain(env={"_PTRAIN_COMPLETE": "complete_bash",
+                         "COMP_WORDS": "ptrain train --dataset ", "COMP_CWORD": "3"})
     assert words.stdout.split() == ["mnist", "fashion-mnist", "cifar10", "cifar100", "fake"]
     words = _ptrain(
         env={"_PTRAIN_COMPLETE": "complete_bash", "COMP_WORDS": "ptrain r", "COMP_CWORD": "1"}

@@ -278,24 +278,9 @@ def test_grad_accum_counts_optimizer_steps(ptrain, tmp_path):
 
 def test_cifar_files_end_to_end(ptrain, tmp_path):
     write_cifar10_python(tmp_path / "c10")
-    r = ptrain(
-        "train",
-        "--dataset",
-        "cifar10",
-        "--data-dir",
-        tmp_path / "c10",
-        "--model",
-        "cifar-net",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "32",
-        "--lr",
-        "0.05",
-        "--momentum",
-        "0.9",
-        "--json",
-    )
+    r = ptrain("train", "--dataset", "cifar10", "--data-dir", tmp_path / "c10", "--model",
+               "cifar-net", "--epochs", "2", "--batch-size", "32", "--lr", "0.05", "--momentum",
+               "0.9", "--json")
     assert r.code == 0, r.err
     s = r.json()
     assert s["test_acc"] > 0.2

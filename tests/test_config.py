@@ -6,7 +6,6 @@ from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
-from pytorch_cli.settings import declare
 from pytorch_cli.settings.declare import declared
 from pytorch_cli.store import rundir
 from pytorch_cli.training import optim
@@ -22,15 +21,8 @@ def test_choices_are_the_registries_own():
 
 def test_defaults_are_the_argparse_examples():
     c = configlib.TrainConfig()
-    assert (
-        c.batch_size,
-        c.test_batch_size,
-        c.epochs,
-        c.lr,
-        c.momentum,
-        c.seed,
-        c.log_interval,
-    ) == (64, 1000, 10, 0.01, 0.5, 1, 10)
+    assert (c.batch_size, c.test_batch_size, c.epochs, c.lr, c.momentum, c.seed,
+            c.log_interval) == (64, 1000, 10, 0.01, 0.5, 1, 10)
     assert (c.model, c.optimizer, c.dataset) == ("lenet", "sgd", "mnist")
 
 
@@ -75,26 +67,6 @@ def test_shipped_presets_are_valid():
     presets = {p.stem: configlib.resolve(p) for p in root.glob("*.toml")}
     assert set(presets) >= {"mnist", "fashion-mnist", "cifar10"}
     assert presets["cifar10"].model == "resnet18"
-
-
-def test_optional_fields_take_their_type_or_stay_unset(tmp_path):
-    # a field typed `int | None` (resolved from the string annotation) accepts an int from TOML
-    # and stays None when the key is absent; TOML has no null, so the file leaves it out
-    from dataclasses import dataclass
-
-    @dataclass
-    class Later:
-        max_steps: "int | None" = None
-        lr: float = 0.1
-
-    types = declare.field_types(Later)
-    assert types == {"max_steps": (int, type(None)), "lr": (float,)}
-    assert declare.coerce(types["max_steps"], "max_steps", 500, "f.toml") == 500
-    assert declare.coerce(types["lr"], "lr", 1, "f.toml") == 1.0
-    with pytest.raises(UsageError, match="max_steps must be int, got 'many'"):
-        declare.coerce(types["max_steps"], "max_steps", "many", "f.toml")
-    with pytest.raises(UsageError, match="max_steps must be int, got True"):
-        declare.coerce(types["max_steps"], "max_steps", True, "f.toml")
 
 
 def test_a_renamed_setting_keeps_its_old_name_in_flags_files_and_checkpoints(ptrain, tmp_path):

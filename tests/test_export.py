@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 import torch
-from conftest import ptrain_without
 
 from pytorch_cli.data import datasets
 from pytorch_cli.models import zoo as models
@@ -88,20 +87,19 @@ def test_failed_verification_fails_the_export_and_writes_nothing(ptrain, run, mo
     assert not list(run.glob("*torchscript*")) and not list(run.glob(".tmp*"))
 
 
-def test_onnx_without_optional_packages_names_the_extra(run, tmp_path):
-    out = ptrain_without("onnxruntime", ["export", run / "model.pth", "--format", "onnx"], tmp_path)
-    assert out.returncode == 1
-    assert "pip install 'pytorch-cli[onnx]'" in out.stderr and out.stderr.count("\n") == 1
+def test_onnx_without_optional_packages_names_the_extra(ptrain, run, without):
+    without("onnxruntime")
+    out = ptrain("export", run / "model.pth", "--format", "onnx")
+    assert out.code == 1
+    assert "pip install 'pytorch-cli[onnx]'" in out.err and out.err.count("\n") == 1
 
 
 def test_onnx_is_one_self_contained_file_that_runs_anywhere(ptrain, run, tmp_path):
     before = set(os.listdir(run))
     r = ptrain("export", run, "--format", "onnx")  # a run directory: its model.pth
     assert r.code == 0, r.err
-    assert set(os.listdir(run)) - before == {
-        "model.onnx",
-        "model.onnx.json",
-    }  # no weights file, no orphan
+    # no weights file, no orphan
+    assert set(os.listdir(run)) - before == {"model.onnx", "model.onnx.json"}
     elsewhere = tmp_path / "shipped"
     elsewhere.mkdir()
     shutil.copy(run / "model.onnx", elsewhere / "digits.onnx")

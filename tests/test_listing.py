@@ -31,14 +31,8 @@ START = {"kind": "start", "step": 0, "time": 0}
 
 
 def _epoch(i, acc, **more):
-    return {
-        "kind": "epoch",
-        "epoch": i,
-        "step": 10 * i,
-        "test_acc": acc,
-        "elapsed_s": 5.0 * i,
-        **more,
-    }
+    return {"kind": "epoch", "epoch": i, "step": 10 * i, "test_acc": acc, "elapsed_s": 5.0 * i,
+            **more}
 
 
 @pytest.mark.parametrize(
@@ -94,12 +88,7 @@ def test_summary_sorting_and_nested_runs(tmp_path):
     assert [r["run"] for r in found] == ["sweep/b", "a"]
     a = found[1]
     assert (a["epochs_done"], a["epochs"], a["last_acc"], a["best_acc"], a["elapsed_s"]) == (
-        3,
-        3,
-        0.8,
-        0.9,
-        15.0,
-    )
+        3, 3, 0.8, 0.9, 15.0)
     assert found[0]["best_acc"] == 0.95 and found[0]["best_on"] == "val" and found[0]["resumable"]
     assert [r["run"] for r in listing.list_runs(tmp_path, "acc")] == ["sweep/b", "a"]
     assert [r["run"] for r in listing.list_runs(tmp_path, "name")] == ["a", "sweep/b"]

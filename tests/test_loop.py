@@ -24,17 +24,9 @@ def _weights(run: RunDir) -> dict:
     return checkpoint.load(run.file("last.pt"))["model"]
 
 
-AIRBENCH_PARTS = {
-    "lookahead_every": 3,
-    "augment": "crop-flip",
-    "flip": "alternate",
-    "pad_mode": "reflect",
-    "scheduler": "linear",
-    "warmup_start": 0.2,
-    "final_lr": 0.07,
-    "warmup_epochs": 0.5,
-    "tta": True,
-}
+AIRBENCH_PARTS = {"lookahead_every": 3, "augment": "crop-flip", "flip": "alternate",
+                  "pad_mode": "reflect", "scheduler": "linear", "warmup_start": 0.2,
+                  "final_lr": 0.07, "warmup_epochs": 0.5, "tta": True}
 
 
 @pytest.mark.parametrize("precision,model,extra", [("32", "mnist-cnn", {}),

@@ -17,16 +17,9 @@ def test_weight_decay_skips_biases_and_norm_weights():
     assert id(m.bn1.weight) not in decayed
 
 
-@pytest.mark.parametrize(
-    "name,cls",
-    [
-        ("sgd", torch.optim.SGD),
-        ("adam", torch.optim.Adam),
-        ("adamw", torch.optim.AdamW),
-        ("adadelta", torch.optim.Adadelta),
-        ("rmsprop", torch.optim.RMSprop),
-    ],
-)
+@pytest.mark.parametrize("name,cls", [
+    ("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
+    ("adadelta", torch.optim.Adadelta), ("rmsprop", torch.optim.RMSprop)])
 def test_optimizer_registry(name, cls):
     opt = optim.build_optimizer(
         models.build("lenet", 1, 10, 28), TrainConfig(optimizer=name, lr=0.3)

@@ -1,7 +1,6 @@
 """`ptrain plot` and `ptrain eval --plot-confusion`: real runs drawn into images that decode."""
 
 import pytest
-from conftest import ptrain_without
 
 pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402
@@ -44,7 +43,8 @@ def test_plot_of_something_that_is_no_run_is_one_line(ptrain, tmp_path):
     assert not (tmp_path / "curves.png").exists()
 
 
-def test_without_matplotlib_it_is_one_line(tmp_path):
-    out = ptrain_without("matplotlib", ["plot", "runs/x"], tmp_path)
-    assert out.returncode == 2 and out.stderr.splitlines() == [
+def test_without_matplotlib_it_is_one_line(ptrain, without):
+    without("matplotlib")
+    out = ptrain("plot", "runs/x")
+    assert out.code == 2 and out.err.splitlines() == [
         "ptrain: error: ptrain plot needs matplotlib: pip install 'pytorch-cli[plot]'"]

@@ -69,22 +69,10 @@ class _Terminal(io.StringIO):
 def test_runs_table_on_an_80_column_terminal_wraps_words_never_cuts_them(monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setenv("NO_COLOR", "1")
-    run = {
-        "run": "cifar10-fast-seed3",
-        "dataset": "fashion-mnist",
-        "model": "resnet18",
-        "epochs_done": 3,
-        "epochs": 9.9,
-        "last_acc": 0.97,
-        "best_acc": 0.98,
-        "best_on": "val",
-        "elapsed_s": 65.0,
-        "status": "interrupted",
-        "detail": "SIGTERM",
-        "modified": time.time() - 7200,
-        "path": "runs/cifar10-fast-seed3",
-        "resumable": True,
-    }
+    run = {"run": "cifar10-fast-seed3", "dataset": "fashion-mnist", "model": "resnet18",
+           "epochs_done": 3, "epochs": 9.9, "last_acc": 0.97, "best_acc": 0.98, "best_on": "val",
+           "elapsed_s": 65.0, "status": "interrupted", "detail": "SIGTERM",
+           "modified": time.time() - 7200, "path": "runs/cifar10-fast-seed3", "resumable": True}
     out = _Terminal()
     report.print_runs(
         [run, {**run, "run": "mnist", "status": "failed", "detail": "nan", "resumable": False}], out

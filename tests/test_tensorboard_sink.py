@@ -3,7 +3,7 @@ the image grid and the hyperparameters; a resumed run continues them; without th
 line."""
 
 import pytest
-from conftest import ptrain_without, read_metrics
+from conftest import read_metrics
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
@@ -46,11 +46,10 @@ def test_scalars_images_and_hparams_read_back(ptrain, tmp_path):
     assert [s.step for s in _read(tmp_path / "late/tensorboard").Scalars("Accuracy/test")] == [80]
 
 
-def test_without_the_extra_it_is_one_line(tmp_path):
-    out = ptrain_without(
-        "tensorboard", ["train", "--dataset", "fake", "--tensorboard", "--run-dir", "x"], tmp_path
-    )
-    assert out.returncode == 2 and out.stderr.splitlines() == [
+def test_without_the_extra_it_is_one_line(ptrain, tmp_path, without):
+    without("tensorboard")
+    out = ptrain("train", "--dataset", "fake", "--tensorboard", "--run-dir", "x")
+    assert out.code == 2 and out.err.splitlines() == [
         "ptrain: error: --tensorboard needs the tensorboard package: "
         "pip install 'pytorch-cli[tensorboard]'"
     ]

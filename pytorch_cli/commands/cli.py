@@ -105,11 +105,8 @@ def export_(
     checkpoint_file: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help=TARGET),
     format: ExportFormat = typer.Option(..., "--format", "-f"),
     output: Optional[Path] = typer.Option(
-        None,
-        "--output",
-        "-o",
-        help="Output file (default: beside the checkpoint, e.g. model.onnx).",
-    ),
+        None, "--output", "-o",
+        help="Output file (default: beside the checkpoint, e.g. model.onnx)."),
     model: str = typer.Option("", help="Model of a bare state_dict."),
     dataset: str = typer.Option("", help="Dataset of a bare state_dict."),
     data_dir: str = typer.Option("", help="Where the dataset is, for the verification batch."),

@@ -17,10 +17,8 @@ Sort = Literal["time", "acc", "name"]
 
 def runs(
     folder: Optional[Path] = typer.Argument(
-        None,
-        metavar="[DIR]",
-        help="Where the runs are (default: runs/ or $PTRAIN_RUNS_DIR); searched at any depth.",
-    ),
+        None, metavar="[DIR]",
+        help="Where the runs are (default: runs/ or $PTRAIN_RUNS_DIR); searched at any depth."),
     sort: Sort = typer.Option(
         "time", help="time: newest first; acc: best first; name. Running runs come first."
     ),
@@ -44,10 +42,8 @@ def runs(
 
 def plot(
     run_dirs: list[Path] = typer.Argument(
-        ...,
-        metavar="RUN_DIR...",
-        help="Run directories; several are drawn on one figure, labelled by name.",
-    ),
+        ..., metavar="RUN_DIR...",
+        help="Run directories; several are drawn on one figure, labelled by name."),
     output: Path = typer.Option(
         Path("curves.png"), "--output", "-o", help="Image file (.png, .svg, .pdf)."
     ),

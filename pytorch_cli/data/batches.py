@@ -80,7 +80,8 @@ def draw_augment(n: int, aug: Augment, size: int, seed: int) -> torch.Tensor:
     pad = aug.padding(size)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    flip = (torch.rand(n, generator=g) < 0.5) if aug.kind == "crop-flip" else torch.zeros(n, dtype=torch.bool)
+    flip = ((torch.rand(n, generator=g) < 0.5) if aug.kind == "crop-flip"
+            else torch.zeros(n, dtype=torch.bool))
     return torch.stack([dy, dx, flip.long()])
 
 
@@ -100,11 +101,13 @@ def augment(x: torch.Tensor, aug: Augment, draws: torch.Tensor) -> torch.Tensor:
     if aug.kind == "crop-flip":
         j = torch.where(draws[2].bool()[:, None], w - 1 - j, j)
     rows = draws[0][:, None] + torch.arange(h, device=x.device)
-    index = (rows[:, :, None] * (w + 2 * pad) + (draws[1][:, None] + j)[:, None, :]).view(n, 1, h * w)
+    cols = (draws[1][:, None] + j)[:, None, :]
+    index = (rows[:, :, None] * (w + 2 * pad) + cols).view(n, 1, h * w)
     return padded.view(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
 
 
-def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, aug: Augment, size: int) -> torch.Tensor:
+def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, aug: Augment,
+               size: int) -> torch.Tensor:
     """The whole epoch's randomness, drawn on the host once (to be moved in one copy): row 0 the
     shuffled order, rows 1-3 each image's crop offsets and flip. Each batch's draws come from
     its own (seed, epoch, batch) generator, so they do not depend on where an epoch starts.
@@ -169,7 +172,8 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
             batch_sampler=[order[s].tolist() for s in spans], num_workers=workers,
             pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(mix(seed, epoch)))
-        raw = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
+        raw = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+               for x, y in loader)
     else:
         # index_select, not split.images[idx]: the same rows, 10x faster on a CPU
         raw = ((split.images.index_select(0, plan[0, s]), split.labels.index_select(0, plan[0, s]))

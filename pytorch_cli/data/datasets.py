@@ -74,7 +74,8 @@ def _find_mnist(root: Path, spec: Spec) -> dict[str, Path] | None:
 
 
 def _read_mnist(files: dict[str, Path], spec: Spec) -> tuple[Split, Split, list[str]]:
-    """Stage the files in torchvision's layout (gunzipped) and read them with torchvision's reader."""
+    """Stage the files in torchvision's layout (gunzipped) and read them with torchvision's
+    reader."""
     cls = getattr(torchvision.datasets, spec.tv_class)
     with tempfile.TemporaryDirectory(prefix="ptrain-") as tmp:
         raw = Path(tmp, spec.tv_class, "raw")
@@ -96,7 +97,8 @@ class _ArraysOnly(pickle.Unpickler):
     """CIFAR's python batches are pickles: allow numpy arrays and plain containers, nothing that
     could run code."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"),
                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
                ("numpy", "ndarray"), ("numpy", "dtype"),
                ("_codecs", "encode")}  # how protocol 2 stores bytes; only builds a bytes object
@@ -180,7 +182,9 @@ def _locate(spec: Spec, root: Path):
     """(folder the files are in, function that reads them), or None if they are not under root."""
     if spec.name in ("mnist", "fashion-mnist"):
         found = _find_mnist(root, spec)
-        return (next(iter(found.values())).parent, lambda: _read_mnist(found, spec)) if found else None
+        if not found:
+            return None
+        return next(iter(found.values())).parent, lambda: _read_mnist(found, spec)
     found = _find_cifar(root, spec)
     return (found[0], lambda: _read_cifar(found, spec)) if found else None
 
@@ -199,7 +203,8 @@ def _download(spec: Spec, root: Path) -> None:
             shutil.rmtree(created, ignore_errors=True)
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise PtrainError(
-            f"{spec.name}: not found in {root} and the download failed ({reason}); with no network, "
+            f"{spec.name}: not found in {root} and the download failed ({reason}); with no "
+            "network, "
             f"put the dataset's original files in a folder and pass --data-dir DIR") from None
 
 
@@ -222,7 +227,8 @@ def _read(spec: Spec, data_dir: str, download: bool) -> tuple[Split, Split, list
         return *reader(), str(folder)
     except Exception as e:
         raise PtrainError(f"{spec.name}: the files in {folder} are unreadable or corrupt "
-                          f"({type(e).__name__}: {e}); replace them with the original files") from None
+                          f"({type(e).__name__}: {e}); replace them with the original "
+                          "files") from None
 
 
 def load(name: str, data_dir: str = "", download: bool = True, val_split: float = 0.0,

@@ -25,13 +25,8 @@ from pytorch_cli.platform.errors import PtrainError, UsageError
 from pytorch_cli.platform.events import json_safe
 from pytorch_cli.platform.files import atomic_write
 
-CONFIG, METRICS, LAST, BEST, MODEL = (
-    "config.toml",
-    "metrics.jsonl",
-    "last.pt",
-    "best.pt",
-    "model.pth",
-)
+CONFIG, METRICS, LAST, BEST, MODEL = ("config.toml", "metrics.jsonl", "last.pt", "best.pt",
+                                      "model.pth")
 RUN_FILES = (CONFIG, METRICS, LAST, BEST, MODEL)
 LOCK = "run.lock"
 TRACE, TENSORBOARD = "profile-trace.json", "tensorboard"  # with --profile, --tensorboard
