@@ -29,13 +29,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _machine_settings() -> list[str]:
+    """The PTRAIN_* variables set where the tests run (PTRAIN_TEST_* point the tests at data)."""
+    return [n for n in os.environ if n.startswith("PTRAIN_") and not n.startswith("PTRAIN_TEST_")]
+
+
+def _exit_code(args: list) -> int:
+    """Run `ptrain ARGS` in this process; its exit code."""
+    try:
+        main([str(a) for a in args])
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+
+
 @pytest.fixture(autouse=True)
 def _no_outside_influence(monkeypatch, tmp_path):
     """No test depends on where pytest was started (README's main job may have left runs/ there)
     or on the PTRAIN_* settings of the machine running it."""
-    for name in list(os.environ):
-        if name.startswith("PTRAIN_") and not name.startswith("PTRAIN_TEST_"):
-            monkeypatch.delenv(name)
+    for name in _machine_settings():
+        monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
 
@@ -164,11 +177,7 @@ def ptrain(capsys, monkeypatch, tmp_path):
 
     def run(*args: str) -> Result:
         capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
+        code = _exit_code(args)
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 
@@ -179,16 +188,12 @@ def run_cli(args: list, cwd: Path) -> Result:
     """`ptrain ARGS` in-process from `cwd`, for fixtures shared by several tests (capsys and
     monkeypatch are per test), with the machine's PTRAIN_* settings left out as for every test."""
     out, err, saved_env, old_cwd = io.StringIO(), io.StringIO(), dict(os.environ), os.getcwd()
-    for name in [n for n in os.environ if n.startswith("PTRAIN_") and "_TEST_" not in n]:
+    for name in _machine_settings():
         del os.environ[name]
     os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main([str(a) for a in args])
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
+            code = _exit_code(args)
     finally:
         os.chdir(old_cwd)
         os.environ.clear()

@@ -20,6 +20,7 @@ from pytorch_cli.platform.errors import PtrainError
 from pytorch_cli.settings.run import RunOptions
 from pytorch_cli.store.rundir import LAST, RunDir
 from pytorch_cli.training import loop, stopping
+from pytorch_cli.training.state import position_of
 
 
 def run(prepare: Callable[[], Start], opts: RunOptions) -> None:
@@ -54,7 +55,7 @@ def claim(start: Start) -> Start:
         if start.clear:
             run_dir.clear()
         if start.saved is not None:
-            run_dir.trim_metrics(start.saved["position"]["step"])
+            run_dir.trim_metrics(position_of(start.saved).step)
     except BaseException:
         run_dir.unlock()
         raise

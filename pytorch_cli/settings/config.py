@@ -18,7 +18,7 @@ from typing import Any
 from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo
 from pytorch_cli.platform.errors import UsageError
-from pytorch_cli.settings.declare import check, coerce, field_types, flag, renamed, setting
+from pytorch_cli.settings.declare import check, coerce, field_types, renamed, setting
 from pytorch_cli.training import optim
 
 DEVICES = r"auto|cpu|mps|cuda(:\d+)?"
@@ -181,5 +181,3 @@ def from_dict(values: dict[str, Any]) -> TrainConfig:
     values = {RENAMED.get(k, k): v for k, v in values.items()}
     return TrainConfig(**{k: v for k, v in values.items() if k in FIELD_TYPES})
 
-
-__all__ = ["TrainConfig", "flag", "from_dict", "load_file", "resolve", "validate"]

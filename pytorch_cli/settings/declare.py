@@ -27,7 +27,6 @@ class Setting:
     flags: tuple[str, ...] = ()  # its spellings on the command line; () = Typer's own
     metavar: str = ""
     min: int | None = None  # the command line refuses less (click's own message)
-    hidden: bool = False
     aliases: tuple[str, ...] = ()  # its old names: still accepted as flags and TOML keys
     resume_help: str = ""  # also an option of `ptrain resume` (default: as the run had it)
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Literal, Optional
 
 import typer
 
-from pytorch_cli.settings.declare import Setting, declared
+from pytorch_cli.settings.declare import Setting, declared, flag
 
 TYPER_SOURCES = ("COMMANDLINE", "ENVIRONMENT")  # what a user typed, or their machine's variable
 
@@ -22,32 +22,28 @@ def _option(name: str, hint: Any, default: Any, s: Setting, help: str) -> inspec
         hint = Literal[s.choices]
     if typing.get_origin(hint) in (typing.Union, type(int | None)):
         hint = Optional[[a for a in typing.get_args(hint) if a is not type(None)][0]]
-    flags = s.flags or ((_flag(name), *map(_flag, s.aliases)) if s.aliases else ())
+    flags = s.flags or ((flag(name), *map(flag, s.aliases)) if s.aliases else ())
     option = typer.Option(default, *flags, help=help or None, envvar=s.env or None,
-                          metavar=s.metavar or None, min=s.min, hidden=s.hidden)
+                          metavar=s.metavar or None, min=s.min)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hint)
 
 
 def parameters(cls, resume: bool = False, inherit: bool = True) -> list[inspect.Parameter]:
     """One option per field of `cls`; resume=True: only those `ptrain resume` takes, and with
     `inherit` they default to None (= as the run had it)."""
-    hints = typing.get_type_hints(cls)
+    hints, settings = typing.get_type_hints(cls), declared(cls)
     out = []
     for f in dataclasses.fields(cls):
-        s = declared(cls)[f.name]
+        s = settings[f.name]
         if resume and not s.resume_help:
             continue
         none = resume and inherit
         hint = Optional[hints[f.name]] if none else hints[f.name]
         default = None if none else f.default
         if none and hints[f.name] is bool:  # an on/off pair with no default: as the run did
-            s = dataclasses.replace(s, flags=(f"{_flag(f.name)}/--no-{_flag(f.name)[2:]}",))
+            s = dataclasses.replace(s, flags=(f"{flag(f.name)}/--no-{flag(f.name)[2:]}",))
         out.append(_option(f.name, hint, default, s, s.resume_help if resume else s.help))
     return out
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def options(*groups: list[inspect.Parameter]) -> Callable:

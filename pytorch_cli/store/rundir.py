@@ -1,5 +1,5 @@
 """The run directory: its layout, choosing its name, the overwrite rule, metrics.jsonl, the lock
-a training process holds on it (runs.py reads them all for `ptrain runs`).
+a training process holds on it (listing.py reads them all for `ptrain runs`).
 
     runs/NAME/config.toml    the resolved config
               metrics.jsonl  one JSON record per log interval and per epoch
@@ -52,7 +52,8 @@ def _check_name(name: str) -> None:
 def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: bool = False,
            check_only: bool = False) -> Path:
     """runs/NAME, or --run-dir as given. Without either, runs/DEFAULT, with -2, -3... when taken.
-    An explicitly named run is never overwritten silently: --overwrite removes its files.
+    An explicitly named run is never overwritten silently: only with --overwrite is it
+    chosen again (RunDir.clear then removes its files).
     check_only: the named path, checked, whatever it holds."""
     if not (run_dir or name):
         path, n = root() / default, 2

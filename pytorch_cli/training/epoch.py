@@ -32,9 +32,8 @@ class Tally:
     """One epoch's counters."""
     epoch_meter: step.Meter
     log_meter: step.Meter
-    t0: float = field(
-        default_factory=time.perf_counter
-    )  # the epoch's clock (restarted after compile)
+    n_used: int  # images of the epoch some rank trains on (a ragged tail may sit out)
+    t0: float = field(default_factory=time.perf_counter)  # the epoch's clock (reset by compile)
     log_t0: float = field(default_factory=time.perf_counter)
     images: int = 0  # trained this epoch, by this process
     since_save: int = 0  # batches since the last checkpoint
@@ -46,7 +45,9 @@ def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
     job.state.model.train()
     if zoo.set_trainable_for_epoch(job.state.raw, job.cfg.model, epoch):
         job.state.model = distributed.wrap(job.state.raw, job.device)  # DDP hooks the new set
-    tally = Tally(step.Meter(job.device, job.n_batches), step.Meter(job.device, job.n_batches))
+    n = len(job.train)
+    tally = Tally(step.Meter(job.device, job.n_batches), step.Meter(job.device, job.n_batches),
+                  n - batches.left_out(n, job.cfg.batch_size, job.world.size))
     for b, (x, y) in enumerate(_batches(job, epoch), start=job.state.pos.batch):
         is_step = _micro_batch(job, tally, b, x, y)
         if is_step:
@@ -76,9 +77,8 @@ def _micro_batch(job: Job, tally: Tally, b: int, x: torch.Tensor, y: torch.Tenso
     group = step.group_of(b, job.n_batches, cfg.grad_accum)
     is_step = b == group[-1]  # decided before the forward: DDP's no_sync needs it there
     # this batch's share of the step's samples over all ranks (x world: DDP averages ranks)
-    n_used = len(job.train) - batches.left_out(len(job.train), cfg.batch_size, world)
     global_batch = cfg.batch_size * world
-    group_samples = min(n_used, (group[-1] + 1) * global_batch) - group[0] * global_batch
+    group_samples = min(tally.n_used, (group[-1] + 1) * global_batch) - group[0] * global_batch
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     if pos.step == 0 and b == 0 and job.world.main:  # what the model sees (TensorBoard's grid)
