@@ -2,7 +2,8 @@
 
   classic  the classic loop written here: torchvision's dataset with per-sample transforms
            (ToTensor/Normalize, and RandomCrop/Flip where ptrain augments), a DataLoader
-           (workers 0; on CUDA also 4, pinned: its best is reported), .item() every step;
+           (workers 0; on CUDA also 4, pinned: its best is reported; --classic-workers
+           to choose), .item() every step;
   ptrain   ptrain's own engine (loop.setup + loop.train_epoch, what `ptrain train` runs),
            timed by its own log records: the interval after a warm-up interval;
   ceiling  the same model and optimizer stepping on one batch already on the device (on CUDA the
@@ -163,7 +164,8 @@ def bench_model(name: str, args, tmp: Path) -> dict:
                       channels_last=args.channels_last, save_model=False)
     runtime.fast_backends(False)
     classic_set = bench_data.classic_dataset(dataset, data, tmp, _classic_transform(data.spec))
-    workers = [0, 4] if args.device == "cuda" else [0]
+    workers = ([int(w) for w in args.classic_workers.split(",")] if args.classic_workers
+               else [0, 4] if args.device == "cuda" else [0])
     resident = _resident_batch(cfg, data)
     contenders = {
         f"classic w{w}": (lambda w=w: classic(cfg, classic_set, w, steps)) for w in workers
@@ -234,6 +236,9 @@ def main() -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
                    default=TrainConfig.channels_last,
                    help="ptrain's and the ceiling's memory format")
+    p.add_argument("--classic-workers", default="",
+                   help="the classic loop's DataLoader workers to try, e.g. 4 ('' = 0,4 on CUDA, "
+                        "0 on CPU); its best is reported")
     p.add_argument("--mnist-dir", default=bench_data.default_dir("mnist"))
     p.add_argument("--cifar-dir", default=bench_data.default_dir("cifar10"))
     p.add_argument("--json", default="", help="also write the results here")

@@ -12,11 +12,31 @@ import struct
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores, each with torch's two threads (the numbers
+    # the tests compare were made that way): passive OpenMP threads sleep rather than spin
+    # while the other worker's threads run; read once, as torch starts (also by every process
+    # the tests start)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from pytorch_cli.commands.cli import main
+
+
+def pytest_itemcollected(item):
+    """Tests that share a session-wide fixture (a trained run) go to one xdist worker
+    (`--dist loadgroup`), so it is made once. Here, as each test is collected: xdist reads the
+    groups in its own pytest_collection_modifyitems."""
+    info = getattr(item, "_fixtureinfo", None)
+    shared = sorted(f"{defs[-1].baseid}::{name}"
+                    for name, defs in (info.name2fixturedefs if info else {}).items()
+                    if defs[-1].scope in ("module", "session") and name in item.fixturenames
+                    and defs[-1].baseid)  # made here, not pytest's own (tmp_path_factory)
+    if shared:
+        item.add_marker(pytest.mark.xdist_group(shared[0]))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -179,3 +179,21 @@ def test_normalize_layer_matches_torchvision():
     x = torch.rand(4, 3, 32, 32)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     assert torch.allclose(batches.Normalize(mean, std)(x), v2.Normalize(mean, std)(x), atol=1e-6)
+
+
+def test_eval_data_is_pinned_only_when_it_stays_in_host_memory_for_a_gpu():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert batches.pinned_eval(cpu, gpu)  # --workers on a GPU: copied each evaluation
+    assert not batches.pinned_eval(gpu, gpu)  # already on the device
+    assert not batches.pinned_eval(cpu, cpu)
+    d = datasets.load("fake")
+    kept = batches.eval_split(d.test, cpu, cpu)
+    assert not kept.images.is_pinned() and torch.equal(kept.images, d.test.images)
+
+
+@pytest.mark.cuda
+def test_eval_split_held_in_host_memory_for_a_gpu_is_pinned_with_the_same_data():
+    d = datasets.load("fake")
+    kept = batches.eval_split(d.test, torch.device("cpu"), torch.device("cuda", 0))
+    assert kept.images.is_pinned() and kept.labels.is_pinned()
+    assert torch.equal(kept.images, d.test.images) and torch.equal(kept.labels, d.test.labels)

@@ -1,6 +1,7 @@
 """The benchmark scripts still run and account for their time (their figures go to README).
 They are run for a few steps only: nothing here is timed."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -42,3 +43,24 @@ def test_time_to_accuracy_splits_the_time_from_launch(tmp_path):
     assert sum(parts.values()) == pytest.approx(run["seconds"])
     assert run["seconds"] < run["command_s"]
     assert "1/1 runs reached 30%" in done.stdout
+
+
+def test_gpu_check_output_checker(tmp_path):
+    """check_gpu_out.py (run after the GPU check, and after its CPU dry run in CI) passes a folder
+    the lent machine sends back whole with every section, and names what is wrong otherwise."""
+    spec = importlib.util.spec_from_file_location("check_gpu_out", BENCH / "check_gpu_out.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    summary = "\n\n".join(f"{heading}\n\nstatus: ok" for heading in check.SECTIONS)
+    (tmp_path / "summary.md").write_text(summary)
+    (tmp_path / "results.jsonl").write_text('{"step": "env"}\n')
+    assert check.problems(tmp_path) == []
+    (tmp_path / "summary.md").write_text(summary.replace("## 6. CIFAR-10", "## six"))
+    for i in range(7):
+        (tmp_path / f"log{i}.txt").write_text("x")
+    (tmp_path / "runs").mkdir()
+    done = subprocess.run([sys.executable, BENCH / "check_gpu_out.py", tmp_path],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    for problem in ("runs: not a plain file", "10 entries, more than 8", "no section '## 6."):
+        assert problem in done.stdout, done.stdout

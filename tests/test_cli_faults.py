@@ -51,7 +51,7 @@ def _one_line_error(out: subprocess.CompletedProcess | tuple, codes=(1, 2)) -> s
     return lines[0]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: made once per xdist worker
 def full(tmp_path_factory) -> dict:
     """An uninterrupted run to compare the interrupted ones with."""
     root = tmp_path_factory.mktemp("faults")
@@ -236,7 +236,7 @@ def test_a_full_disk_during_training_keeps_the_last_checkpoint(ptrain, tmp_path,
     assert not [p for p in (disk / "run").iterdir() if ".tmp" in p.name]  # no temporary file left
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: made once per xdist worker
 def trained(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained")
     assert run_cli(["train", "--dataset", "fake", "--epochs", "1", "--run-dir", "run"],

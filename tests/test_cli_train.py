@@ -240,7 +240,7 @@ OPTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: made once per xdist worker
 def baseline(tmp_path_factory):
     """The final epoch and weights with default options (at --lr 0.05, which learns the fake
     data in two epochs), for each option to differ from."""

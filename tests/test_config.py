@@ -57,6 +57,16 @@ def test_bad_config_files_are_clear_errors(tmp_path, text, match):
         configlib.resolve(f)
 
 
+@pytest.mark.parametrize("mode", configlib.CUDA_GRAPH_MODES)
+def test_cuda_graphs_with_gradient_accumulation_are_refused_with_the_way_out(mode):
+    with pytest.raises(UsageError, match=rf"--compile-mode {mode} .* with --grad-accum 2 use "
+                                         r"--compile-mode default \(or --grad-accum 1\)"):
+        configlib.resolve(overrides={"compile": True, "compile_mode": mode, "grad_accum": 2})
+    for fine in ({"compile_mode": mode}, {"compile_mode": "default", "grad_accum": 2},
+                 {"compile": False, "grad_accum": 2}):
+        configlib.resolve(overrides={"compile": True, "compile_mode": mode, **fine})
+
+
 def test_missing_config_file():
     with pytest.raises(UsageError, match="does not exist"):
         configlib.resolve(Path("/nonexistent.toml"))

@@ -34,7 +34,7 @@ def _weights(run_dir: Path) -> dict:
     return torch.load(run_dir / "model.pth", weights_only=True)["state_dict"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: made once per xdist worker
 def runs(tmp_path_factory) -> Path:
     """An uninterrupted 2-process run (batch 32 each) and a 1-process run at batch 64."""
     root = tmp_path_factory.mktemp("ddp")

@@ -11,7 +11,7 @@ from pytorch_cli.training.evaluate import evaluate
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: made once per xdist worker
 def fake():
     return datasets.load("fake")
 
@@ -87,3 +87,41 @@ def test_tta_still_evaluates_every_image_once(fake):
     assert got["total"] == int(got["confusion"].sum()) == 200
     assert got["correct"] == int(got["confusion"].trace()) and 0 <= got["acc"] <= 1
     assert torch.isfinite(torch.tensor(got["loss"])) and got["loss"] > 0
+
+
+def test_confusion_matrix_equals_one_counted_by_hand(fake):
+    model = _model(seed=3)
+    got = evaluate(model, fake.test, fake.spec, 64, CPU)["confusion"]  # a short last batch
+    predicted = _plain_logits(model, fake.test, fake.spec).argmax(1)
+    want = [[0] * 10 for _ in range(10)]
+    for true, guess in zip(fake.test.labels.tolist(), predicted.tolist()):
+        want[true][guess] += 1
+    assert got.dtype == torch.int64 and got.tolist() == want
+
+
+@pytest.mark.cuda
+def test_cuda_evaluation_reads_back_only_its_final_figures(fake):
+    """No sync per batch: over 10 batches, the only synchronizing calls are the reads at the
+    end (the confusion matrix and the loss)."""
+    import warnings
+    device = torch.device("cuda", 0)
+    model, split = _model().to(device), fake.test.to(device)
+    # --deterministic picks other scatter kernels; earlier tests in this process may leave it on
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(False)
+    try:
+        evaluate(model, split, fake.spec, 50, device)  # warm-up: cuDNN's choices, allocations
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                got = evaluate(model, split, fake.spec, 50, device)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+    finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+    syncs = [w for w in caught if "synchronizing CUDA operation" in str(w.message)]
+    assert len(syncs) == 2, [str(w.message) for w in syncs]
+    assert got["total"] == int(got["confusion"].sum()) == 500

@@ -63,3 +63,17 @@ def test_lookahead_average_starts_as_a_copy_of_the_float_weights():
     with torch.no_grad():
         job.state.raw.fc.weight.add_(1.0)  # training moves the weights, not the average
     assert not torch.equal(average["fc.weight"], job.state.raw.fc.weight)
+
+
+@pytest.mark.cuda
+def test_cuda_setup_makes_its_gpu_current_and_pins_host_evaluation_data():
+    last = torch.cuda.device_count() - 1
+    try:
+        for index in sorted({0, last}):  # cuda:1 and up too, where the machine has them
+            job = setup(TrainConfig(dataset="fake", device=f"cuda:{index}", workers=2))
+            assert job.device == torch.device("cuda", index)
+            assert torch.cuda.current_device() == index
+            assert not job.train.images.is_cuda  # --workers: the dataset stays on the host...
+            assert job.test.images.is_pinned() and job.test.labels.is_pinned()  # ...pinned
+    finally:
+        torch.cuda.set_device(0)

@@ -2,19 +2,19 @@
 
 import math
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from test_cli_train import without_timing
 
-from pytorch_cli.data import batches
 from pytorch_cli.platform import runtime
 from pytorch_cli.settings import config
 from pytorch_cli.settings.config import TrainConfig
 from pytorch_cli.store import checkpoint
 from pytorch_cli.store.rundir import RunDir
-from pytorch_cli.training import loop, step
+from pytorch_cli.training import compiling, loop, step
 
 CFG = TrainConfig(dataset="fake", model="mnist-cnn", epochs=2, batch_size=32, log_interval=4,
                   deterministic=True, augment="crop", scheduler="cosine", grad_accum=2)
@@ -151,10 +151,17 @@ def test_compile_trains_and_saves_plain_keys(tmp_path):
     run = RunDir(tmp_path / "r")
     records = []
     cfg = TrainConfig(dataset="fake", epochs=1, compile=True, channels_last=True, log_interval=1000)
+    graphs = compiling.graphs()
     summary = loop.train(cfg, run, loop_sink(run, records.append))
     assert summary["test_acc"] > 0.15
-    compiled = [r for r in records if r["kind"] == "compile"]
-    assert len(compiled) == 1 and compiled[0]["seconds"] > 0
+    # evaluation compiles before the first step, the step once: 2000 images make a last batch
+    # of 16, which reuses the graph (the batch dimension is dynamic), as does the eval batch of 500
+    compiled = [(r["what"], r["step"]) for r in records if r["kind"] == "compile"]
+    assert compiled == [("evaluation", None), ("the training step", 1)]
+    assert compiling.graphs() - graphs == 2
+    kinds = [r["kind"] for r in records]
+    assert kinds.index("compile") < kinds.index("epoch")
+    assert summary["compile_s"] == sum(r["seconds"] for r in records if r["kind"] == "compile")
     for name in ("model.pth", "last.pt"):
         saved = checkpoint.load(run.file(name))
         keys = list(checkpoint.weights(saved))
@@ -163,31 +170,32 @@ def test_compile_trains_and_saves_plain_keys(tmp_path):
 
 
 @pytest.mark.cuda
-def test_cuda_steps_do_no_host_work():
-    """After the epoch's plan is copied over, batches, steps and the loss meter never make the
-    host wait for the device: torch raises on any synchronizing call in between."""
+@pytest.mark.parametrize("precision,optimizer", [("auto", "sgd"), ("16", "sgd"), ("16", "adamw")])
+def test_cuda_steps_do_no_host_work(precision, optimizer):
+    """A whole epoch of train_epoch makes the host wait for the device once: the epoch end's
+    fold (its other syncs, log intervals, lie beyond the epoch). float16's GradScaler too: the
+    fused optimizer takes its found-inf flag on the device."""
     cfg = TrainConfig(dataset="fake", device="cuda", augment="crop-flip", scheduler="onecycle",
-                      clip_grad=1.0, epochs=1)
-    r = loop.setup(cfg)
-    assert r.train.images.is_cuda and r.amp == runtime.autocast_dtype("auto", r.device)
-    it = batches.train_batches(r.train, r.data.spec, cfg.batch_size, cfg.seed, 0,
-                               batches.Augment(cfg.augment), r.device)
-    meter = step.Meter(r.device, r.n_batches)
-
-    def one_step(x, y):
-        x = x.contiguous(memory_format=torch.channels_last)
-        meter.add(step.forward_backward(r.state.model, x, y, 1.0, amp=r.amp), len(y))
-        step.optimizer_step(r.state, cfg.clip_grad)
-    one_step(*next(it))  # the plan's copy and cuDNN's autotuning happen here
+                      clip_grad=1.0, epochs=2, precision=precision, optimizer=optimizer,
+                      log_interval=10_000)
+    job = loop.setup(cfg)
+    assert job.train.images.is_cuda and job.amp == runtime.autocast_dtype(precision, job.device)
+    assert (job.state.scaler is not None) == (precision == "16")
+    job.started = time.perf_counter()
+    # the first epoch: the sample image's copy, cuDNN's autotuning, the scaler's first steps
+    loop.end_epoch(job, 0, *loop.train_epoch(job, 0))
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _, (x, y) in zip(range(20), it):
-            one_step(x, y)
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
-    loss_sum, samples = meter.read()
-    assert samples == 21 * cfg.batch_size and math.isfinite(loss_sum)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            images, _ = loop.train_epoch(job, 1)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    syncs = [str(w.message) for w in caught if "synchronizing CUDA operation" in str(w.message)]
+    assert len(syncs) == 1, syncs
+    assert images == 2000 and job.state.pos.step == job.total_steps
+    assert math.isfinite(job.state.pos.epoch_loss_sum)
 
 
 @pytest.mark.cuda
@@ -200,7 +208,8 @@ def test_cuda_mixed_precision_and_compile_save_float32_plain_weights(tmp_path, p
     summary = loop.train(cfg, run, loop_sink(run, records.append))
     losses = [r["train_loss"] for r in records if r["kind"] == "train"]
     assert all(map(math.isfinite, losses)) and losses[-1] < losses[0] and summary["test_acc"] > 0.3
-    assert len([r for r in records if r["kind"] == "compile"]) == 1
+    assert [r["what"] for r in records if r["kind"] == "compile"] == ["evaluation",
+                                                                       "the training step"]
     weights = checkpoint.weights(checkpoint.load(run.file("model.pth")))
     assert all(
         not k.startswith("_orig_mod") and v.dtype == torch.float32 for k, v in weights.items()

@@ -92,3 +92,41 @@ def test_linear_schedule_is_a_triangle_from_warmup_start_to_final_lr():
     assert lrs[0] == pytest.approx(0.2 + 0.8 / 10) and lrs[9] == pytest.approx(1.0)
     assert lrs[10] == pytest.approx(1.0) and lrs[-1] == pytest.approx(1 - 0.93 * 29 / 30)
     assert all(a > b for a, b in zip(lrs[10:], lrs[11:]))  # straight down to 0.07 at step 40
+
+
+def test_sgd_adam_and_adamw_are_fused_on_cuda_and_the_cpu_keeps_the_default():
+    assert [optim.device_kwargs(n, "cuda") for n in optim.OPTIMIZERS] == \
+        [{"fused": True}] * 3 + [{}, {}]  # adadelta, rmsprop: no fused kernel
+    assert all(optim.device_kwargs(n, "cpu") == {} for n in optim.OPTIMIZERS)
+    for name in ("sgd", "adam", "adamw"):
+        opt = optim.build_optimizer(models.build("lenet", 1, 10, 28), TrainConfig(optimizer=name))
+        assert not any(g["fused"] for g in opt.param_groups), name
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_an_unfused_state_loads_into_a_fused_optimizer_and_steps_with_the_float16_scaler(name):
+    # a checkpoint from before fused optimizers (or from a CPU run), resumed with float16 on
+    # a GPU: the CPU's fused kernels stand in for CUDA's
+    model = models.build("lenet", 1, 10, 28)
+    cfg = TrainConfig(optimizer=name, momentum=0.9)
+    old = optim.build_optimizer(model, cfg)
+    model(torch.randn(4, 1, 28, 28)).sum().backward()
+    old.step()
+    fused = type(old)(optim.param_groups(model, cfg), lr=cfg.lr,
+                      **optim.OPTIMIZERS[name][1](cfg), fused=True)
+    optim.load_optimizer_state(fused, old.state_dict())
+    assert all(g["fused"] for g in fused.param_groups)
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(model(torch.randn(4, 1, 28, 28)).sum()).backward()
+    scaler.unscale_(fused)  # as step.optimizer_step does, before clipping
+    scaler.step(fused)  # unfused after the load, this raised
+    scaler.update()
+    assert all(p.isfinite().all() for p in model.parameters())
+
+
+@pytest.mark.cuda
+def test_cuda_optimizers_are_fused():
+    model = models.build("lenet", 1, 10, 28).cuda()
+    for name, fused in (("sgd", True), ("adamw", True), ("rmsprop", False)):
+        opt = optim.build_optimizer(model, TrainConfig(optimizer=name))
+        assert all(bool(g.get("fused")) == fused for g in opt.param_groups), name

@@ -29,7 +29,7 @@ def tiny_run(folder):
     return folder / "run"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: made once per xdist worker
 def run(tmp_path_factory):
     return tiny_run(tmp_path_factory.mktemp("prepare"))
 

@@ -3,6 +3,8 @@ printed, and a clear note when the run is too short to profile."""
 
 import json
 
+import pytest
+
 from pytorch_cli.training.profiling import WARMUP_STEPS
 
 RUN = ["train", "--dataset", "fake", "--batch-size", "50", "--epochs", "1"]
@@ -33,3 +35,25 @@ def test_a_run_shorter_than_the_warm_up_says_so(ptrain, tmp_path):
     r = ptrain(*RUN, "--max-steps", "3", "--profile", "2", "--run-dir", "p")
     assert r.code == 0 and "nothing was profiled" in r.out
     assert not (tmp_path / "p/profile-trace.json").exists()
+
+
+def test_the_tables_sort_keys_are_key_averages_columns_of_this_torch():
+    import warnings
+
+    import torch
+
+    from pytorch_cli.training.profiling import sort_key
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        torch.randn(64, 64) @ torch.randn(64, 64)
+    averages = prof.key_averages()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a deprecated name warns
+        for cuda in (True, False):
+            assert isinstance(getattr(averages[0], sort_key(cuda)), (int, float))
+            assert "aten::mm" in averages.table(sort_by=sort_key(cuda))
+
+
+@pytest.mark.cuda
+def test_cuda_profile_table_has_the_gpu_times(ptrain, tmp_path):
+    r = ptrain(*RUN, "--device", "cuda", "--profile", "3", "--run-dir", "p")
+    assert r.code == 0 and "Self CUDA" in r.out, r.err

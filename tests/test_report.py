@@ -84,3 +84,16 @@ def test_runs_table_on_an_80_column_terminal_wraps_words_never_cuts_them(monkeyp
                  "interrupted", "(SIGTERM)", "2h"):
         assert word in text
     assert lines[-1] == "continue an interrupted run with `ptrain resume runs/cifar10-fast-seed3`"
+
+
+def test_each_compile_says_what_compiled_and_what_its_time_is_kept_out_of():
+    line = report.format_record
+    assert line({"kind": "compile", "mode": "default", "what": "the training step", "step": 1,
+                 "graphs": 1, "seconds": 19.94}) == ("compiled (default) the training step in "
+                                                     "19.9s at step 1, timed apart from training")
+    assert line({"kind": "compile", "mode": "reduce-overhead", "what": "evaluation", "step": None,
+                 "graphs": 1, "seconds": 2.7}).endswith("evaluation in 2.7s, timed apart from "
+                                                        "evaluation")
+    # a run written by an older version (one compile record, neither key) still reads
+    assert line({"kind": "compile", "mode": "default", "seconds": 3.0}) == (
+        "compiled (default) the training step in 3.0s, timed apart from training")

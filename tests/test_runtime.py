@@ -44,3 +44,33 @@ def test_auto_picks_cuda_0_and_names_it():
 def test_auto_precision_is_bf16_on_cuda_that_has_it():
     expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     assert runtime.autocast_dtype("auto", torch.device("cuda", 0)) is expected
+
+
+def test_cpu_names_the_cpu_and_its_rng_state_holds_no_gpu_generator():
+    assert runtime.resolve_device("cpu") == torch.device("cpu")
+    assert "cuda" not in runtime.rng_state(torch.device("cpu"))
+
+
+def test_a_legacy_list_of_cuda_states_gives_the_resuming_gpus_own_or_gpu_0s():
+    states = [torch.full((16,), i, dtype=torch.uint8) for i in range(8)]  # one per GPU, saved
+    assert torch.equal(runtime.cuda_state_for(states, 0), states[0])
+    assert torch.equal(runtime.cuda_state_for(states, 5), states[5])  # --device cuda:5, 8 GPUs
+    assert torch.equal(runtime.cuda_state_for(states[:2], 5), states[0])  # fewer saved than 5
+    assert runtime.cuda_state_for(states[3], 5) is states[3]  # today's checkpoints: one state
+
+
+@pytest.mark.cuda
+def test_bare_cuda_is_the_current_gpu_by_index():
+    device = runtime.resolve_device("cuda")
+    assert device == torch.device("cuda", torch.cuda.current_device()) and device.index is not None
+
+
+@pytest.mark.cuda
+def test_rng_state_on_a_gpu_is_that_gpus_generator_only():
+    device = torch.device("cuda", 0)
+    runtime.seed_everything(3)
+    saved = runtime.rng_state(device)
+    assert torch.equal(saved["cuda"], torch.cuda.get_rng_state(device))
+    a = torch.rand(4, device=device)
+    runtime.set_rng_state(saved, device)
+    assert torch.equal(torch.rand(4, device=device), a)

@@ -11,7 +11,7 @@ from pytorch_cli.models import zoo
 from pytorch_cli.platform.errors import UsageError
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: made once per xdist worker
 def run(tmp_path_factory):
     return tiny_run(tmp_path_factory.mktemp("saved"))
 

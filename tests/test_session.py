@@ -56,14 +56,14 @@ def run_json_session(path, stop_at=""):
     return code, progress, out.getvalue()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: made once per xdist worker
 def finished(tmp_path_factory):
     """One real training of 3 steps: (run dir, exit code, progress, stdout)."""
     path = tmp_path_factory.mktemp("session") / "r"
     return path, *run_json_session(path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: made once per xdist worker
 def stopped(tmp_path_factory):
     """A run sent SIGTERM as it prints its start line, before its first step."""
     path = tmp_path_factory.mktemp("stopped") / "r"

@@ -6,7 +6,7 @@ import torch
 
 from pytorch_cli.settings.config import TrainConfig
 from pytorch_cli.store.rundir import RunDir
-from pytorch_cli.training import loop, stopping
+from pytorch_cli.training import loop, step, stopping
 
 
 def test_the_stop_flag_keeps_its_first_reason():
@@ -33,3 +33,32 @@ def test_non_finite_weights_are_never_saved_over_the_last_good_checkpoint(tmp_pa
     kept = torch.load(run.file("last.pt"), weights_only=True)
     assert kept["position"]["step"] == 30 and not run.file("best.pt").exists()
     assert all(t.isfinite().all() for t in kept["model"].values())
+
+
+def _state(scaler=None):
+    job = loop.setup(TrainConfig(dataset="fake", model="mnist-cnn"))
+    job.state.scaler = scaler
+    return job.state
+
+
+def test_finite_weights_pass_and_one_nan_weight_stops_the_save():
+    state = _state()
+    stopping.check_weights(state)  # finite: saved
+    with torch.no_grad():
+        list(state.raw.parameters())[-1][-1] = math.nan  # one number of the last bias
+    assert not stopping.weights_finite(state.raw)
+    with pytest.raises(stopping.NonFiniteLoss, match="weights became non-finite") as e:
+        stopping.check_weights(state)
+    assert e.value.exit_code == 3
+
+
+def test_float16_runs_with_a_skipped_step_go_on_unless_the_weights_broke():
+    state = _state(scaler=torch.amp.GradScaler("cpu"))
+    meter = step.Meter(torch.device("cpu"), 4)
+    meter.add(torch.tensor(math.inf), 8)  # the scaler skipped that step: the weights are fine
+    stopping.check_finite(math.inf, meter, state, 0.1, main=True)
+    with torch.no_grad():
+        next(state.raw.parameters()).view(-1)[0] = math.inf
+    with pytest.raises(stopping.NonFiniteLoss, match="became infinite") as e:
+        stopping.check_finite(math.inf, meter, state, 0.1, main=True)
+    assert e.value.exit_code == 3

@@ -198,6 +198,22 @@ def tta_views(x: torch.Tensor, spec: Spec) -> list[tuple[float, torch.Tensor]]:
     return [(0.2, v) for v in [x] + shifted]
 
 
+def pinned_eval(storage: torch.device, device: torch.device) -> bool:
+    """Whether test/val images kept in host memory (--workers) are pinned: eval_batches copies
+    slices of them to a CUDA device, asynchronously only from pinned memory (from pageable
+    memory each copy makes the host wait)."""
+    return storage.type == "cpu" and device.type == "cuda"
+
+
+def eval_split(split: Split, storage: torch.device, device: torch.device) -> Split:
+    """A test/val split moved to `storage`, where it stays for evaluation on `device`;
+    pinned once there when pinned_eval says so."""
+    split = split.to(storage)
+    if pinned_eval(storage, device):
+        return Split(split.images.pin_memory(), split.labels.pin_memory())
+    return split
+
+
 def eval_batches(split: Split, spec: Spec, batch_size: int, device: torch.device, tta: bool = False,
                  rank: int = 0, world: int = 1,
                  ) -> Iterator[tuple[list[tuple[float, torch.Tensor]], torch.Tensor]]:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 from pytorch_cli.data.catalog import SPECS, Spec
 from pytorch_cli.platform.errors import PtrainError, UsageError
@@ -76,6 +75,7 @@ def _find_mnist(root: Path, spec: Spec) -> dict[str, Path] | None:
 def _read_mnist(files: dict[str, Path], spec: Spec) -> tuple[Split, Split, list[str]]:
     """Stage the files in torchvision's layout (gunzipped) and read them with torchvision's
     reader."""
+    import torchvision  # here, not above: it imports torch._dynamo (seconds) for --dataset fake
     cls = getattr(torchvision.datasets, spec.tv_class)
     with tempfile.TemporaryDirectory(prefix="ptrain-") as tmp:
         raw = Path(tmp, spec.tv_class, "raw")
@@ -190,6 +190,7 @@ def _locate(spec: Spec, root: Path):
 
 
 def _download(spec: Spec, root: Path) -> None:
+    import torchvision
     cls = getattr(torchvision.datasets, spec.tv_class)
     created = None  # the outermost folder the download creates: removed again if it fails
     path = root / spec.tv_class
@@ -253,6 +254,7 @@ def load(name: str, data_dir: str = "", download: bool = True, val_split: float 
 def read_image(path: Path, channels: int, size: int) -> torch.Tensor:
     """A PNG/JPEG of any size or mode as the model saw its training data: grayscale or RGB,
     size x size, uint8 (C, H, W)."""
+    import torchvision
     from PIL import Image  # torchvision's own dependency; only predict needs it
     with Image.open(path) as img:
         img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 
@@ -155,6 +154,7 @@ def whiten_from(model: Airbench, images: torch.Tensor, eps: float = 5e-4, chunk:
 
 def resnet18(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """torchvision's ResNet-18 with the usual small-image stem: 3x3 stride-1 conv, no max-pool."""
+    import torchvision  # here: it imports torch._dynamo (seconds), which the other nets never need
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()

@@ -9,17 +9,17 @@ import os
 import time
 from typing import Callable, TextIO
 
+from rich import progress as bar
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from pytorch_cli.platform.errors import plural
+
+
+def _compile_line(r: dict) -> str:
+    what, at = r.get("what", "the training step"), r.get("step")  # older runs: neither key
+    return (f"compiled ({r['mode']}) {what} in {r['seconds']:.1f}s"
+            f"{f' at step {at}' if at else ''}, timed apart from "
+            f"{'evaluation' if what == 'evaluation' else 'training'}")
 
 
 def format_record(r: dict) -> str | None:
@@ -60,7 +60,7 @@ def format_record(r: dict) -> str | None:
                 if r["steps"] else "profile:")
         return f"{head}\n{r['table']}"
     if kind == "compile":
-        return f"compiled ({r['mode']}) in {r['seconds']:.1f}s, timed apart from training"
+        return _compile_line(r)
     if kind == "stop":
         saved = (f"saved to last.pt: continue with `ptrain resume {r['run_dir']}`"
                  if r["run_dir"] else "nothing was saved")
@@ -151,9 +151,9 @@ def plain_reporter(stream: TextIO, quiet: bool) -> Callable[[dict], None]:
 def live_reporter(stream: TextIO, quiet: bool) -> Callable[[dict], None]:
     """A progress bar per epoch with live loss; the epoch results stay printed above it."""
     console = Console(file=stream)  # honours NO_COLOR
-    progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                        TimeRemainingColumn(), console=console)
+    progress = bar.Progress(bar.TextColumn("epoch {task.fields[epoch]}"), bar.BarColumn(),
+                            bar.MofNCompleteColumn(), bar.TextColumn("{task.fields[info]}"),
+                            bar.TimeElapsedColumn(), bar.TimeRemainingColumn(), console=console)
     task, accs = None, []
 
     def emit(r: dict) -> None:

@@ -67,8 +67,13 @@ def init() -> None:
 
 
 def local_device(device: torch.device) -> torch.device:
-    """This process's device: under torchrun with CUDA, the GPU of its local rank."""
-    if device.type != "cuda" or not launched():
+    """This process's device: under torchrun with CUDA, the GPU of its local rank. A GPU is
+    made the current device, as calls that take none (is_bf16_supported, the DataLoader's
+    pin-memory thread) use that one; left at GPU 0 they open a second context there."""
+    if device.type != "cuda":
+        return device
+    if not launched():
+        torch.cuda.set_device(device)
         return device
     local = int(os.environ["LOCAL_RANK"])
     if device.index not in (None, 0) and int(os.environ["WORLD_SIZE"]) > 1:

@@ -30,10 +30,13 @@ def resolve_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             raise PtrainError(f"--device {name}: no CUDA device is visible to torch; "
                               "use --device cpu (or auto)", exit_code=2)
-        index = int(name.split(":")[1]) if ":" in name else 0
+        # bare "cuda" names the current device: every later call (set_device, RNG state,
+        # pinned memory) then agrees on one index
+        index = int(name.split(":")[1]) if ":" in name else torch.cuda.current_device()
         if index >= torch.cuda.device_count():
             raise PtrainError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) "
                               "are visible", exit_code=2)
+        return torch.device("cuda", index)
     if name == "mps" and not has_mps:
         raise PtrainError("--device mps: MPS is not available on this machine; use --device cpu",
                           exit_code=2)
@@ -83,15 +86,27 @@ def set_deterministic(on: bool) -> None:
     torch.backends.cudnn.deterministic = True
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict:
+    """The generators a run on `device` draws from: Python's, the CPU's and, on a GPU, that
+    GPU's only (not every visible one: a resume may see fewer)."""
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def cuda_state_for(saved, index: int) -> torch.Tensor:
+    """The CUDA generator state for GPU `index` from a saved "cuda" entry: one state, or (in
+    checkpoints written before) a list of one per GPU visible then. From such a list the
+    resuming GPU's own index is taken if it was there, else GPU 0's (a torchrun run resumed on
+    fewer GPUs: each rank had used its local rank's, and rank 0 GPU 0's)."""
+    if isinstance(saved, (list, tuple)):
+        return saved[index] if index < len(saved) else saved[0]
+    return saved
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda_state_for(state["cuda"], device.index or 0), device)

@@ -108,8 +108,9 @@ class TrainConfig:
         "auto", "Autocast for forward and loss (16 with a GradScaler); auto = bf16 on CUDA that "
         "supports it, else 32.", choices=("auto", "32", "bf16", "16"))
     compile: bool = setting(False, "torch.compile the model (in place; saved keys unchanged).")
-    compile_mode: str = setting("default", "reduce-overhead = CUDA graphs.",
-                                choices=("default", "reduce-overhead", "max-autotune"))
+    compile_mode: str = setting(
+        "default", "reduce-overhead and max-autotune use CUDA graphs.",
+        choices=("default", "reduce-overhead", "max-autotune"))
     channels_last: bool = setting(
         True, "Channels-last (NHWC) memory format for model and batches.")
     # logging and saving
@@ -130,12 +131,18 @@ class TrainConfig:
 
 FIELD_TYPES = field_types(TrainConfig)
 RENAMED = renamed(TrainConfig)  # old key -> key: files and checkpoints of older versions load
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # rules that tie two settings together; each setting's own rule is in its declaration
 CROSS_RULES = (
     (lambda c: 0 <= c.warmup_epochs < c.epochs,
      "--warmup-epochs must be 0 or more and less than --epochs, got {c.warmup_epochs}"),
     (lambda c: not c.nesterov or (c.optimizer == "sgd" and c.momentum > 0),
      "--nesterov needs --optimizer sgd and --momentum greater than 0"),
+    # a CUDA graph's outputs live in memory its next replay reuses: the gradient one micro-batch
+    # left in .grad would be freed or overwritten by the next (pytorch#169545, #96693)
+    (lambda c: not (c.compile and c.grad_accum > 1 and c.compile_mode in CUDA_GRAPH_MODES),
+     "--compile-mode {c.compile_mode} (CUDA graphs) cannot accumulate gradients: with "
+     "--grad-accum {c.grad_accum} use --compile-mode default (or --grad-accum 1)"),
 )
 
 

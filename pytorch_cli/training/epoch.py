@@ -33,7 +33,7 @@ class Tally:
     epoch_meter: step.Meter
     log_meter: step.Meter
     n_used: int  # images of the epoch some rank trains on (a ragged tail may sit out)
-    t0: float = field(default_factory=time.perf_counter)  # the epoch's clock (reset by compile)
+    t0: float = field(default_factory=time.perf_counter)  # the epoch's clock
     log_t0: float = field(default_factory=time.perf_counter)
     images: int = 0  # trained this epoch, by this process
     since_save: int = 0  # batches since the last checkpoint
@@ -48,6 +48,7 @@ def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
     n = len(job.train)
     tally = Tally(step.Meter(job.device, job.n_batches), step.Meter(job.device, job.n_batches),
                   n - batches.left_out(n, job.cfg.batch_size, job.world.size))
+    compiled_before = job.watch.seconds
     for b, (x, y) in enumerate(_batches(job, epoch), start=job.state.pos.batch):
         is_step = _micro_batch(job, tally, b, x, y)
         if is_step:
@@ -59,7 +60,8 @@ def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
         if is_step and _checkpoint_or_stop(job, tally):
             break
     fold(job, tally.epoch_meter)  # the sync: the device has finished the epoch's work...
-    seconds = time.perf_counter() - tally.t0  # ...so images/s is not overstated
+    # ...so images/s is not overstated; compiles are timed apart (compiling.py)
+    seconds = time.perf_counter() - tally.t0 - (job.watch.seconds - compiled_before)
     return int(distributed.all_sum(tally.images)[0]), seconds
 
 
@@ -83,8 +85,10 @@ def _micro_batch(job: Job, tally: Tally, b: int, x: torch.Tensor, y: torch.Tenso
         x = x.contiguous(memory_format=torch.channels_last)
     if pos.step == 0 and b == 0 and job.world.main:  # what the model sees (TensorBoard's grid)
         job.emit({"kind": "sample", "step": 0, "images": x[:64].detach().float().cpu()})
-    loss = step.forward_backward(job.state.model, x, y, len(y) * world / group_samples,
-                                 cfg.label_smoothing, is_step, job.amp, job.state.scaler)
+    with job.watch("the training step", pos.step + 1):
+        loss = step.forward_backward(job.state.model, job.watch.batch(x), y,
+                                     len(y) * world / group_samples, cfg.label_smoothing,
+                                     is_step, job.amp, job.state.scaler)
     tally.epoch_meter.add(loss, len(y))
     tally.log_meter.add(loss, len(y))
     tally.images, tally.since_save, pos.batch = tally.images + len(y), tally.since_save + 1, b + 1
@@ -102,21 +106,9 @@ def _profile(job: Job, tally: Tally) -> None:
         job.profiler.step()
 
 
-def _compile_time(job: Job, tally: Tally) -> None:
-    """After the first step with --compile: report how long it took (the compilation), then
-    restart the epoch's clock and image count, so images/s leaves it out."""
-    if job.cfg.compile and not job.compiled:
-        job.compiled = True
-        tally.epoch_meter.read()  # wait for the device
-        now = time.perf_counter()
-        job.emit({"kind": "compile", "mode": job.cfg.compile_mode, "seconds": now - tally.t0})
-        tally.images, tally.t0 = 0, now
-
-
 # After each optimizer step, in this order: the profiler counts the step just taken; lookahead
-# moves the weights that step made (before anything reads them); compile timing comes last, as
-# it waits for the device and restarts the clock.
-AFTER_STEP = (_profile, _lookahead, _compile_time)
+# moves the weights that step made (before anything reads them).
+AFTER_STEP = (_profile, _lookahead)
 
 
 def _after_step(job: Job, tally: Tally) -> None:

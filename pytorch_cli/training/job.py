@@ -17,7 +17,7 @@ from pytorch_cli.models import zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.store.rundir import RunDir
-from pytorch_cli.training import optim, profiling
+from pytorch_cli.training import compiling, optim, profiling
 from pytorch_cli.training.state import TrainState
 from pytorch_cli.training.stopping import StopFlag
 
@@ -49,7 +49,7 @@ class Job:
     saver: RunDir | None = None  # where checkpoints go; None: a dry run or --no-save-model
     profiler: profiling.StepProfiler | None = None  # --profile
     started: float = 0.0  # perf_counter() at which the run's elapsed time is 0
-    compiled: bool = False  # with --compile: the first step (which compiles) has run
+    watch: compiling.Watch = field(default_factory=compiling.Watch)  # --compile: times compiles
 
 
 def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device, fresh: bool,
@@ -80,8 +80,8 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     if cfg.augment == "auto":
         cfg = dataclasses.replace(cfg, augment=data.spec.augment)
     storage = torch.device("cpu") if cfg.workers else device  # where the uint8 dataset lives
-    train, test = data.train.to(storage), data.test.to(storage)
-    val = data.val.to(storage) if data.val is not None else None
+    train, test = data.train.to(storage), batches.eval_split(data.test, storage, device)
+    val = batches.eval_split(data.val, storage, device) if data.val is not None else None
     data_s = time.perf_counter() - t0
     model = _model(cfg, data, device, resume is None, world)
     n_batches = batches.num_batches(len(data.train), cfg.batch_size, world.size)

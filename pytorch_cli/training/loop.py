@@ -15,7 +15,7 @@ from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.store import checkpoint
 from pytorch_cli.store.rundir import BEST, LAST, MODEL, TRACE, RunDir
-from pytorch_cli.training import profiling, stopping
+from pytorch_cli.training import compiling, profiling, stopping
 from pytorch_cli.training.epoch import save, train_epoch
 from pytorch_cli.training.evaluate import evaluate
 from pytorch_cli.training.job import Job, setup
@@ -35,6 +35,7 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
     job = setup(cfg, resume)
     job.emit, job.dry_run, job.run_dir = emit, dry_run, run_dir
     job.stop = stop if stop is not None else StopFlag()  # (an unset flag is falsy)
+    job.watch = compiling.Watch(cfg.compile, cfg.compile_mode, emit)
     if run_dir is not None:  # rank 0 writes config.toml: the run's resolved settings
         distributed.from_main(lambda: run_dir.create(job.cfg.to_dict()))
         job.saver = run_dir if job.cfg.save_model else None
@@ -51,6 +52,8 @@ def _epochs(job: Job, resumed: bool) -> dict:
     pos, last_epoch = job.state.pos, math.ceil(job.cfg.epochs)
     job.emit(_start_record(job, resumed))
     job.started = time.perf_counter() - pos.elapsed_s
+    if job.watch.on:  # evaluation's compile, before the first step rather than in its eval_s
+        _evaluate(job, job.test, max_batches=1)
     result: dict = {}
     for epoch in range(pos.epoch, last_epoch):  # a fractional last one ends at total_steps
         if _stopping(job) or pos.step >= job.total_steps:
@@ -75,7 +78,7 @@ def _epochs(job: Job, resumed: bool) -> dict:
             {k: result[k] for k in ("epoch", "test_loss", "test_acc") if k in result}))
     summary = {k: v for k, v in result.items() if k != "kind"}
     summary.update({"best_acc": pos.best_acc, "step": pos.step, "device": str(job.device),
-                    "train_s_total": pos.train_s,
+                    "train_s_total": pos.train_s, "compile_s": job.watch.seconds,
                     "run_dir": str(job.run_dir.path) if job.run_dir else None,
                     "dry_run": job.dry_run, "stopped": job.stop.reason if stopped else None})
     job.emit({"kind": "end", **summary})
@@ -104,18 +107,22 @@ def _stopping(job: Job) -> bool:
     return stopping.agreed(job.stop, job.world.size, job.state.pos.step)
 
 
+def _evaluate(job: Job, split, max_batches: int | None, tta: bool = False) -> dict:
+    return evaluate(job.state.raw, split, job.data.spec, job.cfg.test_batch_size, job.device,
+                    max_batches, tta=tta, amp=job.amp, watch=job.watch)
+
+
 def end_epoch(job: Job, epoch: int, images: int, seconds: float) -> dict:
     """Evaluate, record the epoch, write last.pt (and best.pt when it improved)."""
     cfg, pos = job.cfg, job.state.pos
     max_eval = 1 if job.dry_run else None
     last = epoch + 1 >= math.ceil(cfg.epochs) or pos.step >= job.total_steps
-    t0 = time.perf_counter()
+    t0, compiled_before = time.perf_counter(), job.watch.seconds
     distributed.broadcast_buffers(job.state.raw)  # every rank evaluates what rank 0 saves
-    test = evaluate(job.state.raw, job.test, job.data.spec, cfg.test_batch_size, job.device,
-                    max_eval, tta=cfg.tta and last, amp=job.amp)
-    val = (evaluate(job.state.raw, job.val, job.data.spec, cfg.test_batch_size, job.device,
-                    max_eval, amp=job.amp) if job.val is not None else None)
-    eval_s = time.perf_counter() - t0  # evaluate() returns host numbers: the device is done
+    test = _evaluate(job, job.test, max_eval, tta=cfg.tta and last)
+    val = _evaluate(job, job.val, max_eval) if job.val is not None else None
+    # evaluate() returns host numbers: the device is done; compiles are timed apart
+    eval_s = time.perf_counter() - t0 - (job.watch.seconds - compiled_before)
     train_loss = pos.epoch_loss_sum / max(pos.epoch_samples, 1)
     pos.epoch, pos.batch, pos.epoch_loss_sum, pos.epoch_samples = epoch + 1, 0, 0.0, 0
     pos.elapsed_s = time.perf_counter() - job.started

@@ -25,6 +25,10 @@ OPTIMIZERS = {
     "rmsprop": ("RMSprop", lambda c: {"momentum": c.momentum}),
 }
 
+# Their fused CUDA kernels read float16's found-inf flag on the device: GradScaler.step then
+# calls them directly, where for the others it reads the flag back (.item(), a host sync) first.
+FUSED = ("sgd", "adam", "adamw")
+
 # name -> the LR factor after the warmup: f(config, step, steps per epoch, progress from the
 # warmup's end to the last step, 0..1). onecycle is torch's OneCycleLR, which warms up itself.
 SCHEDULES = {
@@ -57,10 +61,37 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+def device_kwargs(name: str, device_type: str) -> dict:
+    """What the optimizer named `name` takes for parameters on `device_type`: fused on CUDA
+    (FUSED); elsewhere torch's default implementation, as before."""
+    return {"fused": True} if device_type == "cuda" and name in FUSED else {}
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     import torch
     name, extra = OPTIMIZERS[cfg.optimizer]
-    return getattr(torch.optim, name)(param_groups(model, cfg), lr=cfg.lr, **extra(cfg))
+    groups = param_groups(model, cfg)
+    on = device_kwargs(cfg.optimizer, groups[0]["params"][0].device.type)
+    return getattr(torch.optim, name)(groups, lr=cfg.lr, **extra(cfg), **on)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """optimizer.load_state_dict, keeping this optimizer's own `fused`. Loading takes the saved
+    groups' flag: a checkpoint from a CPU run, or from before fused optimizers, would turn it
+    off on a GPU, and float16 then fails (the optimizer, built fused, still has GradScaler hand
+    its step the found-inf flag, which the unfused step refuses). A fused step also wants its
+    step counts on the device, in float32 (where torch's loading puts them for a fused group)."""
+    import torch
+    fused = [g.get("fused") for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, on in zip(optimizer.param_groups, fused):
+        if "fused" not in group:
+            continue
+        group["fused"] = on
+        for p in group["params"] if on else ():
+            state = optimizer.state.get(p, {})
+            if "step" in state:
+                state["step"] = state["step"].to(p.device, torch.float32)
 
 
 def lr_factor(cfg: TrainConfig, total_steps: int, steps_per_epoch: int):

@@ -13,6 +13,12 @@ from pytorch_cli.platform.events import Emit
 WARMUP_STEPS = 5  # steps left out first: cuDNN autotuning, allocator growth, --compile
 
 
+def sort_key(cuda: bool) -> str:
+    """The table's order: the operators' own GPU time on a GPU (the key averages' name since
+    torch 2.4; "self_cuda_time_total" is deprecated), else their own CPU time."""
+    return "self_device_time_total" if cuda else "self_cpu_time_total"
+
+
 class StepProfiler:
     """Call .step() after every optimizer step and .close() at the end; a no-op with steps=0."""
 
@@ -42,7 +48,7 @@ class StepProfiler:
         self.done = True
         if self.trace is not None:
             prof.export_chrome_trace(str(self.trace))
-        sort = "self_cuda_time_total" if self.cuda else "self_cpu_time_total"
+        sort = sort_key(self.cuda)
         recorded = min(self.steps, self.calls + 1 - WARMUP_STEPS)  # fewer if the run ended first
         self.emit({"kind": "profile", "steps": recorded, "first_step": self.first,
                    "trace": str(self.trace) if self.trace else None,

@@ -12,6 +12,7 @@ from torch import nn
 
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.store.checkpoint import clean_state_dict
+from pytorch_cli.training import optim
 
 
 @dataclass
@@ -38,9 +39,14 @@ class TrainState:
     lookahead_avg: dict[str, torch.Tensor] | None = None
     pos: Position = field(default_factory=Position)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the run trains: its RNG state is that device's (and the CPU's)."""
+        return next(self.raw.parameters()).device
+
     def state_dict(self) -> dict:
         """Called by every rank (it gathers each rank's RNG state); rank 0's is what is saved."""
-        rng = distributed.gather(runtime.rng_state())
+        rng = distributed.gather(runtime.rng_state(self.device))
         out = {"model": clean_state_dict(self.raw.state_dict()),
                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                "position": dataclasses.asdict(self.pos), "rng": rng[0], "world": len(rng)}
@@ -54,7 +60,7 @@ class TrainState:
 
     def load_state_dict(self, saved: dict) -> None:
         self.raw.load_state_dict(clean_state_dict(saved["model"]))
-        self.optimizer.load_state_dict(saved["optimizer"])
+        optim.load_optimizer_state(self.optimizer, saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         if self.scaler is not None and "scaler" in saved:
             self.scaler.load_state_dict(saved["scaler"])
@@ -66,7 +72,8 @@ class TrainState:
         # number of processes, rank 0 takes rank 0's and the others keep their seeded streams.
         world, ranks = distributed.world(), saved.get("rng_ranks", [saved["rng"]])
         if len(ranks) == world.size or world.main:
-            runtime.set_rng_state(ranks[world.rank] if len(ranks) == world.size else ranks[0])
+            runtime.set_rng_state(ranks[world.rank] if len(ranks) == world.size else ranks[0],
+                                  self.device)
 
 
 def position_of(saved: dict) -> Position:

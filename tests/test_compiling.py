@@ -1,0 +1,47 @@
+"""--compile's watch: each compile found by dynamo's own graph count, reported and timed; a
+shorter batch reuses the graph. Compiled with the eager backend: the guards are dynamo's, the
+same as inductor's, and nothing is code-generated (the loop's test compiles for real)."""
+
+import torch
+from torch import nn
+
+from pytorch_cli.training import compiling
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 10))
+
+
+def _step(net: nn.Module, watch: compiling.Watch, n: int, step: int) -> None:
+    with watch("the training step", step):
+        net(watch.batch(torch.randn(n, 1, 8, 8))).sum().backward()
+
+
+def test_each_compile_is_reported_once_with_its_time_and_a_ragged_batch_reuses_the_graph():
+    net, records = _net(), []
+    net.compile(backend="eager")
+    watch = compiling.Watch(True, "default", records.append)
+    before = compiling.graphs()
+    _step(net, watch, 64, 1)
+    _step(net, watch, 64, 2)
+    _step(net, watch, 17, 3)  # the epoch's shorter last batch: the batch dimension is dynamic
+    assert [(r["what"], r["step"], r["graphs"]) for r in records] == [("the training step", 1, 1)]
+    net.eval()
+    with torch.inference_mode(), watch("evaluation"):  # eval + inference mode: a guard fails
+        net(watch.batch(torch.randn(100, 1, 8, 8)))
+    net.train()
+    net[0].weight.requires_grad_(False)  # as airbench freezes its whitening layer
+    _step(net, watch, 64, 4)
+    assert [(r["what"], r["step"]) for r in records] == [
+        ("the training step", 1), ("evaluation", None), ("the training step", 4)]
+    assert compiling.graphs() - before == 3 == sum(r["graphs"] for r in records)
+    assert all(r["seconds"] > 0 and r["kind"] == "compile" for r in records)
+    assert watch.seconds == sum(r["seconds"] for r in records)
+
+
+def test_without_compile_the_watch_reports_nothing():
+    records = []
+    watch = compiling.Watch(False, "default", records.append)
+    _step(_net(), watch, 8, 1)
+    assert records == [] and watch.seconds == 0.0
