@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pickle
+import signal
 import struct
 import sys
 from pathlib import Path
@@ -22,6 +23,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # started in the background by a shell without job control (`make test &`): SIGINT comes
+    # ignored, and ptrain leaves an ignored signal ignored, as nohup asks; the Ctrl-C tests
+    # need it live, here and in the processes they start
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from pytorch_cli.commands.cli import main
 
