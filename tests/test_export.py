@@ -84,7 +84,7 @@ def test_failed_verification_fails_the_export_and_writes_nothing(ptrain, run, mo
     monkeypatch.setattr(export, "TOLERANCE", -1.0)  # any difference, even 0, now fails
     r = ptrain("export", run / "model.pth", "--format", "torchscript")
     assert r.code == 1 and "failed verification" in r.err
-    assert not list(run.glob("*torchscript*")) and not list(run.glob(".tmp*"))
+    assert not list(run.glob("*torchscript*")) and not list(run.glob(".*.ptrain-tmp"))
 
 
 def test_onnx_without_optional_packages_names_the_extra(ptrain, run, without):

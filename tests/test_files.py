@@ -82,3 +82,44 @@ def test_a_lock_held_by_another_process_is_refused_until_it_dies(lock_path):
     assert files.holder(lock_path) is None  # ... but means nothing: the kernel dropped the flock
     assert files.lock(lock_path) is None
     assert files.holder(lock_path) == os.getpid()
+
+
+def test_atomic_write_never_writes_through_a_planted_link(tmp_path):
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    # where earlier versions put the temporary file (a predictable name), and the target itself
+    (run / f".last.pt.tmp{os.getpid()}").symlink_to(outside)
+    (run / "last.pt").symlink_to(outside)
+    files.atomic_write(run / "last.pt", lambda f: f.write(b"checkpoint"))
+    assert outside.read_bytes() == b"precious"
+    target = run / "last.pt"
+    assert not target.is_symlink() and target.read_bytes() == b"checkpoint"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes files, not 0600
+
+
+def test_only_the_temporary_files_atomic_write_leaves_count_as_leftovers(tmp_path):
+    mine = [".last.pt.k2j4_x9.ptrain-tmp", ".config.toml.a1b2c3.ptrain-tmp", ".last.pt.tmp4242"]
+    users = [".env.tmpl", ".notes.tmp", ".vimrc.tmpfile", ".cache.tmp.json", ".last.pt.tmpx",
+             "last.pt.tmp1", ".other.pt.tmp12"]
+    for name in mine + users:
+        (tmp_path / name).write_bytes(b"")
+    found = files.leftovers(tmp_path, ("last.pt", "config.toml"))
+    assert sorted(p.name for p in found) == sorted(mine)
+
+
+def test_the_lock_is_never_taken_through_a_link(tmp_path):
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"precious")
+    (tmp_path / "run.lock").symlink_to(outside)
+    with pytest.raises(OSError, match="symbolic link"):
+        files.lock(tmp_path / "run.lock")
+    assert outside.read_bytes() == b"precious" and files.holder(tmp_path / "run.lock") is None
+    dangling = tmp_path / "metrics.jsonl"
+    dangling.symlink_to(tmp_path / "made-outside.jsonl")
+    with pytest.raises(OSError, match="symbolic link"):
+        files.open_append(dangling)
+    assert not (tmp_path / "made-outside.jsonl").exists()

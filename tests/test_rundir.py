@@ -95,3 +95,28 @@ def test_a_directory_in_use_is_refused_and_overwrite_clears_every_output(tmp_pat
     assert not run.file(rundir.LOCK).exists()
     RunDir(rundir.choose("r", overwrite=True)).clear()
     assert sorted(p.name for p in run.path.iterdir()) == []  # old curves never mix with new ones
+
+
+def test_links_in_a_run_directory_are_refused_and_user_files_survive_the_clean_up(tmp_path):
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"precious")
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.file("run.lock").symlink_to(outside)
+    with pytest.raises(PtrainError, match=r"run\.lock: it is a symbolic link"):
+        run.lock()
+    run.file("run.lock").unlink()
+    run.lock()
+    try:
+        users = [".env.tmpl", ".notes.tmp", ".vimrc.tmpfile", ".cache.tmp.json"]
+        for name in [*users, ".last.pt.tmp99999", ".last.pt.x1y2z3.ptrain-tmp"]:
+            run.file(name).write_bytes(b"")
+        run.create({"epochs": 1})  # cleans a killed save's temporary files, and only those
+        assert sorted(p.name for p in run.path.iterdir()) == sorted(
+            [*users, "config.toml", "run.lock"])
+        run.file("metrics.jsonl").symlink_to(tmp_path / "made-outside.jsonl")  # dangling
+        with pytest.raises(OSError, match="symbolic link"):
+            run.append_metrics({"kind": "start"})
+        assert not (tmp_path / "made-outside.jsonl").exists()
+    finally:
+        run.unlock()

@@ -3,19 +3,31 @@ holds on its directory. No torch here: `ptrain runs` and `plot` start without it
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import glob
 import os
+import re
+import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+TMP_SUFFIX = ".ptrain-tmp"  # atomic_write's temporary files: .NAME.RANDOM.ptrain-tmp
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # (read once: os.umask can only be read by setting it)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write to a temp file in the same folder, fsync, then rename over the target: a crash at
-    any moment leaves either the old file or the new one, never a torn one."""
+    any moment leaves either the old file or the new one, never a torn one. The temp file has
+    an unpredictable name and is created exclusively (mkstemp: never an existing file or a link
+    someone planted), and the rename replaces a link at `path` itself, never what it points to."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    tmp = Path(name)
     try:
-        with open(tmp, "wb") as f:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's owner-only
+        with open(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -30,6 +42,34 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         os.close(dir_fd)
 
 
+def leftovers(folder: Path, names: tuple[str, ...]) -> list[Path]:
+    """The temporary files a killed atomic_write of one of `names` left in `folder`: exactly
+    its patterns (and older versions' .NAME.tmpPID), never a user's .notes.tmp or .env.tmpl."""
+    found = []
+    for name in names:
+        found += folder.glob(f".{glob.escape(name)}.*{TMP_SUFFIX}")
+        found += [p for p in folder.glob(f".{glob.escape(name)}.tmp*")
+                  if re.fullmatch(rf"\.{re.escape(name)}\.tmp\d+", p.name)]
+    return found
+
+
+def open_append(path: Path):
+    """Open a text file for appending, never through a symbolic link (a link in a run directory
+    could send the writes anywhere)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        raise _no_links(e, path) from None
+    return open(fd, "a")
+
+
+def _no_links(e: OSError, path: Path) -> OSError:
+    if e.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+        return OSError(errno.ELOOP, "it is a symbolic link, and ptrain does not write through "
+                       "links in a run directory; remove it", str(path))
+    return e
+
+
 # The lock a training process holds on its run directory: flock() belongs to the open file and
 # dies with the process, SIGKILL and OOM included, so a lock is never stale. The file keeps the
 # holder's pid, and goes when the holder lets go (a killed holder leaves it, unlocked: it means
@@ -42,7 +82,10 @@ def lock(path: Path) -> int | None:
     key = str(Path(path).resolve())
     if key in _held:  # this process holds it already
         return None
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise _no_links(e, Path(path)) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -69,8 +112,8 @@ def holder(path: Path) -> int | None:
     if str(Path(path).resolve()) in _held:
         return os.getpid()
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:  # none, or a link: no run of ptrain's holds it
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -13,6 +13,7 @@ a training process holds on it (listing.py reads them all for `ptrain runs`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -79,6 +80,8 @@ def _in_use(path: Path, pid: int) -> UsageError:
 
 
 def _unwritable(path: Path, e: OSError) -> PtrainError:
+    if e.errno == errno.ELOOP:  # a link where ptrain writes (files.py refuses to follow it)
+        return PtrainError(f"cannot write {e.filename}: {e.strerror}")
     return PtrainError(f"cannot write to the run directory {path}: {e.strerror}; "
                        "choose another --run-dir or free some space")
 
@@ -152,7 +155,7 @@ class RunDir:
         writable before any training), and remove temporary files a killed save left behind."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            for leftover in self.path.glob(".*.tmp*"):  # atomic_write's, from a killed save
+            for leftover in files.leftovers(self.path, (*RUN_FILES, TRACE)):  # a killed save's
                 leftover.unlink(missing_ok=True)
             text = config_toml(config)
             atomic_write(self.file(CONFIG), lambda f: f.write(text.encode()))
@@ -164,7 +167,7 @@ class RunDir:
         return _parse(path.read_text().splitlines()) if path.exists() else []
 
     def append_metrics(self, record: dict) -> None:
-        with open(self.file(METRICS), "a") as f:
+        with files.open_append(self.file(METRICS)) as f:
             f.write(json.dumps(json_safe(record)) + "\n")
 
     def metrics_sink(self) -> Callable[[dict], None]:
