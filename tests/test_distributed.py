@@ -195,14 +195,18 @@ def test_a_one_process_checkpoint_resumes_under_two_processes(runs, tmp_path):
 def _netns_ok() -> str:
     if os.geteuid() != 0 or not shutil.which("ip"):
         return "needs root and iproute2 (ip netns)"
-    probe = subprocess.run(["ip", "netns", "add", "ptrain-probe"], capture_output=True, text=True)
-    subprocess.run(["ip", "netns", "del", "ptrain-probe"], capture_output=True)
+    name = f"ptrain-probe-{os.getpid()}"  # its own: xdist's workers probe at the same moment
+    probe = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
     return (
         "" if probe.returncode == 0 else f"ip netns is not permitted here ({probe.stderr.strip()})"
     )
 
 
-@pytest.mark.skipif(bool(_netns_ok()), reason=_netns_ok() or "ok")
+NETNS_MISSING = _netns_ok()
+
+
+@pytest.mark.skipif(bool(NETNS_MISSING), reason=NETNS_MISSING)
 def test_two_nodes_in_network_namespaces_rendezvous_over_a_veth_link(tmp_path):
     out = subprocess.run(["bash", str(ROOT / "benchmarks/two_nodes.sh"), str(tmp_path)],
                          capture_output=True, text=True, timeout=300,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import glob
 import os
 import re
 import tempfile
@@ -45,12 +44,9 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 def leftovers(folder: Path, names: tuple[str, ...]) -> list[Path]:
     """The temporary files a killed atomic_write of one of `names` left in `folder`: exactly
     its patterns (and older versions' .NAME.tmpPID), never a user's .notes.tmp or .env.tmpl."""
-    found = []
-    for name in names:
-        found += folder.glob(f".{glob.escape(name)}.*{TMP_SUFFIX}")
-        found += [p for p in folder.glob(f".{glob.escape(name)}.tmp*")
-                  if re.fullmatch(rf"\.{re.escape(name)}\.tmp\d+", p.name)]
-    return found
+    made = re.compile(rf"\.({'|'.join(map(re.escape, names))})\."
+                      rf"(\w+{re.escape(TMP_SUFFIX)}|tmp\d+)")  # mkstemp's letters: [a-z0-9_]
+    return [p for p in folder.glob(".*") if made.fullmatch(p.name)]
 
 
 def open_append(path: Path):

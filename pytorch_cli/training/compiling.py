@@ -61,3 +61,6 @@ class Watch:
             self.seen, self.seconds = self.seen + made, self.seconds + seconds
             self.emit({"kind": "compile", "mode": self.mode, "what": what, "step": step,
                        "graphs": made, "seconds": seconds})
+
+
+OFF = Watch()  # no --compile (and `ptrain eval`): finds nothing, marks nothing

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 import torch.nn.functional as F
 
@@ -11,14 +9,14 @@ from pytorch_cli.data import batches
 from pytorch_cli.data.catalog import Spec
 from pytorch_cli.data.datasets import Split
 from pytorch_cli.platform import distributed
-from pytorch_cli.training.compiling import Watch
+from pytorch_cli.training.compiling import OFF, Watch
 from pytorch_cli.training.step import autocast
 
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
              device: torch.device, max_batches: int | None = None, tta: bool = False,
-             amp: torch.dtype | None = None, watch: Watch | None = None) -> dict:
+             amp: torch.dtype | None = None, watch: Watch = OFF) -> dict:
     """Mean cross-entropy, top-1 (and top-5) accuracy and the confusion matrix over a split,
     in eval mode, without label smoothing. With tta, logits are a weighted mean over the views;
     `amp`: the autocast dtype training used; `watch`: finds and times --compile's compiles.
@@ -34,9 +32,8 @@ def evaluate(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
                                                           world.rank, world.size)):
         if max_batches is not None and i >= max_batches:
             break
-        with autocast(device, amp), watch("evaluation") if watch else nullcontext():
-            logits = sum(weight * model(watch.batch(v) if watch else v).float()
-                         for weight, v in views)
+        with autocast(device, amp), watch("evaluation"):
+            logits = sum(weight * model(watch.batch(v)).float() for weight, v in views)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         # not bincount: on CUDA it reads the indices' min and max back, a sync per batch
         cells = y * n + logits.argmax(1)
