@@ -2,6 +2,7 @@
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +11,10 @@ import time
 import pytest
 import torch
 import torch.nn as nn
+from PIL import Image
+from test_prepare import tiny_run
 
+from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform.errors import PtrainError
 from pytorch_cli.store import checkpoint
@@ -82,9 +86,88 @@ def test_weights_of_every_file_kind(tmp_path):
     assert checkpoint.weights({"format": checkpoint.STATE_FORMAT, "model": w}) is w
     assert checkpoint.weights(w) is w
     assert checkpoint.weights({"hello": 1}) is None
-    checkpoint.save_model_file(tmp_path / "m.pth", w, {"model": "x"}, {}, {"test_acc": 0.5})
+    meta = models.describe("lenet", catalog.SPECS["mnist"], [])
+    checkpoint.save_model_file(tmp_path / "m.pth", w, meta, {}, {"test_acc": 0.5})
     saved = checkpoint.load(tmp_path / "m.pth")
     assert saved["version"] == checkpoint.VERSION and torch.equal(
         checkpoint.weights(saved)["fc.weight"], w["fc.weight"]
     )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+@pytest.fixture(scope="session")  # session: made once per xdist worker
+def run(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("crafted"))
+
+
+def _set(path: str, value):
+    """An edit of a loaded checkpoint: set (or, with value DELETE, remove) the key at path."""
+    def edit(saved: dict) -> None:
+        *parents, key = path.split("/")
+        for parent in parents:
+            saved = saved[parent]
+        if value is DELETE:
+            del saved[key]
+        elif callable(value):
+            saved[key] = value(saved[key])
+        else:
+            saved[key] = value
+    return edit
+
+
+DELETE = object()
+FIRST = "conv1.weight"
+# (file, what is changed, what the error names); every kind of file every command reads
+CRAFTED = [
+    ("last.pt", _set("model", DELETE), "has no 'model'"),
+    ("last.pt", _set("optimizer", DELETE), "has no 'optimizer'"),
+    ("last.pt", _set("config", DELETE), "has no 'config'"),
+    ("last.pt", _set("rng/python", DELETE), "RNG state is unusable"),
+    ("last.pt", _set("version", "1"), "version is '1'"),
+    ("last.pt", _set("position/epoch", -2), "position 'epoch' is -2"),
+    ("last.pt", _set("position/step", "x"), "position 'step' is 'x'"),
+    ("last.pt", _set("config/lr", "fast"), "saved config is not valid"),
+    ("last.pt", _set("meta/image_size", 10 ** 6), "'image_size' is 1000000, but fake has 28"),
+    ("model.pth", _set("state_dict", DELETE), "has no 'state_dict'"),
+    ("model.pth", _set("version", "2"), "version is '2'"),
+    ("model.pth", _set("meta", [1, 2]), "its 'meta' is a list"),
+    ("model.pth", _set("meta/in_channels", -1), "'in_channels' is -1, but fake has 1"),
+    ("model.pth", _set("meta/classes", ["a", "b"]), "'classes' holds 2 entries for 10 outputs"),
+    ("model.pth", _set("meta/std", [0.0]), "a std must be above 0"),
+    ("model.pth", _set("meta/mean", "0.5"), "'mean' is '0.5', not a list"),
+    ("model.pth", _set(f"state_dict/{FIRST}", lambda w: w.to(torch.complex64)), "is complex"),
+]
+
+
+@pytest.mark.parametrize("name,edit,says", CRAFTED, ids=[c[2] for c in CRAFTED])
+def test_crafted_checkpoints_are_one_error_naming_file_and_field(ptrain, run, tmp_path, name,
+                                                                 edit, says):
+    saved = torch.load(run / name, weights_only=True)
+    edit(saved)
+    crafted = tmp_path / name
+    torch.save(saved, crafted)
+    Image.new("L", (28, 28)).save(tmp_path / "digit.png")
+    commands = [["eval", crafted], ["export", crafted, "-f", "torchscript", "-o", "out.pt"],
+                ["predict", crafted, "digit.png"]]
+    if name == "last.pt":
+        commands.append(["resume", crafted])
+    for command in commands:
+        result = ptrain(*command)
+        assert result.code == 1, (command, result.err)
+        assert str(crafted) in result.err and says in result.err, (command, result.err)
+        assert "unexpected" not in result.err and result.err.count("\n") == 1
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_an_optimizer_state_for_other_parameters_is_one_error_and_the_run_is_kept(ptrain, run,
+                                                                                   tmp_path):
+    shutil.copytree(run, tmp_path / "run")
+    saved = torch.load(run / "last.pt", weights_only=True)
+    saved["optimizer"]["param_groups"][0]["params"] = [0]  # one parameter, where the model has more
+    torch.save(saved, tmp_path / "run" / "last.pt")
+    before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    result = ptrain("resume", tmp_path / "run", "--epochs", "2")
+    assert result.code == 1 and "does not fit this" in result.err
+    assert "unexpected" not in result.err
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes().startswith(before)
+    assert not (tmp_path / "run" / "run.lock").exists()

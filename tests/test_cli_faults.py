@@ -225,6 +225,43 @@ def test_eval_json_of_a_dead_model_has_no_bare_nan(ptrain, tmp_path):
     out = ptrain("eval", "dead.pt", "--model", "lenet", "--dataset", "fake", "--json")
     result = json.loads(out.out, parse_constant=lambda c: pytest.fail(f"bare {c} in --json"))
     assert result["loss"] is None and result["total"] == 500
+    from PIL import Image
+    Image.new("L", (28, 28)).save(tmp_path / "digit.png")
+    out = ptrain("predict", "dead.pt", "digit.png", "--model", "lenet", "--dataset", "fake",
+                 "--json")
+    result = json.loads(out.out, parse_constant=lambda c: pytest.fail(f"bare {c} in --json"))
+    assert result["results"][0]["top"][0]["prob"] is None
+
+
+def test_a_json_reader_that_goes_away_is_one_line_and_exit_141(tmp_path):
+    """`ptrain train --json | consumer` where the consumer exits first: the run is saved, and the
+    lost summary is said, with the exit code a shell gives a writer its pipe killed."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    done = subprocess.run([*PY, "train", "--dataset", "fake", "--epochs", "1", "--max-steps", "3",
+                           "--json", "--quiet", "--run-dir", "r"], cwd=tmp_path, stdout=write,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert done.returncode == 141, done.stderr[-2000:]
+    assert done.stderr.splitlines()[-1] == ("ptrain: error: the reader of standard output went "
+                                            "away (broken pipe); what was left to print is lost")
+    assert "Traceback" not in done.stderr and (tmp_path / "r/model.pth").exists()
+
+
+def test_closed_stdout_is_no_crash_and_the_run_is_made(ptrain, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", None)  # what Python sets when started with >&-
+    assert ptrain("train", "--dataset", "fake", "--epochs", "1", "--max-steps", "2").code == 0
+    assert (tmp_path / "runs/fake/model.pth").exists()
+
+
+def test_ctrl_c_while_the_process_exits_prints_no_traceback(tmp_path):
+    """SIGINT after "done", while the interpreter shuts down: it exits with the run's code."""
+    code = ("import atexit, os, signal, time, sys; "
+            "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5))); "
+            "from pytorch_cli.commands.cli import main; sys.argv = ['ptrain', '--version']; main()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert (done.returncode, done.stdout.split()[0], done.stderr) == (0, "ptrain", "")
 
 
 def test_a_full_disk_during_training_keeps_the_last_checkpoint(ptrain, tmp_path, mounts):

@@ -146,12 +146,12 @@ def test_run_dirs_never_overwrite_silently(ptrain, tmp_path):
 
 
 def test_run_names_stay_inside_runs_and_files_are_not_run_dirs(ptrain, tmp_path):
-    for name in ("../../x", "a/b", ".."):
+    for name in ("../../x", "a/b", "..", ".", "/abs", "a\nb", "a\0b", " x", "x" * 256):
         r = ptrain("train", *FAST, "--name", name)
         assert (
             r.code == 2 and "must be a plain name inside runs/" in r.err and r.err.count("\n") == 1
         )
-    assert not (tmp_path.parent / "x").exists()
+    assert not (tmp_path.parent / "x").exists() and not (tmp_path / "runs").exists()
     (tmp_path / "taken").write_text("not a folder")
     r = ptrain("train", *FAST, "--run-dir", "taken")
     assert r.code == 2 and "taken is a file, not a directory" in r.err and "Errno" not in r.err
@@ -197,6 +197,27 @@ def test_config_file_and_flags(ptrain, tmp_path):
     (["--bogus"], "No such option: --bogus"),
     (["--batch-size", "many"], "'--batch-size'"),
     (["--config", "missing.toml"], "config file missing.toml does not exist"),
+    # absurd numbers: one line from the setting's declaration, never an "unexpected" error
+    (["--seed", str(10**23)], "--seed must be in [0, 2**63-1]"),
+    (["--seed", str(2**64)], "--seed must be in [0, 2**63-1]"),
+    (["--seed", "-1"], "--seed must be in [0, 2**63-1]"),
+    (["--lr", "1e308"], "--lr must be at most 1000000 (far above any recipe)"),
+    (["--weight-decay", "1e308"], "--weight-decay must be at most 10"),
+    (["--norm-lr-scale", "1e-300"], "--norm-lr-scale must be at least 0.001"),
+    (["--epochs", "1e308"], "--epochs must be at most 1000000"),
+    (["--epochs", "inf"], "--epochs must be a finite number"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--batch-size", str(10**30)], "--batch-size must be a 64-bit integer"),
+    (["--workers", "1000"], "--workers must be at most 64"),
+    (["--val-split", "1.5"], "--val-split must be in [0, 1)"),
+    (["--clip-grad", "-1"], "--clip-grad must be 0 (off) or more"),
+    (["--log-interval", "0"], "--log-interval must be at least 1"),
+    (["--profile", str(10**30)], "--profile must be a 64-bit integer"),
+    (["--nproc", str(10**30)], "--nproc must be at most 128"),  # (it hung before)
+    (["--nproc", "-1"], "--nproc must be 0 (no torchrun) or more"),
+    (["--name", ""], "--name must be non-blank"),
+    (["--run-dir", ""], "--run-dir must be non-blank"),
+    (["--run-dir", "a\nb"], "--run-dir 'a\\nb' must be a path without control characters"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(ptrain, args, message):
     r = ptrain("train", "--dataset", "fake", *args)
@@ -344,3 +365,21 @@ def test_real_fashion_mnist_found_by_itself(ptrain, tmp_path):
     assert "from /usr/share/datasets/fashion-mnist" in r.err
     s = r.json()
     assert s["test_total"] == 10000 and s["test_acc"] >= 0.76  # measured 0.7721 (seed 1)
+
+
+def test_machine_variables_with_bad_values_are_one_line_naming_the_variable(ptrain, monkeypatch,
+                                                                             tmp_path):
+    for variable, value, message in (
+            ("PTRAIN_WORKERS", "1000", "--workers must be at most 64"),
+            ("PTRAIN_WORKERS", "abc", "(env var: 'PTRAIN_WORKERS')"),
+            ("PTRAIN_DEVICE", "bogus", "--device must be auto, cpu, cuda, cuda:N or mps")):
+        monkeypatch.setenv(variable, value)
+        r = ptrain("train", "--dataset", "fake", "--dry-run")
+        assert r.code == 2 and message in r.err and variable in r.err, r.err
+        assert r.err.count("\n") == 1
+        monkeypatch.delenv(variable)
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("PTRAIN_RUNS_DIR", str(tmp_path / "afile"))
+    r = ptrain("train", *FAST, "--quiet")
+    assert r.code == 2 and "the runs folder" in r.err and "PTRAIN_RUNS_DIR" in r.err
+    assert (tmp_path / "afile").read_text() == ""

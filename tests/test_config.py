@@ -1,3 +1,6 @@
+import contextlib
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,19 @@ def test_resolved_config_round_trips(tmp_path):
     ("lr = [\n", "not valid TOML"),
     ("lr = -1\n", "--lr must be greater than 0"),
     ('optimizer = "lbfgs"\n', "--optimizer must be one of sgd"),
+    ("a = " + "[" * 100_000 + "]" * 100_000 + "\n", "is not valid TOML: nested too deeply"),
+    ("seed = 1" + "0" * 5000 + "\n", "holds an integer of more than 4300 digits"),
+    ("lr = 1" + "0" * 400 + "\n", "lr must be a finite number, got an integer too large"),
+    ("lr = nan\n", "--lr must be a finite number, got nan"),
+    ("epochs = inf\n", "--epochs must be a finite number, got inf"),
+    ("seed = -1\n", r"--seed must be in \[0, 2\*\*63-1\]"),
+    ("seed = 18446744073709551615\n", r"--seed must be in \[0, 2\*\*63-1\]"),
+    ("workers = 1000\n", r"--workers must be at most 64 \(.*\), got 1000 \(from .*bad.toml\)$"),
+    ("batch_size = 1" + "0" * 30 + "\n", "--batch-size must be a 64-bit integer"),
+    ('data_dir = "a\\nb"\n', "--data-dir must be a path without control characters"),
+    ('data_dir = "a\\u0000b"\n', "--data-dir must be a path without control characters"),
+    ('name = ""\n', "unknown key 'name'"),  # how a session runs is no config key
+    ('run_dir = ""\n', "unknown key 'run_dir'"),
 ])
 def test_bad_config_files_are_clear_errors(tmp_path, text, match):
     f = tmp_path / "bad.toml"
@@ -88,3 +104,52 @@ def test_a_renamed_setting_keeps_its_old_name_in_flags_files_and_checkpoints(ptr
                "--bias-lr-scale", "2")
     assert r.code == 0, r.err
     assert "norm_lr_scale = 2.0" in (tmp_path / "r/config.toml").read_text()
+
+
+def test_a_config_that_is_no_regular_file_is_refused_before_it_is_opened(ptrain, tmp_path):
+    """A FIFO would block the read forever, /dev/zero never ends: stat() first, one line."""
+    os.mkfifo(tmp_path / "fifo.toml")
+    (tmp_path / "folder.toml").mkdir()
+    cases = {"fifo.toml": "a FIFO", "/dev/zero": "a device", "folder.toml": "a directory"}
+    with _deadline(10):  # a regression fails here instead of blocking the suite
+        for path, kind in cases.items():
+            r = ptrain("train", "--dataset", "fake", "--dry-run", "--config", path)
+            assert r.code == 2 and r.err.count("\n") == 1, r.err
+            assert f"config file {path} is not a regular file ({kind})" in r.err
+
+
+def test_a_config_file_over_the_size_cap_is_refused(tmp_path):
+    big = tmp_path / "big.toml"
+    with big.open("wb") as f:
+        f.truncate(configlib.MAX_CONFIG_BYTES + 1)  # sparse: no megabyte written
+    with pytest.raises(UsageError, match=r"big.toml is larger than 1 MiB, the most a config"):
+        configlib.resolve(big)
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Raise in the test, rather than hang, if what it runs blocks (SIGALRM, main thread)."""
+    def expire(signum, frame):
+        raise TimeoutError(f"blocked for {seconds} s")
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# absurd values of every numeric setting: each must be one usage error naming its flag
+HUGE = {int: [10**30, -10**30], float: [1e308, -1e308, float("nan"), float("inf")]}
+HARMLESS = {("clip_grad", 1e308)}  # a clip that never clips
+
+
+@pytest.mark.parametrize("name", [n for n, t in configlib.FIELD_TYPES.items()
+                                  if t[0] in HUGE])
+def test_every_numeric_setting_refuses_absurd_values(name):
+    for value in HUGE[configlib.FIELD_TYPES[name][0]]:
+        if (name, value) in HARMLESS:
+            continue
+        with pytest.raises(UsageError, match="--" + name.replace("_", "-")):
+            configlib.resolve(overrides={name: value})

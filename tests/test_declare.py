@@ -54,3 +54,31 @@ def test_optional_fields_take_their_type_or_stay_unset(tmp_path):
         declare.coerce(types["max_steps"], "max_steps", True, "f.toml")
 
 
+@dataclass
+class Limited:
+    count: int = setting(2, "How many.", rule=(lambda v: v >= 0, "0 or more"),
+                         limit=(64, "more only cost memory"), env="PTRAIN_COUNT")
+    seed: int = setting(1)
+
+
+def test_a_declared_limit_is_checked_after_the_rule_with_its_reason_and_origin():
+    declare.check(Limited(count=64))
+    with pytest.raises(UsageError, match=r"^--count must be 0 or more, got -1$"):
+        declare.check(Limited(count=-1))
+    with pytest.raises(UsageError, match=r"^--count must be at most 64 \(more only cost memory\), "
+                                         r"got 65 \(from PTRAIN_COUNT\)$"):
+        declare.check(Limited(count=65), {"count": "PTRAIN_COUNT"})
+
+
+def test_integers_beyond_64_bits_are_refused_even_without_a_rule():
+    declare.check(Limited(seed=2**63 - 1))
+    for huge in (2**63, 10**30, -2**63 - 1):
+        with pytest.raises(UsageError, match=r"^--seed must be a 64-bit integer \(at most "
+                                             r"9223372036854775807\), got -?\d+$"):
+            declare.check(Limited(seed=huge))
+
+
+def test_a_toml_integer_too_large_for_a_float_is_a_usage_error():
+    with pytest.raises(UsageError, match=r"^f.toml: lr must be a finite number, got an integer "
+                                         "too large for a float$"):
+        declare.coerce((float,), "lr", 10**400, "f.toml")

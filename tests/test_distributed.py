@@ -215,3 +215,35 @@ def test_two_nodes_in_network_namespaces_rendezvous_over_a_veth_link(tmp_path):
     start = read_metrics(tmp_path / "run", kinds=("start",))[0]
     assert start["world_size"] == 2 and _final(tmp_path / "run")["epoch"] == 1
     assert "node B" in out.stdout and "10.77.0.1" in out.stdout
+
+
+# PTRAIN_DIST_TIMEOUT, in-process: read when a session starts, not when torch.distributed is
+@pytest.mark.parametrize("value", ["abc", "-5", "0", "nan", "inf", "-inf", "1e308", "604801"])
+def test_a_bad_dist_timeout_is_a_usage_error_naming_the_variable(monkeypatch, value):
+    from pytorch_cli.platform import distributed
+    from pytorch_cli.platform.errors import UsageError
+    monkeypatch.setenv("PTRAIN_DIST_TIMEOUT", value)
+    with pytest.raises(UsageError, match=r"^PTRAIN_DIST_TIMEOUT must be a number of seconds "
+                                         r"greater than 0 and at most 604800 \(a week\), got '"):
+        distributed.timeout_s()
+
+
+def test_the_dist_timeout_defaults_to_300_seconds_and_takes_a_fraction(monkeypatch):
+    from pytorch_cli.platform import distributed
+    assert distributed.timeout_s() == 300
+    for value, seconds in (("", 300), (" 12.5 ", 12.5), ("604800", 604800)):
+        monkeypatch.setenv("PTRAIN_DIST_TIMEOUT", value)
+        assert distributed.timeout_s() == seconds
+
+
+def test_a_bad_dist_timeout_stops_train_and_resume_before_any_data_is_read(ptrain, monkeypatch,
+                                                                          tmp_path):
+    assert ptrain("train", "--dataset", "fake", "--epochs", "0.05", "--run-dir", "r",
+                  "--quiet").code == 0
+    monkeypatch.setenv("PTRAIN_DIST_TIMEOUT", "abc")
+    # one process too; a missing dataset would be exit 1 had it been looked for first
+    for args in (["train", "--dataset", "mnist", "--data-dir", tmp_path / "none", "--no-download"],
+                 ["resume", "r", "--epochs", "1"]):
+        r = ptrain(*args)
+        assert r.code == 2 and r.err.count("\n") == 1, r.err
+        assert "PTRAIN_DIST_TIMEOUT must be a number of seconds" in r.err

@@ -2,13 +2,19 @@
 
 import json
 import os
+import resource
 import shutil
+import signal
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 
-from pytorch_cli.data import datasets
+from pytorch_cli.data import batches, catalog, datasets
 from pytorch_cli.models import zoo as models
+from pytorch_cli.platform.errors import PtrainError
+from pytorch_cli.store import export
 
 
 @pytest.fixture
@@ -107,3 +113,160 @@ def test_onnx_is_one_self_contained_file_that_runs_anywhere(ptrain, run, tmp_pat
     logits = _runtime("onnx", elsewhere / "digits.onnx")(images)
     trained = torch.load(run / "model.pth", weights_only=True)["metrics"]["test_acc"]
     assert int((logits.argmax(1) == labels).sum()) / len(labels) == pytest.approx(trained, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 1-epoch fake run for the tests below; each works on its own copy (copied())."""
+    root = tmp_path_factory.mktemp("trained")
+    r = run_cli(["train", "--dataset", "fake", "--epochs", "1", "--quiet"], root)
+    assert r.code == 0, r.err
+    return root / "runs/fake"
+
+
+@pytest.fixture
+def copied(trained, tmp_path):
+    shutil.copytree(trained, tmp_path / "runs/fake")
+    return Path("runs/fake")  # relative, as a user types it (the tests run in tmp_path)
+
+
+def _files(folder):
+    """Every file under folder, with its bytes: what a failed export must leave as it was."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("fmt,output", [
+    ("safetensors", "runs/fake/model.pth"), ("torchscript", "runs/fake/last.pt"),
+    ("torchscript", "runs/fake/best.pt"), ("torchscript", "runs/fake/../fake/last.pt"),
+    ("torchscript", "elsewhere/x.pt"),  # its sidecar, a link onto the run's config
+    ("torchscript", "runs/other/last.pt"),  # another run's training state
+])
+def test_export_onto_the_checkpoint_or_a_file_of_a_run_is_refused(ptrain, copied, tmp_path,
+                                                                  fmt, output):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/x.pt.json").symlink_to(tmp_path / copied / "config.toml")
+    shutil.copytree(tmp_path / copied, tmp_path / "runs/other")
+    before = _files(tmp_path)
+    r = ptrain("export", copied / "model.pth", "-f", fmt, "-o", output)
+    assert r.code == 2 and r.err.count("\n") == 1
+    assert r.err.startswith(f"ptrain: error: refusing to write {output}")
+    assert _files(tmp_path) == before
+
+
+def test_export_over_its_source_by_default_is_refused(ptrain, copied, tmp_path):
+    shutil.copy(tmp_path / copied / "model.pth", tmp_path / "net.torchscript.pt")
+    r = ptrain("export", "net.torchscript.pt", "-f", "torchscript")  # default -o: the same name
+    assert r.code == 2 and "refusing to write net.torchscript.pt: it is the checkpoint" in r.err
+
+
+@pytest.mark.parametrize("output,message", [
+    ("", ". is a folder; name the file to write, e.g. model.onnx"),
+    ("runs", "runs is a folder; name the file to write, e.g. runs/model.onnx"),
+    ("model.txt", "model.txt: an export to onnx is named *.onnx"),
+    ("model.onnx.json", "model.onnx.json: an export to onnx is named *.onnx"),
+    ("runs/fake/config.toml/m.onnx", "cannot write runs/fake/config.toml/m.onnx: "
+                                     "runs/fake/config.toml is a file, not a folder"),
+    ("taken.onnx", "taken.onnx.json is a folder, and the export's metadata goes there"),
+])
+def test_an_output_it_cannot_write_is_one_line_naming_the_users_path(ptrain, copied, tmp_path,
+                                                                      output, message):
+    (tmp_path / "taken.onnx.json").mkdir()
+    before = _files(tmp_path)
+    r = ptrain("export", copied, "-f", "onnx", "-o", output)
+    assert r.code == 2 and r.err.startswith(f"ptrain: error: {message}")
+    assert r.err.count("\n") == 1 and "tmp" not in r.err
+    assert _files(tmp_path) == before and (tmp_path / "taken.onnx.json").is_dir()
+
+
+def test_the_suffix_is_the_formats_in_any_case_and_new_folders_are_made(ptrain, copied, tmp_path):
+    assert ptrain("export", copied, "-f", "torchscript", "-o", "a/b/NET.PT").code == 0
+    assert ptrain("export", copied, "-f", "torchscript", "-o", "a/b/net.torchscript").code == 0
+    assert ptrain("export", copied, "-f", "pt2", "-o", "a/b/net.pt2").code == 0
+    assert sorted(os.listdir(tmp_path / "a/b")) == [
+        "NET.PT", "NET.PT.json", "net.pt2", "net.pt2.json", "net.torchscript",
+        "net.torchscript.json"]
+    r = ptrain("export", copied, "-f", "torchscript", "-o", "net.onnx")
+    assert r.code == 2 and "an export to torchscript is named *.pt or *.torchscript" in r.err
+
+
+def test_a_write_that_fails_keeps_the_previous_export_and_its_sidecar(ptrain, copied, tmp_path):
+    assert ptrain("export", copied, "-f", "torchscript", "-o", "out/net.pt").code == 0
+    before = _files(tmp_path / "out")
+    sidecar = json.loads((tmp_path / "out/net.pt.json").read_text(),
+                         parse_constant=lambda name: pytest.fail(f"{name} in the sidecar"))
+    assert sidecar["max_abs_diff"] <= 1e-4
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit: EFBIG, no kill
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, limits[1]))  # the export is ~100 kB
+    try:
+        r = ptrain("export", copied, "-f", "torchscript", "-o", "out/net.pt")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, old)
+    assert r.code == 1
+    assert r.err.startswith("ptrain: error: cannot write out/net.pt: File too large;")
+    assert "nothing was written" in r.err and "tmp" not in r.err
+    assert _files(tmp_path / "out") == before  # the old pair, whole; no temporary file
+
+
+def test_a_failed_sidecar_rename_puts_the_previous_export_back(tmp_path):
+    (tmp_path / "net.pt").write_bytes(b"previous export")
+    (tmp_path / "net.pt.json").mkdir()  # (export() refuses this before any work: check_output)
+    with pytest.raises(PtrainError, match=r"cannot write .*net\.pt\.json: Is a directory; nothing"):
+        export.write_pair(tmp_path / "net.pt", b"new export", "{}")
+    assert (tmp_path / "net.pt").read_bytes() == b"previous export"
+    assert sorted(os.listdir(tmp_path)) == ["net.pt", "net.pt.json"]
+    (tmp_path / "net.pt").unlink()
+    with pytest.raises(PtrainError, match="Is a directory"):
+        export.write_pair(tmp_path / "net.pt", b"new export", "{}")
+    assert sorted(os.listdir(tmp_path)) == ["net.pt.json"]  # none, not one without its sidecar
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_named_not_a_temporary_file(ptrain, copied, tmp_path):
+    (tmp_path / "ro").mkdir(mode=0o500)
+    r = ptrain("export", copied, "-f", "torchscript", "-o", "ro/net.pt")
+    assert r.code == 1 and r.err.startswith("ptrain: error: cannot write ro/net.pt: Permission")
+    assert os.listdir(tmp_path / "ro") == []
+
+
+def _damaged(source, target, change):
+    saved = torch.load(source, weights_only=True)
+    change(saved)
+    torch.save(saved, target)
+
+
+def _nan_weight(saved):
+    next(iter(saved["state_dict"].values())).fill_(float("nan"))
+
+
+def test_a_model_with_nan_weights_or_a_zero_std_is_refused(ptrain, copied, tmp_path):
+    _damaged(copied / "model.pth", "nan.pth", _nan_weight)
+    _damaged(copied / "model.pth", "std0.pth", lambda saved: saved["meta"].update(std=[0.0]))
+    for name, why in (("nan.pth", "not finite"), ("std0.pth", "std")):
+        for fmt, suffix in (("safetensors", ".safetensors"), ("torchscript", ".pt")):
+            r = ptrain("export", name, "-f", fmt, "-o", f"out/{name}{suffix}")
+            assert r.code == 1 and r.err.startswith(f"ptrain: error: {name}: "), r.err
+            assert why in r.err and r.err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_itself_refuses_outputs_that_are_not_finite(tmp_path):
+    """export() and check_normalization() on their own (a file's loader may refuse first)."""
+    meta = models.describe("lenet", catalog.SPECS["fake"], [])
+    net = models.build("lenet", 1, 10, 28).eval()
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))
+    sample = torch.rand(8, 1, 28, 28)
+    with pytest.raises(PtrainError, match=r"src\.pth: the model's weights are not finite"):
+        export.export(net, batches.Normalize([0.5], [0.5]), meta, sample, "torchscript",
+                      tmp_path / "x.pt", "src.pth")
+    good = models.build("lenet", 1, 10, 28).eval()
+    with pytest.raises(PtrainError, match="outputs on the verification batch are not finite"):
+        export.export(good, batches.Normalize([0.5], [0.0]), meta, sample, "torchscript",
+                      tmp_path / "x.pt", "src.pth")
+    for std in ([0.0], [-1.0], [float("nan")], [float("inf")], [], [0.5, 0.5], ["x"], None):
+        with pytest.raises(PtrainError, match=r"src\.pth: its normalisation is not finite"):
+            export.check_normalization({**meta, "std": std}, Path("src.pth"))
+    assert os.listdir(tmp_path) == []

@@ -1,6 +1,15 @@
-"""worker_argv and the refusals of handoff (`ptrain train --nproc N`); nothing is launched."""
+"""worker_argv and the refusals of handoff (`ptrain train --nproc N`), and a signal to the
+launcher of a real two-worker job."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
+import torch
 
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.platform.launch import handoff, worker_argv
@@ -44,3 +53,22 @@ def test_handoff_refuses_inside_a_torchrun_worker(monkeypatch):
     with pytest.raises(UsageError, match="already a torchrun worker") as info:
         handoff(["train", "--nproc", "2"], 2, 0, "")
     assert info.value.exit_code == 2
+
+
+def test_sigterm_to_the_launcher_exits_143_after_the_workers_saved(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytorch_cli", "train", "--nproc", "2", "--dataset", "fake",
+         "--epochs", "50", "--batch-size", "32", "--log-interval", "5", "--run-dir", "r"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics, deadline = tmp_path / "r" / "metrics.jsonl", time.monotonic() + 120
+    while not (metrics.exists() and '"kind": "train"' in metrics.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)  # as `kill`, `timeout` or a scheduler would
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "SignalException" not in err and "Traceback" not in err
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    stop = next(r for r in records if r["kind"] == "stop")
+    saved = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert saved["position"]["step"] == stop["step"] > 0 and saved["world"] == 2

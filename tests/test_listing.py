@@ -1,7 +1,9 @@
 """`ptrain runs`: each run's status from its files and its lock, checked on synthetic run
 directories and on real processes (finished, SIGTERMed, diverged, still running)."""
 
+import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -9,9 +11,10 @@ import time
 
 import pytest
 
+from pytorch_cli.output import runs_table
 from pytorch_cli.platform import files
 from pytorch_cli.store import listing
-from pytorch_cli.store.rundir import LAST, LOCK, MODEL, RunDir
+from pytorch_cli.store.rundir import CONFIG, LAST, LOCK, METRICS, MODEL, RUN_FILES, RunDir
 
 PY = [sys.executable, "-m", "pytorch_cli"]
 FAKE = ["train", "--dataset", "fake", "--batch-size", "16", "--log-interval", "5"]
@@ -147,3 +150,80 @@ def test_ptrain_runs_on_real_runs(ptrain, tmp_path):
                                 "status", "modified"]
     assert "interrupted (SIGTERM)" in table and "failed (nan)" in table and "\x1b" not in table
     assert sorted(line.split()[0] for line in lines[1:]) == ["done", "long", "nan"]
+
+
+def _strict(text):
+    def refuse(name):
+        raise ValueError(f"{name} in --json output")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_damaged_records_and_configs_cost_a_warning_each_never_the_listing(ptrain, tmp_path):
+    good = [START, _epoch(1, 0.5), _epoch(2, 0.7), {"kind": "end", "step": 20}]
+    _run(tmp_path / "runs/good", *good, files_=[MODEL])
+    lines = _run(tmp_path / "runs/lines", *good, files_=[MODEL])
+    with open(lines.file(METRICS), "ab") as f:
+        f.write(b'[1, 2]\n\xff\xfe binary\n{"kind": "epoch", "epoch": "x"}\n{"time": NaN}\n')
+    configs = {"binary": b"\xff\x00\x01", "not-toml": b"epochs = = 3", "typed":
+               b'dataset = 5\nmodel = "lenet"\nepochs = "x"', "nan": b"epochs = nan"}
+    for name, text in configs.items():
+        _run(tmp_path / "runs" / name, *good, files_=[MODEL]).file(CONFIG).write_bytes(text)
+    _run(tmp_path / "runs/fifo").file(CONFIG).unlink()
+    os.mkfifo(tmp_path / "runs/fifo" / CONFIG)  # a plain read would wait for a writer forever
+    _run(tmp_path / "runs/folder").file(METRICS).mkdir()
+    _run(tmp_path / "runs/new\nline", *good, files_=[MODEL])
+    r = ptrain("runs", "--sort", "name")
+    assert r.code == 0
+    rows = r.out.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == [
+        "binary", "fifo", "folder", "good", "lines", "nan", "new\\nline", "not-toml", "typed"]
+    assert rows[4].split()[:5] == ["lines", "fake", "lenet", "2/3", "70.00%"]  # good lines count
+    assert rows[8].split()[1:4] == ["?", "lenet", "2"]  # the wrong types left blank, no more
+    warned = r.err.splitlines()
+    assert "warning: runs/lines/metrics.jsonl: skipped 4 unreadable lines (first: line 5)" in warned
+    for name in ("binary", "fifo", "nan", "not-toml", "typed"):
+        assert any(w.startswith(f"warning: runs/{name}/config.toml: ") for w in warned), name
+    assert any(w.startswith("warning: runs/folder/metrics.jsonl: cannot read it") for w in warned)
+    assert len(warned) == 7 and all(w.startswith("warning: ") for w in warned)
+    found = {x["run"]: x for x in _strict(ptrain("runs", "--json").out)}
+    assert len(found) == 9 and found["nan"]["epochs"] is None and found["good"]["epochs"] == 3
+
+
+def test_the_terminal_table_shows_names_as_they_are_never_as_markup(tmp_path):
+    for name in ("[/]", "[bold]x"):
+        _run(tmp_path / name, START, _epoch(1, 0.5), files_=[LAST])
+    reader, writer = os.openpty()
+    with os.fdopen(writer, "w") as terminal:
+        runs_table.print_runs(listing.list_runs(tmp_path, "name"), terminal)
+    out = b""
+    while select.select([reader], [], [], 1)[0]:
+        try:
+            out += os.read(reader, 65536)
+        except OSError:  # the other end is closed: all read
+            break
+    os.close(reader)
+    text = out.decode()
+    assert "[/]" in text and "[bold]x" in text and "ptrain resume" in text
+
+
+def test_resume_of_a_run_with_bad_lines_drops_them_and_leaves_no_lock(ptrain, tmp_path):
+    assert ptrain("train", "--dataset", "fake", "--epochs", "1", "--quiet").code == 0
+    run = tmp_path / "runs/fake"
+    text = (run / METRICS).read_bytes().split(b"\n")
+    (run / METRICS).write_bytes(b"\n".join([*text[:2], b"\xff\xfe", b'{"kind": 5}', *text[2:]]))
+    (run / METRICS).rename(run / "kept")
+    (run / METRICS).mkdir()  # unreadable: the resume refuses rather than lose the records
+    r = ptrain("resume", run, "--epochs", "2", "--quiet")
+    assert r.code == 1 and f"cannot read {run / METRICS}: " in r.err
+    assert sorted(os.listdir(run)) == sorted([*RUN_FILES, "kept"])  # no run.lock
+    (run / METRICS).rmdir()
+    (run / "kept").rename(run / METRICS)
+    r = ptrain("resume", run, "--epochs", "2", "--quiet")
+    assert r.code == 0, r.err
+    assert (f"warning: {run / METRICS}: dropped 2 unreadable lines (first: line 3) as the run "
+            "resumes") in r.err
+    assert sorted(os.listdir(run)) == sorted(RUN_FILES)  # no run.lock, no temporary file
+    assert all(json.loads(x) for x in (run / METRICS).read_text().splitlines())
+    seen = ptrain("runs", "--json")
+    assert seen.err == "" and (seen.json()[0]["status"], seen.json()[0]["epochs_done"]) == (
+        "finished", 2)

@@ -34,7 +34,9 @@ AIRBENCH_PARTS = {"lookahead_every": 3, "augment": "crop-flip", "flip": "alterna
                                                    ("32", "lenet", AIRBENCH_PARTS)])
 def test_stop_flag_saves_the_exact_position_and_resume_finishes_identically(tmp_path, precision,
                                                                             model, extra):
-    cfg = TrainConfig(**{**CFG.to_dict(), "precision": precision, "model": model, **extra})
+    # a log every 5 batches, a step every 2: the stop falls inside a log interval
+    cfg = TrainConfig(**{**CFG.to_dict(), "precision": precision, "model": model,
+                         "log_interval": 5, **extra})
     full = RunDir(tmp_path / "full")
     loop.train(cfg, full, full.metrics_sink())
 
@@ -44,20 +46,51 @@ def test_stop_flag_saves_the_exact_position_and_resume_finishes_identically(tmp_
 
     def stop_in_epoch_2(r):  # as a signal handler would, in the middle of a step group
         events.append(r)
-        if r["kind"] == "train" and r["epoch"] == 2 and r["batch"] == 12:
+        if r["kind"] == "train" and r["epoch"] == 2 and r["batch"] == 15:
             stop.request("test")
     summary = loop.train(cfg, cut, loop_sink(cut, stop_in_epoch_2), stop=stop)
     assert summary["stopped"] == "test" and not cut.file("model.pth").exists()
-    assert events[-2] == {"kind": "stop", "reason": "test", "epoch": 2, "batch": 12,
-                          "step": 32 + 6, "run_dir": str(cut.path)}
+    assert events[-2] == {"kind": "stop", "reason": "test", "epoch": 2, "batch": 16,
+                          "step": 32 + 8, "run_dir": str(cut.path)}
     saved = checkpoint.load(cut.file("last.pt"))
-    assert saved["position"]["epoch"] == 1 and saved["position"]["batch"] == 12
+    position = saved["position"]
+    assert (position["epoch"], position["batch"], position["log_samples"]) == (1, 16, 32)
 
     if precision == "16":  # the GradScaler's scale is saved and restored, not started afresh
-        assert saved["scaler"]["_growth_tracker"] == 38 and saved["scaler"]["scale"] > 0
+        assert saved["scaler"]["_growth_tracker"] == 40 and saved["scaler"]["scale"] > 0
         restored = loop.setup(cfg, resume=saved).state.scaler.state_dict()
         assert restored == saved["scaler"]
     assert ("ema" in saved) == bool(extra)  # the lookahead average is saved too
+    cut.trim_metrics(saved["position"]["step"])
+    resumed = loop.train(cfg, cut, cut.metrics_sink(), resume=saved)
+    a, b = _weights(full), _weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the train record after the resume covers its whole interval, as the uninterrupted one
+    assert without_timing(full.read_metrics()) == without_timing(cut.read_metrics())
+    # "done" counts the training seconds before the stop too, the stopped epoch's included
+    assert resumed["train_s_total"] > position["train_s"] + position["epoch_train_s"] > 0
+
+
+class StopInEvaluation(loop.StopFlag):
+    """The flag as a signal arriving while the first evaluation runs (inference mode) sets it."""
+
+    def __bool__(self):
+        if torch.is_inference_mode_enabled():
+            self.request("SIGTERM")
+        return super().__bool__()
+
+
+def test_a_stop_during_an_evaluation_saves_the_trained_epoch_and_resume_evaluates_it(tmp_path):
+    cfg = TrainConfig(dataset="fake", model="lenet", epochs=2, batch_size=64, log_interval=10,
+                      test_batch_size=100)
+    full = RunDir(tmp_path / "full")
+    loop.train(cfg, full, full.metrics_sink())
+    cut = RunDir(tmp_path / "cut")
+    summary = loop.train(cfg, cut, cut.metrics_sink(), stop=StopInEvaluation())
+    assert summary["stopped"] == "SIGTERM" and not cut.file("model.pth").exists()
+    assert "epoch" not in [r["kind"] for r in cut.read_metrics()]  # not evaluated: no record
+    saved = checkpoint.load(cut.file("last.pt"))
+    assert (saved["position"]["epoch"], saved["position"]["batch"]) == (0, 32)  # all trained
     cut.trim_metrics(saved["position"]["step"])
     loop.train(cfg, cut, cut.metrics_sink(), resume=saved)
     a, b = _weights(full), _weights(cut)
@@ -101,9 +134,9 @@ def test_images_per_s_counts_the_wait_for_the_device(monkeypatch):
     # waits. Stand in for that wait with a slow read: the epoch's images/s must include it.
     real_read = step.Meter.read
 
-    def slow_read(self):
+    def slow_read(self, *carried):
         time.sleep(0.5)
-        return real_read(self)
+        return real_read(self, *carried)
     monkeypatch.setattr(step.Meter, "read", slow_read)
     records = []
     cfg = TrainConfig(dataset="fake", epochs=1, log_interval=1000, save_model=False)

@@ -5,6 +5,8 @@ import pytest
 pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402
 
+from pytorch_cli.store.rundir import RunDir  # noqa: E402
+
 RUN = ["train", "--dataset", "fake", "--epochs", "2", "--batch-size", "50", "--quiet"]
 
 
@@ -48,3 +50,51 @@ def test_without_matplotlib_it_is_one_line(ptrain, without):
     out = ptrain("plot", "runs/x")
     assert out.code == 2 and out.err.splitlines() == [
         "ptrain: error: ptrain plot needs matplotlib: pip install 'pytorch-cli[plot]'"]
+
+
+def _records_run(path, *extra: bytes):
+    """A run directory with curves to draw (no training needed) and these raw lines after."""
+    run = RunDir(path)
+    run.create({"dataset": "fake", "model": "lenet", "epochs": 2})
+    for epoch in (1, 2):
+        for batch in (5, 10):
+            run.append_metrics({"kind": "train", "epoch": epoch, "batch": batch, "batches": 10,
+                                "step": 10 * (epoch - 1) + batch, "train_loss": 2.0 / epoch})
+        run.append_metrics({"kind": "epoch", "epoch": epoch, "step": 10 * epoch,
+                            "test_loss": 1.0 / epoch, "test_acc": 0.4 * epoch})
+    with open(run.file("metrics.jsonl"), "ab") as f:
+        f.write(b"".join(line + b"\n" for line in extra))
+    return run
+
+
+def test_bad_lines_are_skipped_with_a_warning_and_the_rest_is_drawn(ptrain, tmp_path):
+    _records_run(tmp_path / "runs/a", b"[1, 2]", b"\xff\xfe", b'{"kind": "train", "step": null}',
+                 b'{"kind": "epoch", "epoch": 3, "test_loss": 0.2, "test_acc": null}',
+                 b'{"kind": "epoch", "epoch": 4, "test_loss": null, "test_acc": 0.9}',
+                 b'{"kind": "train", "train_loss": 1.0}', b'{"kind": "epoch", "epoch": NaN}')
+    r = ptrain("plot", "runs/a", "-o", "curves.png")
+    assert r.code == 0, r.err
+    assert r.err == ("warning: runs/a/metrics.jsonl: skipped 4 unreadable lines (first: line 7)\n")
+    fmt, (width, _), colours = _image(tmp_path / "curves.png")
+    assert fmt == "PNG" and width > 1000 and colours > 50
+
+
+@pytest.mark.parametrize("output,message", [
+    ("curves.txt", "curves.txt: matplotlib cannot write .txt images; name a .png, .svg or .pdf"),
+    ("runs", "runs is a folder; name an image file"),
+    ("", ". is a folder; name an image file"),
+    ("runs/a/config.toml/c.png", "cannot write runs/a/config.toml/c.png: runs/a/config.toml is a "
+                                 "file, not a folder"),
+])
+def test_an_output_it_cannot_write_is_one_line_naming_it(ptrain, tmp_path, output, message):
+    _records_run(tmp_path / "runs/a")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = ptrain("plot", "runs/a", "-o", output)
+    assert r.code == 2 and r.err.startswith(f"ptrain: error: {message}") and r.err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no image, no temporary file
+
+
+def test_an_image_in_a_new_folder_and_without_a_suffix_is_a_png(ptrain, tmp_path):
+    _records_run(tmp_path / "runs/a")
+    assert ptrain("plot", "runs/a", "-o", "new/folder/curves").code == 0
+    assert _image(tmp_path / "new/folder/curves")[0] == "PNG"

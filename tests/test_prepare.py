@@ -83,3 +83,13 @@ def test_resume_extends_a_finished_run_from_its_last_checkpoint(run):
     assert start.cfg.epochs == 3 and start.cfg.dataset == "fake" and start.cfg.model == "lenet"
     assert start.saved["position"]["step"] == 2 and start.saved["position"]["epoch"] == 1
     assert start.run_dir == RunDir(run) and not start.clear
+
+
+def test_resuming_a_live_run_before_its_first_save_says_in_use(in_tmp, tmp_path):
+    live = RunDir(tmp_path / "live")
+    live.lock()  # as a run does first, before its first last.pt
+    try:
+        with pytest.raises(UsageError, match=r"live is in use: a ptrain process \(pid \d+\)"):
+            prepare.resume(live.path)
+    finally:
+        live.unlock()

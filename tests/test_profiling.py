@@ -11,8 +11,13 @@ RUN = ["train", "--dataset", "fake", "--batch-size", "50", "--epochs", "1"]
 
 
 def test_profile_writes_a_trace_and_prints_the_top_operators(ptrain, tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "outside.json").write_text("keep")  # a link planted where the trace goes
+    (tmp_path / "p/profile-trace.json").symlink_to(tmp_path / "outside.json")
     r = ptrain(*RUN, "--profile", "3", "--run-dir", "p")
     assert r.code == 0, r.err
+    assert (tmp_path / "outside.json").read_text() == "keep"
+    assert not (tmp_path / "p/profile-trace.json").is_symlink()
     assert (
         f"profiled 3 steps from step {WARMUP_STEPS + 1}" in r.out
         and "p/profile-trace.json" in r.out

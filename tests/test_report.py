@@ -1,9 +1,6 @@
-"""What a person reads: plain output fit for a SLURM log, the end-of-run sparkline, the runs
-table."""
+"""What a person reads: plain output fit for a SLURM log, the end-of-run sparkline, compiles."""
 
 import io
-import re
-import time
 
 from pytorch_cli.output import report
 
@@ -46,44 +43,6 @@ def test_end_of_training_sparkline():
     emit({"kind": "end", "dry_run": False, "epoch": 3, "test_acc": 0.97, "best_acc": 0.97,
           "train_s_total": 3.0, "run_dir": "runs/x"})
     assert "test acc by epoch  ▁▆█  90.00% -> 97.00% (best 97.00%, epoch 3)" in out.getvalue()
-
-
-def test_runs_table_as_plain_text():
-    run = {"run": "mnist", "dataset": "mnist", "model": "lenet", "epochs_done": 3, "epochs": 10,
-           "last_acc": 0.97, "best_acc": 0.98, "best_on": "val", "elapsed_s": 3725.0,
-           "status": "interrupted", "detail": "SIGTERM", "modified": 0.0}
-    out = io.StringIO()
-    report.print_runs([run], out)
-    head, row = out.getvalue().splitlines()
-    assert head.startswith("run    dataset  model  epochs  best          last")
-    assert row.split()[:4] == ["mnist", "mnist", "lenet", "3/10"]
-    for cell in ("3/10", "98.00% (val)", "97.00%", "1h02m", "interrupted (SIGTERM)"):
-        assert cell in row
-
-
-class _Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
-def test_runs_table_on_an_80_column_terminal_wraps_words_never_cuts_them(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "80")
-    monkeypatch.setenv("NO_COLOR", "1")
-    run = {"run": "cifar10-fast-seed3", "dataset": "fashion-mnist", "model": "resnet18",
-           "epochs_done": 3, "epochs": 9.9, "last_acc": 0.97, "best_acc": 0.98, "best_on": "val",
-           "elapsed_s": 65.0, "status": "interrupted", "detail": "SIGTERM",
-           "modified": time.time() - 7200, "path": "runs/cifar10-fast-seed3", "resumable": True}
-    out = _Terminal()
-    report.print_runs(
-        [run, {**run, "run": "mnist", "status": "failed", "detail": "nan", "resumable": False}], out
-    )
-    text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())  # bold headers stay without colour
-    lines = text.splitlines()
-    assert max(map(len, lines)) <= 80 and "…" not in text
-    for word in ("cifar10-fast-seed3", "fashion-mnist", "resnet18", "3/9.9", "98.00%", "1m05s",
-                 "interrupted", "(SIGTERM)", "2h"):
-        assert word in text
-    assert lines[-1] == "continue an interrupted run with `ptrain resume runs/cifar10-fast-seed3`"
 
 
 def test_each_compile_says_what_compiled_and_what_its_time_is_kept_out_of():

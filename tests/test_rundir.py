@@ -1,6 +1,7 @@
 """The run directory: names, the overwrite rule, metrics.jsonl, the listing of runs."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,58 @@ def test_links_in_a_run_directory_are_refused_and_user_files_survive_the_clean_u
         assert not (tmp_path / "made-outside.jsonl").exists()
     finally:
         run.unlock()
+
+
+GOOD = {"kind": "epoch", "epoch": 1, "step": 10, "test_acc": 0.5}
+
+
+@pytest.mark.parametrize("line", [
+    b"[1, 2]", b"3", b'"x"', b"null", b"{}", b'{"kind": 5}', b'{"kind": "epoch", "epoch": "x"}',
+    b'{"kind": "start", "time": "abc"}', b'{"kind": "epoch", "epoch": 2, "test_acc": "high"}',
+    b'{"kind": "train", "step": null}', b'{"kind": "epoch", "epoch": NaN}',
+    b'{"kind": "start", "time": Infinity}', b'{"kind": "start", "time": -Infinity}',
+    b'{"kind": "start", "time": 1e999}', b'{"kind": "start", "step": true}',
+    b'{"kind": "start", "step": 1' + b"0" * 400 + b"}", b'{"kind": "epoch", "epoch": [1]}',
+    b'{"kind": "stop", "reason": 7}', b"\xff\xfe\x00binary", b'{"kind": "st\xe9"}',
+    b"[" * 100_000, b'{"kind": "epoch", "epoch": 1', b"\x00" * 40,
+], ids=lambda line: ascii(line[:24]))
+def test_a_bad_line_is_skipped_with_a_warning_naming_the_file_and_the_line(tmp_path, capsys,
+                                                                           line):
+    run = _make_run(tmp_path / "r")
+    run.file(rundir.METRICS).write_bytes(
+        json.dumps(GOOD).encode() + b"\n" + line + b"\n" + json.dumps(GOOD).encode() + b"\n")
+    assert run.read_metrics() == [GOOD, GOOD]  # the lines around it still count
+    assert capsys.readouterr().err == (
+        f"warning: {run.file(rundir.METRICS)}: skipped 1 unreadable line (first: line 2)\n")
+
+
+def test_a_line_cut_short_by_a_kill_is_silent_but_other_bad_lines_are_counted(tmp_path, capsys):
+    run = _make_run(tmp_path / "r", epochs=(0.5,))
+    with open(run.file(rundir.METRICS), "ab") as f:
+        f.write(b"[1]\n\xff\n" + json.dumps(GOOD).encode() + b'\n{"kind": "train", "st')
+    assert len(run.read_metrics()) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {run.file(rundir.METRICS)}: skipped 2 unreadable lines (first: line 2)"]
+    run.file(rundir.METRICS).write_bytes(json.dumps(GOOD).encode())  # complete, no newline
+    assert run.read_metrics() == [GOOD] and capsys.readouterr().err == ""
+
+
+def test_trim_drops_bad_lines_with_a_warning_and_keeps_the_rest(tmp_path, capsys):
+    run = _make_run(tmp_path / "r", epochs=(0.5, 0.6, 0.7))
+    with open(run.file(rundir.METRICS), "ab") as f:
+        f.write(b'{"kind": "epoch", "epoch": "x", "step": 1}\n')
+    run.trim_metrics(step=20)
+    assert "dropped 1 unreadable line (first: line 4) as the run resumes" in capsys.readouterr().err
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2]
+    assert capsys.readouterr().err == ""  # the file is clean now
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_metrics_file_that_is_no_file_is_one_warning_and_trim_refuses(tmp_path, capsys, kind):
+    run = _make_run(tmp_path / "r")
+    path = run.file(rundir.METRICS)
+    path.mkdir() if kind == "folder" else os.mkfifo(path)  # a FIFO would block a plain read
+    assert run.read_metrics() == []
+    assert capsys.readouterr().err.startswith(f"warning: {path}: cannot read it")
+    with pytest.raises(PtrainError, match=f"cannot read {path}: "):
+        run.trim_metrics(step=0)  # rather than rewrite it empty

@@ -1,5 +1,7 @@
 """saved.load_model and saved.run_predict on a real run's model.pth and on a bare state_dict."""
 
+import os
+
 import pytest
 import torch
 from PIL import Image
@@ -55,14 +57,16 @@ def test_predict_answers_every_readable_image_and_names_the_others(run, tmp_path
     Image.fromarray(images[0, 0].numpy()).save(tmp_path / "a.png")
     Image.fromarray(images[1, 0].numpy()).resize((56, 56)).convert("RGB").save(tmp_path / "b.png")
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    paths = [tmp_path / n for n in ("a.png", "broken.png", "missing.png", "b.png")]
+    os.mkfifo(tmp_path / "fifo.png")  # opened, it would block until a writer came: never opened
+    paths = [tmp_path / n for n in ("a.png", "broken.png", "missing.png", "fifo.png", "b.png")]
     results = saved.run_predict(run, paths, top_k=3, device="cpu")
     assert [r["image"] for r in results] == [str(p) for p in paths]
-    for r in (results[0], results[3]):
+    assert "not a regular file" in results[3]["error"]
+    for r in (results[0], results[4]):
         probs = [t["prob"] for t in r["top"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
         assert all(t["class"] == str(t["index"]) for t in r["top"])
-    for r in results[1:3]:
-        assert "top" not in r and r["image"] in r["error"]
+    for r in results[1:4]:
+        assert "top" not in r and r["image"] in r["error"] and "Error" not in r["error"]
     everything = saved.run_predict(run, paths[:1], top_k=50, device="cpu")[0]["top"]
     assert len(everything) == 10 and sum(t["prob"] for t in everything) == pytest.approx(1)

@@ -2,9 +2,11 @@
 
 import os
 import signal
+import time
 
 import pytest
 
+from pytorch_cli.platform import signals
 from pytorch_cli.platform.signals import EXIT_CODES, STOPPING, slurm_requeue, stop_on_signals
 
 
@@ -104,3 +106,17 @@ def test_requeue_runs_scontrol(monkeypatch, tmp_path, script, said):
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("PATH", str(tmp_path))
     assert slurm_requeue() == said
+
+
+def test_a_hanging_scontrol_is_given_up_on_and_said(monkeypatch, tmp_path):
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text("#!/bin/sh\nexec sleep 60\n")  # slurmctld down: scontrol waits
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setattr(signals, "REQUEUE_TIMEOUT_S", 0.5)
+    t0 = time.monotonic()
+    said = slurm_requeue()
+    assert time.monotonic() - t0 < 10
+    assert said == ("not requeued: `scontrol requeue 4242` did not answer in 0.5 s (requeue the "
+                    "job yourself, or resume it later)")

@@ -54,3 +54,12 @@ def test_without_the_extra_it_is_one_line(ptrain, tmp_path, without):
         "pip install 'pytorch-cli[tensorboard]'"
     ]
     assert not (tmp_path / "x").exists()
+
+
+def test_a_tensorboard_folder_that_is_a_link_is_refused(ptrain, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "tb").mkdir()
+    (tmp_path / "tb/tensorboard").symlink_to(tmp_path / "elsewhere")
+    r = ptrain(*RUN, "--epochs", "1", "--tensorboard", "--run-dir", "tb")
+    assert r.code == 1 and "tb/tensorboard: it is a symbolic link" in r.err
+    assert not list((tmp_path / "elsewhere").iterdir())

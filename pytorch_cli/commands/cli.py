@@ -21,7 +21,7 @@ from pytorch_cli.commands import looking, train
 from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo
 from pytorch_cli.output.report import print_eval
-from pytorch_cli.platform import events
+from pytorch_cli.platform import events, signals
 from pytorch_cli.platform.errors import PtrainError, UsageError
 from pytorch_cli.store import export
 
@@ -88,10 +88,11 @@ def eval_(
         raise UsageError("--batch-size must be at least 1")
     if plot_confusion:
         plot.require_matplotlib("--plot-confusion")
+        plot.check_output(plot_confusion)  # a bad path is said before the evaluation, not after
     result = saved.run_eval(checkpoint_file, model or "", dataset or "", data_dir, split,
                             batch_size, device, tta, download)
     if json_out:
-        print(json.dumps(events.json_safe(result)))
+        print(json.dumps(events.json_safe(result), allow_nan=False))
     else:
         print_eval(result, sys.stdout)
     if plot_confusion:
@@ -106,7 +107,8 @@ def export_(
     format: ExportFormat = typer.Option(..., "--format", "-f"),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o",
-        help="Output file (default: beside the checkpoint, e.g. model.onnx)."),
+        help="Output file, named for its format: *.onnx, *.pt2, *.pt or *.torchscript, "
+        "*.safetensors (default: beside the checkpoint, e.g. model.onnx)."),
     model: str = typer.Option("", help="Model of a bare state_dict."),
     dataset: str = typer.Option("", help="Dataset of a bare state_dict."),
     data_dir: str = typer.Option("", help="Where the dataset is, for the verification batch."),
@@ -116,7 +118,7 @@ def export_(
     from pytorch_cli.commands import saved
     result = saved.run_export(checkpoint_file, format, output, model, dataset, data_dir)
     if json_out:
-        print(json.dumps(result))
+        print(json.dumps(events.json_safe(result), allow_nan=False))
     else:
         print(f"exported {result['output']} ({format}), verified on {result['verified_on']}: "
               f"max abs difference from the eager model {result['max_abs_diff']:.2e}; "
@@ -142,10 +144,11 @@ def predict(
         raise UsageError("--top-k must be at least 1")
     results = saved.run_predict(checkpoint_file, images, top_k, device, model, dataset)
     if json_out:
-        print(json.dumps({"checkpoint": str(checkpoint_file), "results": results}))
+        print(json.dumps(events.json_safe({"checkpoint": str(checkpoint_file), "results": results}),
+                         allow_nan=False))
     for r in results:
         if "error" in r:
-            print(f"ptrain: error: cannot read image {r['image']} ({r['error']})", file=sys.stderr)
+            print(f"ptrain: error: {r['error']}", file=sys.stderr)  # it names the image
         elif not json_out:
             top = ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"])
             print(f"{r['image']}: {top}")
@@ -160,25 +163,49 @@ app.command(name="plot", short_help="Draw loss and accuracy curves.")(looking.pl
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every error ends as one line on stderr and a non-zero exit; `--debug`
-    (anywhere on the line) or PTRAIN_DEBUG=1 adds the traceback."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    (anywhere on the line) or PTRAIN_DEBUG=1 adds the traceback. Called with no arguments, it
+    is the process (`ptrain`, `python -m pytorch_cli`); tests pass argv and stay in-process."""
+    _no_missing_streams()
+    code = _run(list(sys.argv[1:] if argv is None else argv))
+    if argv is None:
+        signals.exit_quietly(code)  # a Ctrl-C while the interpreter shuts down: no traceback
+    sys.exit(code)
+
+
+def _run(argv: list[str]) -> int:
+    """The command's exit code."""
     debug = "--debug" in argv or os.environ.get("PTRAIN_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     try:
-        rc = app(args=argv, prog_name="ptrain", standalone_mode=False, obj={"argv": argv})
+        try:
+            rc = app(args=argv, prog_name="ptrain", standalone_mode=False, obj={"argv": argv})
+        except SystemExit:
+            # click turns EPIPE into a silent exit 1, its streams wrapped (PacifyFlushWrapper)
+            if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+                sys.stdout, sys.stderr = sys.stdout.wrapped, sys.stderr.wrapped
+                raise BrokenPipeError from None
+            raise
+        sys.stdout.flush()  # here, where a reader gone away is one line, not at the exit
+        return rc or 0
     except TyperException as e:  # typer's (vendored click) usage errors: bad flag, wrong type
         if not e.format_message():  # `ptrain` alone: the help was printed, nothing to add
-            sys.exit(e.exit_code)
+            return e.exit_code
         ctx = getattr(e, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx else ""
         print(f"ptrain: error: {e.format_message()}{hint}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        return e.exit_code
     except PtrainError as e:
         if debug:
             traceback.print_exc()
         if not getattr(e, "echo", False):
             print(f"ptrain: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        return e.exit_code
+    except BrokenPipeError:  # `ptrain ... | head`, or a --json reader that exited
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the exit's flush goes nowhere, quietly
+        print("ptrain: error: the reader of standard output went away (broken pipe); what was "
+              "left to print is lost", file=sys.stderr)
+        return 141  # 128 + SIGPIPE: what a shell reports for a writer its pipe killed
     except Exception as e:  # disk full, permissions (OSError names the file), or a bug
         if debug:
             traceback.print_exc()
@@ -186,5 +213,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ptrain: error: {e}" if isinstance(e, OSError) else
               f"ptrain: error: {type(e).__name__}: {what} (unexpected: rerun with --debug for "
               "the traceback)", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(rc or 0)
+        return 1
+
+
+def _no_missing_streams() -> None:
+    """Started with stdout or stderr closed (`>&-`), Python has None there: print into
+    /dev/null instead, and the run goes on (its record is in its run directory)."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))

@@ -26,18 +26,19 @@ def runs(
 ) -> None:
     """List runs: dataset, model, epochs, best and last accuracy, time, status (running,
     finished, interrupted, failed)."""
-    from pytorch_cli.output import report
+    from pytorch_cli.output import runs_table
     from pytorch_cli.store import listing, rundir
     root = folder or rundir.root()
     if folder is not None and not root.is_dir():
         raise UsageError(f"{root} is not a folder; name the folder the runs are in")
     found = listing.list_runs(root, sort)
     if json_out:
-        print(json.dumps(found))
+        from pytorch_cli.platform.events import json_safe
+        print(json.dumps(json_safe(found), allow_nan=False))
     elif not found:
         print(f"no runs under {root}/ (start one with `ptrain train`)")
     else:
-        report.print_runs(found, sys.stdout)
+        runs_table.print_runs(found, sys.stdout)
 
 
 def plot(

@@ -8,13 +8,14 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytorch_cli.commands import saved as saved_models
 from pytorch_cli.data import catalog
 from pytorch_cli.platform import distributed
-from pytorch_cli.platform.errors import UsageError, plural
+from pytorch_cli.platform.errors import DamagedFile, UsageError, plural
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.store import checkpoint, rundir
 from pytorch_cli.store.rundir import LAST, RunDir, checkpoint_in
-from pytorch_cli.training.state import position_of
+from pytorch_cli.training.state import check_saved, position_of
 
 
 @dataclass
@@ -38,18 +39,32 @@ FREE_TO_CHANGE = ("device", "data_dir", "download", "workers", "log_interval", "
 def resume(target: Path, epochs: float | None = None, device: str | None = None,
            model_name: str = "", dataset: str = "") -> Start:
     """Check that a run can continue as asked, from its last.pt (or the checkpoint named)."""
+    if target.is_dir() and not (target / LAST).exists():
+        rundir.check_free(target)  # a live run before its first save: in use, not "no last.pt"
     path = checkpoint_in(target, LAST)
-    saved = checkpoint.load(path)
-    if saved.get("format") != checkpoint.STATE_FORMAT:
-        raise UsageError(f"{path} is not a training-state checkpoint; resume takes a run "
-                         "directory, last.pt or best.pt (model.pth holds weights only)")
-    cfg = configlib.from_dict(saved["config"])
+    saved, cfg = training_state(path)
     for flag, given, value in (("--model", model_name, cfg.model),
                                ("--dataset", dataset, cfg.dataset)):
         if given and given != value:
             raise UsageError(f"resume continues the same run ({value}); {flag} cannot change "
                              "it — start a new run with `ptrain train` instead")
     return Start(_continued(cfg, saved, path, epochs, device), RunDir(path.parent), saved)
+
+
+def training_state(path: Path) -> tuple[dict, configlib.TrainConfig]:
+    """A last.pt/best.pt and its config, checked whole before anything is built: a damaged or
+    crafted one is one error naming the file and the field."""
+    saved = checkpoint.load(path)
+    if saved.get("format") != checkpoint.STATE_FORMAT:
+        raise UsageError(f"{path} is not a training-state checkpoint; resume takes a run "
+                         "directory, last.pt or best.pt (model.pth holds weights only)")
+    check_saved(saved, path)
+    cfg = saved_models.saved_config(saved["config"], path)
+    if (cfg.model, cfg.dataset) != (saved["meta"]["model"], saved["meta"]["dataset"]):
+        raise DamagedFile(path, f"its config ({cfg.model} on {cfg.dataset}) and meta "
+                                     "disagree")
+    saved_models.rebuild(saved["model"], saved["meta"], path)  # the weights fit the model
+    return saved, cfg
 
 
 def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: float | None,
@@ -91,9 +106,8 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
     if path is None or not (path / LAST).is_file():  # nothing to continue: start afresh
         chosen = rundir.choose(name, run_dir, default, overwrite or auto)
         return Start(cfg, RunDir(chosen), clear=rundir.holds_run(chosen))
-    saved = checkpoint.load(path / LAST)
-    theirs = configlib.from_dict(saved.get("config", {}))
-    theirs = dataclasses.replace(theirs, batch_size=theirs.batch_size * saved.get("world", 1))
+    saved, original = training_state(path / LAST)
+    theirs = dataclasses.replace(original, batch_size=original.batch_size * saved.get("world", 1))
     mine = dataclasses.replace(cfg, batch_size=cfg.batch_size * distributed.world().size,
                                augment=catalog.SPECS[cfg.dataset].augment
                                if cfg.augment == "auto" else cfg.augment)  # as the run saved it
@@ -103,6 +117,6 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
         raise UsageError(f"--resume auto: {path / LAST} was made with other settings "
                          f"({', '.join(k.replace('_', '-') for k in differ)}); use another "
                          "--name/--run-dir, or --overwrite without --resume auto to start over")
-    cfg = _continued(configlib.from_dict(saved["config"]), saved, path / LAST,
+    cfg = _continued(original, saved, path / LAST,
                      max(cfg.epochs, theirs.epochs), cfg.device)
     return Start(cfg, RunDir(path), saved)

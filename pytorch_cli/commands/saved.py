@@ -8,14 +8,16 @@ from pathlib import Path
 
 import torch
 
-from pytorch_cli.data import batches, catalog, datasets
+from pytorch_cli.data import batches, catalog, datasets, readers
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
-from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.platform.errors import DamagedFile, PtrainError, UsageError
+from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.declare import check_choice
 from pytorch_cli.store import checkpoint, export
 from pytorch_cli.store.rundir import MODEL, checkpoint_in
 from pytorch_cli.training.evaluate import evaluate
+from pytorch_cli.training.state import check_saved
 
 
 @dataclass
@@ -35,6 +37,9 @@ def load_model(path: Path, model_name: str = "", dataset: str = "") -> Loaded:
         raise PtrainError(f"{path}: not a ptrain checkpoint or a state_dict of tensors")
     if "meta" in saved:
         meta, config = saved["meta"], saved.get("config", {})
+        saved_config(config, path)
+        if saved.get("format") == checkpoint.STATE_FORMAT:  # the whole file is held to its schema
+            check_saved(saved, path)
         for flag, given, saved_value in (("--model", model_name, meta["model"]),
                                          ("--dataset", dataset, meta["dataset"])):
             if given and given != saved_value:
@@ -48,6 +53,24 @@ def load_model(path: Path, model_name: str = "", dataset: str = "") -> Loaded:
         check_choice("model", model_name, tuple(models.MODELS))
         check_choice("dataset", dataset, tuple(catalog.SPECS))
         meta, config = models.describe(model_name, catalog.SPECS[dataset], []), {}
+    return Loaded(rebuild(state_dict, meta, path).eval(), meta, config)
+
+
+def saved_config(values: dict, path: Path) -> configlib.TrainConfig:
+    """A checkpoint's config, held to the declarations a TOML config is held to."""
+    try:
+        typed = {}
+        for key, value in values.items():
+            name = configlib.RENAMED.get(key, key)
+            if name in configlib.FIELD_TYPES:  # keys of other versions are dropped
+                typed[name] = configlib.coerce(configlib.FIELD_TYPES[name], key, value, "config")
+        return configlib.validate(configlib.TrainConfig(**typed))
+    except UsageError as e:
+        raise DamagedFile(path, f"its saved config is not valid ({e})") from None
+
+
+def rebuild(state_dict: dict, meta: dict, path: Path) -> torch.nn.Module:
+    """The model meta describes, with the file's weights: names and shapes must fit exactly."""
     model = models.build(
         meta["model"], meta["in_channels"], meta["num_classes"], meta["image_size"]
     )
@@ -57,7 +80,7 @@ def load_model(path: Path, model_name: str = "", dataset: str = "") -> Loaded:
         detail = " ".join(str(e).split())[:300]
         raise PtrainError(f"{path}: the weights do not fit a {meta['model']} for {meta['dataset']} "
                           f"({detail})") from None
-    return Loaded(model.eval(), meta, config)
+    return model
 
 
 def _data(loaded: Loaded, data_dir: str = "", download: bool = True) -> datasets.Data:
@@ -97,6 +120,9 @@ def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str
     source = checkpoint_in(path, MODEL)
     loaded = load_model(source, model_name, dataset)
     meta = loaded.meta
+    output = output or source.with_name(source.name.split(".")[0] + export.FORMATS[fmt][0])
+    export.check_output(output, source, fmt)  # before the slow part: data, export, verification
+    export.check_normalization(meta, source)
     try:
         sample = _data(loaded, data_dir, download=False).test.images[:64].float() / 255
         verified_on = "test images"
@@ -104,7 +130,6 @@ def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str
         g = torch.Generator().manual_seed(0)
         size = (64, meta["in_channels"], meta["image_size"], meta["image_size"])
         sample, verified_on = torch.rand(size, generator=g), "random images (dataset not found)"
-    output = output or source.with_name(source.name.split(".")[0] + export.FORMATS[fmt][0])
     result = export.export(loaded.model, batches.Normalize(meta["mean"], meta["std"]), meta,
                            sample, fmt, output, str(source))
     return {**result, "verified_on": f"{len(sample)} {verified_on}"}
@@ -122,9 +147,9 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
     results = []
     for image in images:
         try:
-            x = datasets.read_image(image, meta["in_channels"], meta["image_size"])
-        except Exception as e:  # missing, not an image, truncated: say which and go on
-            results.append({"image": str(image), "error": f"{type(e).__name__}: {e}"})
+            x = readers.read_image(image, meta["in_channels"], meta["image_size"])
+        except PtrainError as e:  # missing, not an image, truncated: say which and go on
+            results.append({"image": str(image), "error": str(e)})
             continue
         probs = net(x[None].to(dev).float() / 255).softmax(1)[0]
         top = probs.topk(min(top_k, len(classes)))

@@ -36,7 +36,7 @@ def run(prepare: Callable[[], Start], opts: RunOptions) -> None:
             start.run_dir.unlock()
     distributed.close()  # not after a failure: a lost peer could make it hang
     if opts.json and main:
-        print(json.dumps(events.json_safe(summary)))
+        print(json.dumps(events.json_safe(summary), allow_nan=False))
     if summary["stopped"]:
         reason = summary["stopped"]
         if reason == "SIGUSR1" and opts.requeue and main and os.environ.get("SLURM_JOB_ID"):

@@ -14,7 +14,8 @@ import typer
 from pytorch_cli.platform import launch
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
-from pytorch_cli.settings.options import options, parameters, typed
+from pytorch_cli.settings.declare import check
+from pytorch_cli.settings.options import from_environment, options, parameters, typed
 from pytorch_cli.settings.run import RunOptions
 
 RUN_OPTIONS = [f.name for f in dataclasses.fields(RunOptions)]
@@ -45,7 +46,10 @@ def train(
     from pytorch_cli.platform import distributed
     from pytorch_cli.store import rundir
     opts = RunOptions(**{k: values[k] for k in RUN_OPTIONS})
-    cfg = configlib.resolve(config, _device_aliases(typed(ctx, configlib.FIELD_TYPES), opts))
+    check(opts)
+    distributed.timeout_s()  # a bad PTRAIN_DIST_TIMEOUT: refused now, even for one process
+    cfg = configlib.resolve(config, _device_aliases(typed(ctx, configlib.FIELD_TYPES), opts),
+                            from_environment(ctx, configlib.TrainConfig))
     if cfg.tensorboard:
         from pytorch_cli.output import tensorboard_sink
         tensorboard_sink.require()
@@ -58,7 +62,7 @@ def train(
     auto = opts.resume == "auto" or distributed.elastic()
     try:
         session.run(lambda: prepare.Start(cfg, None) if opts.dry_run else prepare.train(
-            cfg, opts.name, opts.run_dir, default, opts.overwrite, auto), opts)
+            cfg, opts.name or "", opts.run_dir or "", default, opts.overwrite, auto), opts)
     except prepare.AlreadyFinished as e:
         if not auto:
             raise
@@ -79,7 +83,10 @@ def resume(
     directory."""
     from pytorch_cli.commands import prepare, session
     from pytorch_cli.output import tensorboard_sink
+    from pytorch_cli.platform import distributed
     opts = RunOptions(**{k: v for k, v in values.items() if k in RUN_OPTIONS})
+    check(opts)
+    distributed.timeout_s()
 
     def start() -> prepare.Start:
         begin = prepare.resume(target, values["epochs"], values["device"], model, dataset)

@@ -214,6 +214,11 @@ def eval_split(split: Split, storage: torch.device, device: torch.device) -> Spl
     return split
 
 
+def eval_batch_count(n: int, batch_size: int, world: int = 1) -> int:
+    """How many evaluation batches every rank has (ranks' parts differ by an image at most)."""
+    return min(-(-((r + 1) * n // world - r * n // world) // batch_size) for r in range(world))
+
+
 def eval_batches(split: Split, spec: Spec, batch_size: int, device: torch.device, tta: bool = False,
                  rank: int = 0, world: int = 1,
                  ) -> Iterator[tuple[list[tuple[float, torch.Tensor]], torch.Tensor]]:

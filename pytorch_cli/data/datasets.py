@@ -1,20 +1,18 @@
-"""Finding and reading datasets: each is read once into (N, C, H, W) uint8 tensors (MNIST: 47 MB,
-CIFAR: 150 MB), from torchvision's layout or a plain folder of the original files. Batching them
-on the device is batches.py's job."""
+"""Finding, loading and splitting datasets: each is read once into (N, C, H, W) uint8 tensors
+(MNIST: 47 MB, CIFAR: 150 MB), from torchvision's layout or a plain folder of the original files.
+Reading and checking each file is readers.py's job; batching them on the device is batches.py's."""
 
 from __future__ import annotations
 
-import gzip
 import os
-import pickle
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pytorch_cli.data import readers
 from pytorch_cli.data.catalog import SPECS, Spec
 from pytorch_cli.platform.errors import PtrainError, UsageError
 
@@ -73,45 +71,12 @@ def _find_mnist(root: Path, spec: Spec) -> dict[str, Path] | None:
 
 
 def _read_mnist(files: dict[str, Path], spec: Spec) -> tuple[Split, Split, list[str]]:
-    """Stage the files in torchvision's layout (gunzipped) and read them with torchvision's
-    reader."""
     import torchvision  # here, not above: it imports torch._dynamo (seconds) for --dataset fake
-    cls = getattr(torchvision.datasets, spec.tv_class)
-    with tempfile.TemporaryDirectory(prefix="ptrain-") as tmp:
-        raw = Path(tmp, spec.tv_class, "raw")
-        raw.mkdir(parents=True)
-        for name, path in files.items():
-            if path.suffix == ".gz":
-                with gzip.open(path, "rb") as src, open(raw / name, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            else:
-                os.symlink(path.resolve(), raw / name)
-        splits = []
-        for train in (True, False):
-            ds = cls(tmp, train=train, download=False)
-            splits.append(Split(ds.data.unsqueeze(1).contiguous(), ds.targets.long()))
-    return splits[0], splits[1], list(cls.classes)
-
-
-class _ArraysOnly(pickle.Unpickler):
-    """CIFAR's python batches are pickles: allow numpy arrays and plain containers, nothing that
-    could run code."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-               ("numpy", "ndarray"), ("numpy", "dtype"),
-               ("_codecs", "encode")}  # how protocol 2 stores bytes; only builds a bytes object
-
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
-
-
-def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return _ArraysOnly(f, encoding="latin1").load()
+    splits = []
+    for images, labels in (MNIST_FILES[:2], MNIST_FILES[2:]):
+        x, y = readers.mnist_split(files[images], files[labels], spec)
+        splits.append(Split(torch.from_numpy(x), torch.from_numpy(y)))
+    return splits[0], splits[1], list(getattr(torchvision.datasets, spec.tv_class).classes)
 
 
 CIFAR_LAYOUTS = {
@@ -137,31 +102,16 @@ def _read_cifar(found, spec: Spec) -> tuple[Split, Split, list[str]]:
     folder, train_files, test_file, meta, label = found
 
     def read(names: list[str]) -> Split:
-        images, labels = [], []
-        for name in names:
-            if isinstance(label, str):  # python pickle batches
-                batch = _unpickle(folder / name)
-                images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                labels.append(np.asarray(batch[label], dtype=np.int64))
-            else:  # binary version: label byte(s) then 3072 pixel bytes per record
-                width = 3072 + (2 if spec.name == "cifar100" else 1)
-                raw = np.fromfile(folder / name, dtype=np.uint8)
-                if raw.size % width:
-                    raise ValueError(f"{name} is not a whole number of {width}-byte records")
-                raw = raw.reshape(-1, width)
-                images.append(raw[:, width - 3072:].reshape(-1, 3, 32, 32))
-                labels.append(raw[:, label].astype(np.int64))
-        return Split(torch.from_numpy(np.concatenate(images)).contiguous(),
-                     torch.from_numpy(np.concatenate(labels)))
+        parts = [readers.cifar_pickle(folder / name, label, spec) if isinstance(label, str)
+                 else readers.cifar_binary(folder / name, label, spec) for name in names]
+        return Split(torch.from_numpy(np.concatenate([x for x, _ in parts])),
+                     torch.from_numpy(np.concatenate([y for _, y in parts])))
 
-    classes = [str(i) for i in range(spec.num_classes)]
-    meta_path = folder / meta
-    if meta_path.is_file():
-        if isinstance(label, str):
-            key = "label_names" if spec.name == "cifar10" else "fine_label_names"
-            classes = list(_unpickle(meta_path)[key])
-        else:
-            classes = [line.strip() for line in meta_path.read_text().splitlines() if line.strip()]
+    classes = [str(i) for i in range(spec.num_classes)]  # no meta file: numbered
+    if (folder / meta).is_file():
+        key = ("label_names" if spec.name == "cifar10" else "fine_label_names"
+               ) if isinstance(label, str) else ""
+        classes = readers.class_names(folder / meta, spec, key)
     return read(train_files), read([test_file]), classes
 
 
@@ -226,6 +176,8 @@ def _read(spec: Spec, data_dir: str, download: bool) -> tuple[Split, Split, list
     folder, reader = located
     try:
         return *reader(), str(folder)
+    except PtrainError:  # readers' own checks: they name the file and the fault
+        raise
     except Exception as e:
         raise PtrainError(f"{spec.name}: the files in {folder} are unreadable or corrupt "
                           f"({type(e).__name__}: {e}); replace them with the original "
@@ -249,13 +201,3 @@ def load(name: str, data_dir: str = "", download: bool = True, val_split: float 
         val = Split(train.images[val_idx], train.labels[val_idx])
         train = Split(train.images[train_idx], train.labels[train_idx])
     return Data(spec, classes, train, val, test, source)
-
-
-def read_image(path: Path, channels: int, size: int) -> torch.Tensor:
-    """A PNG/JPEG of any size or mode as the model saw its training data: grayscale or RGB,
-    size x size, uint8 (C, H, W)."""
-    import torchvision
-    from PIL import Image  # torchvision's own dependency; only predict needs it
-    with Image.open(path) as img:
-        img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-        return torchvision.transforms.functional.pil_to_tensor(img)

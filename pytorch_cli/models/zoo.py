@@ -7,7 +7,11 @@ completion list, so the nets themselves (nets.py) load only when one is built.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
+
+from pytorch_cli.data import catalog
+from pytorch_cli.platform.errors import DamagedFile
 
 
 def _net(name: str) -> Callable:
@@ -86,3 +90,44 @@ def describe(name: str, spec, classes: list[str]) -> dict:
     return {"model": name, "dataset": spec.name, "in_channels": spec.channels,
             "num_classes": spec.num_classes, "image_size": spec.size, "mean": list(spec.mean),
             "std": list(spec.std), "classes": list(classes)}
+
+
+# What describe() writes, by field; check_meta holds a loaded file to it.
+META_TYPES = {"model": str, "dataset": str, "in_channels": int, "num_classes": int,
+              "image_size": int, "mean": list, "std": list, "classes": list}
+
+
+def check_meta(meta, path) -> None:
+    """A loaded file's meta, field by field: a crafted or damaged one is one error naming the
+    field, never a model built at a size that tries to allocate terabytes."""
+    if not isinstance(meta, dict):
+        raise DamagedFile(path, f"its meta is a {type(meta).__name__}, not a table")
+    for key, kind in META_TYPES.items():
+        if key not in meta:
+            raise DamagedFile(path, f"its meta has no {key!r}")
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            raise DamagedFile(path, f"its meta {key!r} is {meta[key]!r}, not a {kind.__name__}")
+    for key, known in (("model", MODELS), ("dataset", catalog.SPECS)):
+        if meta[key] not in known:
+            raise DamagedFile(path, f"its meta {key!r} is {meta[key]!r}, which this ptrain does "
+                              f"not know ({', '.join(known)})")
+    # A built-in dataset fixes the shapes the model was built for (describe() copies them).
+    spec = catalog.SPECS[meta["dataset"]]
+    for key, value in (("in_channels", spec.channels), ("num_classes", spec.num_classes),
+                       ("image_size", spec.size)):
+        if meta[key] != value:
+            raise DamagedFile(path, f"its meta {key!r} is {meta[key]}, but {spec.name} has "
+                              f"{value}")
+    for key in ("mean", "std"):
+        values = meta[key]
+        if len(values) != meta["in_channels"] or not all(
+                isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            raise DamagedFile(path, f"its meta {key!r} is {values!r}, not "
+                              f"{meta['in_channels']} finite numbers")
+    if not all(v > 0 for v in meta["std"]):
+        raise DamagedFile(path, f"its meta 'std' is {meta['std']!r}: a std must be above 0")
+    classes = meta["classes"]
+    if len(classes) not in (0, meta["num_classes"]) or not all(isinstance(c, str)
+                                                               for c in classes):
+        raise DamagedFile(path, f"its meta 'classes' holds {len(classes)} entries for "
+                          f"{meta['num_classes']} outputs (names, one per output)")

@@ -7,7 +7,7 @@ import importlib.util
 import io
 from pathlib import Path
 
-from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.platform.errors import PtrainError, UsageError
 from pytorch_cli.platform.files import atomic_write
 
 
@@ -24,12 +24,32 @@ def _figure(*shape: int, size: tuple[float, float]):
     return plt.subplots(*shape, figsize=size, squeeze=False)
 
 
+def check_output(out: Path) -> str:
+    """The image format of `out` (its suffix; none: png), checked before any drawing: a folder,
+    a file where a folder should be, or a suffix matplotlib cannot write is one line naming it."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder; name an image file (.png, .svg, .pdf)")
+    fmt = out.suffix.lstrip(".").lower() or "png"
+    if fmt not in FigureCanvasBase.get_supported_filetypes():
+        raise UsageError(f"{out}: matplotlib cannot write .{fmt} images; "
+                         "name a .png, .svg or .pdf file")
+    above = next((p for p in out.parents if p.exists()), Path("."))
+    if not above.is_dir():
+        raise UsageError(f"cannot write {out}: {above} is a file, not a folder")
+    return fmt
+
+
 def _save(fig, out: Path) -> None:
     import matplotlib.pyplot as plt
     buf = io.BytesIO()
-    fig.savefig(buf, format=out.suffix.lstrip(".").lower() or "png", dpi=120, bbox_inches="tight")
+    fig.savefig(buf, format=check_output(out), dpi=120, bbox_inches="tight")
     plt.close(fig)
-    atomic_write(out, lambda f: f.write(buf.getvalue()))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # as export does
+        atomic_write(out, lambda f: f.write(buf.getvalue()))
+    except OSError as e:  # the temporary file's name would mean nothing to the user
+        raise PtrainError(f"cannot write {out}: {e.strerror or e}; nothing was written") from None
 
 
 def _x(record: dict) -> float:
@@ -42,12 +62,15 @@ def _x(record: dict) -> float:
 def curves(runs: dict[str, list[dict]], out: Path) -> None:
     """runs: label -> metrics records. Left: training loss (thin, every log record) and test
     loss (markers, per epoch); right: test and validation accuracy per epoch."""
+    check_output(out)  # before the drawing
     fig, axes = _figure(1, 2, size=(12, 4.5))
     loss_ax, acc_ax = axes[0]
     for i, (label, records) in enumerate(runs.items()):
         color = f"C{i % 10}"
-        train = [r for r in records if r.get("kind") == "train" and r.get("train_loss") is not None]
-        epochs = [r for r in records if r.get("kind") == "epoch"]
+        # (records are records.valid: a field present has its type; one absent, the point goes)
+        train = [r for r in records if r.get("kind") == "train" and r.get("train_loss") is not None
+                 and all(k in r for k in ("epoch", "batch", "batches"))]
+        epochs = [r for r in records if r.get("kind") == "epoch" and "epoch" in r]
         if train:
             loss_ax.plot([_x(r) for r in train], [r["train_loss"] for r in train], color=color,
                          alpha=0.45, linewidth=1, label=f"{label} train")
@@ -55,7 +78,9 @@ def curves(runs: dict[str, list[dict]], out: Path) -> None:
         if tested:
             loss_ax.plot([_x(r) for r in tested], [r["test_loss"] for r in tested], "o-",
                          color=color, label=f"{label} test")
-            acc_ax.plot([_x(r) for r in tested], [100 * r["test_acc"] for r in tested], "o-",
+        scored = [r for r in epochs if r.get("test_acc") is not None]  # (a NaN loss: null)
+        if scored:
+            acc_ax.plot([_x(r) for r in scored], [100 * r["test_acc"] for r in scored], "o-",
                         color=color, label=f"{label} test")
         valed = [r for r in epochs if r.get("val_acc") is not None]
         if valed:
@@ -75,6 +100,7 @@ def curves(runs: dict[str, list[dict]], out: Path) -> None:
 def confusion(result: dict, out: Path) -> None:
     """Rows: true class, columns: predicted; colour is the row's share (so rare classes show),
     the number is the count."""
+    check_output(out)
     classes, matrix = result["classes"], result["confusion"]
     n = len(classes)
     side = min(max(5.0, 0.55 * n + 2), 30.0)

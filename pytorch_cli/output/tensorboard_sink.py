@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.platform.errors import PtrainError, UsageError
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.store.rundir import TENSORBOARD
 
@@ -36,6 +36,10 @@ def sink(run_dir: Path, config: dict) -> Emit:
     """The writer opens at the "start" record: a resumed run purges what was logged after its
     checkpoint (it is logged again), as metrics.jsonl is trimmed."""
     from torch.utils.tensorboard import SummaryWriter
+    folder = run_dir / TENSORBOARD
+    if folder.is_symlink():  # its event files would be written wherever the link points
+        raise PtrainError(f"cannot write {folder}: it is a symbolic link, and ptrain does not "
+                          "write through links in a run directory; remove it")
     writer = None
 
     def emit(r: dict) -> None:
@@ -43,7 +47,7 @@ def sink(run_dir: Path, config: dict) -> Emit:
         kind = r["kind"]
         if kind == "start":
             resumed = r.get("resume_at") is not None
-            writer = SummaryWriter(str(run_dir / TENSORBOARD),
+            writer = SummaryWriter(str(folder),
                                    purge_step=r.get("step", 0) + 1 if resumed else None)
         if writer is None:
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,11 +19,27 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from pytorch_cli.platform.errors import PtrainError
+from pytorch_cli.platform.errors import PtrainError, UsageError
 
-TIMEOUT_S = float(
-    os.environ.get("PTRAIN_DIST_TIMEOUT", 300)
-)  # a collective waits this long, at most
+DEFAULT_TIMEOUT_S = 300.0  # a collective waits this long, at most (PTRAIN_DIST_TIMEOUT)
+MAX_TIMEOUT_S = 7 * 24 * 3600  # a week: a collective that waits longer is a hang
+
+
+def timeout_s() -> float:
+    """PTRAIN_DIST_TIMEOUT in seconds (unset or empty: 300). Read when a session starts, not at
+    import: a bad value is one usage error before any work, for one process too (c10d would
+    answer a negative one with a C++ stack dump)."""
+    text = os.environ.get("PTRAIN_DIST_TIMEOUT", "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_TIMEOUT_S:  # nan and inf fail too
+        raise UsageError(f"PTRAIN_DIST_TIMEOUT must be a number of seconds greater than 0 and at "
+                         f"most {MAX_TIMEOUT_S} (a week), got {text!r}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -53,10 +70,10 @@ def world() -> World:
 
 def init() -> None:
     """Join torchrun's process group when launched by it: gloo for CPU tensors and, where
-    there are GPUs, nccl for CUDA ones. Collectives wait TIMEOUT_S at most."""
+    there are GPUs, nccl for CUDA ones. Collectives wait timeout_s() at most."""
     if launched() and not dist.is_initialized():
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        timeout = datetime.timedelta(seconds=TIMEOUT_S)
+        timeout = datetime.timedelta(seconds=timeout_s())
         store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
         # torchrun's agent store outlives a restart, and with it the addresses the previous
         # worker group published: a fresh prefix per attempt keeps a restarted rank from

@@ -1,5 +1,8 @@
 """The one exception type users see (its message is printed as a single line, no traceback),
-and the wording helper every message uses."""
+the one-line warning for what ptrain skips and goes on without, and the wording helper every
+message uses."""
+
+import sys
 
 
 class PtrainError(Exception):
@@ -20,6 +23,15 @@ def _restore(cls: type, message: str, exit_code: int) -> PtrainError:
     return error
 
 
+class DamagedFile(PtrainError):
+    """A file ptrain reads holds something it never writes: name the file and the field."""
+
+    def __init__(self, path, problem: str, advice: str = "use another checkpoint of the run "
+                 "(last.pt, best.pt, model.pth)"):
+        super().__init__(f"{path}: {problem}: the file is damaged or was not written by ptrain; "
+                         f"{advice}")
+
+
 class UsageError(PtrainError):
     """A bad flag or config value (exit code 2, like argparse and click)."""
 
@@ -30,3 +42,12 @@ class UsageError(PtrainError):
 def plural(n: float, word: str, many: str = "") -> str:
     """'1 epoch', '2 epochs', '9.9 epochs'; plural(3, "batch", "batches")."""
     return f"{n:g} {word if n == 1 else many or word + 's'}"
+
+
+def warn(message: str) -> None:
+    """One line on stderr for something skipped that the user should know of (a bad record, a
+    bad image); the command goes on. Never fails, even with stderr closed."""
+    try:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):  # closed, gone or None: nothing to tell
+        pass

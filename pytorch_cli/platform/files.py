@@ -3,6 +3,7 @@ holds on its directory. No torch here: `ptrain runs` and `plot` start without it
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -22,23 +23,88 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     an unpredictable name and is created exclusively (mkstemp: never an existing file or a link
     someone planted), and the rename replaces a link at `path` itself, never what it points to."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    tmp = Path(name)
+    tmp = _written_beside(path, write)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's owner-only
-        with open(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _sync_folder(path.parent)
+
+
+class PairTorn(OSError):
+    """The second rename of atomic_write_pair failed and the first could not be undone (the
+    disk has no hard links to keep the previous file by): the first file is new, the second
+    old."""
+
+
+def atomic_write_pair(first: Path, data: bytes, second: Path, more: bytes) -> None:
+    """Both files or neither (an export and its sidecar): each is written whole beside its place
+    before either is renamed; should the second rename fail, the previous first file comes back
+    from a hard link kept to it. An OSError names the user's file, never a temporary one."""
+    temps: list[Path] = []
+    backup, at = None, first
     try:
-        os.fsync(dir_fd)  # make the rename itself durable
+        for at, blob in ((first, data), (second, more)):
+            temps.append(_written_beside(at, lambda f, blob=blob: f.write(blob)))
+        at, had, backup = first, first.is_file(), _hard_link(first)
+        os.replace(temps[0], first)
+        try:
+            at = second
+            os.replace(temps[1], second)
+        except OSError as e:
+            if had and backup is None:
+                raise PairTorn(e.errno, e.strerror, str(second)) from None
+            with contextlib.suppress(OSError):  # the previous one back, or none, as before
+                os.replace(backup, first) if backup is not None else first.unlink()
+            raise
+    except PairTorn:
+        raise
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(at)) from None
     finally:
-        os.close(dir_fd)
+        for leftover in (*temps, *([backup] if backup else [])):
+            leftover.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # both are in place; a disk that cannot sync a folder
+        _sync_folder(first.parent)      # (some network ones) makes them no less written
+
+
+def _written_beside(path: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """A new temporary file beside path holding what `write` wrote, fsynced; its name is
+    .NAME.RANDOM.ptrain-tmp, its mode what open() would give (not mkstemp's owner-only)."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with open(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _hard_link(path: Path) -> Path | None:
+    """A hard link to the file, so that it can be put back; None if there is none, or where the
+    disk has no hard links."""
+    if not path.is_file():
+        return None
+    link = Path(tempfile.mktemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX))
+    try:
+        os.link(path, link)  # fails, never overwrites, if the name was taken meanwhile
+    except OSError:
+        return None
+    return link
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)  # make the renames themselves durable
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def leftovers(folder: Path, names: tuple[str, ...]) -> list[Path]:

@@ -36,6 +36,7 @@ def handoff(argv: list[str], nproc: int, max_restarts: int, run_dir: str) -> Non
         raise UsageError("--nproc: this is already a torchrun worker; leave --nproc to torchrun's "
                          "--nproc-per-node")
     from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     args = torchrun.parse_args(["--standalone", f"--nproc-per-node={nproc}",
@@ -46,6 +47,13 @@ def handoff(argv: list[str], nproc: int, max_restarts: int, run_dir: str) -> Non
             logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         torchrun.run(args)
+    except SignalException as e:
+        # torchrun's agent caught SIGTERM/SIGINT, passed it to the workers (each in a session of
+        # its own, so they get it once) and waited for them: they saved and said where. Exit as
+        # a single process would: 128 + the signal, with nothing more to say.
+        stopped = PtrainError(f"stopped by {e.sigval.name}", exit_code=128 + int(e.sigval))
+        stopped.echo = True
+        raise stopped from None
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         code = failure.exitcode

@@ -11,8 +11,12 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGUSR1": 143, "SIGHUP": 129}  # 128 + the signal
+# scontrol asks slurmctld, which answers in well under a second when it is up; a job being
+# stopped has seconds left (SLURM's --signal=USR1@N), and the checkpoint is already saved
+REQUEUE_TIMEOUT_S = 30.0
 STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)
 
 
@@ -40,6 +44,20 @@ def stop_on_signals(request):
             signal.signal(s, h)
 
 
+def exit_quietly(code: int) -> None:
+    """From here on the process only exits: everything is saved and said. A SIGINT or SIGTERM
+    during the interpreter's shutdown (its atexit callbacks: torch's, multiprocessing's) ends it
+    with `code` at once, not with a KeyboardInterrupt traceback."""
+    def handle(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    for s in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(s) != signal.SIG_IGN:
+            signal.signal(s, handle)
+
+
 def slurm_requeue() -> str:
     """Ask SLURM to queue this job again (after SIGUSR1 under SLURM); returns what happened."""
     job = os.environ.get("SLURM_JOB_ID")
@@ -47,7 +65,12 @@ def slurm_requeue() -> str:
         return "not requeued: SLURM_JOB_ID is not set"
     if not shutil.which("scontrol"):
         return "not requeued: scontrol is not on PATH"
-    done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    try:
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=REQUEUE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return (f"not requeued: `scontrol requeue {job}` did not answer in "
+                f"{REQUEUE_TIMEOUT_S:g} s (requeue the job yourself, or resume it later)")
     if done.returncode:
         return f"scontrol requeue {job} failed: {(done.stderr or done.stdout).strip()[:200]}"
     return f"SLURM job {job} requeued"

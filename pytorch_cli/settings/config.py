@@ -9,7 +9,9 @@ with `--config` re-runs the same experiment.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,25 @@ NOT_NEGATIVE = (lambda v: v >= 0, "0 or more")
 OFF_OR_MORE = (lambda v: v >= 0, "0 (off) or more")
 UNIT = (lambda v: 0 <= v <= 1, "in [0, 1]")
 UNIT_OPEN = (lambda v: 0 <= v < 1, "in [0, 1)")
+# a path is written into config.toml and one-line messages: no NUL, newline...
+PATH = (lambda v: not any(ord(c) < 32 or ord(c) == 127 for c in v),
+        "a path without control characters")
+# torch.manual_seed takes [-2**63, 2**64-1] but maps a negative seed onto a large one; TOML's
+# integers (config.toml) are signed 64-bit: the seeds both take without aliasing
+SEED_RANGE = (lambda v: 0 <= v <= 2**63 - 1, "in [0, 2**63-1] (64-bit seeds, as torch and TOML "
+              "take them)")
+
+# limits (the most a setting takes, and why): beyond them a value is a typo or breaks something
+MAX_EPOCHS = 1_000_000  # beyond any schedule; epochs x steps stays an exact count in a float
+# recipes train below ~10 (the tests diverge on purpose at 1e6); near 3e38 torch cannot
+# even apply a rate to float32 weights
+MAX_LR = 1_000_000
+MAX_FACTOR = 1000  # --norm-lr-scale, and 1/it: recipes use up to 64; lr x it stays in float32
+MAX_DECAY = 10  # AdamW's are 0.01-0.3, SGD's 5e-4; lr x decay near 1 zeroes the weights
+# DataLoader processes beyond the machine's cores only cost memory (each imports torch and
+# holds a share of the batches in flight); 64 is more than the largest useful count
+MAX_WORKERS = 64
+MAX_CONFIG_BYTES = 1 << 20  # 1 MiB: a config of every setting is ~1 KiB; more is not a config
 
 
 @dataclass
@@ -40,7 +61,7 @@ class TrainConfig:
     dataset: str = setting("mnist", choices=tuple(catalog.SPECS))
     data_dir: str = setting(
         "", "Folder with the dataset (torchvision layout or the original files). Default: "
-        "$PTRAIN_DATA_DIR, then ./data.")
+        "$PTRAIN_DATA_DIR, then ./data.", rule=PATH)
     download: bool = setting(True, "Download the dataset with torchvision if it is not found.")
     model: str = setting("lenet", choices=tuple(zoo.MODELS))
     init: str = setting("default", "Weight init.", choices=tuple(zoo.INITS))
@@ -48,13 +69,16 @@ class TrainConfig:
     batch_size: int = setting(64, "Training batch size.", rule=AT_LEAST_1)
     test_batch_size: int = setting(1000, "Evaluation batch size.", rule=AT_LEAST_1)
     epochs: float = setting(10, "Number of epochs (may be fractional: 9.9).", rule=POSITIVE,
+                            limit=(MAX_EPOCHS, "beyond any schedule"),
                             resume_help="Train to this many epochs in all (extends the run).")
-    lr: float = setting(0.01, "Learning rate (peak rate for onecycle).", rule=POSITIVE)
+    lr: float = setting(0.01, "Learning rate (peak rate for onecycle).", rule=POSITIVE,
+                        limit=(MAX_LR, "far above any recipe"))
     momentum: float = setting(0.5, "SGD/RMSprop momentum.", rule=UNIT_OPEN)
     nesterov: bool = setting(False, "Nesterov momentum (SGD).")
     optimizer: str = setting("sgd", choices=tuple(optim.OPTIMIZERS))
     weight_decay: float = setting(0.0, "Weight decay (never on biases or norm weights).",
-                                  rule=NOT_NEGATIVE)
+                                  rule=NOT_NEGATIVE,
+                                  limit=(MAX_DECAY, "AdamW's are 0.01-0.3"))
     scheduler: str = setting("none", "LR schedule.", choices=tuple(optim.SCHEDULES))
     gamma: float = setting(0.7, "LR factor per epoch for --scheduler step.",
                            rule=(lambda v: 0 < v <= 1, "in (0, 1]"))
@@ -62,8 +86,10 @@ class TrainConfig:
     warmup_start: float = setting(0.0, "LR factor the warmup starts from.", rule=UNIT)
     final_lr: float = setting(0.0, "LR factor cosine and linear schedules end at.", rule=UNIT)
     norm_lr_scale: float = setting(
-        1.0, "LR multiplier for norm layers' scales and shifts (BatchNorm...).", rule=POSITIVE,
-        aliases=("bias_lr_scale",))
+        1.0, "LR multiplier for norm layers' scales and shifts (BatchNorm...).",
+        rule=(lambda v: v >= 1 / MAX_FACTOR, f"at least {1 / MAX_FACTOR:g} (their weight decay is "
+              "divided by it)"),
+        limit=(MAX_FACTOR, "recipes use up to 64"), aliases=("bias_lr_scale",))
     bias_decay: bool = setting(
         False, "Weight decay on biases and norm shifts too (same per-step rate).")
     lookahead_every: int = setting(
@@ -93,9 +119,10 @@ class TrainConfig:
         choices=("random", "alternate"))
     workers: int = setting(
         0, "0: batches are sliced on the device; N: N loader processes feed them from host "
-        "memory.", env="PTRAIN_WORKERS", rule=NOT_NEGATIVE)
+        "memory (at most 64).", env="PTRAIN_WORKERS", rule=NOT_NEGATIVE,
+        limit=(MAX_WORKERS, "more loader processes only cost memory"))
     # reproducibility and hardware
-    seed: int = setting(1, "Seed for every random generator.")
+    seed: int = setting(1, "Seed for every random generator.", rule=SEED_RANGE)
     deterministic: bool = setting(False, "Use deterministic algorithms only.")
     detect_anomaly: bool = setting(
         False, "Autograd anomaly mode: name the operation that made a NaN (slow).")
@@ -146,25 +173,60 @@ CROSS_RULES = (
 )
 
 
-def validate(cfg: TrainConfig) -> TrainConfig:
-    """Raise UsageError naming the first bad value; return cfg unchanged when all are fine."""
-    check(cfg)
+def validate(cfg: TrainConfig, origin: dict[str, str] | None = None) -> TrainConfig:
+    """Raise UsageError naming the first bad value (and `origin`'s source of it: a variable, a
+    file); return cfg unchanged when all are fine."""
+    check(cfg, origin)
     for ok, message in CROSS_RULES:
         if not ok(cfg):
             raise UsageError(message.format(c=cfg))
     return cfg
 
 
-def load_file(path: Path) -> dict[str, Any]:
-    """Read a TOML config; unknown keys and wrong types are errors, not silently ignored."""
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+    return next((what for test, what in kinds if test(mode)), "a special file")
+
+
+def _read(path: Path) -> str:
+    """The file's text, if it is a regular file of at most MAX_CONFIG_BYTES: stat()ed before it
+    is opened, as opening a FIFO blocks and a device (/dev/zero) never ends."""
+    too_big = UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB, "
+                         "the most a config file may be")
     try:
-        raw = tomllib.loads(path.read_text())
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"config file {path} is not a regular file ({_kind(info.st_mode)}); "
+                             "pass a TOML file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise too_big
+        # O_NONBLOCK: a FIFO put in its place since the stat() cannot block the open either
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)  # it may have grown since
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read config file {path}: {e}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read config file {path}: {e.strerror or e}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise too_big
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"config file {path} is not UTF-8 text: {e}") from None
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """Read a TOML config; unknown keys and wrong types are errors, not silently ignored."""
+    text = _read(path)
+    try:
+        raw = tomllib.loads(text)
+    except RecursionError:  # arrays nested thousands deep
+        raise UsageError(f"config file {path} is not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"config file {path} is not valid TOML: {e}") from None
+    except ValueError:  # Python's own limit on integer literals
+        raise UsageError(f"config file {path} holds an integer of more than 4300 digits") from None
     values = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
@@ -176,11 +238,14 @@ def load_file(path: Path) -> dict[str, Any]:
     return values
 
 
-def resolve(file: Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults <- file <- overrides (flags the user actually typed), then validated."""
+def resolve(file: Path | None = None, overrides: dict[str, Any] | None = None,
+            origin: dict[str, str] | None = None) -> TrainConfig:
+    """Defaults <- file <- overrides (flags the user actually typed), then validated; `origin`:
+    the overrides set by a variable, not a flag (PTRAIN_WORKERS...), named in an error."""
     values = load_file(file) if file else {}
+    where = {k: str(file) for k in values if k not in (overrides or {})}
     values.update(overrides or {})
-    return validate(TrainConfig(**values))
+    return validate(TrainConfig(**values), {**where, **(origin or {})})
 
 
 def from_dict(values: dict[str, Any]) -> TrainConfig:

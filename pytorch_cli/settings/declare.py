@@ -27,6 +27,7 @@ class Setting:
     flags: tuple[str, ...] = ()  # its spellings on the command line; () = Typer's own
     metavar: str = ""
     min: int | None = None  # the command line refuses less (click's own message)
+    limit: tuple[int, str] | None = None  # (the most it takes, why): flags, variables, files
     aliases: tuple[str, ...] = ()  # its old names: still accepted as flags and TOML keys
     resume_help: str = ""  # also an option of `ptrain resume` (default: as the run had it)
 
@@ -66,28 +67,47 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise UsageError(f"{flag(name)} must be one of {'|'.join(choices)}, got {value!r}")
 
 
-def check(obj) -> None:
-    """Each setting against its own declaration: choices, finite numbers, its rule. Raises
-    UsageError naming the first bad value."""
-    values = dataclasses.asdict(obj)
-    settings = declared(type(obj))
+INT64_MAX = 2**63 - 1  # TOML's integers are 64-bit (config.toml must read back), as torch's are
+
+
+def check(obj, origin: dict[str, str] | None = None) -> None:
+    """Each setting against its own declaration: choices, finite numbers, its rule, its limit,
+    64-bit integers. Raises UsageError naming the first bad value; `origin`: where a value came
+    from when not typed as its flag (a PTRAIN_* variable, a config file), said in the message."""
+    values, settings, origin = dataclasses.asdict(obj), declared(type(obj)), origin or {}
+
+    def bad(name: str, what: str) -> UsageError:
+        value = values[name]
+        got = repr(value) if isinstance(value, str) else value
+        where = f" (from {origin[name]})" if name in origin else ""
+        return UsageError(f"{flag(name)} must be {what}, got {got}{where}")
+
     for name, s in settings.items():
-        if s.choices:
-            check_choice(name, values[name], s.choices)
+        if s.choices and values[name] not in s.choices:
+            raise bad(name, "one of " + "|".join(s.choices))
     for name, value in values.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"{flag(name)} must be a finite number, got {value}")
+            raise bad(name, "a finite number")
     for name, s in settings.items():
         value = values[name]
-        if s.rule is not None and value is not None and not s.rule[0](value):
-            got = repr(value) if isinstance(value, str) else value
-            raise UsageError(f"{flag(name)} must be {s.rule[1]}, got {got}")
+        if value is None:
+            continue
+        if s.rule is not None and not s.rule[0](value):
+            raise bad(name, s.rule[1])
+        if s.limit is not None and value > s.limit[0]:
+            raise bad(name, f"at most {s.limit[0]} ({s.limit[1]})")
+        if type(value) is int and not -INT64_MAX - 1 <= value <= INT64_MAX:
+            raise bad(name, f"a 64-bit integer (at most {INT64_MAX})")
 
 
 def coerce(accepted: tuple[type, ...], key: str, value: Any, source: str) -> Any:
     """Check a TOML value against a field's types; an int is accepted where a float is wanted."""
     if float in accepted and type(value) is int:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise UsageError(f"{source}: {key} must be a finite number, got an integer too "
+                             "large for a float") from None
     # bool is an int subclass: true is not a valid epochs count
     if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
         names = " or ".join(t.__name__ for t in accepted if t is not type(None))

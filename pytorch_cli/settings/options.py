@@ -61,3 +61,9 @@ def typed(ctx: typer.Context, names) -> dict[str, Any]:
     the config file; the rest keep the file's values or the defaults."""
     return {k: v for k, v in ctx.params.items() if k in names
             and getattr(ctx.get_parameter_source(k), "name", "") in TYPER_SOURCES}
+
+
+def from_environment(ctx: typer.Context, cls) -> dict[str, str]:
+    """name -> the variable that set it (PTRAIN_WORKERS...), for the error that names a value."""
+    return {name: s.env for name, s in declared(cls).items() if s.env and name in ctx.params
+            and getattr(ctx.get_parameter_source(name), "name", "") == "ENVIRONMENT"}

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 from pytorch_cli.settings.declare import setting
 
+# processes on one machine: one per GPU (8-16 a node) or per core with gloo; each imports
+# torch (~300 MB), and torchrun hangs on a typo such as 10**30
+MAX_NPROC = 128
+# None: not given (the default run directory); given, a name must say something
+NOT_BLANK = (lambda v: v.strip() != "", "non-blank (leave it out for the default run directory)")
+
 
 @dataclass
 class RunOptions:
@@ -19,8 +25,9 @@ class RunOptions:
         "operators printed.", metavar="N", min=0,
         resume_help="Profile N steps after a 5-step warm-up (as train --profile).")
     dry_run: bool = setting(False, "Run one training and one test batch, write nothing.")
-    name: str = setting("", "Run name: the run directory is runs/NAME.")
-    run_dir: str = setting("", "Run directory (overrides --name).")
+    name: str | None = setting(None, "Run name: the run directory is runs/NAME.",
+                               rule=NOT_BLANK)
+    run_dir: str | None = setting(None, "Run directory (overrides --name).", rule=NOT_BLANK)
     overwrite: bool = setting(False, "Replace the files of an existing run directory.")
     resume: str = setting(
         "never", "auto: continue the named run if its last.pt has these settings, else start it "
@@ -31,9 +38,12 @@ class RunOptions:
         resume_help="Under SLURM: after SIGUSR1, save, then `scontrol requeue` the job.")
     nproc: int = setting(
         0, "Train with N processes on this machine (DDP): hands the job to torchrun. "
-        "--batch-size is per process.")
+        "--batch-size is per process.",
+        rule=(lambda v: v >= 0, "0 (no torchrun) or more"),
+        limit=(MAX_NPROC, "processes on one machine"))
     max_restarts: int = setting(
-        0, "With --nproc: restart failed workers up to K times; they continue from last.pt.")
+        0, "With --nproc: restart failed workers up to K times; they continue from last.pt.",
+        rule=(lambda v: v >= 0, "0 or more"))
     json: bool = setting(
         False, "Print the final summary as one JSON object on stdout (logs go to stderr).",
         flags=("--json",),

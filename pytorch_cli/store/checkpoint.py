@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from pytorch_cli.platform.errors import PtrainError
+from pytorch_cli.models import zoo
+from pytorch_cli.platform.errors import DamagedFile, PtrainError
 from pytorch_cli.platform.files import atomic_write
 
 STATE_FORMAT = "ptrain-train-state"
@@ -87,10 +88,51 @@ def load(path: Path) -> dict:
                           "use another checkpoint of the run (last.pt, best.pt)") from None
     if not isinstance(obj, dict):
         raise PtrainError(f"{path}: not a ptrain checkpoint or state_dict")
-    if obj.get("format") in (STATE_FORMAT, MODEL_FORMAT) and obj.get("version", 1) > VERSION:
-        raise PtrainError(f"{path}: written by a newer ptrain (checkpoint version "
-                          f"{obj['version']}, this one reads {VERSION}); upgrade ptrain")
+    if obj.get("format") in (STATE_FORMAT, MODEL_FORMAT):
+        version = obj.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise DamagedFile(path, f"its version is {version!r}, not a whole number")
+        if version > VERSION:
+            raise PtrainError(f"{path}: written by a newer ptrain (checkpoint version "
+                              f"{version}, this one reads {VERSION}); upgrade ptrain")
+        _check_tagged(obj, path)
+    elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        check_weights(obj, path)  # a bare state_dict
     return obj
+
+
+# Each file kind's fields besides its weights: name -> type (the training state's own fields,
+# position and RNG, are checked by training/state.py, which writes them).
+_FIELDS = {MODEL_FORMAT: {"meta": dict, "config": dict, "metrics": dict},
+           STATE_FORMAT: {"meta": dict, "config": dict, "optimizer": dict, "scheduler": dict,
+                          "position": dict, "rng": dict}}
+_WEIGHTS = {MODEL_FORMAT: "state_dict", STATE_FORMAT: "model"}
+
+
+def _check_tagged(obj: dict, path: Path) -> None:
+    kind = obj["format"]
+    for key, type_ in {_WEIGHTS[kind]: dict, **_FIELDS[kind]}.items():
+        if key not in obj:
+            raise DamagedFile(path, f"it has no {key!r}")
+        if not isinstance(obj[key], type_):
+            raise DamagedFile(path, f"its {key!r} is a {type(obj[key]).__name__}, not a "
+                              f"{type_.__name__}")
+    check_weights(obj[_WEIGHTS[kind]], path)
+    zoo.check_meta(obj["meta"], path)
+
+
+def check_weights(state_dict: dict, path: Path) -> None:
+    """Named real tensors: loading complex values into a real model would drop their imaginary
+    part. (NaN weights load: `eval` says what such a model scores; export refuses them.)"""
+    if not state_dict:
+        raise DamagedFile(path, "it holds no weights")
+    for name, value in state_dict.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise DamagedFile(path, f"its weights hold {name!r}: {type(value).__name__}, not a "
+                              "named tensor")
+        if value.is_complex():
+            raise DamagedFile(path, f"weight {name} is complex ({value.dtype}); ptrain's models "
+                              "are real-valued")
 
 
 def weights(saved: dict) -> dict[str, torch.Tensor] | None:

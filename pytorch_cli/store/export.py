@@ -6,16 +6,20 @@ that --help and completion list."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import io
 import json
+import math
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytorch_cli.platform.errors import PtrainError
-from pytorch_cli.platform.files import atomic_write
+from pytorch_cli.platform import files
+from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.store.rundir import LOCK, RUN_FILES, TRACE, holds_run
 
 if TYPE_CHECKING:
     import torch
@@ -91,17 +95,88 @@ FORMATS = {"onnx": (".onnx", _onnx), "pt2": (".pt2", _pt2),
            "safetensors": (".safetensors", _safetensors)}
 
 
+def check_output(output: Path, source: Path, fmt: str) -> None:
+    """Before any work: neither the output nor its sidecar (OUTPUT.json) may land on the
+    checkpoint exported or on a file of a run; the output must be a file named for its format:
+    ending, in any case, in the last suffix of FORMATS' (.onnx, .pt2, .pt, .safetensors) or in
+    .FORMAT (model.torchscript)."""
+    sidecar = Path(f"{output}.json")
+    suffixes = sorted({"." + FORMATS[fmt][0].rsplit(".", 1)[-1], f".{fmt}"})
+    if output.is_dir():
+        raise UsageError(f"{output} is a folder; name the file to write, e.g. "
+                         f"{output / ('model' + FORMATS[fmt][0])}")
+    runs = {source.parent, *([output.parent] if holds_run(output.parent) else [])}  # any run's
+    kept = [source, *(run / name for run in runs for name in (*RUN_FILES, LOCK, TRACE))]
+    for path in (output, sidecar):
+        hit = next((k for k in kept if _same(path, k)), None)
+        if hit is not None:
+            what = "the checkpoint being exported" if hit == source else "a file of a run"
+            also = f" ({hit})" if str(hit) != str(path) else ""
+            raise UsageError(f"refusing to write {path}: it is {what}{also}; "
+                             "name another output with -o")
+    if not output.name.lower().endswith(tuple(suffixes)):
+        example = output.with_name((output.name.split(".")[0] or "model") + FORMATS[fmt][0])
+        names = " or ".join(f"*{x}" for x in suffixes)
+        raise UsageError(f"{output}: an export to {fmt} is named {names} (so that what reads it "
+                         f"knows its format); name it e.g. {example}")
+    above = next((d for d in output.parents if d.exists()), Path("."))
+    if not above.is_dir():
+        raise UsageError(f"cannot write {output}: {above} is a file, not a folder")
+    if sidecar.is_dir():
+        raise UsageError(f"{sidecar} is a folder, and the export's metadata goes there; "
+                         "move it away or name another output with -o")
+
+
+def _same(a: Path, b: Path) -> bool:
+    """The same file: by inode where both exist (links, a case-blind disk), else by name."""
+    with contextlib.suppress(OSError):
+        return os.path.samefile(a, b)
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # a loop of links
+        return a.absolute() == b.absolute()
+
+
+def check_normalization(meta: dict, source: Path) -> None:
+    """mean and std per channel (or one for all), finite, std above 0: else every output of the
+    exported model would be NaN or infinite."""
+    mean, std = meta.get("mean"), meta.get("std")
+    ok = all(isinstance(v, list) and v and len(v) in (1, meta["in_channels"]) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+        for v in (mean, std))
+    if not ok or min(std) <= 0:
+        raise PtrainError(f"{source}: its normalisation is not finite or not usable (mean "
+                          f"{str(mean)[:40]}, std {str(std)[:40]}: std must be above 0); "
+                          "nothing was written")
+
+
+def _not_finite(model: nn.Module, source: str) -> PtrainError:
+    import torch
+    bad = [name for name, t in model.state_dict().items()
+           if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        return PtrainError(f"{source}: the model's weights are not finite (NaN or infinity in "
+                           f"{bad[0]}{more}); nothing was written: export a checkpoint from "
+                           "before the run diverged")
+    return PtrainError(f"{source}: the model's outputs on the verification batch are not finite "
+                       "(the weights overflow, or the normalisation is not finite); nothing was "
+                       "written")
+
+
 def export(model: nn.Module, normalize: nn.Module, meta: dict, sample: torch.Tensor, fmt: str,
            output: Path, source: str) -> dict:
     """Write `output` (+ `output.json`) of normalize-then-model, which takes float images in
-    [0, 1]; verify it against the eager model on `sample`. On a mismatch above TOLERANCE
-    nothing is written."""
+    [0, 1]; verify it against the eager model on `sample`. On a mismatch above TOLERANCE, or
+    any output that is not finite, nothing is written."""
     import torch
     from torch import nn
     wrapped = nn.Sequential(normalize, model).cpu().eval()
     sample = sample.cpu()
     with torch.inference_mode():
         expected = wrapped(sample)
+    if not torch.isfinite(expected).all():  # NaN == NaN is no verification
+        raise _not_finite(model, source)
     try:
         data, run = FORMATS[fmt][1](wrapped, sample)
     except PtrainError:
@@ -114,9 +189,17 @@ def export(model: nn.Module, normalize: nn.Module, meta: dict, sample: torch.Ten
         got = run(sample)
         small = run(sample[:3])  # a second batch size: the batch dimension is dynamic
     diff = max((got - expected).abs().max().item(), (small - expected[:3]).abs().max().item())
-    if diff > TOLERANCE:
+    if not diff <= TOLERANCE:  # (NaN compares False either way: so, not `diff > TOLERANCE`)
+        how = f"exceeds {TOLERANCE}" if math.isfinite(diff) else "is not finite"
         raise PtrainError(f"export to {fmt} failed verification: max abs difference {diff:.3g} "
-                          f"from the eager model exceeds {TOLERANCE}; nothing was written")
+                          f"from the eager model {how}; nothing was written")
+    text = _sidecar(meta, fmt, output, source, diff, len(sample))
+    write_pair(output, data, text)
+    return {"output": str(output), "sidecar": f"{output}.json", "max_abs_diff": diff,
+            "format": fmt}
+
+
+def _sidecar(meta: dict, fmt: str, output: Path, source: str, diff: float, n: int) -> str:
     sidecar = {
         "format": fmt,
         "file": output.name,
@@ -132,19 +215,30 @@ def export(model: nn.Module, normalize: nn.Module, meta: dict, sample: torch.Ten
         "mean": meta["mean"],
         "std": meta["std"],
         "max_abs_diff": diff,
-        "verified_batch": len(sample),
+        "verified_batch": n,
     }
-    text = json.dumps(sidecar, indent=2) + "\n"
-    written = False
+    try:  # strict JSON: a NaN would make it unreadable to most parsers
+        return json.dumps(sidecar, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as e:
+        raise PtrainError(f"{source}: its metadata cannot be written as JSON ({e}); "
+                          "nothing was written") from None
+
+
+def write_pair(output: Path, data: bytes, text: str) -> None:
+    """The export and its sidecar, both or neither (files.atomic_write_pair); folders it had to
+    make are removed again on failure."""
+    made = [d for d in output.parents if not d.exists()]  # innermost first
+    sidecar = Path(f"{output}.json")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(output, lambda f: f.write(data))
-        written = True
-        atomic_write(Path(f"{output}.json"), lambda f: f.write(text.encode()))
-    except OSError as e:  # a full disk, no permission: no half file, no model without its sidecar
-        if written:
-            output.unlink(missing_ok=True)
-        raise PtrainError(f"cannot write {e.filename or output}: {e.strerror or e}; "
-                          "nothing was written") from None
-    return {"output": str(output), "sidecar": f"{output}.json", "max_abs_diff": diff,
-            "format": fmt}
+        files.atomic_write_pair(output, data, sidecar, text.encode())
+    except files.PairTorn:
+        raise PtrainError(f"cannot write {sidecar}; {output} is the new export, its "
+                          f"{sidecar.name} is the old one: export again") from None
+    except OSError as e:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise PtrainError(f"cannot write {e.filename or output}: {e.strerror or e}; nothing was "
+                          f"written (the previous {output.name} and its .json, if any, are "
+                          "intact)") from None

@@ -15,6 +15,8 @@ import tomllib
 from pathlib import Path
 
 from pytorch_cli.platform import files
+from pytorch_cli.platform.errors import warn
+from pytorch_cli.store import records
 from pytorch_cli.store.rundir import CONFIG, LAST, LOCK, METRICS, MODEL, RUN_FILES, RunDir
 
 ENDINGS = ("start", "stop", "end", "abort")
@@ -45,14 +47,41 @@ def status(run: RunDir, records: list[dict]) -> tuple[str, str]:
     return "failed", reason if reason != "error" else (last.get("error") or "error")[:60]
 
 
+# The config.toml values the table shows, and what each must be to be shown.
+CONFIG_FIELDS = {"dataset": (str,), "model": (str,), "epochs": (int, float)}
+
+
+def read_config(run: RunDir) -> dict:
+    """The CONFIG_FIELDS of a run's config.toml that are valid; a damaged file (binary, not
+    TOML, a value of the wrong type) costs one warning and blank cells, never the listing."""
+    path = run.file(CONFIG)
+    try:
+        config = tomllib.loads(records.read_plain(path).decode())
+    except FileNotFoundError:  # a run with metrics.jsonl only: nothing to tell
+        return {}
+    except OSError as e:
+        return _blank(path, f"cannot read it ({e.strerror or e})")
+    except UnicodeDecodeError:
+        return _blank(path, "it is not text")
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        return _blank(path, f"it is not TOML ({' '.join(str(e).split())[:80]})")
+    shown = {k: v for k, v in config.items() if k in CONFIG_FIELDS}
+    wrong = [k for k, v in shown.items() if not records.fits(v, CONFIG_FIELDS[k])]
+    if wrong:  # epochs = "x", dataset = 5: the table could not show them
+        warn(f"{path}: {', '.join(wrong)} of the wrong type; left blank")
+    return {k: v for k, v in shown.items() if k not in wrong}
+
+
+def _blank(path: Path, why: str) -> dict:
+    warn(f"{path}: {why}; its dataset, model and epochs are left blank")
+    return {}
+
+
 def summary(path: Path, root: Path) -> dict:
     run = RunDir(path)
-    try:
-        config = tomllib.loads(run.file(CONFIG).read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        config = {}
+    config = read_config(run)
     records = run.read_metrics()
-    epochs = [r for r in records if r.get("kind") == "epoch"]
+    epochs = [r for r in records if r.get("kind") == "epoch" and "epoch" in r]
     accs = [r.get("val_acc", r.get("test_acc")) for r in epochs]
     accs = [a for a in accs if a is not None]
     timed = [r for r in records if r.get("elapsed_s") is not None]

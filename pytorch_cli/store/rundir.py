@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Callable
 
 from pytorch_cli.platform import files
-from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.platform.errors import PtrainError, UsageError, warn
 from pytorch_cli.platform.events import json_safe
 from pytorch_cli.platform.files import atomic_write
+from pytorch_cli.store import records
 
 CONFIG, METRICS, LAST, BEST, MODEL = ("config.toml", "metrics.jsonl", "last.pt", "best.pt",
                                       "model.pth")
@@ -45,9 +46,25 @@ def holds_run(path: Path) -> bool:
 
 
 def _check_name(name: str) -> None:
-    if name in (".", "..") or "/" in name or "\\" in name:
-        raise UsageError(f"--name {name!r} must be a plain name inside {root()}/ (no / and no ..); "
-                         "use --run-dir for a directory elsewhere")
+    # one folder of the runs folder, printable as it is in one-line messages and `ptrain runs`
+    # (no NUL, newline or other control character), at most NAME_MAX (255) bytes
+    plain = (name.isprintable() and name.strip() == name and name not in (".", "..")
+             and "/" not in name and "\\" not in name and len(os.fsencode(name)) <= 255)
+    if not plain:
+        raise UsageError(f"--name {name!r} must be a plain name inside {root()}/ (no / or \\, no "
+                         "control characters or surrounding spaces, not . or .., at most 255 "
+                         "bytes); use --run-dir for a directory elsewhere")
+
+
+def _check_dir(run_dir: str) -> None:
+    if any(ord(c) < 32 or ord(c) == 127 for c in run_dir):  # NUL, newline...: no sane path
+        raise UsageError(f"--run-dir {run_dir!r} must be a path without control characters")
+
+
+def _check_root() -> None:
+    if root().exists() and not root().is_dir():
+        raise UsageError(f"the runs folder {root()} is a file, not a directory; set "
+                         "PTRAIN_RUNS_DIR to a folder (or unset it: runs/), or pass --run-dir")
 
 
 def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: bool = False,
@@ -56,6 +73,10 @@ def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: b
     An explicitly named run is never overwritten silently: only with --overwrite is it
     chosen again (RunDir.clear then removes its files).
     check_only: the named path, checked, whatever it holds."""
+    if run_dir:
+        _check_dir(run_dir)
+    else:
+        _check_root()
     if not (run_dir or name):
         path, n = root() / default, 2
         while holds_run(path) or path.is_file():
@@ -67,7 +88,7 @@ def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: b
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path} is a file, not a directory; choose another --name/--run-dir")
     if holds_run(path) and not check_only:
-        _check_free(path)
+        check_free(path)
         if not overwrite:
             raise UsageError(f"{path} already holds a run; choose another --name/--run-dir, "
                              f"continue it with `ptrain resume {path}`, or pass --overwrite")
@@ -86,20 +107,10 @@ def _unwritable(path: Path, e: OSError) -> PtrainError:
                        "choose another --run-dir or free some space")
 
 
-def _check_free(path: Path) -> None:
+def check_free(path: Path) -> None:
     pid = files.holder(path / LOCK)
     if pid is not None:
         raise _in_use(path, pid)
-
-
-def _parse(lines: list[str]) -> list[dict]:
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill: the records around it still count
-    return records
 
 
 @dataclass
@@ -162,9 +173,25 @@ class RunDir:
         except OSError as e:
             raise _unwritable(self.path, e) from None
 
+    def _records(self) -> tuple[list[dict], list[int]]:
+        try:
+            return records.parse(records.read_plain(self.file(METRICS)))
+        except FileNotFoundError:
+            return [], []
+
     def read_metrics(self) -> list[dict]:
-        path = self.file(METRICS)
-        return _parse(path.read_text().splitlines()) if path.exists() else []
+        """The run's valid records; a bad line (binary, not an object, a field of the wrong
+        type) is skipped with one warning per file, and the rest still counts."""
+        try:
+            found, bad = self._records()
+        except OSError as e:  # a directory, no permission: this run's records are unreadable
+            warn(f"{self.file(METRICS)}: cannot read it ({e.strerror or e}); its records are "
+                 "left out")
+            return []
+        if bad:
+            warn(f"{self.file(METRICS)}: skipped {records.lines(len(bad))} (first: line "
+                 f"{bad[0]})")
+        return found
 
     def append_metrics(self, record: dict) -> None:
         with files.open_append(self.file(METRICS)) as f:
@@ -184,11 +211,26 @@ class RunDir:
 
     def trim_metrics(self, step: int) -> None:
         """Before a resume: drop the records logged after the checkpoint (they will be logged
-        again) and any half-written line; rewritten atomically."""
-        if self.file(METRICS).exists():
-            kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
-            text = "".join(json.dumps(r) + "\n" for r in kept)
+        again), any half-written line and any bad one (with a warning); rewritten atomically.
+        An unreadable file is an error: rewriting it empty would lose the run's records."""
+        if not self.file(METRICS).exists():
+            return
+        try:
+            found, bad = self._records()
+        except OSError as e:
+            raise PtrainError(f"cannot read {self.file(METRICS)}: {e.strerror or e}; the resume "
+                              "appends to it: make it a readable file, or move it away") from None
+        if bad:
+            warn(f"{self.file(METRICS)}: dropped {records.lines(len(bad))} (first: line "
+                 f"{bad[0]}) as the run resumes")
+        kept = [r for r in found if r.get("step", 0) <= step]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        try:
             atomic_write(self.file(METRICS), lambda f: f.write(text.encode()))
+        except OSError as e:  # the old file stays, whole
+            raise PtrainError(f"cannot rewrite {self.file(METRICS)} for the resume: "
+                              f"{e.strerror or e}; free some space or fix its folder's "
+                              "permissions") from None
 
 
 def config_toml(values: dict) -> str:

@@ -33,10 +33,16 @@ class Tally:
     epoch_meter: step.Meter
     log_meter: step.Meter
     n_used: int  # images of the epoch some rank trains on (a ragged tail may sit out)
+    carried_s: float  # the epoch's training seconds before this session (a resume)
+    compiled_before: float  # the compile seconds so far: compiles are timed apart
     t0: float = field(default_factory=time.perf_counter)  # the epoch's clock
     log_t0: float = field(default_factory=time.perf_counter)
-    images: int = 0  # trained this epoch, by this process
     since_save: int = 0  # batches since the last checkpoint
+
+    def seconds(self, job: Job) -> float:
+        """The epoch's training seconds so far, this session's and before."""
+        compiled = job.watch.seconds - self.compiled_before
+        return self.carried_s + time.perf_counter() - self.t0 - compiled
 
 
 def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
@@ -45,10 +51,11 @@ def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
     job.state.model.train()
     if zoo.set_trainable_for_epoch(job.state.raw, job.cfg.model, epoch):
         job.state.model = distributed.wrap(job.state.raw, job.device)  # DDP hooks the new set
-    n = len(job.train)
+    n, pos = len(job.train), job.state.pos
     tally = Tally(step.Meter(job.device, job.n_batches), step.Meter(job.device, job.n_batches),
-                  n - batches.left_out(n, job.cfg.batch_size, job.world.size))
-    compiled_before = job.watch.seconds
+                  n - batches.left_out(n, job.cfg.batch_size, job.world.size),
+                  pos.epoch_train_s, job.watch.seconds)
+    tally.log_t0 -= pos.log_s  # a log interval cut by a save goes on where it was
     for b, (x, y) in enumerate(_batches(job, epoch), start=job.state.pos.batch):
         is_step = _micro_batch(job, tally, b, x, y)
         if is_step:
@@ -60,9 +67,7 @@ def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
         if is_step and _checkpoint_or_stop(job, tally):
             break
     fold(job, tally.epoch_meter)  # the sync: the device has finished the epoch's work...
-    # ...so images/s is not overstated; compiles are timed apart (compiling.py)
-    seconds = time.perf_counter() - tally.t0 - (job.watch.seconds - compiled_before)
-    return int(distributed.all_sum(tally.images)[0]), seconds
+    return pos.epoch_samples, tally.seconds(job)  # ...so images/s is not overstated
 
 
 def _batches(job: Job, epoch: int):
@@ -91,7 +96,7 @@ def _micro_batch(job: Job, tally: Tally, b: int, x: torch.Tensor, y: torch.Tenso
                                      is_step, job.amp, job.state.scaler)
     tally.epoch_meter.add(loss, len(y))
     tally.log_meter.add(loss, len(y))
-    tally.images, tally.since_save, pos.batch = tally.images + len(y), tally.since_save + 1, b + 1
+    tally.since_save, pos.batch = tally.since_save + 1, b + 1
     return is_step
 
 
@@ -127,7 +132,8 @@ def _checkpoint_or_stop(job: Job, tally: Tally) -> bool:
     if pos.batch >= job.n_batches or not (stop_now or interval):
         return False
     fold(job, tally.epoch_meter)
-    pos.elapsed_s = time.perf_counter() - job.started
+    _carry_log(job, tally)
+    pos.epoch_train_s, pos.elapsed_s = tally.seconds(job), time.perf_counter() - job.started
     save(job, LAST)
     tally.since_save = 0
     return stop_now
@@ -143,24 +149,40 @@ def save(job: Job, name: str) -> None:
             job.saver.file(name), saved, job.cfg.to_dict(), job.meta))
 
 
+def _read(job: Job, meter: step.Meter, carried: float) -> tuple[float, int]:
+    """A meter's losses over all ranks, summed on from `carried` (by rank 0 alone: the others
+    hold the same total): a sync."""
+    loss_sum, samples = distributed.all_sum(*meter.read(carried if job.world.main else 0.0))
+    stopping.check_finite(loss_sum, meter, job.state, job.cfg.lr, job.world.main)
+    meter.reset()
+    return loss_sum, int(samples)
+
+
 def fold(job: Job, meter: step.Meter) -> None:
     """Move the epoch's device-side loss sum (summed over ranks) into the position: a sync."""
-    loss_sum, samples = distributed.all_sum(*meter.read())
-    stopping.check_finite(loss_sum, meter, job.state, job.cfg.lr, job.world.main)
-    job.state.pos.epoch_loss_sum += loss_sum
-    job.state.pos.epoch_samples += int(samples)
-    meter.reset()
+    pos = job.state.pos
+    pos.epoch_loss_sum, samples = _read(job, meter, pos.epoch_loss_sum)
+    pos.epoch_samples += samples
+
+
+def _carry_log(job: Job, tally: Tally) -> None:
+    """At a mid-epoch save, the log interval so far goes into the position: a run resumed there
+    logs the train record the uninterrupted run logs."""
+    pos = job.state.pos
+    pos.log_loss_sum, samples = _read(job, tally.log_meter, pos.log_loss_sum)
+    pos.log_samples += samples
+    pos.log_s = time.perf_counter() - tally.log_t0
 
 
 def log(job: Job, epoch: int, meter: step.Meter, t0: float) -> float:
     """A "train" record of the batches since the last one; returns its time."""
-    loss_sum, samples = distributed.all_sum(*meter.read())  # sync first: the time covers the work
-    stopping.check_finite(loss_sum, meter, job.state, job.cfg.lr, job.world.main)
-    now = time.perf_counter()
     pos = job.state.pos
+    loss_sum, samples = _read(job, meter, pos.log_loss_sum)  # sync first: the time covers the work
+    samples += pos.log_samples
+    pos.log_loss_sum, pos.log_samples, pos.log_s = 0.0, 0, 0.0
+    now = time.perf_counter()
     job.emit({"kind": "train", "epoch": epoch + 1, "batch": pos.batch, "batches": job.n_batches,
               "step": pos.step, "lr": job.state.optimizer.param_groups[0]["lr"],
               "train_loss": loss_sum / samples, "images_per_s": samples / max(now - t0, 1e-9),
               "elapsed_s": now - job.started})
-    meter.reset()
     return now

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -11,27 +13,33 @@ from pytorch_cli.data.datasets import Split
 from pytorch_cli.platform import distributed
 from pytorch_cli.training.compiling import OFF, Watch
 from pytorch_cli.training.step import autocast
+from pytorch_cli.training.stopping import Stopped
 
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
              device: torch.device, max_batches: int | None = None, tta: bool = False,
-             amp: torch.dtype | None = None, watch: Watch = OFF) -> dict:
+             amp: torch.dtype | None = None, watch: Watch = OFF,
+             stop: Callable[[int], bool] | None = None) -> dict:
     """Mean cross-entropy, top-1 (and top-5) accuracy and the confusion matrix over a split,
     in eval mode, without label smoothing. With tta, logits are a weighted mean over the views;
     `amp`: the autocast dtype training used; `watch`: finds and times --compile's compiles.
     With several processes each evaluates its part of the split and the sums are added up, so
-    every rank returns the whole split's figures."""
+    every rank returns the whole split's figures. `stop(i)`, asked before batch i while every
+    rank has one (the ranks' votes meet), raises Stopped when it says so."""
     model.eval()
     world = distributed.world()
     n = spec.num_classes
     loss_sum = torch.zeros((), device=device)  # float32: MPS has no float64
     confusion = torch.zeros(n * n, device=device, dtype=torch.int64)
     top5 = torch.zeros((), device=device, dtype=torch.int64)
+    shared = batches.eval_batch_count(len(split), batch_size, world.size)
     for i, (views, y) in enumerate(batches.eval_batches(split, spec, batch_size, device, tta,
                                                           world.rank, world.size)):
         if max_batches is not None and i >= max_batches:
             break
+        if stop is not None and i < shared and stop(i):
+            raise Stopped
         with autocast(device, amp), watch("evaluation"):
             logits = sum(weight * model(watch.batch(v)).float() for weight, v in views)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")

@@ -15,6 +15,7 @@ import torch
 from pytorch_cli.data import batches, datasets
 from pytorch_cli.models import zoo
 from pytorch_cli.platform import distributed, runtime
+from pytorch_cli.platform.errors import PtrainError
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.store.rundir import RunDir
 from pytorch_cli.training import compiling, optim, profiling
@@ -96,7 +97,15 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     state = TrainState(model=model, raw=model, optimizer=optimizer, scheduler=scheduler,
                        scaler=scaler, lookahead_avg=average)
     if resume is not None:
-        state.load_state_dict(resume)
+        try:
+            state.load_state_dict(resume)
+        except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as e:
+            # prepare.training_state checked the fields and the weights; what is left is an
+            # optimizer or schedule state for other parameters than this model's
+            detail = " ".join(str(e).split())[:200]
+            raise PtrainError(f"the saved training state does not fit this {cfg.model} run "
+                              f"({type(e).__name__}: {detail}); it is damaged or from another "
+                              "run: resume from another checkpoint, or start afresh") from None
     if cfg.compile:  # in place: the saved keys stay the plain module's
         model.compile(mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
     state.model = distributed.wrap(model, device)

@@ -55,17 +55,25 @@ def _epochs(job: Job, resumed: bool) -> dict:
     if job.watch.on:  # evaluation's compile, before the first step rather than in its eval_s
         _evaluate(job, job.test, max_batches=1)
     result: dict = {}
+    cut = False  # a stop cut an evaluation short
     for epoch in range(pos.epoch, last_epoch):  # a fractional last one ends at total_steps
-        if _stopping(job) or pos.step >= job.total_steps:
+        if _stopping(job) or (pos.step >= job.total_steps and not pos.batch):
             break
-        images, seconds = train_epoch(job, epoch)
-        if job.stop and pos.batch < job.n_batches:  # saved mid-epoch, at the exact position
+        if _trained(job):  # saved by a stop during its evaluation: evaluated now
+            images, seconds = pos.epoch_samples, pos.epoch_train_s
+        else:
+            images, seconds = train_epoch(job, epoch)
+        if job.stop and pos.batch < job.n_batches and pos.step < job.total_steps:
+            break  # saved mid-epoch, at the exact position
+        record = end_epoch(job, epoch, images, seconds)
+        cut = record is None
+        if cut:
             break
-        result = end_epoch(job, epoch, images, seconds)
+        result = record
         if job.dry_run or pos.step >= job.total_steps:  # --max-steps or fractional --epochs
             break
-    # a stop after the last step changes nothing
-    stopped = _stopping(job) and pos.epoch < last_epoch and pos.step < job.total_steps
+    # a stop after the last step's evaluation changes nothing
+    stopped = cut or (_stopping(job) and pos.epoch < last_epoch and pos.step < job.total_steps)
     if stopped and pos.step == 0 and pos.batch == 0:  # before its first step: resume from here
         save(job, LAST)
     if stopped:
@@ -103,28 +111,50 @@ def _start_record(job: Job, resumed: bool) -> dict:
             "time": time.time()}  # wall clock: anchors the run's elapsed_s to the process's start
 
 
+def _trained(job: Job) -> bool:
+    """Whether the position's epoch has trained all it will (its evaluation still to come)."""
+    pos = job.state.pos
+    return pos.batch >= job.n_batches or (pos.batch > 0 and pos.step >= job.total_steps)
+
+
 def _stopping(job: Job) -> bool:
     return stopping.agreed(job.stop, job.world.size, job.state.pos.step)
 
 
-def _evaluate(job: Job, split, max_batches: int | None, tta: bool = False) -> dict:
+def _evaluate(job: Job, split, max_batches: int | None, tta: bool = False,
+              stoppable: bool = False) -> dict:
+    # A stop between evaluation batches: every rank votes every EVAL_VOTE batches
+    stop = (lambda i: stopping.agreed(job.stop, job.world.size, i, EVAL_VOTE)) if stoppable \
+        else None
     return evaluate(job.state.raw, split, job.data.spec, job.cfg.test_batch_size, job.device,
-                    max_batches, tta=tta, amp=job.amp, watch=job.watch)
+                    max_batches, tta=tta, amp=job.amp, watch=job.watch, stop=stop)
 
 
-def end_epoch(job: Job, epoch: int, images: int, seconds: float) -> dict:
-    """Evaluate, record the epoch, write last.pt (and best.pt when it improved)."""
+EVAL_VOTE = 8  # batches of 1000 images: a collective per ~0.1 s of a small net's evaluation
+
+
+def end_epoch(job: Job, epoch: int, images: int, seconds: float) -> dict | None:
+    """Evaluate, record the epoch, write last.pt (and best.pt when it improved). A stop during
+    the evaluation saves the epoch's trained position (its last batch done) and returns None:
+    the resumed run evaluates it."""
     cfg, pos = job.cfg, job.state.pos
     max_eval = 1 if job.dry_run else None
     last = epoch + 1 >= math.ceil(cfg.epochs) or pos.step >= job.total_steps
     t0, compiled_before = time.perf_counter(), job.watch.seconds
     distributed.broadcast_buffers(job.state.raw)  # every rank evaluates what rank 0 saves
-    test = _evaluate(job, job.test, max_eval, tta=cfg.tta and last)
-    val = _evaluate(job, job.val, max_eval) if job.val is not None else None
+    try:
+        test = _evaluate(job, job.test, max_eval, tta=cfg.tta and last, stoppable=True)
+        val = _evaluate(job, job.val, max_eval, stoppable=True) if job.val is not None else None
+    except stopping.Stopped:
+        pos.epoch_train_s, pos.elapsed_s = seconds, time.perf_counter() - job.started
+        if not job.dry_run:
+            save(job, LAST)
+        return None
     # evaluate() returns host numbers: the device is done; compiles are timed apart
     eval_s = time.perf_counter() - t0 - (job.watch.seconds - compiled_before)
     train_loss = pos.epoch_loss_sum / max(pos.epoch_samples, 1)
     pos.epoch, pos.batch, pos.epoch_loss_sum, pos.epoch_samples = epoch + 1, 0, 0.0, 0
+    pos.epoch_train_s, pos.log_loss_sum, pos.log_samples, pos.log_s = 0.0, 0.0, 0, 0.0
     pos.elapsed_s = time.perf_counter() - job.started
     pos.train_s += seconds
     acc = val["acc"] if val else test["acc"]

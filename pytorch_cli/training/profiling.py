@@ -4,11 +4,13 @@ directory and the top operators as a table (a "profile" event)."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import torch
 
 from pytorch_cli.platform.events import Emit
+from pytorch_cli.platform.files import atomic_write
 
 WARMUP_STEPS = 5  # steps left out first: cuDNN autotuning, allocator growth, --compile
 
@@ -47,7 +49,7 @@ class StepProfiler:
     def _ready(self, prof) -> None:
         self.done = True
         if self.trace is not None:
-            prof.export_chrome_trace(str(self.trace))
+            _write_trace(prof, self.trace)
         sort = sort_key(self.cuda)
         recorded = min(self.steps, self.calls + 1 - WARMUP_STEPS)  # fewer if the run ended first
         self.emit({"kind": "profile", "steps": recorded, "first_step": self.first,
@@ -65,3 +67,13 @@ class StepProfiler:
             self.emit({"kind": "profile", "steps": 0, "first_step": self.first, "trace": None,
                        "table": f"the run ended before step {self.first}: nothing was profiled "
                                 f"(the first {WARMUP_STEPS} steps are a warm-up)"})
+
+
+def _write_trace(prof, trace: Path) -> None:
+    """The Chrome trace, written as every file in a run directory is (files.atomic_write): the
+    profiler's own export opens the path as it is, and would write through a link planted there."""
+    with tempfile.TemporaryDirectory(prefix="ptrain-") as folder:
+        exported = Path(folder, trace.name)
+        prof.export_chrome_trace(str(exported))
+        data = exported.read_bytes()
+    atomic_write(trace, lambda f: f.write(data))

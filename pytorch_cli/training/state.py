@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +13,7 @@ import torch
 from torch import nn
 
 from pytorch_cli.platform import distributed, runtime
+from pytorch_cli.platform.errors import DamagedFile
 from pytorch_cli.store.checkpoint import clean_state_dict
 from pytorch_cli.training import optim
 
@@ -26,6 +29,11 @@ class Position:
     train_s: float = 0.0  # of that, training steps only (no setup, compile, evaluation, saving)
     epoch_loss_sum: float = 0.0  # summed train loss of this epoch's samples so far
     epoch_samples: int = 0
+    # Carried by a mid-epoch save, so that a resumed run reports what the uninterrupted one does:
+    epoch_train_s: float = 0.0  # this epoch's training seconds so far
+    log_loss_sum: float = 0.0  # the log interval's losses and samples so far...
+    log_samples: int = 0
+    log_s: float = 0.0  # ...and its seconds
 
 
 @dataclass
@@ -79,3 +87,36 @@ class TrainState:
 def position_of(saved: dict) -> Position:
     """The position recorded in a saved training state."""
     return Position(**saved["position"])
+
+
+def check_saved(saved: dict, path) -> None:
+    """What state_dict() writes besides the weights and meta (checkpoint.load checks those):
+    a crafted or damaged last.pt is one error naming the field, before anything is built."""
+    position = saved["position"]
+    for f in dataclasses.fields(Position):
+        value = position.get(f.name, f.default)
+        kind = int if f.type == "int" else float
+        if isinstance(value, bool) or not isinstance(value, (kind, int)):
+            raise DamagedFile(path, f"its position {f.name!r} is {value!r}, not a number")
+        low = -1.0 if f.name == "best_acc" else 0
+        if not math.isfinite(value) or value < low:
+            raise DamagedFile(path, f"its position {f.name!r} is {value!r}, below {low} or not "
+                              "finite")
+    unknown = set(position) - {f.name for f in dataclasses.fields(Position)}
+    if unknown:
+        raise DamagedFile(path, f"its position holds unknown fields ({sorted(map(str, unknown))})")
+    world = saved.get("world", 1)
+    if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+        raise DamagedFile(path, f"its 'world' is {world!r}, not a number of processes")
+    for rng in saved.get("rng_ranks", [saved["rng"]]):
+        _check_rng(rng, path)
+
+
+def _check_rng(rng, path) -> None:
+    """Each generator's state as its own setter would take it (on throwaway generators)."""
+    try:
+        random.Random().setstate(rng["python"])
+        torch.Generator().set_state(rng["torch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise DamagedFile(path, f"its RNG state is unusable ({type(e).__name__}: "
+                          f"{str(e)[:80]})") from None

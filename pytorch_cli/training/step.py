@@ -99,10 +99,11 @@ class Meter:
         self.losses[len(self.sizes)] = loss  # a device copy, no sync
         self.sizes.append(n)
 
-    def read(self) -> tuple[float, int]:
-        """(the sum of sample-weighted losses, samples) since the last reset: one sync."""
+    def read(self, carried: float = 0.0) -> tuple[float, int]:
+        """(`carried` plus the sample-weighted losses, samples) since the last reset: one sync.
+        One running sum from `carried` on: where it was cut (a save, a resume) changes no bit."""
         losses = self.losses[:len(self.sizes)].tolist()
-        return sum((loss * n for loss, n in zip(losses, self.sizes)), 0.0), sum(self.sizes)
+        return sum((loss * n for loss, n in zip(losses, self.sizes)), carried), sum(self.sizes)
 
     def first_bad(self, default: int = 0) -> int:
         """Index of the first non-finite loss since the last reset (a sync; only on the way

@@ -27,6 +27,10 @@ class StopFlag:
         return bool(self.reason)
 
 
+class Stopped(Exception):
+    """Out of an evaluation that the stop flag cut short (the loop saves, then stops)."""
+
+
 def agreed(stop: StopFlag, world_size: int, step: int, every: int = 1) -> bool:
     """Stop now? Alone: the flag. Several processes agree first (a collective every `every`
     steps: all ranks call this at the same steps), so that all stop at the same step although
