@@ -273,6 +273,17 @@ def test_a_full_disk_during_training_keeps_the_last_checkpoint(ptrain, tmp_path,
     assert not [p for p in (disk / "run").iterdir() if ".tmp" in p.name]  # no temporary file left
 
 
+def test_a_full_disk_for_the_records_names_metrics_jsonl(tmp_path, mounts):
+    from pytorch_cli.platform.errors import PtrainError
+    from pytorch_cli.store.rundir import RunDir
+    disk = mounts(tmp_path / "disk", "64k")
+    with open(disk / "filler", "wb", buffering=0) as f, pytest.raises(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+    with pytest.raises(PtrainError, match=f"cannot write {disk}/metrics.jsonl: No space left"):
+        RunDir(disk).append_metrics({"kind": "start"})
+
+
 @pytest.fixture(scope="session")  # session: made once per xdist worker
 def trained(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trained")

@@ -194,8 +194,11 @@ class RunDir:
         return found
 
     def append_metrics(self, record: dict) -> None:
-        with files.open_append(self.file(METRICS)) as f:
-            f.write(json.dumps(json_safe(record)) + "\n")
+        try:
+            with files.open_append(self.file(METRICS)) as f:
+                f.write(json.dumps(json_safe(record)) + "\n")
+        except OSError as e:  # a full disk raises at the close's flush, naming no file
+            raise PtrainError(f"cannot write {self.file(METRICS)}: {e.strerror or e}") from None
 
     def metrics_sink(self) -> Callable[[dict], None]:
         """An event sink: keeps the LOGGED records. An abort counts only after a start: a resume
