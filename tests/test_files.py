@@ -123,3 +123,14 @@ def test_the_lock_is_never_taken_through_a_link(tmp_path):
     with pytest.raises(OSError, match="symbolic link"):
         files.open_append(dangling)
     assert not (tmp_path / "made-outside.jsonl").exists()
+
+
+def test_read_regular_refuses_what_would_block_or_never_end_without_opening_it_blocking(tmp_path):
+    os.mkfifo(tmp_path / "fifo")  # a blocking open would wait for a writer forever
+    for path, kind in ((tmp_path / "fifo", "a FIFO"), (Path("/dev/zero"), "a device"),
+                       (tmp_path, "a directory")):
+        with pytest.raises(files.NotRegular, match=f"not a regular file \\({kind}\\)"):
+            files.read_regular(path)
+    (tmp_path / "big").write_bytes(b"x" * 100)
+    assert files.read_regular(tmp_path / "big", max_bytes=10) == b"x" * 11  # one over: too big
+    assert files.read_regular(tmp_path / "big") == b"x" * 100

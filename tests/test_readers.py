@@ -260,7 +260,7 @@ def png_claiming(width: int, height: int) -> bytes:
 
 def test_fifo_directory_and_missing_file_fail_at_once(tmp_path):
     os.mkfifo(tmp_path / "pipe.png")  # opening it would block until a writer came
-    read_fails(tmp_path / "pipe.png", "is not a regular file (a named pipe)")
+    read_fails(tmp_path / "pipe.png", "is not a regular file (a FIFO)")
     read_fails(tmp_path, "is not a regular file (a directory)")
     read_fails(tmp_path / "nope.png", "cannot read", "No such file")
 

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import pickle
 import re
-import stat
 import struct
 import warnings
 import zlib
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from pytorch_cli.data.catalog import Spec
+from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import PtrainError
 
 REPLACE = "replace it with the original file"
@@ -31,22 +30,32 @@ CIFAR100_COARSE = 20  # cifar100's superclasses: its coarse labels are 0-19
 MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 
 
-def _file_bytes(path: Path, gunzip: bool = False) -> bytes:
-    """The file's bytes, never empty; with gunzip, unpacked if it is gzipped (told by its first
-    bytes, not its name: a browser may have unpacked a .gz, or not)."""
+def _read(path: Path, advice: str) -> bytes:
+    """A regular file's bytes, never empty: a FIFO (it would block), a folder, a device, an
+    unreadable or empty file is one line naming it."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = files.read_regular(path)
+    except files.NotRegular as e:
+        raise PtrainError(f"{path} is not a regular file ({e.kind}); {advice}") from None
     except OSError as e:
         raise PtrainError(f"cannot read {path}: {e.strerror or e}") from None
+    if not raw:
+        raise PtrainError(f"{path} is empty (0 bytes); {advice}")
+    return raw
+
+
+def _file_bytes(path: Path, gunzip: bool = False) -> bytes:
+    """A data file's bytes; with gunzip, unpacked if it is gzipped (told by its first bytes, not
+    its name: a browser may have unpacked a .gz, or not)."""
+    raw = _read(path, REPLACE)
     if gunzip and raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
             raise PtrainError(f"{path} is a damaged or incomplete gzip file ({e}); {REPLACE}"
                               ) from None
-    if not raw:
-        raise PtrainError(f"{path} is empty; {REPLACE}")
+        if not raw:
+            raise PtrainError(f"{path} is empty once unpacked; {REPLACE}")
     return raw
 
 
@@ -220,26 +229,6 @@ def class_names(path: Path, spec: Spec, key: str = "") -> list[str]:
     return list(names)
 
 
-def _regular_file(path: Path):
-    """The file opened for reading, if it is a regular one: a FIFO would block forever, a
-    directory or device is no image."""
-    try:
-        info = os.stat(path)
-    except OSError as e:
-        raise PtrainError(f"cannot read {path}: {e.strerror or e}") from None
-    if not stat.S_ISREG(info.st_mode):
-        kind = ("a directory" if stat.S_ISDIR(info.st_mode) else
-                "a named pipe" if stat.S_ISFIFO(info.st_mode) else
-                "a socket" if stat.S_ISSOCK(info.st_mode) else "a device")
-        raise PtrainError(f"{path} is not a regular file ({kind}); give an image file")
-    if info.st_size == 0:
-        raise PtrainError(f"{path} is empty (0 bytes); give an image file")
-    try:
-        return open(path, "rb")
-    except OSError as e:
-        raise PtrainError(f"cannot read {path}: {e.strerror or e}") from None
-
-
 def _too_big(path: Path, pixels: int) -> PtrainError:
     return PtrainError(f"{path} is {pixels:,} pixels, over ptrain's limit of "
                        f"{MAX_IMAGE_PIXELS:,} (a possible decompression bomb); scale it down")
@@ -249,7 +238,7 @@ def read_image(path: Path, channels: int, size: int) -> torch.Tensor:
     """A PNG/JPEG of any size or mode as the model saw its training data: grayscale or RGB,
     size x size, uint8 (C, H, W)."""
     from PIL import Image, UnidentifiedImageError  # torchvision's dependency; only predict's
-    with _regular_file(path) as f:
+    with io.BytesIO(_read(path, "give an image file")) as f:
         try:
             with warnings.catch_warnings():
                 # PIL's own warnings (a decompression bomb, palette transparency) are two raw

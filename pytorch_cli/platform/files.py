@@ -8,6 +8,7 @@ import errno
 import fcntl
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -105,6 +106,31 @@ def _sync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class NotRegular(OSError):
+    """A path to read that is a FIFO, device, socket or folder: `kind` says which."""
+
+    def __init__(self, path: Path, kind: str):
+        super().__init__(errno.EINVAL, f"not a regular file ({kind})", str(path))
+        self.kind = kind
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+def read_regular(path: Path, max_bytes: int | None = None) -> bytes:
+    """A regular file's bytes (at most max_bytes + 1 of them: the caller sees it is too big).
+    Opened without blocking and checked by the open file itself: a FIFO would block a plain
+    read forever, /dev/zero never end; either raises NotRegular."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegular(path, next((k for test, k in _KINDS if test(mode)), "a special file"))
+    with open(fd, "rb") as f:
+        return f.read() if max_bytes is None else f.read(max_bytes + 1)
 
 
 def leftovers(folder: Path, names: tuple[str, ...]) -> list[Path]:

@@ -9,9 +9,7 @@ with `--config` re-runs the same experiment.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo
+from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings.declare import check, coerce, field_types, renamed, setting
 from pytorch_cli.training import optim
@@ -183,33 +182,21 @@ def validate(cfg: TrainConfig, origin: dict[str, str] | None = None) -> TrainCon
     return cfg
 
 
-def _kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
-    return next((what for test, what in kinds if test(mode)), "a special file")
-
-
 def _read(path: Path) -> str:
-    """The file's text, if it is a regular file of at most MAX_CONFIG_BYTES: stat()ed before it
-    is opened, as opening a FIFO blocks and a device (/dev/zero) never ends."""
-    too_big = UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB, "
-                         "the most a config file may be")
+    """The file's text, if it is a regular file of at most MAX_CONFIG_BYTES (a FIFO would block
+    the read, /dev/zero never end)."""
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise UsageError(f"config file {path} is not a regular file ({_kind(info.st_mode)}); "
-                             "pass a TOML file")
-        if info.st_size > MAX_CONFIG_BYTES:
-            raise too_big
-        # O_NONBLOCK: a FIFO put in its place since the stat() cannot block the open either
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)  # it may have grown since
+        data = files.read_regular(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist") from None
+    except files.NotRegular as e:
+        raise UsageError(f"config file {path} is not a regular file ({e.kind}); pass a TOML "
+                         "file") from None
     except OSError as e:
         raise UsageError(f"cannot read config file {path}: {e.strerror or e}") from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise too_big
+        raise UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB, "
+                         "the most a config file may be")
     try:
         return data.decode()
     except UnicodeDecodeError as e:

@@ -56,7 +56,7 @@ def read_config(run: RunDir) -> dict:
     TOML, a value of the wrong type) costs one warning and blank cells, never the listing."""
     path = run.file(CONFIG)
     try:
-        config = tomllib.loads(records.read_plain(path).decode())
+        config = tomllib.loads(files.read_regular(path).decode())
     except FileNotFoundError:  # a run with metrics.jsonl only: nothing to tell
         return {}
     except OSError as e:

@@ -4,12 +4,8 @@ Torch-free: `ptrain runs` reads every run's."""
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
-import stat
-from pathlib import Path
 
 # What each field of a metrics.jsonl record must be, where a record has it: every reader (the
 # runs table, the curves, the resume's trim) may then use it as such. null stands for a value
@@ -63,16 +59,6 @@ def parse(data: bytes) -> tuple[list[dict], list[int]]:
         else:
             bad.append(number)
     return records, bad
-
-
-def read_plain(path: Path) -> bytes:
-    """A regular file's bytes; OSError for anything else (a FIFO would block the read forever,
-    a directory or a device is no record)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        return f.read()
 
 
 def lines(n: int) -> str:

@@ -175,7 +175,7 @@ class RunDir:
 
     def _records(self) -> tuple[list[dict], list[int]]:
         try:
-            return records.parse(records.read_plain(self.file(METRICS)))
+            return records.parse(files.read_regular(self.file(METRICS)))
         except FileNotFoundError:
             return [], []
 
