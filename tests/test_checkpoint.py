@@ -132,6 +132,8 @@ CRAFTED = [
     ("model.pth", _set("version", "2"), "version is '2'"),
     ("model.pth", _set("meta", [1, 2]), "its 'meta' is a list"),
     ("model.pth", _set("meta/in_channels", -1), "'in_channels' is -1, but fake has 1"),
+    ("model.pth", _set("meta", lambda m: {**m, "dataset": "folder", "image_size": 10 ** 6}),
+     "'image_size' is 1000000, outside what a folder run has (4 to 1024)"),
     ("model.pth", _set("meta/classes", ["a", "b"]), "'classes' holds 2 entries for 10 outputs"),
     ("model.pth", _set("meta/std", [0.0]), "a std must be above 0"),
     ("model.pth", _set("meta/mean", "0.5"), "'mean' is '0.5', not a list"),

@@ -49,7 +49,7 @@ def test_help_fits_80_columns_with_every_choice_spelled_out(command):
     lines = out.stdout.splitlines()
     assert max(map(len, lines)) <= 80 and "…" not in out.stdout and "<bool>" not in out.stdout
     if command == ["train"]:
-        assert "--dataset <mnist|fashion-mnist|cifar10|cifar100|fake>" in out.stdout
+        assert "--dataset <mnist|fashion-mnist|cifar10|cifar100|fake|folder>" in out.stdout
         assert "--no-accel, --no-cuda" in out.stdout and "--no-mps" in out.stdout
         assert "[env var: PTRAIN_DEVICE; default: auto]" in " ".join(out.stdout.split())
     if not command:
@@ -61,7 +61,8 @@ def test_shell_completion_completes_commands_and_choices():
     assert script.returncode == 0 and "_PTRAIN_COMPLETE=complete_bash" in script.stdout
     words = _ptrain(env={"_PTRAIN_COMPLETE": "complete_bash",
                          "COMP_WORDS": "ptrain train --dataset ", "COMP_CWORD": "3"})
-    assert words.stdout.split() == ["mnist", "fashion-mnist", "cifar10", "cifar100", "fake"]
+    assert words.stdout.split() == ["mnist", "fashion-mnist", "cifar10", "cifar100", "fake",
+                                    "folder"]
     words = _ptrain(
         env={"_PTRAIN_COMPLETE": "complete_bash", "COMP_WORDS": "ptrain r", "COMP_CWORD": "1"}
     )

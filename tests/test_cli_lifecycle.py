@@ -233,3 +233,50 @@ def test_real_mnist_train_eval_export_agree(ptrain, real_mnist):
             with torch.inference_mode():
                 logits = torch.export.load(path).module()(images)
         assert int((logits.argmax(1) == d.test.labels).sum()) == correct, fmt
+
+
+def _digit_folder(root: Path, per_class: int) -> Path:
+    """Real MNIST digits as PNG files, a folder per class (the layout without train/ and test/),
+    with two files that are no image."""
+    from PIL import Image
+
+    from pytorch_cli.data import datasets
+    if not MNIST_DIR:
+        pytest.skip("no real MNIST: ../shared/data/mnist is absent")
+    d = datasets.load("mnist", data_dir=MNIST_DIR)
+    counts = [0] * 10
+    for image, label in zip(d.train.images, d.train.labels.tolist()):
+        if counts[label] < per_class:
+            folder = root / d.classes[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0].numpy()).save(folder / f"{counts[label]}.png")
+            counts[label] += 1
+    (root / "README.txt").write_text("digits")
+    (root / d.classes[3] / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def test_a_folder_of_real_digits_trains_evaluates_predicts_exports_and_resumes(ptrain, tmp_path):
+    digits = _digit_folder(tmp_path / "digits", per_class=60)
+    r = ptrain("train", "--dataset", "folder", "--data-dir", digits, "--epochs", "2",
+               "--batch-size", "32", "--lr", "0.05", "--momentum", "0.9", "--run-dir", "run")
+    assert r.code == 0, r.err
+    assert "skipped 2 files" in r.err and "480 train / 120 test images" in r.out
+    run = tmp_path / "run"
+    assert (run / "skipped-files.txt").read_text().count("\n") == 2
+    final = read_metrics(run, ("epoch",))[-1]
+    assert final["test_acc"] > 0.5  # 10 classes: it learns from the folder's images
+    ev = ptrain("eval", run, "--json").json()  # the same held-out images, decoded alike
+    assert (ev["correct"], ev["total"]) == (final["test_correct"], 120)
+    assert list(ev["per_class_acc"]) == ["0 - zero", "1 - one", "2 - two", "3 - three",
+                                         "4 - four", "5 - five", "6 - six", "7 - seven",
+                                         "8 - eight", "9 - nine"]  # the folders' names
+    saved = torch.load(run / "model.pth", weights_only=True)["meta"]
+    assert (saved["dataset"], saved["in_channels"], saved["image_size"]) == ("folder", 1, 28)
+    assert 0.1 < saved["mean"][0] < 0.2 and 0.25 < saved["std"][0] < 0.35  # MNIST's own stats
+    first = sorted((digits / "7 - seven").glob("*.png"))[0]
+    top = ptrain("predict", run, first, "--json").json()["results"][0]["top"][0]
+    assert top["class"] == "7 - seven"
+    assert ptrain("export", run, "-f", "onnx").code == 0 and (run / "model.onnx").exists()
+    assert ptrain("resume", run, "--epochs", "3", "--quiet").code == 0
+    assert read_metrics(run, ("epoch",))[-1]["epoch"] == 3

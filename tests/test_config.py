@@ -16,7 +16,7 @@ from pytorch_cli.training import optim
 
 def test_choices_are_the_registries_own():
     s = declared(configlib.TrainConfig)
-    assert s["dataset"].choices == tuple(catalog.SPECS)
+    assert s["dataset"].choices == catalog.DATASETS == (*catalog.SPECS, "folder")
     assert s["model"].choices == tuple(models.MODELS) and s["init"].choices == tuple(models.INITS)
     assert s["optimizer"].choices == tuple(optim.OPTIMIZERS)
     assert s["scheduler"].choices == tuple(optim.SCHEDULES)

@@ -3,20 +3,14 @@ as the dataset is read (datasets.load, what train, eval and export call) or as p
 image; real files written in tmp_path."""
 
 import gzip
-import io
-import os
 import pickle
 import struct
-import warnings
-import zlib
 
 import numpy as np
 import pytest
-import torch
 from conftest import write_cifar10_binary, write_cifar10_python, write_cifar100_python, write_mnist
-from PIL import Image
 
-from pytorch_cli.data import datasets, readers
+from pytorch_cli.data import datasets
 from pytorch_cli.platform.errors import PtrainError
 
 
@@ -236,59 +230,3 @@ def test_cifar100_meta_pickle_with_missing_or_short_names(tmp_path):
 
 
 # ---------------------------------------------------------------- images for predict
-
-def read_fails(path, *fragments) -> None:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with pytest.raises(PtrainError) as e:
-            readers.read_image(path, 1, 28)
-    assert "\n" not in str(e.value) and str(path) in str(e.value)
-    for fragment in fragments:
-        assert fragment in str(e.value), str(e.value)
-    assert not caught  # no PIL warning reaches the user
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A 1x1 PNG whose header says width x height (and whose checksum agrees)."""
-    buf = io.BytesIO()
-    Image.new("L", (1, 1)).save(buf, "PNG")
-    raw = bytearray(buf.getvalue())
-    raw[16:24] = struct.pack(">II", width, height)
-    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
-    return bytes(raw)
-
-
-def test_fifo_directory_and_missing_file_fail_at_once(tmp_path):
-    os.mkfifo(tmp_path / "pipe.png")  # opening it would block until a writer came
-    read_fails(tmp_path / "pipe.png", "is not a regular file (a FIFO)")
-    read_fails(tmp_path, "is not a regular file (a directory)")
-    read_fails(tmp_path / "nope.png", "cannot read", "No such file")
-
-
-def test_non_image_empty_and_truncated_images(tmp_path):
-    (tmp_path / "notes.png").write_text("not an image")
-    read_fails(tmp_path / "notes.png", "is not an image file PIL can read")
-    (tmp_path / "empty.jpg").write_bytes(b"")
-    read_fails(tmp_path / "empty.jpg", "is empty (0 bytes)")
-    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    Image.fromarray(noise).save(tmp_path / "whole.png")
-    (tmp_path / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:3000])
-    read_fails(tmp_path / "cut.png", "could not be decoded", "image file is truncated")
-
-
-@pytest.mark.parametrize("side", [10_000, 20_000])  # over PIL's warning, over its error limit
-def test_decompression_bomb_is_refused_in_one_line(tmp_path, side):
-    (tmp_path / "bomb.png").write_bytes(png_claiming(side, side))
-    pil_limit = Image.MAX_IMAGE_PIXELS
-    read_fails(tmp_path / "bomb.png", f"is {side * side:,} pixels",
-               f"limit of {readers.MAX_IMAGE_PIXELS:,}")
-    assert Image.MAX_IMAGE_PIXELS == pil_limit  # PIL's global left as it was
-
-
-def test_read_image_converts_mode_and_size(tmp_path):
-    from PIL import Image
-    Image.new("RGB", (50, 40), (255, 0, 0)).save(tmp_path / "red.png")
-    gray = readers.read_image(tmp_path / "red.png", 1, 28)
-    assert gray.shape == (1, 28, 28) and gray.dtype == torch.uint8 and int(gray[0, 0, 0]) == 76
-    rgb = readers.read_image(tmp_path / "red.png", 3, 32)
-    assert rgb.shape == (3, 32, 32) and rgb[:, 5, 5].tolist() == [255, 0, 0]

@@ -37,7 +37,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_mar
 
 # Choices as types, from the registries: --help lists them, typos are refused, the shell
 # completes them.
-Dataset = Literal[tuple(catalog.SPECS)]
+Dataset = Literal[catalog.DATASETS]
 Model = Literal[tuple(zoo.MODELS)]
 ExportFormat = Literal[tuple(export.FORMATS)]
 Split = Literal["test", "val", "train"]

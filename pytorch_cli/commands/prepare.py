@@ -108,9 +108,10 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
         return Start(cfg, RunDir(chosen), clear=rundir.holds_run(chosen))
     saved, original = training_state(path / LAST)
     theirs = dataclasses.replace(original, batch_size=original.batch_size * saved.get("world", 1))
+    # --augment auto as the run saved it: a folder's came from its images (as the run found them)
+    auto = catalog.SPECS[cfg.dataset].augment if cfg.dataset in catalog.SPECS else theirs.augment
     mine = dataclasses.replace(cfg, batch_size=cfg.batch_size * distributed.world().size,
-                               augment=catalog.SPECS[cfg.dataset].augment
-                               if cfg.augment == "auto" else cfg.augment)  # as the run saved it
+                               augment=auto if cfg.augment == "auto" else cfg.augment)
     differ = [k for k, v in mine.to_dict().items()
               if k not in FREE_TO_CHANGE and getattr(theirs, k) != v and k != "epochs"]
     if differ:

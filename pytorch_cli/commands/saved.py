@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from pytorch_cli.data import batches, catalog, datasets, readers
+from pytorch_cli.data import batches, catalog, datasets, folders
+from pytorch_cli.data.images import read_image
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
 from pytorch_cli.platform.errors import DamagedFile, PtrainError, UsageError
@@ -51,6 +52,9 @@ def load_model(path: Path, model_name: str = "", dataset: str = "") -> Loaded:
                 f"{path} is a bare state_dict: say what it is with --model and --dataset"
             )
         check_choice("model", model_name, tuple(models.MODELS))
+        if dataset == catalog.FOLDER:  # its shapes and classes came from the images
+            raise UsageError(f"{path} is a bare state_dict, which does not say the image size, "
+                             "channels and classes of a folder run: use the run's model.pth")
         check_choice("dataset", dataset, tuple(catalog.SPECS))
         meta, config = models.describe(model_name, catalog.SPECS[dataset], []), {}
     return Loaded(rebuild(state_dict, meta, path).eval(), meta, config)
@@ -85,9 +89,11 @@ def rebuild(state_dict: dict, meta: dict, path: Path) -> torch.nn.Module:
 
 def _data(loaded: Loaded, data_dir: str = "", download: bool = True) -> datasets.Data:
     """The model's dataset, read with the run's own settings (folder, val split, seed)."""
-    c = loaded.config
-    return datasets.load(loaded.meta["dataset"], data_dir or c.get("data_dir", ""), download,
-                         c.get("val_split", 0.0), c.get("seed", 1))
+    c, meta = loaded.config, loaded.meta
+    folder = folders.Options(meta["in_channels"], meta["image_size"], c.get("test_split", 0.2),
+                             stats=(meta["mean"], meta["std"]))  # decoded as it trained
+    return datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
+                         c.get("val_split", 0.0), c.get("seed", 1), folder)
 
 
 def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str = "",
@@ -147,7 +153,7 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
     results = []
     for image in images:
         try:
-            x = readers.read_image(image, meta["in_channels"], meta["image_size"])
+            x = read_image(image, meta["in_channels"], meta["image_size"])
         except PtrainError as e:  # missing, not an image, truncated: say which and go on
             results.append({"image": str(image), "error": str(e)})
             continue

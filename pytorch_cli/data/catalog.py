@@ -27,3 +27,15 @@ SPECS = {
                      "crop-flip", "CIFAR100"),
     "fake": Spec("fake", 1, 28, 10, (0.5,), (0.25,), "none"),
 }
+
+# The user's own images (--dataset folder, folders.py): its Spec is made from them at setup.
+FOLDER = "folder"
+MAX_IMAGE_SIZE = 1024  # a folder's images are decoded at the run's size into memory: 3 MiB each
+DATASETS = (*SPECS, FOLDER)  # the --dataset choices
+
+
+def folder_spec(channels: int, size: int, num_classes: int, mean, std) -> Spec:
+    """A folder's Spec; --augment auto is crop-flip for colour images, none for gray ones (as
+    for CIFAR and the MNIST family: a flipped digit is another digit)."""
+    return Spec(FOLDER, channels, size, num_classes, tuple(mean), tuple(std),
+                "crop-flip" if channels == 3 else "none")

@@ -4,17 +4,19 @@ Reading and checking each file is readers.py's job; batching them on the device 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pytorch_cli.data import readers
+from pytorch_cli.data import catalog, folders, readers
 from pytorch_cli.data.catalog import SPECS, Spec
-from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.platform import distributed
+from pytorch_cli.platform.errors import PtrainError, UsageError, plural, warn
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -41,6 +43,7 @@ class Data:
     val: Split | None
     test: Split
     source: str  # the folder the files were read from
+    skipped: list[str] = field(default_factory=list)  # --dataset folder: "file: why", not read
 
 
 # ---------------------------------------------------------------- finding and reading files
@@ -184,11 +187,31 @@ def _read(spec: Spec, data_dir: str, download: bool) -> tuple[Split, Split, list
                           "files") from None
 
 
+def _read_folder(data_dir: str, opts: folders.Options, seed: int):
+    if not data_dir:
+        raise UsageError("--dataset folder needs --data-dir DIR: a folder of class subfolders "
+                         "(or of train/ and test/ ones)")
+    root = Path(data_dir).expanduser()
+    (x, y), (tx, ty), classes, channels, size, skipped = folders.read(root, opts, seed)
+    if skipped and distributed.world().main:
+        first = "; ".join(skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+        warn(f"{root}: skipped {plural(len(skipped), 'file')} that are no usable image ({first}); "
+             "a run lists them all in its skipped-files.txt")
+    spec = catalog.folder_spec(channels, size, len(classes), *(opts.stats or ([0.0], [1.0])))
+    return Split(x, y), Split(tx, ty), classes, str(root), spec, skipped
+
+
 def load(name: str, data_dir: str = "", download: bool = True, val_split: float = 0.0,
-         seed: int = 1) -> Data:
-    """Read a dataset; with val_split, hold out a seeded fraction of its training set."""
-    spec = SPECS[name]
-    train, test, classes, source = _read(spec, data_dir, download)
+         seed: int = 1, folder: folders.Options | None = None) -> Data:
+    """Read a dataset; with val_split, hold out a seeded fraction of its training set.
+    `folder`: how --dataset folder's images are decoded."""
+    skipped: list[str] = []
+    if name == catalog.FOLDER:
+        opts = folder or folders.Options()
+        train, test, classes, source, spec, skipped = _read_folder(data_dir, opts, seed)
+    else:
+        spec = SPECS[name]
+        train, test, classes, source = _read(spec, data_dir, download)
     val = None
     if val_split:
         # Seeded, so a resumed run and `ptrain eval --split val` get the same split.
@@ -200,4 +223,7 @@ def load(name: str, data_dir: str = "", download: bool = True, val_split: float 
         val_idx, train_idx = order[:n_val], order[n_val:]
         val = Split(train.images[val_idx], train.labels[val_idx])
         train = Split(train.images[train_idx], train.labels[train_idx])
-    return Data(spec, classes, train, val, test, source)
+    if name == catalog.FOLDER and (folder is None or folder.stats is None):
+        mean, std = folders.stats(train.images)  # of the images it trains on: saved with it
+        spec = dataclasses.replace(spec, mean=tuple(mean), std=tuple(std))
+    return Data(spec, classes, train, val, test, source, skipped)

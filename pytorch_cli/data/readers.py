@@ -1,5 +1,5 @@
-"""Reading and checking each kind of file ptrain is given: MNIST's IDX files, CIFAR's pickled and
-binary batches, their class-name files, and the images predict classifies. A bad file is one
+"""Reading and checking each kind of dataset file ptrain is given: MNIST's IDX files, CIFAR's
+pickled and binary batches, their class-name files (images: images.py). A bad file is one
 PtrainError line naming the user's file, what is wrong and what to do, raised as it is read
 (not a ZeroDivisionError after an epoch of training, nor a misaligned label)."""
 
@@ -8,14 +8,11 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
-import re
 import struct
-import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pytorch_cli.data.catalog import Spec
 from pytorch_cli.platform import files
@@ -24,13 +21,9 @@ from pytorch_cli.platform.errors import PtrainError
 REPLACE = "replace it with the original file"
 CIFAR_PIXELS = 3 * 32 * 32
 CIFAR100_COARSE = 20  # cifar100's superclasses: its coarse labels are 0-19
-# The largest image predict decodes: PIL's default warning threshold (1 GiB / 4 bytes / 3, about
-# 89.5 megapixels, a 256 MiB RGBA decode). The models see 28 or 32 px, so a bigger file is more
-# likely a decompression bomb than a photo; held here, not in PIL's global, which stays as it is.
-MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 
 
-def _read(path: Path, advice: str) -> bytes:
+def read_bytes(path: Path, advice: str) -> bytes:
     """A regular file's bytes, never empty: a FIFO (it would block), a folder, a device, an
     unreadable or empty file is one line naming it."""
     try:
@@ -47,7 +40,7 @@ def _read(path: Path, advice: str) -> bytes:
 def _file_bytes(path: Path, gunzip: bool = False) -> bytes:
     """A data file's bytes; with gunzip, unpacked if it is gzipped (told by its first bytes, not
     its name: a browser may have unpacked a .gz, or not)."""
-    raw = _read(path, REPLACE)
+    raw = read_bytes(path, REPLACE)
     if gunzip and raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
@@ -227,41 +220,3 @@ def class_names(path: Path, spec: Spec, key: str = "") -> list[str]:
         twice = next(n for n in names if names.count(n) > 1)
         raise PtrainError(f'{path} names the class "{twice}" twice; {REPLACE}')
     return list(names)
-
-
-def _too_big(path: Path, pixels: int) -> PtrainError:
-    return PtrainError(f"{path} is {pixels:,} pixels, over ptrain's limit of "
-                       f"{MAX_IMAGE_PIXELS:,} (a possible decompression bomb); scale it down")
-
-
-def read_image(path: Path, channels: int, size: int) -> torch.Tensor:
-    """A PNG/JPEG of any size or mode as the model saw its training data: grayscale or RGB,
-    size x size, uint8 (C, H, W)."""
-    from PIL import Image, UnidentifiedImageError  # torchvision's dependency; only predict's
-    with io.BytesIO(_read(path, "give an image file")) as f:
-        try:
-            with warnings.catch_warnings():
-                # PIL's own warnings (a decompression bomb, palette transparency) are two raw
-                # lines on stderr; the size limit below says what matters in one
-                warnings.simplefilter("ignore")
-                with Image.open(f) as img:
-                    if img.width * img.height > MAX_IMAGE_PIXELS:
-                        raise _too_big(path, img.width * img.height)
-                    mode = "L" if channels == 1 else "RGB"
-                    img = img.convert(mode).resize((size, size), Image.BILINEAR)
-        except Image.DecompressionBombError as e:  # over twice PIL's limit: it says the size
-            found = re.search(r"\((\d+) pixels\)", str(e))
-            raise (_too_big(path, int(found[1])) if found else PtrainError(
-                f"{path} is over {MAX_IMAGE_PIXELS:,} pixels; scale it down")) from None
-        except UnidentifiedImageError:
-            raise PtrainError(f"{path} is not an image file PIL can read (PNG, JPEG, BMP, "
-                              "...)") from None
-        except PtrainError:
-            raise
-        except Exception as e:  # "image file is truncated", broken PNG chunks, bad JPEG data
-            raise PtrainError(f"{path} could not be decoded ({type(e).__name__}: "
-                              f"{' '.join(str(e).split())}); it may be damaged or truncated: "
-                              "give an intact copy") from None
-    array = np.asarray(img)
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return torch.from_numpy(array.copy())

@@ -107,17 +107,11 @@ def check_meta(meta, path) -> None:
             raise DamagedFile(path, f"its meta has no {key!r}")
         if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
             raise DamagedFile(path, f"its meta {key!r} is {meta[key]!r}, not a {kind.__name__}")
-    for key, known in (("model", MODELS), ("dataset", catalog.SPECS)):
+    for key, known in (("model", MODELS), ("dataset", catalog.DATASETS)):
         if meta[key] not in known:
             raise DamagedFile(path, f"its meta {key!r} is {meta[key]!r}, which this ptrain does "
                               f"not know ({', '.join(known)})")
-    # A built-in dataset fixes the shapes the model was built for (describe() copies them).
-    spec = catalog.SPECS[meta["dataset"]]
-    for key, value in (("in_channels", spec.channels), ("num_classes", spec.num_classes),
-                       ("image_size", spec.size)):
-        if meta[key] != value:
-            raise DamagedFile(path, f"its meta {key!r} is {meta[key]}, but {spec.name} has "
-                              f"{value}")
+    _check_shape(meta, path)
     for key in ("mean", "std"):
         values = meta[key]
         if len(values) != meta["in_channels"] or not all(
@@ -126,8 +120,27 @@ def check_meta(meta, path) -> None:
                               f"{meta['in_channels']} finite numbers")
     if not all(v > 0 for v in meta["std"]):
         raise DamagedFile(path, f"its meta 'std' is {meta['std']!r}: a std must be above 0")
-    classes = meta["classes"]
-    if len(classes) not in (0, meta["num_classes"]) or not all(isinstance(c, str)
-                                                               for c in classes):
+    classes, named = meta["classes"], meta["dataset"] == catalog.FOLDER  # its folders' names
+    if len(classes) not in ((meta["num_classes"],) if named else (0, meta["num_classes"])) or \
+            not all(isinstance(c, str) for c in classes):
         raise DamagedFile(path, f"its meta 'classes' holds {len(classes)} entries for "
                           f"{meta['num_classes']} outputs (names, one per output)")
+
+
+def _check_shape(meta: dict, path) -> None:
+    """A built-in dataset fixes the shapes the model was built for (describe() copies them); a
+    folder's are within what --channels and --image-size take."""
+    if meta["dataset"] == catalog.FOLDER:
+        ranges = {"in_channels": (1, 3), "num_classes": (2, 100_000),
+                  "image_size": (4, catalog.MAX_IMAGE_SIZE)}
+        for key, (low, high) in ranges.items():
+            if not low <= meta[key] <= high or (key == "in_channels" and meta[key] == 2):
+                raise DamagedFile(path, f"its meta {key!r} is {meta[key]}, outside what a "
+                                  f"folder run has ({low} to {high})")
+        return
+    spec = catalog.SPECS[meta["dataset"]]
+    for key, value in (("in_channels", spec.channels), ("num_classes", spec.num_classes),
+                       ("image_size", spec.size)):
+        if meta[key] != value:
+            raise DamagedFile(path, f"its meta {key!r} is {meta[key]}, but {spec.name} has "
+                              f"{value}")

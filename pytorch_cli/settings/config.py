@@ -57,10 +57,23 @@ MAX_CONFIG_BYTES = 1 << 20  # 1 MiB: a config of every setting is ~1 KiB; more i
 @dataclass
 class TrainConfig:
     # data and model
-    dataset: str = setting("mnist", choices=tuple(catalog.SPECS))
+    dataset: str = setting("mnist", "folder: your own images, a subfolder per class, in "
+                           "--data-dir.", choices=catalog.DATASETS)
     data_dir: str = setting(
         "", "Folder with the dataset (torchvision layout or the original files). Default: "
         "$PTRAIN_DATA_DIR, then ./data.", rule=PATH)
+    channels: int = setting(
+        0, "--dataset folder: 1 (grayscale) or 3 (RGB); 0: 1 if every image is grayscale.",
+        rule=(lambda v: v in (0, 1, 3), "0 (auto), 1 or 3"))
+    image_size: int = setting(
+        0, "--dataset folder: images are resized to NxN (bilinear); 0: their own size, when "
+        "they all share one.", metavar="N",
+        rule=(lambda v: v == 0 or 4 <= v <= catalog.MAX_IMAGE_SIZE,
+              f"0 (auto) or 4 to {catalog.MAX_IMAGE_SIZE}"))
+    test_split: float = setting(
+        0.2, "--dataset folder of class folders only (no train/ and test/): the seeded, "
+        "stratified fraction of each class held out for testing.",
+        rule=(lambda v: 0 < v < 1, "in (0, 1)"))
     download: bool = setting(True, "Download the dataset with torchvision if it is not found.")
     model: str = setting("lenet", choices=tuple(zoo.MODELS))
     init: str = setting("default", "Weight init.", choices=tuple(zoo.INITS))
@@ -160,6 +173,8 @@ RENAMED = renamed(TrainConfig)  # old key -> key: files and checkpoints of older
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # rules that tie two settings together; each setting's own rule is in its declaration
 CROSS_RULES = (
+    (lambda c: c.dataset == catalog.FOLDER or not (c.channels or c.image_size),
+     "--channels and --image-size are for --dataset folder; {c.dataset}'s images have their own"),
     (lambda c: 0 <= c.warmup_epochs < c.epochs,
      "--warmup-epochs must be 0 or more and less than --epochs, got {c.warmup_epochs}"),
     (lambda c: not c.nesterov or (c.optimizer == "sgd" and c.momentum > 0),

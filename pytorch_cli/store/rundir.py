@@ -29,7 +29,8 @@ from pytorch_cli.store import records
 
 CONFIG, METRICS, LAST, BEST, MODEL = ("config.toml", "metrics.jsonl", "last.pt", "best.pt",
                                       "model.pth")
-RUN_FILES = (CONFIG, METRICS, LAST, BEST, MODEL)
+SKIPPED = "skipped-files.txt"  # --dataset folder: the files that are no usable image, and why
+RUN_FILES = (CONFIG, METRICS, LAST, BEST, MODEL, SKIPPED)
 LOCK = "run.lock"
 TRACE, TENSORBOARD = "profile-trace.json", "tensorboard"  # with --profile, --tensorboard
 # the event kinds metrics.jsonl keeps: the curves, and how each process's run ended
@@ -161,15 +162,19 @@ class RunDir:
             self.file(f).unlink(missing_ok=True)
         shutil.rmtree(self.file(TENSORBOARD), ignore_errors=True)  # old curves would mix in
 
-    def create(self, config: dict) -> None:
+    def create(self, config: dict, skipped: list[str] | None = None) -> None:
         """Write config.toml, the run's resolved settings (which also proves the directory
-        writable before any training), and remove temporary files a killed save left behind."""
+        writable before any training), and remove temporary files a killed save left behind;
+        `skipped`: the data files left out (skipped-files.txt), if any."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             for leftover in files.leftovers(self.path, (*RUN_FILES, TRACE)):  # a killed save's
                 leftover.unlink(missing_ok=True)
             text = config_toml(config)
             atomic_write(self.file(CONFIG), lambda f: f.write(text.encode()))
+            if skipped:
+                listing = "".join(f"{line}\n" for line in skipped)
+                atomic_write(self.file(SKIPPED), lambda f: f.write(listing.encode()))
         except OSError as e:
             raise _unwritable(self.path, e) from None
 

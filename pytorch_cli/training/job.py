@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pytorch_cli.data import batches, datasets
+from pytorch_cli.data import batches, datasets, folders
 from pytorch_cli.models import zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError
@@ -77,7 +77,8 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     world = distributed.world()
     device = distributed.local_device(runtime.resolve_device(cfg.device))
     with distributed.main_first():  # rank 0 downloads, if anything needs downloading
-        data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed)
+        data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed,
+                             folders.Options(cfg.channels, cfg.image_size, cfg.test_split))
     if cfg.augment == "auto":
         cfg = dataclasses.replace(cfg, augment=data.spec.augment)
     storage = torch.device("cpu") if cfg.workers else device  # where the uint8 dataset lives

@@ -37,7 +37,7 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
     job.stop = stop if stop is not None else StopFlag()  # (an unset flag is falsy)
     job.watch = compiling.Watch(cfg.compile, cfg.compile_mode, emit)
     if run_dir is not None:  # rank 0 writes config.toml: the run's resolved settings
-        distributed.from_main(lambda: run_dir.create(job.cfg.to_dict()))
+        distributed.from_main(lambda: run_dir.create(job.cfg.to_dict(), job.data.skipped))
         job.saver = run_dir if job.cfg.save_model else None
     trace = run_dir.file(TRACE) if run_dir is not None else None
     job.profiler = profiling.StepProfiler(profile if job.world.main else 0, job.device, trace,

@@ -1,0 +1,128 @@
+"""images.py: image files of any mode and size as the model sees them; files that are no
+image, or too large, are one line naming them."""
+
+import io
+import os
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pytorch_cli.data import images
+from pytorch_cli.platform.errors import PtrainError
+
+
+def read_fails(path, *fragments) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(PtrainError) as e:
+            images.read_image(path, 1, 28)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+    for fragment in fragments:
+        assert fragment in str(e.value), str(e.value)
+    assert not caught  # no PIL warning reaches the user
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header says width x height (and whose checksum agrees)."""
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    raw = bytearray(buf.getvalue())
+    raw[16:24] = struct.pack(">II", width, height)
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
+    return bytes(raw)
+
+
+def test_fifo_directory_and_missing_file_fail_at_once(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")  # opening it would block until a writer came
+    read_fails(tmp_path / "pipe.png", "is not a regular file (a FIFO)")
+    read_fails(tmp_path, "is not a regular file (a directory)")
+    read_fails(tmp_path / "nope.png", "cannot read", "No such file")
+
+
+def test_non_image_empty_and_truncated_images(tmp_path):
+    (tmp_path / "notes.png").write_text("not an image")
+    read_fails(tmp_path / "notes.png", "is not an image file PIL can read")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    read_fails(tmp_path / "empty.jpg", "is empty (0 bytes)")
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "whole.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:3000])
+    read_fails(tmp_path / "cut.png", "could not be decoded", "image file is truncated")
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # over PIL's warning, over its error limit
+def test_decompression_bomb_is_refused_in_one_line(tmp_path, side):
+    (tmp_path / "bomb.png").write_bytes(png_claiming(side, side))
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    read_fails(tmp_path / "bomb.png", f"is {side * side:,} pixels",
+               f"limit of {images.MAX_IMAGE_PIXELS:,}")
+    assert Image.MAX_IMAGE_PIXELS == pil_limit  # PIL's global left as it was
+
+
+def test_read_image_converts_mode_and_size(tmp_path):
+    from PIL import Image
+    Image.new("RGB", (50, 40), (255, 0, 0)).save(tmp_path / "red.png")
+    gray = images.read_image(tmp_path / "red.png", 1, 28)
+    assert gray.shape == (1, 28, 28) and gray.dtype == torch.uint8 and int(gray[0, 0, 0]) == 76
+    rgb = images.read_image(tmp_path / "red.png", 3, 32)
+    assert rgb.shape == (3, 32, 32) and rgb[:, 5, 5].tolist() == [255, 0, 0]
+
+
+def mode_file(tmp_path, mode: str):
+    """An 8x8 file of `mode` whose pixel (2, 3) is set, as PIL reads it back."""
+    if mode == "I;16":
+        a = np.zeros((8, 8), np.uint16)
+        a[2, 3], a[0, 0] = 65535, 32896
+        img = Image.fromarray(a)
+    elif mode == "1":
+        img = Image.new("1", (8, 8), 0)
+        img.putpixel((3, 2), 1)
+    elif mode == "P":
+        img = Image.new("P", (8, 8), 0)
+        img.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+        img.putpixel((3, 2), 1)
+    else:
+        value = {"L": 77, "LA": (77, 10), "RGB": (255, 0, 0), "RGBA": (0, 255, 0, 0),
+                 "CMYK": (255, 0, 0, 0)}[mode]  # CMYK: pure cyan
+        img = Image.new(mode, (8, 8), 0)
+        img.putpixel((3, 2), value)
+    path = tmp_path / f"{mode.replace(';', '')}.{'tif' if mode == 'CMYK' else 'png'}"
+    img.save(path)
+    with Image.open(path) as back:
+        assert back.mode == mode
+    return path
+
+
+# mode -> (pixel (2, 3) read with 1 channel, with 3); alpha is dropped, as torchvision's loader
+MODES = {"L": (77, [77, 77, 77]), "LA": (77, [77, 77, 77]), "RGB": (76, [255, 0, 0]),
+         "RGBA": (150, [0, 255, 0]), "P": (18, [10, 20, 30]), "CMYK": (179, [0, 255, 255]),
+         "I;16": (255, [255, 255, 255]), "1": (255, [255, 255, 255])}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_read_image_of_each_mode(tmp_path, mode):
+    path = mode_file(tmp_path, mode)
+    assert images.image_header(path) == (mode, (8, 8))
+    assert (mode in images.GRAY_MODES) == (mode in ("L", "LA", "I;16", "1"))
+    gray, rgb = MODES[mode]
+    one, three = images.read_image(path, 1, 8), images.read_image(path, 3, 8)
+    assert one.shape == (1, 8, 8) and three.shape == (3, 8, 8)
+    assert one.dtype == three.dtype == torch.uint8
+    assert int(one[0, 2, 3]) == gray and three[:, 2, 3].tolist() == rgb
+    background = 255 if mode == "CMYK" else 0  # CMYK 0 is white paper
+    assert int(one[0, 7, 7]) == background and three[:, 7, 7].tolist() == [background] * 3
+    if mode == "I;16":
+        assert int(one[0, 0, 0]) == 128  # 32896 / 65535 x 255, scaled, not clipped at 255
+    assert images.read_image(path, 1, 16).shape == (1, 16, 16)
+
+
+def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path):
+    a = np.array([[0, 257, 1000, 32896, 65535]], np.uint16)
+    Image.fromarray(a).save(tmp_path / "wide.png")
+    x = images.read_image(tmp_path / "wide.png", 1, 5)  # resized 5x1 -> 5x5: rows repeat
+    assert x[0, 2].tolist() == [0, 1, 4, 128, 255]
