@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gzip
 import io
 import json
 import os
 import pickle
+import shutil
 import signal
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -24,13 +27,18 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# The decode cache of folder datasets (data/cache.py): the session's own, removed at its end;
+# each test then gets one of its own (_no_outside_influence)
+os.environ["PTRAIN_CACHE_DIR"] = tempfile.mkdtemp(prefix="ptrain-test-cache-")
+atexit.register(shutil.rmtree, os.environ["PTRAIN_CACHE_DIR"], ignore_errors=True)
+
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     # started in the background by a shell without job control (`make test &`): SIGINT comes
     # ignored, and ptrain leaves an ignored signal ignored, as nohup asks; the Ctrl-C tests
     # need it live, here and in the processes they start
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-from pytorch_cli.commands.cli import main
+from pytorch_cli.commands.cli import main  # noqa: E402
 
 
 def pytest_itemcollected(item):
@@ -58,7 +66,8 @@ def pytest_collection_modifyitems(config, items):
 
 def _machine_settings() -> list[str]:
     """The PTRAIN_* variables set where the tests run (PTRAIN_TEST_* point the tests at data)."""
-    return [n for n in os.environ if n.startswith("PTRAIN_") and not n.startswith("PTRAIN_TEST_")]
+    return [n for n in os.environ if n.startswith("PTRAIN_") and not n.startswith("PTRAIN_TEST_")
+            and n != "PTRAIN_CACHE_DIR"]  # (set for the tests, below)
 
 
 def _exit_code(args: list) -> int:
@@ -76,6 +85,8 @@ def _no_outside_influence(monkeypatch, tmp_path):
     or on the PTRAIN_* settings of the machine running it."""
     for name in _machine_settings():
         monkeypatch.delenv(name)
+    # a decode cache of its own (beside the test's folder, not in it): never ~/.cache/ptrain
+    monkeypatch.setenv("PTRAIN_CACHE_DIR", str(tmp_path.parent / f"{tmp_path.name}-cache"))
     monkeypatch.chdir(tmp_path)
 
 

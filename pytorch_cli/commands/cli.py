@@ -22,7 +22,7 @@ from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo
 from pytorch_cli.output.report import print_eval
 from pytorch_cli.platform import events, signals
-from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.platform.errors import PtrainError, UsageError, plural
 from pytorch_cli.store import export
 
 ENV_HELP = """Environment: PTRAIN_DATA_DIR (where datasets are looked for before ./data),
@@ -154,6 +154,22 @@ def predict(
             print(f"{r['image']}: {top}")
     if any("error" in r for r in results):
         raise typer.Exit(1)
+
+
+@app.command(name="cache", short_help="The decode cache of image folders: its size, or --clear.")
+def cache_(clear: bool = typer.Option(False, "--clear", help="Remove every entry.")) -> None:
+    """Where --dataset folder's decoded images are kept ($PTRAIN_CACHE_DIR, else
+    ~/.cache/ptrain) and what they take; --clear removes them (the next run decodes again)."""
+    from pytorch_cli.data import cache
+    if clear:
+        n, size = cache.clear()
+        print(f"removed {plural(n, 'entry', 'entries')} ({size / 2**20:.1f} MiB) from "
+              f"{cache.root()}")
+        return
+    found = cache.entries()
+    size = sum(p.stat().st_size for p in found)
+    print(f"{cache.root()}: {plural(len(found), 'entry', 'entries')}, {size / 2**20:.1f} MiB "
+          f"(at most {cache.MAX_BYTES // 2**30} GiB: the least recently used go first)")
 
 
 # Looking at runs: looking.py (torch-free, as these commands are).

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pytorch_cli.data import catalog, images
+from pytorch_cli.data import cache, catalog, images
 from pytorch_cli.platform.errors import PtrainError, UsageError, plural
 
 # torchvision.datasets.folder.IMG_EXTENSIONS (tested equal), any case; torchvision is not
@@ -196,20 +196,44 @@ Arrays = tuple[torch.Tensor, torch.Tensor]  # (N, C, H, W) uint8 images, (N,) in
 
 def read(root: Path, opts: Options, seed: int) -> tuple[Arrays, Arrays, list[str], int, int,
                                                           list[str]]:
-    """(train, test, classes, channels, size, skipped files) of the folder at root."""
+    """(train, test, classes, channels, size, skipped files) of the folder at root: decoded, or
+    from the decode cache when nothing it depends on changed."""
     found = find(root)
-    channels, size = shape(found, opts.channels, opts.image_size)
-    train = decode(found.train, channels, size, found.skipped)
-    check_classes(found.classes, train[1], root / "train" if found.test is not None else root)
-    if found.test is None:  # held out: the same images for the same folder, fraction and seed
+    train, test, channels, size, skipped = _decoded(found, opts)
+    check_classes(found.classes, train[1], root / "train" if test is not None else root)
+    if test is None:  # held out: the same images for the same folder, fraction and seed
         mask = held_out(train[1], opts.test_split, seed)
         test, train = (train[0][mask], train[1][mask]), (train[0][~mask], train[1][~mask])
-    else:
-        test = decode(found.test, channels, size, found.skipped)
     if not len(test[1]):
         raise PtrainError(f"{root}: no usable test image (a test/ or val/ folder of class "
                           "folders, or classes of 2 images or more to hold some out)")
-    return train, test, found.classes, channels, size, found.skipped
+    return train, test, found.classes, channels, size, skipped
+
+
+def _decoded(found: Found, opts: Options):
+    """(train, test or None, channels, size, skipped), from the cache or decoded (and cached)."""
+    try:
+        name = cache.key([("train", found.train), ("test", found.test or [])], found.skipped,
+                         opts.channels, opts.image_size)
+    except OSError:  # a file gone since the listing: no key; decode what is there
+        name = None
+    hit = cache.load(name) if name else None
+    if hit is not None:
+        arrays, meta = hit
+        train = torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"])
+        test = (torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"])
+                ) if meta["has_test"] else None
+        return train, test, meta["channels"], meta["size"], meta["skipped"]
+    channels, size = shape(found, opts.channels, opts.image_size)
+    train = decode(found.train, channels, size, found.skipped)
+    test = decode(found.test, channels, size, found.skipped) if found.test is not None else None
+    if name:
+        held = test or (train[0][:0], train[1][:0])  # none: the split is made on each load
+        cache.save(name, {"train_x": train[0].numpy(), "train_y": train[1].numpy(),
+                          "test_x": held[0].numpy(), "test_y": held[1].numpy()},
+                   {"channels": channels, "size": size, "skipped": found.skipped,
+                    "has_test": test is not None})
+    return train, test, channels, size, found.skipped
 
 
 def stats(images: torch.Tensor) -> tuple[list[float], list[float]]:

@@ -1,0 +1,76 @@
+"""The decode cache of image folders (data/cache.py): a second load decodes nothing, a changed
+folder is decoded again, `ptrain cache --clear` empties it, and a cache it cannot write costs a
+warning, never the run."""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from pytorch_cli.data import cache, catalog, datasets, folders
+
+
+def _folder(root, n=3):
+    for c in ("a", "b"):
+        for i in range(n):
+            (root / c).mkdir(parents=True, exist_ok=True)
+            pixels = np.full((8, 8), 40 * i + (100 if c == "b" else 0), np.uint8)
+            Image.fromarray(pixels).save(root / c / f"{i}.png")
+    return root
+
+
+def _load(root):
+    return datasets.load(catalog.FOLDER, str(root), folder=folders.Options(test_split=0.5))
+
+
+def test_a_second_load_decodes_nothing_and_a_changed_file_is_decoded_again(tmp_path):
+    root = _folder(tmp_path / "imgs")
+    first = _load(root)
+    assert len(cache.entries()) == 1
+    victim = root / "a" / "0.png"
+    stat = victim.stat()
+    victim.write_bytes(b"\0" * stat.st_size)  # the same length, no longer a PNG...
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ...and its old mtime: a hit
+    again = _load(root)  # a decode would skip the damaged file: the cache answers, whole
+    assert all(np.array_equal(getattr(first, s).images, getattr(again, s).images)
+               for s in ("train", "test")) and not again.skipped
+    os.utime(victim)  # now it is changed: decoded again, into a new entry
+    changed = _load(root)
+    assert len(changed.train) + len(changed.test) == 5 and str(victim) in changed.skipped[0]
+    assert len(cache.entries()) == 2
+
+
+def test_another_size_or_a_new_file_is_another_entry(tmp_path):
+    root = _folder(tmp_path / "imgs")
+    _load(root)
+    datasets.load(catalog.FOLDER, str(root), folder=folders.Options(image_size=4))
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "a" / "new.png")
+    assert len(_load(root).train) + len(_load(root).test) == 7
+    assert len(cache.entries()) == 3
+
+
+def test_cache_command_says_what_it_holds_and_clears_it(ptrain, tmp_path):
+    _load(_folder(tmp_path / "imgs"))
+    r = ptrain("cache")
+    assert r.code == 0 and r.out.startswith(f"{cache.root()}: 1 entry, ")
+    r = ptrain("cache", "--clear")
+    assert r.code == 0 and r.out.startswith("removed 1 entry (") and not cache.entries()
+
+
+def test_an_unwritable_cache_is_a_warning_and_the_load_goes_on(tmp_path, monkeypatch, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("PTRAIN_CACHE_DIR", str(tmp_path / "file"))
+    data = _load(_folder(tmp_path / "imgs"))
+    assert len(data.train) + len(data.test) == 6
+    assert "cannot write the decode cache" in capsys.readouterr().err
+
+
+def test_a_damaged_entry_is_decoded_again_and_replaced(tmp_path, capsys):
+    root = _folder(tmp_path / "imgs")
+    first = _load(root)
+    entry = cache.entries()[0]
+    entry.write_bytes(b"damaged")
+    again = _load(root)
+    assert "unreadable" in capsys.readouterr().err
+    assert np.array_equal(first.train.images, again.train.images)
+    assert _load(root) is not None and "unreadable" not in capsys.readouterr().err
