@@ -27,7 +27,8 @@ from pytorch_cli.store import export
 
 ENV_HELP = """Environment: PTRAIN_DATA_DIR (where datasets are looked for before ./data),
 PTRAIN_DEVICE (--device), PTRAIN_WORKERS (--workers), PTRAIN_RUNS_DIR (instead of runs/),
-PTRAIN_DEBUG=1 (tracebacks), PTRAIN_DIST_TIMEOUT (seconds a DDP collective waits, 300)."""
+PTRAIN_DEBUG=1 (tracebacks), PTRAIN_DIST_TIMEOUT (seconds a DDP collective waits, 300),
+PTRAIN_CACHE_DIR (decoded image folders; ~/.cache/ptrain)."""
 
 # Plain click help (no rich panels): readable at 80 columns, choices listed in full.
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
