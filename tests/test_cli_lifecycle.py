@@ -1,5 +1,7 @@
 """eval and resume on real files, and checkpoint safety with real SIGKILLs."""
 
+import csv
+import io
 import re
 import signal
 import subprocess
@@ -277,6 +279,14 @@ def test_a_folder_of_real_digits_trains_evaluates_predicts_exports_and_resumes(p
     first = sorted((digits / "7 - seven").glob("*.png"))[0]
     top = ptrain("predict", run, first, "--json").json()["results"][0]["top"][0]
     assert top["class"] == "7 - seven"
+    # a folder: every image under it, one CSV row each (the broken one: its error)
+    out = ptrain("predict", run, digits / "3 - three", "--csv", "-k", "2")
+    rows = list(csv.DictReader(io.StringIO(out.out)))
+    assert out.code == 1 and len(rows) == 61 and list(rows[0]) == [
+        "image", "class", "prob", "class_2", "prob_2", "error"]
+    broken = [r for r in rows if r["error"]]
+    assert [r["image"] for r in broken] == [str(digits / "3 - three" / "broken.png")]
+    assert sum(r["class"] == "3 - three" for r in rows) > 30
     assert ptrain("export", run, "-f", "onnx").code == 0 and (run / "model.onnx").exists()
     assert ptrain("resume", run, "--epochs", "3", "--quiet").code == 0
     assert read_metrics(run, ("epoch",))[-1]["epoch"] == 3

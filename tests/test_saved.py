@@ -70,3 +70,16 @@ def test_predict_answers_every_readable_image_and_names_the_others(run, tmp_path
         assert "top" not in r and r["image"] in r["error"] and "Error" not in r["error"]
     everything = saved.run_predict(run, paths[:1], top_k=50, device="cpu")[0]["top"]
     assert len(everything) == 10 and sum(t["prob"] for t in everything) == pytest.approx(1)
+
+
+def test_predict_on_a_folder_takes_every_image_under_it_in_order(run, tmp_path):
+    for name in ("b/2.png", "a/deep/1.PNG", "a/0.png"):
+        (tmp_path / "imgs" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (28, 28)).save(tmp_path / "imgs" / name, "PNG")
+    (tmp_path / "imgs" / ".hidden.png").write_bytes(b"")  # left out, as in training
+    (tmp_path / "imgs" / "notes.txt").write_text("left out")
+    (tmp_path / "empty").mkdir()
+    results = saved.run_predict(run, [tmp_path / "imgs", tmp_path / "empty"], device="cpu")
+    assert [r["image"] for r in results] == [str(tmp_path / "imgs" / n) for n in (
+        "a/0.png", "a/deep/1.PNG", "b/2.png")] + [str(tmp_path / "empty")]
+    assert all("top" in r for r in results[:3]) and "holds no image files" in results[3]["error"]

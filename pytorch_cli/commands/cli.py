@@ -131,30 +131,49 @@ def predict(
     checkpoint_file: Path = typer.Argument(
         ..., metavar="RUN_DIR|CHECKPOINT",
         help="A run directory (its model.pth), model.pth, last.pt or best.pt."),
-    images: list[Path] = typer.Argument(..., metavar="IMAGE...",
-                                        help="PNG/JPEG files, any size or mode."),
+    images: list[Path] = typer.Argument(
+        ..., metavar="IMAGE...",
+        help="Image files (PNG, JPEG, ... any size or mode), or folders: every image under them."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
     device: str = typer.Option("auto", envvar="PTRAIN_DEVICE", help=DEVICE_HELP),
     model: str = typer.Option("", help="Model of a bare state_dict."),
     dataset: str = typer.Option("", help="Dataset of a bare state_dict."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
+    csv_out: bool = typer.Option(False, "--csv", help="Print CSV: image, class, prob, then the "
+                                 "next classes and probs, and error."),
 ) -> None:
-    """Classify images, converted the way the model was trained (grayscale 28x28 or RGB 32x32)."""
+    """Classify images, converted the way the model was trained (its channels and size)."""
     from pytorch_cli.commands import saved
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
+    if json_out and csv_out:
+        raise UsageError("--json and --csv: choose one")
     results = saved.run_predict(checkpoint_file, images, top_k, device, model, dataset)
+    if csv_out:
+        _print_csv(results, top_k)
     if json_out:
         print(json.dumps(events.json_safe({"checkpoint": str(checkpoint_file), "results": results}),
                          allow_nan=False))
     for r in results:
         if "error" in r:
             print(f"ptrain: error: {r['error']}", file=sys.stderr)  # it names the image
-        elif not json_out:
+        elif not (json_out or csv_out):
             top = ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"])
             print(f"{r['image']}: {top}")
     if any("error" in r for r in results):
         raise typer.Exit(1)
+
+
+def _print_csv(results: list[dict], top_k: int) -> None:
+    """One row per image: its best class and probability, the next ones, or its error."""
+    import csv
+    writer = csv.writer(sys.stdout)
+    ranks = [f"{name}_{i}" for i in range(2, top_k + 1) for name in ("class", "prob")]
+    writer.writerow(["image", "class", "prob", *ranks, "error"])
+    for r in results:
+        cells = [value for t in r.get("top", []) for value in (t["class"], f"{t['prob']:.6f}")]
+        cells += [""] * (2 * top_k - len(cells))
+        writer.writerow([r["image"], *cells, r.get("error", "")])
 
 
 @app.command(name="cache", short_help="The decode cache of image folders: its size, or --clear.")

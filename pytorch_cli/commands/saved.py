@@ -141,6 +141,12 @@ def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str
     return {**result, "verified_on": f"{len(sample)} {verified_on}"}
 
 
+def _files(given: Path) -> list[Path]:
+    """An image file as given; a folder: every image under it (a test folder of classes...), or
+    itself if it holds none (its entry then says so)."""
+    return (folders.images_in(given) or [given]) if given.is_dir() else [given]
+
+
 @torch.inference_mode()
 def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "auto",
                 model_name: str = "", dataset: str = "") -> list[dict]:
@@ -151,7 +157,11 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
     net = torch.nn.Sequential(batches.Normalize(meta["mean"], meta["std"]), loaded.model).to(dev)
     classes = meta["classes"] or [str(i) for i in range(meta["num_classes"])]
     results = []
-    for image in images:
+    for image in [f for given in images for f in _files(given)]:
+        if image.is_dir():
+            results.append({"image": str(image), "error": f"{image} holds no image files "
+                            f"({', '.join(folders.IMAGE_EXTENSIONS)})"})
+            continue
         try:
             x = read_image(image, meta["in_channels"], meta["image_size"])
         except PtrainError as e:  # missing, not an image, truncated: say which and go on

@@ -75,6 +75,12 @@ def _class_files(folder: Path, skipped: list[str]) -> list[Path]:
     return out
 
 
+def images_in(folder: Path) -> list[Path]:
+    """The image files under a folder, at any depth, in sorted order (what predict takes for a
+    folder; hidden files and other extensions are left out, as in training)."""
+    return _class_files(folder, [])
+
+
 def _classes(root: Path, skipped: list[str]) -> dict[str, list[Path]]:
     """class name -> its files, for the class folders directly in root."""
     found = {}

@@ -105,12 +105,7 @@ def local_device(device: torch.device) -> torch.device:
 
 
 def close() -> None:
-    """Leave the process group at the end of a session that went well: the ranks meet first,
-    so none tears its gloo connections down while a peer still uses its own (a peer's gloo
-    threads then abort it: "terminate called without an active exception", seen now and then
-    under load; see also pytorch#179291)."""
     if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(torch.zeros(1))  # the meeting: a CPU tensor, so gloo, as all_sum
         dist.destroy_process_group()
 
 
