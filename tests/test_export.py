@@ -253,7 +253,7 @@ def test_a_model_with_nan_weights_or_a_zero_std_is_refused(ptrain, copied, tmp_p
 
 
 def test_export_itself_refuses_outputs_that_are_not_finite(tmp_path):
-    """export() and check_normalization() on their own (a file's loader may refuse first)."""
+    """export() on its own, and the loader's check of the normalisation it is given."""
     meta = models.describe("lenet", catalog.SPECS["fake"], [])
     net = models.build("lenet", 1, 10, 28).eval()
     with torch.no_grad():
@@ -267,6 +267,6 @@ def test_export_itself_refuses_outputs_that_are_not_finite(tmp_path):
         export.export(good, batches.Normalize([0.5], [0.0]), meta, sample, "torchscript",
                       tmp_path / "x.pt", "src.pth")
     for std in ([0.0], [-1.0], [float("nan")], [float("inf")], [], [0.5, 0.5], ["x"], None):
-        with pytest.raises(PtrainError, match=r"src\.pth: its normalisation is not finite"):
-            export.check_normalization({**meta, "std": std}, Path("src.pth"))
+        with pytest.raises(PtrainError, match=r"src\.pth: its meta 'std' is "):
+            models.check_meta({**meta, "std": std}, Path("src.pth"))
     assert os.listdir(tmp_path) == []

@@ -128,7 +128,6 @@ def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str
     meta = loaded.meta
     output = output or source.with_name(source.name.split(".")[0] + export.FORMATS[fmt][0])
     export.check_output(output, source, fmt)  # before the slow part: data, export, verification
-    export.check_normalization(meta, source)
     try:
         sample = _data(loaded, data_dir, download=False).test.images[:64].float() / 255
         verified_on = "test images"

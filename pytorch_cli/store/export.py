@@ -137,19 +137,6 @@ def _same(a: Path, b: Path) -> bool:
         return a.absolute() == b.absolute()
 
 
-def check_normalization(meta: dict, source: Path) -> None:
-    """mean and std per channel (or one for all), finite, std above 0: else every output of the
-    exported model would be NaN or infinite."""
-    mean, std = meta.get("mean"), meta.get("std")
-    ok = all(isinstance(v, list) and v and len(v) in (1, meta["in_channels"]) and all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
-        for v in (mean, std))
-    if not ok or min(std) <= 0:
-        raise PtrainError(f"{source}: its normalisation is not finite or not usable (mean "
-                          f"{str(mean)[:40]}, std {str(std)[:40]}: std must be above 0); "
-                          "nothing was written")
-
-
 def _not_finite(model: nn.Module, source: str) -> PtrainError:
     import torch
     bad = [name for name, t in model.state_dict().items()
