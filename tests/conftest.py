@@ -87,6 +87,9 @@ def _no_outside_influence(monkeypatch, tmp_path):
         monkeypatch.delenv(name)
     # a decode cache of its own (beside the test's folder, not in it): never ~/.cache/ptrain
     monkeypatch.setenv("PTRAIN_CACHE_DIR", str(tmp_path.parent / f"{tmp_path.name}-cache"))
+    # pretrained weights: torch's and Hugging Face's caches of its own, empty (no download lands)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path.parent / f"{tmp_path.name}-torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path.parent / f"{tmp_path.name}-hf"))
     monkeypatch.chdir(tmp_path)
 
 

@@ -3,10 +3,12 @@ They are run for a few steps only: nothing here is timed."""
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import write_mnist
 
@@ -64,3 +66,32 @@ def test_gpu_check_output_checker(tmp_path):
     assert done.returncode == 1
     for problem in ("runs: not a plain file", "10 entries, more than 8", "no section '## 6."):
         assert problem in done.stdout, done.stdout
+
+
+def test_folder_loop_compares_the_classic_loop_with_ptrain_cold_and_cached(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 4)):
+        for cls in ("a", "b"):
+            (tmp_path / "imgs" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                    tmp_path / "imgs" / split / cls / f"{i:02d}.png")
+    out = tmp_path / "out.json"
+    done = subprocess.run([sys.executable, BENCH / "folder_loop.py", tmp_path / "imgs",
+                           "--epochs", "1", "--workers", "0", "--limit", "8", "--json", out],
+                          capture_output=True, text=True,
+                          env={**os.environ, "PTRAIN_CACHE_DIR": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    rows = {c["name"]: c for c in result["contenders"]}
+    assert list(rows) == ["classic W=0", "ptrain cold", "ptrain cached"]
+    assert result["train_size"] == 16 and result["test_size"] == 8  # --limit 8 of 12 and of 4
+    for row in rows.values():
+        assert len(row["images_per_s"]) == 1 and min(row["images_per_s"]) > 0
+        assert 0 <= row["test_acc"] <= 1
+    assert rows["ptrain cold"]["images"] == rows["ptrain cached"]["images"] == 24
+    assert rows["ptrain cached"]["data_s"] > 0 and rows["classic W=0"]["data_s"] is None
+    assert "| contender | data (decode or reload) s |" in done.stdout
+    for name in rows:
+        assert f"| {name} |" in done.stdout

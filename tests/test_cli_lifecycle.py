@@ -273,6 +273,12 @@ def test_a_folder_of_real_digits_trains_evaluates_predicts_exports_and_resumes(p
     assert list(ev["per_class_acc"]) == ["0 - zero", "1 - one", "2 - two", "3 - three",
                                          "4 - four", "5 - five", "6 - six", "7 - seven",
                                          "8 - eight", "9 - nine"]  # the folders' names
+    f1 = [s["f1"] for s in ev["per_class"].values()]
+    assert ev["macro"]["f1"] == pytest.approx(sum(f1) / 10) and min(f1) >= 0
+    assert sum(s["images"] for s in ev["per_class"].values()) == 120
+    table = ptrain("eval", run).out  # a row per folder: accuracy, precision, F1, images
+    assert re.search(r"\n  7 - seven +\d+\.\d\d% +\d+\.\d\d% +\d+\.\d\d% +12\n", table), table
+    assert re.search(r"\n  macro average +[\d.]+% +[\d.]+% +[\d.]+% +120\n", table), table
     saved = torch.load(run / "model.pth", weights_only=True)["meta"]
     assert (saved["dataset"], saved["in_channels"], saved["image_size"]) == ("folder", 1, 28)
     assert 0.1 < saved["mean"][0] < 0.2 and 0.25 < saved["std"][0] < 0.35  # MNIST's own stats

@@ -189,7 +189,8 @@ def test_config_file_and_flags(ptrain, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--lr", "-1"], "--lr must be greater than 0"),
     (["--epochs", "0"], "--epochs must be greater than 0"),
-    (["--model", "vgg"], "Invalid value for '--model': Value error, 'vgg' is not one of 'lenet'"),
+    (["--model", "vgg"], "--model must be one of lenet|mnist-cnn|cifar-net|fast-cnn|airbench|"
+                         "resnet18|torchvision:NAME|timm:NAME, got 'vgg'"),
     (["--device", "gpu"], "--device must be auto, cpu, cuda"),
     (["--flip", "sometimes"], "'sometimes' is not one of 'random', 'alternate'"),
     (["--crop-pad", "-1"], "--crop-pad must be in [0, 8]"),

@@ -17,7 +17,13 @@ from pytorch_cli.training import optim
 def test_choices_are_the_registries_own():
     s = declared(configlib.TrainConfig)
     assert s["dataset"].choices == catalog.DATASETS == (*catalog.SPECS, "folder")
-    assert s["model"].choices == tuple(models.MODELS) and s["init"].choices == tuple(models.INITS)
+    assert s["model"].suggest == tuple(models.MODELS) and s["init"].choices == tuple(models.INITS)
+    # the model is open to torchvision:/timm: names, held to their form
+    for name in (*models.MODELS, "torchvision:resnet18", "timm:convnext_tiny.fb_in1k"):
+        configlib.validate(configlib.TrainConfig(model=name))
+    for name in ("resnet", "torchvision:", "keras:resnet50", "timm:a b"):
+        with pytest.raises(UsageError, match="--model must be one of lenet.*torchvision:NAME"):
+            configlib.validate(configlib.TrainConfig(model=name))
     assert s["optimizer"].choices == tuple(optim.OPTIMIZERS)
     assert s["scheduler"].choices == tuple(optim.SCHEDULES)
 

@@ -125,3 +125,16 @@ def test_cuda_evaluation_reads_back_only_its_final_figures(fake):
     syncs = [w for w in caught if "synchronizing CUDA operation" in str(w.message)]
     assert len(syncs) == 2, [str(w.message) for w in syncs]
     assert got["total"] == int(got["confusion"].sum()) == 500
+
+
+def test_class_scores_are_precision_recall_and_f1_with_macro_means():
+    from pytorch_cli.training.evaluate import class_scores
+    confusion = torch.tensor([[8, 2, 0], [1, 4, 0], [0, 1, 4]])  # rows: true, columns: predicted
+    s = class_scores(confusion, ["cat", "dog", "bird"])
+    cat, dog = s["per_class"]["cat"], s["per_class"]["dog"]
+    assert (cat["precision"], cat["recall"], cat["images"]) == (8 / 9, 0.8, 10)
+    assert cat["f1"] == pytest.approx(2 * (8 / 9) * 0.8 / (8 / 9 + 0.8))
+    assert dog["precision"] == pytest.approx(4 / 7) and s["per_class"]["bird"]["precision"] == 1
+    assert s["macro"]["recall"] == pytest.approx((0.8 + 0.8 + 0.8) / 3)
+    never = class_scores(torch.tensor([[3, 0], [2, 0]]), ["a", "b"])["per_class"]["b"]
+    assert never == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "images": 2}  # never predicted

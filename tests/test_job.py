@@ -77,3 +77,41 @@ def test_cuda_setup_makes_its_gpu_current_and_pins_host_evaluation_data():
             assert job.test.images.is_pinned() and job.test.labels.is_pinned()  # ...pinned
     finally:
         torch.cuda.set_device(0)
+
+
+def _gray_folder(root, counts):
+    """Class folders of random 28x28 gray PNGs, `counts` images each."""
+    from PIL import Image
+    g = torch.Generator().manual_seed(0)
+    for c, n in enumerate(counts):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(n):
+            pixels = torch.randint(0, 256, (28, 28), generator=g, dtype=torch.uint8)
+            Image.fromarray(pixels.numpy()).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def test_class_weights_auto_are_inverse_frequencies_with_a_mean_of_1(tmp_path):
+    folder = _gray_folder(tmp_path / "imbalanced", (40, 20, 10))
+    job = setup(TrainConfig(dataset="folder", data_dir=str(folder), class_weights="auto"))
+    counts = torch.bincount(job.train.labels, minlength=3).double()
+    assert counts.tolist() == [32, 16, 8]  # 0.2 of each class held out
+    assert torch.allclose(job.class_weight.double(), 56 / (3 * counts))
+    assert float((job.class_weight[job.train.labels]).mean()) == pytest.approx(1.0)
+    assert _setup().class_weight is None
+
+
+def test_init_from_a_run_loads_what_fits_and_counts_it(ptrain, tmp_path):
+    assert ptrain("train", "--dataset", "fake", "--max-steps", "2", "--epochs", "1",
+                  "--run-dir", "source").code == 0
+    folder = _gray_folder(tmp_path / "three", (10, 10, 10))
+    r = ptrain("train", "--dataset", "folder", "--data-dir", folder, "--init-from", "source",
+               "--epochs", "1", "--run-dir", "target")
+    assert r.code == 0, r.err
+    assert ("weights: 6 of 8 tensors from source/model.pth; new: fc2.weight, fc2.bias; 2 of its "
+            "tensors unused; its normalisation: mean 0.500, std 0.250") in r.out
+    meta = torch.load(tmp_path / "target" / "model.pth", weights_only=True)["meta"]
+    assert (meta["mean"], meta["std"], meta["num_classes"]) == ([0.5], [0.25], 3)
+    missing = ptrain("train", "--dataset", "fake", "--init-from", "nowhere", "--epochs", "1")
+    assert missing.code == 2 and missing.err.strip() == \
+        "ptrain: error: --init-from nowhere: no such run directory or file", missing.err

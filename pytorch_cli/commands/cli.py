@@ -39,7 +39,6 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_mar
 # Choices as types, from the registries: --help lists them, typos are refused, the shell
 # completes them.
 Dataset = Literal[catalog.DATASETS]
-Model = Literal[tuple(zoo.MODELS)]
 ExportFormat = Literal[tuple(export.FORMATS)]
 Split = Literal["test", "val", "train"]
 DEVICE_HELP = "auto|cpu|cuda|cuda:N|mps."
@@ -66,7 +65,8 @@ app.command(short_help="Continue a run from its last.pt.", epilog=ENV_HELP)(trai
 @app.command(name="eval", short_help="Evaluate a saved model.", epilog=ENV_HELP)
 def eval_(
     checkpoint_file: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help=TARGET),
-    model: Optional[Model] = typer.Option(None, help="Model of a bare state_dict."),
+    model: str = typer.Option("", help="Model of a bare state_dict.",
+                              autocompletion=lambda incomplete: list(zoo.MODELS)),
     dataset: Optional[Dataset] = typer.Option(None, help="Dataset of a bare state_dict."),
     data_dir: str = typer.Option(
         "", help="Where the dataset is (default: as in the run's config)."),

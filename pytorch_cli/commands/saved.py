@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.declare import check_choice
 from pytorch_cli.store import checkpoint, export
 from pytorch_cli.store.rundir import MODEL, checkpoint_in
-from pytorch_cli.training.evaluate import evaluate
+from pytorch_cli.training.evaluate import class_scores, evaluate
 from pytorch_cli.training.state import check_saved
 
 
@@ -51,7 +52,8 @@ def load_model(path: Path, model_name: str = "", dataset: str = "") -> Loaded:
             raise UsageError(
                 f"{path} is a bare state_dict: say what it is with --model and --dataset"
             )
-        check_choice("model", model_name, tuple(models.MODELS))
+        if not models.known(model_name):
+            raise UsageError(f"--model must be one of {models.MODEL_NAMES}, got {model_name!r}")
         if dataset == catalog.FOLDER:  # its shapes and classes came from the images
             raise UsageError(f"{path} is a bare state_dict, which does not say the image size, "
                              "channels and classes of a folder run: use the run's model.pth")
@@ -92,8 +94,11 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True) -> datasets
     c, meta = loaded.config, loaded.meta
     folder = folders.Options(meta["in_channels"], meta["image_size"], c.get("test_split", 0.2),
                              stats=(meta["mean"], meta["std"]))  # decoded as it trained
-    return datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
+    data = datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
                          c.get("val_split", 0.0), c.get("seed", 1), folder)
+    # normalised as it trained: pretrained weights (--weights, --init-from) bring their own
+    spec = dataclasses.replace(data.spec, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+    return dataclasses.replace(data, spec=spec)
 
 
 def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str = "",
@@ -111,12 +116,12 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
     size = batch_size or loaded.config.get("test_batch_size", 1000)
     result = evaluate(loaded.model.to(dev), chosen, data.spec, size, dev, tta=tta)
     classes = loaded.meta["classes"] or data.classes
-    per_class = result["confusion"].diag() / result["confusion"].sum(1).clamp(min=1)
+    scores = class_scores(result["confusion"], classes)
     return {"checkpoint": str(path), "model": loaded.meta["model"],
             "dataset": loaded.meta["dataset"], "split": split, "tta": tta, "device": str(dev),
             **{k: v for k, v in result.items() if k != "confusion"},
-            "per_class_acc": {c: float(a) for c, a in zip(classes, per_class)},
-            "classes": list(classes), "confusion": result["confusion"].tolist()}
+            "per_class_acc": {c: s["recall"] for c, s in scores["per_class"].items()},
+            **scores, "classes": list(classes), "confusion": result["confusion"].tolist()}
 
 
 def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str = "",

@@ -1,5 +1,6 @@
 """The model zoo: name -> builder(in_channels, num_classes, image_size) -> nn.Module (logits),
-weight inits, and what a saved model needs to be rebuilt.
+plus `torchvision:NAME` and `timm:NAME` (hub.py); weight inits, and what a saved model needs to
+be rebuilt.
 
 Torch-free to import: the registries' names are the --model and --init choices that --help and
 completion list, so the nets themselves (nets.py) load only when one is built.
@@ -11,7 +12,8 @@ import math
 from typing import Callable
 
 from pytorch_cli.data import catalog
-from pytorch_cli.platform.errors import DamagedFile
+from pytorch_cli.models import hub
+from pytorch_cli.platform.errors import DamagedFile, UsageError
 
 
 def _net(name: str) -> Callable:
@@ -30,6 +32,15 @@ MODELS = {
     "airbench": _net("Airbench"),
     "resnet18": _net("resnet18"),
 }
+
+MODEL_NAMES = "|".join(MODELS) + "|torchvision:NAME|timm:NAME"
+
+
+def known(name: str) -> bool:
+    """A built-in net, or a hub name of the right form (whether torchvision or timm has it is
+    checked when it is built: that needs their import, seconds)."""
+    return name in MODELS or hub.is_hub_name(name)
+
 
 # name -> (torch.nn.init function, its arguments) for conv and linear weights; biases are zeroed.
 # "default" keeps PyTorch's own per-layer initialisation.
@@ -69,7 +80,10 @@ def set_trainable_for_epoch(model, name: str, epoch: int) -> bool:
 def build(name: str, in_channels: int, num_classes: int, image_size: int,
           init: str = "default"):
     from torch import nn
-    model = MODELS[name](in_channels, num_classes, image_size)
+    if hub.is_hub_name(name):
+        model = hub.build(name, in_channels, num_classes)
+    else:
+        model = MODELS[name](in_channels, num_classes, image_size)
     if INITS[init] is not None:
         fn, kwargs = INITS[init]
         for m in model.modules():
@@ -78,6 +92,23 @@ def build(name: str, in_channels: int, num_classes: int, image_size: int,
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
     return model
+
+
+def check_input(model, name: str, in_channels: int, image_size: int) -> None:
+    """One forward of two blank images: a model that cannot take the run's image size (a ViT
+    wants 224, VGG at least 32...) is one line before training, not a traceback in it."""
+    import torch
+    was = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, in_channels, image_size, image_size,
+                                     device=next(model.parameters()).device))
+    except (RuntimeError, ValueError, AssertionError, IndexError) as e:
+        detail = " ".join(str(e).split())[:160]
+        raise UsageError(f"--model {name} cannot take {image_size}x{image_size} images "
+                         f"({detail}); a folder run can resize them with --image-size N") from None
+    finally:
+        model.train(was)
 
 
 def count_parameters(model) -> int:
@@ -107,10 +138,11 @@ def check_meta(meta, path) -> None:
             raise DamagedFile(path, f"its meta has no {key!r}")
         if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
             raise DamagedFile(path, f"its meta {key!r} is {meta[key]!r}, not a {kind.__name__}")
-    for key, known in (("model", MODELS), ("dataset", catalog.DATASETS)):
-        if meta[key] not in known:
+    for key, ok, names in (("model", known, MODEL_NAMES),
+                           ("dataset", catalog.DATASETS.__contains__, "|".join(catalog.DATASETS))):
+        if not ok(meta[key]):
             raise DamagedFile(path, f"its meta {key!r} is {meta[key]!r}, which this ptrain does "
-                              f"not know ({', '.join(known)})")
+                              f"not know ({names})")
     _check_shape(meta, path)
     for key in ("mean", "std"):
         values = meta[key]

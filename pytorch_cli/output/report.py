@@ -22,25 +22,33 @@ def _compile_line(r: dict) -> str:
             f"{'evaluation' if what == 'evaluation' else 'training'}")
 
 
+def _start_line(r: dict) -> str:
+    trainable = r.get("trainable", r["params"])  # older runs: no such key
+    part = f", {trainable:,} of them trained" if trainable != r["params"] else ""
+    head = f"training {r['model']} ({r['params']:,} parameters{part}) on {r['dataset']}"
+    if r["source"] != "generated":
+        head += f" from {r['source']}"
+    if r.get("weights"):
+        head += f"; weights: {r['weights']}"
+    sizes = f"{r['train_size']} train / " + (f"{r['val_size']} val / " if r["val_size"] else "")
+    where = "dry run, nothing is written" if r["dry_run"] else f"writing {r['run_dir']}"
+    if r.get("resume_at"):
+        at = r["resume_at"]
+        where = f"resuming at epoch {at[0]} after batch {at[1]}; " + where
+    speed = r["precision"] + (f", compiled ({r['compile']})" if r["compile"] else "")
+    world, batch = r.get("world_size", 1), r.get("batch_size", 0)
+    procs = (f" x {world} processes, batch {batch} per process ({batch * world} per step"
+             + (f"; {r['left_out']} images per epoch sit out: fewer than the processes"
+                if r.get("left_out") else "") + ")") if world > 1 else ""
+    return (f"{head}: {sizes}{r['test_size']} test images (read in {r['data_s']:.1f}s); "
+            f"device {r['device']}{procs}, {speed}; {plural(r['epochs'], 'epoch')} of "
+            f"{plural(r['batches'], 'batch', 'batches')}; {where}")
+
+
 def format_record(r: dict) -> str | None:
     kind = r["kind"]
     if kind == "start":
-        head = f"training {r['model']} ({r['params']:,} parameters) on {r['dataset']}"
-        if r["source"] != "generated":
-            head += f" from {r['source']}"
-        sizes = f"{r['train_size']} train / " + (f"{r['val_size']} val / " if r["val_size"] else "")
-        where = "dry run, nothing is written" if r["dry_run"] else f"writing {r['run_dir']}"
-        if r.get("resume_at"):
-            at = r["resume_at"]
-            where = f"resuming at epoch {at[0]} after batch {at[1]}; " + where
-        speed = r["precision"] + (f", compiled ({r['compile']})" if r["compile"] else "")
-        world, batch = r.get("world_size", 1), r.get("batch_size", 0)
-        procs = (f" x {world} processes, batch {batch} per process ({batch * world} per step"
-                 + (f"; {r['left_out']} images per epoch sit out: fewer than the processes"
-                    if r.get("left_out") else "") + ")") if world > 1 else ""
-        return (f"{head}: {sizes}{r['test_size']} test images (read in {r['data_s']:.1f}s); "
-                f"device {r['device']}{procs}, {speed}; {plural(r['epochs'], 'epoch')} of "
-                f"{plural(r['batches'], 'batch', 'batches')}; {where}")
+        return _start_line(r)
     if kind == "train":
         return (f"epoch {r['epoch']} batch {r['batch']}/{r['batches']} step {r['step']} "
                 f"lr {r['lr']:.4g} loss {r['train_loss']:.4f} {r['images_per_s']:.0f} img/s "
@@ -82,6 +90,16 @@ def format_record(r: dict) -> str | None:
     return None
 
 
+def _scores(r: dict, c: str | None) -> tuple[str, str, str]:
+    """Accuracy (recall), precision and F1 of class c, or their macro averages (c None); an
+    older result (per_class_acc alone) has accuracy only."""
+    s = r["macro"] if c is None and "macro" in r else r.get("per_class", {}).get(c)
+    if s is None:
+        acc = r["per_class_acc"].get(c) if c is not None else None
+        return (f"{100 * acc:.2f}%" if acc is not None else "", "", "")
+    return (f"{100 * s['recall']:.2f}%", f"{100 * s['precision']:.2f}%", f"{100 * s['f1']:.2f}%")
+
+
 def print_eval(r: dict, stream: TextIO) -> None:
     """Evaluation results: rich tables on a terminal, plain aligned text otherwise."""
     head = (f"{r['checkpoint']} on {r['dataset']} {r['split']}{' with TTA' if r['tta'] else ''}: "
@@ -92,12 +110,12 @@ def print_eval(r: dict, stream: TextIO) -> None:
         from rich.table import Table
         console = Console(file=stream)
         console.print(head, highlight=False, markup=False)
-        per = Table(title="per-class accuracy")
-        per.add_column("class")
-        per.add_column("accuracy", justify="right")
-        per.add_column("images", justify="right")
+        per = Table(title="per class (accuracy is recall)")
+        for column in ("class", "accuracy", "precision", "F1", "images"):
+            per.add_column(column, justify="left" if column == "class" else "right")
         for c, row in zip(classes, matrix):
-            per.add_row(c, f"{100 * r['per_class_acc'][c]:.2f}%", str(sum(row)))
+            per.add_row(c, *_scores(r, c), str(sum(row)))
+        per.add_row("macro average", *_scores(r, None), str(r["total"]))
         console.print(per)
         if len(classes) <= 20:
             conf = Table(title="confusion matrix (rows: true class, columns: predicted)")
@@ -108,10 +126,11 @@ def print_eval(r: dict, stream: TextIO) -> None:
                 conf.add_row(f"{i} {classes[i]}", *map(str, row))
             console.print(conf)
         return
-    lines = [head, "per-class accuracy:"]
-    width = max(len(c) for c in classes)
-    lines += [f"  {c:<{width}}  {100 * r['per_class_acc'][c]:6.2f}%  ({sum(row)} images)"
-              for c, row in zip(classes, matrix)]
+    width = max(len(c) for c in (*classes, "macro average"))
+    lines = [head, f"  {'class':<{width}}  {'accuracy':>8}  {'precision':>9}  {'F1':>7}  images"]
+    rows = [(c, _scores(r, c), sum(row)) for c, row in zip(classes, matrix)]
+    lines += [f"  {c:<{width}}  {acc:>8}  {p:>9}  {f:>7}  {n:>6}"
+              for c, (acc, p, f), n in [*rows, ("macro average", _scores(r, None), r["total"])]]
     if len(classes) <= 20:
         lines.append("confusion matrix (rows: true class, columns: predicted):")
         cell = max(len(str(v)) for row in matrix for v in row) + 1

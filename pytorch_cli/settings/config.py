@@ -75,8 +75,30 @@ class TrainConfig:
         "stratified fraction of each class held out for testing.",
         rule=(lambda v: 0 < v < 1, "in (0, 1)"))
     download: bool = setting(True, "Download the dataset with torchvision if it is not found.")
-    model: str = setting("lenet", choices=tuple(zoo.MODELS))
+    model: str = setting(
+        "lenet", f"{zoo.MODEL_NAMES}: ptrain's nets, any classification model of "
+        "torchvision.models.list_models(), or timm's (pip install 'pytorch-cli[timm]').",
+        rule=(zoo.known, f"one of {zoo.MODEL_NAMES}"), metavar="NAME", suggest=tuple(zoo.MODELS))
     init: str = setting("default", "Weight init.", choices=tuple(zoo.INITS))
+    weights: str = setting(
+        "", "torchvision:/timm: models: pretrained weights, DEFAULT, one of the model's weight "
+        "names (IMAGENET1K_V2...) or a file (a state dict or a ptrain model.pth).",
+        rule=PATH, metavar="WEIGHTS")
+    init_from: str = setting(
+        "", "Start from a run's weights (its directory or a model.pth): tensors that match in "
+        "name and shape load, the rest (a head for other classes) is new.", rule=PATH,
+        metavar="RUN")
+    freeze: str = setting("none", "backbone: train only the head; frozen BatchNorm layers stay "
+                          "in eval mode.", choices=("none", "backbone"))
+    unfreeze_at: int = setting(
+        0, "With --freeze backbone: train everything after this many epochs (0 = never).",
+        metavar="EPOCHS", rule=NOT_NEGATIVE)
+    backbone_lr_scale: float = setting(
+        1.0, "LR multiplier for every layer but the head (pretrained ones: 0.1 is usual).",
+        rule=POSITIVE, limit=(MAX_FACTOR, "recipes use 0.01 to 1"))
+    class_weights: str = setting(
+        "none", "auto: weight the training loss by inverse class frequency (imbalanced "
+        "classes).", choices=("none", "auto"))
     # optimisation (defaults are the pytorch/examples MNIST script's)
     batch_size: int = setting(64, "Training batch size.", rule=AT_LEAST_1)
     test_batch_size: int = setting(1000, "Evaluation batch size.", rule=AT_LEAST_1)
@@ -175,6 +197,13 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 CROSS_RULES = (
     (lambda c: c.dataset == catalog.FOLDER or not (c.channels or c.image_size),
      "--channels and --image-size are for --dataset folder; {c.dataset}'s images have their own"),
+    (lambda c: not c.weights or c.model.startswith(zoo.hub.PREFIXES),
+     "--weights is for torchvision:NAME and timm:NAME models; a {c.model} starts from a run's "
+     "weights with --init-from"),
+    (lambda c: not (c.weights and c.init_from),
+     "--weights and --init-from both give the starting weights: pass one of them"),
+    (lambda c: not c.unfreeze_at or c.freeze == "backbone",
+     "--unfreeze-at releases a frozen backbone: it needs --freeze backbone"),
     (lambda c: 0 <= c.warmup_epochs < c.epochs,
      "--warmup-epochs must be 0 or more and less than --epochs, got {c.warmup_epochs}"),
     (lambda c: not c.nesterov or (c.optimizer == "sgd" and c.momentum > 0),

@@ -22,6 +22,7 @@ from pytorch_cli.platform.errors import UsageError
 class Setting:
     help: str = ""
     choices: tuple[str, ...] = ()  # the registry's names, or the values allowed
+    suggest: tuple[str, ...] = ()  # what the shell completes, where the rule allows more
     rule: tuple[Callable[[Any], bool], str] | None = None  # (test, what it says: "at least 1")
     env: str = ""  # an environment variable that sets it (a machine's setting)
     flags: tuple[str, ...] = ()  # its spellings on the command line; () = Typer's own

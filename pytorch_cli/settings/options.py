@@ -23,8 +23,10 @@ def _option(name: str, hint: Any, default: Any, s: Setting, help: str) -> inspec
     if typing.get_origin(hint) in (typing.Union, type(int | None)):
         hint = Optional[[a for a in typing.get_args(hint) if a is not type(None)][0]]
     flags = s.flags or ((flag(name), *map(flag, s.aliases)) if s.aliases else ())
+    suggest = (lambda incomplete: [c for c in s.suggest if c.startswith(incomplete)]
+               ) if s.suggest else None
     option = typer.Option(default, *flags, help=help or None, envvar=s.env or None,
-                          metavar=s.metavar or None, min=s.min)
+                          metavar=s.metavar or None, min=s.min, autocompletion=suggest)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hint)
 
 

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 import torch
 
 from pytorch_cli.data import batches
-from pytorch_cli.models import zoo
 from pytorch_cli.platform import distributed
 from pytorch_cli.store import checkpoint
 from pytorch_cli.store.rundir import LAST
-from pytorch_cli.training import step, stopping
+from pytorch_cli.training import freezing, step, stopping
 from pytorch_cli.training.job import Job
 
 
@@ -48,9 +47,7 @@ class Tally:
 def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
     """Train from the position's batch to the epoch's end (or a stop); returns (images over all
     ranks, seconds)."""
-    job.state.model.train()
-    if zoo.set_trainable_for_epoch(job.state.raw, job.cfg.model, epoch):
-        job.state.model = distributed.wrap(job.state.raw, job.device)  # DDP hooks the new set
+    freezing.start_epoch(job, epoch)
     n, pos = len(job.train), job.state.pos
     tally = Tally(step.Meter(job.device, job.n_batches), step.Meter(job.device, job.n_batches),
                   n - batches.left_out(n, job.cfg.batch_size, job.world.size),
@@ -93,7 +90,7 @@ def _micro_batch(job: Job, tally: Tally, b: int, x: torch.Tensor, y: torch.Tenso
     with job.watch("the training step", pos.step + 1):
         loss = step.forward_backward(job.state.model, job.watch.batch(x), y,
                                      len(y) * world / group_samples, cfg.label_smoothing,
-                                     is_step, job.amp, job.state.scaler)
+                                     is_step, job.amp, job.state.scaler, job.class_weight)
     tally.epoch_meter.add(loss, len(y))
     tally.log_meter.add(loss, len(y))
     tally.since_save, pos.batch = tally.since_save + 1, b + 1

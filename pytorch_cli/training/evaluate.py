@@ -57,3 +57,21 @@ def evaluate(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
     if n > 10:
         out["top5_acc"] = int(top5.item()) / total
     return out
+
+
+def class_scores(confusion: torch.Tensor, classes: list[str]) -> dict:
+    """Per class (rows: true, columns: predicted): precision (of the images called it, the share
+    that are), recall (of its images, the share found: its accuracy), F1 (their harmonic mean),
+    images; and their unweighted means over the classes ("macro"). A class never predicted has
+    precision 0, as scikit-learn's zero_division=0."""
+    c = confusion.double()
+    hit = c.diag()
+    precision = hit / c.sum(0).clamp(min=1)
+    recall = hit / c.sum(1).clamp(min=1)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    rows = {name: {"precision": float(p), "recall": float(r), "f1": float(f),
+                   "images": int(n)}
+            for name, p, r, f, n in zip(classes, precision, recall, f1, c.sum(1))}
+    macro = {"precision": float(precision.mean()), "recall": float(recall.mean()),
+             "f1": float(f1.mean())}
+    return {"per_class": rows, "macro": macro}

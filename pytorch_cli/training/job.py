@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from pytorch_cli.data import batches, datasets, folders
-from pytorch_cli.models import zoo
+from pytorch_cli.models import adapt, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.store.rundir import RunDir
-from pytorch_cli.training import compiling, optim, profiling
-from pytorch_cli.training.state import TrainState
+from pytorch_cli.training import compiling, freezing, optim, pretrained, profiling
+from pytorch_cli.training.state import TrainState, position_of
 from pytorch_cli.training.stopping import StopFlag
 
 if TYPE_CHECKING:
@@ -51,20 +51,63 @@ class Job:
     profiler: profiling.StepProfiler | None = None  # --profile
     started: float = 0.0  # perf_counter() at which the run's elapsed time is 0
     watch: compiling.Watch = field(default_factory=compiling.Watch)  # --compile: times compiles
+    transfer: adapt.Transfer | None = None  # what --weights/--init-from loaded
+    groups: list[list] = field(default_factory=list)  # each optimizer group's parameters, all
+    frozen_norms: list = field(default_factory=list)  # --freeze backbone: its BatchNorm layers
+    class_weight: torch.Tensor | None = None  # --class-weights auto: one per class, mean 1
 
 
-def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device, fresh: bool,
-           world: distributed.World) -> torch.nn.Module:
+def _normalised(data: datasets.Data, resume: dict | None,
+                source: pretrained.Source | None) -> datasets.Data:
+    """The data with the normalisation the model sees: a resumed run's own (saved with it), the
+    starting weights' (they learned on it), else the dataset's."""
+    meta = (resume or {}).get("meta", {})  # a saved state always has it (checkpoint.load)
+    mean, std = ((meta["mean"], meta["std"]) if "mean" in meta else
+                 (source.mean, source.std) if source is not None and source.mean else
+                 (None, None))
+    if mean is None or std is None:
+        return data
+    c = data.spec.channels
+    spec = dataclasses.replace(data.spec, mean=pretrained.for_channels(mean, c),
+                               std=pretrained.for_channels(std, c))
+    return dataclasses.replace(data, spec=spec)
+
+
+def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
+           source: pretrained.Source | None, fresh: bool, world: distributed.World):
     spec = data.spec
     model = zoo.build(cfg.model, spec.channels, spec.num_classes, spec.size, cfg.init).to(device)
+    if fresh and zoo.hub.is_hub_name(cfg.model):
+        zoo.check_input(model, cfg.model, spec.channels, spec.size)
     if fresh and cfg.model in zoo.DATA_INITS:  # a resumed run loads it instead
         pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
         zoo.DATA_INITS[cfg.model](model, batches.normalize(data.train.images[pick[:5000]], spec))
+    transfer = adapt.load_into(model, source.state, source.label) if source else None
     if world.rank:  # dropout differs between ranks; rank 0 draws what one process would
         torch.manual_seed(batches.mix(cfg.seed, world.rank))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model
+    return model, transfer
+
+
+def _class_weight(cfg: TrainConfig, train: datasets.Split, classes: int, device: torch.device):
+    """Inverse class frequency, scaled so that the average sample's weight is 1."""
+    if cfg.class_weights == "none":
+        return None
+    counts = torch.bincount(train.labels.cpu(), minlength=classes).double()
+    return (len(train) / (classes * counts.clamp(min=1))).float().to(device)
+
+
+def _load(state: TrainState, resume: dict, model_name: str) -> None:
+    try:
+        state.load_state_dict(resume)
+    except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as e:
+        # prepare.training_state checked the fields and the weights; what is left is an
+        # optimizer or schedule state for other parameters than this model's
+        detail = " ".join(str(e).split())[:200]
+        raise PtrainError(f"the saved training state does not fit this {model_name} run "
+                          f"({type(e).__name__}: {detail}); it is damaged or from another "
+                          "run: resume from another checkpoint, or start afresh") from None
 
 
 def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
@@ -79,17 +122,25 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     with distributed.main_first():  # rank 0 downloads, if anything needs downloading
         data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed,
                              folders.Options(cfg.channels, cfg.image_size, cfg.test_split))
+    source = pretrained.resolve(cfg) if resume is None else None  # a resume has its weights
+    data = _normalised(data, resume, source)
     if cfg.augment == "auto":
         cfg = dataclasses.replace(cfg, augment=data.spec.augment)
     storage = torch.device("cpu") if cfg.workers else device  # where the uint8 dataset lives
     train, test = data.train.to(storage), batches.eval_split(data.test, storage, device)
     val = batches.eval_split(data.val, storage, device) if data.val is not None else None
     data_s = time.perf_counter() - t0
-    model = _model(cfg, data, device, resume is None, world)
+    model, transfer = _model(cfg, data, device, source, resume is None, world)
+    if transfer is not None and source.mean:
+        transfer.normalised = (f"mean {', '.join(f'{v:.3f}' for v in data.spec.mean)}, "
+                               f"std {', '.join(f'{v:.3f}' for v in data.spec.std)}")
     n_batches = batches.num_batches(len(data.train), cfg.batch_size, world.size)
     steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
     total_steps = min(math.ceil(cfg.epochs * steps_per_epoch), cfg.max_steps or math.inf)
-    optimizer = optim.build_optimizer(model, cfg)
+    split = cfg.freeze != "none" or cfg.backbone_lr_scale != 1  # the head apart
+    optimizer = optim.build_optimizer(
+        model, cfg, adapt.backbone(model, data.spec.num_classes) if split else set())
+    groups = [list(g["params"]) for g in optimizer.param_groups]  # before --freeze empties some
     scheduler = optim.build_scheduler(optimizer, cfg, total_steps, steps_per_epoch)
     amp = runtime.autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
@@ -97,19 +148,16 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
                 if v.is_floating_point()} if cfg.lookahead_every else None)
     state = TrainState(model=model, raw=model, optimizer=optimizer, scheduler=scheduler,
                        scaler=scaler, lookahead_avg=average)
+    job = Job(cfg, device, data, train, val, test, state,
+              zoo.describe(cfg.model, data.spec, data.classes), n_batches, world, total_steps,
+              amp, data_s=data_s, transfer=transfer, groups=groups,
+              frozen_norms=adapt.frozen_norms(model, data.spec.num_classes) if split else [],
+              class_weight=_class_weight(cfg, data.train, data.spec.num_classes, device))
+    freezing.apply(cfg, optimizer, groups, position_of(resume).epoch if resume else 0)
     if resume is not None:
-        try:
-            state.load_state_dict(resume)
-        except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as e:
-            # prepare.training_state checked the fields and the weights; what is left is an
-            # optimizer or schedule state for other parameters than this model's
-            detail = " ".join(str(e).split())[:200]
-            raise PtrainError(f"the saved training state does not fit this {cfg.model} run "
-                              f"({type(e).__name__}: {detail}); it is damaged or from another "
-                              "run: resume from another checkpoint, or start afresh") from None
+        _load(state, resume, cfg.model)
     if cfg.compile:  # in place: the saved keys stay the plain module's
         model.compile(mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
     state.model = distributed.wrap(model, device)
-    return Job(cfg, device, data, train, val, test, state,
-               zoo.describe(cfg.model, data.spec, data.classes), n_batches, world, total_steps,
-               amp, setup_s=time.perf_counter() - t0, data_s=data_s)
+    job.setup_s = time.perf_counter() - t0
+    return job

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pytorch_cli.data import batches
-from pytorch_cli.models import zoo
+from pytorch_cli.models import adapt, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.store import checkpoint
@@ -102,6 +102,8 @@ def _start_record(job: Job, resumed: bool) -> dict:
             "source": job.data.source, "train_size": len(job.train),
             "val_size": len(job.val) if job.val is not None else 0, "test_size": len(job.test),
             "model": cfg.model, "params": zoo.count_parameters(job.state.raw),
+            "trainable": adapt.trainable(job.state.raw),
+            "weights": job.transfer.describe() if job.transfer else None,
             "epochs": cfg.epochs, "batches": job.n_batches, "batch_size": cfg.batch_size,
             "world_size": job.world.size,
             "left_out": batches.left_out(len(job.train), cfg.batch_size, job.world.size),

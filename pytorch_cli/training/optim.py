@@ -41,23 +41,33 @@ SCHEDULES = {
 }
 
 
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+def param_groups(model: nn.Module, cfg: TrainConfig, backbone: set[str] = frozenset()
+                 ) -> list[dict]:
     """Three groups: weight matrices and conv kernels; norm layers' scales and shifts, at
     --norm-lr-scale times the learning rate; other biases. Weight decay on the first only,
     unless --bias-decay: then on all, at the same rate per step (so divided by the scale,
-    since SGD multiplies the decay by the learning rate)."""
+    since SGD multiplies the decay by the learning rate). With `backbone` (parameter names),
+    three for the backbone ("part": "backbone", at --backbone-lr-scale) and three for the head."""
     from torch import nn
     norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
     norm = {id(p) for m in model.modules() if isinstance(m, norms)
             for p in m.parameters(recurse=False)}
-    trained = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = cfg.weight_decay if cfg.bias_decay else 0.0
-    groups = [{"params": [p for p in trained if p.ndim >= 2], "lr": cfg.lr,
-               "weight_decay": cfg.weight_decay},
-              {"params": [p for p in trained if id(p) in norm], "lr": cfg.lr * cfg.norm_lr_scale,
-               "weight_decay": decay / cfg.norm_lr_scale},
-              {"params": [p for p in trained if p.ndim < 2 and id(p) not in norm], "lr": cfg.lr,
-               "weight_decay": decay}]
+    parts = ([("backbone", cfg.backbone_lr_scale, True), ("head", 1.0, False)] if backbone
+             else [(None, 1.0, None)])
+    groups = []
+    for part, scale, inside in parts:
+        trained = [p for n, p in named if inside is None or (n in backbone) == inside]
+        lr = cfg.lr * scale
+        groups += [{"params": [p for p in trained if p.ndim >= 2], "lr": lr,
+                    "weight_decay": cfg.weight_decay},
+                   {"params": [p for p in trained if id(p) in norm],
+                    "lr": lr * cfg.norm_lr_scale, "weight_decay": decay / cfg.norm_lr_scale},
+                   {"params": [p for p in trained if p.ndim < 2 and id(p) not in norm], "lr": lr,
+                    "weight_decay": decay}]
+        for g in groups[-3:] if part else ():
+            g["part"] = part
     return [g for g in groups if g["params"]]
 
 
@@ -67,10 +77,11 @@ def device_kwargs(name: str, device_type: str) -> dict:
     return {"fused": True} if device_type == "cuda" and name in FUSED else {}
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainConfig, backbone: set[str] = frozenset()
+                    ) -> torch.optim.Optimizer:
     import torch
     name, extra = OPTIMIZERS[cfg.optimizer]
-    groups = param_groups(model, cfg)
+    groups = param_groups(model, cfg, backbone)
     on = device_kwargs(cfg.optimizer, groups[0]["params"][0].device.type)
     return getattr(torch.optim, name)(groups, lr=cfg.lr, **extra(cfg), **on)
 

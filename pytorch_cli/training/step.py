@@ -26,17 +26,24 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, weight: float,
                      label_smoothing: float = 0.0, sync: bool = True,
-                     amp: torch.dtype | None = None, scaler=None) -> torch.Tensor:
+                     amp: torch.dtype | None = None, scaler=None,
+                     class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Add the gradient of `weight` x this micro-batch's mean loss to .grad; return the loss.
 
     `weight` is the micro-batch's share of its optimizer step's samples, so the accumulated
     gradient is exactly that of one batch of all of them. `sync` (decided before the forward:
     is this the step's last micro-batch?) lets DistributedDataParallel skip its all-reduce on
-    the others. `amp`: the autocast dtype; `scaler`: float16's GradScaler."""
+    the others. `amp`: the autocast dtype; `scaler`: float16's GradScaler. `class_weight`
+    (--class-weights auto) scales each sample's loss by its class's weight, before the mean: the
+    loss stays a sum over samples, so accumulation and DDP still add up to one batch."""
     skip_sync = not sync and hasattr(model, "no_sync")
     with model.no_sync() if skip_sync else contextlib.nullcontext():
         with autocast(x.device, amp):
-            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            if class_weight is None:
+                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            else:
+                loss = (F.cross_entropy(model(x), y, label_smoothing=label_smoothing,
+                                        reduction="none") * class_weight[y]).mean()
         scaled = loss * weight
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
     return loss.detach()

@@ -1,0 +1,89 @@
+"""Starting a model from weights trained elsewhere (--weights, --init-from): tensors that match in
+name and shape load, a first conv of other channels is converted, the rest stays new (a head
+for other classes). And what --freeze backbone holds still: every parameter outside the head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from pytorch_cli.models import hub
+from pytorch_cli.platform.errors import PtrainError, plural
+
+
+@dataclass
+class Transfer:
+    """What load_into did, for the start line."""
+    source: str
+    loaded: list[str] = field(default_factory=list)  # the model's tensors that came from source
+    new: list[str] = field(default_factory=list)  # ...that did not (kept as built)
+    unused: int = 0  # the source's tensors that fit nothing (its old head, aux heads...)
+    converted: str = ""  # the first conv, when its channels changed
+    normalised: str = ""  # the mean and std that came with the weights, if any
+
+    def describe(self) -> str:
+        new = (f"; new: {', '.join(self.new[:4])}{', ...' if len(self.new) > 4 else ''}"
+               if self.new else "")
+        total = len(self.loaded) + len(self.new)
+        notes = [f"{len(self.loaded)} of {plural(total, 'tensor')} from {self.source}{new}"]
+        notes += [self.converted] if self.converted else []
+        notes += [f"{self.unused} of its tensors unused"] if self.unused else []
+        notes += [f"its normalisation: {self.normalised}"] if self.normalised else []
+        return "; ".join(notes)
+
+
+def _convert_first(value: torch.Tensor, want: torch.Size) -> tuple[torch.Tensor, str] | None:
+    """A first conv's kernel for other input channels: RGB -> gray sums the colour kernels (a
+    gray image is R = G = B, so the response is unchanged); gray -> RGB spreads it over the
+    three, divided by 3 (same reasoning)."""
+    if value.ndim != 4 or value.shape[0] != want[0] or value.shape[2:] != want[2:]:
+        return None
+    if value.shape[1] == 3 and want[1] == 1:
+        return value.sum(1, keepdim=True), "first conv summed over RGB for gray images"
+    if value.shape[1] == 1 and want[1] == 3:
+        return value.repeat(1, 3, 1, 1) / 3, "first conv spread over RGB for colour images"
+    return None
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> Transfer:
+    """Load the tensors of `state` that fit `model` by name and shape; raise when none does."""
+    own = model.state_dict()
+    first = hub.first_conv_name(model) + ".weight"
+    take, report = {}, Transfer(source)
+    for name, value in state.items():
+        if name not in own:
+            report.unused += 1
+        elif value.shape == own[name].shape:
+            take[name] = value
+        elif name == first and (converted := _convert_first(value, own[name].shape)):
+            take[name], report.converted = converted
+        else:
+            report.unused += 1
+    if not any(k for k in take if not k.endswith("num_batches_tracked")):
+        raise PtrainError(f"{source}: none of its {plural(len(state), 'tensor')} fits this "
+                          f"model by name and shape (is it {type(model).__name__}'s?)")
+    model.load_state_dict(take, strict=False)
+    report.loaded = [k for k in own if k in take]
+    report.new = [k for k in own if k not in take and not k.endswith("num_batches_tracked")]
+    return report
+
+
+def backbone(model: nn.Module, num_classes: int) -> set[str]:
+    """Names of the parameters outside the head: what --freeze backbone holds still."""
+    head = hub.head_name(model, num_classes) + "."
+    return {n for n, _ in model.named_parameters() if not n.startswith(head)}
+
+
+def frozen_norms(model: nn.Module, num_classes: int) -> list[nn.Module]:
+    """The BatchNorm layers of the backbone: frozen, they stay in eval mode, so that their
+    running statistics are held still too (as the weights are), not re-estimated from the new
+    images."""
+    head = hub.head_name(model, num_classes) + "."
+    return [m for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._NormBase) and not name.startswith(head)]
+
+
+def trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,105 @@
+"""The zoo beyond ptrain's own nets: `torchvision:NAME`, any classification model of
+torchvision.models.list_models(), and `timm:NAME` (the optional extra `timm`). Each is built for
+the run's channels and classes with fresh weights; pretrained ones are loaded into it afterwards
+by name and shape (adapt.py), so that a saved run rebuilds the very same module.
+
+Torch-free to import: config validation checks a name's form without importing torchvision.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import warnings
+
+from pytorch_cli.platform.errors import PtrainError, UsageError
+
+PREFIXES = ("torchvision", "timm")
+NAME_FORM = re.compile(r"(torchvision|timm):[A-Za-z0-9_.\-]+")
+TIMM_EXTRA = "pip install 'pytorch-cli[timm]'"
+# Their auxiliary heads only add a loss in training: ptrain trains the main head alone.
+NO_AUX = {"googlenet": {"aux_logits": False}, "inception_v3": {"aux_logits": False}}
+
+
+def is_hub_name(name: str) -> bool:
+    return bool(NAME_FORM.fullmatch(name))
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> UsageError:
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f" (did you mean {', '.join(f'{kind}:{c}' for c in close)}?)" if close else ""
+    return UsageError(f"--model {kind}:{name}: no such {kind} classification model{hint}; "
+                      f"`python -c \"import {kind}; print({kind}."
+                      f"{'models.' if kind == 'torchvision' else ''}list_models())\"` lists them")
+
+
+def torchvision_names() -> list[str]:
+    import torchvision
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def import_timm():
+    try:
+        import timm
+    except ImportError:
+        raise PtrainError(f"--model timm:...: timm is not installed ({TIMM_EXTRA})") from None
+    return timm
+
+
+def build(name: str, in_channels: int, num_classes: int):
+    """`torchvision:resnet18`, `timm:convnext_tiny`...: the model with a head for num_classes
+    and a first conv for in_channels (PyTorch's own fresh initialisation)."""
+    from torch import nn
+    kind, arch = name.split(":", 1)
+    if kind == "timm":
+        timm = import_timm()
+        if not timm.is_model(arch):
+            raise _unknown(kind, arch, timm.list_models())
+        return timm.create_model(arch, pretrained=False, num_classes=num_classes,
+                                 in_chans=in_channels)
+    import torchvision
+    if arch not in torchvision_names():
+        raise _unknown(kind, arch, torchvision_names())
+    with warnings.catch_warnings():  # googlenet/inception_v3: "default init will change"
+        warnings.simplefilter("ignore", FutureWarning)
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes,
+                                             **NO_AUX.get(arch, {}))
+    if in_channels != 3:
+        parent, attr, conv = first_conv(model)
+        setattr(parent, attr, nn.Conv2d(
+            in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+            conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode))
+    return model
+
+
+def first_conv(model):
+    """(parent module, attribute, conv) of the first Conv2d: the one that sees the image in every
+    torchvision and ptrain classifier."""
+    from torch import nn
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            parent, _, attr = name.rpartition(".")
+            return model.get_submodule(parent), attr, module
+    raise PtrainError(f"{type(model).__name__} has no Conv2d to take the images' channels")
+
+
+def first_conv_name(model) -> str:
+    """The state-dict prefix of first_conv: "conv1", "features.0.0"..."""
+    _, attr, conv = first_conv(model)
+    return next(n for n, m in model.named_modules() if m is conv)
+
+
+def head_name(model, num_classes: int) -> str:
+    """The classifier's module name: timm says it; otherwise the last Linear (or squeezenet's
+    1x1 Conv2d) with num_classes outputs, which every torchvision and ptrain classifier ends in."""
+    from torch import nn
+    if hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+        return next(n for n, m in model.named_modules() if m is head)
+    found = [n for n, m in model.named_modules()
+             if (isinstance(m, nn.Linear) and m.out_features == num_classes)
+             or (isinstance(m, nn.Conv2d) and m.out_channels == num_classes)]
+    if not found:
+        raise PtrainError(f"{type(model).__name__} has no layer with {num_classes} outputs to "
+                          "call its head")
+    return found[-1]

@@ -1,0 +1,47 @@
+"""Loading weights trained elsewhere by name and shape; the head, the backbone and its norms."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pytorch_cli.models import adapt, zoo
+from pytorch_cli.platform.errors import PtrainError
+
+
+def test_matching_tensors_load_and_a_head_for_other_classes_is_new():
+    source = zoo.build("lenet", 1, 10, 28).state_dict()
+    model = zoo.build("lenet", 1, 5, 28)
+    report = adapt.load_into(model, source, "mnist.pth")
+    assert report.new == ["fc2.weight", "fc2.bias"] and report.unused == 2
+    assert len(report.loaded) == 6
+    mine = model.state_dict()
+    assert all(torch.equal(mine[k], source[k]) for k in report.loaded)
+    assert report.describe() == "6 of 8 tensors from mnist.pth; new: fc2.weight, fc2.bias; " \
+                                "2 of its tensors unused"
+
+
+def test_an_rgb_first_conv_is_summed_for_gray_images_and_answers_alike():
+    source = zoo.build("torchvision:resnet18", 3, 1000, 64).state_dict()
+    gray = zoo.build("torchvision:resnet18", 1, 10, 64)
+    report = adapt.load_into(gray, source, "imagenet")
+    assert report.converted == "first conv summed over RGB for gray images"
+    image = torch.rand(2, 1, 16, 16)
+    expected = F.conv2d(image.expand(-1, 3, -1, -1), source["conv1.weight"], stride=2, padding=3)
+    assert torch.allclose(gray.conv1(image), expected, atol=1e-5)  # gray = R = G = B
+    back = zoo.build("torchvision:resnet18", 3, 10, 64)  # and a gray one spread over RGB
+    assert adapt.load_into(back, gray.state_dict(), "g").converted.startswith("first conv spread")
+    assert torch.allclose(back.conv1(image.expand(-1, 3, -1, -1)), gray.conv1(image), atol=1e-5)
+
+
+def test_weights_that_fit_nothing_are_refused():
+    with pytest.raises(PtrainError, match="x.pth: none of its 8 tensors fits this model"):
+        adapt.load_into(zoo.build("cifar-net", 3, 10, 32), zoo.build("lenet", 1, 10, 28)
+                        .state_dict(), "x.pth")
+
+
+def test_the_backbone_is_everything_but_the_head_and_its_norms_are_listed():
+    model = zoo.build("torchvision:resnet18", 3, 10, 32)
+    backbone = adapt.backbone(model, 10)
+    assert {n for n, _ in model.named_parameters()} - backbone == {"fc.weight", "fc.bias"}
+    norms = adapt.frozen_norms(model, 10)
+    assert len(norms) == 20 and all(isinstance(m, torch.nn.BatchNorm2d) for m in norms)

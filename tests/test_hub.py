@@ -1,0 +1,58 @@
+"""torchvision:NAME and timm:NAME models: built for the run's channels and classes, their head
+and first conv found, names checked with a hint."""
+
+import sys
+
+import pytest
+import torch
+
+from pytorch_cli.models import hub, zoo
+from pytorch_cli.platform.errors import PtrainError, UsageError
+
+
+@pytest.mark.parametrize("name,head", [
+    ("torchvision:resnet18", "fc"),  # the common case
+    ("torchvision:squeezenet1_1", "classifier.1"),  # a 1x1 conv head
+    ("torchvision:googlenet", "fc"),  # aux heads dropped: one output in training too
+    ("torchvision:mobilenet_v3_small", "classifier.3"),
+    ("timm:resnet18", "fc"),  # the optional extra (installed by `.[dev]`)
+])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_zoo_model_is_built_for_the_channels_and_classes(name, head, channels):
+    model = zoo.build(name, channels, 7, 64).train()
+    logits = model(torch.zeros(2, channels, 64, 64))
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 7)  # no aux tuple
+    assert hub.head_name(model, 7) == head
+    _, _, conv = hub.first_conv(model)
+    assert conv.in_channels == channels
+
+
+def test_builtin_nets_heads_are_their_last_layer():
+    heads = {"lenet": "fc2", "mnist-cnn": "fc2", "cifar-net": "fc3", "fast-cnn": "fc",
+             "airbench": "head", "resnet18": "fc"}
+    assert {n: hub.head_name(zoo.build(n, 3, 10, 32), 10) for n in zoo.MODELS} == heads
+    assert hub.first_conv_name(zoo.build("airbench", 3, 10, 32)) == "whiten"
+
+
+def test_unknown_names_get_a_hint_and_the_form_is_checked_without_torchvision():
+    with pytest.raises(UsageError, match=r"no such torchvision classification model \(did you "
+                                         r"mean torchvision:resnet18"):
+        zoo.build("torchvision:resnet81", 3, 10, 32)
+    with pytest.raises(UsageError, match="no such timm"):
+        zoo.build("timm:not_a_model_at_all", 3, 10, 32)
+    assert zoo.known("torchvision:vit_b_16") and not zoo.known("torchvision:vit b")
+
+
+def test_without_timm_one_line_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if not installed: import fails
+    with pytest.raises(PtrainError, match=r"timm is not installed \(pip install "
+                                          r"'pytorch-cli\[timm\]'\)"):
+        zoo.build("timm:resnet18", 3, 10, 32)
+
+
+def test_a_model_that_cannot_take_the_size_is_one_line():
+    model = zoo.build("torchvision:vit_b_32", 3, 10, 32)
+    with pytest.raises(UsageError, match=r"--model torchvision:vit_b_32 cannot take 32x32 "
+                                         r"images \(.*\); a folder run can resize"):
+        zoo.check_input(model, "torchvision:vit_b_32", 3, 32)
+    assert model.training  # the probe leaves the mode as it was

@@ -1,0 +1,106 @@
+"""--weights and --init-from: where the starting weights come from, with their mean and std, and
+a fine-tune from them that evaluates, exports and predicts as it trained."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from pytorch_cli.models import zoo
+from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.settings.config import TrainConfig
+from pytorch_cli.training import pretrained
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+RESNET18_FILE = "resnet18-f37072fd.pth"  # ResNet18_Weights.IMAGENET1K_V1's file name
+
+
+def _cached_resnet18() -> dict:
+    """What torchvision would have downloaded: a resnet18 state dict in $TORCH_HOME (seeded
+    random weights: none can be downloaded here)."""
+    torch.manual_seed(0)
+    state = zoo.build("torchvision:resnet18", 3, 1000, 224).state_dict()
+    folder = Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(state, folder / RESNET18_FILE)
+    return state
+
+
+def test_default_weights_come_from_torchs_cache_with_their_normalisation():
+    state = _cached_resnet18()
+    for given in ("DEFAULT", "IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1"):
+        source = pretrained.resolve(TrainConfig(model="torchvision:resnet18", weights=given))
+        assert (source.mean, source.std) == IMAGENET
+        assert source.label.startswith("ResNet18_Weights.IMAGENET1K_V1 (")
+        assert all(torch.equal(source.state[k], state[k]) for k in state)
+    half = pretrained._normalisation("googlenet", None)  # its weights' transform_input
+    assert half == ((0.5,) * 3, (0.5,) * 3)
+
+
+def test_offline_one_line_names_the_file_and_where_to_put_it():
+    with pytest.raises(PtrainError) as e:
+        pretrained.resolve(TrainConfig(model="torchvision:resnet18", weights="DEFAULT"))
+    message = str(e.value)
+    assert "could not be downloaded" in message and RESNET18_FILE in message
+    assert str(Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints") in message
+    assert "\n" not in message
+    with pytest.raises(UsageError, match=r"no such file, nor a weight name of "
+                                         r"torchvision:resnet18 \(DEFAULT, IMAGENET1K_V1\)"):
+        pretrained.resolve(TrainConfig(model="torchvision:resnet18", weights="IMAGENET_V9"))
+
+
+def test_a_file_is_a_state_dict_or_a_ptrain_model(tmp_path):
+    torch.save(zoo.build("torchvision:resnet18", 3, 1000, 224).state_dict(), tmp_path / "sd.pth")
+    source = pretrained.resolve(TrainConfig(model="torchvision:resnet18",
+                                            weights=str(tmp_path / "sd.pth")))
+    assert (source.mean, source.std) == IMAGENET  # a bare file: the model's own weights' guess
+    assert pretrained.for_channels(IMAGENET[0], 1) == (pytest.approx(0.449),)
+    assert pretrained.for_channels((0.5,), 3) == (0.5, 0.5, 0.5)
+
+
+def test_weights_need_a_zoo_model_and_exclude_init_from():
+    from pytorch_cli.settings.config import validate
+    with pytest.raises(UsageError, match="--weights is for torchvision:NAME and timm:NAME"):
+        validate(TrainConfig(model="lenet", weights="DEFAULT"))
+    with pytest.raises(UsageError, match="pass one of them"):
+        validate(TrainConfig(model="torchvision:resnet18", weights="DEFAULT", init_from="runs/a"))
+    with pytest.raises(UsageError, match="--unfreeze-at releases a frozen backbone"):
+        validate(TrainConfig(unfreeze_at=2))
+
+
+def test_a_gray_fine_tune_from_default_weights_evaluates_exports_and_predicts(ptrain, tmp_path):
+    _cached_resnet18()
+    r = ptrain("train", "--dataset", "fake", "--model", "torchvision:resnet18", "--weights",
+               "DEFAULT", "--max-steps", "3", "--epochs", "1", "--run-dir", "ft")
+    assert r.code == 0, r.err
+    assert ("weights: 120 of 122 tensors from ResNet18_Weights.IMAGENET1K_V1" in r.out
+            and "new: fc.weight, fc.bias; first conv summed over RGB for gray images" in r.out
+            and "its normalisation: mean 0.449, std 0.226" in r.out), r.out
+    meta = torch.load(tmp_path / "ft" / "model.pth", weights_only=True)["meta"]
+    assert meta["model"] == "torchvision:resnet18"
+    assert meta["mean"] == [pytest.approx(0.449)] and meta["std"] == [pytest.approx(0.226)]
+    ev = ptrain("eval", "ft", "--json").json()
+    last = [line for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()
+            if '"epoch"' in line and '"kind": "epoch"' in line][-1]
+    assert f'"test_correct": {ev["correct"]}' in last  # normalised alike in eval
+    x = ptrain("export", "ft", "-f", "onnx", "--json")  # verified against the model, or exit 1
+    assert x.code == 0 and x.json()["max_abs_diff"] < 1e-3, x.err
+    sidecar = json.loads((tmp_path / "ft" / "model.onnx.json").read_text())
+    assert (sidecar["mean"], sidecar["std"]) == (meta["mean"], meta["std"])
+    Image.new("L", (50, 40), 200).save(tmp_path / "odd.png")  # another size: resized as trained
+    top = ptrain("predict", "ft", tmp_path / "odd.png", "--json").json()["results"][0]["top"]
+    assert len(top) == 3 and abs(sum(t["prob"] for t in top)) <= 1
+
+
+def test_timm_takes_a_weights_file_with_its_models_normalisation(tmp_path):
+    timm = pytest.importorskip("timm")  # the extra, installed by `.[dev]`
+    torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "timm18.pth")
+    from pytorch_cli.training.job import setup
+    job = setup(TrainConfig(dataset="fake", model="timm:resnet18",
+                            weights=str(tmp_path / "timm18.pth")))
+    assert job.transfer.converted == "first conv summed over RGB for gray images"
+    assert job.transfer.new == ["fc.weight", "fc.bias"]
+    assert job.data.spec.mean == (pytest.approx(0.449),)  # ImageNet's, averaged for gray
