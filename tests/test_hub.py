@@ -23,7 +23,7 @@ def test_a_zoo_model_is_built_for_the_channels_and_classes(name, head, channels)
     logits = model(torch.zeros(2, channels, 64, 64))
     assert isinstance(logits, torch.Tensor) and logits.shape == (2, 7)  # no aux tuple
     assert hub.head_name(model, 7) == head
-    _, _, conv = hub.first_conv(model)
+    _, conv = hub.first_conv(model)
     assert conv.in_channels == channels
 
 
@@ -31,7 +31,7 @@ def test_builtin_nets_heads_are_their_last_layer():
     heads = {"lenet": "fc2", "mnist-cnn": "fc2", "cifar-net": "fc3", "fast-cnn": "fc",
              "airbench": "head", "resnet18": "fc"}
     assert {n: hub.head_name(zoo.build(n, 3, 10, 32), 10) for n in zoo.MODELS} == heads
-    assert hub.first_conv_name(zoo.build("airbench", 3, 10, 32)) == "whiten"
+    assert hub.first_conv(zoo.build("airbench", 3, 10, 32))[0] == "whiten"
 
 
 def test_unknown_names_get_a_hint_and_the_form_is_checked_without_torchvision():

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,9 +95,7 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True) -> datasets
                              stats=(meta["mean"], meta["std"]))  # decoded as it trained
     data = datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
                          c.get("val_split", 0.0), c.get("seed", 1), folder)
-    # normalised as it trained: pretrained weights (--weights, --init-from) bring their own
-    spec = dataclasses.replace(data.spec, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
-    return dataclasses.replace(data, spec=spec)
+    return datasets.normalised(data, meta["mean"], meta["std"])  # --weights brought its own
 
 
 def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str = "",

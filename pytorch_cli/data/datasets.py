@@ -46,6 +46,13 @@ class Data:
     skipped: list[str] = field(default_factory=list)  # --dataset folder: "file: why", not read
 
 
+def normalised(data: Data, mean, std) -> Data:
+    """The data as a model trained with this mean and std sees it: pretrained weights bring
+    their own, and a saved run keeps the one it trained with."""
+    spec = dataclasses.replace(data.spec, mean=tuple(mean), std=tuple(std))
+    return dataclasses.replace(data, spec=spec)
+
+
 # ---------------------------------------------------------------- finding and reading files
 
 def search_dirs(name: str, data_dir: str = "") -> list[Path]:

@@ -50,7 +50,7 @@ def _convert_first(value: torch.Tensor, want: torch.Size) -> tuple[torch.Tensor,
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> Transfer:
     """Load the tensors of `state` that fit `model` by name and shape; raise when none does."""
     own = model.state_dict()
-    first = hub.first_conv_name(model) + ".weight"
+    first = hub.first_conv(model)[0] + ".weight"
     take, report = {}, Transfer(source)
     for name, value in state.items():
         if name not in own:

@@ -14,7 +14,6 @@ import warnings
 
 from pytorch_cli.platform.errors import PtrainError, UsageError
 
-PREFIXES = ("torchvision", "timm")
 NAME_FORM = re.compile(r"(torchvision|timm):[A-Za-z0-9_.\-]+")
 TIMM_EXTRA = "pip install 'pytorch-cli[timm]'"
 # Their auxiliary heads only add a loss in training: ptrain trains the main head alone.
@@ -65,28 +64,22 @@ def build(name: str, in_channels: int, num_classes: int):
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes,
                                              **NO_AUX.get(arch, {}))
     if in_channels != 3:
-        parent, attr, conv = first_conv(model)
-        setattr(parent, attr, nn.Conv2d(
+        name, conv = first_conv(model)
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent), attr, nn.Conv2d(
             in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
             conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode))
     return model
 
 
 def first_conv(model):
-    """(parent module, attribute, conv) of the first Conv2d: the one that sees the image in every
-    torchvision and ptrain classifier."""
+    """(name, module) of the first Conv2d, the one that sees the image in every torchvision and
+    ptrain classifier; its name is its state-dict prefix: "conv1", "features.0.0"..."""
     from torch import nn
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
-            parent, _, attr = name.rpartition(".")
-            return model.get_submodule(parent), attr, module
+            return name, module
     raise PtrainError(f"{type(model).__name__} has no Conv2d to take the images' channels")
-
-
-def first_conv_name(model) -> str:
-    """The state-dict prefix of first_conv: "conv1", "features.0.0"..."""
-    _, attr, conv = first_conv(model)
-    return next(n for n, m in model.named_modules() if m is conv)
 
 
 def head_name(model, num_classes: int) -> str:

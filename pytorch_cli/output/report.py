@@ -23,8 +23,7 @@ def _compile_line(r: dict) -> str:
 
 
 def _start_line(r: dict) -> str:
-    trainable = r.get("trainable", r["params"])  # older runs: no such key
-    part = f", {trainable:,} of them trained" if trainable != r["params"] else ""
+    part = f", {r['trainable']:,} of them trained" if r["trainable"] != r["params"] else ""
     head = f"training {r['model']} ({r['params']:,} parameters{part}) on {r['dataset']}"
     if r["source"] != "generated":
         head += f" from {r['source']}"
@@ -91,12 +90,8 @@ def format_record(r: dict) -> str | None:
 
 
 def _scores(r: dict, c: str | None) -> tuple[str, str, str]:
-    """Accuracy (recall), precision and F1 of class c, or their macro averages (c None); an
-    older result (per_class_acc alone) has accuracy only."""
-    s = r["macro"] if c is None and "macro" in r else r.get("per_class", {}).get(c)
-    if s is None:
-        acc = r["per_class_acc"].get(c) if c is not None else None
-        return (f"{100 * acc:.2f}%" if acc is not None else "", "", "")
+    """Accuracy (recall), precision and F1 of class c, or their macro averages (c None)."""
+    s = r["macro"] if c is None else r["per_class"][c]
     return (f"{100 * s['recall']:.2f}%", f"{100 * s['precision']:.2f}%", f"{100 * s['f1']:.2f}%")
 
 

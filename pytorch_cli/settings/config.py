@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pytorch_cli.data import catalog
-from pytorch_cli.models import zoo
+from pytorch_cli.models import hub, zoo
 from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings.declare import check, coerce, field_types, renamed, setting
@@ -197,7 +197,7 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 CROSS_RULES = (
     (lambda c: c.dataset == catalog.FOLDER or not (c.channels or c.image_size),
      "--channels and --image-size are for --dataset folder; {c.dataset}'s images have their own"),
-    (lambda c: not c.weights or c.model.startswith(zoo.hub.PREFIXES),
+    (lambda c: not c.weights or hub.is_hub_name(c.model),
      "--weights is for torchvision:NAME and timm:NAME models; a {c.model} starts from a run's "
      "weights with --init-from"),
     (lambda c: not (c.weights and c.init_from),

@@ -30,10 +30,10 @@ def apply(cfg, optimizer, groups: list[list], epoch: int) -> bool:
         if group.get("part") != "backbone":
             continue
         want = [] if hold else list(full)
-        changed |= len(group["params"]) != len(want)
-        group["params"] = want
-        for p in full:
-            p.requires_grad_(not hold)
+        if len(group["params"]) != len(want):  # (untouched otherwise: TRAINED_UNTIL's own)
+            group["params"], changed = want, True
+            for p in full:
+                p.requires_grad_(not hold)
     return changed
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pytorch_cli.data import batches, datasets, folders
-from pytorch_cli.models import adapt, zoo
+from pytorch_cli.models import adapt, hub, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError
 from pytorch_cli.platform.events import Emit
@@ -68,16 +68,15 @@ def _normalised(data: datasets.Data, resume: dict | None,
     if mean is None or std is None:
         return data
     c = data.spec.channels
-    spec = dataclasses.replace(data.spec, mean=pretrained.for_channels(mean, c),
-                               std=pretrained.for_channels(std, c))
-    return dataclasses.replace(data, spec=spec)
+    return datasets.normalised(data, pretrained.for_channels(mean, c),
+                               pretrained.for_channels(std, c))
 
 
 def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
            source: pretrained.Source | None, fresh: bool, world: distributed.World):
     spec = data.spec
     model = zoo.build(cfg.model, spec.channels, spec.num_classes, spec.size, cfg.init).to(device)
-    if fresh and zoo.hub.is_hub_name(cfg.model):
+    if fresh and hub.is_hub_name(cfg.model):
         zoo.check_input(model, cfg.model, spec.channels, spec.size)
     if fresh and cfg.model in zoo.DATA_INITS:  # a resumed run loads it instead
         pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
@@ -151,7 +150,8 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     job = Job(cfg, device, data, train, val, test, state,
               zoo.describe(cfg.model, data.spec, data.classes), n_batches, world, total_steps,
               amp, data_s=data_s, transfer=transfer, groups=groups,
-              frozen_norms=adapt.frozen_norms(model, data.spec.num_classes) if split else [],
+              frozen_norms=(adapt.frozen_norms(model, data.spec.num_classes)
+                            if cfg.freeze != "none" else []),
               class_weight=_class_weight(cfg, data.train, data.spec.num_classes, device))
     freezing.apply(cfg, optimizer, groups, position_of(resume).epoch if resume else 0)
     if resume is not None:

@@ -54,11 +54,12 @@ def param_groups(model: nn.Module, cfg: TrainConfig, backbone: set[str] = frozen
             for p in m.parameters(recurse=False)}
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = cfg.weight_decay if cfg.bias_decay else 0.0
-    parts = ([("backbone", cfg.backbone_lr_scale, True), ("head", 1.0, False)] if backbone
-             else [(None, 1.0, None)])
+    everything = {n for n, _ in named}
+    parts = ([("backbone", cfg.backbone_lr_scale, backbone), ("head", 1.0, everything - backbone)]
+             if backbone else [(None, 1.0, everything)])
     groups = []
-    for part, scale, inside in parts:
-        trained = [p for n, p in named if inside is None or (n in backbone) == inside]
+    for part, scale, members in parts:
+        trained = [p for n, p in named if n in members]
         lr = cfg.lr * scale
         groups += [{"params": [p for p in trained if p.ndim >= 2], "lr": lr,
                     "weight_decay": cfg.weight_decay},

@@ -57,8 +57,8 @@ def from_file(path: Path, mean=None, std=None) -> Source:
                           "tensors)")
     if "meta" in saved:
         mean, std = saved["meta"]["mean"], saved["meta"]["std"]
-    return Source(checkpoint.clean_state_dict(state), str(path), mean and tuple(mean),
-                  std and tuple(std))
+    return Source(checkpoint.clean_state_dict(state), str(path),
+                  tuple(mean) if mean else None, tuple(std) if std else None)
 
 
 def _torchvision(arch: str, given: str) -> Source:
@@ -112,8 +112,8 @@ def _timm(arch: str, given: str) -> Source:
     timm = hub.import_timm()
     file = Path(given).expanduser()
     if given != "DEFAULT" and file.exists():
-        cfg = timm.create_model(arch, pretrained=False).pretrained_cfg
-        return from_file(file, cfg.get("mean"), cfg.get("std"))
+        cfg = timm.models.get_pretrained_cfg(arch)  # its default weights' (None: not known)
+        return from_file(file, cfg and cfg.mean, cfg and cfg.std)
     name = arch if given == "DEFAULT" else f"{arch.split('.')[0]}.{given}"  # a tag: a1_in1k...
     try:
         model = timm.create_model(name, pretrained=True)

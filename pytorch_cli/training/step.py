@@ -39,11 +39,10 @@ def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, weight:
     skip_sync = not sync and hasattr(model, "no_sync")
     with model.no_sync() if skip_sync else contextlib.nullcontext():
         with autocast(x.device, amp):
-            if class_weight is None:
-                loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
-            else:
-                loss = (F.cross_entropy(model(x), y, label_smoothing=label_smoothing,
-                                        reduction="none") * class_weight[y]).mean()
+            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing,
+                                   reduction="mean" if class_weight is None else "none")
+            if class_weight is not None:
+                loss = (loss * class_weight[y]).mean()
         scaled = loss * weight
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
     return loss.detach()
