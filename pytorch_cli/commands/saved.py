@@ -64,12 +64,7 @@ def load_model(path: Path, model_name: str = "", dataset: str = "") -> Loaded:
 def saved_config(values: dict, path: Path) -> configlib.TrainConfig:
     """A checkpoint's config, held to the declarations a TOML config is held to."""
     try:
-        typed = {}
-        for key, value in values.items():
-            name = configlib.RENAMED.get(key, key)
-            if name in configlib.FIELD_TYPES:  # keys of other versions are dropped
-                typed[name] = configlib.coerce(configlib.FIELD_TYPES[name], key, value, "config")
-        return configlib.validate(configlib.TrainConfig(**typed))
+        return configlib.from_dict(values)
     except UsageError as e:
         raise DamagedFile(path, f"its saved config is not valid ({e})") from None
 

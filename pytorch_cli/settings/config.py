@@ -279,8 +279,13 @@ def resolve(file: Path | None = None, overrides: dict[str, Any] | None = None,
     return validate(TrainConfig(**values), {**where, **(origin or {})})
 
 
-def from_dict(values: dict[str, Any]) -> TrainConfig:
-    """Rebuild a config saved inside a checkpoint (keys unknown to this version are dropped)."""
-    values = {RENAMED.get(k, k): v for k, v in values.items()}
-    return TrainConfig(**{k: v for k, v in values.items() if k in FIELD_TYPES})
+def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Rebuild a config saved inside a checkpoint: keys unknown to this version are dropped (a
+    newer or older ptrain's), the rest are held to their declarations as a TOML file's are."""
+    typed = {}
+    for key, value in values.items():
+        name = RENAMED.get(key, key)
+        if name in FIELD_TYPES:
+            typed[name] = coerce(FIELD_TYPES[name], key, value, source)
+    return validate(TrainConfig(**typed))
 
