@@ -89,6 +89,14 @@ def test_cuda_graphs_with_gradient_accumulation_are_refused_with_the_way_out(mod
         configlib.resolve(overrides={"compile": True, "compile_mode": mode, **fine})
 
 
+def test_inductors_modes_are_refused_with_another_backend():
+    with pytest.raises(UsageError, match="--compile-mode max-autotune is inductor's: with "
+                                         "--compile-backend eager use --compile-mode default"):
+        configlib.resolve(overrides={"compile": True, "compile_mode": "max-autotune",
+                                     "compile_backend": "eager"})
+    configlib.resolve(overrides={"compile": True, "compile_backend": "aot_eager"})
+
+
 def test_missing_config_file():
     with pytest.raises(UsageError, match="does not exist"):
         configlib.resolve(Path("/nonexistent.toml"))

@@ -32,7 +32,7 @@ def test_a_frozen_backbone_stays_bit_identical_while_the_head_trains(tmp_path):
 
 
 def test_a_resume_across_the_unfreeze_is_exact(tmp_path):
-    cfg = TrainConfig(**{**CFG.to_dict(), "epochs": 3, "unfreeze_at": 1, "batch_size": 128,
+    cfg = TrainConfig(**{**CFG.to_dict(), "unfreeze_at": 1, "batch_size": 128,
                          "backbone_lr_scale": 0.1, "scheduler": "cosine"})  # 16 batches/epoch
     full = RunDir(tmp_path / "full")
     loop.train(cfg, full, full.metrics_sink())

@@ -172,6 +172,10 @@ class TrainConfig:
     compile_mode: str = setting(
         "default", "reduce-overhead and max-autotune use CUDA graphs.",
         choices=("default", "reduce-overhead", "max-autotune"))
+    compile_backend: str = setting(
+        "inductor", "inductor generates kernels; aot_eager and eager trace the same graphs "
+        "without code generation (to tell a compiler bug from a model bug, in seconds).",
+        choices=("inductor", "aot_eager", "eager"))
     channels_last: bool = setting(
         True, "Channels-last (NHWC) memory format for model and batches.")
     # logging and saving
@@ -213,6 +217,9 @@ CROSS_RULES = (
     (lambda c: not (c.compile and c.grad_accum > 1 and c.compile_mode in CUDA_GRAPH_MODES),
      "--compile-mode {c.compile_mode} (CUDA graphs) cannot accumulate gradients: with "
      "--grad-accum {c.grad_accum} use --compile-mode default (or --grad-accum 1)"),
+    (lambda c: c.compile_mode == "default" or c.compile_backend == "inductor",
+     "--compile-mode {c.compile_mode} is inductor's: with --compile-backend "
+     "{c.compile_backend} use --compile-mode default"),
 )
 
 

@@ -157,7 +157,8 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     if resume is not None:
         _load(state, resume, cfg.model)
     if cfg.compile:  # in place: the saved keys stay the plain module's
-        model.compile(mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
+        model.compile(backend=cfg.compile_backend,
+                      mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
     state.model = distributed.wrap(model, device)
     job.setup_s = time.perf_counter() - t0
     return job
