@@ -3,7 +3,7 @@ They are run for a few steps only: nothing here is timed."""
 
 import importlib.util
 import json
-import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -15,18 +15,34 @@ from conftest import write_mnist
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def test_throughput_measures_all_three_contenders(tmp_path):
+def _script(name: str, args: list, monkeypatch, capsys) -> tuple[int, str, str]:
+    """A benchmark script run as __main__ in this process: (exit code, stdout, stderr). The
+    processes it starts itself (ptrain runs timed from launch) stay real; its own start, torch's
+    import, is the part that proves nothing."""
+    monkeypatch.syspath_prepend(str(BENCH))  # its `import bench_data`
+    monkeypatch.setattr(sys, "argv", [str(BENCH / name), *map(str, args)])
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(BENCH / name), run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_throughput_measures_all_three_contenders(tmp_path, monkeypatch, capsys):
     write_mnist(tmp_path / "mnist")  # 512 training images: 8 batches of 64
     out = tmp_path / "t.json"
-    done = subprocess.run([sys.executable, BENCH / "throughput.py", "--models", "lenet",
-                           "--steps", "3", "--rounds", "1", "--mnist-dir", tmp_path / "mnist",
-                           "--json", out], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    code, stdout, err = _script("throughput.py", ["--models", "lenet", "--steps", "3", "--rounds",
+                                                  "1", "--mnist-dir", tmp_path / "mnist", "--json",
+                                                  out], monkeypatch, capsys)
+    assert code == 0, err
     row = json.loads(out.read_text())["rows"][0]
     assert row["data"] == "real" and row["model"] == "lenet"
     assert min(row["classic"], row["ptrain"], row["ceiling"]) > 0
     assert row["ptrain_over_classic"] == pytest.approx(row["ptrain"] / row["classic"])
-    assert "| lenet | 64 | mnist (real) |" in done.stdout
+    assert "| lenet | 64 | mnist (real) |" in stdout
 
 
 def test_time_to_accuracy_splits_the_time_from_launch(tmp_path):
@@ -68,7 +84,8 @@ def test_gpu_check_output_checker(tmp_path):
         assert problem in done.stdout, done.stdout
 
 
-def test_folder_loop_compares_the_classic_loop_with_ptrain_cold_and_cached(tmp_path):
+def test_folder_loop_compares_the_classic_loop_with_ptrain_cold_and_cached(tmp_path, monkeypatch,
+                                                                           capsys):
     from PIL import Image
     rng = np.random.default_rng(0)
     for split, n in (("train", 12), ("test", 4)):
@@ -78,11 +95,11 @@ def test_folder_loop_compares_the_classic_loop_with_ptrain_cold_and_cached(tmp_p
                 Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
                     tmp_path / "imgs" / split / cls / f"{i:02d}.png")
     out = tmp_path / "out.json"
-    done = subprocess.run([sys.executable, BENCH / "folder_loop.py", tmp_path / "imgs",
-                           "--epochs", "1", "--workers", "0", "--limit", "8", "--json", out],
-                          capture_output=True, text=True,
-                          env={**os.environ, "PTRAIN_CACHE_DIR": str(tmp_path / "cache")})
-    assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("PTRAIN_CACHE_DIR", str(tmp_path / "cache"))
+    code, stdout, err = _script("folder_loop.py", [tmp_path / "imgs", "--epochs", "1", "--workers",
+                                                   "0", "--limit", "8", "--json", out],
+                                monkeypatch, capsys)
+    assert code == 0, err
     result = json.loads(out.read_text())
     rows = {c["name"]: c for c in result["contenders"]}
     assert list(rows) == ["classic W=0", "ptrain cold", "ptrain cached"]
@@ -92,6 +109,6 @@ def test_folder_loop_compares_the_classic_loop_with_ptrain_cold_and_cached(tmp_p
         assert 0 <= row["test_acc"] <= 1
     assert rows["ptrain cold"]["images"] == rows["ptrain cached"]["images"] == 24
     assert rows["ptrain cached"]["data_s"] > 0 and rows["classic W=0"]["data_s"] is None
-    assert "| contender | data (decode or reload) s |" in done.stdout
+    assert "| contender | data (decode or reload) s |" in stdout
     for name in rows:
-        assert f"| {name} |" in done.stdout
+        assert f"| {name} |" in stdout

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import read_metrics, run_cli
+from forked import Forked
 
 PY = [sys.executable, "-m", "pytorch_cli"]
 # LeNet has dropout: an exact resume needs the RNG state back as well as the weights; three
@@ -78,12 +79,11 @@ def _assert_same_state(a: dict, b: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    "sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGUSR1, 143)]
+    "sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)]  # SIGUSR1: the SLURM test's
 )
 def test_a_signal_saves_the_exact_position_and_resume_ends_bit_exact(full, ptrain, tmp_path, sig,
                                                                      code):
-    proc = subprocess.Popen([*PY, *RUN, "--run-dir", "cut"], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = Forked([*RUN, "--run-dir", "cut"], tmp_path)
     _wait_for(
         proc, tmp_path / "cut/metrics.jsonl", lambda r: r["kind"] == "train" and r["batch"] >= 10
     )
@@ -161,10 +161,8 @@ def test_under_nohup_a_hangup_changes_nothing(tmp_path):
 def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(tmp_path):
     # big steps (mnist-cnn's: about 0.5 s here), so that the second Ctrl-C lands while the first
     # one waits for the step to end; a checkpoint every 2 steps
-    proc = subprocess.Popen([*PY, *RUN, "--model", "mnist-cnn", "--epochs", "2",
-                             "--batch-size", "512", "--save-interval", "2", "--run-dir", "cut"],
-                            cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = Forked([*RUN, "--model", "mnist-cnn", "--epochs", "2", "--batch-size", "512",
+                   "--save-interval", "2", "--run-dir", "cut"], tmp_path)
     while proc.poll() is None and not (tmp_path / "cut/last.pt").exists():
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
@@ -177,14 +175,13 @@ def test_a_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(tmp_path):
     assert saved["position"]["step"] >= 2 and not list((tmp_path / "cut").glob(".*tmp*"))
 
 
-def test_sigusr1_under_slurm_saves_then_requeues_the_job(ptrain, tmp_path):
+def test_sigusr1_under_slurm_saves_then_requeues_the_job(full, ptrain, tmp_path):
     bin_dir = tmp_path / "bin"  # SLURM's scontrol, as far as this job can tell
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/scontrol.args\n")
     (bin_dir / "scontrol").chmod(0o755)
     env = {**os.environ, "SLURM_JOB_ID": "4242", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    proc = subprocess.Popen([*PY, *RUN, "--name", "job", "--resume", "auto"], cwd=tmp_path, env=env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = Forked([*RUN, "--name", "job", "--resume", "auto"], tmp_path, env)
     _wait_for(proc, tmp_path / "runs/job/metrics.jsonl", lambda r: r["kind"] == "train")
     proc.send_signal(signal.SIGUSR1)
     out, err = proc.communicate(timeout=60)
@@ -194,6 +191,7 @@ def test_sigusr1_under_slurm_saves_then_requeues_the_job(ptrain, tmp_path):
     # the requeued job runs the same line: it continues, and a third start has nothing to do
     again = ptrain(*RUN, "--name", "job", "--resume", "auto")
     assert again.code == 0 and "resuming at epoch 1" in again.out, again.err
+    _assert_same_state(torch.load(tmp_path / "runs/job/last.pt", weights_only=True), full)
     done = ptrain(*RUN, "--name", "job", "--resume", "auto")
     assert done.code == 0 and "nothing to do" in done.out
     other = ptrain(*RUN, "--lr", "0.5", "--name", "job", "--resume", "auto")
@@ -212,9 +210,9 @@ def test_a_diverging_run_stops_before_saving_and_json_stays_valid(ptrain, tmp_pa
 
 def test_detect_anomaly_names_the_operation_that_made_the_nan(tmp_path):
     """A process of its own: autograd's warning goes to the real stderr."""
-    out = subprocess.run([*PY, "train", "--dataset", "fake", "--lr", "1e6", "--epochs", "1",
-                          "--run-dir", "nan", "--detect-anomaly"], cwd=tmp_path,
-                         capture_output=True, text=True)
+    proc = Forked(["train", "--dataset", "fake", "--lr", "1e6", "--epochs", "1", "--run-dir",
+                   "nan", "--detect-anomaly"], tmp_path)
+    out = subprocess.CompletedProcess(proc.args, proc.wait(120), *proc.communicate())
     assert out.returncode == 3 and "Error detected in" in out.stderr  # autograd's own warning
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("ptrain: error: autograd anomaly mode: Function '") and "nan" in last
@@ -309,9 +307,8 @@ def test_a_read_only_or_vanished_run_directory_is_one_line(ptrain, tmp_path, mou
     ro = mounts(tmp_path / "ro", "1m", ",ro")
     out = ptrain("train", "--dataset", "fake", "--epochs", "1", "--run-dir", ro / "run")
     assert "Read-only file system" in _one_line_error((out.code, out.err))
-    proc = subprocess.Popen([*PY, "train", "--dataset", "fake", "--epochs", "3", "--save-interval",
-                             "5", "--run-dir", "gone"], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = Forked(["train", "--dataset", "fake", "--epochs", "3", "--save-interval", "5",
+                   "--run-dir", "gone"], tmp_path)
     _wait_for(proc, tmp_path / "gone/metrics.jsonl", lambda r: r["kind"] == "train")
     # one atomic rename: the run's next write finds no directory (an `rm -rf` could race with
     # the run writing a new file into it)

@@ -4,7 +4,6 @@ import csv
 import io
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from conftest import MNIST_DIR, read_metrics, write_cifar100_python
+from forked import Forked
 from test_checkpoint import Exploit
 from test_cli_train import without_timing
 
@@ -159,8 +159,7 @@ def test_resume_after_sigkill_mid_epoch_is_exact(ptrain, tmp_path):
             "--batch-size", "16", "--save-interval", "25", "--log-interval", "5", "--deterministic",
             "--quiet"]
     assert ptrain(*args, "--run-dir", "full").code == 0
-    proc = subprocess.Popen([*PY, *args, "--run-dir", "cut"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = Forked([*args, "--run-dir", "cut"], tmp_path)
     _wait_for_mid_epoch_checkpoint(proc, tmp_path / "cut/last.pt", 1, 25)
     pos = torch.load(tmp_path / "cut/last.pt", weights_only=True)["position"]  # as it was left
     assert 0 < pos["batch"] < 125 and not (tmp_path / "cut/model.pth").exists()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import read_metrics, run_cli
+from forked import Forked
 
 PY = [sys.executable, "-m", "pytorch_cli"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -24,8 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, **(env or {})})
+    """`ptrain ...` (`--nproc 2`: its launcher forked, the workers torch's own) or torchrun."""
+    env = {**os.environ, **(env or {})}
+    if args[:len(PY)] == PY:
+        proc = Forked(args[len(PY):], cwd, env)
+        out = subprocess.CompletedProcess(args, proc.wait(300), *proc.communicate())
+    else:
+        out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -112,8 +118,10 @@ def _workers(tag: str) -> dict[int, int]:
     return found
 
 
-def _start(args: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
+def _start(args: list[str], cwd: Path) -> tuple[subprocess.Popen | Forked, str]:
     tag = uuid.uuid4().hex
+    if args[:len(PY)] == PY:
+        return Forked(args[len(PY):], cwd, {**os.environ, "PTRAIN_TEST_TAG": tag}), tag
     proc = subprocess.Popen(
         args,
         cwd=cwd,

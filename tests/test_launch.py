@@ -4,12 +4,11 @@ launcher of a real two-worker job."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
+from forked import Forked
 
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.platform.launch import handoff, worker_argv
@@ -56,10 +55,8 @@ def test_handoff_refuses_inside_a_torchrun_worker(monkeypatch):
 
 
 def test_sigterm_to_the_launcher_exits_143_after_the_workers_saved(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytorch_cli", "train", "--nproc", "2", "--dataset", "fake",
-         "--epochs", "50", "--batch-size", "32", "--log-interval", "5", "--run-dir", "r"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = Forked(["train", "--nproc", "2", "--dataset", "fake", "--epochs", "50",
+                   "--batch-size", "32", "--log-interval", "5", "--run-dir", "r"], tmp_path)
     metrics, deadline = tmp_path / "r" / "metrics.jsonl", time.monotonic() + 120
     while not (metrics.exists() and '"kind": "train"' in metrics.read_text()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]

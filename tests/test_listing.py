@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from forked import Forked
 
 from pytorch_cli.output import runs_table
 from pytorch_cli.platform import files
@@ -121,13 +122,11 @@ def test_ptrain_runs_on_real_runs(ptrain, tmp_path):
     Only the running one is another process: the lock it holds is the point."""
     assert ptrain(*FAKE, "--epochs", "1", "--run-dir", "runs/done").code == 0
     assert ptrain(*FAKE, "--lr", "1e6", "--run-dir", "runs/nan").code == 3
-    long = subprocess.Popen([*PY, *FAKE, "--epochs", "50", "--run-dir", "runs/long"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    long = Forked([*FAKE, "--epochs", "50", "--run-dir", "runs/long"], tmp_path)
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "runs/long/last.pt").exists():  # running, with a checkpoint
-            assert long.poll() is None and time.monotonic() < deadline, long.stderr.read()
+            assert long.poll() is None and time.monotonic() < deadline, long.communicate(1)[1]
             time.sleep(0.05)
         seen = {r["run"]: r for r in ptrain("runs", "--json").json()}
         assert seen["long"]["status"] == "running" and seen["long"]["detail"] == f"pid {long.pid}"

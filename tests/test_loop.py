@@ -288,9 +288,9 @@ def test_tta_is_used_for_the_last_evaluation_only():
 
 def test_cifar10_fast_preset_resumes_exactly_and_exports_verified_onnx(tmp_path, ptrain):
     from conftest import write_cifar10_binary
-    write_cifar10_binary(tmp_path / "data", per_batch=40, n_test=100)  # 200 training images
+    write_cifar10_binary(tmp_path / "data", per_batch=20, n_test=100)  # 100 training images
     preset = Path(__file__).resolve().parents[1] / "configs/cifar10-fast.toml"
-    cfg = config.resolve(preset, {"data_dir": str(tmp_path / "data"), "batch_size": 50, "epochs": 2,
+    cfg = config.resolve(preset, {"data_dir": str(tmp_path / "data"), "batch_size": 25, "epochs": 2,
                                   "test_batch_size": 100, "warmup_epochs": 0.5, "log_interval": 1})
     full = RunDir(tmp_path / "full")
     loop.train(cfg, full, full.metrics_sink())
