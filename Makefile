@@ -8,8 +8,8 @@ PY := $(VENV)/bin/python
 demo: $(VENV)/.installed  ## the main job: LeNet on real MNIST, 1 epoch, into runs/mnist*
 	$(VENV)/bin/ptrain train --data-dir $(MNIST) --epochs 1
 
-# Two pytest workers: half the suite's time is real processes (signals, torchrun, start-up)
-# importing torch, one core each; tests sharing a trained fixture stay on one worker (conftest).
+# Two pytest workers, one per core (a third is no faster); tests sharing a trained fixture stay
+# on one worker (conftest), and the processes tests signal are forked (tests/forked.py).
 test: lint  ## ruff, then the whole suite (CPU; CUDA tests skip without a GPU)
 	$(PY) -m pytest -n 2 --dist loadgroup
 
