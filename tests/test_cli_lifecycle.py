@@ -295,6 +295,10 @@ def test_a_folder_of_real_digits_trains_evaluates_predicts_exports_and_resumes(p
     broken = [r for r in rows if r["error"]]
     assert [r["image"] for r in broken] == [str(digits / "3 - three" / "broken.png")]
     assert sum(r["class"] == "3 - three" for r in rows) > 30
-    assert ptrain("export", run, "-f", "onnx").code == 0 and (run / "model.onnx").exists()
+    from pytorch_cli.store.export import FORMATS
+    for fmt, (suffix, _) in FORMATS.items():  # each verified against the model on the images
+        done = ptrain("export", run, "-f", fmt)
+        assert done.code == 0 and "verified" in done.out, (fmt, done.err)
+        assert (run / f"model{suffix}").exists(), fmt
     assert ptrain("resume", run, "--epochs", "3", "--quiet").code == 0
     assert read_metrics(run, ("epoch",))[-1]["epoch"] == 3
