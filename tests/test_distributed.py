@@ -78,6 +78,21 @@ def test_gradient_accumulation_skips_the_all_reduce_and_keeps_the_sums_exact(tmp
         torch.testing.assert_close(acc[key], one[key], rtol=0, atol=1e-6)
 
 
+def test_a_backbone_frozen_then_released_trains_under_two_processes_as_under_one(tmp_path):
+    """--freeze backbone --unfreeze-at 1: the release re-wraps DDP with the backbone's
+    parameters in it (start_epoch); both ranks must agree on it, or the all-reduce hangs."""
+    freeze = ["--freeze", "backbone", "--unfreeze-at", "1", "--backbone-lr-scale", "0.5"]
+    _run([*PY, "train", "--nproc", "2", *RUN, *freeze, "--batch-size", "32", "--run-dir", "two"],
+         tmp_path)
+    assert run_cli(["train", *RUN, *freeze, "--batch-size", "64", "--run-dir", "one"],
+                   tmp_path).code == 0
+    two, one = _weights(tmp_path / "two"), _weights(tmp_path / "one")
+    for key in two:
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-6)
+    start = read_metrics(tmp_path / "two", kinds=("start",))[0]
+    assert start["world_size"] == 2 and 0 < start["trainable"] < start["params"]
+
+
 def test_one_process_eval_prints_the_accuracy_two_processes_printed(runs):
     final = _final(runs / "two")
     result = run_cli(["eval", "two", "--json"], runs).json()  # one process: this one
