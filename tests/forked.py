@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-_PRELOAD = ["torch", "torch._dynamo", "pytorch_cli.commands.cli", "forked"]
+# the server starts with the first process, importing these once
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(["torch", "torch._dynamo", "pytorch_cli.commands.cli", "forked"])
 
 
 def _child(args: list[str], cwd: str, env: dict, out: str, err: str) -> None:
@@ -35,14 +39,12 @@ class Forked:
     """The parts of subprocess.Popen these tests use."""
 
     def __init__(self, args: list, cwd: Path, env: dict | None = None):
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(_PRELOAD)
         self._dir = tempfile.TemporaryDirectory(prefix="forked-")  # removed with this object
         self._files = [os.path.join(self._dir.name, name) for name in ("stdout", "stderr")]
-        self._proc = ctx.Process(target=_child, args=([str(a) for a in args], str(cwd),
+        self._proc = _CONTEXT.Process(target=_child, args=([str(a) for a in args], str(cwd),
                                                       dict(env or os.environ), *self._files))
         self._proc.start()
-        self.pid, self.args = self._proc.pid, args
+        self.pid = self._proc.pid
 
     @property
     def returncode(self) -> int | None:
@@ -56,7 +58,7 @@ class Forked:
             os.kill(self.pid, sig)
 
     def kill(self) -> None:
-        self.send_signal(9)
+        self.send_signal(signal.SIGKILL)
 
     def wait(self, timeout: float | None = None) -> int:
         self._proc.join(timeout)
@@ -68,3 +70,11 @@ class Forked:
         self.wait(timeout)
         out, err = (Path(path).read_text(errors="replace") for path in self._files)
         return out, err
+
+
+def run(args: list, cwd: Path, env: dict | None = None,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
+    """subprocess.run(..., capture_output=True, text=True) for `ptrain ARGS`, forked."""
+    proc = Forked(args, cwd, env)
+    code = proc.wait(timeout)
+    return subprocess.CompletedProcess(args, code, *proc.communicate())

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import forked
 import pytest
 import torch
 from conftest import read_metrics, run_cli
@@ -210,9 +211,8 @@ def test_a_diverging_run_stops_before_saving_and_json_stays_valid(ptrain, tmp_pa
 
 def test_detect_anomaly_names_the_operation_that_made_the_nan(tmp_path):
     """A process of its own: autograd's warning goes to the real stderr."""
-    proc = Forked(["train", "--dataset", "fake", "--lr", "1e6", "--epochs", "1", "--run-dir",
-                   "nan", "--detect-anomaly"], tmp_path)
-    out = subprocess.CompletedProcess(proc.args, proc.wait(120), *proc.communicate())
+    out = forked.run(["train", "--dataset", "fake", "--lr", "1e6", "--epochs", "1", "--run-dir",
+                      "nan", "--detect-anomaly"], tmp_path, timeout=120)
     assert out.returncode == 3 and "Error detected in" in out.stderr  # autograd's own warning
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("ptrain: error: autograd anomaly mode: Function '") and "nan" in last

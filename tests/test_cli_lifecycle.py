@@ -4,7 +4,6 @@ import csv
 import io
 import re
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from test_checkpoint import Exploit
 from test_cli_train import without_timing
 
 FAST = ["--dataset", "fake", "--epochs", "2", "--log-interval", "10"]
-PY = [sys.executable, "-m", "pytorch_cli"]
 
 
 def test_eval_prints_the_accuracy_train_printed(ptrain, tmp_path):
@@ -137,7 +135,9 @@ def test_resume_refusals(ptrain, tmp_path):
     assert epochs == [1, 2]
 
 
-def _wait_for_mid_epoch_checkpoint(proc, path: Path, min_epoch: int, min_batch: int) -> dict:
+def _kill_after_a_mid_epoch_checkpoint(proc, path: Path, min_epoch: int, min_batch: int) -> dict:
+    """SIGKILL the run once its checkpoint is this far; the position the checkpoint it left
+    holds (a later save may have landed between the read and the kill)."""
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         try:
@@ -145,7 +145,7 @@ def _wait_for_mid_epoch_checkpoint(proc, path: Path, min_epoch: int, min_batch: 
             if pos["epoch"] >= min_epoch and pos["batch"] >= min_batch:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
-                return pos
+                return torch.load(path, weights_only=True)["position"]
         except (FileNotFoundError, RuntimeError, EOFError):
             pass
         time.sleep(0.01)
@@ -160,8 +160,7 @@ def test_resume_after_sigkill_mid_epoch_is_exact(ptrain, tmp_path):
             "--quiet"]
     assert ptrain(*args, "--run-dir", "full").code == 0
     proc = Forked([*args, "--run-dir", "cut"], tmp_path)
-    _wait_for_mid_epoch_checkpoint(proc, tmp_path / "cut/last.pt", 1, 25)
-    pos = torch.load(tmp_path / "cut/last.pt", weights_only=True)["position"]  # as it was left
+    pos = _kill_after_a_mid_epoch_checkpoint(proc, tmp_path / "cut/last.pt", 1, 25)
     assert 0 < pos["batch"] < 125 and not (tmp_path / "cut/model.pth").exists()
     out = ptrain("resume", "cut")
     assert out.code == 0, out.err

@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import forked
 import pytest
 import torch
 from conftest import read_metrics, run_cli
@@ -28,8 +29,7 @@ def _run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Comp
     """`ptrain ...` (`--nproc 2`: its launcher forked, the workers torch's own) or torchrun."""
     env = {**os.environ, **(env or {})}
     if args[:len(PY)] == PY:
-        proc = Forked(args[len(PY):], cwd, env)
-        out = subprocess.CompletedProcess(args, proc.wait(300), *proc.communicate())
+        out = forked.run(args[len(PY):], cwd, env, timeout=300)
     else:
         out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -17,7 +17,6 @@ from pytorch_cli.platform import files
 from pytorch_cli.store import listing
 from pytorch_cli.store.rundir import CONFIG, LAST, LOCK, METRICS, MODEL, RUN_FILES, SKIPPED, RunDir
 
-PY = [sys.executable, "-m", "pytorch_cli"]
 FAKE = ["train", "--dataset", "fake", "--batch-size", "16", "--log-interval", "5"]
 
 
