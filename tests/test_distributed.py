@@ -21,7 +21,7 @@ from forked import Forked
 PY = [sys.executable, "-m", "pytorch_cli"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 RUN = ["--dataset", "fake", "--model", "cifar-net", "--lr", "0.05", "--momentum", "0",
-       "--epochs", "2", "--log-interval", "5", "--quiet"]
+       "--epochs", "6", "--log-interval", "5", "--quiet"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -208,7 +208,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_and_resume_is_exa
 def test_a_one_process_checkpoint_resumes_under_two_processes(runs, tmp_path):
     assert run_cli(["train", *RUN, "--epochs", "1", "--batch-size", "64", "--run-dir", "r"],
                    tmp_path).code == 0
-    out = _run([*TORCHRUN, "-m", "pytorch_cli", "resume", "r", "--epochs", "2"], tmp_path)
+    out = _run([*TORCHRUN, "-m", "pytorch_cli", "resume", "r", "--epochs", "6"], tmp_path)
     assert "batch 32 per process" in out.stdout  # the global batch of 64 is kept
     resumed, one = _weights(tmp_path / "r"), _weights(runs / "one")
     for key in resumed:
