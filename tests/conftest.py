@@ -12,6 +12,7 @@ import pickle
 import shutil
 import signal
 import struct
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -91,6 +92,31 @@ def _no_outside_influence(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path.parent / f"{tmp_path.name}-torch"))
     monkeypatch.setenv("HF_HOME", str(tmp_path.parent / f"{tmp_path.name}-hf"))
     monkeypatch.chdir(tmp_path)
+
+
+def _tmpfs(path: Path, size: str, options: str = "") -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
+
+
+@pytest.fixture
+def mounts():
+    """mount(path, size): a real tmpfs of that size at path (a full disk), unmounted after."""
+    made: list[Path] = []
+
+    def mount(path: Path, size: str = "1m", options: str = "") -> Path:
+        _tmpfs(path, size, options)
+        made.append(path)
+        return path
+    yield mount
+    for path in reversed(made):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def _real_data(variable: str, default: Path) -> str:

@@ -14,7 +14,7 @@ def _folder(root, n=3):
     for c in ("a", "b"):
         for i in range(n):
             (root / c).mkdir(parents=True, exist_ok=True)
-            pixels = np.full((8, 8), 40 * i + (100 if c == "b" else 0), np.uint8)
+            pixels = np.full((8, 8), (40 * i + (100 if c == "b" else 0)) % 256, np.uint8)
             Image.fromarray(pixels).save(root / c / f"{i}.png")
     return root
 
@@ -69,8 +69,63 @@ def test_a_damaged_entry_is_decoded_again_and_replaced(tmp_path, capsys):
     root = _folder(tmp_path / "imgs")
     first = _load(root)
     entry = cache.entries()[0]
-    entry.write_bytes(b"damaged")
+    (entry / "train_x.npy").write_bytes(b"damaged")
     again = _load(root)
     assert "unreadable" in capsys.readouterr().err
     assert np.array_equal(first.train.images, again.train.images)
     assert _load(root) is not None and "unreadable" not in capsys.readouterr().err
+
+
+def _mapped_from(tensor) -> str:
+    """The file whose memory map holds the tensor's data ('' if none: it is in memory)."""
+    address = tensor.data_ptr()
+    for line in open("/proc/self/maps"):
+        span, *rest = line.split(maxsplit=5)
+        lo, hi = (int(a, 16) for a in span.split("-"))
+        if lo <= address < hi:
+            name = rest[-1].strip() if len(rest) == 5 else ""
+            return name if name.startswith("/") else ""  # [heap], [anon]: memory
+    return ""
+
+
+def test_a_cached_folder_and_its_splits_are_read_from_the_disk_not_copied(tmp_path):
+    root = _folder(tmp_path / "imgs", n=10)
+    load = lambda: datasets.load(catalog.FOLDER, str(root), val_split=0.25,  # noqa: E731
+                                 folder=folders.Options(test_split=0.2))
+    first, again = load(), load()
+    for split in ("train", "val", "test"):
+        a, b = getattr(first, split), getattr(again, split)
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+        assert _mapped_from(b.images).startswith(str(cache.root()))
+    assert (len(again.train), len(again.val), len(again.test)) == (12, 4, 4)
+    assert len(cache.entries()) == 1  # the splits' entry is inside the folder's, evicted with it
+    ram = datasets.load(catalog.FOLDER, str(root), val_split=0.25, seed=1,
+                        folder=folders.Options(test_split=0.2))
+    assert np.array_equal(ram.val.images, again.val.images)  # seed 1 is the default
+
+
+def test_a_full_cache_disk_decodes_into_memory_with_a_warning(tmp_path, monkeypatch, mounts,
+                                                               capsys):
+    disk = mounts(tmp_path / "disk", "8k")
+    monkeypatch.setenv("PTRAIN_CACHE_DIR", str(disk))
+    data = _load(_folder(tmp_path / "imgs", n=40))  # 80 8x8 images: 5 kB, over 8k with headers
+    assert len(data.train) + len(data.test) == 80 and not _mapped_from(data.train.images)
+    err = capsys.readouterr().err
+    assert "cannot write the decode cache" in err and "No space left" in err
+    assert not list(disk.rglob("*.npy"))  # nothing half-written left behind
+
+
+def test_a_folder_streamed_by_workers_trains_as_it_does_from_memory(ptrain, tmp_path):
+    """--workers 2: the training images stay memory-mapped in the cache, and two DataLoader
+    workers gather the batches from it; the run ends bit-identical to the first one, which
+    decoded the folder (cold) and trained with --workers 0."""
+    root = _folder(tmp_path / "imgs", n=40)
+    args = ["train", "--dataset", "folder", "--data-dir", str(root), "--epochs", "1",
+            "--batch-size", "16", "--model", "lenet", "--image-size", "28"]
+    assert ptrain(*args, "--workers", "0", "--run-dir", "w0").code == 0
+    r = ptrain(*args, "--workers", "2", "--run-dir", "w2")
+    assert r.code == 0, r.err
+    import torch
+    w0, w2 = (torch.load(tmp_path / d / "model.pth", weights_only=True)["state_dict"]
+              for d in ("w0", "w2"))
+    assert all(torch.equal(w0[k], w2[k]) for k in w0)

@@ -22,30 +22,6 @@ RUN = ["train", "--dataset", "fake", "--model", "lenet", "--epochs", "3", "--bat
        "--log-interval", "5", "--deterministic"]
 
 
-def _tmpfs(path: Path, size: str, options: str = "") -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
-
-
-@pytest.fixture
-def mounts():
-    made: list[Path] = []
-
-    def mount(path: Path, size: str = "1m", options: str = "") -> Path:
-        _tmpfs(path, size, options)
-        made.append(path)
-        return path
-    yield mount
-    for path in reversed(made):
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
 def _one_line_error(out: subprocess.CompletedProcess | tuple, codes=(1, 2)) -> str:
     code, err = (out.returncode, out.stderr) if hasattr(out, "returncode") else out
     lines = [line for line in err.splitlines() if line.strip()]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pytorch_cli.data import catalog, datasets, folders
+from pytorch_cli.data import catalog, datasets, folders, splits
 from pytorch_cli.platform.errors import PtrainError, UsageError
 
 
@@ -145,15 +145,15 @@ def test_the_held_out_split_is_seeded(tmp_path):
 
 def test_held_out_counts_per_class_and_a_single_image_stays_in_train():
     labels = torch.tensor([0] * 10 + [1] * 5 + [2] * 1 + [3] * 2 + [4] * 3)
-    mask = folders.held_out(labels, 0.2, seed=0)
+    mask = splits.held_out(labels, 0.2, seed=0)
     assert mask.dtype == torch.bool and mask.shape == labels.shape
     assert torch.bincount(labels[mask], minlength=5).tolist() == [2, 1, 0, 1, 1]
-    assert torch.equal(mask, folders.held_out(labels, 0.2, seed=0))
-    assert not torch.equal(mask, folders.held_out(labels, 0.2, seed=1))
+    assert torch.equal(mask, splits.held_out(labels, 0.2, seed=0))
+    assert not torch.equal(mask, splits.held_out(labels, 0.2, seed=1))
     # never all of a class, at least 1 of one with 2 or more
-    most = folders.held_out(labels, 0.99, seed=0)
+    most = splits.held_out(labels, 0.99, seed=0)
     assert torch.bincount(labels[most], minlength=5).tolist() == [9, 4, 0, 1, 2]
-    least = folders.held_out(labels, 0.01, seed=0)
+    least = splits.held_out(labels, 0.01, seed=0)
     assert torch.bincount(labels[least], minlength=5).tolist() == [1, 1, 0, 1, 1]
 
 

@@ -187,7 +187,7 @@ def cache_(clear: bool = typer.Option(False, "--clear", help="Remove every entry
               f"{cache.root()}")
         return
     found = cache.entries()
-    size = sum(p.stat().st_size for p in found)
+    size = sum(map(cache.size, found))
     print(f"{cache.root()}: {plural(len(found), 'entry', 'entries')}, {size / 2**20:.1f} MiB "
           f"(at most {cache.MAX_BYTES // 2**30} GiB: the least recently used go first)")
 

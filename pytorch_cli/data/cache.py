@@ -1,11 +1,15 @@
-"""Decoded image folders kept on disk, so that a second run on the same folder decodes nothing.
+"""Decoded image folders kept on disk, so that a second run on the same folder decodes nothing,
+and a folder larger than memory is read from the disk as it trains.
 
-An entry is keyed by everything its arrays depend on: each file's path, class, size and mtime
-(and the files the listing skipped), the --channels and --image-size asked for, and this
-file's VERSION. A changed folder has another key, so it is decoded again. The cache lives
-outside the user's folder ($PTRAIN_CACHE_DIR, else ~/.cache/ptrain), holds at most
-MAX_BYTES (the least recently used entries go first), and `ptrain cache --clear` empties it.
-A cache that cannot be read or written costs a warning, never the run."""
+An entry is a folder of .npy arrays and a meta.json, keyed by everything its arrays depend on:
+each file's path, class, size and mtime (and the files the listing skipped), the --channels
+and --image-size asked for, and this file's VERSION. A changed folder has another key, so it
+is decoded again. Arrays are written in place (decoding fills them, row by row) in a hidden
+folder that is renamed into place when complete, and read back memory-mapped: pages come from
+the disk as batches need them, so the images need not fit in memory (--workers streams them).
+The cache lives outside the user's folder ($PTRAIN_CACHE_DIR, else ~/.cache/ptrain), holds at
+most MAX_BYTES (the least recently used entries go first), and `ptrain cache --clear` empties
+it. A cache that cannot be read or written costs a warning, never the run."""
 
 from __future__ import annotations
 
@@ -13,15 +17,16 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import warn
 
-VERSION = 1  # of what an entry holds and how it is decoded: a new one misses every old entry
+VERSION = 2  # of what an entry holds and how it is decoded: a new one misses every old entry
 MAX_BYTES = 20 * 2**30  # ImageNet-1k's training set at 64x64 is ~15 GiB
+META = "meta.json"
 
 
 def root() -> Path:
@@ -39,54 +44,116 @@ def key(listing: list[tuple[str, list]], skipped: list[str], channels: int, size
     return h.hexdigest()[:32]
 
 
+def derived_key(name: str, *params) -> str:
+    """The key of an entry made from entry `name` by `params` (a split's fraction and seed): a
+    folder inside that entry, so that it counts, and is evicted, with it."""
+    return f"{name}/{hashlib.sha256(json.dumps(params).encode()).hexdigest()[:12]}"
+
+
 def load(name: str) -> tuple[dict[str, np.ndarray], dict] | None:
-    """(arrays, meta) of an entry, or None if there is none (or it is unreadable)."""
-    entry = root() / f"{name}.npz"
+    """(arrays, meta) of an entry, or None if there is none (or it is unreadable). The arrays
+    are copy-on-write memory maps: writable in memory (torch takes them as they are), while
+    the file is never changed; each is cut to the rows meta["rows"] says were filled."""
+    entry = root() / name
+    if not entry.is_dir():
+        return None
     try:
-        with np.load(entry, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads((root() / f"{name}.json").read_text())
-        os.utime(entry)  # used: the last to be evicted
+        meta = json.loads((entry / META).read_text())
+        arrays = {k: np.load(entry / f"{k}.npy", mmap_mode="c")[:rows]
+                  for k, rows in meta["rows"].items()}
+        os.utime(root() / name.split("/")[0])  # used: the last to be evicted
         return arrays, meta
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError) as e:  # damaged: decode again, and replace it
+    except (OSError, ValueError, KeyError, TypeError) as e:  # damaged: decode again, replace it
         warn(f"the decode cache entry {entry} is unreadable ({e}); decoding the folder again")
+        shutil.rmtree(entry, ignore_errors=True)
         return None
 
 
-def save(name: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    folder = root()
+@dataclass
+class Writer:
+    """An entry being written, in a hidden folder beside the entries; `array` gives arrays to
+    fill in place, `commit` publishes them. Space is reserved as each array is made, so a full
+    disk is an OSError there, never a crash while filling a memory map."""
+    name: str
+    folder: Path = field(init=False)
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        final = root() / self.name
+        self.folder = final.parent / f".{final.name}.{os.getpid()}.tmp"
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
+
+    def array(self, k: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        path = self.folder / f"{k}.npy"
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
+        self.rows[k] = shape[0]
+        return out
+
+    def commit(self, meta: dict, rows: dict[str, int] | None = None) -> None:
+        """Publish the entry; `rows`: how many rows of an array were filled, where fewer."""
+        (self.folder / META).write_text(json.dumps({**meta, "rows": {**self.rows,
+                                                                     **(rows or {})}}))
+        try:
+            os.rename(self.folder, root() / self.name)
+        except OSError:  # another process published the same entry first: it is the same
+            self.abort()
+        _evict(MAX_BYTES)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def copy_rows(out: np.ndarray, source: np.ndarray, index: np.ndarray) -> None:
+    """out[i] = source[index[i]], a chunk at a time (in file order within it): the memory a
+    copy between two memory maps needs is a chunk's."""
+    for lo in range(0, len(index), 4096):
+        chunk = index[lo:lo + 4096]
+        out[lo:lo + len(chunk)] = source[np.sort(chunk)][np.argsort(np.argsort(chunk))]
+
+
+def writer(name: str) -> Writer | None:
+    """A Writer for a new entry, or None (and a warning) where the cache cannot be written."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        files.atomic_write(folder / f"{name}.json", lambda f: f.write(json.dumps(meta).encode()))
-        files.atomic_write(folder / f"{name}.npz", lambda f: np.savez(f, **arrays))
+        return Writer(name)
     except OSError as e:
-        warn(f"cannot write the decode cache in {folder} ({e.strerror or e}); the next run "
-             "decodes the folder again (set PTRAIN_CACHE_DIR to a writable folder)")
-        return
-    _evict(folder, MAX_BYTES)
+        cannot_write(e)
+        return None
+
+
+def cannot_write(e: OSError) -> None:
+    warn(f"cannot write the decode cache in {root()} ({e.strerror or e}); the next run "
+         "decodes the folder again (set PTRAIN_CACHE_DIR to a writable folder)")
 
 
 def entries() -> list[Path]:
-    return sorted(root().glob("*.npz")) if root().is_dir() else []
+    return sorted(p for p in root().iterdir() if p.is_dir() and not p.name.startswith(".")
+                  ) if root().is_dir() else []
 
 
-def _evict(folder: Path, limit: int) -> None:
+def size(entry: Path) -> int:
+    return sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+
+
+def _evict(limit: int) -> None:
     """The least recently used entries go until the cache holds at most `limit` bytes."""
+    for old in root().glob("*.np[z]"):  # VERSION 1's entries, one file each
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
     found = sorted(entries(), key=lambda p: p.stat().st_mtime)
-    total = sum(p.stat().st_size for p in found)
+    total = sum(map(size, found))
     while found and total > limit:
         oldest = found.pop(0)
-        total -= oldest.stat().st_size
-        oldest.unlink(missing_ok=True)
-        oldest.with_suffix(".json").unlink(missing_ok=True)
+        total -= size(oldest)
+        shutil.rmtree(oldest, ignore_errors=True)
 
 
 def clear() -> tuple[int, int]:
     """Remove every entry: (entries, bytes) removed."""
     found = entries()
-    size = sum(p.stat().st_size for p in found)
+    removed = sum(map(size, found))
     if root().is_dir():
         shutil.rmtree(root())
-    return len(found), size
+    return len(found), removed

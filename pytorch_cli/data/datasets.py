@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pytorch_cli.data import catalog, folders, readers
+from pytorch_cli.data import catalog, folders, readers, splits
 from pytorch_cli.data.catalog import SPECS, Spec
 from pytorch_cli.platform import distributed
 from pytorch_cli.platform.errors import PtrainError, UsageError, plural, warn
@@ -194,18 +194,20 @@ def _read(spec: Spec, data_dir: str, download: bool) -> tuple[Split, Split, list
                           "files") from None
 
 
-def _read_folder(data_dir: str, opts: folders.Options, seed: int):
+def _read_folder(data_dir: str, opts: folders.Options, seed: int, val_split: float):
     if not data_dir:
         raise UsageError("--dataset folder needs --data-dir DIR: a folder of class subfolders "
                          "(or of train/ and test/ ones)")
     root = Path(data_dir).expanduser()
-    (x, y), (tx, ty), classes, channels, size, skipped = folders.read(root, opts, seed)
-    if skipped and distributed.world().main:
-        first = "; ".join(skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
-        warn(f"{root}: skipped {plural(len(skipped), 'file')} that are no usable image ({first}); "
-             "a run lists them all in its skipped-files.txt")
-    spec = catalog.folder_spec(channels, size, len(classes), *(opts.stats or ([0.0], [1.0])))
-    return Split(x, y), Split(tx, ty), classes, str(root), spec, skipped
+    got = folders.read(root, opts, seed, val_split)
+    if got.skipped and distributed.world().main:
+        first = "; ".join(got.skipped[:3]) + ("; ..." if len(got.skipped) > 3 else "")
+        warn(f"{root}: skipped {plural(len(got.skipped), 'file')} that are no usable image "
+             f"({first}); a run lists them all in its skipped-files.txt")
+    spec = catalog.folder_spec(got.channels, got.size, len(got.classes),
+                               *(opts.stats or ([0.0], [1.0])))
+    return (Split(*got.train), Split(*got.val) if got.val is not None else None, Split(*got.test),
+            got.classes, str(root), spec, got.skipped)
 
 
 def load(name: str, data_dir: str = "", download: bool = True, val_split: float = 0.0,
@@ -213,23 +215,18 @@ def load(name: str, data_dir: str = "", download: bool = True, val_split: float 
     """Read a dataset; with val_split, hold out a seeded fraction of its training set.
     `folder`: how --dataset folder's images are decoded."""
     skipped: list[str] = []
-    if name == catalog.FOLDER:
+    val = None
+    if name == catalog.FOLDER:  # its splits are made as it is read: memory maps of its cache
         opts = folder or folders.Options()
-        train, test, classes, source, spec, skipped = _read_folder(data_dir, opts, seed)
+        train, val, test, classes, source, spec, skipped = _read_folder(data_dir, opts, seed,
+                                                                        val_split)
     else:
         spec = SPECS[name]
         train, test, classes, source = _read(spec, data_dir, download)
-    val = None
-    if val_split:
-        # Seeded, so a resumed run and `ptrain eval --split val` get the same split.
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-        n_val = max(1, round(len(train) * val_split))
-        if n_val >= len(train):
-            raise UsageError(f"--val-split {val_split} leaves no training images (the training set "
-                             f"has {len(train)}); use a smaller fraction")
-        val_idx, train_idx = order[:n_val], order[n_val:]
-        val = Split(train.images[val_idx], train.labels[val_idx])
-        train = Split(train.images[train_idx], train.labels[train_idx])
+        if val_split:
+            val_idx, train_idx = splits.val_rows(len(train), val_split, seed)
+            val = Split(train.images[val_idx], train.labels[val_idx])
+            train = Split(train.images[train_idx], train.labels[train_idx])
     if name == catalog.FOLDER and (folder is None or folder.stats is None):
         mean, std = folders.stats(train.images)  # of the images it trains on: saved with it
         spec = dataclasses.replace(spec, mean=tuple(mean), std=tuple(std))

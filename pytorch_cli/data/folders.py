@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pytorch_cli.data import cache, catalog, images
+from pytorch_cli.data import cache, catalog, decode, images, splits
 from pytorch_cli.platform.errors import PtrainError, UsageError, plural
 
 # torchvision.datasets.folder.IMG_EXTENSIONS (tested equal), any case; torchvision is not
@@ -125,21 +125,20 @@ def find(root: Path) -> Found:
 
 def shape(found: Found, channels: int, size: int) -> tuple[int, int]:
     """(channels, size) of the run: as given, or from the images' headers: 1 channel when every
-    image is grayscale, else 3; the images' own size when they all share one, square."""
+    image is grayscale, else 3; the images' own size when they all share one, square. A file
+    whose header is unreadable leaves the file lists here (and is added to the skipped ones)."""
     sizes, gray = set(), True
 
     def readable(files):
         nonlocal gray
         kept = []
-        for path, label in files:
-            try:
-                mode, (w, h) = images.image_header(path)
-            except PtrainError as e:
-                found.skipped.append(str(e))  # it names the file
+        for (path, label), (header, error) in zip(files, decode.headers([p for p, _ in files])):
+            if error:
+                found.skipped.append(error)
                 continue
             kept.append((path, label))
-            sizes.add((w, h))
-            gray = gray and mode in images.GRAY_MODES
+            sizes.add(header[1])
+            gray = gray and header[0] in images.GRAY_MODES
         return kept
     found.train = readable(found.train)
     found.test = readable(found.test) if found.test is not None else None
@@ -159,36 +158,6 @@ def shape(found: Found, channels: int, size: int) -> tuple[int, int]:
     return channels or (1 if gray else 3), size
 
 
-def decode(files: list[tuple[Path, int]], channels: int, size: int, skipped: list[str]
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C, size, size) uint8 images and their labels; an image that fails to decode is
-    skipped."""
-    decoded, labels = [], []
-    for path, label in files:
-        try:
-            decoded.append(images.read_image(path, channels, size).numpy())
-        except PtrainError as e:
-            skipped.append(str(e))  # it names the file
-            continue
-        labels.append(label)
-    if not decoded:
-        return torch.zeros(0, channels, size, size, dtype=torch.uint8), torch.zeros(0).long()
-    return torch.from_numpy(np.stack(decoded)), torch.tensor(labels, dtype=torch.int64)
-
-
-def held_out(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """A stratified, seeded test set: round(fraction x n) of each class's images (at least 1,
-    and never all of a class's); a boolean mask over `labels`."""
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.zeros(len(labels), dtype=torch.bool)
-    for c in labels.unique().tolist():
-        members = (labels == c).nonzero().flatten()
-        n = len(members)
-        k = min(n - 1, max(1, round(fraction * n))) if n > 1 else 0
-        mask[members[torch.randperm(n, generator=g)[:k]]] = True
-    return mask
-
-
 def check_classes(classes: list[str], labels: torch.Tensor, where: Path) -> None:
     counts = torch.bincount(labels, minlength=len(classes))
     empty = [c for c, n in zip(classes, counts.tolist()) if n == 0]
@@ -200,24 +169,79 @@ def check_classes(classes: list[str], labels: torch.Tensor, where: Path) -> None
 Arrays = tuple[torch.Tensor, torch.Tensor]  # (N, C, H, W) uint8 images, (N,) int64 labels
 
 
-def read(root: Path, opts: Options, seed: int) -> tuple[Arrays, Arrays, list[str], int, int,
-                                                          list[str]]:
-    """(train, test, classes, channels, size, skipped files) of the folder at root: decoded, or
-    from the decode cache when nothing it depends on changed."""
+@dataclass
+class Read:
+    """A folder as a run reads it: its splits (val None without --val-split), classes, the
+    run's channels and size, and the files skipped."""
+    train: Arrays
+    val: Arrays | None
+    test: Arrays
+    classes: list[str]
+    channels: int
+    size: int
+    skipped: list[str]
+
+
+def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
+    """The folder at root, split: decoded, or from the decode cache when nothing it depends on
+    changed. Splits are row numbers of the decoded arrays (splits.py), written as an entry of
+    their own, so a cached folder's splits are memory maps too, never a copy in memory."""
     found = find(root)
-    train, test, channels, size, skipped = _decoded(found, opts)
-    check_classes(found.classes, train[1], root / "train" if test is not None else root)
-    if test is None:  # held out: the same images for the same folder, fraction and seed
-        mask = held_out(train[1], opts.test_split, seed)
-        test, train = (train[0][mask], train[1][mask]), (train[0][~mask], train[1][~mask])
-    if not len(test[1]):
+    arrays, meta, name = _decoded(found, opts)
+    train_y = torch.from_numpy(arrays["train_y"])
+    check_classes(found.classes, train_y, root / "train" if meta["has_test"] else root)
+    rows: dict[str, tuple[str, torch.Tensor | None]] = {"test": ("test", None)}
+    train_rows = None
+    if not meta["has_test"]:  # held out: the same images for the same folder, fraction and seed
+        mask = splits.held_out(train_y, opts.test_split, seed)
+        rows["test"] = ("train", mask.nonzero().flatten())
+        train_rows = (~mask).nonzero().flatten()
+    if val_split:
+        n = len(train_y) if train_rows is None else len(train_rows)
+        val, kept = splits.val_rows(n, val_split, seed)
+        rows["val"] = ("train", val if train_rows is None else train_rows[val])
+        train_rows = kept if train_rows is None else train_rows[kept]
+    rows["train"] = ("train", train_rows)
+    out = _selected(arrays, rows, name, (opts.test_split, val_split, seed))
+    if not len(out["test"][1]):
         raise PtrainError(f"{root}: no usable test image (a test/ or val/ folder of class "
                           "folders, or classes of 2 images or more to hold some out)")
-    return train, test, found.classes, channels, size, skipped
+    return Read(out["train"], out.get("val"), out["test"], found.classes, meta["channels"],
+                meta["size"], meta["skipped"])
 
 
-def _decoded(found: Found, opts: Options):
-    """(train, test or None, channels, size, skipped), from the cache or decoded (and cached)."""
+def _selected(arrays: dict, rows: dict, name: str | None, params: tuple) -> dict[str, Arrays]:
+    """split -> (images, labels): rows (None: all) of a decoded split's arrays; from a cache
+    entry of their own where any split is a selection (made once per folder, split and seed)."""
+    def pick(source: str, index: torch.Tensor | None) -> Arrays:
+        x, y = (torch.from_numpy(arrays[f"{source}_{k}"]) for k in ("x", "y"))
+        return (x, y) if index is None else (x.index_select(0, index), y[index])
+    if all(index is None for _, index in rows.values()) or name is None:
+        return {split: pick(*how) for split, how in rows.items()}
+    derived = cache.derived_key(name, *params)
+    hit = cache.load(derived)
+    if hit is None and (w := cache.writer(derived)) is not None:
+        try:
+            for split, (source, index) in rows.items():
+                x, y = arrays[f"{source}_x"], arrays[f"{source}_y"]
+                index = torch.arange(len(y)) if index is None else index
+                cache.copy_rows(w.array(f"{split}_x", (len(index), *x.shape[1:]), np.uint8), x,
+                                index.numpy())
+                w.array(f"{split}_y", (len(index),), np.int64)[:] = y[index.numpy()]
+            w.commit({})
+            hit = cache.load(derived)
+        except OSError as e:
+            w.abort()
+            cache.cannot_write(e)
+    if hit is None:
+        return {split: pick(*how) for split, how in rows.items()}
+    return {split: (torch.from_numpy(hit[0][f"{split}_x"]), torch.from_numpy(hit[0][f"{split}_y"]))
+            for split in rows}
+
+
+def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, str | None]:
+    """(arrays train_x/_y and test_x/_y, meta, cache key or None), from the cache or decoded
+    (into the cache's memory maps where it can be written, else into memory)."""
     try:
         name = cache.key([("train", found.train), ("test", found.test or [])], found.skipped,
                          opts.channels, opts.image_size)
@@ -225,21 +249,37 @@ def _decoded(found: Found, opts: Options):
         name = None
     hit = cache.load(name) if name else None
     if hit is not None:
-        arrays, meta = hit
-        train = torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"])
-        test = (torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"])
-                ) if meta["has_test"] else None
-        return train, test, meta["channels"], meta["size"], meta["skipped"]
+        return (*hit, name)
     channels, size = shape(found, opts.channels, opts.image_size)
-    train = decode(found.train, channels, size, found.skipped)
-    test = decode(found.test, channels, size, found.skipped) if found.test is not None else None
-    if name:
-        held = test or (train[0][:0], train[1][:0])  # none: the split is made on each load
-        cache.save(name, {"train_x": train[0].numpy(), "train_y": train[1].numpy(),
-                          "test_x": held[0].numpy(), "test_y": held[1].numpy()},
-                   {"channels": channels, "size": size, "skipped": found.skipped,
-                    "has_test": test is not None})
-    return train, test, channels, size, found.skipped
+    w = cache.writer(name) if name else None
+    try:
+        arrays, rows = _decode_splits(found, channels, size, w)
+    except OSError as e:  # no room in the cache: decode into memory
+        w.abort()
+        cache.cannot_write(e)
+        arrays, rows, w = *_decode_splits(found, channels, size, None), None
+    meta = {"channels": channels, "size": size, "skipped": found.skipped,
+            "has_test": found.test is not None}
+    if w is not None:
+        w.commit(meta, rows)
+        hit = cache.load(name)
+        if hit is not None:
+            return (*hit, name)
+    return {k: a[:rows[k]] for k, a in arrays.items()}, meta, None
+
+
+def _decode_splits(found: Found, channels: int, size: int, w: cache.Writer | None):
+    """Each split decoded into an array of the writer's (or of memory): (arrays, rows filled)."""
+    arrays, rows = {}, {}
+    for split, files in (("train", found.train), ("test", found.test or [])):
+        shape_ = (len(files), channels, size, size)
+        x = w.array(f"{split}_x", shape_, np.uint8) if w else np.empty(shape_, np.uint8)
+        y = w.array(f"{split}_y", (len(files),), np.int64) if w else np.empty(len(files), np.int64)
+        labels = decode.into(x, files, found.skipped)
+        y[:len(labels)] = labels
+        arrays.update({f"{split}_x": x, f"{split}_y": y})
+        rows.update({f"{split}_x": len(labels), f"{split}_y": len(labels)})
+    return arrays, rows
 
 
 def stats(images: torch.Tensor) -> tuple[list[float], list[float]]:

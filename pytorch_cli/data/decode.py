@@ -1,0 +1,112 @@
+"""Many image files at once: read in worker processes, in order, with a progress bar.
+
+A folder run opens every file twice before its first step: once for its header (the run's
+channels and size depend on all of them), once to decode it at that shape. Both passes are
+the same map over the file list, done here by torch's DataLoader (forked workers, results in
+the list's order) in chunks, so each worker hands back a chunk, not an image. A file that
+fails gives its error line in place of a result, never an exception."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from pytorch_cli.data import images
+from pytorch_cli.platform import distributed
+from pytorch_cli.platform.errors import PtrainError
+
+CHUNK = 256  # files per worker hand-off: a 32x32 RGB chunk is 0.8 MB through the pipe
+SERIAL_BELOW = 2 * CHUNK  # fewer files than this: workers cost more to start than they save
+
+
+def workers(n: int) -> int:
+    """Worker processes for n files: one per core this process may use (at most 8), none for
+    a small folder or a one-core machine. PTRAIN_DECODE_WORKERS sets it (0: in-process)."""
+    if os.environ.get("PTRAIN_DECODE_WORKERS", "").strip():
+        return max(0, int(os.environ["PTRAIN_DECODE_WORKERS"]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 0 if n < SERIAL_BELOW or (cores or 1) < 2 else min(cores or 1, 8)
+
+
+class _Map(torch.utils.data.Dataset):
+    def __init__(self, fn: Callable[[Path], Any], paths: list[Path]):
+        self.fn, self.paths = fn, paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[Any, str]:
+        try:
+            return self.fn(self.paths[i]), ""
+        except PtrainError as e:  # it names the file
+            return None, str(e)
+
+
+def _chunk(items: list) -> list:
+    return items  # as they come: no tensor collation
+
+
+def _bar(total: int, what: str):
+    """A transient bar on a terminal's stderr (rank 0 only); None where nobody would see it."""
+    if not (sys.stderr.isatty() and distributed.world().main) or total < SERIAL_BELOW:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    bar = Progress("  " + what, BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True)
+    bar.add_task(what, total=total)
+    return bar
+
+
+def each(fn: Callable[[Path], Any], paths: list[Path], what: str) -> Iterator[tuple[Any, str]]:
+    """(fn(path), "") or (None, error line) for each path, in order; `what` labels the bar."""
+    # a generator of its own: the loader draws its workers' base seed from it, and from the
+    # global one (which then inits the model) without it: a cold run would train unlike a cached
+    loader = torch.utils.data.DataLoader(_Map(fn, paths), batch_size=CHUNK,
+                                         num_workers=workers(len(paths)), collate_fn=_chunk,
+                                         generator=torch.Generator())
+    bar = _bar(len(paths), what)
+    if bar is not None:
+        bar.start()
+    try:
+        for chunk in loader:
+            yield from chunk
+            if bar is not None:
+                bar.advance(bar.task_ids[0], len(chunk))
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
+def _read(path: Path, channels: int, size: int) -> np.ndarray:
+    return images.read_image(path, channels, size).numpy()
+
+
+def into(out: np.ndarray, files: list[tuple[Path, int]], skipped: list[str]) -> np.ndarray:
+    """Decode the files into `out` ((N, C, H, W) uint8, in memory or a memory map of the
+    cache), row after row at out's channels and size; the labels of the rows filled. A file
+    that fails to decode is skipped (its error line added to `skipped`): the rows filled are
+    the first len(labels)."""
+    channels, size = out.shape[1], out.shape[2]
+    labels, n = [], 0
+    decoded = each(functools.partial(_read, channels=channels, size=size), [p for p, _ in files],
+                   f"decoding {len(files):,} images")
+    for (_, label), (image, error) in zip(files, decoded):
+        if error:
+            skipped.append(error)
+            continue
+        out[n] = image
+        labels.append(label)
+        n += 1
+    return np.array(labels, dtype=np.int64)
+
+
+def headers(paths: list[Path]) -> Iterator[tuple[tuple[str, tuple[int, int]] | None, str]]:
+    """((PIL mode, (width, height)), "") or (None, error line) for each path, in order."""
+    return each(images.image_header, paths, f"reading {len(paths):,} image headers")

@@ -1,0 +1,73 @@
+"""Decoding many files at once (data/decode.py): worker processes give what one process gives,
+in the same order, with the same skipped files; a terminal sees a progress bar, a pipe none."""
+
+import os
+import pty
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pytorch_cli.data import decode
+
+
+def _files(root, n):
+    """n 8x8 RGB PNGs in two classes, every 100th one damaged (a PNG cut short)."""
+    files = []
+    g = np.random.default_rng(0)
+    root.mkdir()
+    for i in range(n):
+        path = root / f"{i}.png"
+        Image.fromarray(g.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+        if i % 100 == 7:
+            path.write_bytes(path.read_bytes()[:-30])
+        files.append((path, i % 2))
+    return files
+
+
+def _decode(files, workers, monkeypatch):
+    monkeypatch.setenv("PTRAIN_DECODE_WORKERS", str(workers))
+    out, skipped = np.zeros((len(files), 3, 8, 8), np.uint8), []
+    labels = decode.into(out, files, skipped)
+    return out[:len(labels)], labels, skipped
+
+
+def test_workers_decode_what_one_process_decodes_in_the_same_order(tmp_path, monkeypatch):
+    files = _files(tmp_path / "imgs", 2 * decode.CHUNK + 50)  # three chunks, the last short
+    one = _decode(files, 0, monkeypatch)
+    two = _decode(files, 2, monkeypatch)
+    assert len(one[1]) == len(files) - 6 and one[0].any()
+    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+    assert one[2] == two[2] and len(two[2]) == 6 and "7.png could not be decoded" in two[2][0]
+    first = np.asarray(Image.open(files[0][0])).transpose(2, 0, 1)
+    assert np.array_equal(two[0][0], first)  # row 0 is file 0, as PIL reads it
+
+
+def test_a_small_folder_or_one_core_decodes_in_process(monkeypatch):
+    assert decode.workers(decode.SERIAL_BELOW - 1) == 0
+    cores = len(os.sched_getaffinity(0))
+    assert decode.workers(10**6) == (min(cores, 8) if cores > 1 else 0)
+    monkeypatch.setenv("PTRAIN_DECODE_WORKERS", "3")
+    assert decode.workers(1) == 3
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_a_terminal_sees_a_progress_bar_and_a_pipe_sees_nothing(tmp_path, monkeypatch, terminal):
+    files = _files(tmp_path / "imgs", decode.SERIAL_BELOW)
+    main, other = pty.openpty() if terminal else os.pipe()
+    with os.fdopen(other, "w") as stream:
+        monkeypatch.setattr(sys, "stderr", stream)
+        _decode(files, 0, monkeypatch)
+    os.set_blocking(main, False)
+    seen = b""
+    try:
+        while chunk := os.read(main, 65536):
+            seen += chunk
+    except (BlockingIOError, OSError):  # drained (a pty's end reads EIO once closed)
+        pass
+    os.close(main)
+    if terminal:
+        assert b"decoding 512 images" in seen and b"/512" in seen  # then cleared: transient
+    else:
+        assert seen == b""
