@@ -45,7 +45,7 @@ def test_loader_workers_give_identical_batches():
 
 def test_crop_is_a_window_of_the_zero_padded_image_and_flip_mirrors():
     x = torch.randint(1, 256, (40, 3, 32, 32), dtype=torch.uint8)
-    out = batches.augment(x, CROP_FLIP, batches.draw_augment(40, CROP_FLIP, 32, seed=7))
+    out = batches.augment(x, CROP_FLIP, batches.draw_augment(40, CROP_FLIP, (32, 32), seed=7))
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     flipped = 0
     for i in range(len(x)):
@@ -55,7 +55,7 @@ def test_crop_is_a_window_of_the_zero_padded_image_and_flip_mirrors():
         assert plain or mirrored
         flipped += mirrored and not plain
     assert 5 < flipped < 35  # about half are mirrored
-    again = batches.augment(x, CROP_FLIP, batches.draw_augment(40, CROP_FLIP, 32, seed=7))
+    again = batches.augment(x, CROP_FLIP, batches.draw_augment(40, CROP_FLIP, (32, 32), seed=7))
     assert torch.equal(again, out)  # same seed, same batch
 
 
@@ -121,7 +121,7 @@ def test_epoch_plan_draws_what_the_per_batch_draws_did():
 def test_reflect_padding_crops_windows_of_the_mirrored_border():
     aug = batches.Augment("crop", pad=2, pad_mode="reflect")
     x = torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8)
-    draws = batches.draw_augment(30, aug, 32, seed=3)
+    draws = batches.draw_augment(30, aug, (32, 32), seed=3)
     assert int(draws[:2].max()) <= 4  # 2 px each way
     out = batches.augment(x, aug, draws)
     padded = torch.nn.functional.pad(x.float(), (2, 2, 2, 2), mode="reflect").to(torch.uint8)
@@ -135,15 +135,15 @@ def test_alternating_flips_mirror_each_image_every_other_epoch():
     n = 1000
     flips = []
     for epoch in range(4):
-        plan = batches.epoch_plan(n, 64, 5, epoch, aug, 32)
+        plan = batches.epoch_plan(n, 64, 5, epoch, aug, (32, 32))
         by_image = torch.empty(n, dtype=torch.int64)
         by_image[plan[0]] = plan[3]
         flips.append(by_image)
     assert 400 < int(flips[0].sum()) < 600  # the first epoch: half at random
     for a, b in zip(flips, flips[1:]):
         assert torch.equal(b, 1 - a)  # then every image switches each epoch
-    again = batches.epoch_plan(n, 64, 5, 2, aug, 32)
-    assert torch.equal(again, batches.epoch_plan(n, 64, 5, 2, aug, 32))  # seeded: the same again
+    again = batches.epoch_plan(n, 64, 5, 2, aug, (32, 32))
+    assert torch.equal(again, batches.epoch_plan(n, 64, 5, 2, aug, (32, 32)))  # seeded: again
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ def test_a_second_load_decodes_nothing_and_a_changed_file_is_decoded_again(tmp_p
 def test_another_size_or_a_new_file_is_another_entry(tmp_path):
     root = _folder(tmp_path / "imgs")
     _load(root)
-    datasets.load(catalog.FOLDER, str(root), folder=folders.Options(image_size=4))
+    datasets.load(catalog.FOLDER, str(root), folder=folders.Options(image_size=(4, 4)))
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "a" / "new.png")
     assert len(_load(root).train) + len(_load(root).test) == 7
     assert len(cache.entries()) == 3

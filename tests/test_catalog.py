@@ -7,9 +7,9 @@ import pytest
 
 from pytorch_cli.data.catalog import SPECS
 
-KNOWN = {  # name: (channels, size, classes)
-    "mnist": (1, 28, 10), "fashion-mnist": (1, 28, 10), "fake": (1, 28, 10),
-    "cifar10": (3, 32, 10), "cifar100": (3, 32, 100),
+KNOWN = {  # name: (channels, (height, width), classes)
+    "mnist": (1, (28, 28), 10), "fashion-mnist": (1, (28, 28), 10), "fake": (1, (28, 28), 10),
+    "cifar10": (3, (32, 32), 10), "cifar100": (3, (32, 32), 100),
 }
 
 

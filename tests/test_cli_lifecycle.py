@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import re
 import signal
 import time
@@ -301,3 +302,32 @@ def test_a_folder_of_real_digits_trains_evaluates_predicts_exports_and_resumes(p
         assert (run / f"model{suffix}").exists(), fmt
     assert ptrain("resume", run, "--epochs", "3", "--quiet").code == 0
     assert read_metrics(run, ("epoch",))[-1]["epoch"] == 3
+
+
+def test_a_folder_run_at_height_by_width_trains_evaluates_predicts_and_exports(ptrain, tmp_path):
+    """--image-size 24x32: images of several sizes and aspects resized to 24 high, 32 wide, the
+    same in training, eval, predict and the exported model."""
+    from PIL import Image
+    g = torch.Generator().manual_seed(0)
+    for c, tint in (("blue", 2), ("red", 0)):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(12):
+            pixels = torch.randint(0, 90, (30 + i, 40, 3), generator=g, dtype=torch.uint8)
+            pixels[..., tint] += 160
+            Image.fromarray(pixels.numpy()).save(tmp_path / "imgs" / c / f"{i}.png")
+    r = ptrain("train", "--dataset", "folder", "--data-dir", tmp_path / "imgs", "--image-size",
+               "24x32", "--epochs", "3", "--batch-size", "8", "--run-dir", "run")
+    assert r.code == 0, r.err
+    run = tmp_path / "run"
+    meta = torch.load(run / "model.pth", weights_only=True)["meta"]
+    assert meta["image_size"] == [24, 32] and meta["in_channels"] == 3
+    final = read_metrics(run, ("epoch",))[-1]
+    ev = ptrain("eval", run, "--json").json()
+    assert (ev["correct"], ev["total"]) == (final["test_correct"], final["test_total"])
+    Image.new("RGB", (90, 20), (250, 30, 30)).save(tmp_path / "wide.png")  # any size: resized
+    top = ptrain("predict", run, tmp_path / "wide.png", "--json").json()["results"][0]["top"][0]
+    assert top["class"] == "red"
+    done = ptrain("export", run, "-f", "onnx")
+    assert done.code == 0 and "verified" in done.out, done.err
+    sidecar = json.loads((run / "model.onnx.json").read_text())
+    assert sidecar["input_shape"] == ["batch", 3, 24, 32]

@@ -167,3 +167,24 @@ def test_every_numeric_setting_refuses_absurd_values(name):
             continue
         with pytest.raises(UsageError, match="--" + name.replace("_", "-")):
             configlib.resolve(overrides={name: value})
+
+
+@pytest.mark.parametrize("value, size", [
+    (0, None), ("0", None), (28, (28, 28)), ("28", (28, 28)), ("24x32", (24, 32)),
+    (" 96X128 ", (96, 128)), ("3x5", "bad"), ("2000", "bad"), ("24x", "bad"), ("axb", "bad"),
+    ("24x32x3", "bad"), (-5, "bad"), ("1e3", "bad"), (10**30, "bad"), ("24x2000", "bad")])
+def test_image_size_takes_n_or_height_by_width(value, size):
+    if size == "bad":
+        with pytest.raises(UsageError, match=r"--image-size must be 0 \(auto\), N or HxW, each "
+                                             r"side 4 to 1024"):
+            configlib.resolve(overrides={"dataset": "folder", "image_size": value})
+        return
+    cfg = configlib.resolve(overrides={"dataset": "folder", "image_size": value})
+    assert catalog.parse_size(cfg.image_size) == size
+
+
+def test_image_size_in_a_file_is_a_number_or_a_string(tmp_path):
+    for text, size in (("image_size = 24", (24, 24)), ('image_size = "24x32"', (24, 32))):
+        (tmp_path / "c.toml").write_text(f'dataset = "folder"\n{text}\n')
+        cfg = configlib.resolve(tmp_path / "c.toml")
+        assert catalog.parse_size(cfg.image_size) == size

@@ -79,7 +79,7 @@ def test_train_and_test_folders_give_sorted_classes_and_the_test_folders_images(
     d = load(tmp_path)
     assert d.classes == ["ant", "cat", "dog"]
     assert pairs(d.train, d.classes) == train and pairs(d.test, d.classes) == test
-    assert d.spec.channels == 3 and d.spec.size == 8 and d.spec.num_classes == 3
+    assert d.spec.channels == 3 and d.spec.size == (8, 8) and d.spec.num_classes == 3
     assert d.spec.name == catalog.FOLDER and not d.skipped and deep.is_file()
 
 
@@ -378,7 +378,7 @@ def test_sixteen_bit_gray_is_scaled_to_eight_bits_not_clipped(tmp_path):
 def test_default_size_is_the_images_own(tmp_path):
     write_classes(tmp_path, {"a": 2, "b": 2}, size=(12, 12))
     d = load(tmp_path)
-    assert d.spec.size == 12 and d.train.images.shape[2:] == (12, 12)
+    assert d.spec.size == (12, 12) and d.train.images.shape[2:] == (12, 12)
 
 
 def test_mixed_sizes_need_image_size(tmp_path):
@@ -387,17 +387,26 @@ def test_mixed_sizes_need_image_size(tmp_path):
     one_line_error(UsageError, tmp_path, "8x8", "12x12", "--image-size")
 
 
-def test_non_square_images_need_image_size(tmp_path):
+def test_non_square_images_of_one_size_keep_it(tmp_path):
+    write_classes(tmp_path, {"a": 2, "b": 2}, size=(12, 8))  # PIL's (width, height)
+    d = load(tmp_path)
+    assert d.spec.size == (8, 12) and d.train.images.shape[2:] == (8, 12)  # height x width
+    write_classes(tmp_path, {"c": 2}, size=(8, 12), start=10)
+    one_line_error(UsageError, tmp_path, "8x12", "12x8", "(height x width)", "N or HxW")
+
+
+def test_image_size_h_by_w_resizes_to_that_height_and_width(tmp_path):
     write_classes(tmp_path, {"a": 2, "b": 2}, size=(12, 8))
-    one_line_error(UsageError, tmp_path, "12x8", "--image-size")
+    d = load(tmp_path, image_size=(10, 20), test_split=0.5)
+    assert d.spec.size == (10, 20) and d.train.images.shape[1:] == (3, 10, 20)
 
 
 def test_image_size_resizes_every_image(tmp_path):
     write_classes(tmp_path, {"a": 2}, size=(8, 8))
     write_classes(tmp_path, {"b": 2}, size=(12, 20), start=10)
     save(tmp_path / "b/flat.png", Image.new("RGB", (30, 10), (40, 80, 120)))
-    d = load(tmp_path, image_size=16, test_split=0.4)
-    assert d.spec.size == 16
+    d = load(tmp_path, image_size=(16, 16), test_split=0.4)
+    assert d.spec.size == (16, 16)
     x = torch.cat([d.train.images, d.test.images])
     assert x.shape == (5, 3, 16, 16)
     flat = [img for img in x if int(img.max()) == 120 and int(img.min()) == 40]
@@ -408,8 +417,8 @@ def test_images_over_max_image_size_are_a_usage_error(tmp_path):
     write_classes(tmp_path / "small", {"a": 2, "b": 2})
     most = catalog.MAX_IMAGE_SIZE
     one_line_error(UsageError, tmp_path / "small", f"{most + 1}x{most + 1}", f"at most {most}",
-                   image_size=most + 1)
-    assert load(tmp_path / "small", image_size=most).spec.size == most
+                   image_size=(most + 1, most + 1))
+    assert load(tmp_path / "small", image_size=(most, most)).spec.size == (most, most)
 
     for cls in "ab":
         save(tmp_path / "big" / cls / "x.png", Image.new("L", (most + 1, most + 1)))

@@ -54,5 +54,5 @@ def test_a_model_that_cannot_take_the_size_is_one_line():
     model = zoo.build("torchvision:vit_b_32", 3, 10, 32)
     with pytest.raises(UsageError, match=r"--model torchvision:vit_b_32 cannot take 32x32 "
                                          r"images \(.*\); a folder run can resize"):
-        zoo.check_input(model, "torchvision:vit_b_32", 3, 32)
+        zoo.check_input(model, "torchvision:vit_b_32", 3, (32, 32))
     assert model.training  # the probe leaves the mode as it was

@@ -20,7 +20,7 @@ def read_fails(path, *fragments) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(PtrainError) as e:
-            images.read_image(path, 1, 28)
+            images.read_image(path, 1, (28, 28))
     assert "\n" not in str(e.value) and str(path) in str(e.value)
     for fragment in fragments:
         assert fragment in str(e.value), str(e.value)
@@ -67,9 +67,9 @@ def test_decompression_bomb_is_refused_in_one_line(tmp_path, side):
 def test_read_image_converts_mode_and_size(tmp_path):
     from PIL import Image
     Image.new("RGB", (50, 40), (255, 0, 0)).save(tmp_path / "red.png")
-    gray = images.read_image(tmp_path / "red.png", 1, 28)
+    gray = images.read_image(tmp_path / "red.png", 1, (28, 28))
     assert gray.shape == (1, 28, 28) and gray.dtype == torch.uint8 and int(gray[0, 0, 0]) == 76
-    rgb = images.read_image(tmp_path / "red.png", 3, 32)
+    rgb = images.read_image(tmp_path / "red.png", 3, (32, 32))
     assert rgb.shape == (3, 32, 32) and rgb[:, 5, 5].tolist() == [255, 0, 0]
 
 
@@ -110,7 +110,7 @@ def test_read_image_of_each_mode(tmp_path, mode):
     assert images.image_header(path) == (mode, (8, 8))
     assert (mode in images.GRAY_MODES) == (mode in ("L", "LA", "I;16", "1"))
     gray, rgb = MODES[mode]
-    one, three = images.read_image(path, 1, 8), images.read_image(path, 3, 8)
+    one, three = images.read_image(path, 1, (8, 8)), images.read_image(path, 3, (8, 8))
     assert one.shape == (1, 8, 8) and three.shape == (3, 8, 8)
     assert one.dtype == three.dtype == torch.uint8
     assert int(one[0, 2, 3]) == gray and three[:, 2, 3].tolist() == rgb
@@ -118,11 +118,11 @@ def test_read_image_of_each_mode(tmp_path, mode):
     assert int(one[0, 7, 7]) == background and three[:, 7, 7].tolist() == [background] * 3
     if mode == "I;16":
         assert int(one[0, 0, 0]) == 128  # 32896 / 65535 x 255, scaled, not clipped at 255
-    assert images.read_image(path, 1, 16).shape == (1, 16, 16)
+    assert images.read_image(path, 1, (16, 16)).shape == (1, 16, 16)
 
 
 def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path):
     a = np.array([[0, 257, 1000, 32896, 65535]], np.uint16)
     Image.fromarray(a).save(tmp_path / "wide.png")
-    x = images.read_image(tmp_path / "wide.png", 1, 5)  # resized 5x1 -> 5x5: rows repeat
+    x = images.read_image(tmp_path / "wide.png", 1, (5, 5))  # resized 5x1 -> 5x5: rows repeat
     assert x[0, 2].tolist() == [0, 1, 4, 128, 255]

@@ -205,6 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     code = _run(list(sys.argv[1:] if argv is None else argv))
     if argv is None:
         signals.exit_quietly(code)  # a Ctrl-C while the interpreter shuts down: no traceback
+        # a torchrun worker (gloo's threads abort its teardown); the module is looked up, not
+        # imported: it imports torch, which --help and `ptrain runs` never load
+        distributed = sys.modules.get("pytorch_cli.platform.distributed")
+        if distributed is not None and distributed.joined():
+            distributed.exit_now(code)
     sys.exit(code)
 
 

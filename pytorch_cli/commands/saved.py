@@ -72,7 +72,7 @@ def saved_config(values: dict, path: Path) -> configlib.TrainConfig:
 def rebuild(state_dict: dict, meta: dict, path: Path) -> torch.nn.Module:
     """The model meta describes, with the file's weights: names and shapes must fit exactly."""
     model = models.build(
-        meta["model"], meta["in_channels"], meta["num_classes"], meta["image_size"]
+        meta["model"], meta["in_channels"], meta["num_classes"], models.meta_size(meta)
     )
     try:
         model.load_state_dict(checkpoint.clean_state_dict(state_dict))
@@ -86,7 +86,7 @@ def rebuild(state_dict: dict, meta: dict, path: Path) -> torch.nn.Module:
 def _data(loaded: Loaded, data_dir: str = "", download: bool = True) -> datasets.Data:
     """The model's dataset, read with the run's own settings (folder, val split, seed)."""
     c, meta = loaded.config, loaded.meta
-    folder = folders.Options(meta["in_channels"], meta["image_size"], c.get("test_split", 0.2),
+    folder = folders.Options(meta["in_channels"], models.meta_size(meta), c.get("test_split", 0.2),
                              stats=(meta["mean"], meta["std"]))  # decoded as it trained
     data = datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
                          c.get("val_split", 0.0), c.get("seed", 1), folder)
@@ -130,7 +130,7 @@ def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str
         verified_on = "test images"
     except PtrainError:
         g = torch.Generator().manual_seed(0)
-        size = (64, meta["in_channels"], meta["image_size"], meta["image_size"])
+        size = (64, meta["in_channels"], *models.meta_size(meta))
         sample, verified_on = torch.rand(size, generator=g), "random images (dataset not found)"
     result = export.export(loaded.model, batches.Normalize(meta["mean"], meta["std"]), meta,
                            sample, fmt, output, str(source))
@@ -159,7 +159,7 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
                             f"({', '.join(folders.IMAGE_EXTENSIONS)})"})
             continue
         try:
-            x = read_image(image, meta["in_channels"], meta["image_size"])
+            x = read_image(image, meta["in_channels"], models.meta_size(meta))
         except PtrainError as e:  # missing, not an image, truncated: say which and go on
             results.append({"image": str(image), "error": str(e)})
             continue

@@ -58,8 +58,8 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(mix(seed, epoch)))
 
 
-def pad_for(size: int) -> int:
-    return 4 if size >= 32 else 2  # the CIFAR standard; 2 px for 28x28 digits
+def pad_for(size: tuple[int, int]) -> int:
+    return 4 if min(size) >= 32 else 2  # the CIFAR standard; 2 px for 28x28 digits
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,11 @@ class Augment:
     pad_mode: str = "zero"  # zero | reflect
     flip: str = "random"  # random: each image, each epoch | alternate: every other epoch
 
-    def padding(self, size: int) -> int:
+    def padding(self, size: tuple[int, int]) -> int:
         return self.pad or pad_for(size)
 
 
-def draw_augment(n: int, aug: Augment, size: int, seed: int) -> torch.Tensor:
+def draw_augment(n: int, aug: Augment, size: tuple[int, int], seed: int) -> torch.Tensor:
     """One batch's random crop offsets and flips, on the host: (3, n) int64 rows dy, dx, flip."""
     g = torch.Generator().manual_seed(seed)
     pad = aug.padding(size)
@@ -94,7 +94,7 @@ def augment(x: torch.Tensor, aug: Augment, draws: torch.Tensor) -> torch.Tensor:
     if aug.kind == "none":
         return x
     n, c, h, w = x.shape
-    pad = aug.padding(h)
+    pad = aug.padding((h, w))
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad),
                                      mode="reflect" if aug.pad_mode == "reflect" else "constant")
     j = torch.arange(w, device=x.device).expand(n, w)
@@ -107,7 +107,7 @@ def augment(x: torch.Tensor, aug: Augment, draws: torch.Tensor) -> torch.Tensor:
 
 
 def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, aug: Augment,
-               size: int) -> torch.Tensor:
+               size: tuple[int, int]) -> torch.Tensor:
     """The whole epoch's randomness, drawn on the host once (to be moved in one copy): row 0 the
     shuffled order, rows 1-3 each image's crop offsets and flip. Each batch's draws come from
     its own (seed, epoch, batch) generator, so they do not depend on where an epoch starts.

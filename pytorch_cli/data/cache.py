@@ -33,8 +33,9 @@ def root() -> Path:
     return Path(os.environ.get("PTRAIN_CACHE_DIR") or "~/.cache/ptrain").expanduser() / "folders"
 
 
-def key(listing: list[tuple[str, list]], skipped: list[str], channels: int, size: int) -> str:
-    """listing: (split, [(path, label)...]) in order."""
+def key(listing: list[tuple[str, list]], skipped: list[str], channels: int,
+        size: tuple[int, int] | None) -> str:
+    """listing: (split, [(path, label)...]) in order; size (height, width), None: the images'."""
     h = hashlib.sha256(json.dumps([VERSION, channels, size, skipped]).encode())
     for split, found in listing:
         for path, label in found:

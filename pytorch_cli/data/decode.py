@@ -84,7 +84,7 @@ def each(fn: Callable[[Path], Any], paths: list[Path], what: str) -> Iterator[tu
             bar.stop()
 
 
-def _read(path: Path, channels: int, size: int) -> np.ndarray:
+def _read(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
     return images.read_image(path, channels, size).numpy()
 
 
@@ -93,7 +93,7 @@ def into(out: np.ndarray, files: list[tuple[Path, int]], skipped: list[str]) -> 
     cache), row after row at out's channels and size; the labels of the rows filled. A file
     that fails to decode is skipped (its error line added to `skipped`): the rows filled are
     the first len(labels)."""
-    channels, size = out.shape[1], out.shape[2]
+    channels, size = out.shape[1], tuple(out.shape[2:])
     labels, n = [], 0
     decoded = each(functools.partial(_read, channels=channels, size=size), [p for p, _ in files],
                    f"decoding {len(files):,} images")

@@ -28,10 +28,11 @@ TEST_FOLDERS = ("test", "val")
 
 @dataclass(frozen=True)
 class Options:
-    """What a folder run is decoded as: 0 = from the images (auto); `stats`: the mean and std a
-    saved model was trained with (else computed from the training images)."""
+    """What a folder run is decoded as: 0 and None = from the images (auto); image_size is
+    (height, width); `stats`: the mean and std a saved model was trained with (else computed
+    from the training images)."""
     channels: int = 0
-    image_size: int = 0
+    image_size: tuple[int, int] | None = None
     test_split: float = 0.2
     stats: tuple[list[float], list[float]] | None = None
 
@@ -123,9 +124,9 @@ def find(root: Path) -> Found:
     return Found(classes, files(train), files(test) if test is not None else None, skipped)
 
 
-def shape(found: Found, channels: int, size: int) -> tuple[int, int]:
-    """(channels, size) of the run: as given, or from the images' headers: 1 channel when every
-    image is grayscale, else 3; the images' own size when they all share one, square. A file
+def shape(found: Found, channels: int, size: tuple[int, int] | None) -> tuple[int, tuple]:
+    """(channels, (height, width)) of the run: as given, or from the images' headers: 1 channel
+    when every image is grayscale, else 3; the images' own size when they all share one. A file
     whose header is unreadable leaves the file lists here (and is added to the skipped ones)."""
     sizes, gray = set(), True
 
@@ -137,7 +138,7 @@ def shape(found: Found, channels: int, size: int) -> tuple[int, int]:
                 found.skipped.append(error)
                 continue
             kept.append((path, label))
-            sizes.add(header[1])
+            sizes.add((header[1][1], header[1][0]))  # PIL's (width, height)
             gray = gray and header[0] in images.GRAY_MODES
         return kept
     found.train = readable(found.train)
@@ -145,16 +146,17 @@ def shape(found: Found, channels: int, size: int) -> tuple[int, int]:
     if not sizes:
         raise PtrainError("--dataset folder: no readable images in the class folders")
     if not size:
-        if len(sizes) > 1 or next(iter(sizes))[0] != next(iter(sizes))[1]:
-            seen = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:4])
+        if len(sizes) > 1:
+            seen = ", ".join(map(catalog.size_text, sorted(sizes)[:4]))
             more = f" and {len(sizes) - 4} more" if len(sizes) > 4 else ""
-            raise UsageError(f"--dataset folder: the images are {seen}{more}; pass --image-size N "
-                             "(every image is then resized to NxN)")
-        size = next(iter(sizes))[0]
-    if size > catalog.MAX_IMAGE_SIZE:
+            raise UsageError(f"--dataset folder: the images are {seen}{more} (height x width); "
+                             "pass --image-size N or HxW (every image is then resized to it)")
+        size = next(iter(sizes))
+    if max(size) > catalog.MAX_IMAGE_SIZE:
         most = catalog.MAX_IMAGE_SIZE
-        raise UsageError(f"--dataset folder: images of {size}x{size} are over the {most} px "
-                         f"ptrain decodes into memory; pass --image-size N (at most {most})")
+        raise UsageError(f"--dataset folder: images of {catalog.size_text(size)} are over the "
+                         f"{most} px a side ptrain decodes into memory; pass --image-size N or "
+                         f"HxW (at most {most} a side)")
     return channels or (1 if gray else 3), size
 
 
@@ -178,7 +180,7 @@ class Read:
     test: Arrays
     classes: list[str]
     channels: int
-    size: int
+    size: tuple[int, int]  # (height, width)
     skipped: list[str]
 
 
@@ -207,7 +209,7 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
         raise PtrainError(f"{root}: no usable test image (a test/ or val/ folder of class "
                           "folders, or classes of 2 images or more to hold some out)")
     return Read(out["train"], out.get("val"), out["test"], found.classes, meta["channels"],
-                meta["size"], meta["skipped"])
+                tuple(meta["size"]), meta["skipped"])
 
 
 def _selected(arrays: dict, rows: dict, name: str | None, params: tuple) -> dict[str, Arrays]:
@@ -258,7 +260,7 @@ def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, 
         w.abort()
         cache.cannot_write(e)
         arrays, rows, w = *_decode_splits(found, channels, size, None), None
-    meta = {"channels": channels, "size": size, "skipped": found.skipped,
+    meta = {"channels": channels, "size": list(size), "skipped": found.skipped,
             "has_test": found.test is not None}
     if w is not None:
         w.commit(meta, rows)
@@ -272,7 +274,7 @@ def _decode_splits(found: Found, channels: int, size: int, w: cache.Writer | Non
     """Each split decoded into an array of the writer's (or of memory): (arrays, rows filled)."""
     arrays, rows = {}, {}
     for split, files in (("train", found.train), ("test", found.test or [])):
-        shape_ = (len(files), channels, size, size)
+        shape_ = (len(files), channels, *size)
         x = w.array(f"{split}_x", shape_, np.uint8) if w else np.empty(shape_, np.uint8)
         y = w.array(f"{split}_y", (len(files),), np.int64) if w else np.empty(len(files), np.int64)
         labels = decode.into(x, files, found.skipped)

@@ -66,11 +66,11 @@ def _convert(img, mode: str):
     return img.convert(mode)
 
 
-def read_image(path: Path, channels: int, size: int) -> torch.Tensor:
+def read_image(path: Path, channels: int, size: tuple[int, int]) -> torch.Tensor:
     """An image file of any size or mode (L, LA, RGB, RGBA, P, CMYK, I;16...) as the model sees
     its data, in training (--dataset folder), evaluation and predict alike: converted to
-    grayscale or RGB, resized to size x size (bilinear, antialiased when shrinking), uint8
-    (C, H, W)."""
+    grayscale or RGB, resized to size = (height, width) (bilinear, antialiased when shrinking;
+    the aspect ratio is not kept), uint8 (C, H, W)."""
     from PIL import Image
     with io.BytesIO(read_bytes(path, "give an image file")) as f:
         try:
@@ -80,7 +80,8 @@ def read_image(path: Path, channels: int, size: int) -> torch.Tensor:
                 warnings.simplefilter("ignore")
                 with _open(path, f) as img:
                     img = _convert(img, "L" if channels == 1 else "RGB")
-                    img = img.resize((size, size), Image.BILINEAR)
+                    if img.size != (size[1], size[0]):  # PIL's sizes are (width, height)
+                        img = img.resize((size[1], size[0]), Image.BILINEAR)
         except PtrainError:
             raise
         except Exception as e:  # "image file is truncated", broken PNG chunks, bad JPEG data

@@ -91,9 +91,9 @@ def mnist_split(images_path: Path, labels_path: Path, spec: Spec) -> tuple[np.nd
     n, h, w = images.shape
     if n == 0:
         raise PtrainError(f"{images_path} holds no images; {REPLACE}")
-    if (h, w) != (spec.size, spec.size):
+    if (h, w) != spec.size:
         raise PtrainError(f"{images_path} holds {h}x{w} images, but {spec.name}'s are "
-                          f"{spec.size}x{spec.size}; {REPLACE}")
+                          f"{spec.size[0]}x{spec.size[1]}; {REPLACE}")
     labels = read_idx(labels_path, 1).astype(np.int64)
     if len(labels) != n:
         raise PtrainError(f"{images_path} holds {n} images but {labels_path} {len(labels)} "

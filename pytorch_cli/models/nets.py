@@ -1,5 +1,6 @@
 """The nets of the zoo (zoo.py names them): each takes (in_channels, num_classes, image_size) and
-returns logits. Imported only when a model is built: torch is heavy to import."""
+returns logits; image_size is (height, width), or N for a square. Imported only when a model is
+built: torch is heavy to import."""
 
 from __future__ import annotations
 
@@ -8,18 +9,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _sides(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width); an int is a square."""
+    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+
+
 class LeNet(nn.Module):
     """The net of the classic argparse MNIST example these flags come from (as in the
     Grokking-PyTorch notes): conv10 -> pool -> relu, conv20 -> Dropout2d -> pool -> relu,
     fc50 -> relu, fc. No dropout after fc1. Its parameter names, so that script's weights load."""
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int):
+    def __init__(self, in_channels: int, num_classes: int, image_size: int | tuple[int, int]):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
         self.conv2_drop = nn.Dropout2d()
-        side = ((image_size - 4) // 2 - 4) // 2
-        self.fc1 = nn.Linear(20 * side * side, 50)
+        h, w = (((side - 4) // 2 - 4) // 2 for side in _sides(image_size))
+        self.fc1 = nn.Linear(20 * h * w, 50)
         self.fc2 = nn.Linear(50, num_classes)
 
     def forward(self, x):
@@ -31,14 +37,14 @@ class LeNet(nn.Module):
 class MnistCNN(nn.Module):
     """pytorch/examples mnist/main.py `Net` (same parameter names, so its state_dict loads)."""
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int):
+    def __init__(self, in_channels: int, num_classes: int, image_size: int | tuple[int, int]):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 32, 3, 1)
         self.conv2 = nn.Conv2d(32, 64, 3, 1)
         self.dropout1 = nn.Dropout(0.25)
         self.dropout2 = nn.Dropout(0.5)
-        side = (image_size - 4) // 2
-        self.fc1 = nn.Linear(64 * side * side, 128)
+        h, w = ((side - 4) // 2 for side in _sides(image_size))
+        self.fc1 = nn.Linear(64 * h * w, 128)
         self.fc2 = nn.Linear(128, num_classes)
 
     def forward(self, x):
@@ -52,13 +58,13 @@ class MnistCNN(nn.Module):
 class CifarNet(nn.Module):
     """The net of PyTorch's "Training a classifier" CIFAR-10 tutorial."""
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int):
+    def __init__(self, in_channels: int, num_classes: int, image_size: int | tuple[int, int]):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 6, 5)
         self.pool = nn.MaxPool2d(2, 2)
         self.conv2 = nn.Conv2d(6, 16, 5)
-        side = ((image_size - 4) // 2 - 4) // 2
-        self.fc1 = nn.Linear(16 * side * side, 120)
+        h, w = (((side - 4) // 2 - 4) // 2 for side in _sides(image_size))
+        self.fc1 = nn.Linear(16 * h * w, 120)
         self.fc2 = nn.Linear(120, 84)
         self.fc3 = nn.Linear(84, num_classes)
 
@@ -75,7 +81,7 @@ class FastCNN(nn.Module):
     what lets a large batch and a high learning rate reach 99% on MNIST within an epoch or two;
     8M multiply-adds per image, a third fewer than mnist-cnn."""
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int):
+    def __init__(self, in_channels: int, num_classes: int, image_size: int | tuple[int, int]):
         super().__init__()
         layers, width = [], in_channels
         for out in (32, 64, 128):
@@ -107,7 +113,7 @@ class Airbench(nn.Module):
     `whiten_from`, GELU, three groups conv-pool-BN-GELU-conv-BN-GELU (64/256/256, no conv
     biases, BN scales frozen), a global max-pool and a bias-free linear head scaled by 1/9."""
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int,
+    def __init__(self, in_channels: int, num_classes: int, image_size: int | tuple[int, int],
                  widths: tuple[int, int, int] = (64, 256, 256)):
         super().__init__()
         self.whiten = nn.Conv2d(in_channels, 2 * in_channels * 4, 2)
@@ -152,7 +158,7 @@ def whiten_from(model: Airbench, images: torch.Tensor, eps: float = 5e-4, chunk:
     weight.copy_(torch.cat([filters, -filters]).to(weight))
 
 
-def resnet18(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+def resnet18(in_channels: int, num_classes: int, image_size: int | tuple[int, int]) -> nn.Module:
     """torchvision's ResNet-18 with the usual small-image stem: 3x3 stride-1 conv, no max-pool."""
     import torchvision  # here: it imports torch._dynamo (seconds), which the other nets never need
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)

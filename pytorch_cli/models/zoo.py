@@ -17,7 +17,7 @@ from pytorch_cli.platform.errors import DamagedFile, UsageError
 
 
 def _net(name: str) -> Callable:
-    def build(in_channels: int, num_classes: int, image_size: int):
+    def build(in_channels: int, num_classes: int, image_size: tuple[int, int]):
         from pytorch_cli.models import nets
         return getattr(nets, name)(in_channels, num_classes, image_size)
     build.__qualname__ = build.__name__ = name
@@ -77,7 +77,7 @@ def set_trainable_for_epoch(model, name: str, epoch: int) -> bool:
     return changed
 
 
-def build(name: str, in_channels: int, num_classes: int, image_size: int,
+def build(name: str, in_channels: int, num_classes: int, image_size: tuple[int, int],
           init: str = "default"):
     from torch import nn
     if hub.is_hub_name(name):
@@ -94,19 +94,20 @@ def build(name: str, in_channels: int, num_classes: int, image_size: int,
     return model
 
 
-def check_input(model, name: str, in_channels: int, image_size: int) -> None:
+def check_input(model, name: str, in_channels: int, image_size: tuple[int, int]) -> None:
     """One forward of two blank images: a model that cannot take the run's image size (a ViT
     wants 224, VGG at least 32...) is one line before training, not a traceback in it."""
     import torch
     was = model.training
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(2, in_channels, image_size, image_size,
+            model.eval()(torch.zeros(2, in_channels, *image_size,
                                      device=next(model.parameters()).device))
     except (RuntimeError, ValueError, AssertionError, IndexError) as e:
         detail = " ".join(str(e).split())[:160]
-        raise UsageError(f"--model {name} cannot take {image_size}x{image_size} images "
-                         f"({detail}); a folder run can resize them with --image-size N") from None
+        raise UsageError(f"--model {name} cannot take {catalog.size_text(image_size)} images "
+                         f"({detail}); a folder run can resize them with --image-size N or "
+                         "HxW") from None
     finally:
         model.train(was)
 
@@ -119,13 +120,20 @@ def describe(name: str, spec, classes: list[str]) -> dict:
     """What rebuilds a model and its preprocessing without any flag (saved as "meta");
     `spec` is the dataset's Spec."""
     return {"model": name, "dataset": spec.name, "in_channels": spec.channels,
-            "num_classes": spec.num_classes, "image_size": spec.size, "mean": list(spec.mean),
+            "num_classes": spec.num_classes, "image_size": catalog.saved_size(spec.size),
+            "mean": list(spec.mean),
             "std": list(spec.std), "classes": list(classes)}
 
 
-# What describe() writes, by field; check_meta holds a loaded file to it.
+# What describe() writes, by field; check_meta holds a loaded file to it. image_size: an int
+# (square), or [height, width]
 META_TYPES = {"model": str, "dataset": str, "in_channels": int, "num_classes": int,
-              "image_size": int, "mean": list, "std": list, "classes": list}
+              "image_size": (int, list), "mean": list, "std": list, "classes": list}
+
+
+def meta_size(meta: dict) -> tuple[int, int]:
+    """(height, width) of a saved model's images (its meta checked by check_meta)."""
+    return catalog.parse_size(meta["image_size"])
 
 
 def check_meta(meta, path) -> None:
@@ -137,7 +145,8 @@ def check_meta(meta, path) -> None:
         if key not in meta:
             raise DamagedFile(path, f"its meta has no {key!r}")
         if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
-            raise DamagedFile(path, f"its meta {key!r} is {meta[key]!r}, not a {kind.__name__}")
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise DamagedFile(path, f"its meta {key!r} is {meta[key]!r}, not a {names}")
     for key, ok, names in (("model", known, MODEL_NAMES),
                            ("dataset", catalog.DATASETS.__contains__, "|".join(catalog.DATASETS))):
         if not ok(meta[key]):
@@ -162,17 +171,25 @@ def check_meta(meta, path) -> None:
 def _check_shape(meta: dict, path) -> None:
     """A built-in dataset fixes the shapes the model was built for (describe() copies them); a
     folder's are within what --channels and --image-size take."""
+    size = catalog.parse_size(meta["image_size"])
+    if size is None:  # 0, [3], [True, 2], [1.5, 2]...
+        raise DamagedFile(path, f"its meta 'image_size' is {meta['image_size']!r}, not a size "
+                          "(N, or [height, width])")
     if meta["dataset"] == catalog.FOLDER:
-        ranges = {"in_channels": (1, 3), "num_classes": (2, 100_000),
-                  "image_size": (4, catalog.MAX_IMAGE_SIZE)}
+        ranges = {"in_channels": (1, 3), "num_classes": (2, 100_000)}
         for key, (low, high) in ranges.items():
             if not low <= meta[key] <= high or (key == "in_channels" and meta[key] == 2):
                 raise DamagedFile(path, f"its meta {key!r} is {meta[key]}, outside what a "
                                   f"folder run has ({low} to {high})")
+        if not catalog.size_ok(catalog.size_text(size)):
+            raise DamagedFile(path, f"its meta 'image_size' is {meta['image_size']}, outside "
+                              f"what a folder run has (4 to {catalog.MAX_IMAGE_SIZE})")
         return
     spec = catalog.SPECS[meta["dataset"]]
-    for key, value in (("in_channels", spec.channels), ("num_classes", spec.num_classes),
-                       ("image_size", spec.size)):
-        if meta[key] != value:
-            raise DamagedFile(path, f"its meta {key!r} is {meta[key]}, but {spec.name} has "
-                              f"{value}")
+    for key, value, wanted in (("in_channels", meta["in_channels"], spec.channels),
+                               ("num_classes", meta["num_classes"], spec.num_classes),
+                               ("image_size", size, spec.size)):
+        if value != wanted:
+            shown = meta[key]
+            want = catalog.saved_size(wanted) if key == "image_size" else wanted
+            raise DamagedFile(path, f"its meta {key!r} is {shown}, but {spec.name} has {want}")

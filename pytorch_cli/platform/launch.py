@@ -55,9 +55,20 @@ def handoff(argv: list[str], nproc: int, max_restarts: int, run_dir: str) -> Non
         stopped.echo = True
         raise stopped from None
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
+        rank, failure = _cause(e)
         code = failure.exitcode
         how = (f"was killed by {failure.signal_name()}" if code < 0 else f"exited with code {code}")
         raise PtrainError(f"the job stopped: worker rank {rank} {how}"
                           + (f" after {max_restarts} restart(s)" if max_restarts else ""),
                           exit_code=code if code > 0 else 1) from None
+
+
+def _cause(e) -> tuple[int, object]:
+    """The failed worker to name: one a signal killed (SIGKILL, an OOM kill, a crash) over the
+    first one torchrun saw fail, which may be a peer that only stopped because it lost that
+    worker (exit 1, faster than the agent noticed the death); not SIGTERM, which the agent
+    itself sends to the workers left after a failure."""
+    import signal
+    killed = [(rank, f) for rank, f in sorted(e.failures.items())
+              if f.exitcode < 0 and -f.exitcode != signal.SIGTERM]
+    return killed[0] if killed else e.get_first_failure()

@@ -65,11 +65,10 @@ class TrainConfig:
     channels: int = setting(
         0, "--dataset folder: 1 (grayscale) or 3 (RGB); 0: 1 if every image is grayscale.",
         rule=(lambda v: v in (0, 1, 3), "0 (auto), 1 or 3"))
-    image_size: int = setting(
-        0, "--dataset folder: images are resized to NxN (bilinear); 0: their own size, when "
-        "they all share one.", metavar="N",
-        rule=(lambda v: v == 0 or 4 <= v <= catalog.MAX_IMAGE_SIZE,
-              f"0 (auto) or 4 to {catalog.MAX_IMAGE_SIZE}"))
+    image_size: str | int = setting(
+        0, "--dataset folder: images are resized to NxN, or HxW (height x width; bilinear, the "
+        "aspect ratio not kept); 0: their own size, when they all share one.", metavar="N|HxW",
+        rule=(catalog.size_ok, f"0 (auto), N or HxW, each side 4 to {catalog.MAX_IMAGE_SIZE}"))
     test_split: float = setting(
         0.2, "--dataset folder of class folders only (no train/ and test/): the seeded, "
         "stratified fraction of each class held out for testing.",
@@ -199,7 +198,7 @@ RENAMED = renamed(TrainConfig)  # old key -> key: files and checkpoints of older
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # rules that tie two settings together; each setting's own rule is in its declaration
 CROSS_RULES = (
-    (lambda c: c.dataset == catalog.FOLDER or not (c.channels or c.image_size),
+    (lambda c: c.dataset == catalog.FOLDER or not (c.channels or catalog.parse_size(c.image_size)),
      "--channels and --image-size are for --dataset folder; {c.dataset}'s images have their own"),
     (lambda c: not c.weights or hub.is_hub_name(c.model),
      "--weights is for torchvision:NAME and timm:NAME models; a {c.model} starts from a run's "

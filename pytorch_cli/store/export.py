@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytorch_cli.data import catalog
 from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import PtrainError, UsageError
 from pytorch_cli.store.rundir import LOCK, RUN_FILES, TRACE, holds_run
@@ -194,7 +195,7 @@ def _sidecar(meta: dict, fmt: str, output: Path, source: str, diff: float, n: in
         "model": meta["model"],
         "dataset": meta["dataset"],
         "classes": meta["classes"],
-        "input_shape": ["batch", meta["in_channels"], meta["image_size"], meta["image_size"]],
+        "input_shape": ["batch", meta["in_channels"], *catalog.parse_size(meta["image_size"])],
         "input": "float32 images in [0, 1], NCHW"
         if fmt != "safetensors"
         else "weights only: normalise inputs with mean/std yourself",

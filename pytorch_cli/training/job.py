@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pytorch_cli.data import batches, datasets, folders
+from pytorch_cli.data import batches, catalog, datasets, folders
 from pytorch_cli.models import adapt, hub, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError
@@ -120,7 +120,8 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     device = distributed.local_device(runtime.resolve_device(cfg.device))
     with distributed.main_first():  # rank 0 downloads, if anything needs downloading
         data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed,
-                             folders.Options(cfg.channels, cfg.image_size, cfg.test_split))
+                             folders.Options(cfg.channels, catalog.parse_size(cfg.image_size),
+                                             cfg.test_split))
     source = pretrained.resolve(cfg) if resume is None else None  # a resume has its weights
     data = _normalised(data, resume, source)
     if cfg.augment == "auto":
