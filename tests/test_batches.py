@@ -65,6 +65,22 @@ def test_normalize_matches_torchvision_transforms():
     spec = catalog.SPECS["cifar10"]
     ref = v2.Normalize(spec.mean, spec.std)(x.float() / 255)
     assert torch.allclose(batches.normalize(x, spec), ref, atol=1e-6)
+    # the ops of (x / 255 - mean) / std, in place: the very values of the out-of-place chain
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (spec.mean, spec.std))
+    assert torch.equal(batches.normalize(x, spec), (x.float().div(255) - mean) / std)
+
+
+def test_training_batches_come_in_the_models_memory_format_with_the_same_values():
+    split = datasets.Split(torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8),
+                           torch.randint(0, 10, (300,)))
+    cpu, aug, spec = torch.device("cpu"), batches.Augment("crop-flip"), catalog.SPECS["cifar10"]
+    plain = _all(batches.train_batches(split, spec, 100, 5, 0, aug, cpu))
+    last = _all(batches.train_batches(split, spec, 100, 5, 0, aug, cpu,
+                                      memory_format=torch.channels_last))
+    assert all(x.is_contiguous() for x, _ in plain)
+    assert all(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+               for x, _ in last)
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(plain, last))
 
 
 def test_every_image_is_drawn_once_per_epoch():

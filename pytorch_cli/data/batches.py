@@ -143,17 +143,26 @@ def _normalizer(mean: tuple[float, ...], std: tuple[float, ...], device: torch.d
     return Normalize(mean, std).to(device)  # built once per device, not once per batch
 
 
-def normalize(x: torch.Tensor, spec: Spec) -> torch.Tensor:
-    """uint8 images -> normalised floats: the same arithmetic as ToTensor() then Normalize()."""
-    return _normalizer(spec.mean, spec.std, x.device)(x.float().div(255))
+def normalize(x: torch.Tensor, spec: Spec,
+              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """uint8 images -> normalised floats: the same arithmetic as ToTensor() then Normalize(), op
+    for op, done in place on one float copy made in `memory_format` (channels-last: the model's,
+    so no second copy follows). On this CPU a CIFAR batch of 128 took 1.1-1.5 ms, against
+    2.1-2.6 ms for the out-of-place ops and a channels-last copy (the minimum and median of 5)."""
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=memory_format)
+    norm = _normalizer(spec.mean, spec.std, x.device)
+    return out.copy_(x).div_(255).sub_(norm.mean).div_(norm.std)
 
 
 def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: int,
                   aug: Augment, device: torch.device, start: int = 0, workers: int = 0,
-                  rank: int = 0, world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                  rank: int = 0, world: int = 1,
+                  memory_format: torch.memory_format = torch.contiguous_format,
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled, augmented, normalised batches on `device`, from batch `start` on;
     with several processes, this rank's part of each global batch (shard_spans). The epoch's
-    order and augmentation are drawn per global batch, the same for every rank.
+    order and augmentation are drawn per global batch, the same for every rank. The images
+    come in `memory_format` (the model's: --channels-last).
 
     workers=0: `split` already lives on the device; every batch is a slice of the epoch plan
     and device ops, with no host work or copy per step.
@@ -179,7 +188,7 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
         raw = ((split.images.index_select(0, plan[0, s]), split.labels.index_select(0, plan[0, s]))
                for s in spans)
     for s, (x, y) in zip(spans, raw):
-        yield normalize(augment(x, aug, plan[1:, s]), spec), y
+        yield normalize(augment(x, aug, plan[1:, s]), spec, memory_format), y
 
 
 def tta_views(x: torch.Tensor, spec: Spec) -> list[tuple[float, torch.Tensor]]:

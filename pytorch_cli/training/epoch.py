@@ -70,9 +70,10 @@ def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
 def _batches(job: Job, epoch: int):
     cfg = job.cfg
     aug = batches.Augment(cfg.augment, cfg.crop_pad, cfg.pad_mode, cfg.flip)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     return batches.train_batches(job.train, job.data.spec, cfg.batch_size, cfg.seed, epoch, aug,
                                  job.device, start=job.state.pos.batch, workers=cfg.workers,
-                                 rank=job.world.rank, world=job.world.size)
+                                 rank=job.world.rank, world=job.world.size, memory_format=layout)
 
 
 def _micro_batch(job: Job, tally: Tally, b: int, x: torch.Tensor, y: torch.Tensor) -> bool:
@@ -83,8 +84,6 @@ def _micro_batch(job: Job, tally: Tally, b: int, x: torch.Tensor, y: torch.Tenso
     # this batch's share of the step's samples over all ranks (x world: DDP averages ranks)
     global_batch = cfg.batch_size * world
     group_samples = min(tally.n_used, (group[-1] + 1) * global_batch) - group[0] * global_batch
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     if pos.step == 0 and b == 0 and job.world.main:  # what the model sees (TensorBoard's grid)
         job.emit({"kind": "sample", "step": 0, "images": x[:64].detach().float().cpu()})
     with job.watch("the training step", pos.step + 1):
