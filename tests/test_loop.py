@@ -307,3 +307,38 @@ def test_cifar10_fast_preset_resumes_exactly_and_exports_verified_onnx(tmp_path,
     assert all(torch.equal(a[k], b[k]) for k in a)
     r = ptrain("export", str(full.file("model.pth")), "--format", "onnx")
     assert r.code == 0 and "verified" in r.out, r.err
+
+
+EARLY = ["train", "--dataset", "fake", "--model", "lenet", "--epochs", "10", "--patience", "2",
+         "--batch-size", "64"]
+
+
+def test_patience_ends_the_run_as_finished_with_the_best_epochs_weights(ptrain, tmp_path):
+    """fake's test set is learnt to 100% in epoch 3: epochs 4 and 5 cannot gain, so --patience
+    2 ends the run after epoch 5 of 10; best.pt and model.pth hold epoch 3's weights."""
+    from conftest import read_metrics
+    r = ptrain(*EARLY, "--run-dir", "run")
+    assert r.code == 0, r.err
+    run = tmp_path / "run"
+    accs = [e["test_acc"] for e in read_metrics(run, ("epoch",))]
+    assert accs[2:] == [1.0] * 3 and max(accs[:2]) < 1.0  # so the run ends after epoch 5
+    assert ("early stop after epoch 5: test acc has not gained at all for 2 epochs (--patience); "
+            "the best was epoch 3, 100.00%; model.pth holds its weights") in r.out
+    model = checkpoint.load(run / "model.pth")
+    best, last = (checkpoint.load(run / f)["model"] for f in ("best.pt", "last.pt"))
+    assert model["metrics"]["epoch"] == 3
+    assert all(torch.equal(model["state_dict"][k], best[k]) for k in best)
+    assert not all(torch.equal(best[k], last[k]) for k in best)  # epochs 4-5 moved the weights
+    assert "finished (early stop, epoch 5)" in ptrain("runs", ".").out
+    again = ptrain("resume", "run")
+    assert again.code == 2 and "already finished: --patience 2 ended it at epoch 5" in again.err
+
+
+def test_patience_counts_on_across_a_resume(ptrain, tmp_path):
+    """4 epochs (the last never stops early; epoch 4 is the first without a gain), then
+    resumed to 10: the count saved goes on, and the run ends after epoch 5 as the uninterrupted
+    one does (6, had the resume started counting afresh)."""
+    from conftest import read_metrics
+    assert ptrain(*EARLY, "--epochs", "4", "--run-dir", "part").code == 0
+    assert ptrain("resume", "part", "--epochs", "10").code == 0
+    assert [e["epoch"] for e in read_metrics(tmp_path / "part", ("epoch",))] == [1, 2, 3, 4, 5]

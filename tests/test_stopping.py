@@ -7,6 +7,7 @@ import torch
 from pytorch_cli.settings.config import TrainConfig
 from pytorch_cli.store.rundir import RunDir
 from pytorch_cli.training import loop, step, stopping
+from pytorch_cli.training.state import Position
 
 
 def test_the_stop_flag_keeps_its_first_reason():
@@ -62,3 +63,14 @@ def test_float16_runs_with_a_skipped_step_go_on_unless_the_weights_broke():
     with pytest.raises(stopping.NonFiniteLoss, match="became infinite") as e:
         stopping.check_finite(math.inf, meter, state, 0.1, main=True)
     assert e.value.exit_code == 3
+
+
+def test_patience_counts_epochs_without_a_gain_over_min_delta():
+    pos = Position()
+    ends = [stopping.out_of_patience(pos, a, 2, 0.0) for a in (0.5, 0.6, 0.59, 0.6, 0.58)]
+    assert ends == [False, False, False, True, True] and pos.gained_at == 0.6  # 0.6 twice: no gain
+    pos = Position()  # 0.54 is no gain over 0.5 + 0.05; 0.58 is, and counts from there
+    ends = [stopping.out_of_patience(pos, a, 2, 0.05) for a in (0.5, 0.54, 0.58, 0.6)]
+    assert ends == [False, False, False, False] and (pos.gained_at, pos.stale_epochs) == (0.58, 1)
+    pos = Position()
+    assert not any(stopping.out_of_patience(pos, a, 0, 0.0) for a in (0.5, 0.4, 0.3))  # 0: off

@@ -88,6 +88,9 @@ def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: floa
                              "evenly; resume with a number of processes that divides it")
         overrides["batch_size"] = total // now
     cfg = configlib.validate(dataclasses.replace(cfg, **overrides))
+    if position_of(saved).early_stop:
+        raise AlreadyFinished(f"{path}: the run already finished: --patience {cfg.patience} "
+                              f"ended it at epoch {position_of(saved).early_stop}")
     if position_of(saved).epoch >= cfg.epochs:
         raise AlreadyFinished(f"{path}: the run already finished its "
                               f"{plural(cfg.epochs, 'epoch')}; pass --epochs N (more than "

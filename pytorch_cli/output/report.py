@@ -73,6 +73,13 @@ def format_record(r: dict) -> str | None:
                  if r["run_dir"] else "nothing was saved")
         return (f"stopped ({r['reason']}) in epoch {r['epoch']} after batch {r['batch']}, "
                 f"step {r['step']}; {saved}")
+    if kind == "early_stop":
+        metric = r["metric"].replace("_acc", " acc")
+        gain = f"more than {100 * r['min_delta']:g} points" if r["min_delta"] else "at all"
+        model = f"; {r['model']} holds its weights" if r["model"] else ""
+        return (f"early stop after epoch {r['epoch']}: {metric} has not gained {gain} for "
+                f"{plural(r['patience'], 'epoch')} (--patience); the best was epoch "
+                f"{r['best_epoch']}, {100 * r['best_acc']:.2f}%{model}")
     if kind == "end":
         where = f"; run directory {r['run_dir']}" if r["run_dir"] else ""
         if r["dry_run"]:

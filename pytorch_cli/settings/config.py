@@ -70,9 +70,8 @@ class TrainConfig:
         "aspect ratio not kept); 0: their own size, when they all share one.", metavar="N|HxW",
         rule=(catalog.size_ok, f"0 (auto), N or HxW, each side 4 to {catalog.MAX_IMAGE_SIZE}"))
     test_split: float = setting(
-        0.2, "--dataset folder of class folders only (no train/ and test/): the seeded, "
-        "stratified fraction of each class held out for testing.",
-        rule=(lambda v: 0 < v < 1, "in (0, 1)"))
+        0.2, "--dataset folder without train/ and test/: the seeded, stratified fraction of "
+        "each class held out for testing.", rule=(lambda v: 0 < v < 1, "in (0, 1)"))
     download: bool = setting(True, "Download the dataset with torchvision if it is not found.")
     model: str = setting(
         "lenet", f"{zoo.MODEL_NAMES}: ptrain's nets, any classification model of "
@@ -130,17 +129,21 @@ class TrainConfig:
         rule=OFF_OR_MORE)
     lookahead_decay: float = setting(
         0.95, "Per-step decay of the lookahead average at the end of the run.", rule=UNIT)
-    label_smoothing: float = setting(0.0, "Label smoothing of the training loss.",
-                                     rule=UNIT_OPEN)
+    label_smoothing: float = setting(0.0, "Label smoothing of the training loss.", rule=UNIT_OPEN)
     grad_accum: int = setting(1, "Batches per optimizer step.", rule=AT_LEAST_1)
-    clip_grad: float = setting(0.0, "Clip the gradient norm to this (0 = off).",
-                               rule=OFF_OR_MORE)
+    clip_grad: float = setting(0.0, "Clip the gradient norm to this (0 = off).", rule=OFF_OR_MORE)
     tta: bool = setting(False, "Evaluate the end of the run with test-time augmentation.")
     max_steps: int | None = setting(
         None, "Stop after this many optimizer steps (then evaluate and save as at the end).",
         rule=AT_LEAST_1)
     val_split: float = setting(
         0.0, "Fraction of the training set held out for validation (seeded).", rule=UNIT_OPEN)
+    patience: int = setting(0, "Early stopping: end the run after N epochs without a gain over "
+                            "--min-delta in val accuracy (test accuracy without --val-split); "
+                            "model.pth is then the best epoch's. 0: off.", metavar="N",
+                            rule=OFF_OR_MORE, limit=(MAX_EPOCHS, "beyond any schedule"))
+    min_delta: float = setting(0.0, "The accuracy gain --patience counts (0.001: 0.1 points).",
+                               rule=UNIT_OPEN)
     augment: str = setting("auto", "auto: crop-flip for CIFAR, none for MNIST.",
                            choices=("auto", "none", "crop", "crop-flip"))
     crop_pad: int = setting(

@@ -3,7 +3,7 @@
 
 Status, from the lock and the last start/stop/end/abort record of metrics.jsonl:
   running      a live process holds run.lock
-  finished     the last session ended ("end")
+  finished     the last session ended ("end"); "early stop, epoch K" when --patience ended it
   interrupted  a signal stopped it at a saved position, or it was killed (SIGKILL, OOM, power)
                after a checkpoint: `ptrain resume` continues it
   failed       a non-finite loss (nan), an error, or killed before any checkpoint
@@ -37,7 +37,8 @@ def status(run: RunDir, records: list[dict]) -> tuple[str, str]:
             return "finished", ""
         return ("interrupted", "killed") if resumable else ("failed", "killed before a checkpoint")
     if last["kind"] == "end" and not last.get("stopped"):
-        return "finished", ""
+        return "finished", f"early stop, epoch {last['early_stop']}" if last.get("early_stop") \
+            else ""
     if last["kind"] in ("stop", "end"):  # a signal: the stop record, then an end that says so
         reason = last.get("reason") or last.get("stopped") or ""
         return ("interrupted", reason) if resumable else ("failed", "stopped, nothing saved")

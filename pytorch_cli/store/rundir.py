@@ -34,7 +34,7 @@ RUN_FILES = (CONFIG, METRICS, LAST, BEST, MODEL, SKIPPED)
 LOCK = "run.lock"
 TRACE, TENSORBOARD = "profile-trace.json", "tensorboard"  # with --profile, --tensorboard
 # the event kinds metrics.jsonl keeps: the curves, and how each process's run ended
-LOGGED = ("start", "compile", "train", "epoch", "stop", "end", "abort")
+LOGGED = ("start", "compile", "train", "epoch", "early_stop", "stop", "end", "abort")
 
 
 def root() -> Path:

@@ -70,8 +70,8 @@ def _epochs(job: Job, resumed: bool) -> dict:
         if cut:
             break
         result = record
-        if job.dry_run or pos.step >= job.total_steps:  # --max-steps or fractional --epochs
-            break
+        if job.dry_run or pos.step >= job.total_steps or pos.early_stop:  # --max-steps,
+            break  # a fractional --epochs, --patience
     # a stop after the last step's evaluation changes nothing
     stopped = cut or (_stopping(job) and pos.epoch < last_epoch and pos.step < job.total_steps)
     if stopped and pos.step == 0 and pos.batch == 0:  # before its first step: resume from here
@@ -81,16 +81,39 @@ def _epochs(job: Job, resumed: bool) -> dict:
                   "batch": pos.batch, "step": pos.step,
                   "run_dir": str(job.saver.path) if job.saver is not None else None})
     elif job.saver is not None and not job.dry_run:  # the weights last.pt just got (checked)
-        distributed.from_main(lambda: checkpoint.save_model_file(
-            job.saver.file(MODEL), job.state.raw.state_dict(), job.meta, job.cfg.to_dict(),
-            {k: result[k] for k in ("epoch", "test_loss", "test_acc") if k in result}))
+        distributed.from_main(lambda: _save_model(job, result))
+    if pos.early_stop and not stopped:
+        job.emit(_early_stop_record(job))
     summary = {k: v for k, v in result.items() if k != "kind"}
     summary.update({"best_acc": pos.best_acc, "step": pos.step, "device": str(job.device),
                     "train_s_total": pos.train_s, "compile_s": job.watch.seconds,
                     "run_dir": str(job.run_dir.path) if job.run_dir else None,
-                    "dry_run": job.dry_run, "stopped": job.stop.reason if stopped else None})
+                    "dry_run": job.dry_run, "stopped": job.stop.reason if stopped else None,
+                    "early_stop": pos.early_stop or None, "best_epoch": pos.best_epoch})
     job.emit({"kind": "end", **summary})
     return summary
+
+
+def _save_model(job: Job, result: dict) -> None:
+    """model.pth: the run's last weights, or after --patience ended it, the best epoch's (those
+    best.pt holds) with that epoch's figures, read back from metrics.jsonl."""
+    weights, figures = job.state.raw.state_dict(), result
+    if job.state.pos.early_stop and job.saver.file(BEST).exists():
+        weights = checkpoint.load(job.saver.file(BEST))["model"]
+        figures = next((r for r in reversed(job.saver.read_metrics())
+                        if r.get("kind") == "epoch" and r.get("epoch") == job.state.pos.best_epoch),
+                       {})
+    checkpoint.save_model_file(job.saver.file(MODEL), weights, job.meta, job.cfg.to_dict(),
+                               {k: figures[k] for k in ("epoch", "test_loss", "test_acc")
+                                if k in figures})
+
+
+def _early_stop_record(job: Job) -> dict:
+    cfg, pos = job.cfg, job.state.pos
+    return {"kind": "early_stop", "epoch": pos.early_stop, "patience": cfg.patience,
+            "min_delta": cfg.min_delta, "metric": "val_acc" if job.val is not None else "test_acc",
+            "best_epoch": pos.best_epoch, "best_acc": pos.best_acc,
+            "model": MODEL if job.saver is not None else None}
 
 
 def _start_record(job: Job, resumed: bool) -> dict:
@@ -162,6 +185,9 @@ def end_epoch(job: Job, epoch: int, images: int, seconds: float) -> dict | None:
     acc = val["acc"] if val else test["acc"]
     improved = acc > pos.best_acc
     pos.best_acc = max(pos.best_acc, acc)
+    pos.best_epoch = epoch + 1 if improved else pos.best_epoch
+    if stopping.out_of_patience(pos, acc, cfg.patience, cfg.min_delta) and not last:
+        pos.early_stop = epoch + 1
     record = {"kind": "epoch", "epoch": epoch + 1, "epochs": cfg.epochs, "step": pos.step,
               "lr": job.state.optimizer.param_groups[0]["lr"], "train_loss": train_loss,
               "test_loss": test["loss"], "test_acc": test["acc"],

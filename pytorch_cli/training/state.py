@@ -25,6 +25,10 @@ class Position:
     batch: int = 0  # batches done in the current epoch
     step: int = 0  # optimizer steps done
     best_acc: float = -1.0
+    best_epoch: int = 0  # the epoch best.pt holds
+    stale_epochs: int = 0  # --patience: epochs since the metric last gained over --min-delta...
+    gained_at: float = -1.0  # ...and what it was then
+    early_stop: int = 0  # the epoch --patience ended the run at (0: it did not)
     elapsed_s: float = 0.0
     train_s: float = 0.0  # of that, training steps only (no setup, compile, evaluation, saving)
     epoch_loss_sum: float = 0.0  # summed train loss of this epoch's samples so far
@@ -98,7 +102,7 @@ def check_saved(saved: dict, path) -> None:
         kind = int if f.type == "int" else float
         if isinstance(value, bool) or not isinstance(value, (kind, int)):
             raise DamagedFile(path, f"its position {f.name!r} is {value!r}, not a number")
-        low = -1.0 if f.name == "best_acc" else 0
+        low = -1.0 if f.name in ("best_acc", "gained_at") else 0
         if not math.isfinite(value) or value < low:
             raise DamagedFile(path, f"its position {f.name!r} is {value!r}, below {low} or not "
                               "finite")

@@ -1,5 +1,6 @@
 """When a run ends early: the stop flag that signals set, the agreement that makes every rank
-stop at the same step, and the non-finite loss check that stops a diverged run before it saves."""
+stop at the same step, --patience (early stopping), and the non-finite loss check that stops a
+diverged run before it saves."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 
 from pytorch_cli.platform import distributed
 from pytorch_cli.platform.errors import PtrainError
-from pytorch_cli.training.state import TrainState
+from pytorch_cli.training.state import Position, TrainState
 from pytorch_cli.training.step import Meter
 
 
@@ -43,6 +44,17 @@ def agreed(stop: StopFlag, world_size: int, step: int, every: int = 1) -> bool:
         stop.request("SIGTERM")  # a rank that got no signal stops with the others
         return True
     return False
+
+
+def out_of_patience(pos: Position, acc: float, patience: int, min_delta: float) -> bool:
+    """--patience after an epoch's evaluation: whether the run should end (Keras' EarlyStopping
+    on an accuracy: a gain counts when it is over min_delta, measured from the last gain that
+    counted). Every rank holds the same all-reduced accuracy, so they all decide alike."""
+    if acc > pos.gained_at + min_delta:
+        pos.gained_at, pos.stale_epochs = acc, 0
+    else:
+        pos.stale_epochs += 1
+    return bool(patience) and pos.stale_epochs >= patience
 
 
 def weights_finite(module: torch.nn.Module) -> bool:
