@@ -9,6 +9,7 @@ from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
+from pytorch_cli.settings import rules
 from pytorch_cli.settings.declare import declared
 from pytorch_cli.store import rundir
 from pytorch_cli.training import optim
@@ -79,7 +80,7 @@ def test_bad_config_files_are_clear_errors(tmp_path, text, match):
         configlib.resolve(f)
 
 
-@pytest.mark.parametrize("mode", configlib.CUDA_GRAPH_MODES)
+@pytest.mark.parametrize("mode", rules.CUDA_GRAPH_MODES)
 def test_cuda_graphs_with_gradient_accumulation_are_refused_with_the_way_out(mode):
     with pytest.raises(UsageError, match=rf"--compile-mode {mode} .* with --grad-accum 2 use "
                                          r"--compile-mode default \(or --grad-accum 1\)"):
@@ -188,3 +189,9 @@ def test_image_size_in_a_file_is_a_number_or_a_string(tmp_path):
         (tmp_path / "c.toml").write_text(f'dataset = "folder"\n{text}\n')
         cfg = configlib.resolve(tmp_path / "c.toml")
         assert catalog.parse_size(cfg.image_size) == size
+
+
+def test_plateau_refuses_a_warmup_with_the_way_out():
+    with pytest.raises(UsageError, match=r"^--scheduler plateau has no warmup .* drop "
+                                         r"--warmup-epochs, or warm up with --scheduler linear"):
+        configlib.resolve(overrides={"scheduler": "plateau", "warmup_epochs": 1.0})

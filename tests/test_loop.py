@@ -342,3 +342,18 @@ def test_patience_counts_on_across_a_resume(ptrain, tmp_path):
     assert ptrain(*EARLY, "--epochs", "4", "--run-dir", "part").code == 0
     assert ptrain("resume", "part", "--epochs", "10").code == 0
     assert [e["epoch"] for e in read_metrics(tmp_path / "part", ("epoch",))] == [1, 2, 3, 4, 5]
+
+
+def test_a_plateau_run_resumed_ends_where_the_uninterrupted_one_does(ptrain, tmp_path):
+    """fake is learnt to 100% in epoch 3, so from epoch 4 on plateau (patience 0) halves the LR
+    at each epoch's end: a run cut after epoch 4 and resumed ends at the same weights and LR."""
+    from conftest import read_metrics
+    run = ["train", "--dataset", "fake", "--model", "lenet", "--batch-size", "64",
+           "--scheduler", "plateau", "--plateau-patience", "0", "--gamma", "0.5"]
+    assert ptrain(*run, "--epochs", "6", "--run-dir", "whole").code == 0
+    assert ptrain(*run, "--epochs", "4", "--run-dir", "part").code == 0
+    assert ptrain("resume", "part", "--epochs", "6").code == 0
+    lrs = [[e["lr"] for e in read_metrics(tmp_path / d, ("epoch",))] for d in ("whole", "part")]
+    assert lrs[0] == lrs[1] and lrs[0][3:] == pytest.approx([0.01, 0.005, 0.0025])
+    whole, part = (checkpoint.load(tmp_path / d / "last.pt") for d in ("whole", "part"))
+    assert all(torch.equal(whole["model"][k], part["model"][k]) for k in whole["model"])

@@ -130,3 +130,23 @@ def test_cuda_optimizers_are_fused():
     for name, fused in (("sgd", True), ("adamw", True), ("rmsprop", False)):
         opt = optim.build_optimizer(model, TrainConfig(optimizer=name))
         assert all(bool(g.get("fused")) == fused for g in opt.param_groups), name
+
+
+def test_plateau_cuts_the_lr_by_gamma_after_its_patience_and_its_state_round_trips():
+    cfg = TrainConfig(scheduler="plateau", lr=0.1, gamma=0.5, plateau_patience=1, min_delta=0.01)
+    model = torch.nn.Linear(2, 2)
+    opt = optim.build_optimizer(model, cfg)
+    sched = optim.build_scheduler(opt, cfg, total_steps=100, steps_per_epoch=10)
+    assert optim.on_metric(sched)
+    lrs = []
+    for acc in (0.5, 0.6, 0.605, 0.61, 0.62, 0.7):  # 0.605: no gain over 0.01; 0.61 neither
+        sched.step(acc)
+        lrs.append(opt.param_groups[0]["lr"])
+    # patience 1: the second epoch without a gain cuts (0.61), the count then starts again
+    assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.05])
+    again = optim.build_scheduler(optim.build_optimizer(model, cfg), cfg, 100, 10)
+    again.load_state_dict(sched.state_dict())
+    assert again.state_dict() == sched.state_dict()
+    other = TrainConfig(scheduler="cosine")
+    step_sched = optim.build_scheduler(optim.build_optimizer(model, other), other, 100, 10)
+    assert not optim.on_metric(step_sched)

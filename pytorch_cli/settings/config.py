@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from pytorch_cli.data import catalog
-from pytorch_cli.models import hub, zoo
+from pytorch_cli.models import zoo
 from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings.declare import check, coerce, field_types, renamed, setting
+from pytorch_cli.settings.rules import CROSS_RULES
 from pytorch_cli.training import optim
 
 DEVICES = r"auto|cpu|mps|cuda(:\d+)?"
@@ -112,9 +113,13 @@ class TrainConfig:
                                   rule=NOT_NEGATIVE,
                                   limit=(MAX_DECAY, "AdamW's are 0.01-0.3"))
     scheduler: str = setting("none", "LR schedule.", choices=tuple(optim.SCHEDULES))
-    gamma: float = setting(0.7, "LR factor per epoch for --scheduler step.",
-                           rule=(lambda v: 0 < v <= 1, "in (0, 1]"))
-    warmup_epochs: float = setting(0.0, "Linear LR warmup, in epochs.")  # its rule: CROSS_RULES
+    gamma: float = setting(0.7, "LR factor per epoch for --scheduler step; at each "
+                           "reduction for plateau.", rule=(lambda v: 0 < v <= 1, "in (0, 1]"))
+    plateau_patience: int = setting(
+        2, "--scheduler plateau: epochs without a gain over --min-delta in val accuracy (test "
+        "without --val-split) before the LR is cut.", rule=NOT_NEGATIVE, metavar="N",
+        limit=(MAX_EPOCHS, "beyond any schedule"))
+    warmup_epochs: float = setting(0.0, "Linear LR warmup, in epochs.")  # its rule: rules.py
     warmup_start: float = setting(0.0, "LR factor the warmup starts from.", rule=UNIT)
     final_lr: float = setting(0.0, "LR factor cosine and linear schedules end at.", rule=UNIT)
     norm_lr_scale: float = setting(
@@ -198,33 +203,6 @@ class TrainConfig:
 
 FIELD_TYPES = field_types(TrainConfig)
 RENAMED = renamed(TrainConfig)  # old key -> key: files and checkpoints of older versions load
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-# rules that tie two settings together; each setting's own rule is in its declaration
-CROSS_RULES = (
-    (lambda c: c.dataset == catalog.FOLDER or not (c.channels or catalog.parse_size(c.image_size)),
-     "--channels and --image-size are for --dataset folder; {c.dataset}'s images have their own"),
-    (lambda c: not c.weights or hub.is_hub_name(c.model),
-     "--weights is for torchvision:NAME and timm:NAME models; a {c.model} starts from a run's "
-     "weights with --init-from"),
-    (lambda c: not (c.weights and c.init_from),
-     "--weights and --init-from both give the starting weights: pass one of them"),
-    (lambda c: not c.unfreeze_at or c.freeze == "backbone",
-     "--unfreeze-at releases a frozen backbone: it needs --freeze backbone"),
-    (lambda c: 0 <= c.warmup_epochs < c.epochs,
-     "--warmup-epochs must be 0 or more and less than --epochs, got {c.warmup_epochs}"),
-    (lambda c: not c.nesterov or (c.optimizer == "sgd" and c.momentum > 0),
-     "--nesterov needs --optimizer sgd and --momentum greater than 0"),
-    # a CUDA graph's outputs live in memory its next replay reuses: the gradient one micro-batch
-    # left in .grad would be freed or overwritten by the next (pytorch#169545, #96693)
-    (lambda c: not (c.compile and c.grad_accum > 1 and c.compile_mode in CUDA_GRAPH_MODES),
-     "--compile-mode {c.compile_mode} (CUDA graphs) cannot accumulate gradients: with "
-     "--grad-accum {c.grad_accum} use --compile-mode default (or --grad-accum 1)"),
-    (lambda c: c.compile_mode == "default" or c.compile_backend == "inductor",
-     "--compile-mode {c.compile_mode} is inductor's: with --compile-backend "
-     "{c.compile_backend} use --compile-mode default"),
-)
-
-
 def validate(cfg: TrainConfig, origin: dict[str, str] | None = None) -> TrainConfig:
     """Raise UsageError naming the first bad value (and `origin`'s source of it: a variable, a
     file); return cfg unchanged when all are fine."""

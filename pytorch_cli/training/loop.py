@@ -15,7 +15,7 @@ from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.store import checkpoint
 from pytorch_cli.store.rundir import BEST, LAST, MODEL, TRACE, RunDir
-from pytorch_cli.training import compiling, profiling, stopping
+from pytorch_cli.training import compiling, optim, profiling, stopping
 from pytorch_cli.training.epoch import save, train_epoch
 from pytorch_cli.training.evaluate import evaluate
 from pytorch_cli.training.job import Job, setup
@@ -196,7 +196,9 @@ def end_epoch(job: Job, epoch: int, images: int, seconds: float) -> dict | None:
               **({"val_loss": val["loss"], "val_acc": val["acc"]} if val else {}),
               "images_per_s": images / max(seconds, 1e-9), "train_s": seconds, "eval_s": eval_s,
               "elapsed_s": pos.elapsed_s}
-    job.emit(record)
+    job.emit(record)  # its lr: the epoch's, before plateau lowers it for the next
+    if optim.on_metric(job.state.scheduler):  # before last.pt: its state is saved with it
+        job.state.scheduler.step(acc)
     if not job.dry_run:
         save(job, LAST)
         if improved:

@@ -38,6 +38,7 @@ SCHEDULES = {
         c.final_lr + (1 - c.final_lr) * 0.5 * (1 + math.cos(math.pi * progress)),
     "linear": lambda c, step, per_epoch, progress: 1 + (c.final_lr - 1) * progress,
     "onecycle": None,
+    "plateau": None,
 }
 
 
@@ -122,11 +123,21 @@ def lr_factor(cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
     return factor
 
 
+def on_metric(scheduler) -> bool:
+    """Whether the schedule follows each epoch's accuracy (plateau) rather than the steps."""
+    from torch.optim import lr_scheduler
+    return isinstance(scheduler, lr_scheduler.ReduceLROnPlateau)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int,
                     steps_per_epoch: int):
     """Stepped once per optimizer step. steps_per_epoch converts the epoch-based flags
     (--warmup-epochs, --scheduler step's per-epoch decay) into steps."""
     from torch.optim import lr_scheduler
+    if cfg.scheduler == "plateau":  # stepped by each epoch's accuracy (on_metric), not per step
+        return lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.gamma,
+                                              patience=cfg.plateau_patience,
+                                              threshold=cfg.min_delta, threshold_mode="abs")
     if cfg.scheduler == "onecycle":
         pct = cfg.warmup_epochs * steps_per_epoch / total_steps if cfg.warmup_epochs else 0.3
         # cycle_momentum off: --momentum keeps the meaning the user gave it.

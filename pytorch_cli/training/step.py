@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pytorch_cli.training import optim
 from pytorch_cli.training.state import TrainState
 
 
@@ -61,7 +62,8 @@ def optimizer_step(state: TrainState, clip_grad: float = 0.0) -> None:
     else:
         state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
-    state.scheduler.step()
+    if not optim.on_metric(state.scheduler):  # plateau's steps come at epoch ends
+        state.scheduler.step()
     state.pos.step += 1
 
 

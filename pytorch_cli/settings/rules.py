@@ -1,0 +1,36 @@
+"""The rules that tie two settings together (each setting's own rule is in its declaration):
+(test on the config, the one-line error naming both flags). config.validate applies them."""
+
+from __future__ import annotations
+
+from pytorch_cli.data import catalog
+from pytorch_cli.models import hub
+
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+CROSS_RULES = (
+    (lambda c: c.dataset == catalog.FOLDER or not (c.channels or catalog.parse_size(c.image_size)),
+     "--channels and --image-size are for --dataset folder; {c.dataset}'s images have their own"),
+    (lambda c: not c.weights or hub.is_hub_name(c.model),
+     "--weights is for torchvision:NAME and timm:NAME models; a {c.model} starts from a run's "
+     "weights with --init-from"),
+    (lambda c: not (c.weights and c.init_from),
+     "--weights and --init-from both give the starting weights: pass one of them"),
+    (lambda c: not c.unfreeze_at or c.freeze == "backbone",
+     "--unfreeze-at releases a frozen backbone: it needs --freeze backbone"),
+    (lambda c: 0 <= c.warmup_epochs < c.epochs,
+     "--warmup-epochs must be 0 or more and less than --epochs, got {c.warmup_epochs}"),
+    # ReduceLROnPlateau sets the rate itself, from the epochs' accuracy: no step schedule on top
+    (lambda c: c.scheduler != "plateau" or not c.warmup_epochs,
+     "--scheduler plateau has no warmup (it lowers the LR when val accuracy stalls): drop "
+     "--warmup-epochs, or warm up with --scheduler linear or cosine"),
+    (lambda c: not c.nesterov or (c.optimizer == "sgd" and c.momentum > 0),
+     "--nesterov needs --optimizer sgd and --momentum greater than 0"),
+    # a CUDA graph's outputs live in memory its next replay reuses: the gradient one micro-batch
+    # left in .grad would be freed or overwritten by the next (pytorch#169545, #96693)
+    (lambda c: not (c.compile and c.grad_accum > 1 and c.compile_mode in CUDA_GRAPH_MODES),
+     "--compile-mode {c.compile_mode} (CUDA graphs) cannot accumulate gradients: with "
+     "--grad-accum {c.grad_accum} use --compile-mode default (or --grad-accum 1)"),
+    (lambda c: c.compile_mode == "default" or c.compile_backend == "inductor",
+     "--compile-mode {c.compile_mode} is inductor's: with --compile-backend "
+     "{c.compile_backend} use --compile-mode default"),
+)
