@@ -169,3 +169,38 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
             {"class": classes[i], "index": int(i), "prob": float(p)}
             for p, i in zip(top.values.cpu(), top.indices.cpu())]})
     return results
+
+
+def summary(target: Path | None, config_file: Path | None, overrides: dict,
+            batch_size: int = 0) -> dict:
+    """`ptrain summary`: the model of a saved run (target), or the one a training command with
+    these settings (a --config file and flags) would build; batch_size 0: the run's."""
+    from dataclasses import asdict
+
+    from pytorch_cli.models import adapt
+    from pytorch_cli.models import summary as summarylib
+    if target is not None:
+        loaded = load_model(target)
+        model, name, meta = loaded.model, loaded.meta["model"], loaded.meta
+        image = (meta["in_channels"], *models.meta_size(meta))
+        batch = batch_size or loaded.config.get("batch_size", 64)
+    else:
+        cfg = configlib.resolve(config_file, overrides)
+        if cfg.dataset == catalog.FOLDER:  # the folder's headers say its shape: nothing decoded
+            if not cfg.data_dir:
+                raise UsageError("--dataset folder needs --data-dir DIR (its images' shape and "
+                                 "classes make the model)")
+            found = folders.find(Path(cfg.data_dir).expanduser())
+            channels, size = folders.shape(found, cfg.channels, catalog.parse_size(cfg.image_size))
+            classes = len(found.classes)
+        else:
+            spec = catalog.SPECS[cfg.dataset]
+            channels, size, classes = spec.channels, spec.size, spec.num_classes
+        model, name, image = models.build(cfg.model, channels, classes, size), cfg.model, (
+            channels, *size)
+        models.check_input(model, name, channels, size)  # a ViT at 32 px: one line
+        if cfg.freeze == "backbone":  # what the first epochs train
+            for n, p in model.named_parameters():
+                p.requires_grad_(n not in adapt.backbone(model, classes))
+        batch = batch_size or cfg.batch_size
+    return {"model": name, **asdict(summarylib.summarize(model, image, batch))}

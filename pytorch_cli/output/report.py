@@ -22,9 +22,40 @@ def _compile_line(r: dict) -> str:
             f"{'evaluation' if what == 'evaluation' else 'training'}")
 
 
+def flops_text(flops: float) -> str:
+    """1,234,567 -> '1.23 MFLOPs' (a multiply-add counts 2, as torch.utils.flop_counter has it)."""
+    for unit, scale in (("GFLOPs", 1e9), ("MFLOPs", 1e6), ("kFLOPs", 1e3)):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops:.0f} FLOPs"
+
+
+def print_summary(r: dict, stream: TextIO) -> None:
+    """`ptrain summary`: the layer table, then totals, FLOPs and the activations' memory."""
+    c, h, w = r["input"]
+    rows = [(n["name"], n["kind"], "x".join(map(str, n["shape"])) if n["shape"] else "(unused)",
+             f"{n['params']:,}", f"{n['trainable']:,}") for n in r["layers"]]
+    head = ("layer", "kind", "output", "parameters", "trainable")
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(5)]
+    lines = [f"{r['model']} for {c}x{h}x{w} images (channels x height x width)"]
+    for row in [head, *rows]:
+        lines.append("  " + "  ".join(cell.ljust(wd) if i < 3 else cell.rjust(wd)
+                                      for i, (cell, wd) in enumerate(zip(row, widths))))
+    mib = r["activation_bytes"] / 2**20
+    lines += [f"total: {r['params']:,} parameters, {r['trainable']:,} trainable "
+              f"({r['params'] * 4 / 2**20:.2f} MiB in float32)",
+              f"forward: {flops_text(r['flops'])} per image (torch.utils.flop_counter; a "
+              "multiply-add is 2 FLOPs)",
+              f"layer outputs at batch {r['batch_size']}: {mib:.1f} MiB in float32, about what "
+              "the forward keeps for the backward (what functional ops such as F.relu make in "
+              "a forward is not counted)"]
+    print("\n".join(lines), file=stream, flush=True)
+
+
 def _start_line(r: dict) -> str:
     part = f", {r['trainable']:,} of them trained" if r["trainable"] != r["params"] else ""
-    head = f"training {r['model']} ({r['params']:,} parameters{part}) on {r['dataset']}"
+    flops = f", {flops_text(r['flops'])} per image" if r.get("flops") else ""
+    head = f"training {r['model']} ({r['params']:,} parameters{part}{flops}) on {r['dataset']}"
     if r["source"] != "generated":
         head += f" from {r['source']}"
     if r.get("weights"):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pytorch_cli.data import batches, catalog, datasets, folders
-from pytorch_cli.models import adapt, hub, zoo
+from pytorch_cli.models import adapt, summary, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError
 from pytorch_cli.platform.events import Emit
@@ -52,6 +52,7 @@ class Job:
     started: float = 0.0  # perf_counter() at which the run's elapsed time is 0
     watch: compiling.Watch = field(default_factory=compiling.Watch)  # --compile: times compiles
     transfer: adapt.Transfer | None = None  # what --weights/--init-from loaded
+    flops: int | None = None  # forward FLOPs per image
     groups: list[list] = field(default_factory=list)  # each optimizer group's parameters, all
     frozen_norms: list = field(default_factory=list)  # --freeze backbone: its BatchNorm layers
     class_weight: torch.Tensor | None = None  # --class-weights auto: one per class, mean 1
@@ -76,7 +77,7 @@ def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
            source: pretrained.Source | None, fresh: bool, world: distributed.World):
     spec = data.spec
     model = zoo.build(cfg.model, spec.channels, spec.num_classes, spec.size, cfg.init).to(device)
-    if fresh and hub.is_hub_name(cfg.model):
+    if fresh:  # a net the images are too small for (lenet at 8x8, a ViT at 32): one line
         zoo.check_input(model, cfg.model, spec.channels, spec.size)
     if fresh and cfg.model in zoo.DATA_INITS:  # a resumed run loads it instead
         pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
@@ -87,6 +88,15 @@ def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, transfer
+
+
+def _flops(model: torch.nn.Module, spec) -> int | None:
+    """Forward FLOPs per image (an eval-mode forward of a blank image: no RNG draw, no BatchNorm
+    update); None for a model torch's counter cannot follow."""
+    try:
+        return summary.flops_per_image(model, (spec.channels, *spec.size))
+    except Exception:  # a counter's gap must not cost the run
+        return None
 
 
 def _class_weight(cfg: TrainConfig, train: datasets.Split, classes: int, device: torch.device):
@@ -157,6 +167,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     freezing.apply(cfg, optimizer, groups, position_of(resume).epoch if resume else 0)
     if resume is not None:
         _load(state, resume, cfg.model)
+    job.flops = _flops(model, data.spec)  # before compile: a counting mode in a compile breaks
     if cfg.compile:  # in place: the saved keys stay the plain module's
         model.compile(backend=cfg.compile_backend,
                       mode=None if cfg.compile_mode == "default" else cfg.compile_mode)

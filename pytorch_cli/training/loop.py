@@ -124,7 +124,7 @@ def _start_record(job: Job, resumed: bool) -> dict:
             "dataset": job.data.spec.name,
             "source": job.data.source, "train_size": len(job.train),
             "val_size": len(job.val) if job.val is not None else 0, "test_size": len(job.test),
-            "model": cfg.model, "params": zoo.count_parameters(job.state.raw),
+            "model": cfg.model, "params": zoo.count_parameters(job.state.raw), "flops": job.flops,
             "trainable": adapt.trainable(job.state.raw),
             "weights": job.transfer.describe() if job.transfer else None,
             "epochs": cfg.epochs, "batches": job.n_batches, "batch_size": cfg.batch_size,

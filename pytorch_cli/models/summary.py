@@ -1,0 +1,79 @@
+"""What a model is made of (`ptrain summary`, and the FLOPs on the train start line): a table of
+its leaf layers with their output shapes, parameters and trainable parameters; totals; forward
+FLOPs per image, counted by torch.utils.flop_counter (a multiply-add is 2 FLOPs, as there); and
+the memory of the layers' outputs at a batch size, what the forward keeps for the backward."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Layer:
+    name: str  # its path in the model: features.0, layer1.0.conv1...
+    kind: str  # its class: Conv2d, BatchNorm2d...
+    shape: tuple[int, ...] | None  # of one image's output; None: the forward never ran it
+    params: int
+    trainable: int
+
+
+@dataclass
+class Summary:
+    layers: list[Layer]
+    params: int  # every parameter, also those of no leaf layer (a ViT's class token...)
+    trainable: int
+    flops: int  # forward FLOPs per image
+    activation_bytes: int  # the leaf layers' outputs for a batch of batch_size
+    batch_size: int
+    input: tuple[int, int, int]  # (channels, height, width)
+
+
+def _probe(model: nn.Module, image: tuple[int, int, int]):
+    device = next(model.parameters()).device
+    return torch.zeros(1, *image, device=device)
+
+
+def flops_per_image(model: nn.Module, image: tuple[int, int, int]) -> int:
+    """Forward FLOPs of one image in eval mode (dropout off, BatchNorm's running statistics)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    was = model.training
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.eval()(_probe(model, image))
+    finally:
+        model.train(was)
+    return counter.get_total_flops()
+
+
+def summarize(model: nn.Module, image: tuple[int, int, int], batch_size: int) -> Summary:
+    """The table and totals of `model` for images of shape (channels, height, width)."""
+    leaves = [(n, m) for n, m in model.named_modules() if not any(m.children())]
+    outputs: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        return lambda module, args, out: outputs.__setitem__(name, out)
+    hooks = [m.register_forward_hook(keep(n)) for n, m in leaves]
+    was = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(_probe(model, image))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    layers = []
+    for name, module in leaves:
+        own = list(module.parameters(recurse=False))
+        out = outputs.get(name)
+        layers.append(Layer(name, type(module).__name__,
+                            tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None,
+                            sum(p.numel() for p in own),
+                            sum(p.numel() for p in own if p.requires_grad)))
+    held = sum(o.numel() * o.element_size() for o in outputs.values()
+               if isinstance(o, torch.Tensor))
+    return Summary(layers, sum(p.numel() for p in model.parameters()),
+                   sum(p.numel() for p in model.parameters() if p.requires_grad),
+                   flops_per_image(model, image), held * batch_size, batch_size, image)

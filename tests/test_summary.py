@@ -1,0 +1,43 @@
+"""ptrain summary (models/summary.py): the layer table's counts add up to the model's, FLOPs
+agree with the hand formula, and the train start line carries them."""
+
+import json
+
+import torch
+from torch import nn
+
+from pytorch_cli.models import summary, zoo
+
+
+def test_a_convs_flops_are_the_hand_formula():
+    # out 8 x 8 x 8 values, each 3 x 3 x 3 multiply-adds: 2 FLOPs each
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    assert summary.flops_per_image(conv, (3, 10, 10)) == 2 * (8 * 8 * 8 * 27 + 512 * 4)
+
+
+def test_the_table_adds_up_to_the_models_parameters_and_outputs():
+    for name, image in (("lenet", (1, 28, 28)), ("resnet18", (3, 32, 32))):
+        model = zoo.build(name, image[0], 10, image[1:])
+        s = summary.summarize(model, image, batch_size=16)
+        assert sum(layer.params for layer in s.layers) == s.params == \
+            sum(p.numel() for p in model.parameters())
+        assert s.trainable == s.params and s.layers[-1].shape == (10,)
+        outputs = sum(torch.Size(layer.shape).numel() for layer in s.layers if layer.shape)
+        assert s.activation_bytes == 16 * 4 * outputs
+    assert model.training  # the probe leaves the mode as it was
+
+
+def test_summary_of_a_run_and_of_a_config_and_the_start_lines_flops(ptrain, tmp_path):
+    r = ptrain("train", "--dataset", "fake", "--epochs", "1", "--max-steps", "2",
+               "--run-dir", "run")
+    assert r.code == 0 and "(21,840 parameters, 961 kFLOPs per image) on fake" in r.out
+    table = ptrain("summary", "run")
+    assert table.code == 0 and "\n  conv2       Conv2d     20x8x8         5,020      5,020\n" in \
+        table.out and "forward: 961 kFLOPs per image" in table.out
+    frozen = ptrain("summary", "--model", "resnet18", "--dataset", "cifar10", "--json")
+    frozen_cfg = tmp_path / "f.toml"
+    frozen_cfg.write_text('model = "resnet18"\ndataset = "cifar10"\nfreeze = "backbone"\n')
+    head = ptrain("summary", "--config", str(frozen_cfg), "--json").json()
+    whole = json.loads(frozen.out)
+    assert whole["params"] == head["params"] and head["trainable"] == 512 * 10 + 10
+    assert ptrain("summary", "run", "--model", "lenet").code == 2
