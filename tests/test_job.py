@@ -115,3 +115,13 @@ def test_init_from_a_run_loads_what_fits_and_counts_it(ptrain, tmp_path):
     missing = ptrain("train", "--dataset", "fake", "--init-from", "nowhere", "--epochs", "1")
     assert missing.code == 2 and missing.err.strip() == \
         "ptrain: error: --init-from nowhere: no such run directory or file", missing.err
+
+
+def test_a_net_the_images_are_too_small_for_is_one_line_before_anything_is_written(ptrain,
+                                                                                   tmp_path):
+    folder = _gray_folder(tmp_path / "small", (4, 4))
+    r = ptrain("train", "--dataset", "folder", "--data-dir", folder, "--image-size", "8",
+               "--run-dir", "run")
+    assert r.code == 2 and r.err.startswith("ptrain: error: --model lenet cannot take 8x8 "
+                                            "images (") and "Traceback" not in r.err
+    assert "--image-size N or HxW" in r.err and not (tmp_path / "run").exists()

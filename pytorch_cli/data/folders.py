@@ -289,7 +289,8 @@ def stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     float copy of a large folder would not fit in memory); a flat channel's std is 1/255."""
     total = torch.zeros(images.shape[1], dtype=torch.float64)
     squares, n = total.clone(), images.numel() // images.shape[1]
-    for chunk in images.split(1024):
+    per_image = max(1, images[0].numel()) if len(images) else 1
+    for chunk in images.split(max(1, 4_000_000 // per_image)):  # 32 MB of float64 a chunk
         x = chunk.to(torch.float64) / 255
         total += x.sum((0, 2, 3))
         squares += (x * x).sum((0, 2, 3))
