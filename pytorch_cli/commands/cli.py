@@ -60,6 +60,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 app.command(epilog=ENV_HELP, short_help="Train a classifier into a run directory.")(train.train)
 app.command(short_help="Continue a run from its last.pt.", epilog=ENV_HELP)(train.resume)
+app.command(name="lr-find", short_help="Find a learning rate: the LR range test.",
+            epilog=ENV_HELP)(train.lr_find)
 
 
 @app.command(name="eval", short_help="Evaluate a saved model.", epilog=ENV_HELP)

@@ -97,3 +97,41 @@ def resume(
         return begin
 
     session.run(start, opts)
+
+
+@options(parameters(configlib.TrainConfig))
+def lr_find(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="TOML file of settings (see configs/); flags override it."),
+    start_lr: float = typer.Option(1e-7, min=0, help="The LR of the first step."),
+    end_lr: float = typer.Option(10.0, min=0, help="The LR the test grows to."),
+    steps: int = typer.Option(100, min=3, max=100_000, help="Steps (one LR each), at most."),
+    plot: Optional[Path] = typer.Option(None, metavar="FILE.png", help="Draw loss against LR "
+                                        "(pip install 'pytorch-cli[plot]')."),
+    json_out: bool = typer.Option(False, "--json", help="Print the curve as one JSON object."),
+    **values,
+) -> None:
+    """Smith's LR range test with this run's model, data and optimizer: one step per LR, the LR
+    growing exponentially, until the loss diverges; prints a suggested --lr. Writes no run."""
+    import json
+
+    from pytorch_cli.output import plot as plotting
+    from pytorch_cli.output.report import print_lr_find
+    from pytorch_cli.training import lrfind
+    if not 0 < start_lr < end_lr:
+        raise UsageError(f"--start-lr must be above 0 and below --end-lr, got {start_lr:g} and "
+                         f"{end_lr:g}")
+    if plot:
+        plotting.require_matplotlib("--plot")
+        plotting.check_output(plot)
+    cfg = configlib.resolve(config, typed(ctx, configlib.FIELD_TYPES),
+                            from_environment(ctx, configlib.TrainConfig))
+    result = lrfind.run(cfg, start_lr, end_lr, steps)
+    if json_out:
+        print(json.dumps(result))
+    else:
+        print_lr_find(result, sys.stdout)
+    if plot:
+        plotting.lr_curve(result, plot)
+        print(f"loss against LR drawn in {plot}", file=sys.stderr if json_out else sys.stdout)

@@ -120,3 +120,19 @@ def confusion(result: dict, out: Path) -> None:
            title=f"{result['checkpoint']} on {result['dataset']} {result['split']}: "
                  f"{100 * result['acc']:.2f}%")
     _save(fig, out)
+
+
+def lr_curve(result: dict, out: Path) -> None:
+    """`ptrain lr-find --plot`: the loss and its smoothed curve against the LR (log scale), the
+    suggested LR marked."""
+    fig, axes = _figure(1, 1, size=(7, 4.5))
+    ax = axes[0][0]
+    ax.plot(result["lr"], result["loss"], alpha=0.3, label="loss")
+    ax.plot(result["lr"], result["smoothed"], label="smoothed")
+    if result["suggested"] is not None:
+        ax.axvline(result["suggested"], color="tab:red", linestyle="--",
+                   label=f"suggested {result['suggested']:.3g}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss",
+           title=f"LR range test: {result['model']} on {result['dataset']}")
+    ax.legend()
+    _save(fig, out)

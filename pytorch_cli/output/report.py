@@ -52,6 +52,21 @@ def print_summary(r: dict, stream: TextIO) -> None:
     print("\n".join(lines), file=stream, flush=True)
 
 
+def print_lr_find(r: dict, stream: TextIO, rows: int = 20) -> None:
+    """`ptrain lr-find` without a plot: about `rows` points of the curve, then the suggestion."""
+    every = max(1, len(r["lr"]) // rows)
+    lines = [f"LR range test: {r['model']} on {r['dataset']}, {r['optimizer']}, batch "
+             f"{r['batch_size']}, {len(r['lr'])} steps", f"  {'lr':>10}  {'loss':>8}  smoothed"]
+    lines += [f"  {lr:>10.3g}  {loss:>8.4f}  {s:>8.4f}" for lr, loss, s in
+              list(zip(r["lr"], r["loss"], r["smoothed"]))[::every]]
+    if r["suggested"] is None:
+        lines.append("too few steps before the loss diverged to suggest an LR: lower --start-lr")
+    else:
+        lines.append(f"suggested --lr {r['suggested']:.3g} (the steepest fall of the smoothed "
+                     f"loss); its minimum was at {r['minimum']:.3g}")
+    print("\n".join(lines), file=stream, flush=True)
+
+
 def _start_line(r: dict) -> str:
     part = f", {r['trainable']:,} of them trained" if r["trainable"] != r["params"] else ""
     flops = f", {flops_text(r['flops'])} per image" if r.get("flops") else ""

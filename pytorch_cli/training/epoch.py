@@ -53,7 +53,7 @@ def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
                   n - batches.left_out(n, job.cfg.batch_size, job.world.size),
                   pos.epoch_train_s, job.watch.seconds)
     tally.log_t0 -= pos.log_s  # a log interval cut by a save goes on where it was
-    for b, (x, y) in enumerate(_batches(job, epoch), start=job.state.pos.batch):
+    for b, (x, y) in enumerate(epoch_batches(job, epoch), start=job.state.pos.batch):
         is_step = _micro_batch(job, tally, b, x, y)
         if is_step:
             _after_step(job, tally)
@@ -67,7 +67,8 @@ def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
     return pos.epoch_samples, tally.seconds(job)  # ...so images/s is not overstated
 
 
-def _batches(job: Job, epoch: int):
+def epoch_batches(job: Job, epoch: int):
+    """The epoch's training batches from the position's batch on, as the settings make them."""
     cfg = job.cfg
     aug = batches.Augment(cfg.augment, cfg.crop_pad, cfg.pad_mode, cfg.flip)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format

@@ -1,0 +1,40 @@
+"""ptrain lr-find (training/lrfind.py): the LR grows exponentially step by step, the suggestion is
+the steepest fall of the smoothed loss, and no run directory is touched."""
+
+import math
+
+from pytorch_cli.training import lrfind
+
+
+def test_the_suggestion_is_the_steepest_fall_before_the_minimum():
+    lrs = [10 ** (i / 10 - 5) for i in range(50)]
+    # flat, a fall steepest at i = 20, a minimum at i = 30, then divergence
+    loss = [2.0 - 1.5 / (1 + math.exp(-(i - 20) / 2)) if i <= 30 else 0.5 + (i - 30) for i in
+            range(50)]
+    found = lrfind.suggest(lrs, loss)
+    assert found["suggested"] == lrs[20] and found["minimum"] == lrs[30]
+    assert lrfind.suggest(lrs[:2], loss[:2])["suggested"] is None  # too few points to tell
+
+
+def _files(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+def test_lr_find_grows_the_lr_suggests_one_and_leaves_every_run_as_it_was(ptrain, tmp_path):
+    assert ptrain("train", "--dataset", "fake", "--epochs", "1", "--max-steps", "3").code == 0
+    before = _files(tmp_path)
+    r = ptrain("lr-find", "--dataset", "fake", "--steps", "40", "--start-lr", "1e-5",
+               "--end-lr", "100", "--json", "--plot", str(tmp_path / "out" / "lr.png"))
+    assert r.code == 0, r.err
+    out = r.json()
+    lrs = out["lr"]
+    assert lrs[0] == 1e-5 and all(b / a > 1.3 for a, b in zip(lrs, lrs[1:]))  # x 1.5 a step
+    assert len(lrs) < 40 or lrs[-1] > 50  # it ran to the end or stopped when the loss diverged
+    assert 1e-5 <= out["suggested"] <= lrs[-1] and out["model"] == "lenet"
+    assert (tmp_path / "out" / "lr.png").read_bytes()[:4] == b"\x89PNG"
+    assert [f for f in _files(tmp_path) if not f[0].startswith("out")] == before
+    table = ptrain("lr-find", "--dataset", "fake", "--steps", "10").out
+    assert table.startswith("LR range test: lenet on fake, sgd, batch 64") and \
+        "suggested --lr " in table
+    bad = ptrain("lr-find", "--dataset", "fake", "--start-lr", "1", "--end-lr", "0.1")
+    assert bad.code == 2 and "--start-lr must be above 0 and below --end-lr" in bad.err
