@@ -195,3 +195,8 @@ def test_plateau_refuses_a_warmup_with_the_way_out():
     with pytest.raises(UsageError, match=r"^--scheduler plateau has no warmup .* drop "
                                          r"--warmup-epochs, or warm up with --scheduler linear"):
         configlib.resolve(overrides={"scheduler": "plateau", "warmup_epochs": 1.0})
+
+
+def test_ema_and_lookahead_are_refused_together():
+    with pytest.raises(UsageError, match="^--ema and --lookahead-every both keep an average"):
+        configlib.resolve(overrides={"ema": 0.99, "lookahead_every": 5})

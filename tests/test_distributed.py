@@ -93,6 +93,20 @@ def test_a_backbone_frozen_then_released_trains_under_two_processes_as_under_one
     assert start["world_size"] == 2 and 0 < start["trainable"] < start["params"]
 
 
+def test_ema_under_two_processes_averages_as_one_process_does(tmp_path):
+    """--ema: each rank averages the same all-reduced weights; model.pth is the average."""
+    ema = ["--ema", "0.9", "--epochs", "2"]
+    _run([*PY, "train", "--nproc", "2", *RUN, *ema, "--batch-size", "32", "--run-dir", "two"],
+         tmp_path)
+    assert run_cli(["train", *RUN, *ema, "--batch-size", "64", "--run-dir", "one"],
+                   tmp_path).code == 0
+    two, one = _weights(tmp_path / "two"), _weights(tmp_path / "one")
+    for key in two:
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-6)
+    live = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
+    assert not all(torch.equal(one[k], live[k]) for k in one)  # the average, not the weights
+
+
 def test_one_process_eval_prints_the_accuracy_two_processes_printed(runs):
     final = _final(runs / "two")
     result = run_cli(["eval", "two", "--json"], runs).json()  # one process: this one

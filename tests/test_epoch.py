@@ -51,4 +51,4 @@ def test_a_stop_request_ends_the_epoch_after_its_first_step_and_saves_that_posit
 
 def test_after_step_hooks_run_in_their_documented_order():
     names = [hook.__name__ for hook in epoch.AFTER_STEP]
-    assert names == ["_profile", "_lookahead"]
+    assert names == ["_profile", "_lookahead", "_ema"]

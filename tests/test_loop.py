@@ -357,3 +357,23 @@ def test_a_plateau_run_resumed_ends_where_the_uninterrupted_one_does(ptrain, tmp
     assert lrs[0] == lrs[1] and lrs[0][3:] == pytest.approx([0.01, 0.005, 0.0025])
     whole, part = (checkpoint.load(tmp_path / d / "last.pt") for d in ("whole", "part"))
     assert all(torch.equal(whole["model"][k], part["model"][k]) for k in whole["model"])
+
+
+def test_ema_is_evaluated_saved_as_model_pth_and_resumes_exactly(ptrain, tmp_path):
+    """fast-cnn has BatchNorm: its statistics are averaged too. One run of 2 epochs against 1
+    epoch resumed to 2: the same average, bit for bit; model.pth is the average, not the
+    weights; eval of last.pt takes the average unless --no-ema."""
+    run = ["train", "--dataset", "fake", "--model", "fast-cnn", "--batch-size", "64",
+           "--ema", "0.99", "--epochs", "2"]
+    assert ptrain(*run, "--run-dir", "whole").code == 0
+    assert ptrain(*run[:-1], "1", "--run-dir", "part").code == 0
+    assert ptrain("resume", "part", "--epochs", "2").code == 0
+    whole, part = (checkpoint.load(tmp_path / d / "last.pt") for d in ("whole", "part"))
+    assert all(torch.equal(whole["model_ema"][k], part["model_ema"][k])
+               for k in whole["model_ema"])
+    model = checkpoint.load(tmp_path / "whole" / "model.pth")["state_dict"]
+    assert all(torch.equal(model[k], whole["model_ema"][k]) for k in model)
+    assert not all(torch.equal(model[k], whole["model"][k]) for k in model)
+    averaged = ptrain("eval", "whole/last.pt", "--json").json()
+    live = ptrain("eval", "whole/last.pt", "--no-ema", "--json").json()
+    assert averaged["loss"] == ptrain("eval", "whole", "--json").json()["loss"] != live["loss"]

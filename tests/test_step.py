@@ -104,3 +104,22 @@ def test_lookahead_pulls_the_average_toward_the_weights_then_resets_them_to_it()
             ), name
     assert step.lookahead_decay(0, 100, 5, 0.95) == 0.0  # at first the weights lead
     assert step.lookahead_decay(100, 100, 5, 0.95) == pytest.approx(0.95 ** 5)
+
+
+def test_ema_moves_toward_the_weights_by_the_warmed_up_rate_and_copies_integer_buffers():
+    import copy
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = TrainState(model=model, raw=model, optimizer=opt, scheduler=None,
+                       ema=copy.deepcopy(model).requires_grad_(False))
+    average = model[0].weight.item()
+    for t, w in enumerate((2.0, -1.0, 0.5), start=1):
+        with torch.no_grad():
+            model[0].weight.fill_(w)
+            model[1].num_batches_tracked.fill_(10 * t)
+        state.pos.step = t
+        step.ema_update(state, 0.999)
+        d = min(0.999, (1 + t) / (10 + t))  # the warm-up: 2/11, 3/12, 4/13
+        average = d * average + (1 - d) * w
+        assert state.ema[0].weight.item() == pytest.approx(average, rel=1e-6)
+        assert int(state.ema[1].num_batches_tracked) == 10 * t

@@ -81,6 +81,8 @@ def eval_(
     plot_confusion: Optional[Path] = typer.Option(
         None, metavar="FILE.png", help="Also draw the confusion matrix into this image "
         "(pip install 'pytorch-cli[plot]')."),
+    ema: bool = typer.Option(True, help="last.pt/best.pt of an --ema run: the average (as "
+                             "model.pth), or with --no-ema the live weights."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
 ) -> None:
     """Evaluate a saved model: loss, accuracy (top-5 with >10 classes), per-class accuracy,
@@ -93,7 +95,7 @@ def eval_(
         plot.require_matplotlib("--plot-confusion")
         plot.check_output(plot_confusion)  # a bad path is said before the evaluation, not after
     result = saved.run_eval(checkpoint_file, model or "", dataset or "", data_dir, split,
-                            batch_size, device, tta, download)
+                            batch_size, device, tta, download, ema)
     if json_out:
         print(json.dumps(events.json_safe(result), allow_nan=False))
     else:

@@ -28,12 +28,13 @@ class Loaded:
     config: dict  # the run's config; {} for a bare state_dict
 
 
-def load_model(path: Path, model_name: str = "", dataset: str = "") -> Loaded:
+def load_model(path: Path, model_name: str = "", dataset: str = "", ema: bool = True) -> Loaded:
     """Rebuild the model of a model.pth / last.pt / best.pt (or a run directory), or of a bare
-    state_dict given --model and --dataset."""
+    state_dict given --model and --dataset; `ema`: an --ema run's last.pt/best.pt give their
+    average (as model.pth does), else their live weights."""
     path = checkpoint_in(path, MODEL)
     saved = checkpoint.load(path)
-    state_dict = checkpoint.weights(saved)
+    state_dict = checkpoint.weights(saved, ema)
     if state_dict is None:
         raise PtrainError(f"{path}: not a ptrain checkpoint or a state_dict of tensors")
     if "meta" in saved:
@@ -95,9 +96,9 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True) -> datasets
 
 def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str = "",
              split: str = "test", batch_size: int = 0, device: str = "auto", tta: bool = False,
-             download: bool = True) -> dict:
+             download: bool = True, ema: bool = True) -> dict:
     """Evaluate a saved model on a split of its dataset; the run's own data settings are reused."""
-    loaded = load_model(path, model_name, dataset)
+    loaded = load_model(path, model_name, dataset, ema)
     dev = runtime.resolve_device(device)
     data = _data(loaded, data_dir, download)
     chosen = {"test": data.test, "train": data.train, "val": data.val}[split]

@@ -1,10 +1,7 @@
 """Every setting of a training run, declared once (declare.py says how): defaults here,
 overridden by a TOML file, overridden by flags. Choices come from the registries themselves,
-which are torch-free to import, so --help and completion list them at once.
-
-The resolved config is written to every run directory as `config.toml`; passing that file back
-with `--config` re-runs the same experiment.
-"""
+which are torch-free to import, so --help and completion list them at once. The resolved config
+is written to every run as `config.toml`; `--config` with that file re-runs the experiment."""
 
 from __future__ import annotations
 
@@ -134,6 +131,9 @@ class TrainConfig:
         rule=OFF_OR_MORE)
     lookahead_decay: float = setting(
         0.95, "Per-step decay of the lookahead average at the end of the run.", rule=UNIT)
+    ema: float = setting(0.0, "Average the weights and BatchNorm statistics with this decay "
+                         "(0.999...); evaluation and model.pth use the average. 0: off.",
+                         metavar="DECAY", rule=UNIT_OPEN)
     label_smoothing: float = setting(0.0, "Label smoothing of the training loss.", rule=UNIT_OPEN)
     grad_accum: int = setting(1, "Batches per optimizer step.", rule=AT_LEAST_1)
     clip_grad: float = setting(0.0, "Clip the gradient norm to this (0 = off).", rule=OFF_OR_MORE)

@@ -23,6 +23,8 @@ CROSS_RULES = (
     (lambda c: c.scheduler != "plateau" or not c.warmup_epochs,
      "--scheduler plateau has no warmup (it lowers the LR when val accuracy stalls): drop "
      "--warmup-epochs, or warm up with --scheduler linear or cosine"),
+    (lambda c: not (c.ema and c.lookahead_every),
+     "--ema and --lookahead-every both keep an average of the weights: pass one of them"),
     (lambda c: not c.nesterov or (c.optimizer == "sgd" and c.momentum > 0),
      "--nesterov needs --optimizer sgd and --momentum greater than 0"),
     # a CUDA graph's outputs live in memory its next replay reuses: the gradient one micro-batch

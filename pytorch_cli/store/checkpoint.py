@@ -118,6 +118,10 @@ def _check_tagged(obj: dict, path: Path) -> None:
             raise DamagedFile(path, f"its {key!r} is a {type(obj[key]).__name__}, not a "
                               f"{type_.__name__}")
     check_weights(obj[_WEIGHTS[kind]], path)
+    if kind == STATE_FORMAT and "model_ema" in obj:  # --ema's average, beside the weights
+        if not isinstance(obj["model_ema"], dict):
+            raise DamagedFile(path, "its 'model_ema' is not a table of tensors")
+        check_weights(obj["model_ema"], path)
     zoo.check_meta(obj["meta"], path)
 
 
@@ -135,12 +139,13 @@ def check_weights(state_dict: dict, path: Path) -> None:
                               "are real-valued")
 
 
-def weights(saved: dict) -> dict[str, torch.Tensor] | None:
-    """The model weights of a loaded file of any kind; None if it holds none."""
+def weights(saved: dict, ema: bool = True) -> dict[str, torch.Tensor] | None:
+    """The model weights of a loaded file of any kind; None if it holds none. A training state
+    of an --ema run holds two sets: the average (ema, what model.pth gets) or the live weights."""
     if saved.get("format") == MODEL_FORMAT:
         return saved["state_dict"]
     if saved.get("format") == STATE_FORMAT:
-        return saved["model"]
+        return saved["model_ema"] if ema and "model_ema" in saved else saved["model"]
     if saved and all(isinstance(v, torch.Tensor) for v in saved.values()):
         return saved  # a bare state_dict
     return None

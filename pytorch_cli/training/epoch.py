@@ -108,9 +108,14 @@ def _profile(job: Job, tally: Tally) -> None:
         job.profiler.step()
 
 
+def _ema(job: Job, tally: Tally) -> None:
+    if job.state.ema is not None:
+        step.ema_update(job.state, job.cfg.ema)
+
+
 # After each optimizer step, in this order: the profiler counts the step just taken; lookahead
-# moves the weights that step made (before anything reads them).
-AFTER_STEP = (_profile, _lookahead)
+# moves the weights that step made (before anything reads them); --ema averages them.
+AFTER_STEP = (_profile, _lookahead, _ema)
 
 
 def _after_step(job: Job, tally: Tally) -> None:

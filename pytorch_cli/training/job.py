@@ -4,6 +4,7 @@ stop flag, where checkpoints go). The loop's functions take a Job and nothing el
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -157,7 +158,8 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     average = ({k: v.detach().clone() for k, v in model.state_dict().items()
                 if v.is_floating_point()} if cfg.lookahead_every else None)
     state = TrainState(model=model, raw=model, optimizer=optimizer, scheduler=scheduler,
-                       scaler=scaler, lookahead_avg=average)
+                       scaler=scaler, lookahead_avg=average,
+                       ema=copy.deepcopy(model).requires_grad_(False) if cfg.ema else None)
     job = Job(cfg, device, data, train, val, test, state,
               zoo.describe(cfg.model, data.spec, data.classes), n_batches, world, total_steps,
               amp, data_s=data_s, transfer=transfer, groups=groups,

@@ -97,9 +97,9 @@ def _epochs(job: Job, resumed: bool) -> dict:
 def _save_model(job: Job, result: dict) -> None:
     """model.pth: the run's last weights, or after --patience ended it, the best epoch's (those
     best.pt holds) with that epoch's figures, read back from metrics.jsonl."""
-    weights, figures = job.state.raw.state_dict(), result
+    weights, figures = job.state.evaluated.state_dict(), result
     if job.state.pos.early_stop and job.saver.file(BEST).exists():
-        weights = checkpoint.load(job.saver.file(BEST))["model"]
+        weights = checkpoint.weights(checkpoint.load(job.saver.file(BEST)))
         figures = next((r for r in reversed(job.saver.read_metrics())
                         if r.get("kind") == "epoch" and r.get("epoch") == job.state.pos.best_epoch),
                        {})
@@ -151,7 +151,7 @@ def _evaluate(job: Job, split, max_batches: int | None, tta: bool = False,
     # A stop between evaluation batches: every rank votes every EVAL_VOTE batches
     stop = (lambda i: stopping.agreed(job.stop, job.world.size, i, EVAL_VOTE)) if stoppable \
         else None
-    return evaluate(job.state.raw, split, job.data.spec, job.cfg.test_batch_size, job.device,
+    return evaluate(job.state.evaluated, split, job.data.spec, job.cfg.test_batch_size, job.device,
                     max_batches, tta=tta, amp=job.amp, watch=job.watch, stop=stop)
 
 
@@ -167,6 +167,8 @@ def end_epoch(job: Job, epoch: int, images: int, seconds: float) -> dict | None:
     last = epoch + 1 >= math.ceil(cfg.epochs) or pos.step >= job.total_steps
     t0, compiled_before = time.perf_counter(), job.watch.seconds
     distributed.broadcast_buffers(job.state.raw)  # every rank evaluates what rank 0 saves
+    if job.state.ema is not None:  # (its buffers follow each rank's own statistics)
+        distributed.broadcast_buffers(job.state.ema)
     try:
         test = _evaluate(job, job.test, max_eval, tta=cfg.tta and last, stoppable=True)
         val = _evaluate(job, job.val, max_eval, stoppable=True) if job.val is not None else None

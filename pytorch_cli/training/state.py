@@ -49,7 +49,13 @@ class TrainState:
     scaler: Any = None  # torch.amp.GradScaler for float16 training
     # --lookahead-every: the averaged copy of the weights (saved as "ema", its old name)
     lookahead_avg: dict[str, torch.Tensor] | None = None
+    ema: nn.Module | None = None  # --ema: the averaged model (evaluated and saved as model.pth)
     pos: Position = field(default_factory=Position)
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """What evaluation runs and model.pth holds: the --ema average, else the weights."""
+        return self.ema if self.ema is not None else self.raw
 
     @property
     def device(self) -> torch.device:
@@ -68,6 +74,8 @@ class TrainState:
             out["scaler"] = self.scaler.state_dict()
         if self.lookahead_avg is not None:
             out["ema"] = dict(self.lookahead_avg)
+        if self.ema is not None:
+            out["model_ema"] = clean_state_dict(self.ema.state_dict())
         return out
 
     def load_state_dict(self, saved: dict) -> None:
@@ -79,6 +87,8 @@ class TrainState:
         if self.lookahead_avg is not None and "ema" in saved:
             for name, value in saved["ema"].items():
                 self.lookahead_avg[name].copy_(value)
+        if self.ema is not None and "model_ema" in saved:
+            self.ema.load_state_dict(clean_state_dict(saved["model_ema"]))
         self.pos = position_of(saved)
         # last: building the model drew from the RNG. Each rank takes its own back; with another
         # number of processes, rank 0 takes rank 0's and the others keep their seeded streams.

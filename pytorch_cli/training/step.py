@@ -77,6 +77,23 @@ def lookahead(state: TrainState, decay: float) -> None:
             value.copy_(state.lookahead_avg[name])
 
 
+@torch.no_grad()
+def ema_update(state: TrainState, decay: float) -> None:
+    """After an optimizer step: the average moves toward the weights (and float buffers: the
+    BatchNorm statistics) by 1 - d, d = min(decay, (1 + t) / (10 + t)) at step t, TensorFlow's
+    ExponentialMovingAverage warm-up, so early averages do not hold the random init; integer
+    buffers (BatchNorm's batch count) are copied."""
+    t = state.pos.step
+    d = min(decay, (1 + t) / (10 + t))
+    live = state.raw.state_dict()
+    averaged = [(v, live[k]) for k, v in state.ema.state_dict().items()]
+    floats = [(a, w) for a, w in averaged if a.is_floating_point()]
+    torch._foreach_lerp_([a for a, _ in floats], [w for _, w in floats], 1 - d)
+    for a, w in averaged:
+        if not a.is_floating_point():
+            a.copy_(w)
+
+
 def lookahead_decay(step: int, total_steps: int, every: int, decay: float) -> float:
     """How much of the average is kept at `step`: none at first (the weights lead), rising as
     (step / total)^3 to decay^every at the end."""
