@@ -228,7 +228,14 @@ if gate resume $CAP_RESUME; then
     rc1=$?
     RC=$rc1 legs="$first=$rc1" extend=() finished=()
     say "resume leg 1: exit $rc1"
-    [ $rc1 = 0 ] && extend=(--epochs 3) finished=(--finished-first)  # it beat the signal
+    # it beat the signal: its records say so (a SIGTERM landing after the run ended, while the
+    # process exits, still makes the exit code 143)
+    if "$PY" -c 'import json, sys
+ends = [r for r in map(json.loads, open(sys.argv[1])) if r["kind"] in ("end", "stop")]
+sys.exit(not (ends and ends[-1]["kind"] == "end" and not ends[-1].get("stopped")))' \
+        "$rd/metrics.jsonl" 2>/dev/null; then
+        extend=(--epochs 3) finished=(--finished-first)
+    fi
     leg_t() { T=$(( step_t - (SECONDS - t0) )); [ $T -ge 5 ]; }  # what the step has left
     if { [ $rc1 = 0 ] || [ $rc1 = 143 ]; } && ! leg_t; then RC=124  # no time left for leg 2
     elif [ $rc1 = 0 ] || [ $rc1 = 143 ]; then
