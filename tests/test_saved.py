@@ -83,3 +83,24 @@ def test_predict_on_a_folder_takes_every_image_under_it_in_order(run, tmp_path):
     assert [r["image"] for r in results] == [str(tmp_path / "imgs" / n) for n in (
         "a/0.png", "a/deep/1.PNG", "b/2.png")] + [str(tmp_path / "empty")]
     assert all("top" in r for r in results[:3]) and "holds no image files" in results[3]["error"]
+
+
+def test_predict_features_are_what_the_head_turns_into_the_probabilities(run, ptrain, tmp_path):
+    """--features: the penultimate layer's output (the model with its last layer deleted),
+    one row per answered image: lenet's fc2, applied to a row, gives that image's answer."""
+    import numpy as np
+    images = datasets.load("fake").test.images
+    for i in range(3):
+        Image.fromarray(images[i, 0].numpy()).save(tmp_path / f"{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    paths = [str(tmp_path / f) for f in ("0.png", "broken.png", "1.png", "2.png")]
+    r = ptrain("predict", str(run), *paths, "--json", "-k", "10", "--features",
+               str(tmp_path / "f.npy"))
+    assert r.code == 1 and "penultimate features of 3 images (50 each)" in r.err
+    rows = np.load(tmp_path / "f.npy")
+    answered = [x for x in r.json()["results"] if "top" in x]
+    fc2 = saved.load_model(run).model.fc2
+    for row, answer in zip(rows, answered, strict=True):
+        probs = fc2(torch.from_numpy(row)).softmax(0)
+        for t in answer["top"]:
+            assert probs[t["index"]].item() == pytest.approx(t["prob"], abs=1e-6)

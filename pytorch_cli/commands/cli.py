@@ -145,6 +145,8 @@ def predict(
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
     csv_out: bool = typer.Option(False, "--csv", help="Print CSV: image, class, prob, then the "
                                  "next classes and probs, and error."),
+    features: Optional[Path] = typer.Option(None, metavar="FILE.npy", help="Also write each "
+                                            "image's penultimate features (N x D float32)."),
 ) -> None:
     """Classify images, converted the way the model was trained (its channels and size)."""
     from pytorch_cli.commands import saved
@@ -152,7 +154,10 @@ def predict(
         raise UsageError("--top-k must be at least 1")
     if json_out and csv_out:
         raise UsageError("--json and --csv: choose one")
-    results = saved.run_predict(checkpoint_file, images, top_k, device, model, dataset)
+    kept: list | None = [] if features else None
+    results = saved.run_predict(checkpoint_file, images, top_k, device, model, dataset, kept)
+    if features:
+        print(saved.write_features(features, kept), file=sys.stderr)
     if csv_out:
         _print_csv(results, top_k)
     if json_out:

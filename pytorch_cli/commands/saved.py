@@ -10,6 +10,7 @@ import torch
 
 from pytorch_cli.data import batches, catalog, datasets, folders
 from pytorch_cli.data.images import read_image
+from pytorch_cli.models import hub
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
 from pytorch_cli.platform.errors import DamagedFile, PtrainError, UsageError
@@ -146,12 +147,19 @@ def _files(given: Path) -> list[Path]:
 
 @torch.inference_mode()
 def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "auto",
-                model_name: str = "", dataset: str = "") -> list[dict]:
-    """Top-k classes for each image; an unreadable image gets an "error" entry, the rest answers."""
+                model_name: str = "", dataset: str = "",
+                features: list[torch.Tensor] | None = None) -> list[dict]:
+    """Top-k classes for each image; an unreadable image gets an "error" entry, the rest answers.
+    `features`: a list that gets each answered image's penultimate features (what the head
+    takes: the model with its last layer deleted), in order."""
     loaded = load_model(path, model_name, dataset)
     meta = loaded.meta
     dev = runtime.resolve_device(device)
     net = torch.nn.Sequential(batches.Normalize(meta["mean"], meta["std"]), loaded.model).to(dev)
+    if features is not None:
+        head = loaded.model.get_submodule(hub.head_name(loaded.model, meta["num_classes"]))
+        head.register_forward_hook(lambda m, args, out: features.append(args[0].flatten(1)[0]
+                                                                        .float().cpu()))
     classes = meta["classes"] or [str(i) for i in range(meta["num_classes"])]
     results = []
     for image in [f for given in images for f in _files(given)]:
@@ -170,6 +178,25 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
             {"class": classes[i], "index": int(i), "prob": float(p)}
             for p, i in zip(top.values.cpu(), top.indices.cpu())]})
     return results
+
+
+def write_features(out: Path, features: list[torch.Tensor]) -> str:
+    """`predict --features FILE.npy`: an (images, features) float32 array, written atomically;
+    the line that says so."""
+    import io
+
+    import numpy as np
+
+    from pytorch_cli.platform.files import atomic_write
+    array = torch.stack(features).numpy() if features else np.zeros((0, 0), np.float32)
+    buf = io.BytesIO()
+    np.save(buf, array)
+    try:
+        atomic_write(out, lambda f: f.write(buf.getvalue()))
+    except OSError as e:
+        raise PtrainError(f"cannot write {out}: {e.strerror or e}") from None
+    return (f"penultimate features of {array.shape[0]} images ({array.shape[1]} each), in the "
+            f"order above, written to {out}")
 
 
 def summary(target: Path | None, config_file: Path | None, overrides: dict,
