@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from pytorch_cli.data import decode
+from pytorch_cli.platform.errors import UsageError
 
 
 def _files(root, n):
@@ -50,6 +51,10 @@ def test_a_small_folder_or_one_core_decodes_in_process(monkeypatch):
     assert decode.workers(10**6) == (min(cores, 8) if cores > 1 else 0)
     monkeypatch.setenv("PTRAIN_DECODE_WORKERS", "3")
     assert decode.workers(1) == 3
+    for bad in ("abc", "-1", "65", "2.5"):
+        monkeypatch.setenv("PTRAIN_DECODE_WORKERS", bad)
+        with pytest.raises(UsageError, match="^PTRAIN_DECODE_WORKERS must be a number of "):
+            decode.workers(1)
 
 
 @pytest.mark.parametrize("terminal", [True, False])

@@ -19,7 +19,7 @@ import torch
 
 from pytorch_cli.data import images
 from pytorch_cli.platform import distributed
-from pytorch_cli.platform.errors import PtrainError
+from pytorch_cli.platform.errors import PtrainError, UsageError
 
 CHUNK = 256  # files per worker hand-off: a 32x32 RGB chunk is 0.8 MB through the pipe
 SERIAL_BELOW = 2 * CHUNK  # fewer files than this: workers cost more to start than they save
@@ -28,8 +28,12 @@ SERIAL_BELOW = 2 * CHUNK  # fewer files than this: workers cost more to start th
 def workers(n: int) -> int:
     """Worker processes for n files: one per core this process may use (at most 8), none for
     a small folder or a one-core machine. PTRAIN_DECODE_WORKERS sets it (0: in-process)."""
-    if os.environ.get("PTRAIN_DECODE_WORKERS", "").strip():
-        return max(0, int(os.environ["PTRAIN_DECODE_WORKERS"]))
+    text = os.environ.get("PTRAIN_DECODE_WORKERS", "").strip()
+    if text:
+        if not text.isdigit() or int(text) > 64:
+            raise UsageError(f"PTRAIN_DECODE_WORKERS must be a number of processes from 0 to 64, "
+                             f"got {text!r}")
+        return int(text)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return 0 if n < SERIAL_BELOW or (cores or 1) < 2 else min(cores or 1, 8)
 
