@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         # imported: it imports torch, which --help and `ptrain runs` never load
         distributed = sys.modules.get("pytorch_cli.platform.distributed")
         if distributed is not None and distributed.joined():
-            distributed.exit_now(code)
+            signals.exit_now(code)
     sys.exit(code)
 
 

@@ -13,7 +13,6 @@ import contextlib
 import datetime
 import math
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -73,21 +72,13 @@ _joined = False  # init() joined a process group in this process
 
 
 def joined() -> bool:
-    """Whether this process joined a process group: it then ends with exit_now, not through
-    the interpreter's teardown. DDP's reducer keeps gloo's process group, and its threads,
+    """Whether this process joined a process group: it then ends with signals.exit_now, not
+    through the interpreter's teardown. DDP's reducer keeps gloo's process group, and its threads,
     alive past destroy_process_group (the threads were still there after it, measured with
     torch 2.14.1), and destroying them in that teardown aborts the process now and then
     ("terminate called without an active exception", SIGABRT after the run ended: 2 of the 9
     torchrun jobs of one test-suite run on this 2-core machine)."""
     return _joined
-
-
-def exit_now(code: int) -> None:
-    """End the process with `code` at once, its streams flushed: everything else is saved."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
 
 
 def init() -> None:

@@ -44,15 +44,21 @@ def stop_on_signals(request):
             signal.signal(s, h)
 
 
+def exit_now(code: int) -> None:
+    """End the process with `code` at once, its streams flushed: for when everything else is
+    saved, and the interpreter's teardown could only go wrong."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def exit_quietly(code: int) -> None:
     """From here on the process only exits: everything is saved and said. A SIGINT or SIGTERM
     during the interpreter's shutdown (its atexit callbacks: torch's, multiprocessing's) ends it
     with `code` at once, not with a KeyboardInterrupt traceback."""
     def handle(signum, frame):
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(code)
+        exit_now(code)
     for s in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(s) != signal.SIG_IGN:
             signal.signal(s, handle)
