@@ -31,21 +31,17 @@ class Summary:
     input: tuple[int, int, int]  # (channels, height, width)
 
 
-def _probe(model: nn.Module, image: tuple[int, int, int]):
-    device = next(model.parameters()).device
-    return torch.zeros(1, *image, device=device)
-
-
-def flops_per_image(model: nn.Module, image: tuple[int, int, int]) -> int:
-    """Forward FLOPs of one image in eval mode (dropout off, BatchNorm's running statistics)."""
+def flops_per_image(model: nn.Module, image: tuple[int, int, int], n: int = 1) -> int:
+    """Forward FLOPs per image of a forward of n blank images in eval mode (dropout off,
+    BatchNorm's running statistics: no RNG draw, no statistics moved); the mode is restored."""
     from torch.utils.flop_counter import FlopCounterMode
     was = model.training
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model.eval()(_probe(model, image))
+            model.eval()(torch.zeros(n, *image, device=next(model.parameters()).device))
     finally:
         model.train(was)
-    return counter.get_total_flops()
+    return counter.get_total_flops() // n
 
 
 def summarize(model: nn.Module, image: tuple[int, int, int], batch_size: int) -> Summary:
@@ -56,14 +52,11 @@ def summarize(model: nn.Module, image: tuple[int, int, int], batch_size: int) ->
     def keep(name):
         return lambda module, args, out: outputs.__setitem__(name, out)
     hooks = [m.register_forward_hook(keep(n)) for n, m in leaves]
-    was = model.training
     try:
-        with torch.no_grad():
-            model.eval()(_probe(model, image))
+        flops = flops_per_image(model, image)  # the one forward: counted and hooked
     finally:
         for h in hooks:
             h.remove()
-        model.train(was)
     layers = []
     for name, module in leaves:
         own = list(module.parameters(recurse=False))
@@ -76,4 +69,4 @@ def summarize(model: nn.Module, image: tuple[int, int, int], batch_size: int) ->
                if isinstance(o, torch.Tensor))
     return Summary(layers, sum(p.numel() for p in model.parameters()),
                    sum(p.numel() for p in model.parameters() if p.requires_grad),
-                   flops_per_image(model, image), held * batch_size, batch_size, image)
+                   flops, held * batch_size, batch_size, image)

@@ -94,22 +94,18 @@ def build(name: str, in_channels: int, num_classes: int, image_size: tuple[int, 
     return model
 
 
-def check_input(model, name: str, in_channels: int, image_size: tuple[int, int]) -> None:
+def check_input(model, name: str, in_channels: int, image_size: tuple[int, int]) -> int:
     """One forward of two blank images: a model that cannot take the run's image size (a ViT
-    wants 224, VGG at least 32...) is one line before training, not a traceback in it."""
-    import torch
-    was = model.training
+    wants 224, VGG at least 32...) is one line before training, not a traceback in it. The same
+    forward counts the model's FLOPs per image (summary.py), which it returns."""
+    from pytorch_cli.models import summary
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(2, in_channels, *image_size,
-                                     device=next(model.parameters()).device))
+        return summary.flops_per_image(model, (in_channels, *image_size), n=2)
     except (RuntimeError, ValueError, AssertionError, IndexError) as e:
         detail = " ".join(str(e).split())[:160]
         raise UsageError(f"--model {name} cannot take {catalog.size_text(image_size)} images "
                          f"({detail}); a folder run can resize them with --image-size N or "
                          "HxW") from None
-    finally:
-        model.train(was)
 
 
 def count_parameters(model) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pytorch_cli.data import batches, catalog, datasets, folders
-from pytorch_cli.models import adapt, summary, zoo
+from pytorch_cli.models import adapt, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError
 from pytorch_cli.platform.events import Emit
@@ -78,8 +78,9 @@ def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
            source: pretrained.Source | None, fresh: bool, world: distributed.World):
     spec = data.spec
     model = zoo.build(cfg.model, spec.channels, spec.num_classes, spec.size, cfg.init).to(device)
-    if fresh:  # a net the images are too small for (lenet at 8x8, a ViT at 32): one line
-        zoo.check_input(model, cfg.model, spec.channels, spec.size)
+    # a net the images are too small for (lenet at 8x8, a ViT at 32) is one line; the probe's
+    # forward also counts the FLOPs per image the start line gives
+    flops = zoo.check_input(model, cfg.model, spec.channels, spec.size)
     if fresh and cfg.model in zoo.DATA_INITS:  # a resumed run loads it instead
         pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
         zoo.DATA_INITS[cfg.model](model, batches.normalize(data.train.images[pick[:5000]], spec))
@@ -88,16 +89,7 @@ def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
         torch.manual_seed(batches.mix(cfg.seed, world.rank))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model, transfer
-
-
-def _flops(model: torch.nn.Module, spec) -> int | None:
-    """Forward FLOPs per image (an eval-mode forward of a blank image: no RNG draw, no BatchNorm
-    update); None for a model torch's counter cannot follow."""
-    try:
-        return summary.flops_per_image(model, (spec.channels, *spec.size))
-    except Exception:  # a counter's gap must not cost the run
-        return None
+    return model, transfer, flops
 
 
 def _class_weight(cfg: TrainConfig, train: datasets.Split, classes: int, device: torch.device):
@@ -141,7 +133,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     train, test = data.train.to(storage), batches.eval_split(data.test, storage, device)
     val = batches.eval_split(data.val, storage, device) if data.val is not None else None
     data_s = time.perf_counter() - t0
-    model, transfer = _model(cfg, data, device, source, resume is None, world)
+    model, transfer, flops = _model(cfg, data, device, source, resume is None, world)
     if transfer is not None and source.mean:
         transfer.normalised = (f"mean {', '.join(f'{v:.3f}' for v in data.spec.mean)}, "
                                f"std {', '.join(f'{v:.3f}' for v in data.spec.std)}")
@@ -162,14 +154,13 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
                        ema=copy.deepcopy(model).requires_grad_(False) if cfg.ema else None)
     job = Job(cfg, device, data, train, val, test, state,
               zoo.describe(cfg.model, data.spec, data.classes), n_batches, world, total_steps,
-              amp, data_s=data_s, transfer=transfer, groups=groups,
+              amp, data_s=data_s, transfer=transfer, groups=groups, flops=flops,
               frozen_norms=(adapt.frozen_norms(model, data.spec.num_classes)
                             if cfg.freeze != "none" else []),
               class_weight=_class_weight(cfg, data.train, data.spec.num_classes, device))
     freezing.apply(cfg, optimizer, groups, position_of(resume).epoch if resume else 0)
     if resume is not None:
         _load(state, resume, cfg.model)
-    job.flops = _flops(model, data.spec)  # before compile: a counting mode in a compile breaks
     if cfg.compile:  # in place: the saved keys stay the plain module's
         model.compile(backend=cfg.compile_backend,
                       mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
