@@ -40,6 +40,20 @@ def _weights(run_dir: Path) -> dict:
     return torch.load(run_dir / "model.pth", weights_only=True)["state_dict"]
 
 
+def _two_match_one(tmp_path: Path, flags: list[str], two: list[str] = ("--batch-size", "32"),
+                   ) -> dict:
+    """The run with `flags` in 2 processes (with `two`: batch 32 each by default) and in this
+    one at batch 64: their model.pth weights agree to float summation order; the one-process
+    weights."""
+    _run([*PY, "train", "--nproc", "2", *RUN, *flags, *two, "--run-dir", "two"], tmp_path)
+    assert run_cli(["train", *RUN, *flags, "--batch-size", "64", "--run-dir", "one"],
+                   tmp_path).code == 0  # one process: in this one
+    two_w, one_w = _weights(tmp_path / "two"), _weights(tmp_path / "one")
+    for key in two_w:
+        torch.testing.assert_close(two_w[key], one_w[key], rtol=0, atol=1e-6)
+    return one_w
+
+
 @pytest.fixture(scope="session")  # session: made once per xdist worker
 def runs(tmp_path_factory) -> Path:
     """An uninterrupted 2-process run (batch 32 each) and a 1-process run at batch 64."""
@@ -69,40 +83,21 @@ def test_gradient_accumulation_skips_the_all_reduce_and_keeps_the_sums_exact(tmp
     # 2 processes x batch 16 x 2 accumulated batches (no_sync on the first) = 64 per step; one
     # epoch: summed in another order, long runs drift apart (by 6e-4 in 6 epochs, as do one
     # process's batch 64 and 32 x 2 accumulated)
-    _run([*PY, "train", "--nproc", "2", *RUN, "--epochs", "1", "--batch-size", "16",
-          "--grad-accum", "2", "--run-dir", "acc"], tmp_path)
-    assert run_cli(["train", *RUN, "--epochs", "1", "--batch-size", "64", "--run-dir", "one"],
-                   tmp_path).code == 0  # one process: in this one
-    acc, one = _weights(tmp_path / "acc"), _weights(tmp_path / "one")
-    for key in acc:
-        torch.testing.assert_close(acc[key], one[key], rtol=0, atol=1e-6)
+    _two_match_one(tmp_path, ["--epochs", "1"], two=["--batch-size", "16", "--grad-accum", "2"])
 
 
 def test_a_backbone_frozen_then_released_trains_under_two_processes_as_under_one(tmp_path):
     """--freeze backbone --unfreeze-at 1: the release re-wraps DDP with the backbone's
     parameters in it (start_epoch); both ranks must agree on it, or the all-reduce hangs."""
     freeze = ["--freeze", "backbone", "--unfreeze-at", "1", "--backbone-lr-scale", "0.5"]
-    _run([*PY, "train", "--nproc", "2", *RUN, *freeze, "--batch-size", "32", "--run-dir", "two"],
-         tmp_path)
-    assert run_cli(["train", *RUN, *freeze, "--batch-size", "64", "--run-dir", "one"],
-                   tmp_path).code == 0
-    two, one = _weights(tmp_path / "two"), _weights(tmp_path / "one")
-    for key in two:
-        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-6)
+    _two_match_one(tmp_path, freeze)
     start = read_metrics(tmp_path / "two", kinds=("start",))[0]
     assert start["world_size"] == 2 and 0 < start["trainable"] < start["params"]
 
 
 def test_ema_under_two_processes_averages_as_one_process_does(tmp_path):
     """--ema: each rank averages the same all-reduced weights; model.pth is the average."""
-    ema = ["--ema", "0.9", "--epochs", "2"]
-    _run([*PY, "train", "--nproc", "2", *RUN, *ema, "--batch-size", "32", "--run-dir", "two"],
-         tmp_path)
-    assert run_cli(["train", *RUN, *ema, "--batch-size", "64", "--run-dir", "one"],
-                   tmp_path).code == 0
-    two, one = _weights(tmp_path / "two"), _weights(tmp_path / "one")
-    for key in two:
-        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-6)
+    one = _two_match_one(tmp_path, ["--ema", "0.9", "--epochs", "2"])
     live = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
     assert not all(torch.equal(one[k], live[k]) for k in one)  # the average, not the weights
 
