@@ -7,7 +7,9 @@ LR where the smoothed loss falls fastest against log LR. Nothing is written into
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,8 +27,7 @@ DIVERGED = 4.0  # the smoothed loss this many times its minimum ends the test
 
 def run(cfg: TrainConfig, start: float, end: float, steps: int) -> dict:
     """{"lr": [...], "loss": [...], "smoothed": [...], "suggested": lr, "minimum": lr}."""
-    # the run's optimizer and parameter groups at lr=start, no schedule; as many epochs of
-    # batches as the steps need
+    # the run's optimizer and parameter groups at lr=start, no schedule
     cfg = dataclasses.replace(cfg, lr=start, scheduler="none", warmup_epochs=0.0,
                               max_steps=None, grad_accum=1, save_model=False, compile=False)
     job = setup(cfg)
@@ -36,27 +37,21 @@ def run(cfg: TrainConfig, start: float, end: float, steps: int) -> dict:
     freezing.start_epoch(job, 0)  # train mode; a frozen backbone's BatchNorm stays in eval
     out: dict = {"lr": [], "loss": [], "smoothed": []}
     average, best = 0.0, math.inf
-    epoch = 0
-    while len(out["lr"]) < steps:
-        for x, y in epoch_batches(job, epoch):
-            lr = state.optimizer.param_groups[0]["lr"]
-            loss = step.forward_backward(state.model, x, y, 1.0, cfg.label_smoothing, True,
-                                         job.amp, state.scaler, job.class_weight).item()
-            step.optimizer_step(state, cfg.clip_grad)
-            if not math.isfinite(loss):
-                break
-            average = SMOOTHING * average + (1 - SMOOTHING) * loss
-            smoothed = average / (1 - SMOOTHING ** (len(out["lr"]) + 1))
-            out["lr"].append(lr)
-            out["loss"].append(loss)
-            out["smoothed"].append(smoothed)
-            best = min(best, smoothed)
-            if smoothed > DIVERGED * best or len(out["lr"]) >= steps:
-                break
-        else:
-            epoch += 1
-            continue
-        break
+    # as many epochs of batches as the steps take
+    for x, y in itertools.chain.from_iterable(map(partial(epoch_batches, job), itertools.count())):
+        lr = state.optimizer.param_groups[0]["lr"]
+        loss = step.forward_backward(state.model, x, y, 1.0, cfg.label_smoothing, True, job.amp,
+                                     state.scaler, job.class_weight).item()
+        step.optimizer_step(state, cfg.clip_grad)
+        if not math.isfinite(loss):
+            break
+        average = SMOOTHING * average + (1 - SMOOTHING) * loss
+        out["lr"].append(lr)
+        out["loss"].append(loss)
+        out["smoothed"].append(average / (1 - SMOOTHING ** len(out["lr"])))
+        best = min(best, out["smoothed"][-1])
+        if out["smoothed"][-1] > DIVERGED * best or len(out["lr"]) >= steps:
+            break
     return {**out, **suggest(out["lr"], out["smoothed"]), "model": cfg.model,
             "dataset": cfg.dataset, "optimizer": cfg.optimizer, "batch_size": cfg.batch_size}
 
