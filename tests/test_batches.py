@@ -3,9 +3,8 @@ import hashlib
 import pytest
 import torch
 
-from pytorch_cli.data import batches, catalog, datasets
-
-CROP_FLIP = batches.Augment("crop-flip")
+from pytorch_cli.data import batches, catalog, datasets, mixing
+from pytorch_cli.data.augment import Augment
 
 
 def _all(gen):
@@ -15,17 +14,17 @@ def _all(gen):
 def test_resumed_epoch_yields_the_same_remaining_batches():
     d = datasets.load("fake")
     cpu = torch.device("cpu")
-    full = _all(batches.train_batches(d.train, d.spec, 64, 1, 2, batches.Augment("crop-flip"), cpu))
+    full = _all(batches.train_batches(d.train, d.spec, 64, 1, 2, Augment("crop-flip"), cpu))
     tail = _all(
         batches.train_batches(
-            d.train, d.spec, 64, 1, 2, batches.Augment("crop-flip"), cpu, start=10
+            d.train, d.spec, 64, 1, 2, Augment("crop-flip"), cpu, start=10
         )
     )
     assert len(full) == 32 and len(tail) == 22
     for (x1, y1), (x2, y2) in zip(full[10:], tail):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
     other_epoch = _all(
-        batches.train_batches(d.train, d.spec, 64, 1, 3, batches.Augment("none"), cpu)
+        batches.train_batches(d.train, d.spec, 64, 1, 3, Augment("none"), cpu)
     )
     assert not torch.equal(full[0][1], other_epoch[0][1])  # reshuffled each epoch
 
@@ -33,30 +32,14 @@ def test_resumed_epoch_yields_the_same_remaining_batches():
 def test_loader_workers_give_identical_batches():
     d = datasets.load("fake")
     cpu = torch.device("cpu")
-    a = _all(batches.train_batches(d.train, d.spec, 100, 5, 0, batches.Augment("crop-flip"), cpu))
+    a = _all(batches.train_batches(d.train, d.spec, 100, 5, 0, Augment("crop-flip"), cpu))
     b = _all(
         batches.train_batches(
-            d.train, d.spec, 100, 5, 0, batches.Augment("crop-flip"), cpu, workers=2
+            d.train, d.spec, 100, 5, 0, Augment("crop-flip"), cpu, workers=2
         )
     )
     assert len(a) == len(b) == 20
     assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
-
-
-def test_crop_is_a_window_of_the_zero_padded_image_and_flip_mirrors():
-    x = torch.randint(1, 256, (40, 3, 32, 32), dtype=torch.uint8)
-    out = batches.augment(x, CROP_FLIP, batches.draw_augment(40, CROP_FLIP, (32, 32), seed=7))
-    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
-    flipped = 0
-    for i in range(len(x)):
-        windows = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
-        plain = any(torch.equal(out[i], w) for w in windows)
-        mirrored = any(torch.equal(out[i], w.flip(2)) for w in windows)
-        assert plain or mirrored
-        flipped += mirrored and not plain
-    assert 5 < flipped < 35  # about half are mirrored
-    again = batches.augment(x, CROP_FLIP, batches.draw_augment(40, CROP_FLIP, (32, 32), seed=7))
-    assert torch.equal(again, out)  # same seed, same batch
 
 
 def test_normalize_matches_torchvision_transforms():
@@ -73,7 +56,7 @@ def test_normalize_matches_torchvision_transforms():
 def test_training_batches_come_in_the_models_memory_format_with_the_same_values():
     split = datasets.Split(torch.randint(0, 256, (300, 3, 32, 32), dtype=torch.uint8),
                            torch.randint(0, 10, (300,)))
-    cpu, aug, spec = torch.device("cpu"), batches.Augment("crop-flip"), catalog.SPECS["cifar10"]
+    cpu, aug, spec = torch.device("cpu"), Augment("crop-flip"), catalog.SPECS["cifar10"]
     plain = _all(batches.train_batches(split, spec, 100, 5, 0, aug, cpu))
     last = _all(batches.train_batches(split, spec, 100, 5, 0, aug, cpu,
                                       memory_format=torch.channels_last))
@@ -90,7 +73,7 @@ def test_every_image_is_drawn_once_per_epoch():
         [
             y
             for _, y in batches.train_batches(
-                d.train, d.spec, 64, 1, 0, batches.Augment("none"), cpu
+                d.train, d.spec, 64, 1, 0, Augment("none"), cpu
             )
         ]
     )
@@ -115,7 +98,7 @@ def test_tta_views_are_weighted_shifts_and_mirrors():
 def _digest(split, spec, kind):
     h = hashlib.sha256()
     for x, y in batches.train_batches(
-        split, spec, 64, 1, 2, batches.Augment(kind), torch.device("cpu"), start=3
+        split, spec, 64, 1, 2, Augment(kind), torch.device("cpu"), start=3
     ):
         h.update(x.numpy().tobytes())
         h.update(y.numpy().tobytes())
@@ -134,20 +117,8 @@ def test_epoch_plan_draws_what_the_per_batch_draws_did():
     assert _digest(cifar, catalog.SPECS["cifar10"], "crop-flip") == "46a4fbd7c32da68a"
 
 
-def test_reflect_padding_crops_windows_of_the_mirrored_border():
-    aug = batches.Augment("crop", pad=2, pad_mode="reflect")
-    x = torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8)
-    draws = batches.draw_augment(30, aug, (32, 32), seed=3)
-    assert int(draws[:2].max()) <= 4  # 2 px each way
-    out = batches.augment(x, aug, draws)
-    padded = torch.nn.functional.pad(x.float(), (2, 2, 2, 2), mode="reflect").to(torch.uint8)
-    for i in range(len(x)):
-        dy, dx = int(draws[0, i]), int(draws[1, i])
-        assert torch.equal(out[i], padded[i, :, dy:dy + 32, dx:dx + 32])
-
-
 def test_alternating_flips_mirror_each_image_every_other_epoch():
-    aug = batches.Augment("crop-flip", flip="alternate")
+    aug = Augment("crop-flip", flip="alternate")
     n = 1000
     flips = []
     for epoch in range(4):
@@ -180,7 +151,7 @@ def test_ranks_take_disjoint_parts_that_cover_the_epoch(n, batch, world):
 def test_ranks_together_see_the_batches_of_one_process_at_the_global_batch():
     d = datasets.load("fake")  # labels replaced by indices: which images each rank got
     split = datasets.Split(d.train.images[:1000], torch.arange(1000))
-    cpu, aug = torch.device("cpu"), batches.Augment("crop-flip")
+    cpu, aug = torch.device("cpu"), Augment("crop-flip")
     one = _all(batches.train_batches(split, d.spec, 96, 3, 1, aug, cpu))
     ranks = [_all(batches.train_batches(split, d.spec, 32, 3, 1, aug, cpu, rank=r, world=3))
              for r in range(3)]
@@ -213,3 +184,30 @@ def test_eval_split_held_in_host_memory_for_a_gpu_is_pinned_with_the_same_data()
     kept = batches.eval_split(d.test, torch.device("cpu"), torch.device("cuda", 0))
     assert kept.images.is_pinned() and kept.labels.is_pinned()
     assert torch.equal(kept.images, d.test.images) and torch.equal(kept.labels, d.test.labels)
+
+
+RECIPE = Augment("trivialaugment", erasing=0.5)  # every stage: crop-flip, a policy, erasing
+
+
+def _mixed_batches(d, **kw):
+    out = []
+    for x, y in batches.train_batches(d.train, d.spec, 50, 3, 1, RECIPE, torch.device("cpu"),
+                                      mix_with=mixing.Mix(0.4, 1.0, 0.8), **kw):
+        y = (y.a, y.b, y.lam) if isinstance(y, mixing.Mixed) else (y,)
+        out.append((x.clone(), y))
+    return out
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(
+        torch.equal(x1, x2) and len(y1) == len(y2) and all(
+            torch.equal(u, v) if torch.is_tensor(u) else u == v for u, v in zip(y1, y2))
+        for (x1, y1), (x2, y2) in zip(a, b))
+
+
+def test_a_full_recipe_gives_the_same_batches_resumed_mid_epoch_and_with_workers():
+    d = datasets.load("fake")
+    full = _mixed_batches(d)
+    assert sum(len(y) == 3 for _, y in full) >= 25  # most of the 40 batches are mixed
+    assert _same(full[17:], _mixed_batches(d, start=17))
+    assert _same(full, _mixed_batches(d, workers=2))

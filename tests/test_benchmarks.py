@@ -112,3 +112,18 @@ def test_folder_loop_compares_the_classic_loop_with_ptrain_cold_and_cached(tmp_p
     assert "| contender | data (decode or reload) s |" in stdout
     for name in rows:
         assert f"| {name} |" in stdout
+
+
+def test_recipe_costs_measures_every_stage_and_both_checkpointing_sides(tmp_path, monkeypatch,
+                                                                        capsys):
+    out = tmp_path / "c.json"
+    code, stdout, err = _script("recipe_costs.py", ["--images", "600", "--batch", "200",
+                                                    "--rounds", "1", "--ckpt-batch", "2",
+                                                    "--ckpt-steps", "1", "--json", out],
+                                monkeypatch, capsys)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert set(result["augment_img_s"]) >= {"crop-flip", "randaugment", "mixup 0.8"}
+    kept = result["grad_checkpointing"]
+    assert kept["checkpointed"]["kept_mb"] < kept["plain"]["kept_mb"]
+    assert "torchvision image by image" in stdout

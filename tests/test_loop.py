@@ -377,3 +377,18 @@ def test_ema_is_evaluated_saved_as_model_pth_and_resumes_exactly(ptrain, tmp_pat
     averaged = ptrain("eval", "whole/last.pt", "--json").json()
     live = ptrain("eval", "whole/last.pt", "--no-ema", "--json").json()
     assert averaged["loss"] == ptrain("eval", "whole", "--json").json()["loss"] != live["loss"]
+
+
+def test_a_mixed_and_augmented_run_resumed_ends_at_the_uninterrupted_weights(ptrain, tmp_path):
+    """--mixup, --cutmix, a policy and erasing are functions of (seed, epoch, batch): a run
+    stopped after 1 epoch and resumed to 2 ends bit for bit where the 2-epoch run ends."""
+    run = ["train", "--dataset", "fake", "--model", "lenet", "--batch-size", "64", "--mixup",
+           "0.4", "--cutmix", "1", "--mix-prob", "0.8", "--augment", "randaugment",
+           "--random-erasing", "0.3", "--label-smoothing", "0.1", "--epochs", "2"]
+    assert ptrain(*run, "--run-dir", "whole").code == 0
+    assert ptrain(*run[:-1], "1", "--run-dir", "part").code == 0
+    assert ptrain("resume", "part", "--epochs", "2").code == 0
+    whole, part = (checkpoint.load(tmp_path / d / "last.pt") for d in ("whole", "part"))
+    assert all(torch.equal(whole["model"][k], part["model"][k]) for k in whole["model"])
+    saved = (tmp_path / "whole" / "config.toml").read_text()
+    assert "mixup = 0.4" in saved and 'augment = "randaugment"' in saved

@@ -10,12 +10,13 @@ any --workers.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 from torch import nn
 
+from pytorch_cli.data import augment, mixing
+from pytorch_cli.data.augment import Augment
 from pytorch_cli.data.catalog import Spec
 from pytorch_cli.data.datasets import Split
 
@@ -58,68 +59,20 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(mix(seed, epoch)))
 
 
-def pad_for(size: tuple[int, int]) -> int:
-    return 4 if min(size) >= 32 else 2  # the CIFAR standard; 2 px for 28x28 digits
-
-
-@dataclass(frozen=True)
-class Augment:
-    """What --augment, --crop-pad, --pad-mode and --flip ask for."""
-    kind: str = "none"  # none | crop | crop-flip
-    pad: int = 0  # crop padding in pixels; 0: the dataset's usual (pad_for)
-    pad_mode: str = "zero"  # zero | reflect
-    flip: str = "random"  # random: each image, each epoch | alternate: every other epoch
-
-    def padding(self, size: tuple[int, int]) -> int:
-        return self.pad or pad_for(size)
-
-
-def draw_augment(n: int, aug: Augment, size: tuple[int, int], seed: int) -> torch.Tensor:
-    """One batch's random crop offsets and flips, on the host: (3, n) int64 rows dy, dx, flip."""
-    g = torch.Generator().manual_seed(seed)
-    pad = aug.padding(size)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    flip = ((torch.rand(n, generator=g) < 0.5) if aug.kind == "crop-flip"
-            else torch.zeros(n, dtype=torch.bool))
-    return torch.stack([dy, dx, flip.long()])
-
-
-def augment(x: torch.Tensor, aug: Augment, draws: torch.Tensor) -> torch.Tensor:
-    """Random crop of the padded images (+ horizontal flip), batched, on uint8 images: with zero
-    padding the same as torchvision's RandomCrop(size, padding) and RandomHorizontalFlip per
-    image. `draws` (on the images' device) is what epoch_plan made; only device ops here. Crop
-    and flip are one gather from the padded images (the flip mirrors the column index): one
-    pass, which on a CPU is 7x faster than indexing with four broadcast index tensors."""
-    if aug.kind == "none":
-        return x
-    n, c, h, w = x.shape
-    pad = aug.padding((h, w))
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad),
-                                     mode="reflect" if aug.pad_mode == "reflect" else "constant")
-    j = torch.arange(w, device=x.device).expand(n, w)
-    if aug.kind == "crop-flip":
-        j = torch.where(draws[2].bool()[:, None], w - 1 - j, j)
-    rows = draws[0][:, None] + torch.arange(h, device=x.device)
-    cols = (draws[1][:, None] + j)[:, None, :]
-    index = (rows[:, :, None] * (w + 2 * pad) + cols).view(n, 1, h * w)
-    return padded.view(n, c, -1).gather(2, index.expand(n, c, h * w)).view(n, c, h, w)
-
-
 def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, aug: Augment,
                size: tuple[int, int]) -> torch.Tensor:
     """The whole epoch's randomness, drawn on the host once (to be moved in one copy): row 0 the
-    shuffled order, rows 1-3 each image's crop offsets and flip. Each batch's draws come from
-    its own (seed, epoch, batch) generator, so they do not depend on where an epoch starts.
+    shuffled order, then each image's augmentation rows (augment.draw). Each batch's draws come
+    from its own (seed, epoch, batch) generator, so they do not depend on where an epoch starts.
     Alternating flips: each image gets one random flip for the run, then is mirrored on every
     other epoch, so it is seen both ways in any two consecutive epochs."""
-    plan = torch.zeros(4, n, dtype=torch.int64)
+    plan = torch.zeros(1 + aug.rows, n, dtype=torch.int64)
     plan[0] = epoch_order(n, seed, epoch)
-    if aug.kind != "none":
+    if aug.kind != "none" or aug.erasing:
         for b in range(num_batches(n, batch_size)):
             lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-            plan[1:, lo:hi] = draw_augment(hi - lo, aug, size, mix(seed, epoch, b))
-    if aug.kind == "crop-flip" and aug.flip == "alternate":
+            plan[1:, lo:hi] = augment.draw(hi - lo, aug, size, mix(seed, epoch, b))
+    if aug.flips and aug.flip == "alternate":
         first = torch.rand(n, generator=torch.Generator().manual_seed(mix(seed, -1))) < 0.5
         plan[3] = (first[plan[0]] ^ bool(epoch % 2)).long()
     return plan
@@ -158,11 +111,14 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
                   aug: Augment, device: torch.device, start: int = 0, workers: int = 0,
                   rank: int = 0, world: int = 1,
                   memory_format: torch.memory_format = torch.contiguous_format,
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                  mix_with: mixing.Mix = mixing.Mix(),
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor | mixing.Mixed]]:
     """One epoch of shuffled, augmented, normalised batches on `device`, from batch `start` on;
     with several processes, this rank's part of each global batch (shard_spans). The epoch's
     order and augmentation are drawn per global batch, the same for every rank. The images
-    come in `memory_format` (the model's: --channels-last).
+    come in `memory_format` (the model's: --channels-last). Each batch goes through the uint8
+    stages (crop-flip, a policy), normalisation, erasing, then --mixup/--cutmix (`mix_with`,
+    drawn per global batch: its labels come as mixing.Mixed).
 
     workers=0: `split` already lives on the device; every batch is a slice of the epoch plan
     and device ops, with no host work or copy per step.
@@ -187,8 +143,10 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
         # index_select, not split.images[idx]: the same rows, 10x faster on a CPU
         raw = ((split.images.index_select(0, plan[0, s]), split.labels.index_select(0, plan[0, s]))
                for s in spans)
-    for s, (x, y) in zip(spans, raw):
-        yield normalize(augment(x, aug, plan[1:, s]), spec, memory_format), y
+    for b, (s, (x, y)) in enumerate(zip(spans, raw), start=start):
+        x = normalize(augment.apply(x, aug, plan[1:, s], host_plan[1:, s]), spec, memory_format)
+        x = augment.erase(x, aug, plan[1:, s])
+        yield mixing.apply(x, y, mixing.draw(mix_with, x.shape[2:], mix(seed, epoch, b, 1)))
 
 
 def tta_views(x: torch.Tensor, spec: Spec) -> list[tuple[float, torch.Tensor]]:
@@ -197,7 +155,7 @@ def tta_views(x: torch.Tensor, spec: Spec) -> list[tuple[float, torch.Tensor]]:
     shifted 1 px diagonally each way with reflected borders (1/8 each): the airbench paper's
     mirror + translate. Digits: the image and 1-px shifts up, down, left, right (zero fill)."""
     h, w = x.shape[2:]
-    if spec.augment == "crop-flip":
+    if spec.augment == "crop-flip":  # the dataset's own: trained with flips
         padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
         shifted = [padded[..., :h, :w], padded[..., 2:, 2:]]
         return ([(0.25, x), (0.25, x.flip(3))] + [(0.125, v) for v in shifted]

@@ -16,6 +16,7 @@ from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo
 from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.settings import limits as L
 from pytorch_cli.settings.declare import check, coerce, field_types, renamed, setting
 from pytorch_cli.settings.rules import CROSS_RULES
 from pytorch_cli.training import optim
@@ -24,31 +25,6 @@ DEVICES = r"auto|cpu|mps|cuda(:\d+)?"
 DEVICE_HELP = "auto|cpu|cuda|cuda:N|mps."
 
 
-# the rules settings share: (test, what the error message says the value must be)
-AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
-POSITIVE = (lambda v: v > 0, "greater than 0")
-NOT_NEGATIVE = (lambda v: v >= 0, "0 or more")
-OFF_OR_MORE = (lambda v: v >= 0, "0 (off) or more")
-UNIT = (lambda v: 0 <= v <= 1, "in [0, 1]")
-UNIT_OPEN = (lambda v: 0 <= v < 1, "in [0, 1)")
-# a path is written into config.toml and one-line messages: no NUL, newline...
-PATH = (lambda v: not any(ord(c) < 32 or ord(c) == 127 for c in v),
-        "a path without control characters")
-# torch.manual_seed takes [-2**63, 2**64-1] but maps a negative seed onto a large one; TOML's
-# integers (config.toml) are signed 64-bit: the seeds both take without aliasing
-SEED_RANGE = (lambda v: 0 <= v <= 2**63 - 1, "in [0, 2**63-1] (64-bit seeds, as torch and TOML "
-              "take them)")
-
-# limits (the most a setting takes, and why): beyond them a value is a typo or breaks something
-MAX_EPOCHS = 1_000_000  # beyond any schedule; epochs x steps stays an exact count in a float
-# recipes train below ~10 (the tests diverge on purpose at 1e6); near 3e38 torch cannot
-# even apply a rate to float32 weights
-MAX_LR = 1_000_000
-MAX_FACTOR = 1000  # --norm-lr-scale, and 1/it: recipes use up to 64; lr x it stays in float32
-MAX_DECAY = 10  # AdamW's are 0.01-0.3, SGD's 5e-4; lr x decay near 1 zeroes the weights
-# DataLoader processes beyond the machine's cores only cost memory (each imports torch and
-# holds a share of the batches in flight); 64 is more than the largest useful count
-MAX_WORKERS = 64
 MAX_CONFIG_BYTES = 1 << 20  # 1 MiB: a config of every setting is ~1 KiB; more is not a config
 
 
@@ -59,7 +35,7 @@ class TrainConfig:
                            "--data-dir.", choices=catalog.DATASETS)
     data_dir: str = setting(
         "", "Folder with the dataset (torchvision layout or the original files). Default: "
-        "$PTRAIN_DATA_DIR, then ./data.", rule=PATH)
+        "$PTRAIN_DATA_DIR, then ./data.", rule=L.PATH)
     channels: int = setting(
         0, "--dataset folder: 1 (grayscale) or 3 (RGB); 0: 1 if every image is grayscale.",
         rule=(lambda v: v in (0, 1, 3), "0 (auto), 1 or 3"))
@@ -79,91 +55,107 @@ class TrainConfig:
     weights: str = setting(
         "", "torchvision:/timm: models: pretrained weights, DEFAULT, one of the model's weight "
         "names (IMAGENET1K_V2...) or a file (a state dict or a ptrain model.pth).",
-        rule=PATH, metavar="WEIGHTS")
+        rule=L.PATH, metavar="WEIGHTS")
     init_from: str = setting(
         "", "Start from a run's weights (its directory or a model.pth): tensors that match in "
-        "name and shape load, the rest (a head for other classes) is new.", rule=PATH,
+        "name and shape load, the rest (a head for other classes) is new.", rule=L.PATH,
         metavar="RUN")
     freeze: str = setting("none", "backbone: train only the head; frozen BatchNorm layers stay "
                           "in eval mode.", choices=("none", "backbone"))
     unfreeze_at: int = setting(
         0, "With --freeze backbone: train everything after this many epochs (0 = never).",
-        metavar="EPOCHS", rule=NOT_NEGATIVE)
+        metavar="EPOCHS", rule=L.NOT_NEGATIVE)
     backbone_lr_scale: float = setting(
         1.0, "LR multiplier for every layer but the head (pretrained ones: 0.1 is usual).",
-        rule=POSITIVE, limit=(MAX_FACTOR, "recipes use 0.01 to 1"))
+        rule=L.POSITIVE, limit=(L.MAX_FACTOR, "recipes use 0.01 to 1"))
     class_weights: str = setting(
         "none", "auto: weight the training loss by inverse class frequency (imbalanced "
         "classes).", choices=("none", "auto"))
     # optimisation (defaults are the pytorch/examples MNIST script's)
-    batch_size: int = setting(64, "Training batch size.", rule=AT_LEAST_1)
-    test_batch_size: int = setting(1000, "Evaluation batch size.", rule=AT_LEAST_1)
-    epochs: float = setting(10, "Number of epochs (may be fractional: 9.9).", rule=POSITIVE,
-                            limit=(MAX_EPOCHS, "beyond any schedule"),
+    batch_size: int = setting(64, "Training batch size.", rule=L.AT_LEAST_1)
+    test_batch_size: int = setting(1000, "Evaluation batch size.", rule=L.AT_LEAST_1)
+    epochs: float = setting(10, "Number of epochs (may be fractional: 9.9).", rule=L.POSITIVE,
+                            limit=(L.MAX_EPOCHS, "beyond any schedule"),
                             resume_help="Train to this many epochs in all (extends the run).")
-    lr: float = setting(0.01, "Learning rate (peak rate for onecycle).", rule=POSITIVE,
-                        limit=(MAX_LR, "far above any recipe"))
-    momentum: float = setting(0.5, "SGD/RMSprop momentum.", rule=UNIT_OPEN)
+    lr: float = setting(0.01, "Learning rate (peak rate for onecycle).", rule=L.POSITIVE,
+                        limit=(L.MAX_LR, "far above any recipe"))
+    momentum: float = setting(0.5, "SGD/RMSprop momentum.", rule=L.UNIT_OPEN)
     nesterov: bool = setting(False, "Nesterov momentum (SGD).")
     optimizer: str = setting("sgd", choices=tuple(optim.OPTIMIZERS))
     weight_decay: float = setting(0.0, "Weight decay (never on biases or norm weights).",
-                                  rule=NOT_NEGATIVE,
-                                  limit=(MAX_DECAY, "AdamW's are 0.01-0.3"))
+                                  rule=L.NOT_NEGATIVE,
+                                  limit=(L.MAX_DECAY, "AdamW's are 0.01-0.3"))
     scheduler: str = setting("none", "LR schedule.", choices=tuple(optim.SCHEDULES))
     gamma: float = setting(0.7, "LR factor per epoch for --scheduler step; at each "
                            "reduction for plateau.", rule=(lambda v: 0 < v <= 1, "in (0, 1]"))
     plateau_patience: int = setting(
         2, "--scheduler plateau: epochs without a gain over --min-delta in val accuracy (test "
-        "without --val-split) before the LR is cut.", rule=NOT_NEGATIVE, metavar="N",
-        limit=(MAX_EPOCHS, "beyond any schedule"))
+        "without --val-split) before the LR is cut.", rule=L.NOT_NEGATIVE, metavar="N",
+        limit=(L.MAX_EPOCHS, "beyond any schedule"))
     warmup_epochs: float = setting(0.0, "Linear LR warmup, in epochs.")  # its rule: rules.py
-    warmup_start: float = setting(0.0, "LR factor the warmup starts from.", rule=UNIT)
-    final_lr: float = setting(0.0, "LR factor cosine and linear schedules end at.", rule=UNIT)
+    warmup_start: float = setting(0.0, "LR factor the warmup starts from.", rule=L.UNIT)
+    final_lr: float = setting(0.0, "LR factor cosine and linear schedules end at.", rule=L.UNIT)
     norm_lr_scale: float = setting(
         1.0, "LR multiplier for norm layers' scales and shifts (BatchNorm...).",
-        rule=(lambda v: v >= 1 / MAX_FACTOR, f"at least {1 / MAX_FACTOR:g} (their weight decay is "
-              "divided by it)"),
-        limit=(MAX_FACTOR, "recipes use up to 64"), aliases=("bias_lr_scale",))
+        rule=(lambda v: v >= 1 / L.MAX_FACTOR,
+              f"at least {1 / L.MAX_FACTOR:g} (their weight decay is divided by it)"),
+        limit=(L.MAX_FACTOR, "recipes use up to 64"), aliases=("bias_lr_scale",))
     bias_decay: bool = setting(
         False, "Weight decay on biases and norm shifts too (same per-step rate).")
     lookahead_every: int = setting(
         0, "Lookahead every K steps with an averaged copy of the weights (0 = off).",
-        rule=OFF_OR_MORE)
+        rule=L.OFF_OR_MORE)
     lookahead_decay: float = setting(
-        0.95, "Per-step decay of the lookahead average at the end of the run.", rule=UNIT)
+        0.95, "Per-step decay of the lookahead average at the end of the run.", rule=L.UNIT)
     ema: float = setting(0.0, "Average the weights and BatchNorm statistics with this decay "
                          "(0.999...); evaluation and model.pth use the average. 0: off.",
-                         metavar="DECAY", rule=UNIT_OPEN)
-    label_smoothing: float = setting(0.0, "Label smoothing of the training loss.", rule=UNIT_OPEN)
-    grad_accum: int = setting(1, "Batches per optimizer step.", rule=AT_LEAST_1)
-    clip_grad: float = setting(0.0, "Clip the gradient norm to this (0 = off).", rule=OFF_OR_MORE)
+                         metavar="DECAY", rule=L.UNIT_OPEN)
+    label_smoothing: float = setting(0.0, "Label smoothing of the training loss.", rule=L.UNIT_OPEN)
+    mixup: float = setting(
+        0.0, "Mixup: blend each image with its neighbour in the batch, the weight drawn per batch "
+        "from Beta(ALPHA, ALPHA) (0.2-1; timm's 0.8); the loss mixes their labels. 0: off.",
+        metavar="ALPHA", rule=L.NOT_NEGATIVE, limit=(100, "recipes use 0.1 to 1"))
+    cutmix: float = setting(
+        0.0, "CutMix: paste a box of the neighbour's image, its area's share from Beta(ALPHA, "
+        "ALPHA) (1.0 is usual). With --mixup, each mixed batch is one or the other, half and "
+        "half. 0: off.", metavar="ALPHA", rule=L.NOT_NEGATIVE, limit=(100, "recipes use 1"))
+    mix_prob: float = setting(1.0, "The share of batches --mixup/--cutmix mix.", rule=L.UNIT)
+    grad_accum: int = setting(1, "Batches per optimizer step.", rule=L.AT_LEAST_1)
+    clip_grad: float = setting(0.0, "Clip the gradient norm to this (0 = off).", rule=L.OFF_OR_MORE)
     tta: bool = setting(False, "Evaluate the end of the run with test-time augmentation.")
     max_steps: int | None = setting(
         None, "Stop after this many optimizer steps (then evaluate and save as at the end).",
-        rule=AT_LEAST_1)
+        rule=L.AT_LEAST_1)
     val_split: float = setting(
-        0.0, "Fraction of the training set held out for validation (seeded).", rule=UNIT_OPEN)
+        0.0, "Fraction of the training set held out for validation (seeded).", rule=L.UNIT_OPEN)
     patience: int = setting(0, "Early stopping: end the run after N epochs without a gain over "
                             "--min-delta in val accuracy (test accuracy without --val-split); "
                             "model.pth is then the best epoch's. 0: off.", metavar="N",
-                            rule=OFF_OR_MORE, limit=(MAX_EPOCHS, "beyond any schedule"))
+                            rule=L.OFF_OR_MORE, limit=(L.MAX_EPOCHS, "beyond any schedule"))
     min_delta: float = setting(0.0, "The accuracy gain --patience counts (0.001: 0.1 points).",
-                               rule=UNIT_OPEN)
-    augment: str = setting("auto", "auto: crop-flip for CIFAR, none for MNIST.",
-                           choices=("auto", "none", "crop", "crop-flip"))
+                               rule=L.UNIT_OPEN)
+    augment: str = setting(
+        "auto", "auto: crop-flip for CIFAR, none for MNIST. randaugment, trivialaugment and "
+        "autoaugment (its CIFAR-10 policy): crop-flip, then torchvision's policy, per image.",
+        choices=("auto", "none", "crop", "crop-flip", "randaugment", "trivialaugment",
+                 "autoaugment"))
     crop_pad: int = setting(
         0, "Crop padding in pixels (0: 4 for 32 px images, 2 for 28 px).",
         rule=(lambda v: 0 <= v <= 8, "in [0, 8] (0: the dataset's usual)"))
     pad_mode: str = setting("zero", "How crops are padded.", choices=("zero", "reflect"))
+    random_erasing: float = setting(
+        0.0, "Erase a box of each image with this probability (torchvision's RandomErasing: 2-33% "
+        "of the area, aspect 0.3-3.3, filled with the dataset's mean).", metavar="P",
+        rule=L.UNIT)
     flip: str = setting(
         "random", "With crop-flip, flip at random or mirror each image every other epoch.",
         choices=("random", "alternate"))
     workers: int = setting(
         0, "0: batches are sliced on the device; N: N loader processes feed them from host "
-        "memory (at most 64).", env="PTRAIN_WORKERS", rule=NOT_NEGATIVE,
-        limit=(MAX_WORKERS, "more loader processes only cost memory"))
+        "memory (at most 64).", env="PTRAIN_WORKERS", rule=L.NOT_NEGATIVE,
+        limit=(L.MAX_WORKERS, "more loader processes only cost memory"))
     # reproducibility and hardware
-    seed: int = setting(1, "Seed for every random generator.", rule=SEED_RANGE)
+    seed: int = setting(1, "Seed for every random generator.", rule=L.SEED_RANGE)
     deterministic: bool = setting(False, "Use deterministic algorithms only.")
     detect_anomaly: bool = setting(
         False, "Autograd anomaly mode: name the operation that made a NaN (slow).")
@@ -185,10 +177,13 @@ class TrainConfig:
         choices=("inductor", "aot_eager", "eager"))
     channels_last: bool = setting(
         True, "Channels-last (NHWC) memory format for model and batches.")
+    grad_checkpointing: bool = setting(
+        False, "Recompute each residual block's activations in the backward pass instead of "
+        "keeping them (resnet18, torchvision's ResNets, timm's models): less memory, slower.")
     # logging and saving
     log_interval: int = setting(
         10, "Batches between metrics.jsonl records (plain output prints one per quarter epoch "
-        "or 30 s).", rule=AT_LEAST_1)
+        "or 30 s).", rule=L.AT_LEAST_1)
     save_interval: int = setting(0, "Batches between checkpoints (0 = once per epoch).",
                                  rule=(lambda v: v >= 0, "0 (once per epoch) or more"))
     save_model: bool = setting(True, "Write checkpoints and model.pth.")

@@ -23,6 +23,8 @@ CROSS_RULES = (
     (lambda c: c.scheduler != "plateau" or not c.warmup_epochs,
      "--scheduler plateau has no warmup (it lowers the LR when val accuracy stalls): drop "
      "--warmup-epochs, or warm up with --scheduler linear or cosine"),
+    (lambda c: c.mix_prob == 1.0 or c.mixup or c.cutmix,
+     "--mix-prob is the share of batches --mixup and --cutmix mix: pass one of them"),
     (lambda c: not (c.ema and c.lookahead_every),
      "--ema and --lookahead-every both keep an average of the weights: pass one of them"),
     (lambda c: not c.nesterov or (c.optimizer == "sgd" and c.momentum > 0),

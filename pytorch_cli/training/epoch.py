@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pytorch_cli.data import batches
+from pytorch_cli.data import augment, batches, mixing
 from pytorch_cli.platform import distributed
 from pytorch_cli.store import checkpoint
 from pytorch_cli.store.rundir import LAST
@@ -70,11 +70,12 @@ def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
 def epoch_batches(job: Job, epoch: int):
     """The epoch's training batches from the position's batch on, as the settings make them."""
     cfg = job.cfg
-    aug = batches.Augment(cfg.augment, cfg.crop_pad, cfg.pad_mode, cfg.flip)
+    aug = augment.Augment(cfg.augment, cfg.crop_pad, cfg.pad_mode, cfg.flip, cfg.random_erasing)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     return batches.train_batches(job.train, job.data.spec, cfg.batch_size, cfg.seed, epoch, aug,
                                  job.device, start=job.state.pos.batch, workers=cfg.workers,
-                                 rank=job.world.rank, world=job.world.size, memory_format=layout)
+                                 rank=job.world.rank, world=job.world.size, memory_format=layout,
+                                 mix_with=mixing.Mix(cfg.mixup, cfg.cutmix, cfg.mix_prob))
 
 
 def _micro_batch(job: Job, tally: Tally, b: int, x: torch.Tensor, y: torch.Tensor) -> bool:

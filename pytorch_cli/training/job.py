@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from pytorch_cli.data import batches, catalog, datasets, folders
-from pytorch_cli.models import adapt, zoo
+from pytorch_cli.models import adapt, checkpointing, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError
 from pytorch_cli.platform.events import Emit
@@ -85,6 +85,8 @@ def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
         pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
         zoo.DATA_INITS[cfg.model](model, batches.normalize(data.train.images[pick[:5000]], spec))
     transfer = adapt.load_into(model, source.state, source.label) if source else None
+    if cfg.grad_checkpointing:
+        checkpointing.enable(model, cfg.model)
     if world.rank:  # dropout differs between ranks; rank 0 draws what one process would
         torch.manual_seed(batches.mix(cfg.seed, world.rank))
     if cfg.channels_last:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pytorch_cli.data.mixing import Mixed
 from pytorch_cli.training import optim
 from pytorch_cli.training.state import TrainState
 
@@ -25,7 +26,20 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, weight: float,
+def loss_of(logits: torch.Tensor, y: torch.Tensor | Mixed, label_smoothing: float = 0.0,
+            class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The batch's mean cross-entropy. Mixed labels (--mixup/--cutmix): lam x the loss against
+    labels a plus (1 - lam) x against b, which is the loss against the mixed target (cross-entropy
+    is linear in it), label smoothing and class weights included."""
+    if isinstance(y, Mixed):
+        return (y.lam * loss_of(logits, y.a, label_smoothing, class_weight)
+                + (1 - y.lam) * loss_of(logits, y.b, label_smoothing, class_weight))
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing,
+                           reduction="mean" if class_weight is None else "none")
+    return loss if class_weight is None else (loss * class_weight[y]).mean()
+
+
+def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor | Mixed, weight: float,
                      label_smoothing: float = 0.0, sync: bool = True,
                      amp: torch.dtype | None = None, scaler=None,
                      class_weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,10 +54,7 @@ def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor, weight:
     skip_sync = not sync and hasattr(model, "no_sync")
     with model.no_sync() if skip_sync else contextlib.nullcontext():
         with autocast(x.device, amp):
-            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing,
-                                   reduction="mean" if class_weight is None else "none")
-            if class_weight is not None:
-                loss = (loss * class_weight[y]).mean()
+            loss = loss_of(model(x), y, label_smoothing, class_weight)
         scaled = loss * weight
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
     return loss.detach()

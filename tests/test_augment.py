@@ -1,0 +1,74 @@
+import math
+
+import torch
+
+from pytorch_cli.data import augment
+from pytorch_cli.data.augment import Augment
+
+CROP_FLIP = Augment("crop-flip")
+
+
+def test_crop_is_a_window_of_the_zero_padded_image_and_flip_mirrors():
+    x = torch.randint(1, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    out = augment.crop_flip(x, CROP_FLIP, augment.draw(40, CROP_FLIP, (32, 32), 7))
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    flipped = 0
+    for i in range(len(x)):
+        windows = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        plain = any(torch.equal(out[i], w) for w in windows)
+        mirrored = any(torch.equal(out[i], w.flip(2)) for w in windows)
+        assert plain or mirrored
+        flipped += mirrored and not plain
+    assert 5 < flipped < 35  # about half are mirrored
+    again = augment.crop_flip(x, CROP_FLIP, augment.draw(40, CROP_FLIP, (32, 32), 7))
+    assert torch.equal(again, out)  # same seed, same batch
+
+def test_reflect_padding_crops_windows_of_the_mirrored_border():
+    aug = Augment("crop", pad=2, pad_mode="reflect")
+    x = torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8)
+    draws = augment.draw(30, aug, (32, 32), 3)
+    assert int(draws[:2].max()) <= 4  # 2 px each way
+    out = augment.crop_flip(x, aug, draws)
+    padded = torch.nn.functional.pad(x.float(), (2, 2, 2, 2), mode="reflect").to(torch.uint8)
+    for i in range(len(x)):
+        dy, dx = int(draws[0, i]), int(draws[1, i])
+        assert torch.equal(out[i], padded[i, :, dy:dy + 32, dx:dx + 32])
+
+
+def test_erased_boxes_follow_torchvisions_random_erasing():
+    """The share of the image erased and the boxes' aspect have torchvision's distribution (its
+    own get_params drawn as many times), every box lies inside the image, and p is the share of
+    images erased."""
+    from torchvision.transforms import v2
+    n, size = 4000, (32, 32)
+    top, left, h, w = augment.draw_erasing(n, 1.0, size, torch.Generator().manual_seed(0))
+    assert (h > 0).float().mean() > 0.99  # nearly every box fits in ten tries
+    assert (top >= 0).all() and (top + h <= 32).all() and (left + w <= 32).all()
+    torch.manual_seed(0)
+    theirs = [v2.RandomErasing.get_params(torch.zeros(3, 32, 32), (0.02, 0.33), (0.3, 3.3))
+              for _ in range(n)]
+    share = (h * w).float().mean() / 1024
+    their_share = sum(b[2] * b[3] for b in theirs) / n / 1024
+    assert abs(share - their_share) < 0.01 and 0.15 < share < 0.19
+    aspect = (h[h > 0].float() / w[h > 0]).log().mean()
+    assert abs(aspect - sum(math.log(b[2] / b[3]) for b in theirs) / n) < 0.05
+    half = augment.draw_erasing(n, 0.5, size, torch.Generator().manual_seed(1))
+    assert 0.47 < (half[2] > 0).float().mean() < 0.53
+
+
+def test_erasing_sets_the_box_to_the_mean_and_leaves_the_rest():
+    aug = Augment("none", erasing=1.0)
+    draws = augment.draw(16, aug, (28, 28), seed=4)
+    x = torch.randn(16, 1, 28, 28) + 5
+    out = augment.erase(x.clone(), aug, draws)
+    for i in range(16):
+        top, left, h, w = draws[aug.erase_rows, i].tolist()
+        assert (out[i, :, top:top + h, left:left + w] == 0).all()
+        assert int((out[i] == 0).sum()) == h * w  # nothing outside the box
+    assert torch.equal(augment.draw(16, aug, (28, 28), seed=4), draws)
+
+
+def test_a_policy_or_erasing_added_leaves_the_crops_as_they_were():
+    plain = augment.draw(50, CROP_FLIP, (32, 32), 9)
+    for added in (Augment("trivialaugment"), Augment("crop-flip", erasing=0.5)):
+        assert torch.equal(augment.draw(50, added, (32, 32), 9)[:3], plain)
