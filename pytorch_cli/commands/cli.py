@@ -229,6 +229,7 @@ def cache_(clear: bool = typer.Option(False, "--clear", help="Remove every entry
 # Looking at runs: looking.py (torch-free, as these commands are).
 app.command(name="runs", short_help="List runs and their status.")(looking.runs)
 app.command(name="plot", short_help="Draw loss and accuracy curves.")(looking.plot)
+app.command(name="activations", short_help="Draw feature maps of one image.")(looking.activations)
 
 
 def main(argv: list[str] | None = None) -> None:

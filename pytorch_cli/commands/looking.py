@@ -1,5 +1,6 @@
-"""The commands that look at runs: `ptrain runs` (the table) and `ptrain plot` (the curves).
-Registered on the app in cli.py; like --help they start without torch."""
+"""The commands that look at runs: `ptrain runs` (the table), `ptrain plot` (the curves) and
+`ptrain activations` (inside a model). Registered on the app in cli.py; like --help they start
+without torch (activations imports it once its arguments are checked)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,27 @@ def plot(
         curves[label if label not in curves else str(path)] = records
     plotlib.curves(curves, output)
     print(f"curves of {len(curves)} run(s) drawn in {output}")
+
+
+def activations(
+    checkpoint_file: Path = typer.Argument(
+        ..., metavar="RUN_DIR|CHECKPOINT",
+        help="A run directory (its model.pth), model.pth, last.pt or best.pt."),
+    image: Path = typer.Argument(..., metavar="IMAGE", help="One image file, any size or mode."),
+    output: Path = typer.Option(Path("activations.png"), "--output", "-o",
+                                help="Image file (.png, .svg, .pdf)."),
+    channels: int = typer.Option(8, min=1, max=64, help="Channels drawn per stage: the most "
+                                 "active ones."),
+    model: str = typer.Option("", help="Model of a bare state_dict."),
+    dataset: str = typer.Option("", help="Dataset of a bare state_dict."),
+) -> None:
+    """Draw each conv stage's feature maps for one image: the last layer at each resolution,
+    through torchvision's FX feature extraction (pip install 'pytorch-cli[plot]')."""
+    from pytorch_cli.output import plot as plotlib
+    plotlib.require_matplotlib("ptrain activations")
+    plotlib.check_output(output)
+    from pytorch_cli.commands import saved
+    found = saved.run_activations(checkpoint_file, image, output, channels, model, dataset)
+    for stage in found:
+        print(f"{stage.node}: {'x'.join(map(str, stage.maps.shape))}")
+    print(f"feature maps of {len(found)} stages drawn in {output}")

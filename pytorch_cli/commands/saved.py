@@ -180,6 +180,21 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
     return results
 
 
+def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
+                    model_name: str = "", dataset: str = "") -> list:
+    """`ptrain activations`: each stage's feature maps for one image, prepared as in training,
+    drawn into `output`; the stages."""
+    from pytorch_cli.models import activations
+    from pytorch_cli.output import plot
+    loaded = load_model(path, model_name, dataset)
+    meta = loaded.meta
+    x = read_image(image, meta["in_channels"], models.meta_size(meta))
+    normalise = batches.Normalize(meta["mean"], meta["std"])
+    found = activations.stages(loaded.model, normalise(x[None].float() / 255), meta["model"])
+    plot.feature_maps(x, found, output, per_stage)
+    return found
+
+
 def write_features(out: Path, features: list[torch.Tensor]) -> str:
     """`predict --features FILE.npy`: an (images, features) float32 array, written atomically;
     the line that says so."""

@@ -1,5 +1,6 @@
 """Pictures of runs (optional extra `plot`: matplotlib): loss and accuracy curves from
-metrics.jsonl, several runs on one figure; a confusion matrix from `ptrain eval`."""
+metrics.jsonl, several runs on one figure; a confusion matrix from `ptrain eval`; the LR range
+test; a model's feature maps for one image."""
 
 from __future__ import annotations
 
@@ -135,4 +136,22 @@ def lr_curve(result: dict, out: Path) -> None:
     ax.set(xscale="log", xlabel="learning rate", ylabel="training loss",
            title=f"LR range test: {result['model']} on {result['dataset']}")
     ax.legend()
+    _save(fig, out)
+
+
+def feature_maps(image, stages: list, out: Path, per_stage: int = 8) -> None:
+    """`ptrain activations`: the input image, then a row per stage of its `per_stage` most
+    active channels (highest mean), each on its own colour scale."""
+    fig, axes = _figure(len(stages) + 1, per_stage, size=(1.4 * per_stage, 1.5 * len(stages) + 1.5))
+    for ax in axes.flat:
+        ax.axis("off")
+    pixels = image.permute(1, 2, 0).numpy()  # uint8 (H, W, C)
+    axes[0][0].imshow(pixels[..., 0] if pixels.shape[2] == 1 else pixels,
+                      cmap="gray" if pixels.shape[2] == 1 else None)
+    axes[0][0].set_title("input", fontsize=8, loc="left")
+    for row, stage in enumerate(stages, start=1):
+        c, h, w = stage.maps.shape
+        for k, channel in enumerate(stage.maps.mean((1, 2)).argsort(descending=True)[:per_stage]):
+            axes[row][k].imshow(stage.maps[channel].numpy(), cmap="viridis")
+        axes[row][0].set_title(f"{stage.node}: {c}x{h}x{w}", fontsize=8, loc="left")
     _save(fig, out)
