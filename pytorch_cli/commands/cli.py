@@ -17,7 +17,7 @@ from typer.exceptions import TyperException
 # torch takes ~4 s to import here: the modules that need it are imported inside the commands
 # that run, so --help, --version and shell completion answer at once.
 from pytorch_cli import __version__
-from pytorch_cli.commands import looking, train
+from pytorch_cli.commands import looking, sweep, train
 from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo
 from pytorch_cli.output.report import print_eval, print_summary
@@ -226,7 +226,7 @@ def cache_(clear: bool = typer.Option(False, "--clear", help="Remove every entry
           f"(at most {cache.MAX_BYTES // 2**30} GiB: the least recently used go first)")
 
 
-# Looking at runs: looking.py (torch-free, as these commands are).
+app.command(short_help="Search settings with Optuna: many runs.")(sweep.sweep)
 app.command(name="runs", short_help="List runs and their status.")(looking.runs)
 app.command(name="plot", short_help="Draw loss and accuracy curves.")(looking.plot)
 app.command(name="activations", short_help="Draw feature maps of one image.")(looking.activations)

@@ -30,7 +30,7 @@ def _age(seconds: float) -> str:
 RUNS_COLUMNS = ("run", "dataset", "model", "epochs", "best", "last", "time", "status", "modified")
 TERMINAL_COLUMNS = ("run", "dataset model", "epochs", "best", "last", "time", "status", "age")
 STATUS_STYLES = {"running": "bold cyan", "finished": "green", "interrupted": "yellow",
-                 "failed": "red"}
+                 "pruned": "magenta", "failed": "red"}
 
 
 def _runs_rows(runs: list[dict], terminal: bool) -> list[list[str]]:
@@ -97,3 +97,17 @@ def print_runs(runs: list[dict], stream: TextIO) -> None:
     widths = [max(len(x) for x in col) for col in zip(RUNS_COLUMNS, *rows)]
     for row in [list(RUNS_COLUMNS), *rows]:
         print("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip(), file=stream)
+
+
+def print_trials(rows: list[dict], out: TextIO) -> None:
+    """`ptrain sweep DIR --show`: one line per trial, best first: number, state, metric,
+    epochs, run directory, settings, and why it failed."""
+    if not rows:
+        print("no trials yet", file=out)
+    for r in rows:
+        value = "" if r["value"] is None else f"{r['value']:.4f}"
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in r["params"].items())
+        note = f"  ({r['note']})" if r["note"] else ""
+        print(f"{r['trial']:>4} {r['state']:<8} {value:>8} {r['epochs'] or '':>4} "
+              f"{r['run_dir']:<10} {params}{note}", file=out)

@@ -229,17 +229,21 @@ def _read(path: Path) -> str:
         raise UsageError(f"config file {path} is not UTF-8 text: {e}") from None
 
 
-def load_file(path: Path) -> dict[str, Any]:
-    """Read a TOML config; unknown keys and wrong types are errors, not silently ignored."""
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's table, or one line saying why there is none."""
     text = _read(path)
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except RecursionError:  # arrays nested thousands deep
         raise UsageError(f"config file {path} is not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"config file {path} is not valid TOML: {e}") from None
     except ValueError:  # Python's own limit on integer literals
         raise UsageError(f"config file {path} holds an integer of more than 4300 digits") from None
+
+
+def typed_values(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A file's settings, typed; unknown keys and wrong types are errors, not silently ignored."""
     values = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
@@ -249,6 +253,11 @@ def load_file(path: Path) -> dict[str, Any]:
                 f"{path}: unknown key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
         values[name] = coerce(FIELD_TYPES[name], name, value, str(path))
     return values
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """Read a TOML config (typed_values says what it must hold)."""
+    return typed_values(read_toml(path), path)
 
 
 def resolve(file: Path | None = None, overrides: dict[str, Any] | None = None,

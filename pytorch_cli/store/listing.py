@@ -7,6 +7,7 @@ Status, from the lock and the last start/stop/end/abort record of metrics.jsonl:
   interrupted  a signal stopped it at a saved position, or it was killed (SIGKILL, OOM, power)
                after a checkpoint: `ptrain resume` continues it
   failed       a non-finite loss (nan), an error, or killed before any checkpoint
+  pruned       a sweep's pruner stopped it at epoch K (a "pruned" record after its stop)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pytorch_cli.platform.errors import warn
 from pytorch_cli.store import records
 from pytorch_cli.store.rundir import CONFIG, LAST, LOCK, METRICS, MODEL, RUN_FILES, RunDir
 
-ENDINGS = ("start", "stop", "end", "abort")
+ENDINGS = ("start", "stop", "end", "abort", "pruned")
 
 
 def status(run: RunDir, records: list[dict]) -> tuple[str, str]:
@@ -36,6 +37,8 @@ def status(run: RunDir, records: list[dict]) -> tuple[str, str]:
         if model.exists() and model.stat().st_mtime >= started:
             return "finished", ""
         return ("interrupted", "killed") if resumable else ("failed", "killed before a checkpoint")
+    if last["kind"] == "pruned":
+        return "pruned", f"epoch {last['epoch']}"
     if last["kind"] == "end" and not last.get("stopped"):
         return "finished", f"early stop, epoch {last['early_stop']}" if last.get("early_stop") \
             else ""

@@ -1,0 +1,136 @@
+"""`ptrain sweep SPEC.toml` runs a study's trials (sweeping.py); `ptrain sweep SWEEP_DIR --show`
+lists them, best first. Torch-free to import; Optuna is imported once the arguments are checked."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Literal, Optional
+
+import typer
+
+from pytorch_cli.platform import signals
+from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.settings import sweepspec
+from pytorch_cli.store import rundir
+
+Sampler = Literal["tpe", "random", "grid"]
+Pruner = Literal["median", "hyperband", "none"]
+Metric = Literal["acc", "loss"]
+
+
+def _slots(plan, spec: sweepspec.SweepSpec) -> list[dict]:
+    """Each job's environment: its own GPU where there are GPUs, else its share of the cores."""
+    gpus = 0
+    if spec.base.get("device", "auto") not in ("cpu", "mps"):
+        import torch
+        gpus = torch.cuda.device_count()
+    if gpus:
+        return [{"CUDA_VISIBLE_DEVICES": str(j % gpus)} for j in range(plan.jobs)]
+    share = str(max(1, (os.cpu_count() or 1) // plan.jobs))
+    return [{"OMP_NUM_THREADS": share} for _ in range(plan.jobs)]
+
+
+def _worker(sweep, slot: int) -> None:
+    from pytorch_cli.commands import sweeping
+    plan = sweep.plan
+    while not sweep.stop:
+        with sweeping.asking(sweep):
+            late = plan.timeout and time.monotonic() - sweep.started > plan.timeout
+            if late or sweeping.counted(sweep.study) >= plan.trials:
+                return
+            trial = sweep.study.ask()
+        sweeping.run_trial(sweep, trial, slot)
+
+
+def run(spec_file: Path, plan) -> int:
+    """Run the study's trials; the exit code (130/143 after a signal)."""
+    from pytorch_cli.commands import sweeping
+    spec = sweepspec.load(spec_file)
+    if plan.sampler == "grid":
+        plan.trials = min(plan.trials, len(list(_grid_points(spec))))
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    sweep = sweeping.Sweep(plan, spec, sweeping.open_study(plan, spec), _slots(plan, spec))
+
+    def stop(name: str) -> None:
+        sweep.stop = sweep.stop or name
+        for proc in list(sweep.procs):  # each trial saves where it is, as any stopped run
+            proc.send_signal(getattr(signal, name))
+    threads = [threading.Thread(target=_worker, args=(sweep, j), daemon=True)
+               for j in range(plan.jobs)]
+    with signals.stop_on_signals(stop):
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            time.sleep(0.2)  # the main thread stays free for the signal handler
+    done = sweeping.counted(sweep.study)
+    print(f"sweep {plan.folder}: {done} of {plan.trials} trials"
+          + (f"; best settings in {plan.folder / sweeping.BEST}"
+             if (plan.folder / sweeping.BEST).exists() else ""))
+    return signals.EXIT_CODES[sweep.stop] if sweep.stop else 0
+
+
+def _grid_points(spec: sweepspec.SweepSpec):
+    import itertools
+    return itertools.product(*sweepspec.grid_space(spec).values())
+
+
+def show(plan) -> list[dict]:
+    """The study's trials, best first (then running, pruned, failed), as rows."""
+    from pytorch_cli.commands import sweeping
+    study = sweeping.open_study(plan, None, create=False)
+    sign = -1 if plan.metric == "acc" else 1
+    rows = [{"trial": t.number, "state": t.state.name.lower(), "value": t.value,
+             "epochs": t.user_attrs.get("epochs") or (max(t.intermediate_values, default=0)),
+             "params": t.params, "run_dir": t.user_attrs.get("run_dir", ""),
+             "note": t.user_attrs.get("error", "interrupted: enqueued again"
+                                      if t.user_attrs.get("interrupted") else "")}
+            for t in study.get_trials(deepcopy=False)]
+    order = {"complete": 0, "running": 1, "pruned": 2, "waiting": 3, "fail": 4}
+    return sorted(rows, key=lambda r: (order.get(r["state"], 5),
+                                       sign * (r["value"] if r["value"] is not None else 0)))
+
+
+def sweep(
+    target: Path = typer.Argument(..., metavar="SPEC.toml|SWEEP_DIR",
+                                  help="A sweep spec (a base config and a [search] table), or "
+                                  "with --show a sweep's folder."),
+    trials: int = typer.Option(20, min=1, help="Trials in all (a continued study counts its "
+                               "earlier ones)."),
+    jobs: int = typer.Option(1, min=1, max=64, help="Trials at once: each on its own GPU, or "
+                             "its share of the CPU cores."),
+    sampler: Sampler = typer.Option("tpe", help="Optuna's sampler."),
+    pruner: Pruner = typer.Option("median", help="Stop trials whose epochs fall behind."),
+    timeout: float = typer.Option(0, min=0, help="Seconds after which no trial starts (0: "
+                                  "none)."),
+    metric: Metric = typer.Option("acc", help="acc: val accuracy (test without --val-split), "
+                                  "maximised; loss: its loss, minimised."),
+    storage: str = typer.Option("", help="An Optuna RDB URL (postgresql://...): workers on many "
+                                "machines join one study. Default: SQLite in the folder."),
+    folder: Optional[Path] = typer.Option(None, "--dir", help="The sweep's folder (default: "
+                                          "runs/SPEC_NAME)."),
+    show_only: bool = typer.Option(False, "--show", help="List the trials of SWEEP_DIR, best "
+                                   "first."),
+) -> None:
+    """Search settings with Optuna (pip install 'pytorch-cli[sweep]'): each trial is an ordinary
+    run in SWEEP_DIR/trial-NNN; best.toml holds the best trial's settings."""
+    from pytorch_cli.commands import sweeping
+    from pytorch_cli.output.runs_table import print_trials
+    sweeping.import_optuna()
+    if show_only:
+        if not target.is_dir():
+            raise UsageError(f"--show lists a sweep's folder; {target} is not one")
+        plan = sweeping.Plan(target, metric=metric, storage=storage)
+        print_trials(show(plan), sys.stdout)
+        return
+    if target.is_dir():
+        raise UsageError(f"{target} is a folder: give the spec file to run the sweep, or --show")
+    plan = sweeping.Plan(folder or rundir.root() / target.stem, trials, jobs, sampler, pruner,
+                         timeout, metric, storage)
+    code = run(target, plan)
+    if code:
+        raise typer.Exit(code)

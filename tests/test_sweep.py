@@ -1,0 +1,93 @@
+"""`ptrain sweep`: real Optuna studies of real `ptrain train` processes on generated data."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("optuna")
+
+BASE = 'dataset = "fake"\nmodel = "lenet"\n'
+
+
+def _spec(tmp_path, text: str, name: str = "spec"):
+    (tmp_path / f"{name}.toml").write_text(BASE + text)
+    return f"{name}.toml"
+
+
+def _study(tmp_path, name: str = "spec"):
+    import optuna
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/runs/{name}/study.db")
+
+
+def test_a_trial_falling_behind_is_pruned_and_listed_so(ptrain, tmp_path):
+    # seed 5: the grid comes as 0.05, 0.04, then 1e-7, which learns nothing
+    spec = _spec(tmp_path, 'epochs = 3\nseed = 5\n[search]\nlr = [0.05, 0.04, 1e-7]\n')
+    result = ptrain("sweep", spec, "--sampler", "grid", "--trials", "9")
+    assert result.code == 0 and "3 of 3 trials" in result.out  # a grid has 3 points
+    trials = _study(tmp_path).trials
+    assert [t.state.name for t in trials[:2]] == ["COMPLETE"] * 2  # the median needs two
+    bad = trials[2]
+    assert bad.params["lr"] == 1e-7 and bad.state.name == "PRUNED"
+    listed = {r["run"]: r for r in ptrain("runs", "runs/spec", "--json").json()}
+    row = listed[bad.user_attrs["run_dir"]]
+    assert (row["status"], row["detail"]) == ("pruned", "epoch 1")
+
+
+def test_four_trials_in_two_jobs_failures_recorded_and_best_toml_trains(ptrain, tmp_path):
+    """Nesterov with Adam is refused by the settings; SGD at lr 1e5 diverges (exit 3); Adam,
+    whose steps are bounded by the LR, trains on, and its settings are the best."""
+    spec = _spec(tmp_path, 'epochs = 1\nbatch_size = 256\nmomentum = 0.9\nlr = 1e5\n'
+                 '[search]\nnesterov = [true, false]\noptimizer = ["sgd", "adam"]\n')
+    result = ptrain("sweep", spec, "--sampler", "grid", "--jobs", "2", "--pruner", "none")
+    assert result.code == 0, result.err
+    assert "4 of 4 trials" in result.out
+    study = _study(tmp_path)
+    trials = {(t.params["nesterov"], t.params["optimizer"]): t for t in study.trials}
+    assert "--nesterov needs --optimizer sgd" in trials[True, "adam"].user_attrs["error"]
+    for nesterov in (True, False):
+        assert trials[nesterov, "sgd"].user_attrs["error"].startswith("exit 3: ptrain: error: "
+                                                                      "the training loss became")
+    assert [t.state.name for t in trials.values()].count("FAIL") == 3
+    best = trials[False, "adam"]
+    assert best.state.name == "COMPLETE" and study.best_trial.number == best.number
+    runs = {r["run"]: r["status"] for r in ptrain("runs", "runs/spec", "--json").json()}
+    assert runs[best.user_attrs["run_dir"]] == "finished" and len(runs) == 3  # 3 processes
+    assert 'optimizer = "adam"' in (tmp_path / "runs/spec/best.toml").read_text()
+    assert ptrain("train", "--config", "runs/spec/best.toml", "--dry-run").code == 0
+    shown = ptrain("sweep", "runs/spec", "--show").out.splitlines()
+    assert len(shown) == 4 and shown[0].split()[:2] == [str(best.number), "complete"]
+
+
+def test_sigterm_stops_the_sweep_at_a_saved_position_and_the_same_command_continues(tmp_path):
+    spec = _spec(tmp_path, 'epochs = 4\nbatch_size = 256\n[search]\nlr = [0.01]\n')
+    sweep = [sys.executable, "-m", "pytorch_cli", "sweep", spec, "--sampler", "grid",
+             "--pruner", "none"]
+    proc = subprocess.Popen(sweep, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = tmp_path / "runs/spec/trial-000/metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while '"kind": "epoch"' not in (metrics.read_text() if metrics.exists() else ""):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 143
+    assert (tmp_path / "runs/spec/trial-000/last.pt").exists()
+    again = subprocess.run(sweep, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    trials = _study(tmp_path).trials
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(done) == 1 and len(trials) == 2  # the interrupted one, then its resume
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    starts = [r for r in records if r["kind"] == "start"]
+    assert len(starts) == 2 and [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2,
+                                                                                          3, 4]
+
+
+def test_without_optuna_it_is_one_line_naming_the_extra(ptrain, tmp_path, without):
+    without("optuna")
+    result = ptrain("sweep", _spec(tmp_path, 'epochs = 1\n[search]\nlr = [0.1]\n'))
+    assert result.code == 2 and "pytorch-cli[sweep]" in result.err
+    assert len(result.err.strip().splitlines()) == 1

@@ -1,0 +1,47 @@
+import pytest
+
+from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.settings import sweepspec
+
+BASE = 'dataset = "fake"\nepochs = 1\n'
+
+
+def _spec(tmp_path, search: str, base: str = BASE):
+    path = tmp_path / "spec.toml"
+    path.write_text(base + "[search]\n" + search)
+    return sweepspec.load(path)
+
+
+def test_ranges_and_choices_are_typed_as_their_settings(tmp_path):
+    spec = _spec(tmp_path, 'lr = {low = 1e-4, high = 0.3, log = true}\noptimizer = ["sgd", '
+                 '"adam"]\nbatch_size = [64, 128]\nweight_decay = {low = 0, high = 1e-3}\n',
+                 BASE + 'model = "lenet"\n')
+    lr, optimizer, batch, decay = spec.search
+    assert (lr.low, lr.high, lr.log, lr.integer) == (1e-4, 0.3, True, False)
+    assert optimizer.choices == ("sgd", "adam") and batch.choices == (64, 128)
+    assert decay.low == 0.0 and decay.high == 0.001  # an integer bound of a float setting
+    assert spec.base == {"dataset": "fake", "model": "lenet", "epochs": 1}
+
+
+@pytest.mark.parametrize("search, base, message", [
+    ("lrr = [0.1]\n", BASE, "unknown key 'lrr'"),
+    ("lr = {low = 0.3, high = 0.1}\n", BASE, "range is empty"),
+    ("optimizer = []\n", BASE, "nothing to choose"),
+    ("epochs = [1, 2]\n", BASE, "epochs is both fixed in the base config and searched"),
+    ("lr = {low = 0, high = 0.1, log = true}\n", BASE, "log range must start above 0"),
+    ("optimizer = ['sgd', 'lion']\n", BASE, "optimizer"),
+    ("lr = {low = 0.1, high = 2e6}\n", BASE, "lr"),
+    ("lr = {low = 0.1, hi = 2}\n", BASE, "takes low, high"),
+    ("", BASE, "no [search] table"),
+    ("lr = [0.1]\n", BASE + "lrr = 1\n", "unknown key 'lrr'"),
+])
+def test_bad_specs_are_one_line_naming_the_key(tmp_path, search, base, message):
+    with pytest.raises(UsageError, match=message.replace("[", r"\[")):
+        _spec(tmp_path, search, base)
+
+
+def test_a_grid_needs_choices_or_steps_and_lists_every_point(tmp_path):
+    spec = _spec(tmp_path, "batch_size = {low = 32, high = 128, step = 32}\nlr = [0.1, 0.2]\n")
+    assert sweepspec.grid_space(spec) == {"batch_size": [32, 64, 96, 128], "lr": [0.1, 0.2]}
+    with pytest.raises(UsageError, match="needs a list or a step for lr"):
+        sweepspec.grid_space(_spec(tmp_path, "lr = {low = 0.1, high = 0.2}\n"))
