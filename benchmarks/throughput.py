@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms
 
-from pytorch_cli.data import batches, catalog
+from pytorch_cli.data import augment, batches, catalog
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
 from pytorch_cli.settings.config import TrainConfig
@@ -143,7 +143,7 @@ def _resident_batch(cfg: TrainConfig, data) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def _classic_transform(spec) -> transforms.Compose:
-    aug = ([transforms.RandomCrop(spec.size, padding=batches.pad_for(spec.size)),
+    aug = ([transforms.RandomCrop(spec.size, padding=augment.pad_for(spec.size)),
             transforms.RandomHorizontalFlip()] if spec.augment == "crop-flip" else [])
     return transforms.Compose(
         aug + [transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)]
