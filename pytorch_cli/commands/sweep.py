@@ -3,6 +3,7 @@ lists them, best first. Torch-free to import; Optuna is imported once the argume
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -52,7 +53,7 @@ def run(spec_file: Path, plan) -> int:
     from pytorch_cli.commands import sweeping
     spec = sweepspec.load(spec_file)
     if plan.sampler == "grid":
-        plan.trials = min(plan.trials, len(list(_grid_points(spec))))
+        plan.trials = min(plan.trials, math.prod(map(len, sweepspec.grid_space(spec).values())))
     plan.folder.mkdir(parents=True, exist_ok=True)
     sweep = sweeping.Sweep(plan, spec, sweeping.open_study(plan, spec), _slots(plan, spec))
 
@@ -72,11 +73,6 @@ def run(spec_file: Path, plan) -> int:
           + (f"; best settings in {plan.folder / sweeping.BEST}"
              if (plan.folder / sweeping.BEST).exists() else ""))
     return signals.EXIT_CODES[sweep.stop] if sweep.stop else 0
-
-
-def _grid_points(spec: sweepspec.SweepSpec):
-    import itertools
-    return itertools.product(*sweepspec.grid_space(spec).values())
 
 
 def show(plan) -> list[dict]:
