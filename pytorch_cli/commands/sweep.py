@@ -37,20 +37,34 @@ def _slots(plan, spec: sweepspec.SweepSpec) -> list[dict]:
 
 
 def _worker(sweep, slot: int) -> None:
-    from pytorch_cli.commands import sweeping
+    """Ask, run, tell, until the count is reached and no trial runs anywhere: while one does,
+    its worker may be lost, and this one is there to take it over."""
+    from pytorch_cli.commands import sweeping, sweepstore
     plan = sweep.plan
     while not sweep.stop:
-        with sweeping.asking(sweep):
+        with sweepstore.asking(sweep):
             late = plan.timeout and time.monotonic() - sweep.started > plan.timeout
-            if late or sweeping.counted(sweep.study) >= plan.trials:
+            full = late or sweepstore.counted(sweep.study) >= plan.trials
+            if full and (late or not sweepstore.running(sweep.study)):
                 return
-            trial = sweep.study.ask()
-        sweeping.run_trial(sweep, trial, slot)
+            trial = None if full else sweep.study.ask()
+            if trial is not None:
+                sweepstore.beat(sweep.study, trial)
+        if trial is None:  # a second: the wait ends soon after the last trial does
+            _pause(sweep, min(1.0, plan.heartbeat))
+        else:
+            sweeping.run_trial(sweep, trial, slot)
+
+
+def _pause(sweep, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while not sweep.stop and time.monotonic() < end:
+        time.sleep(0.2)
 
 
 def run(spec_file: Path, plan) -> int:
     """Run the study's trials; the exit code (130/143 after a signal)."""
-    from pytorch_cli.commands import sweeping
+    from pytorch_cli.commands import sweeping, sweepstore
     spec = sweepspec.load(spec_file)
     if plan.sampler == "grid":
         plan.trials = min(plan.trials, math.prod(map(len, sweepspec.grid_space(spec).values())))
@@ -68,7 +82,7 @@ def run(spec_file: Path, plan) -> int:
             t.start()
         while any(t.is_alive() for t in threads):
             time.sleep(0.2)  # the main thread stays free for the signal handler
-    done = sweeping.counted(sweep.study)
+    done = sweepstore.counted(sweep.study)
     print(f"sweep {plan.folder}: {done} of {plan.trials} trials"
           + (f"; best settings in {plan.folder / sweeping.BEST}"
              if (plan.folder / sweeping.BEST).exists() else ""))
@@ -77,18 +91,26 @@ def run(spec_file: Path, plan) -> int:
 
 def show(plan) -> list[dict]:
     """The study's trials, best first (then running, pruned, failed), as rows."""
-    from pytorch_cli.commands import sweeping
+    from pytorch_cli.commands import sweeping, sweepstore
     study = sweeping.open_study(plan, None, create=False)
     sign = -1 if plan.metric == "acc" else 1
+    trials = study.get_trials(deepcopy=False)
+    successors = sweepstore.continued(trials)
     rows = [{"trial": t.number, "state": t.state.name.lower(), "value": t.value,
              "epochs": t.user_attrs.get("epochs") or (max(t.intermediate_values, default=0)),
              "params": t.params, "run_dir": t.user_attrs.get("run_dir", ""),
-             "note": t.user_attrs.get("error", "interrupted: enqueued again"
-                                      if t.user_attrs.get("interrupted") else "")}
-            for t in study.get_trials(deepcopy=False)]
+             "note": t.user_attrs.get("error") or _note(t, successors.get(t.number))}
+            for t in trials]
     order = {"complete": 0, "running": 1, "pruned": 2, "waiting": 3, "fail": 4}
     return sorted(rows, key=lambda r: (order.get(r["state"], 5),
                                        sign * (r["value"] if r["value"] is not None else 0)))
+
+
+def _note(trial, successor: int | None) -> str:
+    if successor is None:
+        return ""
+    why = "interrupted" if trial.user_attrs.get("interrupted") else "worker lost"
+    return f"{why}; continued as trial {successor}"
 
 
 def sweep(
@@ -105,8 +127,13 @@ def sweep(
                                   "none)."),
     metric: Metric = typer.Option("acc", help="acc: val accuracy (test without --val-split), "
                                   "maximised; loss: its loss, minimised."),
-    storage: str = typer.Option("", help="An Optuna RDB URL (postgresql://...): workers on many "
-                                "machines join one study. Default: SQLite in the folder."),
+    storage: str = typer.Option("", help="An Optuna RDB URL (postgresql://user@host/db): "
+                                "workers on many machines join one study. Default: SQLite in "
+                                "the folder."),
+    study: str = typer.Option("", help="The study's name in the storage (default: the "
+                              "folder's name); workers that give the same one join it."),
+    heartbeat: int = typer.Option(30, min=1, help="Seconds between a worker's signs of life: "
+                                  "a trial silent for two is taken over by another worker."),
     folder: Optional[Path] = typer.Option(None, "--dir", help="The sweep's folder (default: "
                                           "runs/SPEC_NAME)."),
     show_only: bool = typer.Option(False, "--show", help="List the trials of SWEEP_DIR, best "
@@ -114,19 +141,19 @@ def sweep(
 ) -> None:
     """Search settings with Optuna (pip install 'pytorch-cli[sweep]'): each trial is an ordinary
     run in SWEEP_DIR/trial-NNN; best.toml holds the best trial's settings."""
-    from pytorch_cli.commands import sweeping
+    from pytorch_cli.commands import sweeping, sweepstore
     from pytorch_cli.output.runs_table import print_trials
-    sweeping.import_optuna()
+    sweepstore.import_optuna()
     if show_only:
         if not target.is_dir():
             raise UsageError(f"--show lists a sweep's folder; {target} is not one")
-        plan = sweeping.Plan(target, metric=metric, storage=storage)
+        plan = sweeping.Plan(target, metric=metric, storage=storage, study=study)
         print_trials(show(plan), sys.stdout)
         return
     if target.is_dir():
         raise UsageError(f"{target} is a folder: give the spec file to run the sweep, or --show")
     plan = sweeping.Plan(folder or rundir.root() / target.stem, trials, jobs, sampler, pruner,
-                         timeout, metric, storage)
+                         timeout, metric, storage, study, heartbeat)
     code = run(target, plan)
     if code:
         raise typer.Exit(code)

@@ -2,21 +2,20 @@
 an ordinary `ptrain train` process and run directory (SWEEP_DIR/trial-007/), so eval, export,
 resume, plot and runs work on it unchanged.
 
-The study lives in SWEEP_DIR/study.db (SQLite, nothing to start) or in --storage's database.
---jobs J runs J trials at once, each in its own process: on a GPU box each on its own GPU
+The study lives in SWEEP_DIR/study.db or --storage's database (sweepstore.py). --jobs J runs
+J trials at once, each in its own process: on a GPU box each on its own GPU
 (CUDA_VISIBLE_DEVICES), on a CPU with its share of the cores (OMP_NUM_THREADS). This process
 reads each trial's metrics.jsonl as it grows and reports every epoch's metric to Optuna; a trial
 its pruner stops gets SIGTERM, saves as any stopped run does, and is marked pruned.
 
 A signal stops every trial at a saved position; their Optuna trials are failed as interrupted
 and enqueued again with the same settings, so running the same command continues them with
-`ptrain resume` (the trial count counts each once).
+`ptrain resume` (the trial count counts each once). A trial whose worker was killed outright is
+taken over the same way, once its heartbeat is missed (sweepstore.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import signal
 import subprocess
@@ -26,23 +25,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytorch_cli.commands import sweepstore
 from pytorch_cli.platform import files, signals
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import sweepspec
 from pytorch_cli.store.rundir import LAST, RunDir
 
-EXTRA = "pip install 'pytorch-cli[sweep]'"
-STUDY_DB, BEST, TRIALS = "study.db", "best.toml", ".trials"
+BEST, TRIALS = "best.toml", ".trials"
 POLL_S = 0.5  # how often a trial's metrics.jsonl is read: an epoch takes seconds at least
-
-
-def import_optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise UsageError(f"ptrain sweep needs optuna: {EXTRA}") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna
 
 
 @dataclass
@@ -56,6 +46,8 @@ class Plan:
     timeout: float = 0.0  # seconds after which no trial starts; 0: none
     metric: str = "acc"  # acc (val accuracy, test without a split: maximised) | loss
     storage: str = ""  # an RDB URL; "": SQLite in the folder
+    study: str = ""  # the study's name in the storage; "": the folder's name
+    heartbeat: int = 30  # seconds; a trial silent for two is taken over
 
 
 @dataclass
@@ -70,13 +62,9 @@ class Sweep:
     started: float = field(default_factory=time.monotonic)
 
 
-def storage_url(plan: Plan) -> str:
-    return plan.storage or f"sqlite:///{(plan.folder / STUDY_DB).resolve()}"
-
-
 def open_study(plan: Plan, spec: sweepspec.SweepSpec | None, create: bool = True):
     """The study of this folder (created, or continued: the same name in the same storage)."""
-    optuna = import_optuna()
+    optuna = sweepstore.import_optuna()
     seed = (spec.base.get("seed", 1) if spec else 1)
     samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
                 "random": lambda: optuna.samplers.RandomSampler(seed=seed),
@@ -85,34 +73,17 @@ def open_study(plan: Plan, spec: sweepspec.SweepSpec | None, create: bool = True
                "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
                "none": optuna.pruners.NopPruner}
     direction = "maximize" if plan.metric == "acc" else "minimize"
+    name, storage = sweepstore.study_name(plan), sweepstore.storage(plan)
     try:
         if not create:
-            return optuna.load_study(study_name=plan.folder.resolve().name,
-                                     storage=storage_url(plan))
-        return optuna.create_study(study_name=plan.folder.resolve().name,
-                                   storage=storage_url(plan), load_if_exists=True,
-                                   sampler=samplers[plan.sampler](), pruner=pruners[plan.pruner](),
-                                   direction=direction)
+            return optuna.load_study(study_name=name, storage=storage)
+        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                                    sampler=samplers[plan.sampler](),
+                                    pruner=pruners[plan.pruner](), direction=direction)
     except (KeyError, ValueError) as e:  # no such study; a direction other than its own
         raise UsageError(f"{plan.folder}: {e}") from None
-
-
-def counted(study) -> int:
-    """Trials that count toward --trials: all but the interrupted ones (enqueued again) and
-    those waiting in the queue."""
-    import optuna
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state != optuna.trial.TrialState.WAITING
-               and not t.user_attrs.get("interrupted"))
-
-
-@contextlib.contextmanager
-def asking(sweep: Sweep):
-    """One asker at a time, in this process and in others on this folder: the count and the
-    ask are one step, so --trials is exact."""
-    with sweep.lock, open(sweep.plan.folder / ".ask.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+    sweepstore.remember_name(plan, name)
+    return study
 
 
 def metric(record: dict, name: str) -> float | None:
@@ -131,9 +102,12 @@ def _command(run_dir: Path, config: Path, resuming: bool) -> list[str]:
 def _watch(sweep: Sweep, trial, proc: subprocess.Popen, run: RunDir) -> int:
     """Report each new epoch record until the process ends; returns the epoch it was pruned
     at (0: not pruned)."""
-    seen, pruned = set(), 0
+    seen, pruned, beaten = set(), 0, time.monotonic()
     while True:
         done = proc.poll() is not None
+        if time.monotonic() - beaten >= sweep.plan.heartbeat:
+            sweepstore.beat(sweep.study, trial)
+            beaten = time.monotonic()
         for r in run.read_metrics() if run.path.exists() else []:
             value = metric(r, sweep.plan.metric) if r.get("kind") == "epoch" else None
             if value is None or r["epoch"] in seen:
@@ -169,7 +143,8 @@ def run_trial(sweep: Sweep, trial, slot: int) -> None:
     with log:
         proc = subprocess.Popen(_command(run.path, config, bool(again) and run.file(LAST).exists()),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **sweep.slots[slot]})
+                                env={**os.environ, **sweep.slots[slot]},
+                                preexec_fn=signals.sigterm_with_parent())
         sweep.procs.add(proc)
         try:
             pruned = _watch(sweep, trial, proc, run)
@@ -193,7 +168,7 @@ def _tell(sweep: Sweep, trial, code: int, pruned: int, run: RunDir, params: dict
     elif sweep.stop and code in signals.EXIT_CODES.values():  # stopped with the sweep
         trial.set_user_attr("interrupted", True)
         tell(sweep.study, trial, state=state.FAIL)
-        sweep.study.enqueue_trial(params, user_attrs={"resume": run.path.name})
+        sweepstore.continue_later(sweep.study, params, run.path.name, trial.number)
     else:
         tail = (sweep.plan.folder / TRIALS / f"{run.path.name}.log").read_bytes()[-300:]
         lines = tail.decode(errors="replace").strip().splitlines()

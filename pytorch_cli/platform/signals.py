@@ -80,3 +80,14 @@ def slurm_requeue() -> str:
     if done.returncode:
         return f"scontrol requeue {job} failed: {(done.stderr or done.stdout).strip()[:200]}"
     return f"SLURM job {job} requeued"
+
+
+def sigterm_with_parent():
+    """A Popen preexec_fn (Linux; None elsewhere): the child gets SIGTERM when the thread that
+    started it dies, so a SIGKILLed `ptrain sweep` leaves no trial training on unseen: each
+    saves at a position, as on any SIGTERM. Bound here, before the fork: the child only calls."""
+    if sys.platform != "linux":
+        return None
+    import ctypes
+    prctl, pr_set_pdeathsig = ctypes.CDLL(None, use_errno=True).prctl, 1
+    return lambda: prctl(pr_set_pdeathsig, int(signal.SIGTERM))

@@ -1,0 +1,117 @@
+"""The sweep's study storage: a lost worker's trial taken over, PostgreSQL shared by workers on
+two hosts (network namespaces) with the trial count exact, and storage errors as one line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from pgserver import Server, TwoHosts
+
+optuna = pytest.importorskip("optuna")
+
+SPEC = 'dataset = "fake"\nmodel = "lenet"\n'
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _sweep(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pytorch_cli", "sweep", *args]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": ROOT}
+
+
+def test_a_sigkilled_workers_trial_is_taken_over_and_resumed_from_its_last_pt(tmp_path):
+    (tmp_path / "spec.toml").write_text(SPEC + 'epochs = 3\nbatch_size = 256\n'
+                                        '[search]\nlr = [0.01]\n')
+    sweep = _sweep("spec.toml", "--sampler", "grid", "--pruner", "none", "--heartbeat", "1")
+    proc = subprocess.Popen(sweep, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    run = tmp_path / "runs/spec/trial-000"
+    deadline = time.monotonic() + 120
+    while '"kind": "epoch"' not in ((run / "metrics.jsonl").read_text()
+                                    if (run / "metrics.jsonl").exists() else ""):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # the worker, not its trial: that one is told by the kernel
+    proc.wait(10)
+    while not (run / "last.pt").exists() or '"kind": "stop"' not in (run / "metrics.jsonl") \
+            .read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    again = subprocess.run(sweep, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    study = optuna.load_study(study_name="spec",
+                              storage=f"sqlite:///{tmp_path}/runs/spec/study.db")
+    lost, successor = study.trials
+    assert lost.state.name == "FAIL" and successor.state.name == "COMPLETE"
+    assert successor.user_attrs == {**successor.user_attrs, "continues": 0, "resume": run.name}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3]
+    assert len([r for r in records if r["kind"] == "start"]) == 2  # trained on, not over
+    assert not (tmp_path / "runs/spec/trial-001").exists()
+    shown = subprocess.run(_sweep("runs/spec", "--show"), cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60).stdout
+    assert "worker lost; continued as trial 1" in shown
+
+
+def _hosts():
+    try:
+        return TwoHosts().__enter__(), True
+    except RuntimeError:
+        return [("127.0.0.1", ()), ("127.0.0.1", ())], False
+
+
+def test_workers_on_two_hosts_share_one_postgresql_study_and_its_count_exactly(tmp_path):
+    pytest.importorskip("psycopg")
+    hosts, namespaces = _hosts()
+    try:
+        (server_host, server_prefix), _ = hosts
+        try:
+            server = Server(server_host, server_prefix)
+            url = server.__enter__()
+        except RuntimeError as e:
+            pytest.skip(f"no PostgreSQL server: {e}")
+        try:
+            _two_workers(tmp_path, url, hosts)
+        finally:
+            server.__exit__()
+    finally:
+        if namespaces:
+            TwoHosts().__exit__()
+
+
+def _two_workers(tmp_path, url: str, hosts) -> None:
+    (tmp_path / "lr.toml").write_text(SPEC + 'epochs = 1\nbatch_size = 256\n'
+                                      '[search]\nlr = {low = 0.001, high = 0.1, log = true}\n')
+    workers = [subprocess.Popen([*prefix, *_sweep("lr.toml", "--storage", url, "--study", "lr",
+                                                  "--trials", "3", "--jobs", "2", "--dir",
+                                                  f"host-{i}")],
+                                cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+               for i, (_, prefix) in enumerate(hosts)]
+    outs = [w.communicate(timeout=300) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outs
+    dirs = sorted(p.name for p in tmp_path.glob("host-*/trial-*"))
+    assert dirs == [f"trial-{n:03d}" for n in range(3)]  # each trial on one host, once
+    assert all("of 3 trials" in out for out, _ in outs)
+    # the server is only reachable from the hosts: read the study back from host B
+    shown = subprocess.run([*hosts[1][1], *_sweep("host-0", "--show", "--storage", url)],
+                           cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
+    states = [line.split()[1] for line in shown.stdout.splitlines()]
+    assert states == ["complete"] * 3, shown.stderr  # not 4: four jobs asked
+
+
+def test_an_unreachable_storage_is_one_line(ptrain, tmp_path):
+    pytest.importorskip("psycopg")
+    (tmp_path / "s.toml").write_text(SPEC + '[search]\nlr = [0.1]\n')
+    port = __import__("pgserver").free_port()  # nothing listens there
+    result = ptrain("sweep", "s.toml", "--storage",
+                    f"postgresql://me:secret@127.0.0.1:{port}/db")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    assert "cannot open the study storage postgresql://me:***@127.0.0.1" in result.err
+    assert "secret" not in result.err
