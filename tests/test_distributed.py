@@ -68,15 +68,17 @@ def _final(run_dir: Path) -> dict:
     return read_metrics(run_dir, kinds=("epoch",))[-1]
 
 
-def test_two_processes_train_as_one_process_at_twice_the_batch(runs):
-    two, one = _weights(runs / "two"), _weights(runs / "one")
+def test_two_processes_train_as_one_process_at_twice_the_batch(tmp_path):
+    """One epoch (32 steps): 2 ranks and 1 end 1.5e-8 apart, float summation order. Longer runs
+    on fake data amplify that ulp: measured on an AVX-512 CPU, weights 1.5e-8 apart after
+    epoch 1 are 5.8e-4 apart by epoch 6 even when both then train in one process."""
+    one = _two_match_one(tmp_path, ["--epochs", "1"])
+    two = _weights(tmp_path / "two")
     assert two.keys() == one.keys() and not any(k.startswith("module.") for k in two)
-    for key in two:
-        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-6)
     # the same global batches, step by step: the same logged losses (to float summation order)
-    for a, b in zip(read_metrics(runs / "two"), read_metrics(runs / "one"), strict=True):
+    for a, b in zip(read_metrics(tmp_path / "two"), read_metrics(tmp_path / "one"), strict=True):
         assert a["step"] == b["step"] and abs(a["train_loss"] - b["train_loss"]) < 1e-5
-    assert _final(runs / "two")["test_correct"] == _final(runs / "one")["test_correct"]
+    assert _final(tmp_path / "two")["test_correct"] == _final(tmp_path / "one")["test_correct"]
 
 
 def test_gradient_accumulation_skips_the_all_reduce_and_keeps_the_sums_exact(tmp_path):
@@ -89,7 +91,8 @@ def test_gradient_accumulation_skips_the_all_reduce_and_keeps_the_sums_exact(tmp
 def test_a_backbone_frozen_then_released_trains_under_two_processes_as_under_one(tmp_path):
     """--freeze backbone --unfreeze-at 1: the release re-wraps DDP with the backbone's
     parameters in it (start_epoch); both ranks must agree on it, or the all-reduce hangs."""
-    freeze = ["--freeze", "backbone", "--unfreeze-at", "1", "--backbone-lr-scale", "0.5"]
+    freeze = ["--freeze", "backbone", "--unfreeze-at", "1", "--backbone-lr-scale", "0.5",
+              "--epochs", "2"]  # 1.5e-8 apart at 2 (the test above says why not 6)
     _two_match_one(tmp_path, freeze)
     start = read_metrics(tmp_path / "two", kinds=("start",))[0]
     assert start["world_size"] == 2 and 0 < start["trainable"] < start["params"]
@@ -97,7 +100,7 @@ def test_a_backbone_frozen_then_released_trains_under_two_processes_as_under_one
 
 def test_ema_under_two_processes_averages_as_one_process_does(tmp_path):
     """--ema: each rank averages the same all-reduced weights; model.pth is the average."""
-    one = _two_match_one(tmp_path, ["--ema", "0.9", "--epochs", "2"])
+    one = _two_match_one(tmp_path, ["--ema", "0.9", "--epochs", "1"])  # 2 drift: 2.4e-6 at 1.5
     live = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
     assert not all(torch.equal(one[k], live[k]) for k in one)  # the average, not the weights
 
