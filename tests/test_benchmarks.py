@@ -127,3 +127,15 @@ def test_recipe_costs_measures_every_stage_and_both_checkpointing_sides(tmp_path
     kept = result["grad_checkpointing"]
     assert kept["checkpointed"]["kept_mb"] < kept["plain"]["kept_mb"]
     assert "torchvision image by image" in stdout
+
+
+def test_sweep_jobs_times_each_jobs_and_pruner_pair(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("optuna")
+    code, stdout, err = _script("sweep_jobs.py", ["--trials", "1", "--jobs", "1", "2", "--pruners",
+                                                  "none", "--", "--dataset", "fake", "--epochs",
+                                                  "1"], monkeypatch, capsys)
+    assert code == 0, err
+    rows = [line.split(" | ") for line in stdout.splitlines() if line.startswith("| 1 ")
+            or line.startswith("| 2 ")]
+    assert [r[0] for r in rows] == ["| 1", "| 2"] and all(r[3:6] == ["1", "0", "0"] for r in rows)
+    assert rows[0][7] == "1.00x"  # --jobs 1 is the reference

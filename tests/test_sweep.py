@@ -35,6 +35,10 @@ def test_a_trial_falling_behind_is_pruned_and_listed_so(ptrain, tmp_path):
     listed = {r["run"]: r for r in ptrain("runs", "runs/spec", "--json").json()}
     row = listed[bad.user_attrs["run_dir"]]
     assert (row["status"], row["detail"]) == ("pruned", "epoch 1")
+    drawn = ptrain("sweep", "runs/spec", "--plot")
+    assert drawn.code == 0 and drawn.out.count("drawn: ") == 2
+    for name in ("history.png", "importances.png"):  # Optuna's own figures, as PNG
+        assert (tmp_path / "runs/spec" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_four_trials_in_two_jobs_failures_recorded_and_best_toml_trains(ptrain, tmp_path):
@@ -91,3 +95,32 @@ def test_without_optuna_it_is_one_line_naming_the_extra(ptrain, tmp_path, withou
     result = ptrain("sweep", _spec(tmp_path, 'epochs = 1\n[search]\nlr = [0.1]\n'))
     assert result.code == 2 and "pytorch-cli[sweep]" in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_plot_without_matplotlib_is_one_line_naming_the_extra(ptrain, tmp_path, without):
+    without("matplotlib")
+    (tmp_path / "runs/spec").mkdir(parents=True)
+    result = ptrain("sweep", "runs/spec", "--plot")
+    assert result.code == 2 and "pytorch-cli[plot]" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_trials_log_to_mlflow_as_runs_nested_under_the_sweeps_own(ptrain, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    spec = _spec(tmp_path, 'epochs = 1\nbatch_size = 256\nmlflow = true\n'
+                 '[search]\nlr = [0.01, 0.05]\n')
+    for _ in range(2):  # run, then again with more trials: the same parent run continues
+        result = ptrain("sweep", spec, "--sampler", "random", "--trials", str(2 + _),
+                        "--pruner", "none")
+        assert result.code == 0, result.err
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("ptrain").experiment_id
+    runs = client.search_runs([experiment])
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.run_name == "spec" and parent.info.status == "FINISHED"
+    trials = sorted(r.info.run_name for r in runs
+                    if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+    assert trials == ["trial-000", "trial-001", "trial-002"] and len(runs) == 4
+    assert _study(tmp_path).user_attrs["mlflow_parent"] == parent.info.run_id

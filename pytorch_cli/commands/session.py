@@ -1,8 +1,8 @@
 """One train/resume session, start to end, with one owner: it joins the process group once,
 takes the run directory's lock once (and releases it once), builds the sinks (progress,
-metrics.jsonl, TensorBoard) and closes them once, routes signals to a stop at a saved position,
-and maps how the run ended to its summary or to one error line and an exit code (130/143/129
-for signals, 3 for a non-finite loss)."""
+metrics.jsonl, TensorBoard, MLflow, W&B) and closes them once, routes signals to a stop at a
+saved position, and maps how the run ended to its summary or to one error line and an exit code
+(130/143/129 for signals, 3 for a non-finite loss)."""
 
 from __future__ import annotations
 
@@ -82,12 +82,18 @@ def _sinks(start: Start, opts: RunOptions) -> events.Emit:
     if not distributed.world().main:  # the other ranks print and write nothing
         return events.fanout()
     cfg, run_dir = start.cfg, start.run_dir
-    tensorboard = None
-    if cfg.tensorboard and run_dir is not None:
-        from pytorch_cli.output import tensorboard_sink
-        tensorboard = tensorboard_sink.sink(run_dir.path, cfg.to_dict())
+    trackers = []
+    if run_dir is not None:  # (not with --dry-run)
+        from pytorch_cli.output import mlflow_sink, tensorboard_sink, wandb_sink
+        resumed = start.saved is not None
+        if cfg.tensorboard:
+            trackers.append(tensorboard_sink.sink(run_dir.path, cfg.to_dict()))
+        if cfg.mlflow:
+            trackers.append(mlflow_sink.sink(run_dir, cfg.to_dict(), resumed))
+        if cfg.wandb:
+            trackers.append(wandb_sink.sink(run_dir, cfg.to_dict(), resumed))
     return events.fanout(reporter(sys.stderr if opts.json else sys.stdout, opts.quiet),
-                         run_dir.metrics_sink() if run_dir else None, tensorboard)
+                         run_dir.metrics_sink() if run_dir else None, *trackers)
 
 
 def _failure(e: BaseException, run_dir: RunDir | None) -> tuple[str, BaseException | None]:

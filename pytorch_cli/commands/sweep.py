@@ -62,14 +62,34 @@ def _pause(sweep, seconds: float) -> None:
         time.sleep(0.2)
 
 
+def _trackers(sweep) -> dict:
+    """The trials' environment for the spec's trackers: W&B runs grouped by the study's name,
+    MLflow runs nested under the sweep's own."""
+    from pytorch_cli.commands import sweepstore
+    from pytorch_cli.output import mlflow_sink, wandb_sink
+    base, env = sweep.spec.base, {}
+    if base.get("wandb"):
+        wandb_sink.require()  # once, here, rather than as every trial's failure
+        env["WANDB_RUN_GROUP"] = os.environ.get("WANDB_RUN_GROUP") or sweep.study.study_name
+    if base.get("mlflow"):
+        mlflow_sink.require()
+        with sweepstore.asking(sweep):  # one parent, however many workers start at once
+            env[mlflow_sink.PARENT] = mlflow_sink.parent_run(sweep.study)
+    return env
+
+
 def run(spec_file: Path, plan) -> int:
     """Run the study's trials; the exit code (130/143 after a signal)."""
     from pytorch_cli.commands import sweeping, sweepstore
+    from pytorch_cli.output import mlflow_sink
     spec = sweepspec.load(spec_file)
     if plan.sampler == "grid":
         plan.trials = min(plan.trials, math.prod(map(len, sweepspec.grid_space(spec).values())))
     plan.folder.mkdir(parents=True, exist_ok=True)
     sweep = sweeping.Sweep(plan, spec, sweeping.open_study(plan, spec), _slots(plan, spec))
+    trackers = _trackers(sweep)
+    for slot in sweep.slots:
+        slot.update(trackers)
 
     def stop(name: str) -> None:
         sweep.stop = sweep.stop or name
@@ -82,6 +102,8 @@ def run(spec_file: Path, plan) -> int:
             t.start()
         while any(t.is_alive() for t in threads):
             time.sleep(0.2)  # the main thread stays free for the signal handler
+    if trackers.get(mlflow_sink.PARENT):
+        mlflow_sink.end_parent(trackers[mlflow_sink.PARENT], bool(sweep.stop))
     done = sweepstore.counted(sweep.study)
     print(f"sweep {plan.folder}: {done} of {plan.trials} trials"
           + (f"; best settings in {plan.folder / sweeping.BEST}"
@@ -89,11 +111,10 @@ def run(spec_file: Path, plan) -> int:
     return signals.EXIT_CODES[sweep.stop] if sweep.stop else 0
 
 
-def show(plan) -> list[dict]:
+def show(study, metric: str) -> list[dict]:
     """The study's trials, best first (then running, pruned, failed), as rows."""
-    from pytorch_cli.commands import sweeping, sweepstore
-    study = sweeping.open_study(plan, None, create=False)
-    sign = -1 if plan.metric == "acc" else 1
+    from pytorch_cli.commands import sweepstore
+    sign = -1 if metric == "acc" else 1
     trials = study.get_trials(deepcopy=False)
     successors = sweepstore.continued(trials)
     rows = [{"trial": t.number, "state": t.state.name.lower(), "value": t.value,
@@ -138,20 +159,31 @@ def sweep(
                                           "runs/SPEC_NAME)."),
     show_only: bool = typer.Option(False, "--show", help="List the trials of SWEEP_DIR, best "
                                    "first."),
+    plot: bool = typer.Option(False, "--plot", help="Draw SWEEP_DIR/history.png (each trial's "
+                              "metric, the best so far) and importances.png (Optuna's parameter "
+                              "importances); pip install 'pytorch-cli[plot]'."),
 ) -> None:
     """Search settings with Optuna (pip install 'pytorch-cli[sweep]'): each trial is an ordinary
     run in SWEEP_DIR/trial-NNN; best.toml holds the best trial's settings."""
     from pytorch_cli.commands import sweeping, sweepstore
+    from pytorch_cli.output import plot as plotting
     from pytorch_cli.output.runs_table import print_trials
     sweepstore.import_optuna()
-    if show_only:
+    if show_only or plot:
         if not target.is_dir():
-            raise UsageError(f"--show lists a sweep's folder; {target} is not one")
-        plan = sweeping.Plan(target, metric=metric, storage=storage, study=study)
-        print_trials(show(plan), sys.stdout)
+            raise UsageError(f"--show and --plot take a sweep's folder; {target} is not one")
+        if plot:
+            plotting.require_matplotlib("--plot")
+        found = sweeping.open_study(sweeping.Plan(target, metric=metric, storage=storage,
+                                                  study=study), None, create=False)
+        if show_only:
+            print_trials(show(found, metric), sys.stdout)
+        if plot:
+            print("\n".join(plotting.sweep_plots(found, target, metric)))
         return
     if target.is_dir():
-        raise UsageError(f"{target} is a folder: give the spec file to run the sweep, or --show")
+        raise UsageError(f"{target} is a folder: give the spec file to run the sweep, or --show "
+                         "or --plot")
     plan = sweeping.Plan(folder or rundir.root() / target.stem, trials, jobs, sampler, pruner,
                          timeout, metric, storage, study, heartbeat)
     code = run(target, plan)

@@ -19,6 +19,15 @@ from pytorch_cli.settings.options import from_environment, options, parameters, 
 from pytorch_cli.settings.run import RunOptions
 
 RUN_OPTIONS = [f.name for f in dataclasses.fields(RunOptions)]
+TRACKERS = ("tensorboard", "mlflow", "wandb")  # sinks a resume can start or stop
+
+
+def _require_trackers(cfg: configlib.TrainConfig) -> None:
+    """A tracker asked for whose package is missing: one line naming its extra, before work."""
+    from pytorch_cli.output import mlflow_sink, tensorboard_sink, wandb_sink
+    for name, module in zip(TRACKERS, (tensorboard_sink, mlflow_sink, wandb_sink)):
+        if getattr(cfg, name):
+            module.require()
 
 
 def _device_aliases(overrides: dict, opts: RunOptions) -> dict:
@@ -50,9 +59,7 @@ def train(
     distributed.timeout_s()  # a bad PTRAIN_DIST_TIMEOUT: refused now, even for one process
     cfg = configlib.resolve(config, _device_aliases(typed(ctx, configlib.FIELD_TYPES), opts),
                             from_environment(ctx, configlib.TrainConfig))
-    if cfg.tensorboard:
-        from pytorch_cli.output import tensorboard_sink
-        tensorboard_sink.require()
+    _require_trackers(cfg)
     default = config.stem if config else cfg.dataset
     if opts.nproc or opts.max_restarts:
         named = opts.name or opts.run_dir or opts.dry_run
@@ -82,7 +89,6 @@ def resume(
     """Continue a run exactly where its checkpoint left it (mid-epoch included), in the same run
     directory."""
     from pytorch_cli.commands import prepare, session
-    from pytorch_cli.output import tensorboard_sink
     from pytorch_cli.platform import distributed
     opts = RunOptions(**{k: v for k, v in values.items() if k in RUN_OPTIONS})
     check(opts)
@@ -90,10 +96,9 @@ def resume(
 
     def start() -> prepare.Start:
         begin = prepare.resume(target, values["epochs"], values["device"], model, dataset)
-        if values["tensorboard"] is not None:
-            begin.cfg = dataclasses.replace(begin.cfg, tensorboard=values["tensorboard"])
-        if begin.cfg.tensorboard:
-            tensorboard_sink.require()
+        begin.cfg = dataclasses.replace(begin.cfg, **{k: values[k] for k in TRACKERS
+                                                      if values[k] is not None})
+        _require_trackers(begin.cfg)
         return begin
 
     session.run(start, opts)

@@ -155,3 +155,29 @@ def feature_maps(image, stages: list, out: Path, per_stage: int = 8) -> None:
             axes[row][k].imshow(stage.maps[channel].numpy(), cmap="viridis")
         axes[row][0].set_title(f"{stage.node}: {c}x{h}x{w}", fontsize=8, loc="left")
     _save(fig, out)
+
+
+def sweep_plots(study, folder: Path, metric: str) -> list[str]:
+    """`ptrain sweep SWEEP_DIR --plot`: Optuna's own optimisation history and parameter
+    importances (PED-ANOVA, its default: no scikit-learn) as history.png and importances.png in
+    the sweep's folder. Returns a line for each: the file drawn, or why it was not."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import optuna
+    from optuna.visualization import matplotlib as views
+    target = "accuracy (val, else test)" if metric == "acc" else "loss (val, else test)"
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not done:
+        raise UsageError(f"{folder}: no completed trial yet, nothing to plot")
+    lines = []
+    for name, draw in (("history.png", views.plot_optimization_history),
+                       ("importances.png", views.plot_param_importances)):
+        try:
+            ax = draw(study, target_name=target)
+        except (ValueError, RuntimeError) as e:  # importances: too few trials, nothing varied
+            lines.append(f"{name} not drawn: {str(e).splitlines()[0]}")
+            continue
+        ax.figure.set_size_inches(8, 4.5)
+        _save(ax.figure, folder / name)
+        lines.append(f"drawn: {folder / name}")
+    return lines

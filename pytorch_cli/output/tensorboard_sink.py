@@ -8,16 +8,8 @@ import importlib.util
 from pathlib import Path
 
 from pytorch_cli.platform.errors import PtrainError, UsageError
-from pytorch_cli.platform.events import Emit
+from pytorch_cli.platform.events import SCALARS, Emit
 from pytorch_cli.store.rundir import TENSORBOARD
-
-SCALARS = {  # record kind -> (record key, TensorBoard tag)
-    "train": (("train_loss", "Loss/train"), ("lr", "LR"),
-              ("images_per_s", "Throughput/images_per_s")),
-    "epoch": (("train_loss", "Loss/train_epoch"), ("test_loss", "Loss/test"),
-              ("test_acc", "Accuracy/test"), ("val_loss", "Loss/val"), ("val_acc", "Accuracy/val"),
-              ("images_per_s", "Throughput/images_per_s_epoch")),
-}
 
 
 def require() -> None:

@@ -1,5 +1,5 @@
 """The one event stream a run reports through. The loop calls `emit(record)`; sinks (the progress
-printer, metrics.jsonl, TensorBoard) each take what they need from it.
+printer, metrics.jsonl, TensorBoard, MLflow, W&B) each take what they need from it.
 
 Records are plain dicts with a "kind":
   start  device, dataset, sizes, model, params, epochs, batches (per process), batch_size (per
@@ -25,6 +25,16 @@ import math
 from typing import Any, Callable, Optional
 
 Emit = Callable[[dict], None]
+
+# The curves a tracker draws (TensorBoard, MLflow, W&B): record kind -> (record key, its name
+# there, against the record's step); "/" groups them into sections in each tracker
+SCALARS = {
+    "train": (("train_loss", "Loss/train"), ("lr", "LR"),
+              ("images_per_s", "Throughput/images_per_s")),
+    "epoch": (("train_loss", "Loss/train_epoch"), ("test_loss", "Loss/test"),
+              ("test_acc", "Accuracy/test"), ("val_loss", "Loss/val"), ("val_acc", "Accuracy/val"),
+              ("images_per_s", "Throughput/images_per_s_epoch")),
+}
 
 
 def fanout(*sinks: Optional[Emit]) -> Emit:

@@ -191,6 +191,14 @@ class TrainConfig:
         False, "Also write TensorBoard data to RUN_DIR/tensorboard (pip install "
         "'pytorch-cli[tensorboard]').",
         resume_help="Start (or stop) writing TensorBoard data [default: as the run did].")
+    mlflow: bool = setting(
+        False, "Also log to MLflow: MLFLOW_TRACKING_URI, else ./mlflow.db (pip install "
+        "'pytorch-cli[mlflow]').", resume_help="Log to MLflow, continuing the run's MLflow run "
+        "[default: as the run did].")
+    wandb: bool = setting(
+        False, "Also log to Weights & Biases, offline in RUN_DIR/wandb unless logged in (pip "
+        "install 'pytorch-cli[wandb]').", resume_help="Log to W&B, continuing the run's W&B run "
+        "[default: as the run did].")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,6 +8,8 @@ a training process holds on it (listing.py reads them all for `ptrain runs`).
               model.pth      final weights + what rebuilds the model
               run.lock       flock()ed by the process training in it (holds its pid)
               tensorboard/   with --tensorboard
+              trackers.json  with --mlflow/--wandb: their run ids, which a resume continues
+              wandb/         with --wandb: W&B's own files (an offline run, to `wandb sync`)
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from pytorch_cli.store import records
 CONFIG, METRICS, LAST, BEST, MODEL = ("config.toml", "metrics.jsonl", "last.pt", "best.pt",
                                       "model.pth")
 SKIPPED = "skipped-files.txt"  # --dataset folder: the files that are no usable image, and why
-RUN_FILES = (CONFIG, METRICS, LAST, BEST, MODEL, SKIPPED)
+TRACKERS = "trackers.json"  # --mlflow, --wandb: {tracker: its run's id}
+RUN_FILES = (CONFIG, METRICS, LAST, BEST, MODEL, SKIPPED, TRACKERS)
 LOCK = "run.lock"
-TRACE, TENSORBOARD = "profile-trace.json", "tensorboard"  # with --profile, --tensorboard
+TRACE, TENSORBOARD, WANDB = "profile-trace.json", "tensorboard", "wandb"  # with --profile...
 # the event kinds metrics.jsonl keeps: the curves, and how each process's run ended
 LOGGED = ("start", "compile", "train", "epoch", "early_stop", "stop", "end", "abort")
 
@@ -160,7 +163,8 @@ class RunDir:
         """--overwrite: remove the run's own files (and only those), under the lock."""
         for f in (*RUN_FILES, TRACE):
             self.file(f).unlink(missing_ok=True)
-        shutil.rmtree(self.file(TENSORBOARD), ignore_errors=True)  # old curves would mix in
+        for folder in (TENSORBOARD, WANDB):  # old curves would mix in
+            shutil.rmtree(self.file(folder), ignore_errors=True)
 
     def create(self, config: dict, skipped: list[str] | None = None) -> None:
         """Write config.toml, the run's resolved settings (which also proves the directory
@@ -175,6 +179,22 @@ class RunDir:
             if skipped:
                 listing = "".join(f"{line}\n" for line in skipped)
                 atomic_write(self.file(SKIPPED), lambda f: f.write(listing.encode()))
+        except OSError as e:
+            raise _unwritable(self.path, e) from None
+
+    def tracker_id(self, tracker: str) -> str | None:
+        """The id of this run's run in `tracker` (mlflow, wandb), if it has one."""
+        try:
+            ids = json.loads(files.read_regular(self.file(TRACKERS)))
+        except (OSError, ValueError):  # none yet; unreadable: a new tracker run, not a crash
+            return None
+        return ids.get(tracker) if isinstance(ids, dict) else None
+
+    def remember_tracker(self, tracker: str, run_id: str) -> None:
+        ids = {t: self.tracker_id(t) for t in ("mlflow", "wandb") if t != tracker}
+        text = json.dumps({**{t: i for t, i in ids.items() if i}, tracker: run_id})
+        try:
+            atomic_write(self.file(TRACKERS), lambda f: f.write(text.encode()))
         except OSError as e:
             raise _unwritable(self.path, e) from None
 

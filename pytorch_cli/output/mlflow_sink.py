@@ -1,0 +1,164 @@
+"""--mlflow (optional extra `mlflow`): the run in an MLflow tracking store, from rank 0.
+
+- Where: MLFLOW_TRACKING_URI, else MLflow's own default (./mlflow.db, SQLite, in MLflow 3);
+  the experiment is MLFLOW_EXPERIMENT_ID or MLFLOW_EXPERIMENT_NAME, else "ptrain".
+- Params: the resolved config. Metrics: every log record's and every epoch's (events.SCALARS),
+  against the optimizer step. At the end: model.pth, config.toml, metrics.jsonl and, with the
+  plot extra, curves.png as artifacts.
+- A resumed run continues its MLflow run (its id in RUN_DIR/trackers.json); the steps it had
+  logged are not logged twice (a resume computes them again, bit for bit).
+- A sweep's trials are nested runs under the sweep's own (PARENT, set by `ptrain sweep`).
+- The store unreachable at the start is one error line before any training; a failure later is
+  one warning, and the run trains on (metrics.jsonl keeps every record).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from pytorch_cli.platform.errors import PtrainError, UsageError, warn
+from pytorch_cli.platform.events import SCALARS, Emit
+from pytorch_cli.store.rundir import CONFIG, METRICS, MODEL, RunDir
+
+PARENT = "PTRAIN_MLFLOW_PARENT"  # the run id trials nest under (set by `ptrain sweep`)
+STATUS = {"end": "FINISHED", "stop": "KILLED", "abort": "FAILED"}  # a stop resumes: RUNNING
+
+
+def require() -> None:
+    if importlib.util.find_spec("mlflow") is None:
+        raise UsageError("--mlflow needs the mlflow package: pip install 'pytorch-cli[mlflow]'")
+
+
+def client():
+    """MLflow's client on the tracking store, with its INFO lines (creating its tables) off."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    from mlflow.tracking import MlflowClient
+    return MlflowClient()
+
+
+def experiment(mlflow_client) -> str:
+    """MLFLOW_EXPERIMENT_ID, else the experiment named MLFLOW_EXPERIMENT_NAME or "ptrain"."""
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "ptrain"
+    for _ in range(2):  # trials starting at once: another may create it first
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return mlflow_client.create_experiment(name)
+        except Exception:
+            continue
+    raise PtrainError(f"MLflow: cannot create the experiment {name!r}")
+
+
+def _store_error(e: Exception) -> PtrainError:
+    from mlflow import get_tracking_uri
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    return PtrainError(f"--mlflow: cannot log to the MLflow tracking store {get_tracking_uri()}: "
+                       f"{reason}; set MLFLOW_TRACKING_URI, or leave --mlflow out")
+
+
+def _params(config: dict) -> list:
+    from mlflow.entities import Param
+    return [Param(k, str(v)[:6000]) for k, v in config.items() if v is not None]
+
+
+def _logged_up_to(mlflow_client, run_id: str) -> int:
+    """The last step the run has any metric at (-1: none)."""
+    keys = mlflow_client.get_run(run_id).data.metrics
+    return max((m.step for k in keys for m in mlflow_client.get_metric_history(run_id, k)),
+               default=-1)
+
+
+def _open(mlflow_client, run_dir: RunDir, config: dict, resumed: bool) -> tuple[str, int]:
+    """(the MLflow run's id, the last step it already holds): continued, or created with the
+    config as its params."""
+    saved = run_dir.tracker_id("mlflow") if resumed else None
+    if saved:
+        mlflow_client.update_run(saved, status="RUNNING")
+        return saved, _logged_up_to(mlflow_client, saved)
+    parent = os.environ.get(PARENT)
+    run = mlflow_client.create_run(experiment(mlflow_client), run_name=run_dir.path.name,
+                                   tags={"mlflow.parentRunId": parent} if parent else None)
+    params = _params(config)
+    for i in range(0, len(params), 100):  # log_batch takes at most 100 params a call
+        mlflow_client.log_batch(run.info.run_id, params=params[i:i + 100])
+    return run.info.run_id, -1
+
+
+def _artifacts(mlflow_client, run_id: str, run_dir: RunDir) -> None:
+    for name in (MODEL, CONFIG, METRICS):
+        if run_dir.file(name).is_file():
+            mlflow_client.log_artifact(run_id, str(run_dir.file(name)))
+    if importlib.util.find_spec("matplotlib") is not None:
+        from pytorch_cli.output import plot
+        with tempfile.TemporaryDirectory() as tmp:
+            curves = Path(tmp) / "curves.png"
+            plot.curves({run_dir.path.name: run_dir.read_metrics()}, curves)
+            mlflow_client.log_artifact(run_id, str(curves))
+
+
+def sink(run_dir: RunDir, config: dict, resumed: bool) -> Emit:
+    """The MLflow run opens now, so an unreachable store stops the run before it trains."""
+    try:
+        mlflow_client = client()  # (it opens the store: a SQLite file's folder is made here)
+        run_id, done = _open(mlflow_client, run_dir, config, resumed)
+    except Exception as e:  # MLflow's own, the database driver's, the HTTP client's, OSError
+        raise _store_error(e) from None
+    live = True
+
+    def emit(r: dict) -> None:
+        nonlocal live
+        if not live:
+            return
+        try:
+            _log(r)
+        except Exception as e:  # the run matters more than its mirror: warn once, go on
+            live = False
+            warn(f"{_store_error(e)}: the run goes on without MLflow (metrics.jsonl has it all)")
+
+    def _log(r: dict) -> None:
+        from mlflow.entities import Metric
+        kind = r["kind"]
+        if kind == "start":
+            run_dir.remember_tracker("mlflow", run_id)
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, float(r[key]), now, r["step"])
+                   for key, name in SCALARS.get(kind, ()) if r.get(key) is not None]
+        if metrics and r["step"] > done:
+            mlflow_client.log_batch(run_id, metrics=metrics)
+        if kind == "end" and not r.get("stopped") and not r.get("dry_run"):
+            _artifacts(mlflow_client, run_id, run_dir)
+        if kind in STATUS and not (kind == "end" and r.get("stopped")):
+            mlflow_client.set_terminated(run_id, STATUS[kind])
+    return emit
+
+
+def parent_run(study) -> str:
+    """`ptrain sweep`: the sweep's own MLflow run, its trials' parent. Made once per study, its
+    id kept in the study, so every worker and a continued sweep nest under the same one."""
+    try:
+        mlflow_client = client()
+        saved = study.user_attrs.get("mlflow_parent")
+        if saved:
+            mlflow_client.update_run(saved, status="RUNNING")
+            return saved
+        run = mlflow_client.create_run(experiment(mlflow_client), run_name=study.study_name,
+                                       tags={"ptrain.sweep": study.study_name})
+    except Exception as e:
+        raise _store_error(e) from None
+    study.set_user_attr("mlflow_parent", run.info.run_id)
+    return run.info.run_id
+
+
+def end_parent(run_id: str, stopped: bool) -> None:
+    try:
+        client().set_terminated(run_id, "KILLED" if stopped else "FINISHED")
+    except Exception as e:
+        warn(str(_store_error(e)))

@@ -1,0 +1,80 @@
+"""--mlflow: a real MLflow tracking store (SQLite, MLflow's own default kind), read back through
+MLflow's client: params, every metric against its step, artifacts, a resume continuing its run
+without logging a step twice, and one line where it cannot work."""
+
+import json
+import shutil
+
+import pytest
+from conftest import read_metrics
+
+pytest.importorskip("mlflow")
+
+RUN = ["--dataset", "fake", "--model", "lenet", "--log-interval", "10", "--quiet",
+       "--run-dir", "r", "--mlflow"]
+
+
+@pytest.fixture
+def store(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
+    from mlflow.tracking import MlflowClient
+    return MlflowClient()
+
+
+def _only_run(client):
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_a_run_logs_its_config_metrics_and_files(ptrain, store, tmp_path):
+    assert ptrain("train", *RUN, "--epochs", "2", "--lr", "0.05").code == 0
+    run = _only_run(store)
+    assert (run.info.status, run.info.run_name) == ("FINISHED", "r")
+    assert run.data.params["lr"] == "0.05" and run.data.params["model"] == "lenet"
+    epochs = read_metrics(tmp_path / "r", kinds=("epoch",))
+    assert _history(store, run.info.run_id, "Accuracy/test") == \
+        [(e["step"], pytest.approx(e["test_acc"])) for e in epochs]
+    trains = read_metrics(tmp_path / "r", kinds=("train",))
+    assert [s for s, _ in _history(store, run.info.run_id, "Loss/train")] == \
+        [r["step"] for r in trains]
+    files = {a.path for a in store.list_artifacts(run.info.run_id)}
+    assert files == {"model.pth", "config.toml", "metrics.jsonl", "curves.png"}
+    ids = json.loads((tmp_path / "r/trackers.json").read_text())
+    assert ids == {"mlflow": run.info.run_id}
+
+
+def test_a_resume_continues_the_run_and_logs_no_step_twice(ptrain, store, tmp_path):
+    assert ptrain("train", *RUN, "--epochs", "1").code == 0
+    shutil.copy(tmp_path / "r/last.pt", tmp_path / "epoch1.pt")
+    assert ptrain("resume", "r", "--epochs", "2").code == 0
+    # back to epoch 1's checkpoint: epoch 2 is trained (and reported) once more, bit for bit
+    shutil.copy(tmp_path / "epoch1.pt", tmp_path / "r/last.pt")
+    assert ptrain("resume", "r", "--epochs", "2").code == 0
+    run = _only_run(store)  # the same MLflow run all along
+    assert run.info.status == "FINISHED"
+    steps = [s for s, _ in _history(store, run.info.run_id, "Accuracy/test")]
+    assert steps == [r["step"] for r in read_metrics(tmp_path / "r", kinds=("epoch",))]
+    train_steps = [s for s, _ in _history(store, run.info.run_id, "Loss/train")]
+    assert len(train_steps) == len(set(train_steps)) > 2
+
+
+def test_an_unusable_store_is_one_line_before_training(ptrain, monkeypatch, tmp_path):
+    (tmp_path / "a-file").write_text("in the way of the store's folder")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/a-file/mlflow.db")
+    out = ptrain("train", *RUN, "--epochs", "1")
+    assert out.code == 1 and len(out.err.strip().splitlines()) == 1, out.err
+    assert out.err.startswith("ptrain: error: --mlflow: cannot log to the MLflow tracking store")
+    assert not (tmp_path / "r/last.pt").exists()
+
+
+def test_without_mlflow_it_is_one_line_naming_the_extra(ptrain, without):
+    without("mlflow")
+    out = ptrain("train", *RUN)
+    assert out.code == 2 and out.err.splitlines() == [
+        "ptrain: error: --mlflow needs the mlflow package: pip install 'pytorch-cli[mlflow]'"]
