@@ -15,7 +15,17 @@ from forked import Forked
 from pytorch_cli.output import runs_table
 from pytorch_cli.platform import files
 from pytorch_cli.store import listing
-from pytorch_cli.store.rundir import CONFIG, LAST, LOCK, METRICS, MODEL, RUN_FILES, SKIPPED, RunDir
+from pytorch_cli.store.rundir import (
+    CONFIG,
+    LAST,
+    LOCK,
+    METRICS,
+    MODEL,
+    RUN_FILES,
+    SKIPPED,
+    TRACKERS,
+    RunDir,
+)
 
 FAKE = ["train", "--dataset", "fake", "--batch-size", "16", "--log-interval", "5"]
 
@@ -213,7 +223,8 @@ def test_resume_of_a_run_with_bad_lines_drops_them_and_leaves_no_lock(ptrain, tm
     (run / METRICS).mkdir()  # unreadable: the resume refuses rather than lose the records
     r = ptrain("resume", run, "--epochs", "2", "--quiet")
     assert r.code == 1 and f"cannot read {run / METRICS}: " in r.err
-    written = [f for f in RUN_FILES if f != SKIPPED]  # (a folder run's list of bad files)
+    # (not a folder run's list of bad files, nor the trackers' ids)
+    written = [f for f in RUN_FILES if f not in (SKIPPED, TRACKERS)]
     assert sorted(os.listdir(run)) == sorted([*written, "kept"])  # no run.lock
     (run / METRICS).rmdir()
     (run / "kept").rename(run / METRICS)

@@ -124,3 +124,12 @@ def test_trials_log_to_mlflow_as_runs_nested_under_the_sweeps_own(ptrain, tmp_pa
                     if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
     assert trials == ["trial-000", "trial-001", "trial-002"] and len(runs) == 4
     assert _study(tmp_path).user_attrs["mlflow_parent"] == parent.info.run_id
+
+
+def test_a_spec_asking_for_a_missing_tracker_is_one_line_before_any_trial(ptrain, tmp_path,
+                                                                           without):
+    without("wandb")
+    result = ptrain("sweep", _spec(tmp_path, 'wandb = true\n[search]\nlr = [0.1]\n'))
+    assert result.code == 2 and result.err.splitlines() == [
+        "ptrain: error: --wandb needs the wandb package: pip install 'pytorch-cli[wandb]'"]
+    assert not (tmp_path / "runs/spec").exists()  # no study made

@@ -14,6 +14,7 @@ from typing import Literal, Optional
 
 import typer
 
+from pytorch_cli.commands.train import require_trackers
 from pytorch_cli.platform import signals
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import sweepspec
@@ -66,13 +67,11 @@ def _trackers(sweep) -> dict:
     """The trials' environment for the spec's trackers: W&B runs grouped by the study's name,
     MLflow runs nested under the sweep's own."""
     from pytorch_cli.commands import sweepstore
-    from pytorch_cli.output import mlflow_sink, wandb_sink
+    from pytorch_cli.output import mlflow_sink
     base, env = sweep.spec.base, {}
     if base.get("wandb"):
-        wandb_sink.require()  # once, here, rather than as every trial's failure
         env["WANDB_RUN_GROUP"] = os.environ.get("WANDB_RUN_GROUP") or sweep.study.study_name
     if base.get("mlflow"):
-        mlflow_sink.require()
         with sweepstore.asking(sweep):  # one parent, however many workers start at once
             env[mlflow_sink.PARENT] = mlflow_sink.parent_run(sweep.study)
     return env
@@ -83,6 +82,7 @@ def run(spec_file: Path, plan) -> int:
     from pytorch_cli.commands import sweeping, sweepstore
     from pytorch_cli.output import mlflow_sink
     spec = sweepspec.load(spec_file)
+    require_trackers(spec.base)  # once, before the study, rather than as every trial's failure
     if plan.sampler == "grid":
         plan.trials = min(plan.trials, math.prod(map(len, sweepspec.grid_space(spec).values())))
     plan.folder.mkdir(parents=True, exist_ok=True)

@@ -22,11 +22,12 @@ RUN_OPTIONS = [f.name for f in dataclasses.fields(RunOptions)]
 TRACKERS = ("tensorboard", "mlflow", "wandb")  # sinks a resume can start or stop
 
 
-def _require_trackers(cfg: configlib.TrainConfig) -> None:
-    """A tracker asked for whose package is missing: one line naming its extra, before work."""
+def require_trackers(settings: dict) -> None:
+    """A tracker asked for whose package is missing: one line naming its extra, before work
+    (a run's settings, or a sweep spec's base, which its trials share)."""
     from pytorch_cli.output import mlflow_sink, tensorboard_sink, wandb_sink
     for name, module in zip(TRACKERS, (tensorboard_sink, mlflow_sink, wandb_sink)):
-        if getattr(cfg, name):
+        if settings.get(name):
             module.require()
 
 
@@ -59,7 +60,7 @@ def train(
     distributed.timeout_s()  # a bad PTRAIN_DIST_TIMEOUT: refused now, even for one process
     cfg = configlib.resolve(config, _device_aliases(typed(ctx, configlib.FIELD_TYPES), opts),
                             from_environment(ctx, configlib.TrainConfig))
-    _require_trackers(cfg)
+    require_trackers(cfg.to_dict())
     default = config.stem if config else cfg.dataset
     if opts.nproc or opts.max_restarts:
         named = opts.name or opts.run_dir or opts.dry_run
@@ -98,7 +99,7 @@ def resume(
         begin = prepare.resume(target, values["epochs"], values["device"], model, dataset)
         begin.cfg = dataclasses.replace(begin.cfg, **{k: values[k] for k in TRACKERS
                                                       if values[k] is not None})
-        _require_trackers(begin.cfg)
+        require_trackers(begin.cfg.to_dict())
         return begin
 
     session.run(start, opts)
