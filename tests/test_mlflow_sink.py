@@ -78,3 +78,16 @@ def test_without_mlflow_it_is_one_line_naming_the_extra(ptrain, without):
     out = ptrain("train", *RUN)
     assert out.code == 2 and out.err.splitlines() == [
         "ptrain: error: --mlflow needs the mlflow package: pip install 'pytorch-cli[mlflow]'"]
+
+
+def test_a_resume_into_another_store_warns_and_logs_to_a_new_run(ptrain, store, monkeypatch,
+                                                                  tmp_path):
+    assert ptrain("train", *RUN, "--epochs", "1").code == 0
+    first = _only_run(store).info.run_id
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/elsewhere.db")
+    out = ptrain("resume", "r", "--epochs", "2")
+    assert out.code == 0 and f"MLflow run {first} is not in this store" in out.err
+    from mlflow.tracking import MlflowClient
+    moved = _only_run(MlflowClient())
+    assert moved.info.run_id != first and moved.info.status == "FINISHED"
+    assert json.loads((tmp_path / "r/trackers.json").read_text()) == {"mlflow": moved.info.run_id}

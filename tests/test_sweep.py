@@ -105,25 +105,36 @@ def test_plot_without_matplotlib_is_one_line_naming_the_extra(ptrain, tmp_path, 
     assert len(result.err.strip().splitlines()) == 1
 
 
-def test_trials_log_to_mlflow_as_runs_nested_under_the_sweeps_own(ptrain, tmp_path, monkeypatch):
+def test_four_trials_in_two_jobs_log_to_mlflow_under_one_parent_and_to_one_wandb_group(
+        ptrain, tmp_path, monkeypatch):
+    """2 trials, then the same command with --trials 4: 4 run directories, 4 complete trials,
+    MLflow runs nested under the sweep's one run, W&B runs in one group; best.toml trains."""
     pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    spec = _spec(tmp_path, 'epochs = 1\nbatch_size = 256\nmlflow = true\n'
-                 '[search]\nlr = [0.01, 0.05]\n')
-    for _ in range(2):  # run, then again with more trials: the same parent run continues
-        result = ptrain("sweep", spec, "--sampler", "random", "--trials", str(2 + _),
-                        "--pruner", "none")
-        assert result.code == 0, result.err
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_RUN_GROUP"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # not logged in: offline
+    spec = _spec(tmp_path, 'epochs = 1\nbatch_size = 256\nmlflow = true\nwandb = true\n'
+                 '[search]\nlr = {low = 0.01, high = 0.1, log = true}\n')
+    for trials in ("2", "4"):
+        result = ptrain("sweep", spec, "--trials", trials, "--jobs", "2", "--pruner", "none")
+        assert result.code == 0 and f"{trials} of {trials} trials" in result.out, result.err
+    names = [f"trial-00{n}" for n in range(4)]
+    assert sorted(p.name for p in (tmp_path / "runs/spec").glob("trial-*")) == names
+    assert [t.state.name for t in _study(tmp_path).trials] == ["COMPLETE"] * 4
+    assert ptrain("train", "--config", "runs/spec/best.toml", "--dry-run").code == 0
     from mlflow.tracking import MlflowClient
     client = MlflowClient()
-    experiment = client.get_experiment_by_name("ptrain").experiment_id
-    runs = client.search_runs([experiment])
+    runs = client.search_runs([client.get_experiment_by_name("ptrain").experiment_id])
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.run_name == "spec" and parent.info.status == "FINISHED"
-    trials = sorted(r.info.run_name for r in runs
-                    if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
-    assert trials == ["trial-000", "trial-001", "trial-002"] and len(runs) == 4
     assert _study(tmp_path).user_attrs["mlflow_parent"] == parent.info.run_id
+    assert sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId")
+                  == parent.info.run_id) == names and len(runs) == 5
+    from test_wandb_sink import run_record
+    logs = sorted(tmp_path.glob("runs/spec/trial-*/wandb/offline-run-*/run-*.wandb"))
+    assert len(logs) == 4 and {run_record(log).run_group for log in logs} == {"spec"}
 
 
 def test_a_spec_asking_for_a_missing_tracker_is_one_line_before_any_trial(ptrain, tmp_path,
@@ -133,3 +144,12 @@ def test_a_spec_asking_for_a_missing_tracker_is_one_line_before_any_trial(ptrain
     assert result.code == 2 and result.err.splitlines() == [
         "ptrain: error: --wandb needs the wandb package: pip install 'pytorch-cli[wandb]'"]
     assert not (tmp_path / "runs/spec").exists()  # no study made
+
+
+def test_a_trial_is_not_pruned_at_its_last_epoch(ptrain, tmp_path):
+    """Its run is over by then: a SIGTERM as it exits once left a finished trial failed (-15)."""
+    spec = _spec(tmp_path, 'epochs = 1\nseed = 5\n[search]\nlr = [0.05, 0.04, 1e-7]\n')
+    assert ptrain("sweep", spec, "--sampler", "grid").code == 0
+    trials = _study(tmp_path).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert trials[2].params["lr"] == 1e-7 and trials[2].value < trials[0].value

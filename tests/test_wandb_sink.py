@@ -40,6 +40,11 @@ def _records(path: Path):
             chunks = b""
 
 
+def run_record(path: Path):
+    """The run's own record: run_id, project, run_group, the config at the start..."""
+    return next(r.run for r in _records(path) if r.WhichOneof("record_type") == "run")
+
+
 def _logged(path: Path) -> tuple[dict, dict]:
     """({step: {key: value}} of the history, the config)."""
     history, config = {}, {}

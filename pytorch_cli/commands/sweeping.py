@@ -114,7 +114,8 @@ def _watch(sweep: Sweep, trial, proc: subprocess.Popen, run: RunDir) -> int:
                 continue
             seen.add(r["epoch"])
             trial.report(value, int(r["epoch"]))
-            if not pruned and not done and trial.should_prune():
+            last = r["epoch"] >= r.get("epochs", float("inf"))  # a stop now would cut nothing
+            if not pruned and not done and not last and trial.should_prune():
                 pruned = int(r["epoch"])
                 proc.send_signal(signal.SIGTERM)
         if done:
@@ -158,7 +159,8 @@ def _tell(sweep: Sweep, trial, code: int, pruned: int, run: RunDir, params: dict
     state = optuna.trial.TrialState
     records = [r for r in run.read_metrics() if r.get("kind") == "epoch"] if run.path.exists() \
         else []
-    if pruned and code == signals.EXIT_CODES["SIGTERM"]:
+    # the pruner's SIGTERM: 143 from ptrain's handler, or -15 where it landed as ptrain exited
+    if pruned and code in (signals.EXIT_CODES["SIGTERM"], -signal.SIGTERM):
         run.append_metrics({"kind": "pruned", "epoch": pruned, "time": time.time()})
         tell(sweep.study, trial, state=state.PRUNED)
     elif code == 0 and records and metric(records[-1], sweep.plan.metric) is not None:

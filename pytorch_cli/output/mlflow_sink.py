@@ -76,13 +76,25 @@ def _logged_up_to(mlflow_client, run_id: str) -> int:
                default=-1)
 
 
+def _exists(mlflow_client, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+    try:
+        return mlflow_client.get_run(run_id).info.lifecycle_stage != "deleted"
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+
+
 def _open(mlflow_client, run_dir: RunDir, config: dict, resumed: bool) -> tuple[str, int]:
     """(the MLflow run's id, the last step it already holds): continued, or created with the
     config as its params."""
     saved = run_dir.tracker_id("mlflow") if resumed else None
-    if saved:
+    if saved and _exists(mlflow_client, saved):
         mlflow_client.update_run(saved, status="RUNNING")
         return saved, _logged_up_to(mlflow_client, saved)
+    if saved:  # another store (MLFLOW_TRACKING_URI changed), or the run was deleted
+        warn(f"--mlflow: the run's MLflow run {saved} is not in this store; logging to a new one")
     parent = os.environ.get(PARENT)
     run = mlflow_client.create_run(experiment(mlflow_client), run_name=run_dir.path.name,
                                    tags={"mlflow.parentRunId": parent} if parent else None)

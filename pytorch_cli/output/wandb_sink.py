@@ -20,7 +20,7 @@ from pytorch_cli.platform.errors import PtrainError, UsageError, warn
 from pytorch_cli.platform.events import SCALARS, Emit
 from pytorch_cli.store.rundir import RunDir
 
-EXIT = {"end": 0, "stop": 143, "abort": 1}  # a stop: W&B marks it crashed, resumable
+EXIT = {"end": 0, "stop": 143, "abort": 1}  # a stop is marked preempting: it will resume
 SUMMARY = ("test_acc", "test_loss", "best_acc", "best_epoch", "train_s_total")
 
 
@@ -81,6 +81,8 @@ def sink(run_dir: RunDir, config: dict, resumed: bool) -> Emit:
             run.log(values, step=r["step"])
         if kind == "end":
             run.summary.update({k: r[k] for k in SUMMARY if r.get(k) is not None})
+        if kind == "stop":  # W&B's word for a run that will be resumed
+            run.mark_preempting()
         if kind in EXIT and not (kind == "end" and r.get("stopped")):
             run.finish(exit_code=EXIT[kind])
     return emit

@@ -35,7 +35,8 @@ SKIPPED = "skipped-files.txt"  # --dataset folder: the files that are no usable 
 TRACKERS = "trackers.json"  # --mlflow, --wandb: {tracker: its run's id}
 RUN_FILES = (CONFIG, METRICS, LAST, BEST, MODEL, SKIPPED, TRACKERS)
 LOCK = "run.lock"
-TRACE, TENSORBOARD, WANDB = "profile-trace.json", "tensorboard", "wandb"  # with --profile...
+# with --profile, --tensorboard, --wandb
+TRACE, TENSORBOARD, WANDB = "profile-trace.json", "tensorboard", "wandb"
 # the event kinds metrics.jsonl keeps: the curves, and how each process's run ended
 LOGGED = ("start", "compile", "train", "epoch", "early_stop", "stop", "end", "abort")
 
@@ -182,17 +183,19 @@ class RunDir:
         except OSError as e:
             raise _unwritable(self.path, e) from None
 
-    def tracker_id(self, tracker: str) -> str | None:
-        """The id of this run's run in `tracker` (mlflow, wandb), if it has one."""
+    def _tracker_ids(self) -> dict:
         try:
             ids = json.loads(files.read_regular(self.file(TRACKERS)))
-        except (OSError, ValueError):  # none yet; unreadable: a new tracker run, not a crash
-            return None
-        return ids.get(tracker) if isinstance(ids, dict) else None
+        except (OSError, ValueError):  # none yet; unreadable: new tracker runs, not a crash
+            return {}
+        return ids if isinstance(ids, dict) else {}
+
+    def tracker_id(self, tracker: str) -> str | None:
+        """The id of this run's run in `tracker` (mlflow, wandb), if it has one."""
+        return self._tracker_ids().get(tracker)
 
     def remember_tracker(self, tracker: str, run_id: str) -> None:
-        ids = {t: self.tracker_id(t) for t in ("mlflow", "wandb") if t != tracker}
-        text = json.dumps({**{t: i for t, i in ids.items() if i}, tracker: run_id})
+        text = json.dumps({**self._tracker_ids(), tracker: run_id})
         try:
             atomic_write(self.file(TRACKERS), lambda f: f.write(text.encode()))
         except OSError as e:
