@@ -16,7 +16,7 @@ import typer
 from pytorch_cli.commands.prepare import Start
 from pytorch_cli.output.report import reporter
 from pytorch_cli.platform import distributed, events, signals
-from pytorch_cli.platform.errors import PtrainError
+from pytorch_cli.platform.errors import PtrainError, first_line
 from pytorch_cli.settings.run import RunOptions
 from pytorch_cli.store.rundir import LAST, RunDir
 from pytorch_cli.training import loop, stopping
@@ -72,7 +72,7 @@ def _train(start: Start, opts: RunOptions) -> dict:
     except BaseException as e:
         reason, instead = _failure(e, start.run_dir)
         emit({"kind": "abort", "reason": reason,
-              "error": (str(instead or e).strip().splitlines() or [type(e).__name__])[0][:300]})
+              "error": first_line(instead or e)})
         if instead is not None:
             raise instead from None
         raise

@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pytorch_cli.platform.errors import PtrainError, UsageError, warn
-from pytorch_cli.platform.events import SCALARS, Emit
+from pytorch_cli.platform.errors import PtrainError, UsageError, first_line, warn
+from pytorch_cli.platform.events import SCALARS, Emit, best_effort
 from pytorch_cli.store.rundir import CONFIG, METRICS, MODEL, RunDir
 
 PARENT = "PTRAIN_MLFLOW_PARENT"  # the run id trials nest under (set by `ptrain sweep`)
@@ -59,9 +59,8 @@ def experiment(mlflow_client) -> str:
 
 def _store_error(e: Exception) -> PtrainError:
     from mlflow import get_tracking_uri
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
     return PtrainError(f"--mlflow: cannot log to the MLflow tracking store {get_tracking_uri()}: "
-                       f"{reason}; set MLFLOW_TRACKING_URI, or leave --mlflow out")
+                       f"{first_line(e)}; set MLFLOW_TRACKING_URI, or leave --mlflow out")
 
 
 def _params(config: dict) -> list:
@@ -123,19 +122,8 @@ def sink(run_dir: RunDir, config: dict, resumed: bool) -> Emit:
         run_id, done = _open(mlflow_client, run_dir, config, resumed)
     except Exception as e:  # MLflow's own, the database driver's, the HTTP client's, OSError
         raise _store_error(e) from None
-    live = True
 
-    def emit(r: dict) -> None:
-        nonlocal live
-        if not live:
-            return
-        try:
-            _log(r)
-        except Exception as e:  # the run matters more than its mirror: warn once, go on
-            live = False
-            warn(f"{_store_error(e)}: the run goes on without MLflow (metrics.jsonl has it all)")
-
-    def _log(r: dict) -> None:
+    def log(r: dict) -> None:
         from mlflow.entities import Metric
         kind = r["kind"]
         if kind == "start":
@@ -149,7 +137,7 @@ def sink(run_dir: RunDir, config: dict, resumed: bool) -> Emit:
             _artifacts(mlflow_client, run_id, run_dir)
         if kind in STATUS and not (kind == "end" and r.get("stopped")):
             mlflow_client.set_terminated(run_id, STATUS[kind])
-    return emit
+    return best_effort(log, lambda e: str(_store_error(e)))
 
 
 def parent_run(study) -> str:

@@ -16,8 +16,8 @@ import netrc
 import os
 from urllib.parse import urlsplit
 
-from pytorch_cli.platform.errors import PtrainError, UsageError, warn
-from pytorch_cli.platform.events import SCALARS, Emit
+from pytorch_cli.platform.errors import PtrainError, UsageError, first_line
+from pytorch_cli.platform.events import SCALARS, Emit, best_effort
 from pytorch_cli.store.rundir import RunDir
 
 EXIT = {"end": 0, "stop": 143, "abort": 1}  # a stop is marked preempting: it will resume
@@ -56,23 +56,10 @@ def sink(run_dir: RunDir, config: dict, resumed: bool) -> Emit:
     try:
         run = _init(run_dir, config, resumed)
     except Exception as e:  # W&B's own errors (a bad key, a server that does not answer...)
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise PtrainError(f"--wandb: cannot start the W&B run: {reason}; set WANDB_MODE=offline,"
-                          " or leave --wandb out") from None
-    live = True
+        raise PtrainError(f"--wandb: cannot start the W&B run: {first_line(e)}; set "
+                          "WANDB_MODE=offline, or leave --wandb out") from None
 
-    def emit(r: dict) -> None:
-        nonlocal live
-        if not live:
-            return
-        try:
-            _log(r)
-        except Exception as e:  # the run matters more than its mirror: warn once, go on
-            live = False
-            warn(f"--wandb: {str(e).strip()[:300]}; the run goes on without W&B "
-                 "(metrics.jsonl has it all)")
-
-    def _log(r: dict) -> None:
+    def log(r: dict) -> None:
         kind = r["kind"]
         if kind == "start":
             run_dir.remember_tracker("wandb", run.id)
@@ -85,4 +72,4 @@ def sink(run_dir: RunDir, config: dict, resumed: bool) -> Emit:
             run.mark_preempting()
         if kind in EXIT and not (kind == "end" and r.get("stopped")):
             run.finish(exit_code=EXIT[kind])
-    return emit
+    return best_effort(log, lambda e: f"--wandb: {first_line(e)}")

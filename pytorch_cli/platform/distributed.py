@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.platform.errors import PtrainError, UsageError, first_line
 
 DEFAULT_TIMEOUT_S = 300.0  # a collective waits this long, at most (PTRAIN_DIST_TIMEOUT)
 MAX_TIMEOUT_S = 7 * 24 * 3600  # a week: a collective that waits longer is a hang
@@ -126,7 +126,7 @@ def close() -> None:
 
 def peer_lost(error: Exception) -> PtrainError:
     """A collective failed because a peer died or timed out: one line, not a traceback."""
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    first = first_line(error, 200)
     return PtrainError(f"rank {world().rank}: another process of this job stopped answering "
                        f"({first}); the job ends, and the last checkpoint is intact")
 

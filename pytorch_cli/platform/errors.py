@@ -39,6 +39,11 @@ class UsageError(PtrainError):
         super().__init__(message, exit_code=2)
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """An exception as one line of a message: its first line, else its type's name."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
 def plural(n: float, word: str, many: str = "") -> str:
     """'1 epoch', '2 epochs', '9.9 epochs'; plural(3, "batch", "batches")."""
     return f"{n:g} {word if n == 1 else many or word + 's'}"

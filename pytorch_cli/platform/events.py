@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional
 
+from pytorch_cli.platform.errors import warn
+
 Emit = Callable[[dict], None]
 
 # The curves a tracker draws (TensorBoard, MLflow, W&B): record kind -> (record key, its name
@@ -44,6 +46,23 @@ def fanout(*sinks: Optional[Emit]) -> Emit:
     def emit(record: dict) -> None:
         for sink in live:
             sink(record)
+    return emit
+
+
+def best_effort(log: Emit, failed: Callable[[Exception], str]) -> Emit:
+    """A tracker's sink (MLflow, W&B): the run matters more than its mirror. Its first failure
+    is one warning, failed(error)'s line, and the sink goes quiet; metrics.jsonl has it all."""
+    live = True
+
+    def emit(record: dict) -> None:
+        nonlocal live
+        if not live:
+            return
+        try:
+            log(record)
+        except Exception as e:  # the tracker's own, its database's, its HTTP client's
+            live = False
+            warn(f"{failed(e)}; the run goes on without it (metrics.jsonl has every record)")
     return emit
 
 
