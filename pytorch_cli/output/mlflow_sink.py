@@ -36,8 +36,8 @@ def require() -> None:
 
 def client():
     """MLflow's client on the tracking store, with its INFO lines (creating its tables) off."""
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # after the import, which sets INFO
     return MlflowClient()
 
 
