@@ -91,3 +91,34 @@ def test_a_resume_into_another_store_warns_and_logs_to_a_new_run(ptrain, store, 
     moved = _only_run(MlflowClient())
     assert moved.info.run_id != first and moved.info.status == "FINISHED"
     assert json.loads((tmp_path / "r/trackers.json").read_text()) == {"mlflow": moved.info.run_id}
+
+
+def _train_steps(metrics) -> list[int]:
+    """The steps of the train records written so far (whole lines only: it is being written)."""
+    lines = metrics.read_text().splitlines(keepends=True) if metrics.exists() else []
+    return [json.loads(line)["step"] for line in lines
+            if line.endswith("\n") and '"kind": "train"' in line]
+
+
+def test_a_signal_marks_the_run_killed_and_the_resume_finishes_it(ptrain, store, tmp_path):
+    """A real SIGTERM mid-run (a forked process): KILLED; `ptrain resume` sets it running and
+    finishes it, each step logged once."""
+    import signal
+    import time
+
+    from forked import Forked
+    proc = Forked(["train", *RUN, "--epochs", "6", "--batch-size", "16"], tmp_path)
+    metrics, deadline = tmp_path / "r/metrics.jsonl", time.monotonic() + 120
+    while max(_train_steps(metrics), default=0) < 150:  # in epoch 2 of 125 batches
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    run = _only_run(store)
+    assert run.info.status == "KILLED"
+    assert ptrain("resume", "r").code == 0
+    run = _only_run(store)
+    assert run.info.status == "FINISHED"
+    steps = [s for s, _ in _history(store, run.info.run_id, "Loss/train")]
+    assert steps == [r["step"] for r in read_metrics(tmp_path / "r", kinds=("train",))]
