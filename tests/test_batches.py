@@ -51,6 +51,9 @@ def test_normalize_matches_torchvision_transforms():
     # the ops of (x / 255 - mean) / std, in place: the very values of the out-of-place chain
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (spec.mean, spec.std))
     assert torch.equal(batches.normalize(x, spec), (x.float().div(255) - mean) / std)
+    last = batches.normalize(x, spec, torch.channels_last)  # (transposed, whole mean planes)
+    assert last.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(last, (x.float().div(255) - mean) / std)
 
 
 def test_training_batches_come_in_the_models_memory_format_with_the_same_values():
