@@ -17,7 +17,7 @@ import hashlib
 import warnings
 from pathlib import Path
 
-from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.platform.errors import UsageError, first_line
 
 EXTRA = "pip install 'pytorch-cli[sweep]'"
 STUDY_DB, NAME = "study.db", ".study"  # NAME: the study's name, for --show
@@ -76,8 +76,8 @@ def storage(plan):
         name = getattr(e.__cause__, "name", None) or "its driver"
         raise UsageError(f"--storage {_shown(url)} needs the module {name}: {EXTRA}") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
-        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-        raise UsageError(f"cannot open the study storage {_shown(url)}: {reason}") from None
+        raise UsageError(f"cannot open the study storage {_shown(url)}: "
+                         f"{first_line(getattr(e, 'orig', None) or e)}") from None
 
 
 @contextlib.contextmanager

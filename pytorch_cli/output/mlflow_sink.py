@@ -68,30 +68,32 @@ def _params(config: dict) -> list:
     return [Param(k, str(v)[:6000]) for k, v in config.items() if v is not None]
 
 
-def _logged_up_to(mlflow_client, run_id: str) -> int:
+def _logged_up_to(mlflow_client, run) -> int:
     """The last step the run has any metric at (-1: none)."""
-    keys = mlflow_client.get_run(run_id).data.metrics
-    return max((m.step for k in keys for m in mlflow_client.get_metric_history(run_id, k)),
-               default=-1)
+    return max((m.step for k in run.data.metrics
+                for m in mlflow_client.get_metric_history(run.info.run_id, k)), default=-1)
 
 
-def _exists(mlflow_client, run_id: str) -> bool:
+def _found(mlflow_client, run_id: str):
+    """The run of this id in the store, or None (not there, or deleted)."""
     from mlflow.exceptions import MlflowException
     try:
-        return mlflow_client.get_run(run_id).info.lifecycle_stage != "deleted"
+        run = mlflow_client.get_run(run_id)
     except MlflowException as e:
         if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return False
+            return None
         raise
+    return run if run.info.lifecycle_stage != "deleted" else None
 
 
 def _open(mlflow_client, run_dir: RunDir, config: dict, resumed: bool) -> tuple[str, int]:
     """(the MLflow run's id, the last step it already holds): continued, or created with the
     config as its params."""
     saved = run_dir.tracker_id("mlflow") if resumed else None
-    if saved and _exists(mlflow_client, saved):
+    found = _found(mlflow_client, saved) if saved else None
+    if found is not None:
         mlflow_client.update_run(saved, status="RUNNING")
-        return saved, _logged_up_to(mlflow_client, saved)
+        return saved, _logged_up_to(mlflow_client, found)
     if saved:  # another store (MLFLOW_TRACKING_URI changed), or the run was deleted
         warn(f"--mlflow: the run's MLflow run {saved} is not in this store; logging to a new one")
     parent = os.environ.get(PARENT)
