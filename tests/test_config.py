@@ -11,7 +11,7 @@ from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings import rules
 from pytorch_cli.settings.declare import declared
-from pytorch_cli.store import rundir
+from pytorch_cli.store import checkpoint, rundir
 from pytorch_cli.training import optim
 
 
@@ -106,8 +106,20 @@ def test_missing_config_file():
 def test_shipped_presets_are_valid():
     root = Path(__file__).parent.parent / "configs"
     presets = {p.stem: configlib.resolve(p) for p in root.glob("*.toml")}
-    assert set(presets) >= {"mnist", "fashion-mnist", "cifar10"}
+    assert set(presets) >= {"mnist", "fashion-mnist", "cifar10", "cifar100"}
     assert presets["cifar10"].model == "resnet18"
+
+
+def test_the_cifar100_preset_trains_on_cifar100_files_and_counts_100_classes(tmp_path, ptrain):
+    from conftest import write_cifar100_python
+    write_cifar100_python(tmp_path / "data", n_train=64, n_test=40)
+    preset = Path(__file__).parent.parent / "configs/cifar100.toml"
+    r = ptrain("train", "--config", str(preset), "--data-dir", str(tmp_path / "data"),
+               "--model", "lenet", "--max-steps", "2", "--batch-size", "32", "--run-dir", "r")
+    assert r.code == 0, r.err
+    saved = (tmp_path / "r/config.toml").read_text()
+    assert 'dataset = "cifar100"' in saved and "epochs = 200" in saved
+    assert len(checkpoint.load(tmp_path / "r/model.pth")["meta"]["classes"]) == 100
 
 
 def test_a_renamed_setting_keeps_its_old_name_in_flags_files_and_checkpoints(ptrain, tmp_path):
