@@ -23,6 +23,24 @@ def test_crop_is_a_window_of_the_zero_padded_image_and_flip_mirrors():
     again = augment.crop_flip(x, CROP_FLIP, augment.draw(40, CROP_FLIP, (32, 32), 7))
     assert torch.equal(again, out)  # same seed, same batch
 
+def test_each_crop_is_its_drawn_window_in_either_layout_and_for_large_images_too():
+    """The drawn (dy, dx, flip) picks the window, whether the index comes from the table of every
+    pattern (32 px) or from row and column tables (96 px: the whole table would pass
+    TABLE_BYTES), and a channels-last crop holds the same values in channels-last memory."""
+    for size in (32, 96):
+        assert (2 * 9 * 9 * size * size * 8 > augment.TABLE_BYTES) == (size == 96)
+        x = torch.randint(0, 256, (12, 3, size, size), dtype=torch.uint8)
+        draws = augment.draw(12, CROP_FLIP, (size, size), 5)
+        out = augment.crop_flip(x, CROP_FLIP, draws)
+        padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+        for i in range(len(x)):
+            dy, dx, flip = (int(v) for v in draws[:, i])
+            window = padded[i, :, dy:dy + size, dx:dx + size]
+            assert torch.equal(out[i], window.flip(2) if flip else window)
+        last = augment.crop_flip(x, CROP_FLIP, draws, torch.channels_last)
+        assert last.is_contiguous(memory_format=torch.channels_last) and torch.equal(last, out)
+
+
 def test_reflect_padding_crops_windows_of_the_mirrored_border():
     aug = Augment("crop", pad=2, pad_mode="reflect")
     x = torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8)

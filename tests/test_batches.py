@@ -214,3 +214,24 @@ def test_a_full_recipe_gives_the_same_batches_resumed_mid_epoch_and_with_workers
     assert sum(len(y) == 3 for _, y in full) >= 25  # most of the 40 batches are mixed
     assert _same(full[17:], _mixed_batches(d, start=17))
     assert _same(full, _mixed_batches(d, workers=2))
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "autoaugment"])
+def test_batches_prepared_a_chunk_at_a_time_equal_those_prepared_one_by_one(policy, monkeypatch):
+    """On a CPU a few batches are prepared at once (chunk_size): every image gets the same ops,
+    for each rank of several (whose rows of the plan do not touch) and from a mid-epoch start."""
+    d = datasets.load("fake")
+    cpu, aug = torch.device("cpu"), Augment(policy, erasing=0.5)
+    assert batches.chunk_size(cpu, 50, (1, 28, 28)) == batches.CHUNK_BATCHES
+    assert batches.chunk_size(cpu, 64, (3, 224, 224)) == 1  # 38 MB a batch: one at a time
+    assert batches.chunk_size(cpu, 50, (1, 28, 28), workers=2) == 1
+    assert batches.chunk_size(torch.device("meta"), 50, (1, 28, 28)) == 1
+
+    def epoch(**kw):
+        return _all(batches.train_batches(d.train, d.spec, 50, 4, 2, aug, cpu, start=3, rank=1,
+                                          world=2, memory_format=torch.channels_last, **kw))
+    chunked = epoch()
+    monkeypatch.setattr(batches, "CHUNK_BATCHES", 1)
+    assert len(chunked) == 17 and _same([(x, (y,)) for x, y in chunked],
+                                        [(x, (y,)) for x, y in epoch()])
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x, _ in chunked)

@@ -45,6 +45,18 @@ def test_throughput_measures_all_three_contenders(tmp_path, monkeypatch, capsys)
     assert "| lenet | 64 | mnist (real) |" in stdout
 
 
+def test_throughputs_default_steps_fit_in_one_epoch_of_the_real_data(monkeypatch):
+    """ptrain is timed by two log intervals of one epoch: a warm-up and the timed one."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("throughput", BENCH / "throughput.py")
+    throughput = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(throughput)
+    from bench_data import SIZES
+    for device, steps in throughput.STEPS.items():
+        for model, (dataset, batch) in throughput.CASES.items():
+            assert 2 * steps[model] <= SIZES[dataset][0] // batch, (device, model)
+
+
 def test_time_to_accuracy_splits_the_time_from_launch(tmp_path):
     preset = tmp_path / "fake.toml"
     preset.write_text('dataset = "fake"\nepochs = 3\nlog_interval = 1000\n')

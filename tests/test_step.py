@@ -75,15 +75,16 @@ def test_label_smoothing_changes_the_training_loss_by_the_expected_amount():
 
 
 def test_meter_is_the_sample_weighted_mean_and_resets():
-    m = step.Meter(torch.device("cpu"), capacity=4)
+    m = step.Meter(torch.device("cpu"))
     m.add(torch.tensor(2.0), 64)
     m.add(torch.tensor(1.0), 16)
     total, n = m.read()
     assert n == 80 and total / n == pytest.approx((2 * 64 + 16) / 80)
     assert m.read() == (2 * 64 + 16, 80)  # reading does not reset
+    m.add(torch.tensor(0.1, dtype=torch.float64), 1)  # read as float32 (MPS has no float64)
+    assert m.read()[0] == 2 * 64 + 16 + float(torch.tensor(0.1, dtype=torch.float32))
     m.reset()
     assert m.read() == (0.0, 0)
-    assert m.losses.dtype == torch.float32  # no float64 on the device (MPS has none)
 
 
 def test_lookahead_pulls_the_average_toward_the_weights_then_resets_them_to_it():

@@ -55,7 +55,7 @@ def test_finite_weights_pass_and_one_nan_weight_stops_the_save():
 
 def test_float16_runs_with_a_skipped_step_go_on_unless_the_weights_broke():
     state = _state(scaler=torch.amp.GradScaler("cpu"))
-    meter = step.Meter(torch.device("cpu"), 4)
+    meter = step.Meter(torch.device("cpu"))
     meter.add(torch.tensor(math.inf), 8)  # the scaler skipped that step: the weights are fine
     stopping.check_finite(math.inf, meter, state, 0.1, main=True)
     with torch.no_grad():

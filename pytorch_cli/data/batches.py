@@ -10,6 +10,7 @@ any --workers.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Iterator
 
 import torch
@@ -124,6 +125,30 @@ def normalize(x: torch.Tensor, spec: Spec,
     return out.copy_(x).div_(255).sub_(mean).div_(std)
 
 
+# On a CPU, batches are prepared a few at a time: the same ops on the same images (each op works
+# image by image, so the values are the same), but between two preparations the model's steps
+# run on warm caches. cifar-net on CIFAR-10 at batch 128, 2-core CPU: 6.63 ms a batch prepared
+# one by one, 6.43 four at a time (5.89 stepping on one resident batch). Up to CHUNK_BYTES of
+# float images at once; one at a time on an accelerator, whose queue already overlaps them.
+CHUNK_BATCHES, CHUNK_BYTES = 4, 8 << 20
+
+
+def chunk_size(device: torch.device, batch_size: int, shape: tuple[int, ...],
+               workers: int = 0) -> int:
+    """How many batches train_batches prepares at once."""
+    if device.type != "cpu" or workers:
+        return 1
+    return max(1, min(CHUNK_BATCHES, CHUNK_BYTES // (4 * batch_size * math.prod(shape))))
+
+
+def _columns(spans: list[slice]) -> slice | torch.Tensor:
+    """The epoch plan's columns of consecutive spans: one slice when they touch (a single
+    process), else their indices."""
+    if all(a.stop == b.start for a, b in zip(spans, spans[1:])):
+        return slice(spans[0].start, spans[-1].stop)
+    return torch.cat([torch.arange(s.start, s.stop) for s in spans])
+
+
 def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: int,
                   aug: Augment, device: torch.device, start: int = 0, workers: int = 0,
                   rank: int = 0, world: int = 1,
@@ -137,14 +162,16 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
     stages (crop-flip, a policy), normalisation, erasing, then --mixup/--cutmix (`mix_with`,
     drawn per global batch: its labels come as mixing.Mixed).
 
-    workers=0: `split` already lives on the device; every batch is a slice of the epoch plan
-    and device ops, with no host work or copy per step.
+    workers=0: `split` already lives on the device; batches are slices of the epoch plan and
+    device ops (chunk_size of them at a time), with no host work or copy per step.
     workers>0: `split` stays in host memory; DataLoader worker processes gather the same batches
     into pinned memory and they are copied over asynchronously.
     """
     host_plan = epoch_plan(len(split), batch_size * world, seed, epoch, aug, spec.size)
     plan = host_plan.to(device, non_blocking=True)
     spans = shard_spans(len(split), batch_size, rank, world)[start:]
+    per = chunk_size(device, batch_size, (spec.channels, *spec.size), workers)
+    chunks = [spans[i:i + per] for i in range(0, len(spans), per)]
     if workers:
         # Its own generator: the DataLoader draws its worker seed from this one, not from the
         # global generator that dropout uses, so --workers N trains exactly as --workers 0.
@@ -158,12 +185,19 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
                for x, y in loader)
     else:
         # index_select, not split.images[idx]: the same rows, 10x faster on a CPU
-        raw = ((split.images.index_select(0, plan[0, s]), split.labels.index_select(0, plan[0, s]))
-               for s in spans)
-    for b, (s, (x, y)) in enumerate(zip(spans, raw), start=start):
-        x = normalize(augment.apply(x, aug, plan[1:, s], host_plan[1:, s]), spec, memory_format)
-        x = augment.erase(x, aug, plan[1:, s])
-        yield mixing.apply(x, y, mixing.draw(mix_with, x.shape[2:], mix(seed, epoch, b, 1)))
+        raw = ((split.images.index_select(0, plan[0, c]), split.labels.index_select(0, plan[0, c]))
+               for c in map(_columns, chunks))
+    b = start
+    for chunk, (x, y) in zip(chunks, raw):
+        c = _columns(chunk)
+        x = augment.apply(x, aug, plan[1:, c], host_plan[1:, c], memory_format)
+        x = augment.erase(normalize(x, spec, memory_format), aug, plan[1:, c])
+        at = 0
+        for s in chunk:  # the chunk's batches, each mixed on its own
+            rows = slice(at, at + s.stop - s.start)
+            yield mixing.apply(x[rows], y[rows], mixing.draw(mix_with, x.shape[2:],
+                                                             mix(seed, epoch, b, 1)))
+            at, b = rows.stop, b + 1
 
 
 def tta_views(x: torch.Tensor, spec: Spec) -> list[tuple[float, torch.Tensor]]:

@@ -49,7 +49,7 @@ def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
     ranks, seconds)."""
     freezing.start_epoch(job, epoch)
     n, pos = len(job.train), job.state.pos
-    tally = Tally(step.Meter(job.device, job.n_batches), step.Meter(job.device, job.n_batches),
+    tally = Tally(step.Meter(job.device), step.Meter(job.device),
                   n - batches.left_out(n, job.cfg.batch_size, job.world.size),
                   pos.epoch_train_s, job.watch.seconds)
     tally.log_t0 -= pos.log_s  # a log interval cut by a save goes on where it was

@@ -119,6 +119,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     t0 = time.perf_counter()
     runtime.set_deterministic(cfg.deterministic)
     runtime.fast_backends(cfg.deterministic)
+    runtime.keep_freed_memory()
     runtime.seed_everything(cfg.seed)
     torch.autograd.set_detect_anomaly(cfg.detect_anomaly)  # names the op that made a NaN: slow
     world = distributed.world()
