@@ -87,28 +87,24 @@ kept = sys.argv[1] == "keep" and runtime.keep_freed_memory()
 torch.manual_seed(0)
 model, x = zoo.build("mnist-cnn", 1, 10, 28), torch.randn(64, 1, 28, 28)
 opt = torch.optim.SGD(model.parameters(), lr=0.01)
-def step():
+steps = []
+for i in range(17):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     opt.zero_grad()
     F.cross_entropy(model(x), torch.zeros(64, dtype=torch.long)).backward()
     opt.step()
-for _ in range(12):
-    step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
-    step()
-print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3)
+    steps.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, *sorted(steps[12:]))
 """
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt: Linux")
 def test_kept_freed_memory_spares_each_step_its_page_faults():
-    """A fresh process each (mallopt is process-wide): by default every mnist-cnn step faults
-    its multi-MiB activations in anew; with the freed memory kept, a step faults next to none."""
-    faults = {}
-    for mode in ("default", "keep"):
-        out = subprocess.run([sys.executable, "-c", _STEPS, mode], capture_output=True,
-                             text=True, check=True).stdout.split()
-        assert out[0] == str(mode == "keep")
-        faults[mode] = float(out[1])
-    # here: 4,600-6,000 a step by default, 0 kept
-    assert faults["default"] > 1000 and faults["keep"] < faults["default"] / 20, faults
+    """A fresh process (mallopt is process-wide): with the freed memory kept, mnist-cnn's steps,
+    whose activations take several MiB, fault next to no page (the median of 5 steps after 12;
+    one step may still grow the heap: 200-2,300 faults here under load). By default they fault
+    4,200-8,200 pages a step here, but not in every run (glibc's thresholds sometimes settle),
+    so the default is measured in benchmarks/, not asserted."""
+    out = subprocess.run([sys.executable, "-c", _STEPS, "keep"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[0] == "True" and int(out[1 + 2]) < 50, out

@@ -79,13 +79,13 @@ M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 def keep_freed_memory() -> bool:
     """Keep freed memory in the process for the next step (Linux with glibc; elsewhere a no-op
     that returns False). By default glibc hands blocks of 128 KiB and more straight back to the
-    OS (mmap) and trims the heap's free top, so every training step's activations and gradients
-    arrive as fresh pages that the kernel faults in and zeroes: on a 2-core CPU, 200,000 faults
-    a step for resnet18 at batch 128 and 4,000-7,000 for mnist-cnn at 64. Serving them from a heap
-    that is never trimmed took resnet18 from 1,583-1,684 to 1,460 ms a step and mnist-cnn from
-    35-36 to 28 ms, for 6% more peak memory (torch 2.14.1). What PyTorch's CPU tuning guide gets
-    from jemalloc or tcmalloc, without preloading a library. Forked processes (DataLoader
-    workers) inherit it."""
+    OS (mmap) and trims the heap's free top, so a training step's activations and gradients
+    come back as fresh pages that the kernel faults in and zeroes: on a 2-core CPU, 200,000
+    faults a step for resnet18 at batch 128, 4,200-8,200 for mnist-cnn at 64 in most runs.
+    Served from a heap that is never trimmed, resnet18 took 1,460 ms a step instead of
+    1,583-1,684 and mnist-cnn 28 instead of 35-36, for 6% more peak memory (torch 2.14.1): what
+    PyTorch's CPU tuning guide gets from jemalloc or tcmalloc, without preloading a library.
+    Forked processes (DataLoader workers) inherit it."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         return bool(libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
