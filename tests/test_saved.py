@@ -1,6 +1,8 @@
 """saved.load_model and saved.run_predict on a real run's model.pth and on a bare state_dict."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -104,3 +106,23 @@ def test_predict_features_are_what_the_head_turns_into_the_probabilities(run, pt
         probs = fc2(torch.from_numpy(row)).softmax(0)
         for t in answer["top"]:
             assert probs[t["index"]].item() == pytest.approx(t["prob"], abs=1e-6)
+
+
+def test_eval_keeps_freed_memory_so_repeated_evaluations_fault_no_pages(ptrain, tmp_path):
+    """`ptrain eval` (run_eval) keeps freed memory as training does: mnist-cnn's activations on
+    500 images take tens of MiB, which glibc would otherwise fault in afresh at every evaluation
+    (105,000 pages each here). A fresh process: mallopt is process-wide."""
+    r = ptrain("train", "--dataset", "fake", "--model", "mnist-cnn", "--max-steps", "2",
+               "--run-dir", "r", "--quiet")
+    assert r.code == 0, r.err
+    script = ("import resource, sys\nfrom pathlib import Path\n"
+              "from pytorch_cli.commands import saved\n"
+              "faults = []\n"
+              "for _ in range(4):\n"
+              "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+              "    saved.run_eval(Path(sys.argv[1]))\n"
+              "    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+              "print(*faults)\n")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "r/model.pth")],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert min(int(f) for f in out[2:]) < 1000, out  # the first ones fill the heap

@@ -101,6 +101,7 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
     """Evaluate a saved model on a split of its dataset; the run's own data settings are reused."""
     loaded = load_model(path, model_name, dataset, ema)
     dev = runtime.resolve_device(device)
+    runtime.keep_freed_memory()  # mnist-cnn on MNIST's test set: 2.0 s instead of 3.95
     data = _data(loaded, data_dir, download)
     chosen = {"test": data.test, "train": data.train, "val": data.val}[split]
     if chosen is None:
@@ -155,6 +156,7 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
     loaded = load_model(path, model_name, dataset)
     meta = loaded.meta
     dev = runtime.resolve_device(device)
+    runtime.keep_freed_memory()
     net = torch.nn.Sequential(batches.Normalize(meta["mean"], meta["std"]), loaded.model).to(dev)
     if features is not None:
         head = loaded.model.get_submodule(hub.head_name(loaded.model, meta["num_classes"]))
