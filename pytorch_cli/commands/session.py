@@ -85,13 +85,13 @@ def _sinks(start: Start, opts: RunOptions) -> events.Emit:
     trackers = []
     if run_dir is not None:  # (not with --dry-run)
         from pytorch_cli.output import mlflow_sink, tensorboard_sink, wandb_sink
-        resumed = start.saved is not None
+        config, resumed = cfg.to_dict(), start.saved is not None
         if cfg.tensorboard:
-            trackers.append(tensorboard_sink.sink(run_dir.path, cfg.to_dict()))
+            trackers.append(tensorboard_sink.sink(run_dir.path, config))
         if cfg.mlflow:
-            trackers.append(mlflow_sink.sink(run_dir, cfg.to_dict(), resumed))
+            trackers.append(mlflow_sink.sink(run_dir, config, resumed))
         if cfg.wandb:
-            trackers.append(wandb_sink.sink(run_dir, cfg.to_dict(), resumed))
+            trackers.append(wandb_sink.sink(run_dir, config, resumed))
     return events.fanout(reporter(sys.stderr if opts.json else sys.stdout, opts.quiet),
                          run_dir.metrics_sink() if run_dir else None, *trackers)
 

@@ -172,6 +172,7 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
     spans = shard_spans(len(split), batch_size, rank, world)[start:]
     per = chunk_size(device, batch_size, (spec.channels, *spec.size), workers)
     chunks = [spans[i:i + per] for i in range(0, len(spans), per)]
+    columns = [_columns(chunk) for chunk in chunks]
     if workers:
         # Its own generator: the DataLoader draws its worker seed from this one, not from the
         # global generator that dropout uses, so --workers N trains exactly as --workers 0.
@@ -186,10 +187,9 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
     else:
         # index_select, not split.images[idx]: the same rows, 10x faster on a CPU
         raw = ((split.images.index_select(0, plan[0, c]), split.labels.index_select(0, plan[0, c]))
-               for c in map(_columns, chunks))
+               for c in columns)
     b = start
-    for chunk, (x, y) in zip(chunks, raw):
-        c = _columns(chunk)
+    for chunk, c, (x, y) in zip(chunks, columns, raw):
         x = augment.apply(x, aug, plan[1:, c], host_plan[1:, c], memory_format)
         x = augment.erase(normalize(x, spec, memory_format), aug, plan[1:, c])
         at = 0

@@ -8,7 +8,7 @@ import importlib.util
 import io
 from pathlib import Path
 
-from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.platform.errors import PtrainError, UsageError, first_line
 from pytorch_cli.platform.files import atomic_write
 
 
@@ -175,7 +175,7 @@ def sweep_plots(study, folder: Path, metric: str) -> list[str]:
         try:
             ax = draw(study, target_name=target)
         except (ValueError, RuntimeError) as e:  # importances: too few trials, nothing varied
-            lines.append(f"{name} not drawn: {str(e).splitlines()[0]}")
+            lines.append(f"{name} not drawn: {first_line(e)}")
             continue
         ax.figure.set_size_inches(8, 4.5)
         _save(ax.figure, folder / name)
