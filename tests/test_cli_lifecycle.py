@@ -331,3 +331,33 @@ def test_a_folder_run_at_height_by_width_trains_evaluates_predicts_and_exports(p
     assert done.code == 0 and "verified" in done.out, done.err
     sidecar = json.loads((run / "model.onnx.json").read_text())
     assert sidecar["input_shape"] == ["batch", 3, 24, 32]
+
+
+def _small_folder(root: Path, classes: tuple[str, ...]) -> Path:
+    from PIL import Image
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            shade = (15 * i + 60 * k) % 256
+            Image.fromarray(torch.full((16, 16), shade, dtype=torch.uint8).numpy()).save(
+                root / name / f"{i}.png")
+    return root
+
+
+def test_a_folder_run_resumes_from_its_moved_folder_and_refuses_other_classes(ptrain, tmp_path):
+    _small_folder(tmp_path / "imgs", ("cat", "dog"))
+    assert ptrain("train", "--dataset", "folder", "--data-dir", "imgs", "--epochs", "1",
+                  "--batch-size", "8", "--run-dir", "run", "--quiet").code == 0
+    (tmp_path / "imgs").rename(tmp_path / "moved")
+    r = ptrain("resume", "run", "--epochs", "2")
+    assert r.code == 1 and "imgs is not a folder; pass --data-dir DIR" in r.err
+    _small_folder(tmp_path / "other", ("cat", "fox"))
+    r = ptrain("resume", "run", "--epochs", "2", "--data-dir", "other")
+    assert r.code == 2 and r.err.count("\n") == 1 and (
+        "other: its classes (cat, fox) are not the run's (cat, dog); resume with --data-dir set "
+        "to the folder the run trained on") in r.err, r.err
+    assert [m["epoch"] for m in read_metrics(tmp_path / "run", ("epoch",))] == [1]
+    assert ptrain("resume", "run", "--epochs", "2", "--data-dir", "moved", "--quiet").code == 0
+    assert [m["epoch"] for m in read_metrics(tmp_path / "run", ("epoch",))] == [1, 2]
+    assert 'data_dir = "moved"' in (tmp_path / "run" / "config.toml").read_text()
+    assert ptrain("eval", "run").code == 0  # the run's config now names the folder's new place

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -16,11 +17,12 @@ CFG = TrainConfig(dataset="fake", epochs=1, max_steps=2)
 
 
 def tiny_run(folder):
-    """folder/run: a real `ptrain train` of 2 steps on the fake dataset (1 epoch, finished)."""
+    """folder/run: a real `ptrain train` of 2 steps on the fake dataset (1 epoch of 2 batches of
+    1,000, finished)."""
     here = os.getcwd()
     os.chdir(folder)
     try:
-        main(["train", "--dataset", "fake", "--epochs", "1", "--max-steps", "2", "--quiet",
+        main(["train", "--dataset", "fake", "--epochs", "1", "--batch-size", "1000", "--quiet",
               "--run-dir", "run"])
     except SystemExit as e:
         assert not e.code, f"the tiny training exited with {e.code}"
@@ -83,6 +85,22 @@ def test_resume_extends_a_finished_run_from_its_last_checkpoint(run):
     assert start.cfg.epochs == 3 and start.cfg.dataset == "fake" and start.cfg.model == "lenet"
     assert start.saved["position"]["step"] == 2 and start.saved["position"]["epoch"] == 1
     assert start.run_dir == RunDir(run) and not start.clear
+
+
+def test_a_run_that_max_steps_ended_is_finished_whatever_epochs_asks(in_tmp):
+    try:
+        main(["train", "--dataset", "fake", "--epochs", "1", "--max-steps", "3", "--quiet",
+              "--run-dir", "capped"])
+    except SystemExit as e:
+        assert not e.code
+    says = ("already finished: --max-steps 3 ended it; to train on from its weights, start a "
+            "new run with --init-from capped")  # before this, it trained 0 steps and said "done"
+    for epochs in (None, 1, 5):
+        with pytest.raises(prepare.AlreadyFinished, match=says):
+            prepare.resume(Path("capped"), epochs=epochs)
+    with pytest.raises(prepare.AlreadyFinished, match=says):  # --resume auto: nothing to do
+        prepare.train(TrainConfig(dataset="fake", epochs=5, max_steps=3), "", "capped", "fake",
+                      False, True)
 
 
 def test_resuming_a_live_run_before_its_first_save_says_in_use(in_tmp, tmp_path):

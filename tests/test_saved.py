@@ -30,8 +30,8 @@ def test_a_runs_model_pth_rebuilds_its_model_in_eval_mode(run):
     loaded = saved.load_model(run)  # a run directory: its model.pth
     assert type(loaded.model) is type(zoo.build("lenet", 1, 10, 28))
     assert not any(m.training for m in loaded.model.modules())
-    assert (loaded.meta["model"], loaded.meta["dataset"], loaded.config["max_steps"]) == (
-        "lenet", "fake", 2)
+    assert (loaded.meta["model"], loaded.meta["dataset"], loaded.config["batch_size"]) == (
+        "lenet", "fake", 1000)
     last = torch.load(run / "last.pt", weights_only=True)
     assert _same_weights(loaded.model, last["model"])  # the weights the run ended with
 

@@ -22,7 +22,7 @@ try:
 except ImportError:  # it is moving to the settings package
     from pytorch_cli.settings.run import RunOptions
 
-TINY = TrainConfig(dataset="fake", epochs=1, max_steps=3, log_interval=1)
+TINY = TrainConfig(dataset="fake", epochs=1, batch_size=700, log_interval=1)  # 3 steps
 
 
 class Progress(io.StringIO):

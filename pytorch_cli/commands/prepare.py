@@ -37,8 +37,9 @@ FREE_TO_CHANGE = ("device", "data_dir", "download", "workers", "log_interval", "
 
 
 def resume(target: Path, epochs: float | None = None, device: str | None = None,
-           model_name: str = "", dataset: str = "") -> Start:
-    """Check that a run can continue as asked, from its last.pt (or the checkpoint named)."""
+           model_name: str = "", dataset: str = "", data_dir: str | None = None) -> Start:
+    """Check that a run can continue as asked, from its last.pt (or the checkpoint named);
+    `device` and `data_dir`, where given, replace the run's."""
     if target.is_dir() and not (target / LAST).exists():
         rundir.check_free(target)  # a live run before its first save: in use, not "no last.pt"
     path = checkpoint_in(target, LAST)
@@ -48,7 +49,8 @@ def resume(target: Path, epochs: float | None = None, device: str | None = None,
         if given and given != value:
             raise UsageError(f"resume continues the same run ({value}); {flag} cannot change "
                              "it — start a new run with `ptrain train` instead")
-    return Start(_continued(cfg, saved, path, epochs, device), RunDir(path.parent), saved)
+    return Start(_continued(cfg, saved, path, epochs, {"device": device, "data_dir": data_dir}),
+                 RunDir(path.parent), saved)
 
 
 def training_state(path: Path) -> tuple[dict, configlib.TrainConfig]:
@@ -68,10 +70,11 @@ def training_state(path: Path) -> tuple[dict, configlib.TrainConfig]:
 
 
 def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: float | None,
-               device: str | None) -> configlib.TrainConfig:
-    """The saved config with what a resume may change: more epochs, another device, another
-    number of processes (the global batch, batch x processes, stays: the same batches)."""
-    overrides: dict = {"device": device} if device else {}
+               moved: dict[str, str | None]) -> configlib.TrainConfig:
+    """The saved config with what a resume may change: more epochs, another device or data
+    folder (`moved`, where given), another number of processes (the global batch, batch x
+    processes, stays: the same batches)."""
+    overrides: dict = {k: v for k, v in moved.items() if v}
     if epochs is not None:
         if epochs < cfg.epochs:
             raise UsageError(f"--epochs {epochs:g}: the run was set for {cfg.epochs:g}; "
@@ -88,10 +91,17 @@ def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: floa
                              "evenly; resume with a number of processes that divides it")
         overrides["batch_size"] = total // now
     cfg = configlib.validate(dataclasses.replace(cfg, **overrides))
-    if position_of(saved).early_stop:
+    pos = position_of(saved)
+    # --max-steps ended it mid-schedule (cosine, linear and onecycle end at that step) and
+    # maybe mid-epoch, with that epoch recorded: no position to go on from exactly
+    if cfg.max_steps and pos.step >= cfg.max_steps:
+        raise AlreadyFinished(f"{path}: the run already finished: --max-steps {cfg.max_steps} "
+                              f"ended it; to train on from its weights, start a new run with "
+                              f"--init-from {path.parent}")
+    if pos.early_stop:
         raise AlreadyFinished(f"{path}: the run already finished: --patience {cfg.patience} "
-                              f"ended it at epoch {position_of(saved).early_stop}")
-    if position_of(saved).epoch >= cfg.epochs:
+                              f"ended it at epoch {pos.early_stop}")
+    if pos.epoch >= cfg.epochs:
         raise AlreadyFinished(f"{path}: the run already finished its "
                               f"{plural(cfg.epochs, 'epoch')}; pass --epochs N (more than "
                               f"{cfg.epochs:g}) to extend it")
@@ -121,6 +131,6 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
         raise UsageError(f"--resume auto: {path / LAST} was made with other settings "
                          f"({', '.join(k.replace('_', '-') for k in differ)}); use another "
                          "--name/--run-dir, or --overwrite without --resume auto to start over")
-    cfg = _continued(original, saved, path / LAST,
-                     max(cfg.epochs, theirs.epochs), cfg.device)
+    cfg = _continued(original, saved, path / LAST, max(cfg.epochs, theirs.epochs),
+                     {"device": cfg.device, "data_dir": cfg.data_dir})
     return Start(cfg, RunDir(path), saved)

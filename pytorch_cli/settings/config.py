@@ -35,7 +35,8 @@ class TrainConfig:
                            "--data-dir.", choices=catalog.DATASETS)
     data_dir: str = setting(
         "", "Folder with the dataset (torchvision layout or the original files). Default: "
-        "$PTRAIN_DATA_DIR, then ./data.", rule=L.PATH)
+        "$PTRAIN_DATA_DIR, then ./data.", rule=L.PATH,
+        resume_help="Read the run's data from here now (moved, or a resume from elsewhere).")
     channels: int = setting(
         0, "--dataset folder: 1 (grayscale) or 3 (RGB); 0: 1 if every image is grayscale.",
         rule=(lambda v: v in (0, 1, 3), "0 (auto), 1 or 3"))
