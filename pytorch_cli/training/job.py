@@ -141,7 +141,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
                              folders.Options(cfg.channels, catalog.parse_size(cfg.image_size),
                                              cfg.test_split))
     if resume is not None:
-        _same_classes(resume["meta"], data)
+        _same_classes(resume.get("meta", {}), data)
     source = pretrained.resolve(cfg) if resume is None else None  # a resume has its weights
     data = _normalised(data, resume, source)
     if cfg.augment == "auto":
