@@ -4,7 +4,7 @@ VENV ?= .venv
 MNIST ?= ../shared/data/mnist
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint
+.PHONY: demo test lint gpu-versions
 demo: $(VENV)/.installed  ## the main job: LeNet on real MNIST, 1 epoch, into runs/mnist*
 	$(VENV)/bin/ptrain train --data-dir $(MNIST) --epochs 1
 
@@ -19,4 +19,24 @@ lint: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+# The GPU machine's own versions on this CPU: Python 3.12, torch 2.11.0, torchvision 0.26.0 (the
+# device's KINDS.md), where ptrain must run as it is. The suite again, then the GPU check's dry
+# run; CI runs it after `test`. About 5 GB of CUDA wheels, once.
+GPU_VENV ?= .venv-gpu
+GPU_PY := $(GPU_VENV)/bin/python
+# pyenv's 3.12 where there is one (its shim refuses while 3.11 is the global version)
+GPU_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3)
+GPU_TORCH := torch==2.11.0 torchvision==0.26.0
+gpu-versions: $(GPU_VENV)/.installed  ## the suite and the GPU check's dry run on torch 2.11
+	$(GPU_PY) -c "import sys, torch; print('Python', sys.version.split()[0], 'torch', torch.__version__)"
+	$(GPU_PY) -m pytest -n 2 --dist loadgroup -p no:cacheprovider
+	out=$$(mktemp -d) && PYTHON=$(GPU_PY) bash benchmarks/gpu_check.sh --device cpu --quick \
+	    --out $$out || { cat $$out/log.txt; exit 1; }; $(GPU_PY) benchmarks/check_gpu_out.py $$out
+
+$(GPU_VENV)/.installed: pyproject.toml
+	$(GPU_PYTHON) -m venv $(GPU_VENV)
+	$(GPU_PY) -m pip install $(GPU_TORCH)
+	$(GPU_PY) -m pip install -e ".[dev]" $(GPU_TORCH)
 	touch $@

@@ -126,6 +126,31 @@ def test_folder_loop_compares_the_classic_loop_with_ptrain_cold_and_cached(tmp_p
         assert f"| {name} |" in stdout
 
 
+def test_jpeg_decode_compares_the_full_decode_with_ptrains_and_says_how_far_apart(
+        tmp_path, monkeypatch, capsys):
+    from PIL import Image
+    y, x = np.mgrid[0:300, 0:400]
+    pixels = np.stack([x * 255 // 400, y * 255 // 300, (x + y) % 256], -1).astype(np.uint8)
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    Image.fromarray(pixels).save(tmp_path / "photos" / "a.jpg", quality=90)
+    Image.fromarray(pixels[:, ::-1]).save(tmp_path / "photos" / "sub" / "b.JPEG", quality=90)
+    out = tmp_path / "rows.json"
+    code, stdout, err = _script("jpeg_decode.py", [tmp_path / "photos", "--sizes", "32,300",
+                                                   "--rounds", "2", "--json", out],
+                                monkeypatch, capsys)
+    assert code == 0, err
+    assert stdout.startswith("2 JPEG files of 400x300 to 400x300 px, median of 2 rounds")
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["side"] for r in rows] == [32, 300]
+    assert all(r["full_ms"] > 0 and r["ptrain_ms"] > 0 for r in rows)
+    assert 0 < rows[0]["mean_abs_diff"] < 3  # 32 px: decoded at 1/8 scale, and alike
+    assert rows[1]["max_abs_diff"] == 0  # 300 px from 400x300: nothing to scale, the same
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setattr(sys, "argv", ["jpeg_decode.py", str(tmp_path / "empty")])
+    with pytest.raises(SystemExit, match="no .jpg or .jpeg file under"):
+        runpy.run_path(str(BENCH / "jpeg_decode.py"), run_name="__main__")
+
+
 def test_recipe_costs_measures_every_stage_and_both_checkpointing_sides(tmp_path, monkeypatch,
                                                                         capsys):
     out = tmp_path / "c.json"

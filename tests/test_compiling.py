@@ -8,9 +8,23 @@ from torch import nn
 from pytorch_cli.training import compiling
 
 
+class _Net(nn.Module):
+    """A forward of its own, as every ptrain model has: on torch 2.11 (the GPU machine's),
+    Module.compile() of an nn.Sequential compiles nothing, its forward being in torch's own
+    skipped files (pytorch#150915); 2.14 compiles it."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(),
+                                    nn.Linear(144, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
 def _net() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 10))
+    return _Net()
 
 
 def _step(net: nn.Module, watch: compiling.Watch, n: int, step: int) -> None:
@@ -31,11 +45,15 @@ def test_each_compile_is_reported_once_with_its_time_and_a_ragged_batch_reuses_t
     with torch.inference_mode(), watch("evaluation"):  # eval + inference mode: a guard fails
         net(watch.batch(torch.randn(100, 1, 8, 8)))
     net.train()
-    net[0].weight.requires_grad_(False)  # as airbench freezes its whitening layer
+    net.layers[0].weight.requires_grad_(False)  # as airbench freezes its whitening layer
+    flipped = compiling.graphs()
     _step(net, watch, 64, 4)
+    # torch 2.14 guards requires_grad here and compiles again; 2.11's eager backend does not
+    again = [("the training step", 4)] if compiling.graphs() > flipped else []
+    assert again or torch.__version__ < (2, 14)
     assert [(r["what"], r["step"]) for r in records] == [
-        ("the training step", 1), ("evaluation", None), ("the training step", 4)]
-    assert compiling.graphs() - before == 3 == sum(r["graphs"] for r in records)
+        ("the training step", 1), ("evaluation", None), *again]
+    assert compiling.graphs() - before == 2 + len(again) == sum(r["graphs"] for r in records)
     assert all(r["seconds"] > 0 and r["kind"] == "compile" for r in records)
     assert watch.seconds == sum(r["seconds"] for r in records)
 

@@ -126,3 +126,39 @@ def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path):
     Image.fromarray(a).save(tmp_path / "wide.png")
     x = images.read_image(tmp_path / "wide.png", 1, (5, 5))  # resized 5x1 -> 5x5: rows repeat
     assert x[0, 2].tolist() == [0, 1, 4, 128, 255]
+
+
+def _photo(path, size=(640, 480), mode="RGB"):
+    """A photo-like JPEG: smooth shading with grain, as a camera's file is."""
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    rng = np.random.default_rng(0)
+    base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (w + h) + 64], -1)
+    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    img = Image.fromarray(pixels)
+    (img if mode == "RGB" else img.convert(mode)).save(path, quality=90)
+    return path
+
+
+def _full_decode(path, channels, size):
+    """What read_image gave before JPEG draft mode: the whole file decoded, then resized."""
+    with Image.open(path) as img:
+        img = images._convert(img, "L" if channels == 1 else "RGB")
+        img = img.resize((size[1], size[0]), Image.BILINEAR)
+    a = np.asarray(img)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_a_jpeg_shrunk_is_decoded_at_a_reduced_scale_and_looks_the_same(tmp_path, mode):
+    path = _photo(tmp_path / f"{mode}.jpg", mode=mode)
+    with Image.open(path) as img:  # the precondition: libjpeg scales this file's decode
+        assert img.mode == mode and img.draft(None, (80, 60)) is not None and img.size == (80, 60)
+    for channels, size in ((3, (32, 32)), (1, (28, 28)), (3, (96, 128)), (3, (60, 80))):
+        got = images.read_image(path, channels, size)
+        assert got.shape == (channels, *size) and got.dtype == torch.uint8
+        diff = np.abs(got.numpy().astype(int) - _full_decode(path, channels, size).astype(int))
+        # not the full decode (it was scaled), yet as close as on real photos (1.5-1.9)
+        assert 0 < diff.mean() < 3, (channels, size, diff.mean())
+    own = images.read_image(path, 3, (480, 640))  # its own size: nothing to scale
+    assert np.array_equal(own.numpy(), _full_decode(path, 3, (480, 640)))
