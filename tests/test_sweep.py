@@ -137,6 +137,32 @@ def test_four_trials_in_two_jobs_log_to_mlflow_under_one_parent_and_to_one_wandb
     assert len(logs) == 4 and {run_record(log).run_group for log in logs} == {"spec"}
 
 
+def test_the_sweeps_mlflow_run_is_ended_by_the_last_worker_not_one_leaving_early(
+        ptrain, tmp_path, monkeypatch):
+    """A worker that leaves (--timeout) while another worker's trial runs leaves the sweep's
+    MLflow run RUNNING; the worker that ends with no trial running anywhere finishes it."""
+    pytest.importorskip("mlflow")
+    import optuna
+    from mlflow.tracking import MlflowClient
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    spec = _spec(tmp_path, 'epochs = 1\nmlflow = true\n[search]\nlr = [0.05, 0.01]\n')
+    (tmp_path / "runs/spec").mkdir(parents=True)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/runs/spec/study.db",
+                                         heartbeat_interval=30)
+    study = optuna.create_study(study_name="spec", storage=storage, direction="maximize")
+    elsewhere = study.ask()  # a worker on another machine, mid-trial, its heartbeat fresh
+    storage.record_heartbeat(elsewhere._trial_id)
+    left = ptrain("sweep", spec, "--trials", "2", "--timeout", "0.001")  # late at once
+    assert left.code == 0 and "1 of 2 trials" in left.out, left.err
+    assert "MLflow: the sweep's run stays RUNNING: trials of other workers still run" in left.out
+    parent_id = _study(tmp_path).user_attrs["mlflow_parent"]
+    assert MlflowClient().get_run(parent_id).info.status == "RUNNING"
+    study.tell(elsewhere, 0.5)  # that worker ends its trial
+    last = ptrain("sweep", spec, "--trials", "1")
+    assert last.code == 0 and "stays RUNNING" not in last.out, last.err
+    assert MlflowClient().get_run(parent_id).info.status == "FINISHED"
+
+
 def test_a_spec_asking_for_a_missing_tracker_is_one_line_before_any_trial(ptrain, tmp_path,
                                                                            without):
     without("wandb")

@@ -77,6 +77,19 @@ def _trackers(sweep) -> dict:
     return env
 
 
+def _end_parent(sweep, run_id: str) -> None:
+    """The sweep's MLflow run ends with the last worker: one leaving (--timeout, a signal) while
+    trials still run elsewhere leaves it RUNNING, for their worker to end."""
+    from pytorch_cli.commands import sweepstore
+    from pytorch_cli.output import mlflow_sink
+    with sweepstore.asking(sweep):  # lost workers' trials failed first: they run nowhere
+        elsewhere = sweepstore.running(sweep.study)
+    if elsewhere:
+        print("MLflow: the sweep's run stays RUNNING: trials of other workers still run")
+    else:
+        mlflow_sink.end_parent(run_id, bool(sweep.stop))
+
+
 def run(spec_file: Path, plan) -> int:
     """Run the study's trials; the exit code (130/143 after a signal)."""
     from pytorch_cli.commands import sweeping, sweepstore
@@ -103,7 +116,7 @@ def run(spec_file: Path, plan) -> int:
         while any(t.is_alive() for t in threads):
             time.sleep(0.2)  # the main thread stays free for the signal handler
     if trackers.get(mlflow_sink.PARENT):
-        mlflow_sink.end_parent(trackers[mlflow_sink.PARENT], bool(sweep.stop))
+        _end_parent(sweep, trackers[mlflow_sink.PARENT])
     done = sweepstore.counted(sweep.study)
     print(f"sweep {plan.folder}: {done} of {plan.trials} trials"
           + (f"; best settings in {plan.folder / sweeping.BEST}"
