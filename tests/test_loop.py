@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import read_metrics
 from test_cli_train import without_timing
 
+from pytorch_cli.models import nets, zoo
 from pytorch_cli.platform import runtime
 from pytorch_cli.settings import config
 from pytorch_cli.settings.config import TrainConfig
@@ -392,3 +394,47 @@ def test_a_mixed_and_augmented_run_resumed_ends_at_the_uninterrupted_weights(ptr
     assert all(torch.equal(whole["model"][k], part["model"][k]) for k in whole["model"])
     saved = (tmp_path / "whole" / "config.toml").read_text()
     assert "mixup = 0.4" in saved and 'augment = "randaugment"' in saved
+
+
+class _EvalHungryLeNet(nets.LeNet):
+    """LeNet on a device that holds evaluation batches of 100 images at most, training batches
+    of 300: a larger one raises torch's own OutOfMemoryError, as CUDA's allocator does (there
+    is no GPU here)."""
+
+    def forward(self, x):
+        if x.shape[0] > (300 if torch.is_grad_enabled() else 100):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 "
+                                         "has a total capacity of 79.19 GiB (a stand-in)")
+        return super().forward(x)
+
+
+def test_an_evaluation_out_of_memory_keeps_the_epochs_training_and_says_how_to_go_on(
+        ptrain, tmp_path, monkeypatch):
+    monkeypatch.setitem(zoo.MODELS, "lenet", _EvalHungryLeNet)
+    run = ["train", "--dataset", "fake", "--model", "lenet", "--epochs", "2", "--batch-size",
+           "250", "--log-interval", "2", "--deterministic"]
+    r = ptrain(*run, "--run-dir", "cut")  # evaluates in batches of 1000: out of memory
+    assert r.code == 1 and r.err.count("\n") == 1, r.err
+    assert ("ptrain: error: out of memory evaluating in batches of 1000 (CUDA out of memory. "
+            "Tried to allocate 2.00 GiB.") in r.err
+    assert r.err.endswith("the epoch's training is saved: continue with `ptrain resume cut "
+                          "--test-batch-size 250`\n")
+    saved = checkpoint.load(tmp_path / "cut" / "last.pt")["position"]
+    assert (saved["epoch"], saved["batch"], saved["step"]) == (0, 8, 8)  # the epoch's 8 steps
+    assert ptrain("resume", "cut", "--test-batch-size", "100").code == 0
+    assert ptrain(*run, "--test-batch-size", "100", "--run-dir", "whole").code == 0
+    cut, whole = RunDir(tmp_path / "cut"), RunDir(tmp_path / "whole")
+    assert all(torch.equal(a, b) for a, b in zip(_weights(cut).values(),
+                                                 _weights(whole).values()))
+    assert without_timing(read_metrics(cut.path)) == without_timing(read_metrics(whole.path))
+    assert ptrain("eval", "cut").code == 0  # in the batches of 100 the resume went on with
+    r = ptrain("eval", "cut", "--batch-size", "400")
+    assert r.code == 1 and r.err.startswith("ptrain: error: out of memory evaluating in batches "
+                                            "of 400 (CUDA out of memory.") and r.err.endswith(
+        "use a smaller --batch-size (100, say)\n"), r.err
+    r = ptrain(*run, "--batch-size", "500", "--run-dir", "big")  # out of memory in a step
+    assert r.code == 1 and r.err.count("\n") == 1 and r.err.startswith(
+        "ptrain: error: out of memory training in batches of 500 (CUDA out of memory.")
+    assert r.err.endswith("use a smaller --batch-size (--grad-accum N keeps the step's images), "
+                          "--precision bf16 or --grad-checkpointing\n"), r.err
+    assert read_metrics(tmp_path / "big", ("abort",))[0]["reason"] == "out of memory"

@@ -33,13 +33,14 @@ class AlreadyFinished(UsageError):
 
 # What may differ between a run and the command that continues it with --resume auto.
 FREE_TO_CHANGE = ("device", "data_dir", "download", "workers", "log_interval", "save_interval",
-                  "tensorboard")
+                  "tensorboard", "test_batch_size")
+CARRIED = ("device", "data_dir", "test_batch_size")  # of those, what the continued run takes
 
 
-def resume(target: Path, epochs: float | None = None, device: str | None = None,
-           model_name: str = "", dataset: str = "", data_dir: str | None = None) -> Start:
+def resume(target: Path, epochs: float | None = None, model_name: str = "", dataset: str = "",
+           **changes) -> Start:
     """Check that a run can continue as asked, from its last.pt (or the checkpoint named);
-    `device` and `data_dir`, where given, replace the run's."""
+    `changes` (device, data_dir, test_batch_size), where given, replace the run's."""
     if target.is_dir() and not (target / LAST).exists():
         rundir.check_free(target)  # a live run before its first save: in use, not "no last.pt"
     path = checkpoint_in(target, LAST)
@@ -49,8 +50,7 @@ def resume(target: Path, epochs: float | None = None, device: str | None = None,
         if given and given != value:
             raise UsageError(f"resume continues the same run ({value}); {flag} cannot change "
                              "it — start a new run with `ptrain train` instead")
-    return Start(_continued(cfg, saved, path, epochs, {"device": device, "data_dir": data_dir}),
-                 RunDir(path.parent), saved)
+    return Start(_continued(cfg, saved, path, epochs, changes), RunDir(path.parent), saved)
 
 
 def training_state(path: Path) -> tuple[dict, configlib.TrainConfig]:
@@ -70,11 +70,11 @@ def training_state(path: Path) -> tuple[dict, configlib.TrainConfig]:
 
 
 def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: float | None,
-               moved: dict[str, str | None]) -> configlib.TrainConfig:
-    """The saved config with what a resume may change: more epochs, another device or data
-    folder (`moved`, where given), another number of processes (the global batch, batch x
-    processes, stays: the same batches)."""
-    overrides: dict = {k: v for k, v in moved.items() if v}
+               changes: dict) -> configlib.TrainConfig:
+    """The saved config with what a resume may change: more epochs, another device, data
+    folder or evaluation batch (`changes`, where given), another number of processes (the
+    global batch, batch x processes, stays: the same batches)."""
+    overrides: dict = {k: v for k, v in changes.items() if v}
     if epochs is not None:
         if epochs < cfg.epochs:
             raise UsageError(f"--epochs {epochs:g}: the run was set for {cfg.epochs:g}; "
@@ -132,5 +132,5 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
                          f"({', '.join(k.replace('_', '-') for k in differ)}); use another "
                          "--name/--run-dir, or --overwrite without --resume auto to start over")
     cfg = _continued(original, saved, path / LAST, max(cfg.epochs, theirs.epochs),
-                     {"device": cfg.device, "data_dir": cfg.data_dir})
+                     {k: getattr(cfg, k) for k in CARRIED})
     return Start(cfg, RunDir(path), saved)

@@ -15,10 +15,10 @@ import typer
 
 from pytorch_cli.commands.prepare import Start
 from pytorch_cli.output.report import reporter
-from pytorch_cli.platform import distributed, events, signals
+from pytorch_cli.platform import distributed, events, runtime, signals
 from pytorch_cli.platform.errors import PtrainError, first_line
 from pytorch_cli.settings.run import RunOptions
-from pytorch_cli.store.rundir import LAST, RunDir
+from pytorch_cli.store.rundir import LAST
 from pytorch_cli.training import loop, stopping
 from pytorch_cli.training.state import position_of
 
@@ -70,7 +70,7 @@ def _train(start: Start, opts: RunOptions) -> dict:
             return loop.train(start.cfg, start.run_dir, emit, stop=stop, resume=start.saved,
                               dry_run=opts.dry_run, profile=opts.profile)
     except BaseException as e:
-        reason, instead = _failure(e, start.run_dir)
+        reason, instead = _failure(e, start)
         emit({"kind": "abort", "reason": reason,
               "error": first_line(instead or e)})
         if instead is not None:
@@ -96,8 +96,9 @@ def _sinks(start: Start, opts: RunOptions) -> events.Emit:
                          run_dir.metrics_sink() if run_dir else None, *trackers)
 
 
-def _failure(e: BaseException, run_dir: RunDir | None) -> tuple[str, BaseException | None]:
+def _failure(e: BaseException, start: Start) -> tuple[str, BaseException | None]:
     """(the reason an abort record gives, the one-line error to raise instead, if any)."""
+    run_dir = start.run_dir
     if isinstance(e, KeyboardInterrupt):  # a second Ctrl-C: out at once
         resumable = run_dir is not None and run_dir.file(LAST).exists()
         return "interrupted", PtrainError(
@@ -109,6 +110,12 @@ def _failure(e: BaseException, run_dir: RunDir | None) -> tuple[str, BaseExcepti
     if isinstance(e, RuntimeError) and "returned nan values" in str(e):  # --detect-anomaly
         return "nan", stopping.NonFiniteLoss(f"autograd anomaly mode: {str(e).splitlines()[0]} "
                                              "Nothing was saved from that state")
+    if runtime.out_of_memory(e):  # in a training step (evaluation's is handled in the loop)
+        return "out of memory", PtrainError(
+            f"out of memory training in batches of {start.cfg.batch_size} ({first_line(e)}); "
+            "use a smaller --batch-size (--grad-accum N keeps the step's images), --precision "
+            "bf16 or --grad-checkpointing" + (f"; {run_dir.path / LAST} holds the last save"
+                                              if run_dir and run_dir.file(LAST).exists() else ""))
     if isinstance(e, RuntimeError) and distributed.world().size > 1:  # DDP lost a peer
         return "error", distributed.peer_lost(e)
     return "error", None

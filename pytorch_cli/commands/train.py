@@ -96,8 +96,8 @@ def resume(
     distributed.timeout_s()
 
     def start() -> prepare.Start:
-        begin = prepare.resume(target, values["epochs"], values["device"], model, dataset,
-                               values["data_dir"])
+        begin = prepare.resume(target, values["epochs"], model, dataset,
+                               **{k: values[k] for k in prepare.CARRIED})
         begin.cfg = dataclasses.replace(begin.cfg, **{k: values[k] for k in TRACKERS
                                                       if values[k] is not None})
         require_trackers(begin.cfg.to_dict())

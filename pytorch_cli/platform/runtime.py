@@ -134,3 +134,10 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(cuda_state_for(state["cuda"], device.index or 0), device)
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """An allocation refused: an accelerator's OutOfMemoryError (CUDA, MPS, XPU), or the CPU
+    allocator's error where a limit refuses memory up front (ulimit -v, no overcommit)."""
+    return isinstance(e, torch.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "can't allocate memory" in str(e))

@@ -74,7 +74,9 @@ class TrainConfig:
         "classes).", choices=("none", "auto"))
     # optimisation (defaults are the pytorch/examples MNIST script's)
     batch_size: int = setting(64, "Training batch size.", rule=L.AT_LEAST_1)
-    test_batch_size: int = setting(1000, "Evaluation batch size.", rule=L.AT_LEAST_1)
+    test_batch_size: int = setting(1000, "Evaluation batch size.", rule=L.AT_LEAST_1,
+                                   resume_help="Evaluate in batches of N from now on (a smaller "
+                                   "one needs less memory).")
     epochs: float = setting(10, "Number of epochs (may be fractional: 9.9).", rule=L.POSITIVE,
                             limit=(L.MAX_EPOCHS, "beyond any schedule"),
                             resume_help="Train to this many epochs in all (extends the run).")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pytorch_cli.data import batches
 from pytorch_cli.models import adapt, zoo
 from pytorch_cli.platform import distributed, runtime
+from pytorch_cli.platform.errors import PtrainError, first_line
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.store import checkpoint
 from pytorch_cli.store.rundir import BEST, LAST, MODEL, TRACE, RunDir
@@ -142,6 +143,22 @@ def _trained(job: Job) -> bool:
     return pos.batch >= job.n_batches or (pos.batch > 0 and pos.step >= job.total_steps)
 
 
+def _evaluation_out_of_memory(job: Job, e: RuntimeError, seconds: float) -> PtrainError:
+    """The epoch trained, then its evaluation ran out of memory: save that position, as a stop
+    during an evaluation does (one process: a save is every rank's step), so that a resume
+    with a smaller --test-batch-size evaluates it and goes on: no training is lost."""
+    pos, smaller = job.state.pos, max(1, job.cfg.test_batch_size // 4)
+    saved = job.saver is not None and not job.dry_run and job.world.size == 1
+    if saved:
+        pos.epoch_train_s, pos.elapsed_s = seconds, time.perf_counter() - job.started
+        save(job, LAST)
+    return PtrainError(
+        f"out of memory evaluating in batches of {job.cfg.test_batch_size} ({first_line(e)}); "
+        + (f"the epoch's training is saved: continue with `ptrain resume {job.saver.path} "
+           f"--test-batch-size {smaller}`" if saved else
+           f"use a smaller --test-batch-size ({smaller}, say)"))
+
+
 def _stopping(job: Job) -> bool:
     return stopping.agreed(job.stop, job.world.size, job.state.pos.step)
 
@@ -177,6 +194,11 @@ def end_epoch(job: Job, epoch: int, images: int, seconds: float) -> dict | None:
         if not job.dry_run:
             save(job, LAST)
         return None
+    except RuntimeError as e:
+        if not runtime.out_of_memory(e):
+            raise
+        # without its traceback, whose frames hold the evaluation's tensors: freed for the save
+        raise _evaluation_out_of_memory(job, e.with_traceback(None), seconds) from None
     # evaluate() returns host numbers: the device is done; compiles are timed apart
     eval_s = time.perf_counter() - t0 - (job.watch.seconds - compiled_before)
     train_loss = pos.epoch_loss_sum / max(pos.epoch_samples, 1)
