@@ -1,9 +1,12 @@
 """atomic_write and the run-directory lock, with real files and a real second process."""
 
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -109,6 +112,43 @@ def test_only_the_temporary_files_atomic_write_leaves_count_as_leftovers(tmp_pat
         (tmp_path / name).write_bytes(b"")
     found = files.leftovers(tmp_path, ("last.pt", "config.toml"))
     assert sorted(p.name for p in found) == sorted(mine)
+
+
+def test_a_runs_probe_of_the_lock_does_not_make_a_starting_run_refuse(lock_path, monkeypatch):
+    """`ptrain runs` asks holder(), which holds the lock shared for a moment: a run starting
+    in that moment waits it out rather than calling its directory in use (pid -1)."""
+    monkeypatch.setattr(files, "LOCK_RETRY_S", 0.2)  # a loaded machine's scheduling: 0.8 s
+    lock_path.write_text("")  # left by a finished or killed run
+    probing, done = threading.Event(), threading.Event()
+
+    def probe():
+        fd = os.open(lock_path, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # what holder() does
+        probing.set()
+        time.sleep(0.005)
+        os.close(fd)
+        done.set()
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    probing.wait()
+    assert files.lock(lock_path) is None and done.is_set()
+    thread.join()
+    assert files.holder(lock_path) == os.getpid()
+
+
+def test_a_lock_file_unlinked_by_its_holders_unlock_is_never_held(lock_path):
+    """A taker that opened the file, then its holder unlocked (the file removed): a lock on that
+    unlinked file would let a third process take the new file too. It is refused and retaken."""
+    assert files.lock(lock_path) is None
+    opened = files._open_lock(lock_path)  # a second taker, between its open and its flock...
+    files.unlock(lock_path)  # ...when the holder lets go: the file it opened is gone
+    try:
+        assert files._take(opened, lock_path) == -1  # locked, but not the file the path names
+    finally:
+        os.close(opened)
+    assert files.lock(lock_path) is None and files.holder(lock_path) == os.getpid()
+    assert lock_path.read_text() == f"{os.getpid()}\n"
 
 
 def test_the_lock_is_never_taken_through_a_link(tmp_path):

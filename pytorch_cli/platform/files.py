@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -170,20 +171,46 @@ def lock(path: Path) -> int | None:
     key = str(Path(path).resolve())
     if key in _held:  # this process holds it already
         return None
+    for attempt in range(LOCK_TRIES):
+        fd = _open_lock(Path(path))
+        taken = _take(fd, Path(path))
+        if taken is None:  # ours, on the file the path names
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            _held[key] = fd
+            return None
+        os.close(fd)
+        if attempt + 1 == LOCK_TRIES:
+            return taken
+        time.sleep(LOCK_RETRY_S)
+    return None  # (not reached)
+
+
+# A holder() probe (`ptrain runs`) holds the lock shared for a moment, and an unlock removes the
+# file a second taker may have opened: both pass within microseconds, so a taker that met
+# either tries again, 5 times 10 ms, before it calls the directory in use.
+LOCK_TRIES, LOCK_RETRY_S = 5, 0.01
+
+
+def _open_lock(path: Path) -> int:
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as e:
-        raise _no_links(e, Path(path)) from None
+        raise _no_links(e, path) from None
+
+
+def _take(fd: int, path: Path) -> int | None:
+    """None: fd is locked, and is still the file `path` names; else the pid of who holds it (or
+    -1: a probe's moment, or a file its holder unlinked after we opened it)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        pid = _pid(fd)
-        os.close(fd)
-        return pid
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    _held[key] = fd
-    return None
+        return _pid(fd)
+    try:
+        same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+    except FileNotFoundError:
+        same = False
+    return None if same else -1  # (the flock on the unlinked file goes with its close)
 
 
 def unlock(path: Path) -> None:
