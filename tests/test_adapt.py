@@ -33,6 +33,20 @@ def test_an_rgb_first_conv_is_summed_for_gray_images_and_answers_alike():
     assert torch.allclose(back.conv1(image.expand(-1, 3, -1, -1)), gray.conv1(image), atol=1e-5)
 
 
+def test_a_vits_position_embedding_is_resampled_for_another_patch_grid():
+    pytest.importorskip("timm")
+    from timm.layers import resample_abs_pos_embed
+    source = zoo.build("timm:vit_tiny_patch16_224", 3, 1000, 224).state_dict()  # 14x14 patches
+    model = zoo.build("timm:vit_tiny_patch16_224", 3, 10, (64, 96))  # 4x6
+    report = adapt.load_into(model, source, "vit.pth")
+    assert report.new == ["head.weight", "head.bias"] and "pos_embed" in report.loaded
+    assert report.resampled == "position embedding resampled from 14x14 to 4x6 patches"
+    assert report.resampled in report.describe()
+    expected = resample_abs_pos_embed(source["pos_embed"], new_size=[4, 6], num_prefix_tokens=1)
+    assert torch.equal(model.state_dict()["pos_embed"], expected)  # the class token's kept
+    assert torch.equal(expected[:, 0], source["pos_embed"][:, 0])
+
+
 def test_weights_that_fit_nothing_are_refused():
     with pytest.raises(PtrainError, match="x.pth: none of its 8 tensors fits this model"):
         adapt.load_into(zoo.build("cifar-net", 3, 10, 32), zoo.build("lenet", 1, 10, 28)

@@ -27,6 +27,15 @@ def test_a_zoo_model_is_built_for_the_channels_and_classes(name, head, channels)
     assert conv.in_channels == channels
 
 
+def test_a_timm_vit_is_built_for_the_runs_image_size_and_a_timm_convnet_as_ever():
+    pytest.importorskip("timm")
+    vit = zoo.build("timm:vit_tiny_patch16_224", 3, 10, (64, 96)).eval()  # it wanted 224x224
+    assert vit.patch_embed.grid_size == (4, 6) and vit(torch.zeros(2, 3, 64, 96)).shape == (2, 10)
+    assert zoo.build("timm:vit_tiny_patch16_224", 1, 10, 28).patch_embed.img_size == (28, 28)
+    convnet = zoo.build("timm:resnet18", 3, 10, (64, 96))  # it takes no img_size: any size
+    assert convnet(torch.zeros(2, 3, 64, 96)).shape == (2, 10)
+
+
 def test_builtin_nets_heads_are_their_last_layer():
     heads = {"lenet": "fc2", "mnist-cnn": "fc2", "cifar-net": "fc3", "fast-cnn": "fc",
              "airbench": "head", "resnet18": "fc"}

@@ -21,6 +21,7 @@ class Transfer:
     new: list[str] = field(default_factory=list)  # ...that did not (kept as built)
     unused: int = 0  # the source's tensors that fit nothing (its old head, aux heads...)
     converted: str = ""  # the first conv, when its channels changed
+    resampled: str = ""  # a ViT's position embedding, when its patch grid changed
     normalised: str = ""  # the mean and std that came with the weights, if any
 
     def describe(self) -> str:
@@ -28,7 +29,7 @@ class Transfer:
                if self.new else "")
         total = len(self.loaded) + len(self.new)
         notes = [f"{len(self.loaded)} of {plural(total, 'tensor')} from {self.source}{new}"]
-        notes += [self.converted] if self.converted else []
+        notes += [note for note in (self.converted, self.resampled) if note]
         notes += [f"{self.unused} of its tensors unused"] if self.unused else []
         notes += [f"its normalisation: {self.normalised}"] if self.normalised else []
         return "; ".join(notes)
@@ -47,6 +48,26 @@ def _convert_first(value: torch.Tensor, want: torch.Size) -> tuple[torch.Tensor,
     return None
 
 
+def _resample_positions(model: nn.Module, name: str, value: torch.Tensor,
+                        want: torch.Size) -> tuple[torch.Tensor, str] | None:
+    """A timm ViT's absolute position embedding for another patch grid (weights from 224 px,
+    a run at 64 or 384): bicubic over the grid, the class and register tokens kept, as timm
+    does when it loads pretrained weights at another img_size."""
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if not name.endswith("pos_embed") or grid is None or value.ndim != 3 or len(want) != 3 \
+            or value.shape[-1] != want[-1]:
+        return None
+    from timm.layers import resample_abs_pos_embed  # a timm model's: timm is there
+    prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+    old = round((value.shape[1] - prefix) ** 0.5)
+    if old * old != value.shape[1] - prefix:  # not a square grid: not one we can read
+        return None
+    out = resample_abs_pos_embed(value, new_size=list(grid), old_size=[old, old],
+                                 num_prefix_tokens=prefix, verbose=False)
+    return (out, f"position embedding resampled from {old}x{old} to {grid[0]}x{grid[1]} "
+                 "patches") if out.shape == want else None
+
+
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> Transfer:
     """Load the tensors of `state` that fit `model` by name and shape; raise when none does."""
     own = model.state_dict()
@@ -59,6 +80,8 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
             take[name] = value
         elif name == first and (converted := _convert_first(value, own[name].shape)):
             take[name], report.converted = converted
+        elif resampled := _resample_positions(model, name, value, own[name].shape):
+            take[name], report.resampled = resampled
         else:
             report.unused += 1
     if not any(k for k in take if not k.endswith("num_batches_tracked")):

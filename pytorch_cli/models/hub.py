@@ -45,17 +45,26 @@ def import_timm():
     return timm
 
 
-def build(name: str, in_channels: int, num_classes: int):
+def build(name: str, in_channels: int, num_classes: int,
+          image_size: int | tuple[int, int] | None = None):
     """`torchvision:resnet18`, `timm:convnext_tiny`...: the model with a head for num_classes
-    and a first conv for in_channels (PyTorch's own fresh initialisation)."""
+    and a first conv for in_channels (PyTorch's own fresh initialisation). timm models that
+    take an img_size (ViT, DeiT, EVA, Swin, LeViT...) are built for the run's image_size."""
     from torch import nn
     kind, arch = name.split(":", 1)
     if kind == "timm":
         timm = import_timm()
         if not timm.is_model(arch):
             raise _unknown(kind, arch, timm.list_models())
-        return timm.create_model(arch, pretrained=False, num_classes=num_classes,
-                                 in_chans=in_channels)
+        common = {"pretrained": False, "num_classes": num_classes, "in_chans": in_channels}
+        if image_size is not None:
+            size = (image_size, image_size) if isinstance(image_size, int) else image_size
+            try:
+                return timm.create_model(arch, img_size=tuple(size), **common)
+            except TypeError as e:  # a convnet: its size is whatever it is given
+                if "img_size" not in str(e):
+                    raise
+        return timm.create_model(arch, **common)
     import torchvision
     if arch not in torchvision_names():
         raise _unknown(kind, arch, torchvision_names())

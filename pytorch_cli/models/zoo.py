@@ -81,7 +81,7 @@ def build(name: str, in_channels: int, num_classes: int, image_size: tuple[int, 
           init: str = "default"):
     from torch import nn
     if hub.is_hub_name(name):
-        model = hub.build(name, in_channels, num_classes)
+        model = hub.build(name, in_channels, num_classes, image_size)
     else:
         model = MODELS[name](in_channels, num_classes, image_size)
     if INITS[init] is not None:
