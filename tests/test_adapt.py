@@ -47,6 +47,23 @@ def test_a_vits_position_embedding_is_resampled_for_another_patch_grid():
     assert torch.equal(expected[:, 0], source["pos_embed"][:, 0])
 
 
+def test_a_torchvision_vits_position_embedding_is_resampled_alike():
+    from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
+
+    def vit(side, classes):  # vit_b_16's layout, small
+        return VisionTransformer(side, 8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
+                                 num_classes=classes)
+    source = vit(64, 1000).state_dict()  # 8x8 patches
+    model = vit(32, 10)  # 4x4
+    report = adapt.load_into(model, source, "vit.pth")
+    assert report.new == ["heads.head.weight", "heads.head.bias"]
+    assert report.resampled == "position embedding resampled from 8x8 to 4x4 patches"
+    expected = interpolate_embeddings(32, 8, {"encoder.pos_embedding":
+                                              source["encoder.pos_embedding"]})
+    assert torch.equal(model.state_dict()["encoder.pos_embedding"],
+                       expected["encoder.pos_embedding"])
+
+
 def test_weights_that_fit_nothing_are_refused():
     with pytest.raises(PtrainError, match="x.pth: none of its 8 tensors fits this model"):
         adapt.load_into(zoo.build("cifar-net", 3, 10, 32), zoo.build("lenet", 1, 10, 28)

@@ -36,6 +36,14 @@ def test_a_timm_vit_is_built_for_the_runs_image_size_and_a_timm_convnet_as_ever(
     assert convnet(torch.zeros(2, 3, 64, 96)).shape == (2, 10)
 
 
+def test_a_torchvision_vit_is_built_for_square_images_of_the_runs_size():
+    vit = zoo.build("torchvision:vit_b_16", 3, 10, 64).eval()  # it wanted 224x224
+    assert (vit.image_size, vit.patch_size) == (64, 16)
+    with torch.inference_mode():
+        assert vit(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+    assert hub._sized("vit_b_16", (64, 96)) == {} and hub._sized("resnet18", 64) == {}
+
+
 def test_builtin_nets_heads_are_their_last_layer():
     heads = {"lenet": "fc2", "mnist-cnn": "fc2", "cifar-net": "fc3", "fast-cnn": "fc",
              "airbench": "head", "resnet18": "fc"}

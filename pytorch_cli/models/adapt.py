@@ -4,6 +4,7 @@ for other classes). And what --freeze backbone holds still: every parameter outs
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -50,20 +51,29 @@ def _convert_first(value: torch.Tensor, want: torch.Size) -> tuple[torch.Tensor,
 
 def _resample_positions(model: nn.Module, name: str, value: torch.Tensor,
                         want: torch.Size) -> tuple[torch.Tensor, str] | None:
-    """A timm ViT's absolute position embedding for another patch grid (weights from 224 px,
-    a run at 64 or 384): bicubic over the grid, the class and register tokens kept, as timm
-    does when it loads pretrained weights at another img_size."""
-    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
-    if not name.endswith("pos_embed") or grid is None or value.ndim != 3 or len(want) != 3 \
-            or value.shape[-1] != want[-1]:
+    """A ViT's absolute position embedding for another patch grid (weights from 224 px, a run
+    at 64 or 384): bicubic over the grid, the class (and register) tokens kept, as timm and
+    torchvision do when they load pretrained weights at another image size."""
+    if value.ndim != 3 or len(want) != 3 or value.shape[-1] != want[-1]:
         return None
-    from timm.layers import resample_abs_pos_embed  # a timm model's: timm is there
-    prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)  # timm's ViTs
+    if name.endswith("pos_embed") and grid is not None:
+        from timm.layers import resample_abs_pos_embed  # a timm model's: timm is there
+        prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
+        resample = functools.partial(resample_abs_pos_embed, new_size=list(grid),
+                                     num_prefix_tokens=prefix, verbose=False)
+    elif name == "encoder.pos_embedding" and hasattr(model, "patch_size"):  # torchvision's
+        from torchvision.models.vision_transformer import interpolate_embeddings
+        prefix, side = 1, model.image_size // model.patch_size
+        grid = (side, side)
+        resample = lambda v: interpolate_embeddings(  # noqa: E731
+            model.image_size, model.patch_size, {name: v})[name]
+    else:
+        return None
     old = round((value.shape[1] - prefix) ** 0.5)
     if old * old != value.shape[1] - prefix:  # not a square grid: not one we can read
         return None
-    out = resample_abs_pos_embed(value, new_size=list(grid), old_size=[old, old],
-                                 num_prefix_tokens=prefix, verbose=False)
+    out = resample(value)
     return (out, f"position embedding resampled from {old}x{old} to {grid[0]}x{grid[1]} "
                  "patches") if out.shape == want else None
 

@@ -71,7 +71,7 @@ def build(name: str, in_channels: int, num_classes: int,
     with warnings.catch_warnings():  # googlenet/inception_v3: "default init will change"
         warnings.simplefilter("ignore", FutureWarning)
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes,
-                                             **NO_AUX.get(arch, {}))
+                                             **NO_AUX.get(arch, {}), **_sized(arch, image_size))
     if in_channels != 3:
         name, conv = first_conv(model)
         parent, _, attr = name.rpartition(".")
@@ -79,6 +79,14 @@ def build(name: str, in_channels: int, num_classes: int,
             in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
             conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode))
     return model
+
+
+def _sized(arch: str, image_size: int | tuple[int, int] | None) -> dict:
+    """torchvision's ViTs are built for one square size (224 unless told): the run's, where
+    its images are square; other sizes keep 224 and get check_input's one line."""
+    side = image_size if isinstance(image_size, int) else (
+        image_size[0] if image_size and image_size[0] == image_size[1] else None)
+    return {"image_size": side} if arch.startswith("vit_") and side else {}
 
 
 def first_conv(model):
