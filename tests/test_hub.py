@@ -68,8 +68,8 @@ def test_without_timm_one_line_names_the_extra(monkeypatch):
 
 
 def test_a_model_that_cannot_take_the_size_is_one_line():
-    model = zoo.build("torchvision:vit_b_32", 3, 10, 32)
-    with pytest.raises(UsageError, match=r"--model torchvision:vit_b_32 cannot take 32x32 "
+    model = zoo.build("torchvision:vit_b_32", 3, 10, (32, 48))  # not square: built for 224
+    with pytest.raises(UsageError, match=r"--model torchvision:vit_b_32 cannot take 32x48 "
                                          r"images \(.*\); a folder run can resize"):
-        zoo.check_input(model, "torchvision:vit_b_32", 3, (32, 32))
+        zoo.check_input(model, "torchvision:vit_b_32", 3, (32, 48))
     assert model.training  # the probe leaves the mode as it was
