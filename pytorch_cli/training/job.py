@@ -77,7 +77,7 @@ def _normalised(data: datasets.Data, resume: dict | None,
 def _same_classes(meta: dict, data: datasets.Data) -> None:
     """A resume reads the data the run trained on: a folder whose classes differ (another
     folder, or one changed since) would load the head onto other labels, or not at all."""
-    theirs, mine = list(meta.get("classes", data.classes)), list(data.classes)
+    theirs, mine = list(meta.get("classes") or data.classes), list(data.classes)
     if mine != theirs:
         def names(c: list) -> str:
             return ", ".join(map(str, c[:4])) + (f", ... ({len(c)})" if len(c) > 4 else "")
