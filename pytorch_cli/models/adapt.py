@@ -66,8 +66,9 @@ def _resample_positions(model: nn.Module, name: str, value: torch.Tensor,
         from torchvision.models.vision_transformer import interpolate_embeddings
         prefix, side = 1, model.image_size // model.patch_size
         grid = (side, side)
-        resample = lambda v: interpolate_embeddings(  # noqa: E731
-            model.image_size, model.patch_size, {name: v})[name]
+
+        def resample(v: torch.Tensor) -> torch.Tensor:
+            return interpolate_embeddings(model.image_size, model.patch_size, {name: v})[name]
     else:
         return None
     old = round((value.shape[1] - prefix) ** 0.5)

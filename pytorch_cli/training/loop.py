@@ -54,7 +54,12 @@ def _epochs(job: Job, resumed: bool) -> dict:
     job.emit(_start_record(job, resumed))
     job.started = time.perf_counter() - pos.elapsed_s
     if job.watch.on:  # evaluation's compile, before the first step rather than in its eval_s
-        _evaluate(job, job.test, max_batches=1)
+        try:
+            _evaluate(job, job.test, max_batches=1)
+        except RuntimeError as e:
+            if not runtime.out_of_memory(e):
+                raise
+            raise _evaluation_out_of_memory(job, e.with_traceback(None), None) from None
     result: dict = {}
     cut = False  # a stop cut an evaluation short
     for epoch in range(pos.epoch, last_epoch):  # a fractional last one ends at total_steps
@@ -143,12 +148,14 @@ def _trained(job: Job) -> bool:
     return pos.batch >= job.n_batches or (pos.batch > 0 and pos.step >= job.total_steps)
 
 
-def _evaluation_out_of_memory(job: Job, e: RuntimeError, seconds: float) -> PtrainError:
-    """The epoch trained, then its evaluation ran out of memory: save that position, as a stop
-    during an evaluation does (one process: a save is every rank's step), so that a resume
-    with a smaller --test-batch-size evaluates it and goes on: no training is lost."""
+def _evaluation_out_of_memory(job: Job, e: RuntimeError, seconds: float | None) -> PtrainError:
+    """The epoch trained (for `seconds`; None: nothing trained yet, the compile's evaluation),
+    then its evaluation ran out of memory: save that position, as a stop during an evaluation
+    does (one process: a save is every rank's step), so that a resume with a smaller
+    --test-batch-size evaluates it and goes on: no training is lost."""
     pos, smaller = job.state.pos, max(1, job.cfg.test_batch_size // 4)
-    saved = job.saver is not None and not job.dry_run and job.world.size == 1
+    saved = (seconds is not None and job.saver is not None and not job.dry_run
+             and job.world.size == 1)
     if saved:
         pos.epoch_train_s, pos.elapsed_s = seconds, time.perf_counter() - job.started
         save(job, LAST)
