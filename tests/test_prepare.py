@@ -1,5 +1,6 @@
 """prepare.train and prepare.resume: where a run starts from, checked before anything is written."""
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -101,6 +102,17 @@ def test_a_run_that_max_steps_ended_is_finished_whatever_epochs_asks(in_tmp):
     with pytest.raises(prepare.AlreadyFinished, match=says):  # --resume auto: nothing to do
         prepare.train(TrainConfig(dataset="fake", epochs=5, max_steps=3), "", "capped", "fake",
                       False, True)
+
+
+def test_resume_auto_continues_with_the_commands_test_batch_and_data_folder(in_tmp, run):
+    shutil.copytree(run, "mine")
+    same = TrainConfig(dataset="fake", epochs=3, batch_size=1000)  # the run's, extended
+    start = prepare.train(dataclasses.replace(same, test_batch_size=100, data_dir="moved"), "",
+                          "mine", "fake", False, True)
+    assert start.saved is not None  # continued, not started afresh
+    assert (start.cfg.test_batch_size, start.cfg.data_dir, start.cfg.epochs) == (100, "moved", 3)
+    with pytest.raises(UsageError, match=r"made with other settings \(lr\)"):
+        prepare.train(dataclasses.replace(same, lr=0.5), "", "mine", "fake", False, True)
 
 
 def test_resuming_a_live_run_before_its_first_save_says_in_use(in_tmp, tmp_path):
