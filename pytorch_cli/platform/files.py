@@ -172,6 +172,8 @@ def lock(path: Path) -> int | None:
     if key in _held:  # this process holds it already
         return None
     for attempt in range(LOCK_TRIES):
+        if attempt:
+            time.sleep(LOCK_RETRY_S)
         fd = _open_lock(Path(path))
         taken = _take(fd, Path(path))
         if taken is None:  # ours, on the file the path names
@@ -180,10 +182,7 @@ def lock(path: Path) -> int | None:
             _held[key] = fd
             return None
         os.close(fd)
-        if attempt + 1 == LOCK_TRIES:
-            return taken
-        time.sleep(LOCK_RETRY_S)
-    return None  # (not reached)
+    return taken
 
 
 # A holder() probe (`ptrain runs`) holds the lock shared for a moment, and an unlock removes the
