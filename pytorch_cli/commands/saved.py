@@ -13,12 +13,12 @@ from pytorch_cli.data.images import read_image
 from pytorch_cli.models import hub
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
-from pytorch_cli.platform.errors import DamagedFile, PtrainError, UsageError, first_line
+from pytorch_cli.platform.errors import DamagedFile, PtrainError, UsageError
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.declare import check_choice
 from pytorch_cli.store import checkpoint, export
 from pytorch_cli.store.rundir import MODEL, checkpoint_in
-from pytorch_cli.training.evaluate import class_scores, evaluate
+from pytorch_cli.training.evaluate import OutOfMemory, class_scores, evaluate
 from pytorch_cli.training.state import check_saved
 
 
@@ -111,11 +111,8 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
     size = batch_size or loaded.config.get("test_batch_size", 1000)
     try:
         result = evaluate(loaded.model.to(dev), chosen, data.spec, size, dev, tta=tta)
-    except RuntimeError as e:
-        if not runtime.out_of_memory(e):
-            raise
-        raise PtrainError(f"out of memory evaluating in batches of {size} ({first_line(e)}); "
-                          f"use a smaller --batch-size ({max(1, size // 4)}, say)") from None
+    except OutOfMemory as e:
+        raise PtrainError(f"{e}; use a smaller --batch-size ({max(1, size // 4)}, say)") from None
     classes = loaded.meta["classes"] or data.classes
     scores = class_scores(result["confusion"], classes)
     return {"checkpoint": str(path), "model": loaded.meta["model"],

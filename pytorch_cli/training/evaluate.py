@@ -10,10 +10,15 @@ import torch.nn.functional as F
 from pytorch_cli.data import batches
 from pytorch_cli.data.catalog import Spec
 from pytorch_cli.data.datasets import Split
-from pytorch_cli.platform import distributed
+from pytorch_cli.platform import distributed, runtime
+from pytorch_cli.platform.errors import PtrainError, first_line
 from pytorch_cli.training.compiling import OFF, Watch
 from pytorch_cli.training.step import autocast
 from pytorch_cli.training.stopping import Stopped
+
+
+class OutOfMemory(PtrainError):
+    """An evaluation batch its device could not hold."""
 
 
 @torch.inference_mode()
@@ -26,8 +31,35 @@ def evaluate(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
     `amp`: the autocast dtype training used; `watch`: finds and times --compile's compiles.
     With several processes each evaluates its part of the split and the sums are added up, so
     every rank returns the whole split's figures. `stop(i)`, asked before batch i while every
-    rank has one (the ranks' votes meet), raises Stopped when it says so."""
+    rank has one (the ranks' votes meet), raises Stopped when it says so. A batch its device's
+    memory cannot hold raises OutOfMemory, naming the batch size."""
     model.eval()
+    try:
+        loss_sum, confusion, top5 = _sums(model, split, spec, batch_size, device, max_batches,
+                                          tta, amp, watch, stop)
+    except RuntimeError as e:
+        if not runtime.out_of_memory(e):
+            raise
+        # without its traceback, whose frames hold the failed batch's tensors: freed, so that
+        # a caller can save at once
+        raise OutOfMemory(f"out of memory evaluating in batches of {batch_size} "
+                          f"({first_line(e)})") from e.with_traceback(None)
+    n = spec.num_classes
+    for t in (loss_sum, confusion, top5):
+        distributed.all_sum_(t)
+    confusion = confusion.view(n, n).cpu()  # rows: true class, columns: predicted
+    correct, total = int(confusion.trace()), int(confusion.sum())
+    out = {"loss": loss_sum.item() / total, "acc": correct / total, "correct": correct,
+           "total": total, "confusion": confusion}
+    if n > 10:
+        out["top5_acc"] = int(top5.item()) / total
+    return out
+
+
+def _sums(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
+          device: torch.device, max_batches: int | None, tta: bool, amp: torch.dtype | None,
+          watch: Watch, stop: Callable[[int], bool] | None):
+    """This rank's summed loss, confusion counts and top-5 hits, on the device."""
     world = distributed.world()
     n = spec.num_classes
     loss_sum = torch.zeros((), device=device)  # float32: MPS has no float64
@@ -48,15 +80,7 @@ def evaluate(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
         confusion.scatter_add_(0, cells, torch.ones_like(cells))
         if n > 10:
             top5 += (logits.topk(5, 1).indices == y[:, None]).any(1).sum()
-    for t in (loss_sum, confusion, top5):
-        distributed.all_sum_(t)
-    confusion = confusion.view(n, n).cpu()  # rows: true class, columns: predicted
-    correct, total = int(confusion.trace()), int(confusion.sum())
-    out = {"loss": loss_sum.item() / total, "acc": correct / total, "correct": correct,
-           "total": total, "confusion": confusion}
-    if n > 10:
-        out["top5_acc"] = int(top5.item()) / total
-    return out
+    return loss_sum, confusion, top5
 
 
 def class_scores(confusion: torch.Tensor, classes: list[str]) -> dict:

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 from pytorch_cli.data import batches
 from pytorch_cli.models import adapt, zoo
 from pytorch_cli.platform import distributed, runtime
-from pytorch_cli.platform.errors import PtrainError, first_line
+from pytorch_cli.platform.errors import PtrainError
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.store import checkpoint
 from pytorch_cli.store.rundir import BEST, LAST, MODEL, TRACE, RunDir
 from pytorch_cli.training import compiling, optim, profiling, stopping
 from pytorch_cli.training.epoch import save, train_epoch
-from pytorch_cli.training.evaluate import evaluate
+from pytorch_cli.training.evaluate import OutOfMemory, evaluate
 from pytorch_cli.training.job import Job, setup
 from pytorch_cli.training.stopping import StopFlag
 
@@ -56,10 +56,8 @@ def _epochs(job: Job, resumed: bool) -> dict:
     if job.watch.on:  # evaluation's compile, before the first step rather than in its eval_s
         try:
             _evaluate(job, job.test, max_batches=1)
-        except RuntimeError as e:
-            if not runtime.out_of_memory(e):
-                raise
-            raise _evaluation_out_of_memory(job, e.with_traceback(None), None) from None
+        except OutOfMemory as e:
+            raise _evaluation_out_of_memory(job, e, None) from None
     result: dict = {}
     cut = False  # a stop cut an evaluation short
     for epoch in range(pos.epoch, last_epoch):  # a fractional last one ends at total_steps
@@ -148,7 +146,7 @@ def _trained(job: Job) -> bool:
     return pos.batch >= job.n_batches or (pos.batch > 0 and pos.step >= job.total_steps)
 
 
-def _evaluation_out_of_memory(job: Job, e: RuntimeError, seconds: float | None) -> PtrainError:
+def _evaluation_out_of_memory(job: Job, e: OutOfMemory, seconds: float | None) -> PtrainError:
     """The epoch trained (for `seconds`; None: nothing trained yet, the compile's evaluation),
     then its evaluation ran out of memory: save that position, as a stop during an evaluation
     does (one process: a save is every rank's step), so that a resume with a smaller
@@ -159,11 +157,10 @@ def _evaluation_out_of_memory(job: Job, e: RuntimeError, seconds: float | None) 
     if saved:
         pos.epoch_train_s, pos.elapsed_s = seconds, time.perf_counter() - job.started
         save(job, LAST)
-    return PtrainError(
-        f"out of memory evaluating in batches of {job.cfg.test_batch_size} ({first_line(e)}); "
-        + (f"the epoch's training is saved: continue with `ptrain resume {job.saver.path} "
-           f"--test-batch-size {smaller}`" if saved else
-           f"use a smaller --test-batch-size ({smaller}, say)"))
+    advice = (f"the epoch's training is saved: continue with `ptrain resume {job.saver.path} "
+              f"--test-batch-size {smaller}`" if saved else
+              f"use a smaller --test-batch-size ({smaller}, say)")
+    return PtrainError(f"{e}; {advice}")
 
 
 def _stopping(job: Job) -> bool:
@@ -201,11 +198,8 @@ def end_epoch(job: Job, epoch: int, images: int, seconds: float) -> dict | None:
         if not job.dry_run:
             save(job, LAST)
         return None
-    except RuntimeError as e:
-        if not runtime.out_of_memory(e):
-            raise
-        # without its traceback, whose frames hold the evaluation's tensors: freed for the save
-        raise _evaluation_out_of_memory(job, e.with_traceback(None), seconds) from None
+    except OutOfMemory as e:
+        raise _evaluation_out_of_memory(job, e, seconds) from None
     # evaluate() returns host numbers: the device is done; compiles are timed apart
     eval_s = time.perf_counter() - t0 - (job.watch.seconds - compiled_before)
     train_loss = pos.epoch_loss_sum / max(pos.epoch_samples, 1)
