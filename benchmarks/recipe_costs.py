@@ -9,6 +9,9 @@ the median reported):
   ckpt      --grad-checkpointing for resnet18 at batch B: a training step's seconds, and the
             bytes autograd keeps for the backward (saved_tensors_hooks), with and without; on
             CUDA also the peak memory allocated.
+  precision a training step's ms per image under each --precision (32, bf16, 16: autocast, as
+            ptrain runs it) for lenet (28x28) and resnet18 (32x32), at batch --precision-batch.
+            On a CPU float16's convolution backward has no fast kernel: the start line says so.
 
     python benchmarks/recipe_costs.py --device cpu
     python benchmarks/recipe_costs.py --device cuda --json costs.json
@@ -104,6 +107,37 @@ def ckpt(batch: int, steps: int, rounds: int, device: torch.device) -> dict:
     return out
 
 
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+SHAPES = {"lenet": (1, 28), "resnet18": (3, 32)}  # (channels, side)
+
+
+def precision(models: list[str], batch: int, rounds: int, device: torch.device) -> dict:
+    """ms per image of forward, loss and backward under autocast, per model and precision."""
+    out = {}
+    for name in models:
+        channels, side = SHAPES[name]
+        torch.manual_seed(0)
+        model = zoo.build(name, channels, 10, (side, side)).to(device)
+        x = torch.randn(batch, channels, side, side, device=device)
+        y = torch.randint(0, 10, (batch,), device=device)
+        times = {k: [] for k in PRECISIONS}
+        for r in range(rounds + 1):  # round 0 warms up, untimed
+            for key, dtype in PRECISIONS.items():
+                _sync(device)
+                t0 = time.perf_counter()
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                model.zero_grad(set_to_none=True)
+                _sync(device)
+                if r:
+                    times[key].append((time.perf_counter() - t0) / batch * 1000)
+        out[name] = {k: statistics.median(v) for k, v in times.items()}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -112,6 +146,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--ckpt-batch", type=int, default=64)
     p.add_argument("--ckpt-steps", type=int, default=3)
+    p.add_argument("--precision-batch", type=int, default=8)
+    p.add_argument("--precision-models", default="lenet,resnet18", help="of: lenet, resnet18")
     p.add_argument("--json", default="", help="also write the results here")
     a = p.parse_args()
     device = torch.device(a.device)
@@ -132,7 +168,9 @@ def main() -> None:
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "augment_img_s": {k: statistics.median(v) for k, v in rates.items()},
               "torchvision_per_image_img_s": {k: statistics.median(v) for k, v in classic.items()},
-              "grad_checkpointing": ckpt(a.ckpt_batch, a.ckpt_steps, a.rounds, device)}
+              "grad_checkpointing": ckpt(a.ckpt_batch, a.ckpt_steps, a.rounds, device),
+              "precision_ms_per_image": precision(a.precision_models.split(","),
+                                                          a.precision_batch, a.rounds, device)}
     base = result["augment_img_s"]["crop-flip"]
     for name, rate in result["augment_img_s"].items():
         print(f"{name:>15}: {rate:9.0f} img/s ({rate / base:5.0%} of crop-flip's)")
@@ -142,6 +180,9 @@ def main() -> None:
         peak = f", peak {v['peak_mb']:.0f} MiB" if "peak_mb" in v else ""
         print(f"resnet18 {name:>12}: {v['step_s'] * 1000:7.1f} ms/step, kept "
               f"{v['kept_mb']:.1f} MiB{peak}")
+    for name, ms in result["precision_ms_per_image"].items():
+        print(f"{name:>15}: " + ", ".join(f"{k} {v:.3g} ms/img ({v / ms['32']:.3g}x 32's)"
+                                          for k, v in ms.items()))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)

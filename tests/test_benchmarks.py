@@ -156,7 +156,9 @@ def test_recipe_costs_measures_every_stage_and_both_checkpointing_sides(tmp_path
     out = tmp_path / "c.json"
     code, stdout, err = _script("recipe_costs.py", ["--images", "600", "--batch", "200",
                                                     "--rounds", "1", "--ckpt-batch", "2",
-                                                    "--ckpt-steps", "1", "--json", out],
+                                                    "--ckpt-steps", "1", "--precision-batch",
+                                                    "1", "--precision-models", "lenet",
+                                                    "--json", out],
                                 monkeypatch, capsys)
     assert code == 0, err
     result = json.loads(out.read_text())
@@ -164,6 +166,9 @@ def test_recipe_costs_measures_every_stage_and_both_checkpointing_sides(tmp_path
     kept = result["grad_checkpointing"]
     assert kept["checkpointed"]["kept_mb"] < kept["plain"]["kept_mb"]
     assert "torchvision image by image" in stdout
+    ms = result["precision_ms_per_image"]
+    assert set(ms) == {"lenet"} and all(set(v) == {"32", "bf16", "16"} and
+                                                    min(v.values()) > 0 for v in ms.values())
 
 
 def test_sweep_jobs_times_a_sweep_and_counts_its_trials(tmp_path, monkeypatch, capsys):

@@ -56,3 +56,12 @@ def test_each_compile_says_what_compiled_and_what_its_time_is_kept_out_of():
     # a run written by an older version (one compile record, neither key) still reads
     assert line({"kind": "compile", "mode": "default", "seconds": 3.0}) == (
         "compiled (default) the training step in 3.0s, timed apart from training")
+
+
+def test_float16_on_a_cpu_is_called_slow_on_the_start_line(ptrain):
+    # resnet18's float16 training step is ~100x its float32 one on a CPU (recipe_costs.py)
+    slow = "slow on a CPU, whose float16 convolutions have no fast backward: bf16 or 32"
+    for precision, said in (("16", True), ("bf16", False), ("32", False)):
+        r = ptrain("train", "--dataset", "fake", "--dry-run", "--device", "cpu", "--precision",
+                   precision)
+        assert r.code == 0 and (slow in r.out) == said, r.out

@@ -81,6 +81,8 @@ def _start_line(r: dict) -> str:
         at = r["resume_at"]
         where = f"resuming at epoch {at[0]} after batch {at[1]}; " + where
     speed = r["precision"] + (f", compiled ({r['compile']})" if r["compile"] else "")
+    if r["precision"] == "float16" and r["device"] == "cpu":  # benchmarks/recipe_costs.py
+        speed += " (slow on a CPU, whose float16 convolutions have no fast backward: bf16 or 32)"
     world, batch = r.get("world_size", 1), r.get("batch_size", 0)
     procs = (f" x {world} processes, batch {batch} per process ({batch * world} per step"
              + (f"; {r['left_out']} images per epoch sit out: fewer than the processes"
