@@ -43,5 +43,8 @@ def test_activations_draws_the_maps_of_a_trained_run(ptrain, tmp_path):
     assert result.code == 0, result.err
     assert "conv2_drop: 20x8x8" in result.out and "4 stages" in result.out
     assert Image.open(tmp_path / "maps.png").size[0] > 300
+    onto = ptrain("activations", "run", "digit.png", "-o", "digit.png")  # the input, kept
+    assert onto.code == 2 and "refusing to write digit.png: it is the image being read" in onto.err
+    assert Image.open(tmp_path / "digit.png").size == (40, 30)
     missing = ptrain("activations", "run", "nothing.png")
     assert missing.code != 0 and "nothing.png" in missing.err and "Traceback" not in missing.err

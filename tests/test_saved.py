@@ -108,6 +108,27 @@ def test_predict_features_are_what_the_head_turns_into_the_probabilities(run, pt
             assert probs[t["index"]].item() == pytest.approx(t["prob"], abs=1e-6)
 
 
+def test_predict_features_never_overwrites_the_run_or_an_image(run, ptrain, tmp_path):
+    """--features names a new .npy file: the run's model.pth, an image it reads or a non-.npy
+    name is one line, before any work, and the file is untouched; a missing folder is made."""
+    Image.fromarray(datasets.load("fake").test.images[0, 0].numpy()).save(tmp_path / "0.png")
+    before = {p: p.read_bytes() for p in (run / "model.pth", tmp_path / "0.png")}
+    (tmp_path / "0.npy").write_bytes(before[tmp_path / "0.png"])  # an image by any name
+    for target, image, said in ((run / "model.pth", "0.png", "it is the checkpoint being read"),
+                                (run / "last.pt", "0.png", "it is a file of a run"),
+                                (tmp_path / "0.png", "0.png", "it is an image being read"),
+                                (tmp_path / "0.npy", "0.npy", "it is an image being read"),
+                                (tmp_path / "f.png", "0.png", "name a .npy file")):
+        r = ptrain("predict", str(run), image, "--features", str(target))
+        assert r.code == 2 and said in r.err and r.err.count("\n") == 1, r.err
+    assert all(p.read_bytes() == b for p, b in before.items())
+    r = ptrain("predict", str(run), "0.png", "--features", "new/dir/f.npy")
+    assert r.code == 0 and "features of 1 image (50 each)" in r.err
+    assert (tmp_path / "new/dir/f.npy").is_file()
+    r = ptrain("predict", str(run), "missing.png", "--features", "none.npy")
+    assert r.code == 1 and "no features written" in r.err and not (tmp_path / "none.npy").exists()
+
+
 def test_eval_keeps_freed_memory_so_repeated_evaluations_fault_no_pages(ptrain, tmp_path):
     """`ptrain eval` (run_eval) keeps freed memory as training does: mnist-cnn's activations on
     500 images take tens of MiB, which glibc would otherwise fault in afresh at every evaluation

@@ -155,9 +155,8 @@ def predict(
     if json_out and csv_out:
         raise UsageError("--json and --csv: choose one")
     kept: list | None = [] if features else None
-    results = saved.run_predict(checkpoint_file, images, top_k, device, model, dataset, kept)
-    if features:
-        print(saved.write_features(features, kept), file=sys.stderr)
+    results = saved.run_predict(checkpoint_file, images, top_k, device, model, dataset, kept,
+                                features)
     if csv_out:
         _print_csv(results, top_k)
     if json_out:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +14,10 @@ from pytorch_cli.data.images import read_image
 from pytorch_cli.models import hub
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
-from pytorch_cli.platform.errors import DamagedFile, PtrainError, UsageError
+from pytorch_cli.platform.errors import DamagedFile, PtrainError, UsageError, plural
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.declare import check_choice
-from pytorch_cli.store import checkpoint, export
+from pytorch_cli.store import checkpoint, export, outputs
 from pytorch_cli.store.rundir import MODEL, checkpoint_in
 from pytorch_cli.training.evaluate import OutOfMemory, class_scores, evaluate
 from pytorch_cli.training.state import check_saved
@@ -152,10 +153,13 @@ def _files(given: Path) -> list[Path]:
 @torch.inference_mode()
 def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "auto",
                 model_name: str = "", dataset: str = "",
-                features: list[torch.Tensor] | None = None) -> list[dict]:
+                features: list[torch.Tensor] | None = None,
+                features_out: Path | None = None) -> list[dict]:
     """Top-k classes for each image; an unreadable image gets an "error" entry, the rest answers.
     `features`: a list that gets each answered image's penultimate features (what the head
-    takes: the model with its last layer deleted), in order."""
+    takes: the model with its last layer deleted), in order, written to `features_out`."""
+    if features_out:
+        check_features_output(features_out, path, images)
     loaded = load_model(path, model_name, dataset)
     meta = loaded.meta
     dev = runtime.resolve_device(device)
@@ -182,6 +186,8 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
         results.append({"image": str(image), "top": [
             {"class": classes[i], "index": int(i), "prob": float(p)}
             for p, i in zip(top.values.cpu(), top.indices.cpu())]})
+    if features_out:
+        print(write_features(features_out, features), file=sys.stderr)
     return results
 
 
@@ -191,6 +197,7 @@ def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
     drawn into `output`; the stages."""
     from pytorch_cli.models import activations
     from pytorch_cli.output import plot
+    outputs.refuse_overwrite([output], {image: "the image being read"}, "-o")
     loaded = load_model(path, model_name, dataset)
     meta = loaded.meta
     x = read_image(image, meta["in_channels"], models.meta_size(meta))
@@ -200,23 +207,36 @@ def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
     return found
 
 
+def check_features_output(out: Path, source: Path, images: list[Path]) -> None:
+    """Before predicting: --features names a new .npy file, not the checkpoint or an image."""
+    read = {(source / MODEL if source.is_dir() else source): "the checkpoint being read",
+            **{image: "an image being read" for image in images}}
+    outputs.refuse_overwrite([out], read, "--features")
+    if out.suffix.lower() != ".npy" or out.is_dir():
+        raise UsageError(f"--features {out}: name a .npy file (NumPy's format), e.g. "
+                         "features.npy")
+
+
 def write_features(out: Path, features: list[torch.Tensor]) -> str:
-    """`predict --features FILE.npy`: an (images, features) float32 array, written atomically;
-    the line that says so."""
+    """`predict --features FILE.npy`: an (images, features) float32 array, written atomically
+    (its folder made where missing); the line that says so."""
     import io
 
     import numpy as np
 
     from pytorch_cli.platform.files import atomic_write
-    array = torch.stack(features).numpy() if features else np.zeros((0, 0), np.float32)
+    if not features:
+        return f"no features written to {out}: no image was read"
+    array = torch.stack(features).numpy()
     buf = io.BytesIO()
     np.save(buf, array)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out, lambda f: f.write(buf.getvalue()))
     except OSError as e:
         raise PtrainError(f"cannot write {out}: {e.strerror or e}") from None
-    return (f"penultimate features of {array.shape[0]} images ({array.shape[1]} each), in the "
-            f"order above, written to {out}")
+    return (f"penultimate features of {plural(array.shape[0], 'image')} ({array.shape[1]} "
+            f"each), in the order above, written to {out}")
 
 
 def summary(target: Path | None, config_file: Path | None, overrides: dict,

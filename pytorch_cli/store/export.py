@@ -12,7 +12,6 @@ import importlib
 import io
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING
 from pytorch_cli.data import catalog
 from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import PtrainError, UsageError
-from pytorch_cli.store.rundir import LOCK, RUN_FILES, TRACE, holds_run
+from pytorch_cli.store import outputs
 
 if TYPE_CHECKING:
     import torch
@@ -106,15 +105,7 @@ def check_output(output: Path, source: Path, fmt: str) -> None:
     if output.is_dir():
         raise UsageError(f"{output} is a folder; name the file to write, e.g. "
                          f"{output / ('model' + FORMATS[fmt][0])}")
-    runs = {source.parent, *([output.parent] if holds_run(output.parent) else [])}  # any run's
-    kept = [source, *(run / name for run in runs for name in (*RUN_FILES, LOCK, TRACE))]
-    for path in (output, sidecar):
-        hit = next((k for k in kept if _same(path, k)), None)
-        if hit is not None:
-            what = "the checkpoint being exported" if hit == source else "a file of a run"
-            also = f" ({hit})" if str(hit) != str(path) else ""
-            raise UsageError(f"refusing to write {path}: it is {what}{also}; "
-                             "name another output with -o")
+    outputs.refuse_overwrite([output, sidecar], {source: "the checkpoint being exported"}, "-o")
     if not output.name.lower().endswith(tuple(suffixes)):
         example = output.with_name((output.name.split(".")[0] or "model") + FORMATS[fmt][0])
         names = " or ".join(f"*{x}" for x in suffixes)
@@ -126,16 +117,6 @@ def check_output(output: Path, source: Path, fmt: str) -> None:
     if sidecar.is_dir():
         raise UsageError(f"{sidecar} is a folder, and the export's metadata goes there; "
                          "move it away or name another output with -o")
-
-
-def _same(a: Path, b: Path) -> bool:
-    """The same file: by inode where both exist (links, a case-blind disk), else by name."""
-    with contextlib.suppress(OSError):
-        return os.path.samefile(a, b)
-    try:
-        return a.resolve() == b.resolve()
-    except (OSError, RuntimeError):  # a loop of links
-        return a.absolute() == b.absolute()
 
 
 def _not_finite(model: nn.Module, source: str) -> PtrainError:
