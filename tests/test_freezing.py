@@ -1,6 +1,8 @@
 """--freeze backbone, --unfreeze-at, --backbone-lr-scale: a frozen backbone does not move (its
 BatchNorm statistics neither), is not in the optimizer, and a resume across the release is exact."""
 
+import shutil
+
 import torch
 from test_cli_train import without_timing
 from test_loop import loop_sink
@@ -34,17 +36,25 @@ def test_a_frozen_backbone_stays_bit_identical_while_the_head_trains(tmp_path):
 def test_a_resume_across_the_unfreeze_is_exact(tmp_path):
     cfg = TrainConfig(**{**CFG.to_dict(), "unfreeze_at": 1, "batch_size": 128,
                          "backbone_lr_scale": 0.1, "scheduler": "cosine"})  # 16 batches/epoch
-    full = RunDir(tmp_path / "full")
-    loop.train(cfg, full, full.metrics_sink())
-    for stop_at in ((1, 10), (2, 10)):  # before the release, then after it
-        cut = RunDir(tmp_path / f"cut{stop_at[0]}")
-        stop = loop.StopFlag()
+    full, killed = RunDir(tmp_path / "full"), tmp_path / "killed"
 
-        def stop_there(r, at=stop_at, flag=stop):
-            if r["kind"] == "train" and (r["epoch"], r["batch"]) == at:
-                flag.request("test")
-        loop.train(cfg, cut, loop_sink(cut, stop_there), stop=stop)
+    def kill_in_epoch_2(r):  # what a SIGKILL in epoch 2 leaves: epoch 1's end, saved frozen
+        if r["kind"] == "train" and r["epoch"] == 2 and not killed.exists():
+            shutil.copytree(full.path, killed)
+    loop.train(cfg, full, loop_sink(full, kill_in_epoch_2))
+    for stop_at in ((1, 10), (2, 0), (2, 10)):  # before the release, at it, after it
+        cut = RunDir(tmp_path / f"cut{stop_at[0]}-{stop_at[1]}")
+        if stop_at[1]:
+            stop = loop.StopFlag()
+
+            def stop_there(r, at=stop_at, flag=stop):
+                if r["kind"] == "train" and (r["epoch"], r["batch"]) == at:
+                    flag.request("test")
+            loop.train(cfg, cut, loop_sink(cut, stop_there), stop=stop)
+        else:
+            shutil.copytree(killed, cut.path)
         saved = checkpoint.load(cut.file("last.pt"))
+        assert stop_at[1] or saved["position"]["batch"] == 0
         cut.trim_metrics(saved["position"]["step"])
         loop.train(cfg, cut, cut.metrics_sink(), resume=saved)
         a, b = (checkpoint.load(r.file("last.pt"))["model"] for r in (full, cut))

@@ -25,7 +25,22 @@ def apply(cfg, optimizer, groups: list[list], epoch: int) -> bool:
     of them) for `epoch`; True if anything changed."""
     if cfg.freeze == "none":
         return False
-    hold, changed = frozen(cfg, epoch), False
+    return _hold(optimizer, groups, frozen(cfg, epoch))
+
+
+def as_saved(cfg, optimizer, groups: list[list], saved_optimizer: dict) -> None:
+    """Lay the backbone's groups out as they were when `saved_optimizer` was saved, so that it
+    loads: an end-of-epoch save before the release holds them empty, though the epoch it
+    resumes at releases them (apply then does, after the load)."""
+    if cfg.freeze == "none":
+        return
+    saved = saved_optimizer["param_groups"]
+    hold = any(g.get("part") == "backbone" and not g["params"] for g in saved)
+    _hold(optimizer, groups, hold)
+
+
+def _hold(optimizer, groups: list[list], hold: bool) -> bool:
+    changed = False
     for group, full in zip(optimizer.param_groups, groups):
         if group.get("part") != "backbone":
             continue

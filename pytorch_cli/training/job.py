@@ -114,14 +114,15 @@ def _class_weight(cfg: TrainConfig, train: datasets.Split, classes: int, device:
     return (len(train) / (classes * counts.clamp(min=1))).float().to(device)
 
 
-def _load(state: TrainState, resume: dict, model_name: str) -> None:
+def _load(state: TrainState, resume: dict, cfg: TrainConfig, groups: list[list]) -> None:
     try:
+        freezing.as_saved(cfg, state.optimizer, groups, resume["optimizer"])
         state.load_state_dict(resume)
-    except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as e:
+    except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
         # prepare.training_state checked the fields and the weights; what is left is an
         # optimizer or schedule state for other parameters than this model's
         detail = " ".join(str(e).split())[:200]
-        raise PtrainError(f"the saved training state does not fit this {model_name} run "
+        raise PtrainError(f"the saved training state does not fit this {cfg.model} run "
                           f"({type(e).__name__}: {detail}); it is damaged or from another "
                           "run: resume from another checkpoint, or start afresh") from None
 
@@ -175,9 +176,9 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
               frozen_norms=(adapt.frozen_norms(model, data.spec.num_classes)
                             if cfg.freeze != "none" else []),
               class_weight=_class_weight(cfg, data.train, data.spec.num_classes, device))
-    freezing.apply(cfg, optimizer, groups, position_of(resume).epoch if resume else 0)
     if resume is not None:
-        _load(state, resume, cfg.model)
+        _load(state, resume, cfg, groups)
+    freezing.apply(cfg, optimizer, groups, position_of(resume).epoch if resume else 0)
     if cfg.compile:  # in place: the saved keys stay the plain module's
         model.compile(backend=cfg.compile_backend,
                       mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
