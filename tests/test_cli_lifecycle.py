@@ -357,6 +357,12 @@ def test_a_folder_run_resumes_from_its_moved_folder_and_refuses_other_classes(pt
         "other: its classes (cat, fox) are not the run's (cat, dog); resume with --data-dir set "
         "to the folder the run trained on") in r.err, r.err
     assert [m["epoch"] for m in read_metrics(tmp_path / "run", ("epoch",))] == [1]
+    _small_folder(tmp_path / "more", ("cat", "dog", "fox"))  # a label the head has no row for
+    for folder, mine in (("other", "cat, fox"), ("more", "cat, dog, fox")):
+        r = ptrain("eval", "run", "--data-dir", folder)
+        assert r.code == 2 and r.err.count("\n") == 1 and (
+            f"{folder}: its classes ({mine}) are not the run's (cat, dog); evaluate with "
+            "--data-dir set to the folder the run trained on") in r.err, r.err
     assert ptrain("resume", "run", "--epochs", "2", "--data-dir", "moved", "--quiet").code == 0
     assert [m["epoch"] for m in read_metrics(tmp_path / "run", ("epoch",))] == [1, 2]
     assert 'data_dir = "moved"' in (tmp_path / "run" / "config.toml").read_text()

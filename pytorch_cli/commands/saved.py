@@ -86,13 +86,16 @@ def rebuild(state_dict: dict, meta: dict, path: Path) -> torch.nn.Module:
     return model
 
 
-def _data(loaded: Loaded, data_dir: str = "", download: bool = True) -> datasets.Data:
+def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
+          command: str = "evaluate") -> datasets.Data:
     """The model's dataset, read with the run's own settings (folder, val split, seed)."""
     c, meta = loaded.config, loaded.meta
     folder = folders.Options(meta["in_channels"], models.meta_size(meta), c.get("test_split", 0.2),
                              stats=(meta["mean"], meta["std"]))  # decoded as it trained
     data = datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
                          c.get("val_split", 0.0), c.get("seed", 1), folder)
+    if command:  # (an export's verification batch takes any images of the run's shape)
+        datasets.same_classes(meta["classes"], data, command)
     return datasets.normalised(data, meta["mean"], meta["std"])  # --weights brought its own
 
 
@@ -133,7 +136,7 @@ def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str
     output = output or source.with_name(source.name.split(".")[0] + export.FORMATS[fmt][0])
     export.check_output(output, source, fmt)  # before the slow part: data, export, verification
     try:
-        sample = _data(loaded, data_dir, download=False).test.images[:64].float() / 255
+        sample = _data(loaded, data_dir, False, "").test.images[:64].float() / 255
         verified_on = "test images"
     except PtrainError:
         g = torch.Generator().manual_seed(0)

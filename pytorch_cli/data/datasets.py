@@ -55,6 +55,18 @@ def normalised(data: Data, mean, std) -> Data:
 
 # ---------------------------------------------------------------- finding and reading files
 
+def same_classes(theirs: list | None, data: Data, command: str) -> None:
+    """A saved run read with the data it trained on: a folder whose classes differ (another
+    folder, or one changed since) would score or load the head onto other labels."""
+    theirs, mine = list(theirs or data.classes), list(data.classes)
+    if mine != theirs:
+        def names(c: list) -> str:
+            return ", ".join(map(str, c[:4])) + (f", ... ({len(c)})" if len(c) > 4 else "")
+        raise UsageError(f"{data.source}: its classes ({names(mine)}) are not the run's "
+                         f"({names(theirs)}); {command} with --data-dir set to the folder the "
+                         "run trained on")
+
+
 def search_dirs(name: str, data_dir: str = "") -> list[Path]:
     """Where to look, in order: --data-dir alone if given; else $PTRAIN_DATA_DIR or ./data,
     plus the folder Debian's dataset-fashion-mnist package installs."""

@@ -16,7 +16,7 @@ import torch
 from pytorch_cli.data import batches, catalog, datasets, folders
 from pytorch_cli.models import adapt, checkpointing, zoo
 from pytorch_cli.platform import distributed, runtime
-from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.platform.errors import PtrainError
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.store.rundir import RunDir
 from pytorch_cli.training import compiling, freezing, optim, pretrained, profiling
@@ -72,18 +72,6 @@ def _normalised(data: datasets.Data, resume: dict | None,
     c = data.spec.channels
     return datasets.normalised(data, pretrained.for_channels(mean, c),
                                pretrained.for_channels(std, c))
-
-
-def _same_classes(meta: dict, data: datasets.Data) -> None:
-    """A resume reads the data the run trained on: a folder whose classes differ (another
-    folder, or one changed since) would load the head onto other labels, or not at all."""
-    theirs, mine = list(meta.get("classes") or data.classes), list(data.classes)
-    if mine != theirs:
-        def names(c: list) -> str:
-            return ", ".join(map(str, c[:4])) + (f", ... ({len(c)})" if len(c) > 4 else "")
-        raise UsageError(f"{data.source}: its classes ({names(mine)}) are not the run's "
-                          f"({names(theirs)}); resume with --data-dir set to the folder the "
-                          "run trained on")
 
 
 def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
@@ -142,7 +130,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
                              folders.Options(cfg.channels, catalog.parse_size(cfg.image_size),
                                              cfg.test_split))
     if resume is not None:
-        _same_classes(resume.get("meta", {}), data)
+        datasets.same_classes(resume.get("meta", {}).get("classes"), data, "resume")
     source = pretrained.resolve(cfg) if resume is None else None  # a resume has its weights
     data = _normalised(data, resume, source)
     if cfg.augment == "auto":
