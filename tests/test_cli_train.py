@@ -139,6 +139,13 @@ def test_run_dirs_never_overwrite_silently(ptrain, tmp_path):
     r = ptrain("train", *FAST, "--run-dir", "runs/fake")
     assert r.code == 2 and "already holds a run" in r.err and "ptrain resume" in r.err
     assert (tmp_path / "runs/fake/model.pth").read_bytes() == before
+    kept = sorted(p.name for p in (tmp_path / "runs/fake").iterdir())
+    for typo in (["--dataset", "mnist", "--data-dir", "typo", "--no-download"],  # data
+                 ["--model", "lenet", "--image-size", "8"]):  # a setting only the model refuses
+        r = ptrain("train", *FAST, *typo, "--run-dir", "runs/fake", "--overwrite")
+        assert r.code in (1, 2) and r.err.count("\n") == 1, r.err  # the old run is intact
+        assert sorted(p.name for p in (tmp_path / "runs/fake").iterdir()) == kept
+        assert (tmp_path / "runs/fake/model.pth").read_bytes() == before
     assert (
         ptrain("train", *FAST, "--epochs", "1", "--run-dir", "runs/fake", "--overwrite").code == 0
     )

@@ -88,16 +88,21 @@ def test_the_json_summary_is_printed_once(finished):
 
 
 def test_claim_with_clear_removes_the_old_runs_files_and_keeps_the_rest(finished, tmp_path):
+    """--overwrite: claimed, the old run stays whole until the new one is set up and writes its
+    config (a typo in its data or settings loses nothing); then only the run's files go."""
     old = tmp_path / "old"
     shutil.copytree(finished[0], old)
     (old / "notes.txt").write_text("mine")
     (old / "tensorboard").mkdir()
     (old / "tensorboard" / "events.out").write_text("old curves")
+    before = sorted(p.name for p in old.iterdir())
     start = session.claim(prepare.Start(TINY, RunDir(old), clear=True))
-    assert sorted(p.name for p in old.iterdir()) == ["notes.txt", LOCK]
+    assert sorted(p.name for p in old.iterdir()) == sorted([*before, LOCK])
+    start.run_dir.create(TINY.to_dict())
+    assert sorted(p.name for p in old.iterdir()) == sorted(["config.toml", "notes.txt", LOCK])
     assert files.holder(old / LOCK) == os.getpid()
     start.run_dir.unlock()
-    assert [p.name for p in old.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in old.iterdir()) == ["config.toml", "notes.txt"]
 
 
 def test_claim_of_a_resume_drops_the_records_logged_after_its_checkpoint(finished, tmp_path):

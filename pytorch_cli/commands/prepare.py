@@ -24,7 +24,7 @@ class Start:
     cfg: configlib.TrainConfig
     run_dir: RunDir | None  # None: a dry run, which writes nothing
     saved: dict | None = None  # the training state it continues; None: a new run
-    clear: bool = False  # --overwrite: the old run's files go, once the lock is held
+    clear: bool = False  # --overwrite: the old run's files go once the new run is set up
 
 
 class AlreadyFinished(UsageError):

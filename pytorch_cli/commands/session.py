@@ -45,15 +45,14 @@ def run(prepare: Callable[[], Start], opts: RunOptions) -> None:
 
 
 def claim(start: Start) -> Start:
-    """Lock the run directory, then clear it (--overwrite) or drop the metrics logged after the
-    checkpoint it continues from (they are logged again)."""
+    """Lock the run directory, then mark it to be cleared (--overwrite) or drop the metrics
+    logged after the checkpoint it continues from (they are logged again)."""
     run_dir = start.run_dir
     if run_dir is None:
         return start
     run_dir.lock()
     try:
-        if start.clear:
-            run_dir.clear()
+        run_dir.replacing = start.clear  # once the run is set up (RunDir.create)
         if start.saved is not None:
             run_dir.trim_metrics(position_of(start.saved).step)
     except BaseException:

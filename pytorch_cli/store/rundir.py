@@ -122,6 +122,9 @@ def check_free(path: Path) -> None:
 class RunDir:
     path: Path
     made: Path | None = field(default=None, compare=False)  # the outermost folder lock() made
+    # --overwrite: the old run's files go at create(), once the new run's data and model are
+    # set up, so that a typo in a flag or --data-dir loses nothing
+    replacing: bool = field(default=False, compare=False)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -169,9 +172,13 @@ class RunDir:
 
     def create(self, config: dict, skipped: list[str] | None = None) -> None:
         """Write config.toml, the run's resolved settings (which also proves the directory
-        writable before any training), and remove temporary files a killed save left behind;
+        writable before any training), after clearing the old run's files (--overwrite), and
+        remove temporary files a killed save left behind;
         `skipped`: the data files left out (skipped-files.txt), if any."""
         try:
+            if self.replacing:
+                self.clear()
+                self.replacing = False
             self.path.mkdir(parents=True, exist_ok=True)
             for leftover in files.leftovers(self.path, (*RUN_FILES, TRACE)):  # a killed save's
                 leftover.unlink(missing_ok=True)
