@@ -110,6 +110,20 @@ def test_a_train_folder_alone_holds_the_classes_and_a_test_split_is_held_out(tmp
     assert d.classes == ["a", "b"] and len(d.test) == 2 and len(d.train) == 8
 
 
+def test_a_class_named_train_is_a_class_and_train_beside_classes_is_refused(tmp_path, capsys):
+    """train/ is a layout only beside test/ or val/ (or alone); among other class folders it
+    is a class; with test/ and other folders too, one of the readings would drop images."""
+    write_classes(tmp_path / "flat", {"bus": 3, "car": 3, "train": 3})
+    d = load(tmp_path / "flat")
+    assert d.classes == ["bus", "car", "train"] and len(d.train) + len(d.test) == 9
+    write_classes(tmp_path / "both", {"train/a": 3, "train/b": 3, "test/a": 1, "bus": 2})
+    one_line_error(PtrainError, tmp_path / "both", "holds train/ and test/ beside other folders "
+                   "(bus): put every class folder inside train/ and test/")
+    write_classes(tmp_path / "three", {"train/a": 3, "train/b": 3, "test/a": 1, "val/b": 1})
+    assert len(load(tmp_path / "three").test) == 1  # test/ is the test set; val/ is named
+    assert "three/val is not read: " in capsys.readouterr().err
+
+
 def test_a_link_back_up_is_read_once_not_looped(tmp_path):
     written = write_classes(tmp_path, {"a": 2, "b": 2})
     (tmp_path / "a" / "up").symlink_to(tmp_path)  # would walk a, a/up/a, a/up/a/up/a...

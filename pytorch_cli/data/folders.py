@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pytorch_cli.data import cache, catalog, decode, images, splits
-from pytorch_cli.platform.errors import PtrainError, UsageError, plural
+from pytorch_cli.platform.errors import PtrainError, UsageError, plural, warn
 
 # torchvision.datasets.folder.IMG_EXTENSIONS (tested equal), any case; torchvision is not
 # imported for it: it takes seconds (it imports torch._dynamo)
@@ -95,16 +95,39 @@ def _classes(root: Path, skipped: list[str]) -> dict[str, list[Path]]:
     return found
 
 
+def _folders(root: Path) -> set[str]:
+    return {e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith(".")}
+
+
+def _split_layout(root: Path) -> Path | None:
+    """The test folder of a train/ + test/ (or val/) layout; None for one folder per class,
+    where a class may be called train. Other folders beside train/ and test/ are an error:
+    whether they are classes or not, one of the two readings would drop images."""
+    names = _folders(root)
+    test = next((t for t in TEST_FOLDERS if t in names), None)
+    if "train" not in names or test is None:
+        return None
+    others = sorted(names - {"train", *TEST_FOLDERS})
+    if others:
+        raise PtrainError(f"{root} holds train/ and {test}/ beside other folders "
+                          f"({', '.join(others[:3])}): put every class folder inside train/ "
+                          f"and {test}/, or use one folder per class and no train/")
+    if test == "test" and "val" in names:
+        warn(f"{root / 'val'} is not read: {root / 'test'} is the test set (--val-split F holds "
+             "a validation set out of train/)")
+    return root / test
+
+
 def find(root: Path) -> Found:
     """The classes and files under root, in either layout; bad folders are one error line."""
     if not root.is_dir():
         raise PtrainError(f"--dataset folder: {root} is not a folder; pass --data-dir DIR, a "
                           "folder of class subfolders (or of train/ and test/ ones)")
     skipped: list[str] = []
-    test_dir = next((root / t for t in TEST_FOLDERS if (root / t).is_dir()), None)
-    if (root / "train").is_dir() and test_dir is None:
+    test_dir = _split_layout(root)
+    if test_dir is None and _folders(root) == {"train"}:
         root = root / "train"  # train/ alone: its class folders, a --test-split held out
-    if (root / "train").is_dir() and test_dir is not None:
+    if test_dir is not None:
         train, test = _classes(root / "train", skipped), _classes(test_dir, skipped)
         unknown = sorted(set(test) - set(train))
         if unknown:
