@@ -391,3 +391,20 @@ def test_machine_variables_with_bad_values_are_one_line_naming_the_variable(ptra
     r = ptrain("train", *FAST, "--quiet")
     assert r.code == 2 and "the runs folder" in r.err and "PTRAIN_RUNS_DIR" in r.err
     assert (tmp_path / "afile").read_text() == ""
+
+
+def test_a_warmup_longer_than_max_steps_is_said(ptrain):
+    """63 steps an epoch: a 2-epoch warmup never ends in 40 steps: cosine warns (a preset checked
+    with a few steps is fine), onecycle refuses (it was an 'unexpected' ValueError)."""
+    for scheduler, code in (("cosine", 0), ("onecycle", 2)):
+        r = ptrain("train", "--dataset", "fake", "--batch-size", "32", "--epochs", "3",
+                   "--max-steps", "40", "--scheduler", scheduler, "--warmup-epochs", "2",
+                   "--dry-run", "--json")
+        assert r.code == code, r.err
+        assert "--warmup-epochs 2 is 126 optimizer steps, and the run has 40" in r.err
+    assert "the run ends inside its warmup" in ptrain(
+        "train", "--dataset", "fake", "--epochs", "3", "--max-steps", "40", "--scheduler",
+        "cosine", "--warmup-epochs", "2", "--dry-run").err
+    r = ptrain("train", "--dataset", "fake", "--batch-size", "32", "--epochs", "3", "--max-steps",
+               "40", "--scheduler", "onecycle", "--warmup-epochs", "0.5", "--dry-run")
+    assert r.code == 0 and "warmup" not in r.err, r.err

@@ -92,8 +92,9 @@ class TrainConfig:
     gamma: float = setting(0.7, "LR factor per epoch for --scheduler step; at each "
                            "reduction for plateau.", rule=(lambda v: 0 < v <= 1, "in (0, 1]"))
     plateau_patience: int = setting(
-        2, "--scheduler plateau: epochs without a gain over --min-delta in val accuracy (test "
-        "without --val-split) before the LR is cut.", rule=L.NOT_NEGATIVE, metavar="N",
+        2, "--scheduler plateau: the LR is cut once more than N epochs in a row bring no "
+        "gain over --min-delta in val accuracy (test without --val-split).",
+        rule=L.NOT_NEGATIVE, metavar="N",
         limit=(L.MAX_EPOCHS, "beyond any schedule"))
     warmup_epochs: float = setting(0.0, "Linear LR warmup, in epochs.")  # its rule: rules.py
     warmup_start: float = setting(0.0, "LR factor the warmup starts from.", rule=L.UNIT)

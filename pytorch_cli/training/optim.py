@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from pytorch_cli.platform.errors import UsageError, warn
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -138,8 +140,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
         return lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.gamma,
                                               patience=cfg.plateau_patience,
                                               threshold=cfg.min_delta, threshold_mode="abs")
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if warmup >= total_steps:  # (only --max-steps can cut a run shorter than its warmup)
+        said = (f"--warmup-epochs {cfg.warmup_epochs:g} is {math.ceil(warmup)} optimizer steps, "
+                f"and the run has {total_steps} (--max-steps {cfg.max_steps})")
+        if cfg.scheduler == "onecycle":  # its warmup is a fraction of the run, below 1
+            raise UsageError(f"{said}: onecycle's warmup must end before the run; warm up less")
+        warn(f"{said}: the run ends inside its warmup, its LR still rising")  # a quick check
     if cfg.scheduler == "onecycle":
-        pct = cfg.warmup_epochs * steps_per_epoch / total_steps if cfg.warmup_epochs else 0.3
+        pct = warmup / total_steps if cfg.warmup_epochs else 0.3
         # cycle_momentum off: --momentum keeps the meaning the user gave it.
         return lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
                                        total_steps=total_steps, pct_start=pct,
