@@ -55,6 +55,21 @@ def normalised(data: Data, mean, std) -> Data:
 
 # ---------------------------------------------------------------- finding and reading files
 
+def stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images in [0, 1], summed in float64 over chunks (a
+    float copy of a large folder would not fit in memory); a flat channel's std is 1/255."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares, n = total.clone(), images.numel() // images.shape[1]
+    per_image = max(1, images[0].numel()) if len(images) else 1
+    for chunk in images.split(max(1, 4_000_000 // per_image)):  # 32 MB of float64 a chunk
+        x = chunk.to(torch.float64) / 255
+        total += x.sum((0, 2, 3))
+        squares += (x * x).sum((0, 2, 3))
+    mean = total / n
+    std = (squares / n - mean * mean).clamp(min=0).sqrt().clamp(min=1 / 255)
+    return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]
+
+
 def same_classes(theirs: list | None, data: Data, command: str) -> None:
     """A saved run read with the data it trained on: a folder whose classes differ (another
     folder, or one changed since) would score or load the head onto other labels."""
@@ -240,6 +255,6 @@ def load(name: str, data_dir: str = "", download: bool = True, val_split: float 
             val = Split(train.images[val_idx], train.labels[val_idx])
             train = Split(train.images[train_idx], train.labels[train_idx])
     if name == catalog.FOLDER and (folder is None or folder.stats is None):
-        mean, std = folders.stats(train.images)  # of the images it trains on: saved with it
+        mean, std = stats(train.images)  # of the images it trains on: saved with it
         spec = dataclasses.replace(spec, mean=tuple(mean), std=tuple(std))
     return Data(spec, classes, train, val, test, source, skipped)

@@ -1,7 +1,7 @@
 """--dataset folder: the user's own images, found the way torchvision's ImageFolder finds them
 (a class is a subfolder, in sorted order; images in nested folders count), in one of two layouts:
 
-  DIR/train/<class>/...  with  DIR/test/<class>/... (or DIR/val/)
+  DIR/train/<class>/...  with  DIR/test/<class>/... (or DIR/val/); train/ alone: as below
   DIR/<class>/...        a seeded, stratified --test-split of each class is held out for testing
 
 Every image is decoded once at the run's channels and size (images.read_image: the same in
@@ -95,19 +95,15 @@ def _classes(root: Path, skipped: list[str]) -> dict[str, list[Path]]:
     return found
 
 
-def _folders(root: Path) -> set[str]:
-    return {e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith(".")}
-
-
-def _split_layout(root: Path) -> Path | None:
-    """The test folder of a train/ + test/ (or val/) layout; None for one folder per class,
-    where a class may be called train. Other folders beside train/ and test/ are an error:
-    whether they are classes or not, one of the two readings would drop images."""
-    names = _folders(root)
+def _layout(root: Path) -> tuple[Path, Path | None]:
+    """(the folder of the training classes, the test folder or None: --test-split held out).
+    train/ is a layout beside test/ or val/, or alone; among other folders it is a class. Other
+    folders beside train/ and test/ are an error: one reading or the other would drop images."""
+    names = {e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith(".")}
     test = next((t for t in TEST_FOLDERS if t in names), None)
-    if "train" not in names or test is None:
-        return None
     others = sorted(names - {"train", *TEST_FOLDERS})
+    if "train" not in names or (test is None and others):
+        return root, None
     if others:
         raise PtrainError(f"{root} holds train/ and {test}/ beside other folders "
                           f"({', '.join(others[:3])}): put every class folder inside train/ "
@@ -115,7 +111,7 @@ def _split_layout(root: Path) -> Path | None:
     if test == "test" and "val" in names:
         warn(f"{root / 'val'} is not read: {root / 'test'} is the test set (--val-split F holds "
              "a validation set out of train/)")
-    return root / test
+    return root / "train", root / test if test else None
 
 
 def find(root: Path) -> Found:
@@ -124,18 +120,13 @@ def find(root: Path) -> Found:
         raise PtrainError(f"--dataset folder: {root} is not a folder; pass --data-dir DIR, a "
                           "folder of class subfolders (or of train/ and test/ ones)")
     skipped: list[str] = []
-    test_dir = _split_layout(root)
-    if test_dir is None and _folders(root) == {"train"}:
-        root = root / "train"  # train/ alone: its class folders, a --test-split held out
-    if test_dir is not None:
-        train, test = _classes(root / "train", skipped), _classes(test_dir, skipped)
-        unknown = sorted(set(test) - set(train))
-        if unknown:
-            raise PtrainError(f"{test_dir}: class folder {unknown[0]!r} is not in "
-                              f"{root / 'train'}; a test class must be one the model learns")
-        where = root / "train"
-    else:
-        train, test, where = _classes(root, skipped), None, root
+    where, test_dir = _layout(root)
+    train = _classes(where, skipped)
+    test = _classes(test_dir, skipped) if test_dir else None
+    unknown = sorted(set(test or ()) - set(train))
+    if unknown:
+        raise PtrainError(f"{test_dir}: class folder {unknown[0]!r} is not in {where}; a test "
+                          "class must be one the model learns")
     if len(train) < 2:
         raise PtrainError(f"{where}: {plural(len(train), 'class folder')} found; a classifier "
                           "needs at least 2 (one subfolder of images per class)")
@@ -305,18 +296,3 @@ def _decode_splits(found: Found, channels: int, size: int, w: cache.Writer | Non
         arrays.update({f"{split}_x": x, f"{split}_y": y})
         rows.update({f"{split}_x": len(labels), f"{split}_y": len(labels)})
     return arrays, rows
-
-
-def stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images in [0, 1], summed in float64 over chunks (a
-    float copy of a large folder would not fit in memory); a flat channel's std is 1/255."""
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
-    squares, n = total.clone(), images.numel() // images.shape[1]
-    per_image = max(1, images[0].numel()) if len(images) else 1
-    for chunk in images.split(max(1, 4_000_000 // per_image)):  # 32 MB of float64 a chunk
-        x = chunk.to(torch.float64) / 255
-        total += x.sum((0, 2, 3))
-        squares += (x * x).sum((0, 2, 3))
-    mean = total / n
-    std = (squares / n - mean * mean).clamp(min=0).sqrt().clamp(min=1 / 255)
-    return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]

@@ -12,6 +12,7 @@ import difflib
 import re
 import warnings
 
+from pytorch_cli.data import catalog
 from pytorch_cli.platform.errors import PtrainError, UsageError
 
 NAME_FORM = re.compile(r"(torchvision|timm):[A-Za-z0-9_.\-]+")
@@ -82,11 +83,20 @@ def build(name: str, in_channels: int, num_classes: int,
 
 
 def _sized(arch: str, image_size: int | tuple[int, int] | None) -> dict:
-    """torchvision's ViTs are built for one square size (224 unless told): the run's, where
-    its images are square; other sizes keep 224 and get check_input's one line."""
+    """torchvision's ViTs are built for one square size (224 unless told), the run's, a
+    multiple of their patch (vit_b_16: 16): any other is one line here, not their assert."""
+    if not arch.startswith("vit_") or image_size is None:
+        return {}
     side = image_size if isinstance(image_size, int) else (
-        image_size[0] if image_size and image_size[0] == image_size[1] else None)
-    return {"image_size": side} if arch.startswith("vit_") and side else {}
+        image_size[0] if image_size[0] == image_size[1] else None)
+    patch = int(arch.rsplit("_", 1)[-1])
+    if side is None or side % patch:
+        got = catalog.size_text(image_size if side is None else (side, side))
+        fit = max(patch, round((side or max(image_size)) / patch) * patch)
+        raise UsageError(f"--model torchvision:{arch} takes square images whose side is a "
+                         f"multiple of {patch} (its patch), not {got}: a folder run can resize "
+                         f"them with --image-size {fit}")
+    return {"image_size": side}
 
 
 def first_conv(model):
