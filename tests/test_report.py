@@ -65,3 +65,12 @@ def test_float16_on_a_cpu_is_called_slow_on_the_start_line(ptrain):
         r = ptrain("train", "--dataset", "fake", "--dry-run", "--device", "cpu", "--precision",
                    precision)
         assert r.code == 0 and (slow in r.out) == said, r.out
+
+
+def test_an_early_stop_under_tta_says_no_tta_evaluation_ran_and_how_to_get_one():
+    r = {"kind": "early_stop", "epoch": 5, "patience": 2, "min_delta": 0.0, "metric": "test_acc",
+         "best_epoch": 3, "best_acc": 1.0, "model": "model.pth"}
+    assert "TTA" not in report.format_record({**r, "tta": False})
+    assert report.format_record({**r, "tta": True}).endswith(
+        "model.pth holds its weights (no TTA evaluation was run: `ptrain eval RUN_DIR --tta` "
+        "gives it)")

@@ -125,6 +125,8 @@ def format_record(r: dict) -> str | None:
         metric = r["metric"].replace("_acc", " acc")
         gain = f"more than {100 * r['min_delta']:g} points" if r["min_delta"] else "at all"
         model = f"; {r['model']} holds its weights" if r["model"] else ""
+        if r.get("tta"):  # its evaluations stay plain: patience compares like with like
+            model += " (no TTA evaluation was run: `ptrain eval RUN_DIR --tta` gives it)"
         return (f"early stop after epoch {r['epoch']}: {metric} has not gained {gain} for "
                 f"{plural(r['patience'], 'epoch')} (--patience); the best was epoch "
                 f"{r['best_epoch']}, {100 * r['best_acc']:.2f}%{model}")

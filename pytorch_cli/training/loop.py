@@ -116,7 +116,7 @@ def _early_stop_record(job: Job) -> dict:
     cfg, pos = job.cfg, job.state.pos
     return {"kind": "early_stop", "epoch": pos.early_stop, "patience": cfg.patience,
             "min_delta": cfg.min_delta, "metric": "val_acc" if job.val is not None else "test_acc",
-            "best_epoch": pos.best_epoch, "best_acc": pos.best_acc,
+            "best_epoch": pos.best_epoch, "best_acc": pos.best_acc, "tta": cfg.tta,
             "model": MODEL if job.saver is not None else None}
 
 
