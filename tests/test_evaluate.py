@@ -1,5 +1,7 @@
 """evaluate(): loss, accuracy, top-5 and the confusion matrix against plain PyTorch."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -138,3 +140,22 @@ def test_class_scores_are_precision_recall_and_f1_with_macro_means():
     assert s["macro"]["recall"] == pytest.approx((0.8 + 0.8 + 0.8) / 3)
     never = class_scores(torch.tensor([[3, 0], [2, 0]]), ["a", "b"])["per_class"]["b"]
     assert never == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "images": 2}  # never predicted
+
+
+def test_a_class_with_no_test_image_and_never_predicted_has_no_scores_and_no_weight(tmp_path):
+    """A one-image class held out nothing: its row is -, and the macro means are over the 2
+    classes that are there (it pulled them to 2/3 of their value before)."""
+    from pytorch_cli.output import report
+    from pytorch_cli.training.evaluate import class_scores
+    confusion = torch.tensor([[4, 1, 0], [0, 5, 0], [0, 0, 0]])
+    s = class_scores(confusion, ["a", "b", "one"])
+    assert s["per_class"]["one"] == {"precision": None, "recall": None, "f1": None, "images": 0}
+    assert s["macro"]["recall"] == pytest.approx((0.8 + 1.0) / 2)
+    called = class_scores(torch.tensor([[4, 0, 1], [0, 5, 0], [0, 0, 0]]), ["a", "b", "one"])
+    assert called["per_class"]["one"]["precision"] == 0.0  # predicted, never right: counted
+    out = tmp_path / "table.txt"
+    with out.open("w") as f:
+        report.print_eval({"checkpoint": "m", "dataset": "folder", "split": "test", "tta": False,
+                           "loss": 0.1, "acc": 0.9, "correct": 9, "total": 10,
+                           "classes": ["a", "b", "one"], "confusion": confusion.tolist(), **s}, f)
+    assert re.search(r"\n  one +- +- +- +0\n", out.read_text()), out.read_text()

@@ -149,7 +149,8 @@ def format_record(r: dict) -> str | None:
 def _scores(r: dict, c: str | None) -> tuple[str, str, str]:
     """Accuracy (recall), precision and F1 of class c, or their macro averages (c None)."""
     s = r["macro"] if c is None else r["per_class"][c]
-    return (f"{100 * s['recall']:.2f}%", f"{100 * s['precision']:.2f}%", f"{100 * s['f1']:.2f}%")
+    return tuple("-" if s[k] is None else f"{100 * s[k]:.2f}%"  # no image, never predicted
+                 for k in ("recall", "precision", "f1"))
 
 
 def print_eval(r: dict, stream: TextIO) -> None:

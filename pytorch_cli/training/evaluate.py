@@ -87,15 +87,17 @@ def class_scores(confusion: torch.Tensor, classes: list[str]) -> dict:
     """Per class (rows: true, columns: predicted): precision (of the images called it, the share
     that are), recall (of its images, the share found: its accuracy), F1 (their harmonic mean),
     images; and their unweighted means over the classes ("macro"). A class never predicted has
-    precision 0, as scikit-learn's zero_division=0."""
+    precision 0, as scikit-learn's zero_division=0. A class with no image that nothing was
+    called has no scores (None) and stays out of the means, as scikit-learn leaves out labels
+    absent from both (a test set lacking a class would otherwise lower them)."""
     c = confusion.double()
-    hit = c.diag()
+    hit, present = c.diag(), (c.sum(0) + c.sum(1)) > 0
     precision = hit / c.sum(0).clamp(min=1)
     recall = hit / c.sum(1).clamp(min=1)
     f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
-    rows = {name: {"precision": float(p), "recall": float(r), "f1": float(f),
-                   "images": int(n)}
-            for name, p, r, f, n in zip(classes, precision, recall, f1, c.sum(1))}
-    macro = {"precision": float(precision.mean()), "recall": float(recall.mean()),
-             "f1": float(f1.mean())}
+    rows = {name: {"precision": float(p) if here else None, "recall": float(r) if here else None,
+                   "f1": float(f) if here else None, "images": int(n)}
+            for name, p, r, f, n, here in zip(classes, precision, recall, f1, c.sum(1), present)}
+    macro = {k: float(v[present].mean()) if present.any() else 0.0
+             for k, v in (("precision", precision), ("recall", recall), ("f1", f1))}
     return {"per_class": rows, "macro": macro}
