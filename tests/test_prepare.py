@@ -104,6 +104,20 @@ def test_a_run_that_max_steps_ended_is_finished_whatever_epochs_asks(in_tmp):
                       False, True)
 
 
+def test_a_run_that_fractional_epochs_ended_is_finished_whatever_epochs_asks(in_tmp):
+    """--epochs 0.5 ends part-way through epoch 1 and records it whole: no position to go on
+    from (an extension skipped the rest of that epoch; --epochs 1 said "finished its 1")."""
+    try:
+        main(["train", "--dataset", "fake", "--epochs", "0.5", "--quiet", "--run-dir", "half"])
+    except SystemExit as e:
+        assert not e.code
+    says = ("already finished: --epochs 0.5 ended it part-way through epoch 1, recorded whole; "
+            "to train on from its weights, start a new run with --init-from half")
+    for epochs in (None, 0.8, 1, 3):
+        with pytest.raises(prepare.AlreadyFinished, match=says):
+            prepare.resume(Path("half"), epochs=epochs)
+
+
 def test_resume_auto_continues_with_the_commands_test_batch_and_data_folder(in_tmp, run):
     shutil.copytree(run, "mine")
     same = TrainConfig(dataset="fake", epochs=3, batch_size=1000)  # the run's, extended

@@ -5,6 +5,7 @@ here writes: the session takes the run directory's lock first (session.claim).""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,12 @@ def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: floa
     folder or evaluation batch (`changes`, where given), another number of processes (the
     global batch, batch x processes, stays: the same batches)."""
     overrides: dict = {k: v for k, v in changes.items() if v}
+    pos, planned = position_of(saved), cfg.epochs
+    if planned != int(planned) and pos.epoch >= math.ceil(planned):  # as --max-steps, below
+        raise AlreadyFinished(f"{path}: the run already finished: --epochs {planned:g} ended it "
+                              f"part-way through epoch {math.ceil(planned)}, recorded whole; to "
+                              f"train on from its weights, start a new run with --init-from "
+                              f"{path.parent}")
     if epochs is not None:
         if epochs < cfg.epochs:
             raise UsageError(f"--epochs {epochs:g}: the run was set for {cfg.epochs:g}; "
@@ -91,7 +98,6 @@ def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: floa
                              "evenly; resume with a number of processes that divides it")
         overrides["batch_size"] = total // now
     cfg = configlib.validate(dataclasses.replace(cfg, **overrides))
-    pos = position_of(saved)
     # --max-steps ended it mid-schedule (cosine, linear and onecycle end at that step) and
     # maybe mid-epoch, with that epoch recorded: no position to go on from exactly
     if cfg.max_steps and pos.step >= cfg.max_steps:
