@@ -127,6 +127,12 @@ def test_resume_auto_continues_with_the_commands_test_batch_and_data_folder(in_t
     assert (start.cfg.test_batch_size, start.cfg.data_dir, start.cfg.epochs) == (100, "moved", 3)
     with pytest.raises(UsageError, match=r"made with other settings \(lr\)"):
         prepare.train(dataclasses.replace(same, lr=0.5), "", "mine", "fake", False, True)
+    # the run's --precision auto is float32 on a CPU: --precision 32 is the same, bf16 is not
+    assert prepare.train(dataclasses.replace(same, precision="32", device="cpu"), "", "mine",
+                         "fake", False, True).saved is not None
+    with pytest.raises(UsageError, match=r"made with other settings \(precision\)"):
+        prepare.train(dataclasses.replace(same, precision="bf16", device="cpu"), "", "mine",
+                      "fake", False, True)
 
 
 def test_resuming_a_live_run_before_its_first_save_says_in_use(in_tmp, tmp_path):

@@ -132,7 +132,8 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
     mine = dataclasses.replace(cfg, batch_size=cfg.batch_size * distributed.world().size,
                                augment=auto if cfg.augment == "auto" else cfg.augment)
     differ = [k for k, v in mine.to_dict().items()
-              if k not in FREE_TO_CHANGE and getattr(theirs, k) != v and k != "epochs"]
+              if k not in FREE_TO_CHANGE and getattr(theirs, k) != v and k != "epochs"
+              and not (k == "precision" and _same_precision(v, theirs.precision, cfg.device))]
     if differ:
         raise UsageError(f"--resume auto: {path / LAST} was made with other settings "
                          f"({', '.join(k.replace('_', '-') for k in differ)}); use another "
@@ -140,3 +141,10 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
     cfg = _continued(original, saved, path / LAST, max(cfg.epochs, theirs.epochs),
                      {k: getattr(cfg, k) for k in CARRIED})
     return Start(cfg, RunDir(path), saved)
+
+
+def _same_precision(a: str, b: str, device: str) -> bool:
+    """--precision auto and what it resolves to here (32 on a CPU, bf16 on most GPUs) are one."""
+    from pytorch_cli.platform import runtime
+    where = runtime.resolve_device(device)
+    return runtime.autocast_dtype(a, where) == runtime.autocast_dtype(b, where)
