@@ -127,6 +127,12 @@ def test_a_renamed_setting_keeps_its_old_name_in_flags_files_and_checkpoints(ptr
     (tmp_path / "old.toml").write_text("bias-lr-scale = 8.0\n")
     assert configlib.resolve(tmp_path / "old.toml").norm_lr_scale == 8.0
     assert configlib.from_dict({"bias_lr_scale": 4.0}).norm_lr_scale == 4.0  # an old last.pt
+    for both in ("bias_lr_scale = 2.0\nnorm_lr_scale = 3.0\n", "norm-lr-scale = 2.0\n"
+                 "norm_lr_scale = 3.0\n"):  # neither wins silently
+        (tmp_path / "both.toml").write_text(both)
+        with pytest.raises(UsageError, match=r"both.toml: '.*' and 'norm_lr_scale' are the same "
+                                             "setting; keep one of them"):
+            configlib.resolve(tmp_path / "both.toml")
     r = ptrain("train", "--dataset", "fake", "--max-steps", "1", "--run-dir", "r", "--quiet",
                "--bias-lr-scale", "2")
     assert r.code == 0, r.err

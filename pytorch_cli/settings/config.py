@@ -256,14 +256,17 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 def typed_values(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     """A file's settings, typed; unknown keys and wrong types are errors, not silently ignored."""
-    values = {}
+    values, keys = {}, {}
     for key, value in raw.items():
         name = key.replace("-", "_")
         name = RENAMED.get(name, name)
         if name not in FIELD_TYPES:
             raise UsageError(
                 f"{path}: unknown key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
-        values[name] = coerce(FIELD_TYPES[name], name, value, str(path))
+        if name in keys:  # two spellings of one setting (an old name, dashes): which wins?
+            raise UsageError(f"{path}: {keys[name]!r} and {key!r} are the same setting; keep "
+                             "one of them")
+        values[name], keys[name] = coerce(FIELD_TYPES[name], name, value, str(path)), key
     return values
 
 
