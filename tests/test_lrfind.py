@@ -36,5 +36,6 @@ def test_lr_find_grows_the_lr_suggests_one_and_leaves_every_run_as_it_was(ptrain
     table = ptrain("lr-find", "--dataset", "fake", "--steps", "10").out
     assert table.startswith("LR range test: lenet on fake, sgd, batch 64") and \
         "suggested --lr " in table
-    bad = ptrain("lr-find", "--dataset", "fake", "--start-lr", "1", "--end-lr", "0.1")
-    assert bad.code == 2 and "--start-lr must be above 0 and below --end-lr" in bad.err
+    for end in ("0.1", "inf"):
+        bad = ptrain("lr-find", "--dataset", "fake", "--start-lr", "1", "--end-lr", end)
+        assert bad.code == 2 and "--start-lr must be above 0 and below --end-lr" in bad.err

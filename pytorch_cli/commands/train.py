@@ -126,9 +126,9 @@ def lr_find(
     from pytorch_cli.output import plot as plotting
     from pytorch_cli.output.report import print_lr_find
     from pytorch_cli.training import lrfind
-    if not 0 < start_lr < end_lr:
-        raise UsageError(f"--start-lr must be above 0 and below --end-lr, got {start_lr:g} and "
-                         f"{end_lr:g}")
+    if not 0 < start_lr < end_lr < float("inf"):  # (inf: nan LRs from the geometric steps)
+        raise UsageError(f"--start-lr must be above 0 and below --end-lr, a finite number, got "
+                         f"{start_lr:g} and {end_lr:g}")
     if plot:
         plotting.require_matplotlib("--plot")
         plotting.check_output(plot)
