@@ -367,3 +367,11 @@ def test_a_folder_run_resumes_from_its_moved_folder_and_refuses_other_classes(pt
     assert [m["epoch"] for m in read_metrics(tmp_path / "run", ("epoch",))] == [1, 2]
     assert 'data_dir = "moved"' in (tmp_path / "run" / "config.toml").read_text()
     assert ptrain("eval", "run").code == 0  # the run's config now names the folder's new place
+    from PIL import Image
+    for path in (tmp_path / "moved").rglob("*.png"):  # the same classes, as RGB 40x40 copies
+        big = tmp_path / "big" / path.relative_to(tmp_path / "moved")
+        big.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).convert("RGB").resize((40, 40)).save(big)
+    r = ptrain("resume", "run", "--epochs", "3", "--data-dir", "big", "--quiet")
+    assert r.code == 0, r.err  # read as the run's gray 16x16, not found anew (and "damaged")
+    assert "channels = 0" in (tmp_path / "run" / "config.toml").read_text()  # still auto

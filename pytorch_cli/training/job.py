@@ -125,10 +125,14 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     torch.autograd.set_detect_anomaly(cfg.detect_anomaly)  # names the op that made a NaN: slow
     world = distributed.world()
     device = distributed.local_device(runtime.resolve_device(cfg.device))
+    channels, size = cfg.channels, catalog.parse_size(cfg.image_size)
+    if resume is not None and cfg.dataset == catalog.FOLDER:  # auto (0) means the size and
+        meta = resume.get("meta", {})  # channels the run found: from another folder too
+        channels = channels or meta.get("in_channels", 0)
+        size = size or catalog.parse_size(meta.get("image_size", 0))
     with distributed.main_first():  # rank 0 downloads, if anything needs downloading
         data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed,
-                             folders.Options(cfg.channels, catalog.parse_size(cfg.image_size),
-                                             cfg.test_split))
+                             folders.Options(channels, size, cfg.test_split))
     if resume is not None:
         datasets.same_classes(resume.get("meta", {}).get("classes"), data, "resume")
     source = pretrained.resolve(cfg) if resume is None else None  # a resume has its weights
