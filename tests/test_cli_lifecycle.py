@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -342,6 +343,22 @@ def _small_folder(root: Path, classes: tuple[str, ...]) -> Path:
             Image.fromarray(torch.full((16, 16), shade, dtype=torch.uint8).numpy()).save(
                 root / name / f"{i}.png")
     return root
+
+
+def test_eval_and_resume_say_when_the_held_out_images_are_drawn_from_other_files(ptrain,
+                                                                                 tmp_path):
+    """An image added to a folder without test/ reshuffles its held-out split (of 12 a class,
+    3 held out): eval would score images the run trained on. Both say so; unchanged, neither."""
+    _small_folder(tmp_path / "imgs", ("cat", "dog"))
+    assert ptrain("train", "--dataset", "folder", "--data-dir", "imgs", "--epochs", "1",
+                  "--batch-size", "8", "--run-dir", "run", "--quiet").code == 0
+    said = "imgs: its files are not the ones the run trained on (added, removed or renamed"
+    r = ptrain("eval", "run")
+    assert r.code == 0 and "warning" not in r.err, r.err
+    shutil.copy(tmp_path / "imgs/cat/0.png", tmp_path / "imgs/cat/new.png")
+    for command in (["eval", "run"], ["resume", "run", "--epochs", "2", "--quiet"]):
+        r = ptrain(*command)
+        assert r.code == 0 and said in r.err, r.err
 
 
 def test_a_folder_run_resumes_from_its_moved_folder_and_refuses_other_classes(ptrain, tmp_path):

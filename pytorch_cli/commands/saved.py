@@ -96,6 +96,7 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
                          c.get("val_split", 0.0), c.get("seed", 1), folder)
     if command:  # (an export's verification batch takes any images of the run's shape)
         datasets.same_classes(meta["classes"], data, command)
+        datasets.same_listing(meta.get("listing"), data)
     return datasets.normalised(data, meta["mean"], meta["std"])  # --weights brought its own
 
 

@@ -44,6 +44,7 @@ class Data:
     test: Split
     source: str  # the folder the files were read from
     skipped: list[str] = field(default_factory=list)  # --dataset folder: "file: why", not read
+    listing: str = ""  # --dataset folder: what its splits are drawn from (splits.listing)
 
 
 def normalised(data: Data, mean, std) -> Data:
@@ -80,6 +81,13 @@ def same_classes(theirs: list | None, data: Data, command: str) -> None:
         raise UsageError(f"{data.source}: its classes ({names(mine)}) are not the run's "
                          f"({names(theirs)}); {command} with --data-dir set to the folder the "
                          "run trained on")
+
+
+def same_listing(theirs: str | None, data: Data) -> None:
+    """A warning where the run drew its held-out or val images from other files than these."""
+    if theirs and data.listing and theirs != data.listing:
+        warn(f"{data.source}: its files are not the ones the run trained on (added, removed or "
+             "renamed since): its held-out images are drawn anew, so some were trained on")
 
 
 def search_dirs(name: str, data_dir: str = "") -> list[Path]:
@@ -234,7 +242,7 @@ def _read_folder(data_dir: str, opts: folders.Options, seed: int, val_split: flo
     spec = catalog.folder_spec(got.channels, got.size, len(got.classes),
                                *(opts.stats or ([0.0], [1.0])))
     return (Split(*got.train), Split(*got.val) if got.val is not None else None, Split(*got.test),
-            got.classes, str(root), spec, got.skipped)
+            got.classes, str(root), spec, got.skipped, got.listing)
 
 
 def load(name: str, data_dir: str = "", download: bool = True, val_split: float = 0.0,
@@ -242,11 +250,11 @@ def load(name: str, data_dir: str = "", download: bool = True, val_split: float 
     """Read a dataset; with val_split, hold out a seeded fraction of its training set.
     `folder`: how --dataset folder's images are decoded."""
     skipped: list[str] = []
-    val = None
+    val, listing = None, ""
     if name == catalog.FOLDER:  # its splits are made as it is read: memory maps of its cache
         opts = folder or folders.Options()
-        train, val, test, classes, source, spec, skipped = _read_folder(data_dir, opts, seed,
-                                                                        val_split)
+        train, val, test, classes, source, spec, skipped, listing = _read_folder(
+            data_dir, opts, seed, val_split)
     else:
         spec = SPECS[name]
         train, test, classes, source = _read(spec, data_dir, download)
@@ -257,4 +265,4 @@ def load(name: str, data_dir: str = "", download: bool = True, val_split: float 
     if name == catalog.FOLDER and (folder is None or folder.stats is None):
         mean, std = stats(train.images)  # of the images it trains on: saved with it
         spec = dataclasses.replace(spec, mean=tuple(mean), std=tuple(std))
-    return Data(spec, classes, train, val, test, source, skipped)
+    return Data(spec, classes, train, val, test, source, skipped, listing)

@@ -188,7 +188,7 @@ Arrays = tuple[torch.Tensor, torch.Tensor]  # (N, C, H, W) uint8 images, (N,) in
 @dataclass
 class Read:
     """A folder as a run reads it: its splits (val None without --val-split), classes, the
-    run's channels and size, and the files skipped."""
+    run's channels and size, the files skipped, the digest of what its splits are drawn from."""
     train: Arrays
     val: Arrays | None
     test: Arrays
@@ -196,6 +196,7 @@ class Read:
     channels: int
     size: tuple[int, int]  # (height, width)
     skipped: list[str]
+    listing: str = ""  # splits.listing; "" where nothing is drawn (test/, no --val-split)
 
 
 def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
@@ -223,7 +224,8 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
         raise PtrainError(f"{root}: no usable test image (a test/ or val/ folder of class "
                           "folders, or classes of 2 images or more to hold some out)")
     return Read(out["train"], out.get("val"), out["test"], found.classes, meta["channels"],
-                tuple(meta["size"]), meta["skipped"])
+                tuple(meta["size"]), meta["skipped"],  # what its splits are drawn from:
+                splits.listing(found.train, root) if not meta["has_test"] or val_split else "")
 
 
 def _selected(arrays: dict, rows: dict, name: str | None, params: tuple) -> dict[str, Arrays]:

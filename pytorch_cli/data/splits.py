@@ -4,6 +4,9 @@ from its memory-mapped cache without loading it, and the same seed gives the sam
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import torch
 
 from pytorch_cli.platform.errors import UsageError
@@ -31,3 +34,11 @@ def val_rows(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Te
         raise UsageError(f"--val-split {fraction} leaves no training images (the training set "
                          f"has {n}); use a smaller fraction")
     return order[:n_val], order[n_val:]
+
+
+def listing(files: list[tuple[Path, int]], root: Path) -> str:
+    """A digest of the files the splits are drawn from (path under root, class): a run saves
+    it, and eval or resume on a folder whose listing differs says that its held-out images
+    are drawn anew (an added file reshuffles them: some may have been trained on)."""
+    text = "\n".join(f"{label}\t{path.relative_to(root).as_posix()}" for path, label in files)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]

@@ -112,13 +112,14 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def describe(name: str, spec, classes: list[str]) -> dict:
+def describe(name: str, spec, classes: list[str], listing: str = "") -> dict:
     """What rebuilds a model and its preprocessing without any flag (saved as "meta");
-    `spec` is the dataset's Spec."""
+    `spec` is the dataset's Spec; `listing`: a folder's files its splits were drawn from."""
     return {"model": name, "dataset": spec.name, "in_channels": spec.channels,
             "num_classes": spec.num_classes, "image_size": catalog.saved_size(spec.size),
             "mean": list(spec.mean),
-            "std": list(spec.std), "classes": list(classes)}
+            "std": list(spec.std), "classes": list(classes),
+            **({"listing": listing} if listing else {})}
 
 
 # What describe() writes, by field; check_meta holds a loaded file to it. image_size: an int

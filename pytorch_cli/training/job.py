@@ -74,6 +74,22 @@ def _normalised(data: datasets.Data, resume: dict | None,
                                pretrained.for_channels(std, c))
 
 
+def _read(cfg: TrainConfig, resume: dict | None) -> datasets.Data:
+    """The run's data; a resumed run's as it trained: its classes, its files (or a warning)."""
+    channels, size = cfg.channels, catalog.parse_size(cfg.image_size)
+    meta = resume.get("meta", {}) if resume is not None else {}
+    if resume is not None and cfg.dataset == catalog.FOLDER:  # auto (0) means the size and
+        channels = channels or meta.get("in_channels", 0)  # channels the run found: from
+        size = size or catalog.parse_size(meta.get("image_size", 0))  # another folder too
+    with distributed.main_first():  # rank 0 downloads, if anything needs downloading
+        data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed,
+                             folders.Options(channels, size, cfg.test_split))
+    if resume is not None:
+        datasets.same_classes(meta.get("classes"), data, "resume")
+        datasets.same_listing(meta.get("listing"), data)
+    return data
+
+
 def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
            source: pretrained.Source | None, fresh: bool, world: distributed.World):
     spec = data.spec
@@ -125,16 +141,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     torch.autograd.set_detect_anomaly(cfg.detect_anomaly)  # names the op that made a NaN: slow
     world = distributed.world()
     device = distributed.local_device(runtime.resolve_device(cfg.device))
-    channels, size = cfg.channels, catalog.parse_size(cfg.image_size)
-    if resume is not None and cfg.dataset == catalog.FOLDER:  # auto (0) means the size and
-        meta = resume.get("meta", {})  # channels the run found: from another folder too
-        channels = channels or meta.get("in_channels", 0)
-        size = size or catalog.parse_size(meta.get("image_size", 0))
-    with distributed.main_first():  # rank 0 downloads, if anything needs downloading
-        data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed,
-                             folders.Options(channels, size, cfg.test_split))
-    if resume is not None:
-        datasets.same_classes(resume.get("meta", {}).get("classes"), data, "resume")
+    data = _read(cfg, resume)
     source = pretrained.resolve(cfg) if resume is None else None  # a resume has its weights
     data = _normalised(data, resume, source)
     if cfg.augment == "auto":
@@ -163,8 +170,8 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
                        scaler=scaler, lookahead_avg=average,
                        ema=copy.deepcopy(model).requires_grad_(False) if cfg.ema else None)
     job = Job(cfg, device, data, train, val, test, state,
-              zoo.describe(cfg.model, data.spec, data.classes), n_batches, world, total_steps,
-              amp, data_s=data_s, transfer=transfer, groups=groups, flops=flops,
+              zoo.describe(cfg.model, data.spec, data.classes, data.listing), n_batches, world,
+              total_steps, amp, data_s=data_s, transfer=transfer, groups=groups, flops=flops,
               frozen_norms=(adapt.frozen_norms(model, data.spec.num_classes)
                             if cfg.freeze != "none" else []),
               class_weight=_class_weight(cfg, data.train, data.spec.num_classes, device))
