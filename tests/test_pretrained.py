@@ -71,6 +71,13 @@ def test_weights_need_a_zoo_model_and_exclude_init_from():
         validate(TrainConfig(unfreeze_at=2))
 
 
+def test_a_weights_file_that_is_no_checkpoint_is_one_line_that_names_no_run(tmp_path):
+    (tmp_path / "junk.pth").write_text("not weights")
+    with pytest.raises(PtrainError, match=r"junk.pth: not a PyTorch checkpoint, or a corrupt "
+                       r"one; give another weights file: a state dict, or a run's model.pth"):
+        pretrained.from_file(tmp_path / "junk.pth")
+
+
 def test_a_gray_fine_tune_from_default_weights_evaluates_exports_and_predicts(ptrain, tmp_path):
     _cached_resnet18()
     r = ptrain("train", "--dataset", "fake", "--model", "torchvision:resnet18", "--weights",

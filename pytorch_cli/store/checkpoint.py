@@ -65,8 +65,12 @@ def save_model_file(path: Path, state_dict: dict, meta: dict, config: dict, metr
                  "metrics": metrics}, path)
 
 
-def load(path: Path) -> dict:
-    """Load with weights_only=True: a file that would need to run code is refused, never run."""
+RUN_ADVICE = "use another checkpoint of the run (last.pt, best.pt)"
+
+
+def load(path: Path, advice: str = RUN_ADVICE) -> dict:
+    """Load with weights_only=True: a file that would need to run code is refused, never run.
+    `advice`: what a damaged file's message ends with."""
     path = Path(path)
     if not path.is_file():
         raise PtrainError(f"{path}: no such checkpoint file")
@@ -81,11 +85,11 @@ def load(path: Path) -> dict:
                 f"{path}: refused to load: it asks to run {found.group(1)}, and ptrain "
                 "loads only tensors and plain values; do not use this file"
             ) from None
-        raise PtrainError(f"{path}: not a PyTorch checkpoint, or a corrupt one; "
-                          "use another checkpoint of the run (last.pt, best.pt)") from None
+        raise PtrainError(f"{path}: not a PyTorch checkpoint, or a corrupt one; {advice}"
+                          ) from None
     except Exception as e:  # torn zip, bad record, missing key: all mean a damaged file
         raise PtrainError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}); "
-                          "use another checkpoint of the run (last.pt, best.pt)") from None
+                          f"{advice}") from None
     if not isinstance(obj, dict):
         raise PtrainError(f"{path}: not a ptrain checkpoint or state_dict")
     if obj.get("format") in (STATE_FORMAT, MODEL_FORMAT):

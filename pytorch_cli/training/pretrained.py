@@ -50,7 +50,8 @@ def from_file(path: Path, mean=None, std=None) -> Source:
     """A ptrain model.pth, last.pt or best.pt (its mean and std come along), a run directory
     (its model.pth), or a bare state dict (with the mean and std given, if any)."""
     path = checkpoint_in(path, MODEL)
-    saved = checkpoint.load(path)
+    saved = checkpoint.load(path, "give another weights file: a state dict, or a run's "
+                                  "model.pth, last.pt or best.pt")
     state = checkpoint.weights(saved)
     if state is None:
         raise PtrainError(f"{path}: holds no weights (a ptrain checkpoint or a state dict of "
