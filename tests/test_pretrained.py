@@ -31,7 +31,8 @@ def _cached_resnet18() -> dict:
 
 def test_default_weights_come_from_torchs_cache_with_their_normalisation():
     state = _cached_resnet18()
-    for given in ("DEFAULT", "IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1"):
+    for given in ("DEFAULT", "ResNet18_Weights.DEFAULT", "IMAGENET1K_V1",
+                  "ResNet18_Weights.IMAGENET1K_V1"):
         source = pretrained.resolve(TrainConfig(model="torchvision:resnet18", weights=given))
         assert (source.mean, source.std) == IMAGENET
         assert source.label.startswith("ResNet18_Weights.IMAGENET1K_V1 (")

@@ -70,7 +70,7 @@ def _torchvision(arch: str, given: str) -> Source:
         raise UsageError(f"--weights: torchvision:{arch} has no pretrained weights") from None
     names = [w.name for w in enum]
     member = given.rsplit(".", 1)[-1]
-    if given == "DEFAULT":
+    if given in ("DEFAULT", f"{enum.__name__}.DEFAULT"):  # (an alias of one of the names)
         weights = enum.DEFAULT
     elif member in names and given in (member, f"{enum.__name__}.{member}"):
         weights = enum[member]
