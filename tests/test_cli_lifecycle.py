@@ -296,6 +296,8 @@ def test_a_folder_of_real_digits_trains_evaluates_predicts_exports_and_resumes(p
     broken = [r for r in rows if r["error"]]
     assert [r["image"] for r in broken] == [str(digits / "3 - three" / "broken.png")]
     assert sum(r["class"] == "3 - three" for r in rows) > 30
+    wide = ptrain("predict", run, first, "--csv", "-k", "50").out.splitlines()[0].split(",")
+    assert wide[-3:] == ["class_10", "prob_10", "error"]  # as many as the classes, no more
     from pytorch_cli.store.export import FORMATS
     for fmt, (suffix, _) in FORMATS.items():  # each verified against the model on the images
         done = ptrain("export", run, "-f", fmt)

@@ -176,6 +176,7 @@ def _print_csv(results: list[dict], top_k: int) -> None:
     """One row per image: its best class and probability, the next ones, or its error."""
     import csv
     writer = csv.writer(sys.stdout)
+    top_k = max((len(r["top"]) for r in results if "top" in r), default=top_k)  # <= classes
     ranks = [f"{name}_{i}" for i in range(2, top_k + 1) for name in ("class", "prob")]
     writer.writerow(["image", "class", "prob", *ranks, "error"])
     for r in results:
