@@ -40,4 +40,16 @@ def test_summary_of_a_run_and_of_a_config_and_the_start_lines_flops(ptrain, tmp_
     head = ptrain("summary", "--config", str(frozen_cfg), "--json").json()
     whole = json.loads(frozen.out)
     assert whole["params"] == head["params"] and head["trainable"] == 512 * 10 + 10
-    assert ptrain("summary", "run", "--model", "lenet").code == 2
+    flag = ptrain("summary", "--model", "resnet18", "--dataset", "cifar10", "--freeze",
+                  "backbone", "--json").json()
+    assert flag["trainable"] == head["trainable"]  # as the config's freeze
+    assert ptrain("summary", "run", "--model", "cifar-net").code == 2  # not the run's model
+    assert ptrain("summary", "run", "--freeze", "backbone").code == 2  # a run says its own
+    import torch
+    from pytorch_cli.commands import saved
+    torch.save(saved.load_model(tmp_path / "run").model.state_dict(), tmp_path / "bare.pt")
+    bare = ptrain("summary", "bare.pt", "--model", "lenet", "--dataset", "fake", "--json")
+    assert bare.code == 0 and bare.json()["params"] == 21_840, bare.err
+    assert ptrain("train", "--dataset", "fake", "--model", "resnet18", "--freeze", "backbone",
+                  "--max-steps", "1", "--epochs", "1", "--run-dir", "frozen", "--quiet").code == 0
+    assert ptrain("summary", "frozen", "--json").json()["trainable"] == 512 * 10 + 10

@@ -20,7 +20,7 @@ from pytorch_cli import __version__
 from pytorch_cli.commands import looking, sweep, train
 from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo
-from pytorch_cli.output.report import print_eval, print_summary
+from pytorch_cli.output.report import print_eval
 from pytorch_cli.platform import events, signals
 from pytorch_cli.platform.errors import PtrainError, UsageError, plural
 from pytorch_cli.store import export
@@ -185,31 +185,6 @@ def _print_csv(results: list[dict], top_k: int) -> None:
         writer.writerow([r["image"], *cells, r.get("error", "")])
 
 
-@app.command(short_help="A model's layers, parameters, FLOPs and activation memory.")
-def summary(
-    target: Optional[Path] = typer.Argument(None, metavar="[RUN_DIR|CHECKPOINT]", help=TARGET),
-    config: Optional[Path] = typer.Option(None, help="A training config: the model it builds."),
-    model: str = typer.Option("", help="The model (as train's --model).",
-                              autocompletion=lambda incomplete: list(zoo.MODELS)),
-    dataset: Optional[Dataset] = typer.Option(None, help="Its dataset (as train's --dataset)."),
-    data_dir: str = typer.Option("", help="--dataset folder: the folder (its shape, classes)."),
-    batch_size: int = typer.Option(0, min=0, help="For the activations' memory (default: the "
-                                   "run's or config's batch size)."),
-    json_out: bool = typer.Option(False, "--json", help="Print it as one JSON object."),
-) -> None:
-    """A table of the model's layers (output shape, parameters, trainable), then totals,
-    forward FLOPs per image and the layer outputs' memory at the batch size."""
-    from pytorch_cli.commands import saved
-    if target is not None and (config or model or dataset):
-        raise UsageError("give a run (or checkpoint), or --config/--model/--dataset: not both")
-    given = {"model": model, "dataset": dataset, "data_dir": data_dir}
-    result = saved.summary(target, config, {k: v for k, v in given.items() if v}, batch_size)
-    if json_out:
-        print(json.dumps(events.json_safe(result), allow_nan=False))
-    else:
-        print_summary(result, sys.stdout)
-
-
 @app.command(name="cache", short_help="The decode cache of image folders: its size, or --clear.")
 def cache_(clear: bool = typer.Option(False, "--clear", help="Remove every entry.")) -> None:
     """Where --dataset folder's decoded images are kept ($PTRAIN_CACHE_DIR, else
@@ -230,6 +205,8 @@ app.command(short_help="Search settings with Optuna: many runs.")(sweep.sweep)
 app.command(name="runs", short_help="List runs and their status.")(looking.runs)
 app.command(name="plot", short_help="Draw loss and accuracy curves.")(looking.plot)
 app.command(name="activations", short_help="Draw feature maps of one image.")(looking.activations)
+app.command(name="summary", short_help="A model's layers, parameters, FLOPs and activation "
+            "memory.")(looking.summary)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
-"""The commands that look at runs: `ptrain runs` (the table), `ptrain plot` (the curves) and
-`ptrain activations` (inside a model). Registered on the app in cli.py; like --help they start
-without torch (activations imports it once its arguments are checked)."""
+"""The commands that look at runs: `ptrain runs` (the table), `ptrain plot` (the curves),
+`ptrain activations` (inside a model) and `ptrain summary` (its layers). Registered on the app
+in cli.py; like --help they start without torch (imported once their arguments are checked)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Literal, Optional
 
 import typer
 
+from pytorch_cli.data import catalog
+from pytorch_cli.models import zoo
 from pytorch_cli.platform.errors import UsageError
 
 Sort = Literal["time", "acc", "name"]
@@ -87,3 +89,39 @@ def activations(
     for stage in found:
         print(f"{stage.node}: {'x'.join(map(str, stage.maps.shape))}")
     print(f"feature maps of {len(found)} stages drawn in {output}")
+
+
+def summary(
+    target: Optional[Path] = typer.Argument(
+        None, metavar="[RUN_DIR|CHECKPOINT]",
+        help="A run directory (its model.pth), model.pth, last.pt, best.pt, or a bare state_dict "
+             "(with --model and --dataset)."),
+    config: Optional[Path] = typer.Option(None, help="A training config: the model it builds."),
+    model: str = typer.Option("", help="The model (as train's --model).",
+                              autocompletion=lambda incomplete: list(zoo.MODELS)),
+    dataset: Optional[Literal[catalog.DATASETS]] = typer.Option(  # type: ignore[valid-type]
+        None, help="Its dataset (as train's --dataset)."),
+    data_dir: str = typer.Option("", help="--dataset folder: the folder (its shape, classes)."),
+    channels: int = typer.Option(0, help="--dataset folder: as train's --channels."),
+    image_size: str = typer.Option("", help="--dataset folder: as train's --image-size."),
+    freeze: Optional[Literal["none", "backbone"]] = typer.Option(
+        None, help="As train's --freeze: backbone counts only the head as trainable."),
+    batch_size: int = typer.Option(0, min=0, help="For the activations' memory (default: the "
+                                   "run's or config's batch size)."),
+    json_out: bool = typer.Option(False, "--json", help="Print it as one JSON object."),
+) -> None:
+    """A table of the model's layers (output shape, parameters, trainable), then totals,
+    forward FLOPs per image and the layer outputs' memory at the batch size."""
+    from pytorch_cli.commands import saved
+    from pytorch_cli.output.report import print_summary
+    from pytorch_cli.platform import events
+    given = {"model": model, "dataset": dataset, "data_dir": data_dir, "channels": channels,
+             "image_size": image_size, "freeze": freeze}
+    if target is not None and (config or data_dir or channels or image_size or freeze):
+        raise UsageError("give a run (or checkpoint: a bare state_dict with --model and "
+                         "--dataset), or settings (--config, --model, --dataset...): not both")
+    result = saved.summary(target, config, {k: v for k, v in given.items() if v}, batch_size)
+    if json_out:
+        print(json.dumps(events.json_safe(result), allow_nan=False))
+    else:
+        print_summary(result, sys.stdout)

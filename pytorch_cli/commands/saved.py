@@ -251,11 +251,16 @@ def summary(target: Path | None, config_file: Path | None, overrides: dict,
 
     from pytorch_cli.models import adapt
     from pytorch_cli.models import summary as summarylib
-    if target is not None:
-        loaded = load_model(target)
+    if target is not None:  # (overrides: a bare state_dict's --model and --dataset)
+        loaded = load_model(target, overrides.get("model", ""), overrides.get("dataset", ""))
         model, name, meta = loaded.model, loaded.meta["model"], loaded.meta
         image = (meta["in_channels"], *models.meta_size(meta))
         batch = batch_size or loaded.config.get("batch_size", 64)
+        c = loaded.config  # what trained at the end: a backbone frozen then, or never released
+        if c.get("freeze") == "backbone" and not (
+                c.get("unfreeze_at") and c.get("epochs", 0) > c["unfreeze_at"]):
+            for n, p in model.named_parameters():
+                p.requires_grad_(n not in adapt.backbone(model, meta["num_classes"]))
     else:
         cfg = configlib.resolve(config_file, overrides)
         if cfg.dataset == catalog.FOLDER:  # the folder's headers say its shape: nothing decoded
