@@ -326,7 +326,9 @@ BAD_INPUTS = [  # (what a user typed, part of the one line that must answer it)
     (["train", "--config", "missing.toml"], "missing.toml"),
     (["eval", "missing.pt"], "missing.pt"),
     (["eval", "a-file"], "a-file"),
-    (["resume", "empty"], "last.pt"),
+    (["resume", "empty"], "has no last.pt (it ended before its first save, or ran with "),
+    (["resume", "empty", "--lr", "0.1"], "ptrain resume takes no --lr: a resumed run keeps its "
+                                         "settings (--lr too); a new run with --init-from"),
     (["export", "missing.pt", "--format", "onnx"], "missing.pt"),
     (["export", "missing.pt", "--format", "zip"], "--format"),
     (["predict", "missing.pt", "x.png"], "missing.pt"),

@@ -23,6 +23,7 @@ from pytorch_cli.models import zoo
 from pytorch_cli.output.report import print_eval
 from pytorch_cli.platform import events, signals
 from pytorch_cli.platform.errors import PtrainError, UsageError, plural
+from pytorch_cli.settings import config as configlib
 from pytorch_cli.store import export
 
 ENV_HELP = """Environment: PTRAIN_DATA_DIR (where datasets are looked for before ./data),
@@ -245,6 +246,13 @@ def _run(argv: list[str]) -> int:
             return e.exit_code
         ctx = getattr(e, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx else ""
+        flag = getattr(e, "option_name", "") or ""
+        if ctx and ctx.command.name == "resume" and flag.lstrip("-").replace("-", "_") in \
+                configlib.FIELD_TYPES:  # a training setting: say why resume has none
+            hint = (f": a resumed run keeps its settings ({flag} too); a new run with "
+                    "--init-from RUN_DIR starts from its weights with others")
+            print(f"ptrain: error: ptrain resume takes no {flag}{hint}", file=sys.stderr)
+            return e.exit_code
         print(f"ptrain: error: {e.format_message()}{hint}", file=sys.stderr)
         return e.exit_code
     except PtrainError as e:
@@ -263,9 +271,9 @@ def _run(argv: list[str]) -> int:
         if debug:
             traceback.print_exc()
         what = (str(e).strip().splitlines() or [""])[0][:300]
+        again = "the traceback is above" if debug else "rerun with --debug for the traceback"
         print(f"ptrain: error: {e}" if isinstance(e, OSError) else
-              f"ptrain: error: {type(e).__name__}: {what} (unexpected: rerun with --debug for "
-              "the traceback)", file=sys.stderr)
+              f"ptrain: error: {type(e).__name__}: {what} (unexpected: {again})", file=sys.stderr)
         return 1
 
 

@@ -295,6 +295,6 @@ def checkpoint_in(target: Path, name: str) -> Path:
     path = target / name
     if not path.exists():
         why = ("it is still training, was stopped, or ran with --no-save-model"
-               if name == MODEL else "was it trained with --no-save-model?")
+               if name == MODEL else "it ended before its first save, or ran with --no-save-model")
         raise PtrainError(f"{target} has no {name} ({why}); name a checkpoint file instead")
     return path
