@@ -1,5 +1,6 @@
 import contextlib
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -213,6 +214,23 @@ def test_plateau_refuses_a_warmup_with_the_way_out():
     with pytest.raises(UsageError, match=r"^--scheduler plateau has no warmup .* drop "
                                          r"--warmup-epochs, or warm up with --scheduler linear"):
         configlib.resolve(overrides={"scheduler": "plateau", "warmup_epochs": 1.0})
+
+
+@pytest.mark.parametrize("given, says, fine", [
+    ({"gamma": 0.5}, "--gamma is the LR factor of --scheduler step and plateau; none has none",
+     {"scheduler": "step"}),
+    ({"plateau_patience": 4}, "--plateau-patience is --scheduler plateau's; cosine has none",
+     {"scheduler": "plateau"}),
+    ({"final_lr": 0.1}, "--final-lr is where --scheduler cosine and linear end; step has none",
+     {"scheduler": "linear"}),
+    ({"warmup_start": 0.2}, "--warmup-start is where --warmup-epochs starts", {"warmup_epochs": 1}),
+    ({"lookahead_decay": 0.9}, "--lookahead-decay is --lookahead-every's",
+     {"lookahead_every": 5})])
+def test_a_setting_of_a_feature_left_off_is_refused_not_ignored(given, says, fine):
+    scheduler = {"plateau_patience": "cosine", "final_lr": "step"}.get(next(iter(given)), "none")
+    with pytest.raises(UsageError, match=re.escape(says)):
+        configlib.resolve(overrides={**given, "scheduler": scheduler})
+    configlib.resolve(overrides={**given, "scheduler": scheduler, **fine})  # with it: taken
 
 
 def test_ema_and_lookahead_are_refused_together():

@@ -25,6 +25,17 @@ CROSS_RULES = (
      "--warmup-epochs, or warm up with --scheduler linear or cosine"),
     (lambda c: c.mix_prob == 1.0 or c.mixup or c.cutmix,
      "--mix-prob is the share of batches --mixup and --cutmix mix: pass one of them"),
+    # a setting of a feature left off would be ignored silently: refused, as --mix-prob is
+    (lambda c: _default(c, "gamma") or c.scheduler in ("step", "plateau"),
+     "--gamma is the LR factor of --scheduler step and plateau; {c.scheduler} has none"),
+    (lambda c: _default(c, "plateau_patience") or c.scheduler == "plateau",
+     "--plateau-patience is --scheduler plateau's; {c.scheduler} has none"),
+    (lambda c: _default(c, "final_lr") or c.scheduler in ("cosine", "linear"),
+     "--final-lr is where --scheduler cosine and linear end; {c.scheduler} has none"),
+    (lambda c: _default(c, "warmup_start") or c.warmup_epochs,
+     "--warmup-start is where --warmup-epochs starts: pass that too"),
+    (lambda c: _default(c, "lookahead_decay") or c.lookahead_every,
+     "--lookahead-decay is --lookahead-every's: pass that too"),
     (lambda c: not (c.ema and c.lookahead_every),
      "--ema and --lookahead-every both keep an average of the weights: pass one of them"),
     (lambda c: not c.nesterov or (c.optimizer == "sgd" and c.momentum > 0),
@@ -38,3 +49,7 @@ CROSS_RULES = (
      "--compile-mode {c.compile_mode} is inductor's: with --compile-backend "
      "{c.compile_backend} use --compile-mode default"),
 )
+
+
+def _default(c, name: str) -> bool:
+    return getattr(c, name) == getattr(type(c)(), name)  # (the declaration's default)
