@@ -231,6 +231,8 @@ def test_a_setting_of_a_feature_left_off_is_refused_not_ignored(given, says, fin
     with pytest.raises(UsageError, match=re.escape(says)):
         configlib.resolve(overrides={**given, "scheduler": scheduler})
     configlib.resolve(overrides={**given, "scheduler": scheduler, **fine})  # with it: taken
+    old = configlib.from_dict({**given, "scheduler": scheduler})  # a run of an older ptrain
+    assert old.to_dict() == configlib.TrainConfig(scheduler=scheduler).to_dict()  # loads
 
 
 def test_ema_and_lookahead_are_refused_together():

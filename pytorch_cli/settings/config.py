@@ -18,7 +18,7 @@ from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import limits as L
 from pytorch_cli.settings.declare import check, coerce, field_types, renamed, setting
-from pytorch_cli.settings.rules import CROSS_RULES
+from pytorch_cli.settings.rules import CROSS_RULES, unused_reset
 from pytorch_cli.training import optim
 
 DEVICES = r"auto|cpu|mps|cuda(:\d+)?"
@@ -293,5 +293,5 @@ def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
         name = RENAMED.get(key, key)
         if name in FIELD_TYPES:
             typed[name] = coerce(FIELD_TYPES[name], key, value, source)
-    return validate(TrainConfig(**typed))
+    return validate(unused_reset(TrainConfig(**typed)))
 

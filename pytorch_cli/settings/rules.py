@@ -7,6 +7,21 @@ from pytorch_cli.data import catalog
 from pytorch_cli.models import hub
 
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+# a setting of a feature that is off, where it would be ignored silently: refused in a new run's
+# settings (as --mix-prob without mixing is), put back to its default in a saved one's (older
+# versions took it), so that old runs still load
+UNUSED = (
+    ("gamma", lambda c: c.scheduler in ("step", "plateau"),
+     "--gamma is the LR factor of --scheduler step and plateau; {c.scheduler} has none"),
+    ("plateau_patience", lambda c: c.scheduler == "plateau",
+     "--plateau-patience is --scheduler plateau's; {c.scheduler} has none"),
+    ("final_lr", lambda c: c.scheduler in ("cosine", "linear"),
+     "--final-lr is where --scheduler cosine and linear end; {c.scheduler} has none"),
+    ("warmup_start", lambda c: c.warmup_epochs, "--warmup-start is where --warmup-epochs "
+     "starts: pass that too"),
+    ("lookahead_decay", lambda c: c.lookahead_every, "--lookahead-decay is --lookahead-every's: "
+     "pass that too"),
+)
 CROSS_RULES = (
     (lambda c: c.dataset == catalog.FOLDER or not (c.channels or catalog.parse_size(c.image_size)),
      "--channels and --image-size are for --dataset folder; {c.dataset}'s images have their own"),
@@ -25,17 +40,8 @@ CROSS_RULES = (
      "--warmup-epochs, or warm up with --scheduler linear or cosine"),
     (lambda c: c.mix_prob == 1.0 or c.mixup or c.cutmix,
      "--mix-prob is the share of batches --mixup and --cutmix mix: pass one of them"),
-    # a setting of a feature left off would be ignored silently: refused, as --mix-prob is
-    (lambda c: _default(c, "gamma") or c.scheduler in ("step", "plateau"),
-     "--gamma is the LR factor of --scheduler step and plateau; {c.scheduler} has none"),
-    (lambda c: _default(c, "plateau_patience") or c.scheduler == "plateau",
-     "--plateau-patience is --scheduler plateau's; {c.scheduler} has none"),
-    (lambda c: _default(c, "final_lr") or c.scheduler in ("cosine", "linear"),
-     "--final-lr is where --scheduler cosine and linear end; {c.scheduler} has none"),
-    (lambda c: _default(c, "warmup_start") or c.warmup_epochs,
-     "--warmup-start is where --warmup-epochs starts: pass that too"),
-    (lambda c: _default(c, "lookahead_decay") or c.lookahead_every,
-     "--lookahead-decay is --lookahead-every's: pass that too"),
+    *((lambda c, name=name, used=used: used(c) or _default(c, name), says)
+      for name, used, says in UNUSED),
     (lambda c: not (c.ema and c.lookahead_every),
      "--ema and --lookahead-every both keep an average of the weights: pass one of them"),
     (lambda c: not c.nesterov or (c.optimizer == "sgd" and c.momentum > 0),
@@ -53,3 +59,11 @@ CROSS_RULES = (
 
 def _default(c, name: str) -> bool:
     return getattr(c, name) == getattr(type(c)(), name)  # (the declaration's default)
+
+
+def unused_reset(c):
+    """A saved config with UNUSED's settings of features that are off put back to defaults."""
+    import dataclasses
+    fresh = type(c)()
+    return dataclasses.replace(c, **{name: getattr(fresh, name) for name, used, _ in UNUSED
+                                     if not used(c)})
