@@ -2,7 +2,7 @@
 and a folder larger than memory is read from the disk as it trains.
 
 An entry is a folder of .npy arrays and a meta.json, keyed by everything its arrays depend on:
-each file's path, class, size and mtime (and the files the listing skipped), the --channels
+each file's path, class, size, mtime and ctime (and the files the listing skipped), the --channels
 and --image-size asked for, and this file's VERSION. A changed folder has another key, so it
 is decoded again. Arrays are written in place (decoding fills them, row by row) in a hidden
 folder that is renamed into place when complete, and read back memory-mapped: pages come from
@@ -39,9 +39,9 @@ def key(listing: list[tuple[str, list]], skipped: list[str], channels: int,
     h = hashlib.sha256(json.dumps([VERSION, channels, size, skipped]).encode())
     for split, found in listing:
         for path, label in found:
-            info = os.stat(path)
-            h.update(f"{split}\0{os.path.abspath(path)}\0{label}\0{info.st_size}\0"
-                     f"{info.st_mtime_ns}\n".encode())
+            info = os.stat(path)  # ctime too: a copy that keeps mtimes (cp -p, rsync -a, tar)
+            h.update(f"{split}\0{os.path.abspath(path)}\0{label}\0{info.st_size}\0"  # still
+                     f"{info.st_mtime_ns}\0{info.st_ctime_ns}\n".encode())  # changes it
     return h.hexdigest()[:32]
 
 
