@@ -24,6 +24,15 @@ def test_resnet18_stages_are_the_outputs_of_its_four_layers():
         assert torch.equal(found[1].maps, model.layer2(model.layer1(stem))[0])
 
 
+def test_a_vision_transformer_has_its_patch_embedding_as_its_only_maps():
+    """Its tokens are no maps: before, each block's attention (heads x tokens x dims, 4-d) was
+    drawn as a stage."""
+    pytest.importorskip("timm")
+    model = zoo.build("timm:vit_tiny_patch16_224", 3, 10, 32).eval()
+    found = activations.stages(model, torch.randn(1, 3, 32, 32), "timm:vit_tiny_patch16_224")
+    assert [(s.node, tuple(s.maps.shape)) for s in found] == [("patch_embed.proj", (192, 2, 2))]
+
+
 def test_a_model_fx_cannot_trace_is_one_line():
     class Branchy(torch.nn.Module):
         def __init__(self):

@@ -36,10 +36,12 @@ def stages(model: nn.Module, x: torch.Tensor, name: str) -> list[Stage]:
     except Exception as e:  # FX cannot trace data-dependent control flow: say so, in one line
         raise UsageError(f"{name} cannot be traced by torch.fx for its feature maps "
                          f"({type(e).__name__}: {str(e).splitlines()[0][:150]})") from None
-    outputs = extractor(x)
-    found = [(n, v) for n, v in list(outputs.items())[_first_conv(model, nodes[1:]):]
-             if torch.is_tensor(v) and v.dim() == 4 and v.is_floating_point()
-             and v.shape[2] * v.shape[3] > 1]  # a global pool's 1x1 "maps" show nothing
+    outputs, found = extractor(x), []
+    for n, v in list(outputs.items())[_first_conv(model, nodes[1:]):]:
+        if torch.is_tensor(v) and v.dim() != 4:  # flattened: a head, or a ViT's tokens, whose
+            break  # attention then reshapes into 4-d tensors that are no maps
+        if torch.is_tensor(v) and v.is_floating_point() and v.shape[2] * v.shape[3] > 1:
+            found.append((n, v))  # (a global pool's 1x1 "maps" show nothing)
     kept = [Stage(n, v[0].float().cpu()) for i, (n, v) in enumerate(found)
             if i + 1 == len(found) or found[i + 1][1].shape[2:] != v.shape[2:]]
     if not kept:
