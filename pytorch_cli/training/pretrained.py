@@ -119,7 +119,10 @@ def _timm(arch: str, given: str) -> Source:
     try:
         model = timm.create_model(name, pretrained=True)
     except Exception as e:  # offline: huggingface_hub's own error, or timm's for a bad tag
-        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        reason = " ".join(str(e).split()) or type(e).__name__
+        if len(reason) > 160:  # its first sentence, or whole words
+            cut = reason[:160]
+            reason = cut.rsplit(". ", 1)[0] if ". " in cut else cut.rsplit(" ", 1)[0] + " ..."
         raise PtrainError(f"--weights {given}: timm could not load {name}'s pretrained weights "
                           f"({reason}); with no network, pass --weights FILE (or fill "
                           "$HF_HOME/hub, as huggingface_hub does)") from None
