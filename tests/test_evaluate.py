@@ -159,3 +159,10 @@ def test_a_class_with_no_test_image_and_never_predicted_has_no_scores_and_no_wei
                            "loss": 0.1, "acc": 0.9, "correct": 9, "total": 10,
                            "classes": ["a", "b", "one"], "confusion": confusion.tolist(), **s}, f)
     assert re.search(r"\n  one +- +- +- +0\n", out.read_text()), out.read_text()
+    with out.open("w") as f:  # a class named in wide characters: the columns still line up
+        report.print_eval({"checkpoint": "m", "dataset": "folder", "split": "test", "tta": False,
+                           "loss": 0.1, "acc": 0.9, "correct": 9, "total": 10,
+                           "classes": ["a", "日本", "one"], "confusion": confusion.tolist(),
+                           **class_scores(confusion, ["a", "日本", "one"])}, f)
+    rows = out.read_text().splitlines()[1:6]
+    assert len({report._columns(row) for row in rows}) == 1, rows

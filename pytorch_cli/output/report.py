@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+import unicodedata
 from typing import Callable, TextIO
 
 from rich import progress as bar
@@ -153,6 +154,11 @@ def _scores(r: dict, c: str | None) -> tuple[str, str, str]:
                  for k in ("recall", "precision", "f1"))
 
 
+def _columns(text: str) -> int:
+    """Terminal columns: East Asian wide characters (a class named 日本) take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
 def print_eval(r: dict, stream: TextIO) -> None:
     """Evaluation results: rich tables on a terminal, plain aligned text otherwise."""
     head = (f"{r['checkpoint']} on {r['dataset']} {r['split']}{' with TTA' if r['tta'] else ''}: "
@@ -179,10 +185,10 @@ def print_eval(r: dict, stream: TextIO) -> None:
                 conf.add_row(f"{i} {classes[i]}", *map(str, row))
             console.print(conf)
         return
-    width = max(len(c) for c in (*classes, "macro average"))
+    width = max(_columns(c) for c in (*classes, "macro average"))
     lines = [head, f"  {'class':<{width}}  {'accuracy':>8}  {'precision':>9}  {'F1':>7}  images"]
     rows = [(c, _scores(r, c), sum(row)) for c, row in zip(classes, matrix)]
-    lines += [f"  {c:<{width}}  {acc:>8}  {p:>9}  {f:>7}  {n:>6}"
+    lines += [f"  {c}{' ' * (width - _columns(c))}  {acc:>8}  {p:>9}  {f:>7}  {n:>6}"
               for c, (acc, p, f), n in [*rows, ("macro average", _scores(r, None), r["total"])]]
     if len(classes) <= 20:
         lines.append("confusion matrix (rows: true class, columns: predicted):")
