@@ -46,6 +46,7 @@ def test_summary_of_a_run_and_of_a_config_and_the_start_lines_flops(ptrain, tmp_
     assert ptrain("summary", "run", "--model", "cifar-net").code == 2  # not the run's model
     assert ptrain("summary", "run", "--freeze", "backbone").code == 2  # a run says its own
     import torch
+
     from pytorch_cli.commands import saved
     torch.save(saved.load_model(tmp_path / "run").model.state_dict(), tmp_path / "bare.pt")
     bare = ptrain("summary", "bare.pt", "--model", "lenet", "--dataset", "fake", "--json")
