@@ -24,8 +24,10 @@ def _study(tmp_path, name: str = "spec"):
 
 
 def test_a_trial_falling_behind_is_pruned_and_listed_so(ptrain, tmp_path):
+    """Epochs of a fraction of a second, several to each read of the trial's records: its label
+    names the epoch it stopped after, not the one the pruner judged."""
     # seed 5: the grid comes as 0.05, 0.04, then 1e-7, which learns nothing
-    spec = _spec(tmp_path, 'epochs = 3\nseed = 5\n[search]\nlr = [0.05, 0.04, 1e-7]\n')
+    spec = _spec(tmp_path, 'epochs = 6\nseed = 5\n[search]\nlr = [0.05, 0.04, 1e-7]\n')
     result = ptrain("sweep", spec, "--sampler", "grid", "--trials", "9")
     assert result.code == 0 and "3 of 3 trials" in result.out  # a grid has 3 points
     trials = _study(tmp_path).trials
@@ -34,7 +36,9 @@ def test_a_trial_falling_behind_is_pruned_and_listed_so(ptrain, tmp_path):
     assert bad.params["lr"] == 1e-7 and bad.state.name == "PRUNED"
     listed = {r["run"]: r for r in ptrain("runs", "runs/spec", "--json").json()}
     row = listed[bad.user_attrs["run_dir"]]
-    assert (row["status"], row["detail"]) == ("pruned", "epoch 1")
+    assert row["status"] == "pruned" and row["detail"] == f"epoch {row['epochs_done']}"
+    assert row["epochs_done"] < 6
+    assert all(listed[t.user_attrs["run_dir"]]["status"] == "finished" for t in trials[:2])
     drawn = ptrain("sweep", "runs/spec", "--plot")
     assert drawn.code == 0 and drawn.out.count("drawn: ") == 2
     for name in ("history.png", "importances.png"):  # Optuna's own figures, as PNG
@@ -123,6 +127,7 @@ def test_four_trials_in_two_jobs_log_to_mlflow_under_one_parent_and_to_one_wandb
     names = [f"trial-00{n}" for n in range(4)]
     assert sorted(p.name for p in (tmp_path / "runs/spec").glob("trial-*")) == names
     assert [t.state.name for t in _study(tmp_path).trials] == ["COMPLETE"] * 4
+    assert len({t.params["lr"] for t in _study(tmp_path).trials}) == 4  # continued: new draws
     assert ptrain("train", "--config", "runs/spec/best.toml", "--dry-run").code == 0
     from mlflow.tracking import MlflowClient
     client = MlflowClient()
@@ -179,3 +184,44 @@ def test_a_trial_is_not_pruned_at_its_last_epoch(ptrain, tmp_path):
     trials = _study(tmp_path).trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert trials[2].params["lr"] == 1e-7 and trials[2].value < trials[0].value
+
+
+def test_a_study_keeps_its_metric_another_is_refused_and_show_ranks_by_its_own(ptrain, tmp_path):
+    """Made with --metric loss (no trial: --timeout), continued with the default acc: refused in
+    one line naming both; --show ranks by the study's loss, lowest first."""
+    import optuna
+    spec = _spec(tmp_path, 'epochs = 1\n[search]\nlr = {low = 0.001, high = 0.1}\n')
+    made = ptrain("sweep", spec, "--trials", "1", "--metric", "loss", "--timeout", "0.001")
+    assert made.code == 0, made.err
+    study = _study(tmp_path)
+    for loss in (2.5, 0.5):  # two trials as a worker elsewhere would have told them
+        study.add_trial(optuna.trial.create_trial(
+            value=loss, params={"lr": 0.01}, user_attrs={"run_dir": f"trial-{loss}"},
+            distributions={"lr": optuna.distributions.FloatDistribution(0.001, 0.1)}))
+    other = ptrain("sweep", spec, "--trials", "3")
+    assert other.code == 2 and other.err.count("\n") == 1, other.err
+    assert "--metric loss" in other.err and "--metric acc" in other.err
+    assert len(_study(tmp_path).trials) == 2  # nothing ran
+    shown = ptrain("sweep", "runs/spec", "--show").out.splitlines()
+    assert [line.split()[2] for line in shown] == ["0.5000", "2.5000"]
+
+
+def test_a_continued_sweep_draws_new_settings_not_the_first_ones_again(ptrain, tmp_path):
+    spec = _spec(tmp_path, 'epochs = 0.1\n[search]\nlr = {low = 0.001, high = 0.05, log = true}\n')
+    for trials in ("1", "2"):
+        result = ptrain("sweep", spec, "--trials", trials, "--sampler", "random", "--pruner",
+                        "none")
+        assert result.code == 0, result.err
+    first, second = (t.params["lr"] for t in _study(tmp_path).trials)
+    assert first != second
+
+
+def test_a_choice_the_base_refuses_fails_its_trial_and_the_sweep_goes_on(ptrain, tmp_path):
+    spec = _spec(tmp_path, 'epochs = 0.1\nnesterov = true\nmomentum = 0.9\n[search]\n'
+                 'optimizer = ["sgd", "adam"]\n')
+    result = ptrain("sweep", spec, "--sampler", "grid", "--pruner", "none")
+    assert result.code == 0 and "2 of 2 trials" in result.out, result.err
+    trials = {t.params["optimizer"]: t for t in _study(tmp_path).trials}
+    assert trials["sgd"].state.name == "COMPLETE" and trials["adam"].state.name == "FAIL"
+    assert "--nesterov needs --optimizer sgd" in trials["adam"].user_attrs["error"]
+    assert 'optimizer = "sgd"' in (tmp_path / "runs/spec/best.toml").read_text()

@@ -45,3 +45,17 @@ def test_a_grid_needs_choices_or_steps_and_lists_every_point(tmp_path):
     assert sweepspec.grid_space(spec) == {"batch_size": [32, 64, 96, 128], "lr": [0.1, 0.2]}
     with pytest.raises(UsageError, match="needs a list or a step for lr"):
         sweepspec.grid_space(_spec(tmp_path, "lr = {low = 0.1, high = 0.2}\n"))
+
+
+def test_a_search_some_of_whose_values_the_base_refuses_loads_and_one_none_fits_is_refused(
+        tmp_path):
+    """Nesterov fixed in the base: optimizer = sgd or adam goes on (adam's trials fail, each
+    recorded so); adam alone could never run, and is one line before any trial."""
+    nesterov = BASE + "nesterov = true\nmomentum = 0.9\n"
+    spec = _spec(tmp_path, 'optimizer = ["sgd", "adam"]\n', nesterov)
+    assert spec.search[0].choices == ("sgd", "adam")
+    with pytest.raises(UsageError, match=r"\[search\] optimizer: no value of it works with the "
+                       "base config: --nesterov needs --optimizer sgd"):
+        _spec(tmp_path, 'optimizer = ["adam", "rmsprop"]\n', nesterov)
+    with pytest.raises(UsageError, match="lr"):  # a value its own rule refuses, as before
+        _spec(tmp_path, 'optimizer = ["sgd", "adam"]\nlr = {low = 0.1, high = 2e6}\n', nesterov)

@@ -115,3 +115,20 @@ def test_an_unreachable_storage_is_one_line(ptrain, tmp_path):
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1
     assert "cannot open the study storage postgresql://me:***@127.0.0.1" in result.err
     assert "secret" not in result.err
+
+
+def test_show_finds_a_study_stored_elsewhere_and_makes_no_file_where_there_is_none(ptrain,
+                                                                                   tmp_path):
+    """A study made (no trial: --timeout) with --storage elsewhere: --show of its folder finds it
+    by itself; --show of a folder with no study says so in one line and creates nothing."""
+    (tmp_path / "s.toml").write_text(SPEC + '[search]\nlr = [0.1]\n')
+    made = ptrain("sweep", "s.toml", "--storage", "sqlite:///elsewhere.db", "--dir", "runs/q",
+                  "--trials", "1", "--timeout", "0.001")
+    assert made.code == 0 and (tmp_path / "elsewhere.db").is_file(), made.err
+    shown = ptrain("sweep", "runs/q", "--show")
+    assert (shown.code, shown.out, shown.err) == (0, "no trials yet\n", "")
+    (tmp_path / "runs/empty").mkdir()
+    none = ptrain("sweep", "runs/empty", "--show")
+    assert none.code == 2 and none.err.count("\n") == 1
+    assert "runs/empty holds no study" in none.err and "--storage" in none.err
+    assert sorted(p.name for p in (tmp_path / "runs").rglob("*.db")) == []

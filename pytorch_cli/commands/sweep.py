@@ -48,7 +48,7 @@ def _worker(sweep, slot: int) -> None:
             full = late or sweepstore.counted(sweep.study) >= plan.trials
             if full and (late or not sweepstore.running(sweep.study)):
                 return
-            trial = None if full else sweep.study.ask()
+            trial = None if full else sweeping.ask(sweep)
             if trial is not None:
                 sweepstore.beat(sweep.study, trial)
         if trial is None:  # a second: the wait ends soon after the last trial does
@@ -160,7 +160,8 @@ def sweep(
     timeout: float = typer.Option(0, min=0, help="Seconds after which no trial starts (0: "
                                   "none)."),
     metric: Metric = typer.Option("acc", help="acc: val accuracy (test without --val-split), "
-                                  "maximised; loss: its loss, minimised."),
+                                  "maximised; loss: its loss, minimised. A continued study keeps "
+                                  "its own; --show and --plot use it."),
     storage: str = typer.Option("", help="An Optuna RDB URL (postgresql://user@host/db): "
                                 "workers on many machines join one study. Default: SQLite in "
                                 "the folder."),
@@ -189,10 +190,11 @@ def sweep(
             plotting.require_matplotlib("--plot")
         found = sweeping.open_study(sweeping.Plan(target, metric=metric, storage=storage,
                                                   study=study), None, create=False)
+        own = sweeping.study_metric(found)  # not --metric's default: the study's own
         if show_only:
-            print_trials(show(found, metric), sys.stdout)
+            print_trials(show(found, own), sys.stdout)
         if plot:
-            print("\n".join(plotting.sweep_plots(found, target, metric)))
+            print("\n".join(plotting.sweep_plots(found, target, own)))
         return
     if target.is_dir():
         raise UsageError(f"{target} is a folder: give the spec file to run the sweep, or --show "

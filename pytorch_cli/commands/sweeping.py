@@ -32,7 +32,11 @@ from pytorch_cli.settings import sweepspec
 from pytorch_cli.store.rundir import LAST, RunDir
 
 BEST, TRIALS = "best.toml", ".trials"
-POLL_S = 0.5  # how often a trial's metrics.jsonl is read: an epoch takes seconds at least
+METRIC = "metric"  # the study's user attr: the --metric it was made with
+# a trial's exit by a signal: ptrain's code for it, or the signal's own where it landed as
+# ptrain exited, its handler gone
+SIGNALLED = (*signals.EXIT_CODES.values(), -signal.SIGTERM, -signal.SIGINT)
+POLL_S = 0.5  # how often a trial's metrics.jsonl is read; short epochs land several a read
 
 
 @dataclass
@@ -65,25 +69,69 @@ class Sweep:
 def open_study(plan: Plan, spec: sweepspec.SweepSpec | None, create: bool = True):
     """The study of this folder (created, or continued: the same name in the same storage)."""
     optuna = sweepstore.import_optuna()
-    seed = (spec.base.get("seed", 1) if spec else 1)
-    samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-                "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-                "grid": lambda: optuna.samplers.GridSampler(sweepspec.grid_space(spec), seed=seed)}
     pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
                "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
                "none": optuna.pruners.NopPruner}
     direction = "maximize" if plan.metric == "acc" else "minimize"
-    name, storage = sweepstore.study_name(plan), sweepstore.storage(plan)
+    name = sweepstore.study_name(plan)
+    if not create:
+        return sweepstore.load(plan, name)
     try:
-        if not create:
-            return optuna.load_study(study_name=name, storage=storage)
-        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                    sampler=samplers[plan.sampler](),
+        study = optuna.create_study(study_name=name, storage=sweepstore.storage(plan),
+                                    load_if_exists=True,
+                                    sampler=sampler(plan, spec, 0),
                                     pruner=pruners[plan.pruner](), direction=direction)
-    except (KeyError, ValueError) as e:  # no such study; a direction other than its own
+    except ValueError as e:
         raise UsageError(f"{plan.folder}: {e}") from None
-    sweepstore.remember_name(plan, name)
+    _same_metric(plan, study, name)
+    sweepstore.remember(plan, name)
     return study
+
+
+def study_metric(study) -> str:
+    """The metric the study was made with; a study of an older ptrain has only its direction."""
+    return study.user_attrs.get(METRIC) or ("acc" if _maximised(study) else "loss")
+
+
+def _maximised(study) -> bool:
+    import optuna
+    return study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def _same_metric(plan: Plan, study, name: str) -> None:
+    """A continued study keeps its metric and direction: Optuna's create_study(load_if_exists)
+    loads it whatever direction is asked, and values of two metrics would be ranked as one."""
+    made, maximised = study_metric(study), _maximised(study)
+    if made != plan.metric or maximised != (plan.metric == "acc"):
+        said = {True: "maximised", False: "minimised"}
+        raise UsageError(f"{plan.folder}: the study {name!r} was made with --metric {made} "
+                         f"({said[maximised]}); this sweep asks --metric {plan.metric} "
+                         f"({said[plan.metric == 'acc']}): give --metric {made}, or another "
+                         "--dir or --study for a new study")
+    if METRIC not in study.user_attrs:
+        study.set_user_attr(METRIC, plan.metric)
+
+
+def sampler(plan: Plan, spec: sweepspec.SweepSpec | None, asked: int):
+    """Optuna's sampler for the study's next trial, `asked` trials after its first."""
+    optuna = sweepstore.import_optuna()
+    import numpy as np
+    seed = spec.base.get("seed", 1) if spec else 1
+    if plan.sampler == "grid":  # it skips the points tried (and running) by itself
+        return optuna.samplers.GridSampler(sweepspec.grid_space(spec), seed=seed)
+    seed = int(np.random.SeedSequence([seed, asked]).generate_state(1)[0])
+    return {"tpe": optuna.samplers.TPESampler,
+            "random": optuna.samplers.RandomSampler}[plan.sampler](seed=seed)
+
+
+def ask(sweep: Sweep):
+    """The next trial, from a sampler seeded by the spec's seed and the trials the study holds:
+    one seeded once replays its first draws in a continued study, or in every worker that
+    joins one, and would try the same settings again. A fresh sweep stays reproducible."""
+    study = sweep.study
+    if sweep.plan.sampler != "grid":
+        study.sampler = sampler(sweep.plan, sweep.spec, len(study.get_trials(deepcopy=False)))
+    return study.ask()
 
 
 def metric(record: dict, name: str) -> float | None:
@@ -99,25 +147,28 @@ def _command(run_dir: Path, config: Path, resuming: bool) -> list[str]:
     return [*ptrain, "train", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]
 
 
-def _watch(sweep: Sweep, trial, proc: subprocess.Popen, run: RunDir) -> int:
-    """Report each new epoch record until the process ends; returns the epoch it was pruned
-    at (0: not pruned)."""
-    seen, pruned, beaten = set(), 0, time.monotonic()
+def _watch(sweep: Sweep, trial, proc: subprocess.Popen, run: RunDir) -> bool:
+    """Report each new epoch record until the process ends; whether the pruner stopped it."""
+    seen, pruned, beaten = set(), False, time.monotonic()
     while True:
         done = proc.poll() is not None
         if time.monotonic() - beaten >= sweep.plan.heartbeat:
             sweepstore.beat(sweep.study, trial)
             beaten = time.monotonic()
+        latest = None
         for r in run.read_metrics() if run.path.exists() else []:
             value = metric(r, sweep.plan.metric) if r.get("kind") == "epoch" else None
             if value is None or r["epoch"] in seen:
                 continue
             seen.add(r["epoch"])
             trial.report(value, int(r["epoch"]))
-            last = r["epoch"] >= r.get("epochs", float("inf"))  # a stop now would cut nothing
-            if not pruned and not done and not last and trial.should_prune():
-                pruned = int(r["epoch"])
-                proc.send_signal(signal.SIGTERM)
+            latest = r
+        # asked once, at the newest epoch: a read finds several when epochs are short, and a
+        # verdict on the first would stop a trial epochs later than it says
+        last = latest is None or latest["epoch"] >= latest.get("epochs", float("inf"))
+        if not pruned and not done and not last and trial.should_prune():
+            pruned = True
+            proc.send_signal(signal.SIGTERM)
         if done:
             return pruned
         time.sleep(POLL_S)
@@ -154,20 +205,27 @@ def run_trial(sweep: Sweep, trial, slot: int) -> None:
     _tell(sweep, trial, proc.returncode, pruned, run, params)
 
 
-def _tell(sweep: Sweep, trial, code: int, pruned: int, run: RunDir, params: dict) -> None:
+def _tell(sweep: Sweep, trial, code: int, pruned: bool, run: RunDir, params: dict) -> None:
     import optuna
     state = optuna.trial.TrialState
-    records = [r for r in run.read_metrics() if r.get("kind") == "epoch"] if run.path.exists() \
-        else []
+    records = run.read_metrics() if run.path.exists() else []
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    ending = next((r for r in reversed(records) if r.get("kind") in ("end", "stop", "abort")), {})
+    # a signal (the pruner's, the sweep's) can land after the last epoch, as the run saves its
+    # model: the run ends as finished all the same
+    finished = ending.get("kind") == "end" and not ending.get("stopped") and code in SIGNALLED
     # the pruner's SIGTERM: 143 from ptrain's handler, or -15 where it landed as ptrain exited
-    if pruned and code in (signals.EXIT_CODES["SIGTERM"], -signal.SIGTERM):
-        run.append_metrics({"kind": "pruned", "epoch": pruned, "time": time.time()})
+    if pruned and not finished and code in (signals.EXIT_CODES["SIGTERM"], -signal.SIGTERM):
+        # the epoch it stopped after, which the run's records show: not the one judged, as the
+        # trial trains on until the signal lands
+        after = epochs[-1]["epoch"] if epochs else 0
+        run.append_metrics({"kind": "pruned", "epoch": after, "time": time.time()})
         tell(sweep.study, trial, state=state.PRUNED)
-    elif code == 0 and records and metric(records[-1], sweep.plan.metric) is not None:
-        trial.set_user_attr("epochs", records[-1]["epoch"])
-        tell(sweep.study, trial, metric(records[-1], sweep.plan.metric))
+    elif (code == 0 or finished) and epochs and metric(epochs[-1], sweep.plan.metric) is not None:
+        trial.set_user_attr("epochs", epochs[-1]["epoch"])
+        tell(sweep.study, trial, metric(epochs[-1], sweep.plan.metric))
         write_best(sweep)
-    elif sweep.stop and code in signals.EXIT_CODES.values():  # stopped with the sweep
+    elif sweep.stop and code in SIGNALLED:  # stopped with the sweep
         trial.set_user_attr("interrupted", True)
         tell(sweep.study, trial, state=state.FAIL)
         sweepstore.continue_later(sweep.study, params, run.path.name, trial.number)

@@ -7,6 +7,7 @@ start), or --storage's PostgreSQL, which workers on many machines join.
   worker (SIGKILL, a dead machine): the next ask fails it and enqueues its settings again, to
   continue its run directory from last.pt where that folder is at hand.
 - A trial continued by another (interrupted, or lost) is not counted twice.
+- The folder records the study's name and --storage (without its password), for --show.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import hashlib
 import warnings
 from pathlib import Path
 
+from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import UsageError, first_line
 
 EXTRA = "pip install 'pytorch-cli[sweep]'"
 STUDY_DB, NAME = "study.db", ".study"  # NAME: the study's name, for --show
+STORED = ".storage"  # where --storage put the study, for --show and the same command again
 
 
 def import_optuna():
@@ -37,7 +40,39 @@ def import_optuna():
 
 
 def storage_url(plan) -> str:
-    return plan.storage or f"sqlite:///{(plan.folder / STUDY_DB).resolve()}"
+    """--storage, else where this folder's sweep put its study, else SQLite in the folder."""
+    saved = plan.folder / STORED
+    return plan.storage or (saved.read_text().strip() if saved.is_file() else "") \
+        or f"sqlite:///{(plan.folder / STUDY_DB).resolve()}"
+
+
+def _sqlite_file(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL: storage() says so
+        return None
+    database = parsed.database or ""
+    return Path(database) if parsed.drivername.startswith("sqlite") and database \
+        and database != ":memory:" else None
+
+
+def load(plan, name: str):
+    """The study for a read-only command (--show, --plot): one line where there is none, and
+    no file made (opening a SQLite URL creates its file)."""
+    optuna = import_optuna()
+    url = storage_url(plan)
+    file = _sqlite_file(url)
+    if file is not None and not file.is_file():
+        if not plan.storage and not (plan.folder / STORED).is_file():
+            raise UsageError(f"{plan.folder} holds no study (no {STUDY_DB}): for a sweep run "
+                             "with --storage, give that --storage (and its --study)")
+        raise UsageError(f"{plan.folder}: the study's storage {_shown(url)} is not there")
+    try:
+        return optuna.load_study(study_name=name, storage=storage(plan))
+    except KeyError:  # Optuna's 'Record does not exist.'
+        raise UsageError(f"{plan.folder}: there is no study {name!r} in {_shown(url)}: give the "
+                         "sweep's --study") from None
 
 
 def study_name(plan) -> str:
@@ -169,7 +204,26 @@ def _advisory_lock(engine, name: str):
             connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
 
-def remember_name(plan, name: str) -> None:
+def remember(plan, name: str) -> None:
+    """The study's name, and where --storage put it, in the folder: --show and the same
+    command again find it by themselves."""
     path: Path = plan.folder / NAME
     if not path.is_file():
         path.write_text(name + "\n")
+    stored, url = plan.folder / STORED, _recorded(plan.storage) if plan.storage else ""
+    if url and (stored.read_text().strip() if stored.is_file() else "") != url:  # the latest
+        files.atomic_write(stored, lambda f: f.write(f"{url}\n".encode()))
+
+
+def _recorded(url: str) -> str:
+    """The URL without its password (libpq finds that in ~/.pgpass or PGPASSWORD: a file in a
+    run folder is no place for one), a relative SQLite path made absolute."""
+    from sqlalchemy.engine import make_url
+    try:
+        parsed = make_url(url)
+    except Exception:  # storage() opened it: it is one
+        return url
+    file = _sqlite_file(url)
+    if file is not None:
+        parsed = parsed.set(database=str(file.resolve()))
+    return parsed.set(password=None).render_as_string(hide_password=False)

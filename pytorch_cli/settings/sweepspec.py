@@ -21,7 +21,7 @@ from typing import Any
 
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
-from pytorch_cli.settings.declare import coerce
+from pytorch_cli.settings.declare import check, coerce
 from pytorch_cli.store import rundir
 
 RANGE_KEYS = {"low", "high", "log", "step"}
@@ -115,13 +115,29 @@ def load(path: Path) -> SweepSpec:
         raise UsageError(f"{path}: {', '.join(fixed)} is both fixed in the base config and "
                          "searched in [search]: keep one")
     spec = SweepSpec(base, dims)
-    for d in dims:  # every extreme and choice must be a setting --config would take
-        for v in d.choices or (d.low, d.high):
-            try:
-                spec.config({d.name: v})
-            except UsageError as e:
-                raise UsageError(f"{path}: [search] {d.name}: {e}") from None
+    for d in dims:
+        _fits(spec, d, path)
     return spec
+
+
+def _fits(spec: SweepSpec, d: Dimension, path: Path) -> None:
+    """Every extreme and choice of d must be a value its setting takes, and one at least must
+    combine with the base: a trial of one that does not (adam with a fixed nesterov) fails,
+    recorded as such, and the sweep goes on; a search none of whose values can run is refused."""
+    refused = []
+    for v in d.choices or (d.low, d.high):
+        values = configlib.TrainConfig(**{**spec.base, d.name: v})
+        try:
+            check(values)
+        except UsageError as e:
+            raise UsageError(f"{path}: [search] {d.name}: {e}") from None
+        try:
+            configlib.validate(values)
+        except UsageError as e:
+            refused.append(e)
+    if len(refused) == len(d.choices or (d.low, d.high)):
+        raise UsageError(f"{path}: [search] {d.name}: no value of it works with the base "
+                         f"config: {refused[0]}")
 
 
 def suggest(trial, spec: SweepSpec) -> dict[str, Any]:
