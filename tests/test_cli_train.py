@@ -367,12 +367,12 @@ def test_real_mnist_one_epoch(real_mnist):
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
                     reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
 def test_real_fashion_mnist_found_by_itself(ptrain, tmp_path):
-    r = ptrain("train", "--dataset", "fashion-mnist", "--epochs", "1", "--json",
+    r = ptrain("train", "--dataset", "fashion-mnist", "--epochs", "0.25", "--json",
                "--log-interval", "100")
     assert r.code == 0, r.err
     assert "from /usr/share/datasets/fashion-mnist" in r.err
     s = r.json()
-    assert s["test_total"] == 10000 and s["test_acc"] >= 0.76  # measured 0.7721 (seed 1)
+    assert s["test_total"] == 10000 and s["test_acc"] >= 0.64  # measured 0.666 (seed 1)
 
 
 def test_machine_variables_with_bad_values_are_one_line_naming_the_variable(ptrain, monkeypatch,

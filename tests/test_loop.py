@@ -34,7 +34,7 @@ AIRBENCH_PARTS = {"lookahead_every": 3, "augment": "crop-flip", "flip": "alterna
 
 @pytest.mark.parametrize("precision,model,extra", [("32", "mnist-cnn", {}),
                                                    # CPU float16 is slow: stop in epoch 1
-                                                   ("16", "lenet", {"epochs": 0.75}),
+                                                   ("16", "lenet", {"epochs": 0.4}),
                                                    ("32", "lenet", AIRBENCH_PARTS)])
 def test_stop_flag_saves_the_exact_position_and_resume_finishes_identically(tmp_path, precision,
                                                                             model, extra):
