@@ -59,7 +59,7 @@ def test_each_compile_says_what_compiled_and_what_its_time_is_kept_out_of():
 
 
 def test_float16_on_a_cpu_is_called_slow_on_the_start_line(ptrain):
-    # resnet18's float16 training step is ~100x its float32 one on a CPU (recipe_costs.py)
+    # resnet18's float16 training step is ~200x its float32 one on a CPU (recipe_costs.py)
     slow = "slow on a CPU, whose float16 convolutions have no fast backward: bf16 or 32"
     for precision, said in (("16", True), ("bf16", False), ("32", False)):
         r = ptrain("train", "--dataset", "fake", "--dry-run", "--device", "cpu", "--precision",
