@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -171,6 +172,14 @@ def test_messages_count_in_words(ptrain):
     assert "1 epochs" not in r.out and "batchs" not in r.out
     r = ptrain("resume", "runs/fake")
     assert r.code == 2 and "already finished its 1 epoch;" in r.err
+    # 10 of an epoch's 32 steps, and 1.5 epochs: what trained, not the epochs begun
+    for flags, said, listed in ((["--max-steps", "10"], "after 0.31 epochs,", "0.31/2"),
+                                (["--epochs", "1.5"], "after 1.5 epochs,", "1.5/1.5")):
+        r = ptrain("train", *FAST, *flags, "--run-dir", "cut")
+        assert said in r.out, r.out
+        row = next(x for x in ptrain("runs", ".").out.splitlines() if x.startswith("cut "))
+        assert listed in row.split(), row
+        shutil.rmtree("cut")
 
 
 def test_val_split_with_no_training_images_left_is_one_line(ptrain):

@@ -81,6 +81,15 @@ def _blank(path: Path, why: str) -> dict:
     return {}
 
 
+def _epochs_done(records: list[dict], epochs: list[dict]) -> float:
+    """The last end record's epochs trained (0.16 of a run --max-steps cut, 1.5 of --epochs
+    1.5), else the last epoch record's number."""
+    last = records[-1] if records else {}
+    if last.get("kind") == "end" and "epochs_trained" in last and not last.get("stopped"):
+        return last["epochs_trained"]
+    return epochs[-1]["epoch"] if epochs else 0
+
+
 def summary(path: Path, root: Path) -> dict:
     run = RunDir(path)
     config = read_config(run)
@@ -92,7 +101,7 @@ def summary(path: Path, root: Path) -> dict:
     state, detail = status(run, records)
     return {"run": str(path.relative_to(root)) if path != root else path.name,
             "path": str(path), "dataset": config.get("dataset"), "model": config.get("model"),
-            "epochs_done": epochs[-1]["epoch"] if epochs else 0, "epochs": config.get("epochs"),
+            "epochs_done": _epochs_done(records, epochs), "epochs": config.get("epochs"),
             "last_acc": epochs[-1].get("test_acc") if epochs else None,
             "best_acc": max(accs, default=None), "best_on": "val" if any(
                 "val_acc" in r for r in epochs) else "test",

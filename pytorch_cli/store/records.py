@@ -16,7 +16,7 @@ FIELDS = {"kind": (str,), "step": (int,), "epoch": _NUMBER, "batch": (int,), "ba
           "epochs": _NUMBER, "time": _NUMBER, "elapsed_s": _MAYBE, "train_loss": _MAYBE,
           "test_loss": _MAYBE, "test_acc": _MAYBE, "val_loss": _MAYBE, "val_acc": _MAYBE,
           "reason": (str, _NULL), "error": (str, _NULL), "stopped": (str, _NULL),
-          "early_stop": (int, _NULL), "best_epoch": (int,)}
+          "early_stop": (int, _NULL), "best_epoch": (int,), "epochs_trained": _NUMBER}
 # Only "kind" is required: a field a reader needs and a record lacks, the reader does without.
 
 
