@@ -124,6 +124,14 @@ def test_a_class_named_train_is_a_class_and_train_beside_classes_is_refused(tmp_
     assert "three/val is not read: " in capsys.readouterr().err
 
 
+def test_a_test_split_beside_a_test_folder_is_named_as_unused(tmp_path, capsys):
+    write_classes(tmp_path, {"train/a": 3, "train/b": 3, "test/a": 1, "test/b": 1})
+    assert len(load(tmp_path, test_split=0.5).test) == 2  # the test folder's, all of it
+    assert "--test-split 0.5 is not used: " in capsys.readouterr().err
+    load(tmp_path)  # the default: nothing to say
+    assert "test-split" not in capsys.readouterr().err
+
+
 def test_a_link_back_up_is_read_once_not_looped(tmp_path):
     written = write_classes(tmp_path, {"a": 2, "b": 2})
     (tmp_path / "a" / "up").symlink_to(tmp_path)  # would walk a, a/up/a, a/up/a/up/a...

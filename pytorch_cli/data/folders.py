@@ -4,9 +4,8 @@
   DIR/train/<class>/...  with  DIR/test/<class>/... (or DIR/val/); train/ alone: as below
   DIR/<class>/...        a seeded, stratified --test-split of each class is held out for testing
 
-Every image is decoded once at the run's channels and size (images.read_image: the same in
-train, eval and predict). A file that is no usable image is skipped, never a crash: the skipped
-files are counted in one warning and listed in the run directory."""
+Every image is decoded once at the run's channels and size (images.read_image, as in eval and
+predict); a file that is no usable image is skipped, counted in a warning, listed in the run."""
 
 from __future__ import annotations
 
@@ -207,8 +206,9 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
     arrays, meta, name = _decoded(found, opts)
     train_y = torch.from_numpy(arrays["train_y"])
     check_classes(found.classes, train_y, root / "train" if meta["has_test"] else root)
-    rows: dict[str, tuple[str, torch.Tensor | None]] = {"test": ("test", None)}
-    train_rows = None
+    rows, train_rows = {"test": ("test", None)}, None  # split -> (rows of, which: None all)
+    if meta["has_test"] and opts.test_split != Options.test_split:  # set, and nothing to do
+        warn(f"--test-split {opts.test_split:g} is not used: {root}'s test folder is the test set")
     if not meta["has_test"]:  # held out: the same images for the same folder, fraction and seed
         mask = splits.held_out(train_y, opts.test_split, seed)
         rows["test"] = ("train", mask.nonzero().flatten())
