@@ -155,9 +155,12 @@ def predict(
         raise UsageError("--top-k must be at least 1")
     if json_out and csv_out:
         raise UsageError("--json and --csv: choose one")
+    if features:  # before any work: never onto the checkpoint or an image read
+        saved.check_features_output(features, checkpoint_file, images)
     kept: list | None = [] if features else None
-    results = saved.run_predict(checkpoint_file, images, top_k, device, model, dataset, kept,
-                                features)
+    results = saved.run_predict(checkpoint_file, images, top_k, device, model, dataset, kept)
+    if features:
+        print(saved.write_features(features, kept), file=sys.stderr)
     if csv_out:
         _print_csv(results, top_k)
     if json_out:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,13 +156,10 @@ def _files(given: Path) -> list[Path]:
 @torch.inference_mode()
 def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "auto",
                 model_name: str = "", dataset: str = "",
-                features: list[torch.Tensor] | None = None,
-                features_out: Path | None = None) -> list[dict]:
+                features: list[torch.Tensor] | None = None) -> list[dict]:
     """Top-k classes for each image; an unreadable image gets an "error" entry, the rest answers.
     `features`: a list that gets each answered image's penultimate features (what the head
-    takes: the model with its last layer deleted), in order, written to `features_out`."""
-    if features_out:
-        check_features_output(features_out, path, images)
+    takes: the model with its last layer deleted), in order."""
     loaded = load_model(path, model_name, dataset)
     meta = loaded.meta
     dev = runtime.resolve_device(device)
@@ -190,8 +186,6 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
         results.append({"image": str(image), "top": [
             {"class": classes[i], "index": int(i), "prob": float(p)}
             for p, i in zip(top.values.cpu(), top.indices.cpu())]})
-    if features_out:
-        print(write_features(features_out, features), file=sys.stderr)
     return results
 
 
