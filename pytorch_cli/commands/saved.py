@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.declare import check_choice
 from pytorch_cli.store import checkpoint, export, outputs
 from pytorch_cli.store.rundir import MODEL, checkpoint_in
+from pytorch_cli.training import freezing
 from pytorch_cli.training.evaluate import OutOfMemory, class_scores, evaluate
 from pytorch_cli.training.state import check_saved
 
@@ -249,12 +251,9 @@ def summary(target: Path | None, config_file: Path | None, overrides: dict,
         loaded = load_model(target, overrides.get("model", ""), overrides.get("dataset", ""))
         model, name, meta = loaded.model, loaded.meta["model"], loaded.meta
         image = (meta["in_channels"], *models.meta_size(meta))
-        batch = batch_size or loaded.config.get("batch_size", 64)
-        c = loaded.config  # what trained at the end: a backbone frozen then, or never released
-        if c.get("freeze") == "backbone" and not (
-                c.get("unfreeze_at") and c.get("epochs", 0) > c["unfreeze_at"]):
-            for n, p in model.named_parameters():
-                p.requires_grad_(n not in adapt.backbone(model, meta["num_classes"]))
+        cfg = saved_config(loaded.config, target)  # (a bare state_dict's: the defaults)
+        batch = batch_size or cfg.batch_size
+        epoch, classes = max(0, math.ceil(cfg.epochs) - 1), meta["num_classes"]  # its last
     else:
         cfg = configlib.resolve(config_file, overrides)
         if cfg.dataset == catalog.FOLDER:  # the folder's headers say its shape: nothing decoded
@@ -270,8 +269,9 @@ def summary(target: Path | None, config_file: Path | None, overrides: dict,
         model, name, image = models.build(cfg.model, channels, classes, size), cfg.model, (
             channels, *size)
         models.check_input(model, name, channels, size)  # a ViT at 32 px: one line
-        if cfg.freeze == "backbone":  # what the first epochs train
-            for n, p in model.named_parameters():
-                p.requires_grad_(n not in adapt.backbone(model, classes))
-        batch = batch_size or cfg.batch_size
+        batch, epoch = batch_size or cfg.batch_size, 0  # what the first epoch trains
+    if freezing.frozen(cfg, epoch):  # the head alone
+        backbone = adapt.backbone(model, classes)
+        for n, p in model.named_parameters():
+            p.requires_grad_(n not in backbone)
     return {"model": name, **asdict(summarylib.summarize(model, image, batch))}
