@@ -96,8 +96,7 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
     data = datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
                          c.get("val_split", 0.0), c.get("seed", 1), folder)
     if command:  # (an export's verification batch takes any images of the run's shape)
-        datasets.same_classes(meta["classes"], data, command)
-        datasets.same_listing(meta.get("listing"), data)
+        datasets.same_as_trained(meta, data, command)
     return datasets.normalised(data, meta["mean"], meta["std"])  # --weights brought its own
 
 

@@ -71,21 +71,19 @@ def stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]
 
 
-def same_classes(theirs: list | None, data: Data, command: str) -> None:
-    """A saved run read with the data it trained on: a folder whose classes differ (another
-    folder, or one changed since) would score or load the head onto other labels."""
-    theirs, mine = list(theirs or data.classes), list(data.classes)
+def same_as_trained(meta: dict, data: Data, command: str) -> None:
+    """A saved run (its meta) read with the data it trained on: a folder whose classes differ
+    (another folder, or one changed since) would score or load the head onto other labels, one
+    line; one whose files differ draws its held-out and val images anew, a warning."""
+    theirs, mine = list(meta.get("classes") or data.classes), list(data.classes)
     if mine != theirs:
         def names(c: list) -> str:
             return ", ".join(map(str, c[:4])) + (f", ... ({len(c)})" if len(c) > 4 else "")
         raise UsageError(f"{data.source}: its classes ({names(mine)}) are not the run's "
                          f"({names(theirs)}); {command} with --data-dir set to the folder the "
                          "run trained on")
-
-
-def same_listing(theirs: str | None, data: Data) -> None:
-    """A warning where the run drew its held-out or val images from other files than these."""
-    if theirs and data.listing and theirs != data.listing:
+    listing = meta.get("listing")
+    if listing and data.listing and listing != data.listing:
         warn(f"{data.source}: its files are not the ones the run trained on (added, removed or "
              "renamed since): its held-out images are drawn anew, so some were trained on")
 

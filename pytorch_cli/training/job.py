@@ -85,8 +85,7 @@ def _read(cfg: TrainConfig, resume: dict | None) -> datasets.Data:
         data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed,
                              folders.Options(channels, size, cfg.test_split))
     if resume is not None:
-        datasets.same_classes(meta.get("classes"), data, "resume")
-        datasets.same_listing(meta.get("listing"), data)
+        datasets.same_as_trained(meta, data, "resume")
     return data
 
 
