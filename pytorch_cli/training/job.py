@@ -58,6 +58,14 @@ class Job:
     frozen_norms: list = field(default_factory=list)  # --freeze backbone: its BatchNorm layers
     class_weight: torch.Tensor | None = None  # --class-weights auto: one per class, mean 1
 
+    @property
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(self.n_batches, self.cfg.grad_accum)
+
+
+def steps_per_epoch(n_batches: int, grad_accum: int) -> int:
+    return math.ceil(n_batches / grad_accum)  # the last group may be short
+
 
 def _normalised(data: datasets.Data, resume: dict | None,
                 source: pretrained.Source | None) -> datasets.Data:
@@ -154,13 +162,13 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
         transfer.normalised = (f"mean {', '.join(f'{v:.3f}' for v in data.spec.mean)}, "
                                f"std {', '.join(f'{v:.3f}' for v in data.spec.std)}")
     n_batches = batches.num_batches(len(data.train), cfg.batch_size, world.size)
-    steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
-    total_steps = min(math.ceil(cfg.epochs * steps_per_epoch), cfg.max_steps or math.inf)
+    per_epoch = steps_per_epoch(n_batches, cfg.grad_accum)
+    total_steps = min(math.ceil(cfg.epochs * per_epoch), cfg.max_steps or math.inf)
     split = cfg.freeze != "none" or cfg.backbone_lr_scale != 1  # the head apart
     optimizer = optim.build_optimizer(
         model, cfg, adapt.backbone(model, data.spec.num_classes) if split else set())
     groups = [list(g["params"]) for g in optimizer.param_groups]  # before --freeze empties some
-    scheduler = optim.build_scheduler(optimizer, cfg, total_steps, steps_per_epoch)
+    scheduler = optim.build_scheduler(optimizer, cfg, total_steps, per_epoch)
     amp = runtime.autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     average = ({k: v.detach().clone() for k, v in model.state_dict().items()

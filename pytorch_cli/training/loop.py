@@ -89,8 +89,8 @@ def _epochs(job: Job, resumed: bool) -> dict:
     if pos.early_stop and not stopped:
         job.emit(_early_stop_record(job))
     summary = {k: v for k, v in result.items() if k != "kind"}
-    per_epoch = math.ceil(job.n_batches / job.cfg.grad_accum)  # steps: --max-steps counts them
-    summary.update({"epochs_trained": min(round(pos.step / per_epoch, 2), job.cfg.epochs),
+    trained = min(round(pos.step / job.steps_per_epoch, 2), job.cfg.epochs)  # a --max-steps cut
+    summary.update({"epochs_trained": trained,
                     "best_acc": pos.best_acc, "step": pos.step, "device": str(job.device),
                     "train_s_total": pos.train_s, "compile_s": job.watch.seconds,
                     "run_dir": str(job.run_dir.path) if job.run_dir else None,
