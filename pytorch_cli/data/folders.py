@@ -206,7 +206,7 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
     arrays, meta, name = _decoded(found, opts)
     train_y = torch.from_numpy(arrays["train_y"])
     check_classes(found.classes, train_y, root / "train" if meta["has_test"] else root)
-    rows, train_rows = {"test": ("test", None)}, None  # split -> (rows of, which: None all)
+    rows, train_rows = {"test": ("test", None)}, None  # split -> (split read, its rows; None: all)
     if meta["has_test"] and opts.test_split != Options.test_split:  # set, and nothing to do
         warn(f"--test-split {opts.test_split:g} is not used: {root}'s test folder is the test set")
     if not meta["has_test"]:  # held out: the same images for the same folder, fraction and seed
