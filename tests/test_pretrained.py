@@ -112,3 +112,62 @@ def test_timm_takes_a_weights_file_with_its_models_normalisation(tmp_path):
     assert job.transfer.converted == "first conv summed over RGB for gray images"
     assert job.transfer.new == ["fc.weight", "fc.bias"]
     assert job.data.spec.mean == (pytest.approx(0.449),)  # ImageNet's, averaged for gray
+
+
+def _listening_port():
+    import socket
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    return server
+
+
+def test_a_host_is_reachable_when_it_takes_a_connection_or_a_proxy_is_set(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with _listening_port() as server:
+        assert pretrained._reachable(f"http://127.0.0.1:{server.getsockname()[1]}/x")
+        free = server.getsockname()[1]
+    assert not pretrained._reachable(f"http://127.0.0.1:{free}/x")  # closed: refused
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")  # the proxy decides
+    assert pretrained._reachable(f"http://127.0.0.1:{free}/x")
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path, monkeypatch):
+    """A Hugging Face endpoint that refuses connections, and a hub cache of the test's own."""
+    hf = pytest.importorskip("huggingface_hub.constants")
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with _listening_port() as server:
+        free = server.getsockname()[1]
+    monkeypatch.setattr(hf, "ENDPOINT", f"http://127.0.0.1:{free}")
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
+    return tmp_path / "hub"
+
+
+def test_timm_weights_load_from_the_hub_cache_at_once_when_the_hub_cannot_be_reached(
+        unreachable_hub, caplog):
+    """An offline GPU node with the weights in $HF_HOME/hub: no retries (huggingface_hub waits
+    ~45 s without this), the cached file; missing, one line, again without retries."""
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    state = timm.create_model("resnet18").state_dict()
+    cfg = TrainConfig(dataset="fake", model="timm:resnet18", weights="DEFAULT")
+    with pytest.raises(PtrainError) as e:
+        pretrained.resolve(cfg)
+    assert "cannot be reached and timm's resnet18 weights are not in huggingface_hub's " \
+           "cache ($HF_HOME/hub); pass --weights FILE" in str(e.value)
+    snapshot = unreachable_hub / "models--timm--resnet18.a1_in1k" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    save_file({k: v.contiguous() for k, v in state.items()}, snapshot / "model.safetensors")
+    source = pretrained.resolve(cfg)
+    assert torch.equal(source.state["conv1.weight"], state["conv1.weight"])
+    assert source.label == "timm resnet18" and source.mean == IMAGENET[0]
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
+    import huggingface_hub.constants as hf
+    assert hf.HF_HUB_OFFLINE is False  # the process's setting, as it was

@@ -6,8 +6,10 @@ adapt.load_into then loads what fits."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -95,9 +97,37 @@ def _normalisation(arch: str, weights) -> tuple[tuple, tuple]:
     return tuple(preset.mean), tuple(preset.std)
 
 
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether url's host takes a connection. Offline, huggingface_hub retries for ~45 s and a
+    firewalled urlopen waits minutes; through a proxy the libraries are left to try."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    parts = urlparse(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or 443), timeout).close()
+        return True
+    except OSError:  # no name, no route, refused, timed out
+        return False
+
+
+@contextlib.contextmanager
+def _hub_cache_only(offline: bool):
+    """huggingface_hub's offline mode (what HF_HUB_OFFLINE=1 sets), for one load: its cached
+    files load at once, a missing one fails at once."""
+    from huggingface_hub import constants
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = before or offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 def _download(url: str, file: Path, what: str) -> None:
     """Fetch into torch's cache, as torchvision would; offline, one line says what to put where."""
     try:
+        if not _reachable(url):
+            raise OSError(f"{urlparse(url).hostname} cannot be reached")
         file.parent.mkdir(parents=True, exist_ok=True)
         prefix = re.search(r"-([a-f0-9]+)\.", file.name)  # torch.hub's check of the file's sha256
         torch.hub.download_url_to_file(url, str(file), prefix and prefix.group(1),
@@ -116,9 +146,16 @@ def _timm(arch: str, given: str) -> Source:
         cfg = timm.models.get_pretrained_cfg(arch)  # its default weights' (None: not known)
         return from_file(file, cfg and cfg.mean, cfg and cfg.std)
     name = arch if given == "DEFAULT" else f"{arch.split('.')[0]}.{given}"  # a tag: a1_in1k...
+    from huggingface_hub import constants
+    online = _reachable(constants.ENDPOINT)
     try:
-        model = timm.create_model(name, pretrained=True)
+        with _hub_cache_only(not online):
+            model = timm.create_model(name, pretrained=True)
     except Exception as e:  # offline: huggingface_hub's own error, or timm's for a bad tag
+        if not online or constants.HF_HUB_OFFLINE:
+            raise PtrainError(f"--weights {given}: {constants.ENDPOINT} cannot be reached and "
+                              f"timm's {name} weights are not in huggingface_hub's cache "
+                              "($HF_HOME/hub); pass --weights FILE") from None
         reason = " ".join(str(e).split()) or type(e).__name__
         if len(reason) > 160:  # its first sentence, or whole words
             cut = reason[:160]
