@@ -147,3 +147,18 @@ def test_eval_keeps_freed_memory_so_repeated_evaluations_fault_no_pages(ptrain, 
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "r/model.pth")],
                          capture_output=True, text=True, check=True).stdout.split()
     assert min(int(f) for f in out[2:]) < 1000, out  # the first ones fill the heap
+
+
+def test_eval_and_predict_start_without_torchvision(run, tmp_path):
+    """torchvision imports torch._dynamo, about a second of each start here: a run of ptrain's
+    own nets evaluates and predicts without it. A fresh process: the tests' has it loaded."""
+    Image.new("L", (28, 28), 255).save(tmp_path / "white.png")
+    script = ("import sys\nfrom pytorch_cli.commands.cli import main\n"
+              "for args in (['eval', sys.argv[1]], ['predict', sys.argv[1], sys.argv[2]]):\n"
+              "    try:\n        main(args)\n    except SystemExit as e:\n"
+              "        assert not e.code, e.code\n"
+              "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(run), str(tmp_path / "white.png")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and " acc " in done.stdout, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"

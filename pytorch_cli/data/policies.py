@@ -16,7 +16,6 @@ import math
 
 import torch
 from torch.nn import functional as nnf
-from torchvision.transforms.v2 import functional as F
 
 KINDS = ("randaugment", "trivialaugment", "autoaugment")
 OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
@@ -257,11 +256,18 @@ def _autocontrast(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return _to_uint8(f.sub_(torch.where(flat, 0.0, lo)).div_(inv_scale))
 
 
+def _equalize(x: torch.Tensor, p) -> torch.Tensor:
+    # torchvision's, batched already, with no host waits; imported here, not above: torchvision
+    # imports torch._dynamo (a second of every ptrain start that trains with no policy)
+    from torchvision.transforms.v2.functional import equalize
+    return equalize(x)
+
+
 _APPLY = {"ShearX": _geometric, "ShearY": _geometric, "TranslateX": _geometric,
           "TranslateY": _geometric, "Rotate": _geometric, "Brightness": _brightness,
           "Color": _color, "Contrast": _contrast, "Sharpness": _sharpness,
           "Posterize": _posterize, "Solarize": _solarize, "AutoContrast": _autocontrast,
-          "Equalize": lambda x, p: F.equalize(x),  # batched already, with no host waits
+          "Equalize": _equalize,
           "Invert": lambda x, p: x.bitwise_not()}
 
 
