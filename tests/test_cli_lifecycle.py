@@ -349,18 +349,28 @@ def _small_folder(root: Path, classes: tuple[str, ...]) -> Path:
 
 def test_eval_and_resume_say_when_the_held_out_images_are_drawn_from_other_files(ptrain,
                                                                                  tmp_path):
-    """An image added to a folder without test/ reshuffles its held-out split (of 12 a class,
-    3 held out): eval would score images the run trained on. Both say so; unchanged, neither."""
+    """An image added to a folder without test/ (of 12 a class, 3 held out) changes the files
+    its held-out split is drawn from: eval and resume say so and how much; unchanged, neither.
+    A run saved before drawing by name still draws as it did."""
     _small_folder(tmp_path / "imgs", ("cat", "dog"))
     assert ptrain("train", "--dataset", "folder", "--data-dir", "imgs", "--epochs", "1",
                   "--batch-size", "8", "--run-dir", "run", "--quiet").code == 0
-    said = "imgs: its files are not the ones the run trained on (added, removed or renamed"
+    said = ("imgs: its files are not the ones the run trained on (added, removed or renamed "
+            "since): each file added or removed moves at most one other image between its "
+            "training and held-out images (drawn by name)")
     r = ptrain("eval", "run")
     assert r.code == 0 and "warning" not in r.err, r.err
+    from pytorch_cli.commands import saved
+    loaded = saved.load_model(tmp_path / "run")
+    assert loaded.meta["split"] == "by-name"
+    held = saved._data(loaded).test.images
+    loaded.meta.pop("split")  # as runs saved before 2026-12-06: a shuffle of the rows
+    assert not torch.equal(saved._data(loaded).test.images, held)
     shutil.copy(tmp_path / "imgs/cat/0.png", tmp_path / "imgs/cat/new.png")
     for command in (["eval", "run"], ["resume", "run", "--epochs", "2", "--quiet"]):
         r = ptrain(*command)
         assert r.code == 0 and said in r.err, r.err
+    assert saved.load_model(tmp_path / "run").meta["split"] == "by-name"  # kept by the resume
 
 
 def test_a_folder_run_resumes_from_its_moved_folder_and_refuses_other_classes(ptrain, tmp_path):

@@ -30,8 +30,9 @@ def _files(root, n):
 def _decode(files, workers, monkeypatch):
     monkeypatch.setenv("PTRAIN_DECODE_WORKERS", str(workers))
     out, skipped = np.zeros((len(files), 3, 8, 8), np.uint8), []
-    labels = decode.into(out, files, skipped)
-    return out[:len(labels)], labels, skipped
+    labels, kept = decode.into(out, files, skipped)
+    assert [files[i][1] for i in kept] == labels.tolist()  # the file of each row
+    return out[:len(labels)], labels, skipped, kept
 
 
 def test_workers_decode_what_one_process_decodes_in_the_same_order(tmp_path, monkeypatch):
@@ -41,6 +42,7 @@ def test_workers_decode_what_one_process_decodes_in_the_same_order(tmp_path, mon
     assert len(one[1]) == len(files) - 6 and one[0].any()
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
     assert one[2] == two[2] and len(two[2]) == 6 and "7.png could not be decoded" in two[2][0]
+    assert one[3] == two[3] and 7 not in two[3] and two[3][7] == 8  # file 7 skipped
     first = np.asarray(Image.open(files[0][0])).transpose(2, 0, 1)
     assert np.array_equal(two[0][0], first)  # row 0 is file 0, as PIL reads it
 

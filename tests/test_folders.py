@@ -165,6 +165,31 @@ def test_the_held_out_split_is_seeded(tmp_path):
     assert set(pairs(first.test, first.classes)) != set(pairs(other.test, other.classes))
 
 
+def test_held_out_and_val_images_keep_their_side_as_files_come_and_go(tmp_path):
+    """Drawn by file name, one image added to a class and one removed from another move at
+    most one other image each, held out or in --val-split's; drawn as runs saved before
+    2026-12-06 were (a shuffle of the rows), many move."""
+    write_classes(tmp_path, {"a": 30, "b": 20})
+    def read(split):
+        return datasets.load(catalog.FOLDER, str(tmp_path), val_split=0.2,
+                             folder=folders.Options(split=split))
+    before = {split: read(split) for split in ("by-name", "")}
+    save(tmp_path / "a" / "new.png", noise(999))
+    (tmp_path / "b" / "3.png").unlink()
+    for split, old in before.items():
+        new = read(split)
+        held, trained = pairs(old.test, old.classes), pairs(old.train, old.classes)
+        now_held = pairs(new.test, new.classes)
+        moved = (now_held.keys() & trained.keys()) | (pairs(new.train, new.classes).keys()
+                                                      & held.keys())
+        val_moved = pairs(new.val, new.classes).keys() ^ pairs(old.val, old.classes).keys()
+        if split:
+            assert len(now_held) == len(held) == 10 and len(moved) <= 2, len(moved)
+            assert len(val_moved) <= 4  # (the new and the removed file among them)
+        else:
+            assert len(moved) > 6 and len(val_moved) > 6  # a reshuffle (13 and 8 here)
+
+
 def test_held_out_counts_per_class_and_a_single_image_stays_in_train():
     labels = torch.tensor([0] * 10 + [1] * 5 + [2] * 1 + [3] * 2 + [4] * 3)
     mask = splits.held_out(labels, 0.2, seed=0)

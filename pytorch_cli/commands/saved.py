@@ -92,7 +92,8 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
     """The model's dataset, read with the run's own settings (folder, val split, seed)."""
     c, meta = loaded.config, loaded.meta
     folder = folders.Options(meta["in_channels"], models.meta_size(meta), c.get("test_split", 0.2),
-                             stats=(meta["mean"], meta["std"]))  # decoded as it trained
+                             stats=(meta["mean"], meta["std"]),  # decoded and drawn as it
+                             split=meta.get("split", ""))  # trained (older runs: a shuffle)
     data = datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
                          c.get("val_split", 0.0), c.get("seed", 1), folder)
     if command:  # (an export's verification batch takes any images of the run's shape)

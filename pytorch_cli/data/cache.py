@@ -24,7 +24,7 @@ import numpy as np
 
 from pytorch_cli.platform.errors import warn
 
-VERSION = 3  # of what an entry holds and how it is decoded: a new one misses every old entry
+VERSION = 4  # of what an entry holds and how it is decoded: a new one misses every old entry
 MAX_BYTES = 20 * 2**30  # ImageNet-1k's training set at 64x64 is ~15 GiB
 META = "meta.json"
 

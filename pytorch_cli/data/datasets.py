@@ -45,6 +45,7 @@ class Data:
     source: str  # the folder the files were read from
     skipped: list[str] = field(default_factory=list)  # --dataset folder: "file: why", not read
     listing: str = ""  # --dataset folder: what its splits are drawn from (splits.listing)
+    split: str = ""  # and how (splits.BY_NAME; "": a shuffle of the rows, as runs saved before)
 
 
 def normalised(data: Data, mean, std) -> Data:
@@ -74,7 +75,7 @@ def stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
 def same_as_trained(meta: dict, data: Data, command: str) -> None:
     """A saved run (its meta) read with the data it trained on: a folder whose classes differ
     (another folder, or one changed since) would score or load the head onto other labels, one
-    line; one whose files differ draws its held-out and val images anew, a warning."""
+    line; one whose files differ, a warning of what that moves (splits.py)."""
     theirs, mine = list(meta.get("classes") or data.classes), list(data.classes)
     if mine != theirs:
         def names(c: list) -> str:
@@ -85,7 +86,10 @@ def same_as_trained(meta: dict, data: Data, command: str) -> None:
     listing = meta.get("listing")
     if listing and data.listing and listing != data.listing:
         warn(f"{data.source}: its files are not the ones the run trained on (added, removed or "
-             "renamed since): its held-out images are drawn anew, so some were trained on")
+             "renamed since): " + ("each file added or removed moves at most one other image "
+                                   "between its training and held-out images (drawn by name)"
+                                   if meta.get("split") == splits.BY_NAME else
+                                   "its held-out images are drawn anew, so some were trained on"))
 
 
 def search_dirs(name: str, data_dir: str = "") -> list[Path]:
@@ -240,7 +244,7 @@ def _read_folder(data_dir: str, opts: folders.Options, seed: int, val_split: flo
     spec = catalog.folder_spec(got.channels, got.size, len(got.classes),
                                *(opts.stats or ([0.0], [1.0])))
     return (Split(*got.train), Split(*got.val) if got.val is not None else None, Split(*got.test),
-            got.classes, str(root), spec, got.skipped, got.listing)
+            got.classes, str(root), spec, got.skipped, got.listing, opts.split)
 
 
 def load(name: str, data_dir: str = "", download: bool = True, val_split: float = 0.0,
@@ -248,10 +252,10 @@ def load(name: str, data_dir: str = "", download: bool = True, val_split: float 
     """Read a dataset; with val_split, hold out a seeded fraction of its training set.
     `folder`: how --dataset folder's images are decoded."""
     skipped: list[str] = []
-    val, listing = None, ""
+    val, listing, split = None, "", ""
     if name == catalog.FOLDER:  # its splits are made as it is read: memory maps of its cache
         opts = folder or folders.Options()
-        train, val, test, classes, source, spec, skipped, listing = _read_folder(
+        train, val, test, classes, source, spec, skipped, listing, split = _read_folder(
             data_dir, opts, seed, val_split)
     else:
         spec = SPECS[name]
@@ -263,4 +267,5 @@ def load(name: str, data_dir: str = "", download: bool = True, val_split: float 
     if name == catalog.FOLDER and (folder is None or folder.stats is None):
         mean, std = stats(train.images)  # of the images it trains on: saved with it
         spec = dataclasses.replace(spec, mean=tuple(mean), std=tuple(std))
-    return Data(spec, classes, train, val, test, source, skipped, listing)
+    return Data(spec, classes, train, val, test, source, skipped, listing,
+                split if listing else "")

@@ -92,23 +92,24 @@ def _read(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
     return images.read_image(path, channels, size).numpy()
 
 
-def into(out: np.ndarray, files: list[tuple[Path, int]], skipped: list[str]) -> np.ndarray:
+def into(out: np.ndarray, files: list[tuple[Path, int]],
+         skipped: list[str]) -> tuple[np.ndarray, list[int]]:
     """Decode the files into `out` ((N, C, H, W) uint8, in memory or a memory map of the
-    cache), row after row at out's channels and size; the labels of the rows filled. A file
-    that fails to decode is skipped (its error line added to `skipped`): the rows filled are
-    the first len(labels)."""
+    cache), row after row at out's channels and size: (the labels of the rows filled, the index
+    in `files` of each). A file that fails to decode is skipped (its error line added to
+    `skipped`): the rows filled are the first len(labels)."""
     channels, size = out.shape[1], tuple(out.shape[2:])
-    labels, n = [], 0
+    labels, kept = [], []
     decoded = each(functools.partial(_read, channels=channels, size=size), [p for p, _ in files],
                    f"decoding {len(files):,} images")
-    for (_, label), (image, error) in zip(files, decoded):
+    for i, ((_, label), (image, error)) in enumerate(zip(files, decoded)):
         if error:
             skipped.append(error)
             continue
-        out[n] = image
+        out[len(labels)] = image
         labels.append(label)
-        n += 1
-    return np.array(labels, dtype=np.int64)
+        kept.append(i)
+    return np.array(labels, dtype=np.int64), kept
 
 
 def headers(paths: list[Path]) -> Iterator[tuple[tuple[str, tuple[int, int]] | None, str]]:

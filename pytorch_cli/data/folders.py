@@ -34,6 +34,7 @@ class Options:
     image_size: tuple[int, int] | None = None
     test_split: float = 0.2
     stats: tuple[list[float], list[float]] | None = None
+    split: str = splits.BY_NAME  # how rows are held out (splits.py); "": as runs saved before
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Found:
     train: list[tuple[Path, int]]  # (file, class index)
     test: list[tuple[Path, int]] | None  # None: held out by --test-split
     skipped: list[str] = field(default_factory=list)  # "path: why"
+    root: Path = Path()  # the folder given: file names are relative to it
 
 
 def _class_files(folder: Path, skipped: list[str]) -> list[Path]:
@@ -134,7 +136,8 @@ def find(root: Path) -> Found:
 
     def files(tree):
         return [(p, index[c]) for c in sorted(tree) for p in tree[c]]
-    return Found(classes, files(train), files(test) if test is not None else None, skipped)
+    return Found(classes, files(train), files(test) if test is not None else None, skipped,
+                 root)
 
 
 def shape(found: Found, channels: int, size: tuple[int, int] | None) -> tuple[int, tuple]:
@@ -209,17 +212,19 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
     rows, train_rows = {"test": ("test", None)}, None  # split -> (split read, its rows; None: all)
     if meta["has_test"] and opts.test_split != Options.test_split:  # set, and nothing to do
         warn(f"--test-split {opts.test_split:g} is not used: {root}'s test folder is the test set")
-    if not meta["has_test"]:  # held out: the same images for the same folder, fraction and seed
-        mask = splits.held_out(train_y, opts.test_split, seed)
+    names = meta["train_files"] if opts.split == splits.BY_NAME else None
+    if not meta["has_test"]:  # held out: the same images for the same files, fraction and seed
+        mask = splits.held_out(train_y, opts.test_split, seed, names)
         rows["test"] = ("train", mask.nonzero().flatten())
         train_rows = (~mask).nonzero().flatten()
     if val_split:
         n = len(train_y) if train_rows is None else len(train_rows)
-        val, kept = splits.val_rows(n, val_split, seed)
+        left = names if train_rows is None or names is None else [names[i] for i in train_rows]
+        val, kept = splits.val_rows(n, val_split, seed, left)
         rows["val"] = ("train", val if train_rows is None else train_rows[val])
         train_rows = kept if train_rows is None else train_rows[kept]
     rows["train"] = ("train", train_rows)
-    out = _selected(arrays, rows, name, (opts.test_split, val_split, seed))
+    out = _selected(arrays, rows, name, (opts.test_split, val_split, seed, opts.split))
     if not len(out["test"][1]):
         raise PtrainError(f"{root}: no usable test image (a test/ or val/ folder of class "
                           "folders, or classes of 2 images or more to hold some out)")
@@ -271,13 +276,13 @@ def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, 
     channels, size = shape(found, opts.channels, opts.image_size)
     w = cache.writer(name) if name else None
     try:
-        arrays, rows = _decode_splits(found, channels, size, w)
+        arrays, rows, names = _decode_splits(found, channels, size, w)
     except OSError as e:  # no room in the cache: decode into memory
         w.abort()
         cache.cannot_write(e)
-        arrays, rows, w = *_decode_splits(found, channels, size, None), None
+        arrays, rows, names, w = *_decode_splits(found, channels, size, None), None
     meta = {"channels": channels, "size": list(size), "skipped": found.skipped,
-            "has_test": found.test is not None}
+            "has_test": found.test is not None, "train_files": names}
     if w is not None:
         w.commit(meta, rows)
         hit = cache.load(name)
@@ -287,14 +292,17 @@ def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, 
 
 
 def _decode_splits(found: Found, channels: int, size: int, w: cache.Writer | None):
-    """Each split decoded into an array of the writer's (or of memory): (arrays, rows filled)."""
+    """Each split decoded into an array of the writer's (or of memory): (arrays, rows filled,
+    the file name of each training row, relative to the folder given)."""
     arrays, rows = {}, {}
     for split, files in (("train", found.train), ("test", found.test or [])):
         shape_ = (len(files), channels, *size)
         x = w.array(f"{split}_x", shape_, np.uint8) if w else np.empty(shape_, np.uint8)
         y = w.array(f"{split}_y", (len(files),), np.int64) if w else np.empty(len(files), np.int64)
-        labels = decode.into(x, files, found.skipped)
+        labels, kept = decode.into(x, files, found.skipped)
         y[:len(labels)] = labels
         arrays.update({f"{split}_x": x, f"{split}_y": y})
         rows.update({f"{split}_x": len(labels), f"{split}_y": len(labels)})
-    return arrays, rows
+        if split == "train":  # the names its rows are drawn by (splits.py)
+            names = [files[i][0].relative_to(found.root).as_posix() for i in kept]
+    return arrays, rows, names

@@ -112,14 +112,15 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def describe(name: str, spec, classes: list[str], listing: str = "") -> dict:
+def describe(name: str, spec, classes: list[str], listing: str = "", split: str = "") -> dict:
     """What rebuilds a model and its preprocessing without any flag (saved as "meta");
-    `spec` is the dataset's Spec; `listing`: a folder's files its splits were drawn from."""
+    `spec` is the dataset's Spec; `listing`: a folder's files its splits were drawn from,
+    `split` how (data/splits.py)."""
     return {"model": name, "dataset": spec.name, "in_channels": spec.channels,
             "num_classes": spec.num_classes, "image_size": catalog.saved_size(spec.size),
             "mean": list(spec.mean),
             "std": list(spec.std), "classes": list(classes),
-            **({"listing": listing} if listing else {})}
+            **({"listing": listing} if listing else {}), **({"split": split} if split else {})}
 
 
 # What describe() writes, by field; check_meta holds a loaded file to it. image_size: an int

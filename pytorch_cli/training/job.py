@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pytorch_cli.data import batches, catalog, datasets, folders
+from pytorch_cli.data import batches, catalog, datasets, folders, splits
 from pytorch_cli.models import adapt, checkpointing, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError
@@ -89,9 +89,11 @@ def _read(cfg: TrainConfig, resume: dict | None) -> datasets.Data:
     if resume is not None and cfg.dataset == catalog.FOLDER:  # auto (0) means the size and
         channels = channels or meta.get("in_channels", 0)  # channels the run found: from
         size = size or catalog.parse_size(meta.get("image_size", 0))  # another folder too
+    # a resumed run draws its held-out rows as it did (older runs: by a shuffle)
+    split = meta.get("split", "") if resume is not None else splits.BY_NAME
     with distributed.main_first():  # rank 0 downloads, if anything needs downloading
         data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed,
-                             folders.Options(channels, size, cfg.test_split))
+                             folders.Options(channels, size, cfg.test_split, split=split))
     if resume is not None:
         datasets.same_as_trained(meta, data, "resume")
     return data
@@ -176,9 +178,9 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     state = TrainState(model=model, raw=model, optimizer=optimizer, scheduler=scheduler,
                        scaler=scaler, lookahead_avg=average,
                        ema=copy.deepcopy(model).requires_grad_(False) if cfg.ema else None)
-    job = Job(cfg, device, data, train, val, test, state,
-              zoo.describe(cfg.model, data.spec, data.classes, data.listing), n_batches, world,
-              total_steps, amp, data_s=data_s, transfer=transfer, groups=groups, flops=flops,
+    meta = zoo.describe(cfg.model, data.spec, data.classes, data.listing, data.split)
+    job = Job(cfg, device, data, train, val, test, state, meta, n_batches, world, total_steps,
+              amp, data_s=data_s, transfer=transfer, groups=groups, flops=flops,
               frozen_norms=(adapt.frozen_norms(model, data.spec.num_classes)
                             if cfg.freeze != "none" else []),
               class_weight=_class_weight(cfg, data.train, data.spec.num_classes, device))
