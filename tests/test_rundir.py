@@ -24,6 +24,18 @@ def _make_run(path, epochs=(), config=None):
     return run
 
 
+def test_a_default_name_a_starting_run_has_locked_is_taken():
+    """A run holds its lock while it reads its data and builds its model (seconds, for a folder
+    to decode) before it writes a file: a second run started then takes NAME-2, not "in use"."""
+    starting = RunDir(rundir.root() / "cifar10")
+    starting.lock()
+    try:
+        assert rundir.choose(default="cifar10") == rundir.root() / "cifar10-2"
+    finally:
+        starting.unlock()
+    assert rundir.choose(default="cifar10") == rundir.root() / "cifar10"  # free again
+
+
 def test_default_names_count_up_and_explicit_names_are_never_reused_silently():
     assert rundir.choose(default="mnist") == rundir.root() / "mnist"
     _make_run(rundir.root() / "mnist")

@@ -84,7 +84,8 @@ def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: b
         _check_root()
     if not (run_dir or name):
         path, n = root() / default, 2
-        while holds_run(path) or path.is_file():
+        # a live run's lock counts: it writes its files only once its data and model are set up
+        while holds_run(path) or path.is_file() or files.holder(path / LOCK) is not None:
             path, n = root() / f"{default}-{n}", n + 1
         return path
     if name and not run_dir:
