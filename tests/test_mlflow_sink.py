@@ -64,6 +64,32 @@ def test_a_resume_continues_the_run_and_logs_no_step_twice(ptrain, store, tmp_pa
     assert len(train_steps) == len(set(train_steps)) > 2
 
 
+def test_a_resume_that_computes_other_values_goes_on_in_a_new_mlflow_run(ptrain, store,
+                                                                        tmp_path):
+    """Back to epoch 1's checkpoint with a longer cosine schedule: the steps after it differ
+    from what MLflow holds, which it cannot replace; a new MLflow run holds the old one's
+    history up to the checkpoint and the new values, as metrics.jsonl does."""
+    run = [*RUN, "--scheduler", "cosine", "--batch-size", "250"]  # 8 steps an epoch
+    assert ptrain("train", *run, "--epochs", "1").code == 0
+    shutil.copy(tmp_path / "r/last.pt", tmp_path / "r/epoch1.pt")
+    assert ptrain("resume", "r", "--epochs", "2").code == 0
+    old = _only_run(store).info.run_id
+    r = ptrain("resume", "r/epoch1.pt", "--epochs", "3")
+    assert r.code == 0 and (f"--mlflow: this resume from step 8 computes other values than "
+                            f"MLflow run {old} logged after it; continuing in the new") in r.err
+    runs = {x.info.run_id: x for x in store.search_runs(
+        [store.get_experiment_by_name("tests").experiment_id])}
+    [new] = set(runs) - {old}
+    assert runs[old].info.status == "KILLED" and runs[old].data.tags["ptrain.continued_in"] == new
+    assert runs[new].info.status == "FINISHED" and runs[new].data.params["epochs"] == "3.0"
+    records = read_metrics(tmp_path / "r", kinds=("train",))
+    assert _history(store, new, "LR") == [(m["step"], pytest.approx(m["lr"])) for m in records]
+    epochs = [(m["step"], m["test_acc"]) for m in read_metrics(tmp_path / "r", kinds=("epoch",))]
+    assert _history(store, new, "Accuracy/test") == epochs and epochs[0][0] == 8  # 8: copied
+    assert _history(store, old, "Accuracy/test")[0] == epochs[0]
+    assert json.loads((tmp_path / "r/trackers.json").read_text())["mlflow"] == new
+
+
 def test_an_unusable_store_is_one_line_before_training(ptrain, monkeypatch, tmp_path):
     (tmp_path / "a-file").write_text("in the way of the store's folder")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/a-file/mlflow.db")

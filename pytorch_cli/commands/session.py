@@ -85,10 +85,11 @@ def _sinks(start: Start, opts: RunOptions) -> events.Emit:
     if run_dir is not None:  # (not with --dry-run)
         from pytorch_cli.output import mlflow_sink, tensorboard_sink, wandb_sink
         config, resumed = cfg.to_dict(), start.saved is not None
+        at = position_of(start.saved).step if resumed else None
         if cfg.tensorboard:
             trackers.append(tensorboard_sink.sink(run_dir.path, config))
         if cfg.mlflow:
-            trackers.append(mlflow_sink.sink(run_dir, config, resumed))
+            trackers.append(mlflow_sink.sink(run_dir, config, at))
         if cfg.wandb:
             trackers.append(wandb_sink.sink(run_dir, config, resumed))
     return events.fanout(reporter(sys.stderr if opts.json else sys.stdout, opts.quiet),

@@ -6,7 +6,10 @@
   against the optimizer step. At the end: model.pth, config.toml, metrics.jsonl and, with the
   plot extra, curves.png as artifacts.
 - A resumed run continues its MLflow run (its id in RUN_DIR/trackers.json); the steps it had
-  logged are not logged twice (a resume computes them again, bit for bit).
+  logged after the checkpoint are not logged twice when the resume computes them again, bit for
+  bit. Where it computes other values (an earlier checkpoint resumed with another --epochs...),
+  MLflow cannot replace them: the run goes on in a new MLflow run holding the old one's history
+  up to the checkpoint, and the old one is marked KILLED, with a tag naming the new one.
 - A sweep's trials are nested runs under the sweep's own (PARENT, set by `ptrain sweep`).
 - The store unreachable at the start is one error line before any training; a failure later is
   one warning, and the run trains on (metrics.jsonl keeps every record).
@@ -26,6 +29,7 @@ from pytorch_cli.platform.events import SCALARS, Emit, best_effort
 from pytorch_cli.store.rundir import CONFIG, METRICS, MODEL, RunDir
 
 PARENT = "PTRAIN_MLFLOW_PARENT"  # the run id trials nest under (set by `ptrain sweep`)
+TIMINGS = {"Throughput/images_per_s", "Throughput/images_per_s_epoch"}  # differ in a replay
 STATUS = {"end": "FINISHED", "stop": "KILLED", "abort": "FAILED"}  # a stop resumes: RUNNING
 
 
@@ -68,10 +72,28 @@ def _params(config: dict) -> list:
     return [Param(k, str(v)[:6000]) for k, v in config.items() if v is not None]
 
 
-def _logged_up_to(mlflow_client, run) -> int:
-    """The last step the run has any metric at (-1: none)."""
-    return max((m.step for k in run.data.metrics
-                for m in mlflow_client.get_metric_history(run.info.run_id, k)), default=-1)
+def _history(mlflow_client, run) -> dict[tuple[str, int], float]:
+    """(metric, step) -> the value the run holds (the last logged, where a step has several)."""
+    return {(k, m.step): m.value for k in run.data.metrics
+            for m in sorted(mlflow_client.get_metric_history(run.info.run_id, k),
+                            key=lambda m: m.timestamp)}
+
+
+def _branch(mlflow_client, old: str, run_dir: RunDir, config: dict,
+            held: dict[tuple[str, int], float], at: int) -> str:
+    """A new MLflow run holding `held`'s history up to step `at`, continuing the old one."""
+    from mlflow.entities import Metric
+    new = _open(mlflow_client, run_dir, config, None)[0]
+    kept = [Metric(k, v, 0, step) for (k, step), v in sorted(held.items()) if step <= at]
+    for i in range(0, len(kept), 1000):  # log_batch takes at most 1000 metrics a call
+        mlflow_client.log_batch(new, metrics=kept[i:i + 1000])
+    mlflow_client.set_tag(old, "ptrain.continued_in", new)
+    mlflow_client.set_terminated(old, "KILLED")
+    run_dir.remember_tracker("mlflow", new)
+    warn(f"--mlflow: this resume from step {at} computes other values than MLflow run {old} "
+         f"logged after it; continuing in the new MLflow run {new} (with {old}'s history up "
+         f"to step {at})")
+    return new
 
 
 def _found(mlflow_client, run_id: str):
@@ -86,14 +108,15 @@ def _found(mlflow_client, run_id: str):
     return run if run.info.lifecycle_stage != "deleted" else None
 
 
-def _open(mlflow_client, run_dir: RunDir, config: dict, resumed: bool) -> tuple[str, int]:
-    """(the MLflow run's id, the last step it already holds): continued, or created with the
-    config as its params."""
-    saved = run_dir.tracker_id("mlflow") if resumed else None
+def _open(mlflow_client, run_dir: RunDir, config: dict,
+          resumed_at: int | None) -> tuple[str, dict[tuple[str, int], float]]:
+    """(the MLflow run's id, the history it already holds): continued (resumed from the
+    checkpoint of step resumed_at), or created with the config as its params."""
+    saved = run_dir.tracker_id("mlflow") if resumed_at is not None else None
     found = _found(mlflow_client, saved) if saved else None
     if found is not None:
         mlflow_client.update_run(saved, status="RUNNING")
-        return saved, _logged_up_to(mlflow_client, found)
+        return saved, _history(mlflow_client, found)
     if saved:  # another store (MLFLOW_TRACKING_URI changed), or the run was deleted
         warn(f"--mlflow: the run's MLflow run {saved} is not in this store; logging to a new one")
     parent = os.environ.get(PARENT)
@@ -102,7 +125,7 @@ def _open(mlflow_client, run_dir: RunDir, config: dict, resumed: bool) -> tuple[
     params = _params(config)
     for i in range(0, len(params), 100):  # log_batch takes at most 100 params a call
         mlflow_client.log_batch(run.info.run_id, params=params[i:i + 100])
-    return run.info.run_id, -1
+    return run.info.run_id, {}
 
 
 def _artifacts(mlflow_client, run_id: str, run_dir: RunDir) -> None:
@@ -117,22 +140,28 @@ def _artifacts(mlflow_client, run_id: str, run_dir: RunDir) -> None:
             mlflow_client.log_artifact(run_id, str(curves))
 
 
-def sink(run_dir: RunDir, config: dict, resumed: bool) -> Emit:
-    """The MLflow run opens now, so an unreachable store stops the run before it trains."""
+def sink(run_dir: RunDir, config: dict, resumed_at: int | None) -> Emit:
+    """The MLflow run opens now, so an unreachable store stops the run before it trains.
+    resumed_at: the step of the checkpoint a resume continues from (None: a new run)."""
     try:
         mlflow_client = client()  # (it opens the store: a SQLite file's folder is made here)
-        run_id, done = _open(mlflow_client, run_dir, config, resumed)
+        run_id, held = _open(mlflow_client, run_dir, config, resumed_at)
     except Exception as e:  # MLflow's own, the database driver's, the HTTP client's, OSError
         raise _store_error(e) from None
+    done = max((step for _, step in held), default=-1)  # logged: replayed, not logged again
 
     def log(r: dict) -> None:
         from mlflow.entities import Metric
+        nonlocal run_id, done
         kind = r["kind"]
         if kind == "start":
             run_dir.remember_tracker("mlflow", run_id)
         now = int(time.time() * 1000)
         metrics = [Metric(name, float(r[key]), now, r["step"])
                    for key, name in SCALARS.get(kind, ()) if r.get(key) is not None]
+        if metrics and r["step"] <= done and any(held.get((m.key, m.step)) != m.value
+                                                 for m in metrics if m.key not in TIMINGS):
+            run_id, done = _branch(mlflow_client, run_id, run_dir, config, held, resumed_at), -1
         if metrics and r["step"] > done:
             mlflow_client.log_batch(run_id, metrics=metrics)
         if kind == "end" and not r.get("stopped") and not r.get("dry_run"):
