@@ -1,5 +1,6 @@
 import os
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,33 @@ def test_val_split_is_seeded_and_disjoint():
 def test_val_split_that_leaves_no_training_images_is_a_usage_error():
     with pytest.raises(UsageError, match=r"--val-split 0.9999 leaves no training images"):
         load("fake", val_split=0.9999)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_a_copy_missing_one_file_names_it(tmp_path, dataset):
+    """3 of MNIST's 4 files (or 5 of CIFAR-10's 6): the one missing is named, not "none found"."""
+    if dataset == "mnist":
+        write_mnist(tmp_path)
+        (tmp_path / "train-labels-idx1-ubyte.gz").unlink()
+        said = f"mnist: {tmp_path} holds 3 of its 4 files; missing: train-labels-idx1-ubyte(.gz)"
+    else:
+        write_cifar10_binary(tmp_path)
+        (tmp_path / "cifar-10-batches-bin" / "data_batch_3.bin").unlink()
+        said = (f"cifar10: {tmp_path / 'cifar-10-batches-bin'} holds 5 of its 6 files; "
+                "missing: data_batch_3.bin")
+    for download in (False, True):  # never a download beside a damaged copy
+        with pytest.raises(PtrainError, match=re.escape(said)):
+            load(dataset, data_dir=str(tmp_path), download=download)
+
+
+def test_a_cifar_file_cut_at_a_record_boundary_is_named_in_a_warning(tmp_path, capsys):
+    """Five whole batches of the original 10,000 images and a test file cut to 3 records: a
+    warning names it; a subset made on purpose (every file smaller) reads quietly."""
+    write_cifar10_binary(tmp_path / "subset")
+    assert len(load("cifar10", data_dir=str(tmp_path / "subset")).test) == 200
+    assert "warning" not in capsys.readouterr().err
+    write_cifar10_binary(tmp_path, per_batch=10_000, n_test=3)
+    d = load("cifar10", data_dir=str(tmp_path))
+    assert len(d.train) == 50_000 and len(d.test) == 3
+    assert ("test_batch.bin (3) images, where the original files hold 10,000 a training file "
+            "and 10,000 the test file") in capsys.readouterr().err

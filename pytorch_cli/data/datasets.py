@@ -147,10 +147,17 @@ def _find_cifar(root: Path, spec: Spec):
 
 def _read_cifar(found, spec: Spec) -> tuple[Split, Split, list[str]]:
     folder, train_files, test_file, meta, label = found
+    short, whole = [], 0
 
-    def read(names: list[str]) -> Split:
+    def read(names: list[str], original: int) -> Split:
+        nonlocal whole
         parts = [readers.cifar_pickle(folder / name, label, spec) if isinstance(label, str)
                  else readers.cifar_binary(folder / name, label, spec) for name in names]
+        for name, (_, y) in zip(names, parts):
+            if len(y) == original // len(names):
+                whole += 1
+            else:
+                short.append(f"{name} ({len(y):,})")
         return Split(torch.from_numpy(np.concatenate([x for x, _ in parts])),
                      torch.from_numpy(np.concatenate([y for _, y in parts])))
 
@@ -159,7 +166,13 @@ def _read_cifar(found, spec: Spec) -> tuple[Split, Split, list[str]]:
         key = ("label_names" if spec.name == "cifar10" else "fine_label_names"
                ) if isinstance(label, str) else ""
         classes = readers.class_names(folder / meta, spec, key)
-    return read(train_files), read([test_file]), classes
+    train, test = read(train_files, 50_000), read([test_file], 10_000)
+    if short and whole and distributed.world().main:  # some files whole, some not: a file cut
+        # at a record boundary reads as a smaller batch (all smaller: a subset made on purpose)
+        warn(f"{spec.name}: {folder}: {', '.join(short)} images, where the original files "
+             f"hold {50_000 // len(train_files):,} a training file and 10,000 the test file; "
+             "replace any file that is not whole")
+    return train, test, classes
 
 
 def _fake() -> tuple[Split, Split, list[str]]:
@@ -173,6 +186,22 @@ def _fake() -> tuple[Split, Split, list[str]]:
         return Split((x * 255).round().to(torch.uint8), labels)
 
     return make(2000), make(500), [str(i) for i in range(10)]
+
+
+def _partial(spec: Spec, root: Path) -> str | None:
+    """Where a folder under root holds some of the dataset's files but not all: which lack."""
+    if spec.name in ("mnist", "fashion-mnist"):
+        sets = [(f, MNIST_FILES, ".gz") for f in (root, root / "raw", root / spec.tv_class / "raw")]
+    else:
+        sets = [(f, [*train, test], "") for name, train, test, *_ in CIFAR_LAYOUTS[spec.name]
+                for f in (root / name, root)]
+    for folder, names, gz in sets:
+        missing = [n for n in names if not (folder / n).is_file()
+                   and not (gz and (folder / f"{n}{gz}").is_file())]
+        if 0 < len(missing) < len(names):
+            return (f"{folder} holds {len(names) - len(missing)} of its {len(names)} files; "
+                    f"missing: {', '.join(n + ('(.gz)' if gz else '') for n in missing)}")
+    return None
 
 
 def _locate(spec: Spec, root: Path):
@@ -211,6 +240,10 @@ def _read(spec: Spec, data_dir: str, download: bool) -> tuple[Split, Split, list
         return *_fake(), "generated"
     dirs = search_dirs(spec.name, data_dir)
     located = next(filter(None, (_locate(spec, d) for d in dirs)), None)
+    partial = None if located else next(filter(None, (_partial(spec, d) for d in dirs)), None)
+    if partial:  # a copy missing a file: no download beside it
+        raise PtrainError(f"{spec.name}: {partial}; copy what is missing there from the "
+                          "original files")
     if not located:
         if not download:
             raise PtrainError(
