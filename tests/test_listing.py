@@ -79,6 +79,7 @@ def _epoch(i, acc, **more):
             ("interrupted", "aborted"),
         ),
         ([_epoch(1, 0.5)], [MODEL], ("finished", "")),  # a run from before end records were kept
+        ([], [MODEL, LAST], ("unknown", "no records")),  # metrics.jsonl gone: nothing to go by
         # resumed after a stop, then finished: the last word counts
         (
             [START, {"kind": "stop", "reason": "SIGINT", "step": 3}, START, {"kind": "end"}],
@@ -105,6 +106,17 @@ def test_summary_sorting_and_nested_runs(tmp_path):
     assert found[0]["best_acc"] == 0.95 and found[0]["best_on"] == "val" and found[0]["resumable"]
     assert [r["run"] for r in listing.list_runs(tmp_path, "acc")] == ["sweep/b", "a"]
     assert [r["run"] for r in listing.list_runs(tmp_path, "name")] == ["a", "sweep/b"]
+
+
+def test_runs_behind_links_to_folders_are_listed_once_and_loops_end(tmp_path):
+    """runs/big -> /scratch/big (a run kept on another disk) is listed, once: a link back up
+    to runs/ inside it lists nothing more."""
+    _run(tmp_path / "scratch" / "big", START, {"kind": "end"}, files_=[MODEL])
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "big").symlink_to(tmp_path / "scratch" / "big")
+    (tmp_path / "runs" / "big" / "loop").symlink_to(tmp_path / "runs")
+    _run(tmp_path / "runs" / "here", START)
+    assert [r["run"] for r in listing.list_runs(tmp_path / "runs", "name")] == ["big", "here"]
 
 
 def test_a_lock_held_by_a_live_process_means_running_and_dies_with_it(tmp_path):

@@ -12,6 +12,7 @@ Status, from the lock and the last start/stop/end/abort record of metrics.jsonl:
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def status(run: RunDir, records: list[dict]) -> tuple[str, str]:
     pid = files.holder(run.file(LOCK))
     if pid is not None:
         return "running", f"pid {pid}" if pid > 0 else ""
+    if not records:  # metrics.jsonl missing, empty or unreadable: nothing says how it ended
+        return "unknown", "no records"
     resumable = run.file(LAST).exists()
     last = next((r for r in reversed(records) if r.get("kind") in ENDINGS), None)
     model = run.file(MODEL)
@@ -112,8 +115,18 @@ def summary(path: Path, root: Path) -> dict:
 
 
 def find(root: Path) -> list[Path]:
-    """Run directories at any depth under root (sweeps nest them), root itself included."""
-    found = {p.parent for name in (CONFIG, METRICS) for p in root.rglob(name)}
+    """Run directories at any depth under root (sweeps nest them), root itself included.
+    Links to folders are followed (runs/big -> /scratch/big), each real folder once."""
+    found, seen = set(), set()
+    for parent, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(parent)
+        if real in seen:  # a loop, or a second link to a folder listed already
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()  # the same links win on every listing
+        if CONFIG in names or METRICS in names:
+            found.add(Path(parent))
     return sorted(found)
 
 
