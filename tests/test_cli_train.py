@@ -174,7 +174,10 @@ def test_messages_count_in_words(ptrain):
     assert r.code == 2 and "already finished its 1 epoch;" in r.err
     # 10 of an epoch's 32 steps, and 1.5 epochs: what trained, not the epochs begun
     for flags, said, listed in ((["--max-steps", "10"], "after 0.31 epochs,", "0.31/2"),
-                                (["--epochs", "1.5"], "after 1.5 epochs,", "1.5/1.5")):
+                                (["--epochs", "1.5"], "after 1.5 epochs,", "1.5/1.5"),
+                                # 1 of 2,000 steps: never "0 epochs"
+                                (["--max-steps", "1", "--batch-size", "1"], "after 0.0005 epochs,",
+                                 "0.0005/2")):
         r = ptrain("train", *FAST, *flags, "--run-dir", "cut")
         assert said in r.out, r.out
         row = next(x for x in ptrain("runs", ".").out.splitlines() if x.startswith("cut "))

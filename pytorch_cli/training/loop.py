@@ -89,7 +89,9 @@ def _epochs(job: Job, resumed: bool) -> dict:
     if pos.early_stop and not stopped:
         job.emit(_early_stop_record(job))
     summary = {k: v for k, v in result.items() if k != "kind"}
-    trained = min(round(pos.step / job.steps_per_epoch, 2), job.cfg.epochs)  # a --max-steps cut
+    trained = pos.step / job.steps_per_epoch  # a --max-steps cut: 0.31, or 0.0002 (one step of
+    trained = min(round(trained, 2) if trained >= 0.01 else float(f"{trained:.1g}"),  # CIFAR's
+                  job.cfg.epochs)  # 5,000 at batch 10), never "0 epochs"
     summary.update({"epochs_trained": trained,
                     "best_acc": pos.best_acc, "step": pos.step, "device": str(job.device),
                     "train_s_total": pos.train_s, "compile_s": job.watch.seconds,
