@@ -1,12 +1,16 @@
 """setup(): the job's batch and step counts, the resolved config, seeding and lookahead."""
 
+import copy
 import math
+import re
 
 import pytest
 import torch
 
 from pytorch_cli.data import catalog
+from pytorch_cli.platform.errors import PtrainError
 from pytorch_cli.settings.config import TrainConfig
+from pytorch_cli.training.epoch import train_epoch
 from pytorch_cli.training.job import setup
 
 
@@ -125,3 +129,27 @@ def test_a_net_the_images_are_too_small_for_is_one_line_before_anything_is_writt
     assert r.code == 2 and r.err.startswith("ptrain: error: --model lenet cannot take 8x8 "
                                             "images (") and "Traceback" not in r.err
     assert "--image-size N or HxW" in r.err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("craft,said", [
+    (lambda s: s["optimizer"]["state"][0].update(momentum_buffer=torch.zeros(7)),
+     "its 'momentum_buffer' of shape (7,) is for another parameter than one of shape "
+     "(10, 1, 5, 5)"),
+    (lambda s: s["optimizer"]["param_groups"][0].update(lr="x"),
+     "group 0's 'lr' is 'x', not a finite number"),
+    (lambda s: s["optimizer"]["param_groups"][0].update(lr=float("nan")),  # not "a lower --lr"
+     "group 0's 'lr' is nan, not a finite number"),
+    (lambda s: s["position"].update(batch=10**6),
+     "at batch 1000000 of an epoch of 32 batches here"),
+])
+def test_a_saved_state_its_step_would_fail_on_or_misuse_is_refused_at_setup(craft, said):
+    """Fields the checkpoint checks cannot judge without the model and data: an optimizer
+    state for other shapes (it failed at the first step, "unexpected"), a hyperparameter that
+    is no number (a NaN LR was blamed on --lr), a position past the epoch (an empty epoch 3)."""
+    cfg = TrainConfig(dataset="fake", device="cpu", momentum=0.9, epochs=2, max_steps=2)
+    job = setup(cfg)
+    train_epoch(job, 1)  # 2 steps: the optimizer holds its momentum
+    saved = copy.deepcopy(job.state.state_dict())
+    craft(saved)
+    with pytest.raises(PtrainError, match=re.escape(said)):
+        setup(cfg, saved)

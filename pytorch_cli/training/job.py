@@ -127,17 +127,25 @@ def _class_weight(cfg: TrainConfig, train: datasets.Split, classes: int, device:
     return (len(train) / (classes * counts.clamp(min=1))).float().to(device)
 
 
-def _load(state: TrainState, resume: dict, cfg: TrainConfig, groups: list[list]) -> None:
+def _load(state: TrainState, resume: dict, cfg: TrainConfig, groups: list[list],
+          n_batches: int) -> None:
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in state.optimizer.param_groups]
     try:
         freezing.as_saved(cfg, state.optimizer, groups, resume["optimizer"])
         state.load_state_dict(resume)
-    except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
         # prepare.training_state checked the fields and the weights; what is left is an
         # optimizer or schedule state for other parameters than this model's
-        detail = " ".join(str(e).split())[:200]
+        problem = optim.unfit_state(state.optimizer, fresh)
+    except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        problem = f"{type(e).__name__}: " + " ".join(str(e).split())[:200]
+    if problem:
         raise PtrainError(f"the saved training state does not fit this {cfg.model} run "
-                          f"({type(e).__name__}: {detail}); it is damaged or from another "
-                          "run: resume from another checkpoint, or start afresh") from None
+                          f"({problem}); it is damaged or from another run: resume from "
+                          "another checkpoint, or start afresh")
+    if state.pos.batch > n_batches:  # an epoch of this many batches never reached it
+        raise PtrainError(f"the saved training state is at batch {state.pos.batch} of an epoch "
+                          f"of {n_batches} batches here: it is damaged, or from another "
+                          "training set; resume from another checkpoint, or start afresh")
 
 
 def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
@@ -185,7 +193,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
                             if cfg.freeze != "none" else []),
               class_weight=_class_weight(cfg, data.train, data.spec.num_classes, device))
     if resume is not None:
-        _load(state, resume, cfg, groups)
+        _load(state, resume, cfg, groups, n_batches)
     freezing.apply(cfg, optimizer, groups, position_of(resume).epoch if resume else 0)
     if cfg.compile:  # in place: the saved keys stay the plain module's
         model.compile(backend=cfg.compile_backend,

@@ -109,6 +109,29 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
                 state["step"] = state["step"].to(p.device, torch.float32)
 
 
+def unfit_state(optimizer: torch.optim.Optimizer, fresh: list[dict]) -> str:
+    """What a loaded optimizer state has that its step would fail on, or silently use: a
+    hyperparameter that is no finite number where the fresh groups (`fresh`, without params)
+    had one, or a state tensor of another shape than its parameter; "" when it fits."""
+    import torch
+
+    def finite(v) -> bool:
+        if isinstance(v, (tuple, list)):
+            return all(finite(x) for x in v)
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    for i, (group, mine) in enumerate(zip(optimizer.param_groups, fresh)):
+        for key, value in mine.items():
+            if finite(value) and not finite(group.get(key)):
+                return f"group {i}'s {key!r} is {group.get(key)!r}, not a finite number"
+    for group in optimizer.param_groups:
+        for p in group["params"]:  # (the step count is the one tensor not shaped as its param)
+            for key, value in optimizer.state.get(p, {}).items():
+                if key != "step" and torch.is_tensor(value) and value.shape != p.shape:
+                    return (f"its {key!r} of shape {tuple(value.shape)} is for another "
+                            f"parameter than one of shape {tuple(p.shape)}")
+    return ""
+
+
 def lr_factor(cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
     """The schedule as a function of the optimizer step: linear warmup from --warmup-start, then
     the schedule's factor (none: constant; step: times --gamma every epoch, like the examples'
