@@ -2,9 +2,11 @@
 folder is decoded again, `ptrain cache --clear` empties it, and a cache it cannot write costs a
 warning, never the run."""
 
+import json
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pytorch_cli.data import cache, catalog, datasets, folders
@@ -72,6 +74,29 @@ def test_a_damaged_entry_is_decoded_again_and_replaced(tmp_path, capsys):
     assert "unreadable" in capsys.readouterr().err
     assert np.array_equal(first.train.images, again.train.images)
     assert _load(root) is not None and "unreadable" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["rows a list", "channels", "labels"])
+def test_an_entry_that_disagrees_with_itself_or_the_folder_is_decoded_again(tmp_path, capsys,
+                                                                            damage):
+    """A meta.json of the wrong shape ended in an 'unexpected' error, one naming other
+    channels than its arrays' in a conv error, labels changed in the cache blamed the user's
+    folder: each is an unreadable entry, decoded again."""
+    root = _folder(tmp_path / "imgs")
+    first = _load(root)
+    entry = cache.entries()[0]
+    meta = json.loads((entry / cache.META).read_text())
+    if damage == "rows a list":
+        meta["rows"] = [1, 2]
+    elif damage == "channels":
+        meta["channels"] = 3  # of gray arrays
+    else:
+        np.save(entry / "train_y.npy", np.full(len(first.train) + len(first.test), 7))
+    (entry / cache.META).write_text(json.dumps(meta))
+    again = _load(root)
+    assert f"the decode cache entry {entry} is unreadable" in capsys.readouterr().err
+    assert np.array_equal(first.train.images, again.train.images)
+    assert np.array_equal(first.train.labels, again.train.labels)
 
 
 def _mapped_from(tensor) -> str:

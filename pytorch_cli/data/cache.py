@@ -51,10 +51,11 @@ def derived_key(name: str, *params) -> str:
     return f"{name}/{hashlib.sha256(json.dumps(params).encode()).hexdigest()[:12]}"
 
 
-def load(name: str) -> tuple[dict[str, np.ndarray], dict] | None:
-    """(arrays, meta) of an entry, or None if there is none (or it is unreadable). The arrays
-    are copy-on-write memory maps: writable in memory (torch takes them as they are), while
-    the file is never changed; each is cut to the rows meta["rows"] says were filled."""
+def load(name: str, check=None) -> tuple[dict[str, np.ndarray], dict] | None:
+    """(arrays, meta) of an entry, or None if there is none (or it is unreadable, or `check`,
+    given arrays and meta, says what in it disagrees). The arrays are copy-on-write memory
+    maps: writable in memory (torch takes them as they are), while the file is never changed;
+    each is cut to the rows meta["rows"] says were filled."""
     entry = root() / name
     if not entry.is_dir():
         return None
@@ -62,11 +63,14 @@ def load(name: str) -> tuple[dict[str, np.ndarray], dict] | None:
         meta = json.loads((entry / META).read_text())
         arrays = {k: np.load(entry / f"{k}.npy", mmap_mode="c")[:rows]
                   for k, rows in meta["rows"].items()}
+        problem = check(arrays, meta) if check else ""
+        if problem:
+            raise ValueError(problem)
         os.utime(root() / name.split("/")[0])  # used: the last to be evicted
         return arrays, meta
-    except (OSError, ValueError, KeyError, TypeError) as e:  # damaged: decode again, replace it
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
         warn(f"the decode cache entry {entry} is unreadable ({e}); decoding the folder again")
-        shutil.rmtree(entry, ignore_errors=True)
+        shutil.rmtree(entry, ignore_errors=True)  # damaged: decoded again, replaced
         return None
 
 

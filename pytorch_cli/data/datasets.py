@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pytorch_cli.data import catalog, folders, readers, splits
+from pytorch_cli.data import catalog, folder_arrays, folders, readers, splits
 from pytorch_cli.data.catalog import SPECS, Spec
 from pytorch_cli.platform import distributed
 from pytorch_cli.platform.errors import PtrainError, UsageError, plural, warn
@@ -269,7 +269,7 @@ def _read_folder(data_dir: str, opts: folders.Options, seed: int, val_split: flo
         raise UsageError("--dataset folder needs --data-dir DIR: a folder of class subfolders "
                          "(or of train/ and test/ ones)")
     root = Path(data_dir).expanduser()
-    got = folders.read(root, opts, seed, val_split)
+    got = folder_arrays.read(root, opts, seed, val_split)
     if got.skipped and distributed.world().main:
         first = "; ".join(got.skipped[:3]) + ("; ..." if len(got.skipped) > 3 else "")
         warn(f"{root}: skipped {plural(len(got.skipped), 'file')} that are no usable image "

@@ -1,0 +1,156 @@
+"""A found folder (folders.find) as arrays: decoded once at the run's channels and size, or
+read from the decode cache when nothing it depends on changed (cache.py), then split into the
+run's training, validation and test rows (splits.py)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pytorch_cli.data import cache, decode, splits
+from pytorch_cli.data.folders import Found, Options, check_classes, find, shape
+from pytorch_cli.platform.errors import PtrainError, warn
+
+Arrays = tuple[torch.Tensor, torch.Tensor]  # (N, C, H, W) uint8 images, (N,) int64 labels
+
+
+@dataclass
+class Read:
+    """A folder as a run reads it: its splits (val None without --val-split), classes, the
+    run's channels and size, the files skipped, the digest of what its splits are drawn from."""
+    train: Arrays
+    val: Arrays | None
+    test: Arrays
+    classes: list[str]
+    channels: int
+    size: tuple[int, int]  # (height, width)
+    skipped: list[str]
+    listing: str = ""  # splits.listing; "" where nothing is drawn (test/, no --val-split)
+
+
+def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
+    """The folder at root, split: decoded, or from the decode cache when nothing it depends on
+    changed. Splits are row numbers of the decoded arrays (splits.py), written as an entry of
+    their own, so a cached folder's splits are memory maps too, never a copy in memory."""
+    found = find(root)
+    arrays, meta, name = _decoded(found, opts)
+    train_y = torch.from_numpy(arrays["train_y"])
+    check_classes(found.classes, train_y, root / "train" if meta["has_test"] else root)
+    rows, train_rows = {"test": ("test", None)}, None  # split -> (split read, its rows; None: all)
+    if meta["has_test"] and opts.test_split != Options.test_split:  # set, and nothing to do
+        warn(f"--test-split {opts.test_split:g} is not used: {root}'s test folder is the test set")
+    names = meta["train_files"] if opts.split == splits.BY_NAME else None
+    if not meta["has_test"]:  # held out: the same images for the same files, fraction and seed
+        mask = splits.held_out(train_y, opts.test_split, seed, names)
+        rows["test"] = ("train", mask.nonzero().flatten())
+        train_rows = (~mask).nonzero().flatten()
+    if val_split:
+        n = len(train_y) if train_rows is None else len(train_rows)
+        left = names if train_rows is None or names is None else [names[i] for i in train_rows]
+        val, kept = splits.val_rows(n, val_split, seed, left)
+        rows["val"] = ("train", val if train_rows is None else train_rows[val])
+        train_rows = kept if train_rows is None else train_rows[kept]
+    rows["train"] = ("train", train_rows)
+    out = _selected(arrays, rows, name, (opts.test_split, val_split, seed, opts.split))
+    if not len(out["test"][1]):
+        raise PtrainError(f"{root}: no usable test image (a test/ or val/ folder of class "
+                          "folders, or classes of 2 images or more to hold some out)")
+    return Read(out["train"], out.get("val"), out["test"], found.classes, meta["channels"],
+                tuple(meta["size"]), meta["skipped"],  # what its splits are drawn from:
+                splits.listing(found.train, root) if not meta["has_test"] or val_split else "")
+
+
+def _selected(arrays: dict, rows: dict, name: str | None, params: tuple) -> dict[str, Arrays]:
+    """split -> (images, labels): rows (None: all) of a decoded split's arrays; from a cache
+    entry of their own where any split is a selection (made once per folder, split and seed)."""
+    def pick(source: str, index: torch.Tensor | None) -> Arrays:
+        x, y = (torch.from_numpy(arrays[f"{source}_{k}"]) for k in ("x", "y"))
+        return (x, y) if index is None else (x.index_select(0, index), y[index])
+    if all(index is None for _, index in rows.values()) or name is None:
+        return {split: pick(*how) for split, how in rows.items()}
+    derived = cache.derived_key(name, *params)
+    hit = cache.load(derived)
+    if hit is None and (w := cache.writer(derived)) is not None:
+        try:
+            for split, (source, index) in rows.items():
+                x, y = arrays[f"{source}_x"], arrays[f"{source}_y"]
+                index = torch.arange(len(y)) if index is None else index
+                cache.copy_rows(w.array(f"{split}_x", (len(index), *x.shape[1:]), np.uint8), x,
+                                index.numpy())
+                w.array(f"{split}_y", (len(index),), np.int64)[:] = y[index.numpy()]
+            w.commit({})
+            hit = cache.load(derived)
+        except OSError as e:
+            w.abort()
+            cache.cannot_write(e)
+    if hit is None:
+        return {split: pick(*how) for split, how in rows.items()}
+    return {split: (torch.from_numpy(hit[0][f"{split}_x"]), torch.from_numpy(hit[0][f"{split}_y"]))
+            for split in rows}
+
+
+def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, str | None]:
+    """(arrays train_x/_y and test_x/_y, meta, cache key or None), from the cache or decoded
+    (into the cache's memory maps where it can be written, else into memory)."""
+    try:
+        name = cache.key([("train", found.train), ("test", found.test or [])], found.skipped,
+                         opts.channels, opts.image_size)
+    except OSError:  # a file gone since the listing: no key; decode what is there
+        name = None
+    hit = cache.load(name, functools.partial(_disagrees, found)) if name else None
+    if hit is not None:
+        return (*hit, name)
+    channels, size = shape(found, opts.channels, opts.image_size)
+    w = cache.writer(name) if name else None
+    try:
+        arrays, rows, names = _decode_splits(found, channels, size, w)
+    except OSError as e:  # no room in the cache: decode into memory
+        w.abort()
+        cache.cannot_write(e)
+        arrays, rows, names, w = *_decode_splits(found, channels, size, None), None
+    meta = {"channels": channels, "size": list(size), "skipped": found.skipped,
+            "has_test": found.test is not None, "train_files": names}
+    if w is not None:
+        w.commit(meta, rows)
+        hit = cache.load(name)
+        if hit is not None:
+            return (*hit, name)
+    return {k: a[:rows[k]] for k, a in arrays.items()}, meta, None
+
+
+def _disagrees(found: Found, arrays: dict[str, np.ndarray], meta: dict) -> str:
+    """What in a cache entry disagrees with itself or with the folder's listing (a damaged
+    entry: it would train on other shapes or labels, or blame the folder); "" if nothing."""
+    shape_ = [meta["channels"], *meta["size"]]
+    for split, files in (("train", found.train), ("test", found.test or [])):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if list(x.shape[1:]) != shape_ or y.shape != x.shape[:1] or len(y) > len(files):
+            return f"its {split} arrays are {x.shape} and {y.shape} for {len(files)} files"
+        listed = np.bincount([label for _, label in files], minlength=len(found.classes))
+        if len(y) and (y.min() < 0 or y.max() >= len(found.classes)
+                       or (np.bincount(y, minlength=len(listed)) > listed).any()):
+            return f"its {split} labels are not the folder's"
+    if len(meta["train_files"]) != len(arrays["train_y"]):
+        return "its file names are not its rows'"
+    return ""
+
+
+def _decode_splits(found: Found, channels: int, size: int, w: cache.Writer | None):
+    """Each split decoded into an array of the writer's (or of memory): (arrays, rows filled,
+    the file name of each training row, relative to the folder given)."""
+    arrays, rows = {}, {}
+    for split, files in (("train", found.train), ("test", found.test or [])):
+        shape_ = (len(files), channels, *size)
+        x = w.array(f"{split}_x", shape_, np.uint8) if w else np.empty(shape_, np.uint8)
+        y = w.array(f"{split}_y", (len(files),), np.int64) if w else np.empty(len(files), np.int64)
+        labels, kept = decode.into(x, files, found.skipped)
+        y[:len(labels)] = labels
+        arrays.update({f"{split}_x": x, f"{split}_y": y})
+        rows.update({f"{split}_x": len(labels), f"{split}_y": len(labels)})
+        if split == "train":  # the names its rows are drawn by (splits.py)
+            names = [files[i][0].relative_to(found.root).as_posix() for i in kept]
+    return arrays, rows, names
