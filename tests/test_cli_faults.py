@@ -226,6 +226,18 @@ def test_a_json_reader_that_goes_away_is_one_line_and_exit_141(tmp_path):
     assert "Traceback" not in done.stderr and (tmp_path / "r/model.pth").exists()
 
 
+def test_a_listing_whose_reader_goes_away_ends_quietly_as_ls_does(tmp_path):
+    """`ptrain runs | head`: head leaving is what it is for; exit 141, and no error line."""
+    (tmp_path / "runs/a").mkdir(parents=True)
+    (tmp_path / "runs/a/config.toml").write_text('dataset = "fake"\n')
+    read, write = os.pipe()
+    os.close(read)
+    done = subprocess.run([*PY, "runs"], cwd=tmp_path, stdout=write, stderr=subprocess.PIPE,
+                          text=True, timeout=60)
+    os.close(write)
+    assert done.returncode == 141 and done.stderr == ""
+
+
 def test_closed_stdout_is_no_crash_and_the_run_is_made(ptrain, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdout", None)  # what Python sets when started with >&-
     assert ptrain("train", "--dataset", "fake", "--epochs", "1", "--max-steps", "2").code == 0

@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
+TRAINING = {"train", "resume", "sweep", "lr-find"}  # commands whose output ends a run's story
+
+
 def _run(argv: list[str]) -> int:
     """The command's exit code."""
     debug = "--debug" in argv or os.environ.get("PTRAIN_DEBUG", "") not in ("", "0")
@@ -267,8 +270,10 @@ def _run(argv: list[str]) -> int:
     except BrokenPipeError:  # `ptrain ... | head`, or a --json reader that exited
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # the exit's flush goes nowhere, quietly
-        print("ptrain: error: the reader of standard output went away (broken pipe); what was "
-              "left to print is lost", file=sys.stderr)
+        command = next((a for a in argv if not a.startswith("-")), "")
+        if command in TRAINING:  # a run's summary is lost: say so; a listing's end, as `ls`
+            print("ptrain: error: the reader of standard output went away (broken pipe); what "
+                  "was left to print is lost", file=sys.stderr)
         return 141  # 128 + SIGPIPE: what a shell reports for a writer its pipe killed
     except Exception as e:  # disk full, permissions (OSError names the file), or a bug
         if debug:
