@@ -43,6 +43,19 @@ def test_eval_prints_the_accuracy_train_printed(ptrain, tmp_path):
     assert set(e["per_class_acc"]) == {str(i) for i in range(10)} and "top5_acc" not in e
 
 
+@pytest.mark.parametrize("precision", ["bf16"])  # (16 on a CPU: the same path, 20x slower)
+def test_eval_of_a_mixed_precision_run_evaluates_as_its_training_did(ptrain, precision):
+    """Training evaluates under its autocast: eval does too (on fake data in bf16, 21.20%
+    where float32 gives 21.80%), and --precision 32 asks for float32."""
+    r = ptrain("train", "--dataset", "fake", "--epochs", "1", "--precision", precision,
+               "--run-dir", "r", "--json")
+    trained = r.json()["test_acc"]
+    e = ptrain("eval", "r", "--json").json()
+    assert e["acc"] == trained and e["precision"] == precision
+    full = ptrain("eval", "r", "--json", "--precision", "32").json()
+    assert full["precision"] == "32" and full["loss"] != e["loss"]
+
+
 class ExamplesNet(nn.Module):
     """pytorch/examples mnist/main.py's Net, verbatim in structure."""
 

@@ -24,6 +24,7 @@ from pytorch_cli.output.report import print_eval
 from pytorch_cli.platform import events, signals
 from pytorch_cli.platform.errors import PtrainError, UsageError, plural
 from pytorch_cli.settings import config as configlib
+from pytorch_cli.settings.declare import declared
 from pytorch_cli.store import export
 
 ENV_HELP = """Environment: PTRAIN_DATA_DIR (where datasets are looked for before ./data),
@@ -42,6 +43,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_mar
 Dataset = Literal[catalog.DATASETS]
 ExportFormat = Literal[tuple(export.FORMATS)]
 Split = Literal["test", "val", "train"]
+Precision = Literal[declared(configlib.TrainConfig)["precision"].choices]
 DEVICE_HELP = "auto|cpu|cuda|cuda:N|mps."
 TARGET = ("A run directory (its model.pth), model.pth, last.pt, best.pt, or a bare state_dict "
           "(with --model and --dataset).")
@@ -79,6 +81,9 @@ def eval_(
     device: str = typer.Option("auto", envvar="PTRAIN_DEVICE", help=DEVICE_HELP),
     tta: bool = typer.Option(False, help="Test-time augmentation: weighted logits over 1-px "
                              "shifted (and, for CIFAR, mirrored) views."),
+    precision: Optional[Precision] = typer.Option(
+        None, help="Autocast of the evaluation (default: the run's --precision, as its "
+        "training evaluated)."),
     plot_confusion: Optional[Path] = typer.Option(
         None, metavar="FILE.png", help="Also draw the confusion matrix into this image "
         "(pip install 'pytorch-cli[plot]')."),
@@ -96,7 +101,7 @@ def eval_(
         plot.require_matplotlib("--plot-confusion")
         plot.check_output(plot_confusion)  # a bad path is said before the evaluation, not after
     result = saved.run_eval(checkpoint_file, model or "", dataset or "", data_dir, split,
-                            batch_size, device, tta, download, ema)
+                            batch_size, device, tta, download, ema, precision or "")
     if json_out:
         print(json.dumps(events.json_safe(result), allow_nan=False))
     else:

@@ -103,10 +103,14 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
 
 def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str = "",
              split: str = "test", batch_size: int = 0, device: str = "auto", tta: bool = False,
-             download: bool = True, ema: bool = True) -> dict:
-    """Evaluate a saved model on a split of its dataset; the run's own data settings are reused."""
+             download: bool = True, ema: bool = True, precision: str = "") -> dict:
+    """Evaluate a saved model on a split of its dataset; the run's own data settings are reused,
+    and its --precision and backends (""), so that the figures are the ones training printed."""
     loaded = load_model(path, model_name, dataset, ema)
     dev = runtime.resolve_device(device)
+    runtime.fast_backends(loaded.config.get("deterministic", False))  # TF32, as it trained
+    precision = precision or loaded.config.get("precision", "32")
+    amp = runtime.autocast_dtype(precision, dev)
     runtime.keep_freed_memory()  # mnist-cnn on MNIST's test set: 2.0 s instead of 3.95
     data = _data(loaded, data_dir, download)
     chosen = {"test": data.test, "train": data.train, "val": data.val}[split]
@@ -116,13 +120,14 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
         )
     size = batch_size or loaded.config.get("test_batch_size", 1000)
     try:
-        result = evaluate(loaded.model.to(dev), chosen, data.spec, size, dev, tta=tta)
+        result = evaluate(loaded.model.to(dev), chosen, data.spec, size, dev, tta=tta, amp=amp)
     except OutOfMemory as e:
         raise PtrainError(f"{e}; use a smaller --batch-size ({max(1, size // 4)}, say)") from None
     classes = loaded.meta["classes"] or data.classes
     scores = class_scores(result["confusion"], classes)
     return {"checkpoint": str(path), "model": loaded.meta["model"],
             "dataset": loaded.meta["dataset"], "split": split, "tta": tta, "device": str(dev),
+            "precision": precision,
             **{k: v for k, v in result.items() if k != "confusion"},
             "per_class_acc": {c: s["recall"] for c, s in scores["per_class"].items()},
             **scores, "classes": list(classes), "confusion": result["confusion"].tolist()}
