@@ -52,10 +52,12 @@ def test_each_compile_is_reported_once_with_its_time_and_a_ragged_batch_reuses_t
     again = [("the training step", 4)] if compiling.graphs() > flipped else []
     assert again or torch.__version__ < (2, 14)
     assert [(r["what"], r["step"]) for r in records] == [
-        ("the training step", 1), ("evaluation", None), *again]
+        ("the training step", 1), ("evaluation", 3), *again]  # at the last step: an int
     assert compiling.graphs() - before == 2 + len(again) == sum(r["graphs"] for r in records)
     assert all(r["seconds"] > 0 and r["kind"] == "compile" for r in records)
     assert watch.seconds == sum(r["seconds"] for r in records)
+    from pytorch_cli.store import records as metrics_records
+    assert all(metrics_records.valid(r) for r in records)  # `ptrain runs` reads them
 
 
 def test_without_compile_the_watch_reports_nothing():

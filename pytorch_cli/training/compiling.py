@@ -37,6 +37,7 @@ class Watch:
     emit: Emit = lambda record: None
     seconds: float = 0.0
     seen: int = 0  # graphs counted so far
+    step: int = 0  # the last optimizer step seen: an evaluation's records are logged at it
 
     def __post_init__(self):
         self.seen = graphs() if self.on else 0
@@ -53,13 +54,14 @@ class Watch:
         if not self.on:
             yield
             return
+        self.step = self.step if step is None else step  # (metrics.jsonl's steps are ints)
         t0 = time.perf_counter()
         yield
         made = graphs() - self.seen
         if made:
             seconds = time.perf_counter() - t0
             self.seen, self.seconds = self.seen + made, self.seconds + seconds
-            self.emit({"kind": "compile", "mode": self.mode, "what": what, "step": step,
+            self.emit({"kind": "compile", "mode": self.mode, "what": what, "step": self.step,
                        "graphs": made, "seconds": seconds})
 
 
