@@ -3,6 +3,8 @@ the steepest fall of the smoothed loss, and no run directory is touched."""
 
 import math
 
+import pytest
+
 from pytorch_cli.training import lrfind
 
 
@@ -36,6 +38,15 @@ def test_lr_find_grows_the_lr_suggests_one_and_leaves_every_run_as_it_was(ptrain
     table = ptrain("lr-find", "--dataset", "fake", "--steps", "10").out
     assert table.startswith("LR range test: lenet on fake, sgd, batch 64") and \
         "suggested --lr " in table
-    for end in ("0.1", "inf"):
+    for end in ("0.1", "inf", "1e308"):  # 1e308: every step's LR was inf
         bad = ptrain("lr-find", "--dataset", "fake", "--start-lr", "1", "--end-lr", end)
         assert bad.code == 2 and "--start-lr must be above 0 and below --end-lr" in bad.err
+
+
+def test_grad_accumulation_makes_each_step_of_the_batch_it_adds_up_to(ptrain):
+    """Batch 16 x --grad-accum 4 is batch 64's test (it was batch 16's, the flag dropped)."""
+    runs = [ptrain("lr-find", "--dataset", "fake", "--steps", "5", "--json", *flags).json()
+            for flags in (["--batch-size", "64"], ["--batch-size", "16", "--grad-accum", "4"],
+                          ["--batch-size", "16"])]
+    assert runs[1]["loss"] == pytest.approx(runs[0]["loss"], rel=1e-5)
+    assert runs[2]["loss"] != pytest.approx(runs[0]["loss"], rel=1e-5)

@@ -125,10 +125,12 @@ def lr_find(
 
     from pytorch_cli.output import plot as plotting
     from pytorch_cli.output.report import print_lr_find
+    from pytorch_cli.settings.limits import MAX_LR
     from pytorch_cli.training import lrfind
-    if not 0 < start_lr < end_lr < float("inf"):  # (inf: nan LRs from the geometric steps)
-        raise UsageError(f"--start-lr must be above 0 and below --end-lr, a finite number, got "
-                         f"{start_lr:g} and {end_lr:g}")
+    # --lr's own limit; the steps' growth, (end/start)^(1/steps), must be a finite number
+    if not (0 < start_lr < end_lr <= MAX_LR and end_lr / start_lr < 1e300):
+        raise UsageError(f"--start-lr must be above 0 and below --end-lr, and --end-lr at most "
+                         f"{MAX_LR:g} (--lr's limit), got {start_lr:g} and {end_lr:g}")
     if plot:
         plotting.require_matplotlib("--plot")
         plotting.check_output(plot)
@@ -136,7 +138,8 @@ def lr_find(
                             from_environment(ctx, configlib.TrainConfig))
     result = lrfind.run(cfg, start_lr, end_lr, steps)
     if json_out:
-        print(json.dumps(result))
+        from pytorch_cli.platform.events import json_safe
+        print(json.dumps(json_safe(result), allow_nan=False))
     else:
         print_lr_find(result, sys.stdout)
     if plot:

@@ -27,9 +27,10 @@ DIVERGED = 4.0  # the smoothed loss this many times its minimum ends the test
 
 def run(cfg: TrainConfig, start: float, end: float, steps: int) -> dict:
     """{"lr": [...], "loss": [...], "smoothed": [...], "suggested": lr, "minimum": lr}."""
-    # the run's optimizer and parameter groups at lr=start, no schedule
+    # the run's optimizer and parameter groups at lr=start, no schedule; --grad-accum's
+    # micro-batches make each step, as in training (the LR is that of their sum's batch)
     cfg = dataclasses.replace(cfg, lr=start, scheduler="none", warmup_epochs=0.0,
-                              max_steps=None, grad_accum=1, save_model=False, compile=False)
+                              max_steps=None, save_model=False, compile=False)
     job = setup(cfg)
     growth = (end / start) ** (1 / max(steps - 1, 1))
     state = job.state
@@ -37,11 +38,16 @@ def run(cfg: TrainConfig, start: float, end: float, steps: int) -> dict:
     freezing.start_epoch(job, 0)  # train mode; a frozen backbone's BatchNorm stays in eval
     out: dict = {"lr": [], "loss": [], "smoothed": []}
     average, best = 0.0, math.inf
-    # as many epochs of batches as the steps take
-    for x, y in itertools.chain.from_iterable(map(partial(epoch_batches, job), itertools.count())):
+    # as many epochs of batches as the steps take, cfg.grad_accum to a step
+    micro = itertools.chain.from_iterable(map(partial(epoch_batches, job), itertools.count()))
+    while True:
+        group = list(itertools.islice(micro, cfg.grad_accum))
         lr = state.optimizer.param_groups[0]["lr"]
-        loss = step.forward_backward(state.model, x, y, 1.0, cfg.label_smoothing, True, job.amp,
-                                     state.scaler, job.class_weight).item()
+        n = sum(len(y) for _, y in group)
+        loss = sum(step.forward_backward(state.model, x, y, len(y) / n, cfg.label_smoothing,
+                                         i == len(group) - 1, job.amp, state.scaler,
+                                         job.class_weight).item() * len(y) / n
+                   for i, (x, y) in enumerate(group))
         step.optimizer_step(state, cfg.clip_grad)
         if not math.isfinite(loss):
             break
