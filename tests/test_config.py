@@ -223,16 +223,41 @@ def test_plateau_refuses_a_warmup_with_the_way_out():
      {"scheduler": "plateau"}),
     ({"final_lr": 0.1}, "--final-lr is where --scheduler cosine and linear end; step has none",
      {"scheduler": "linear"}),
-    ({"warmup_start": 0.2}, "--warmup-start is where --warmup-epochs starts", {"warmup_epochs": 1}),
+    ({"warmup_start": 0.2}, "--warmup-start is where --warmup-epochs' linear warmup starts",
+     {"warmup_epochs": 1}),
     ({"lookahead_decay": 0.9}, "--lookahead-decay is --lookahead-every's",
-     {"lookahead_every": 5})])
+     {"lookahead_every": 5}),
+    ({"momentum": 0.9, "optimizer": "adam"}, "--momentum is --optimizer sgd's and rmsprop's; "
+     "adam has none", {"optimizer": "rmsprop"}),
+    ({"min_delta": 0.1}, "--min-delta is the gain --patience and --scheduler plateau count",
+     {"patience": 2}),
+    ({"crop_pad": 3, "augment": "none"}, "--crop-pad is the padding of --augment's crops; "
+     "--augment none crops nothing on mnist", {"augment": "crop"}),
+    ({"crop_pad": 3, "augment": "auto"}, "--augment auto crops nothing on mnist",  # MNIST's own
+     {"dataset": "cifar10"}),
+    ({"pad_mode": "reflect", "augment": "none"}, "--pad-mode is how --augment's crops are "
+     "padded", {"augment": "randaugment"}),
+    ({"flip": "alternate", "augment": "crop"}, "--flip is how --augment crop-flip (and the "
+     "policies after it) flips; --augment crop flips nothing", {"augment": "crop-flip"})])
 def test_a_setting_of_a_feature_left_off_is_refused_not_ignored(given, says, fine):
-    scheduler = {"plateau_patience": "cosine", "final_lr": "step"}.get(next(iter(given)), "none")
+    """Each had no effect (a hostile trial found adam's momentum, crop's flip... silently
+    dropped, while config.toml recorded them); a config saved before loads, with the default."""
+    name, *context = given
+    scheduler = {"plateau_patience": "cosine", "final_lr": "step"}.get(name, "none")
     with pytest.raises(UsageError, match=re.escape(says)):
         configlib.resolve(overrides={**given, "scheduler": scheduler})
     configlib.resolve(overrides={**given, "scheduler": scheduler, **fine})  # with it: taken
     old = configlib.from_dict({**given, "scheduler": scheduler})  # a run of an older ptrain
-    assert old.to_dict() == configlib.TrainConfig(scheduler=scheduler).to_dict()  # loads
+    assert old.to_dict() == configlib.TrainConfig(  # loads, the setting at its default
+        scheduler=scheduler, **{k: given[k] for k in context}).to_dict()
+
+
+def test_onecycles_own_warmup_and_a_mix_of_no_batch_are_refused():
+    with pytest.raises(UsageError, match="a --scheduler other than onecycle"):
+        configlib.resolve(overrides={"scheduler": "onecycle", "warmup_epochs": 1,
+                                     "warmup_start": 0.5})
+    with pytest.raises(UsageError, match="^--mix-prob 0 mixes no batch"):
+        configlib.resolve(overrides={"mixup": 0.2, "mix_prob": 0.0})
 
 
 def test_ema_and_lookahead_are_refused_together():

@@ -153,3 +153,4 @@ def test_a_saved_state_its_step_would_fail_on_or_misuse_is_refused_at_setup(craf
     craft(saved)
     with pytest.raises(PtrainError, match=re.escape(said)):
         setup(cfg, saved)
+

@@ -108,6 +108,18 @@ def test_summary_sorting_and_nested_runs(tmp_path):
     assert [r["run"] for r in listing.list_runs(tmp_path, "name")] == ["a", "sweep/b"]
 
 
+def test_a_failed_run_with_a_last_pt_is_resumable_one_without_is_not(tmp_path):
+    """A rank that died, an out-of-memory step: the run failed, and its last.pt resumes it
+    (a script reading --json's `resumable` restarts it)."""
+    _run(tmp_path / "dead", START, _epoch(1, 0.5), {"kind": "abort", "reason": "error",
+                                                    "error": "rank 1 stopped answering"},
+         files_=[LAST])
+    _run(tmp_path / "nothing", START, {"kind": "abort", "reason": "error", "error": "bad"})
+    found = {r["run"]: r for r in listing.list_runs(tmp_path)}
+    assert (found["dead"]["status"], found["dead"]["resumable"]) == ("failed", True)
+    assert (found["nothing"]["status"], found["nothing"]["resumable"]) == ("failed", False)
+
+
 def test_runs_behind_links_to_folders_are_listed_once_and_loops_end(tmp_path):
     """runs/big -> /scratch/big (a run kept on another disk) is listed, once: a link back up
     to runs/ inside it lists nothing more."""

@@ -59,3 +59,11 @@ def test_a_search_some_of_whose_values_the_base_refuses_loads_and_one_none_fits_
         _spec(tmp_path, 'optimizer = ["adam", "rmsprop"]\n', nesterov)
     with pytest.raises(UsageError, match="lr"):  # a value its own rule refuses, as before
         _spec(tmp_path, 'optimizer = ["sgd", "adam"]\nlr = {low = 0.1, high = 2e6}\n', nesterov)
+
+
+def test_a_base_setting_a_trials_choice_leaves_unused_is_put_back_to_its_default(tmp_path):
+    """momentum = 0.9 in the base, optimizer searched: sgd's trials take it, adam's (which has
+    none, and a command line would refuse) run with the default."""
+    spec = _spec(tmp_path, 'optimizer = ["sgd", "adam"]\n', BASE + "momentum = 0.9\n")
+    assert spec.config({"optimizer": "sgd"}).momentum == 0.9
+    assert spec.config({"optimizer": "adam"}).momentum == 0.5

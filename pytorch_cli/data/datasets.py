@@ -147,17 +147,12 @@ def _find_cifar(root: Path, spec: Spec):
 
 def _read_cifar(found, spec: Spec) -> tuple[Split, Split, list[str]]:
     folder, train_files, test_file, meta, label = found
-    short, whole = [], 0
+    counts = {}  # file -> (images, the original file's)
 
     def read(names: list[str], original: int) -> Split:
-        nonlocal whole
         parts = [readers.cifar_pickle(folder / name, label, spec) if isinstance(label, str)
                  else readers.cifar_binary(folder / name, label, spec) for name in names]
-        for name, (_, y) in zip(names, parts):
-            if len(y) == original // len(names):
-                whole += 1
-            else:
-                short.append(f"{name} ({len(y):,})")
+        counts.update({n: (len(y), original // len(names)) for n, (_, y) in zip(names, parts)})
         return Split(torch.from_numpy(np.concatenate([x for x, _ in parts])),
                      torch.from_numpy(np.concatenate([y for _, y in parts])))
 
@@ -167,8 +162,10 @@ def _read_cifar(found, spec: Spec) -> tuple[Split, Split, list[str]]:
                ) if isinstance(label, str) else ""
         classes = readers.class_names(folder / meta, spec, key)
     train, test = read(train_files, 50_000), read([test_file], 10_000)
-    if short and whole and distributed.world().main:  # some files whole, some not: a file cut
-        # at a record boundary reads as a smaller batch (all smaller: a subset made on purpose)
+    short = [f"{n} ({got:,})" for n, (got, original) in counts.items() if got != original]
+    # some files whole, some not: a file cut at a record boundary reads as a smaller batch (all
+    # smaller: a subset made on purpose)
+    if short and len(short) < len(counts) and distributed.world().main:
         warn(f"{spec.name}: {folder}: {', '.join(short)} images, where the original files "
              f"hold {50_000 // len(train_files):,} a training file and 10,000 the test file; "
              "replace any file that is not whole")
@@ -190,18 +187,16 @@ def _fake() -> tuple[Split, Split, list[str]]:
 
 def _partial(spec: Spec, root: Path) -> str | None:
     """Where a folder under root holds some of the dataset's files but not all: which lack."""
-    if spec.name in ("mnist", "fashion-mnist"):
-        sets = [(f, MNIST_FILES, ".gz") for f in (root, root / "raw", root / spec.tv_class / "raw")]
-    else:
-        sets = [(f, [*train, test], "") for name, train, test, *_ in CIFAR_LAYOUTS[spec.name]
-                for f in (root / name, root)]
+    sets = ([(f, MNIST_FILES, ".gz") for f in (root, root / "raw", root / spec.tv_class / "raw")]
+            if spec.name in ("mnist", "fashion-mnist") else
+            [(f, [*train, test], "") for name, train, test, *_ in CIFAR_LAYOUTS[spec.name]
+             for f in (root / name, root)])
     for folder, names, gz in sets:
         missing = [n for n in names if not (folder / n).is_file()
                    and not (gz and (folder / f"{n}{gz}").is_file())]
         if 0 < len(missing) < len(names):
             return (f"{folder} holds {len(names) - len(missing)} of its {len(names)} files; "
                     f"missing: {', '.join(n + ('(.gz)' if gz else '') for n in missing)}")
-    return None
 
 
 def _locate(spec: Spec, root: Path):

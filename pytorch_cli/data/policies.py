@@ -6,8 +6,7 @@ signs, drawn on the host (draw) and applied with device ops only (apply). Per op
 are gathered into op order once, each op runs on its contiguous slice with per-image parameters,
 and one gather puts them back; the grouping comes from the host draws, so the host never waits
 for the device. Each image's result equals torchvision.transforms.v2.functional on that image
-with that op and magnitude, bit for bit (tests/test_policies.py).
-"""
+with that op and magnitude, bit for bit (tests/test_policies.py)."""
 
 from __future__ import annotations
 
@@ -256,10 +255,8 @@ def _autocontrast(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return _to_uint8(f.sub_(torch.where(flat, 0.0, lo)).div_(inv_scale))
 
 
-def _equalize(x: torch.Tensor, p) -> torch.Tensor:
-    # torchvision's, batched already, with no host waits; imported here, not above: torchvision
-    # imports torch._dynamo (a second of every ptrain start that trains with no policy)
-    from torchvision.transforms.v2.functional import equalize
+def _equalize(x: torch.Tensor, p) -> torch.Tensor:  # torchvision's, batched, no host waits;
+    from torchvision.transforms.v2.functional import equalize  # here: it imports torch._dynamo
     return equalize(x)
 
 
@@ -267,8 +264,7 @@ _APPLY = {"ShearX": _geometric, "ShearY": _geometric, "TranslateX": _geometric,
           "TranslateY": _geometric, "Rotate": _geometric, "Brightness": _brightness,
           "Color": _color, "Contrast": _contrast, "Sharpness": _sharpness,
           "Posterize": _posterize, "Solarize": _solarize, "AutoContrast": _autocontrast,
-          "Equalize": _equalize,
-          "Invert": lambda x, p: x.bitwise_not()}
+          "Equalize": _equalize, "Invert": lambda x, p: x.bitwise_not()}
 
 
 def _round(x: torch.Tensor, ops: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -281,8 +277,7 @@ def _round(x: torch.Tensor, ops: torch.Tensor, params: torch.Tensor) -> torch.Te
         host = host.pin_memory()
     packed = host.to(x.device, non_blocking=True)
     p, inverse = packed[:, :-2], packed[:, -1].long()
-    xs = x.index_select(0, packed[:, -2].long())
-    lo = counts[0]  # Identity first: left as is
+    xs, lo = x.index_select(0, packed[:, -2].long()), counts[0]  # Identity first: left as is
     for op, count in zip(OPS[1:], counts[1:]):
         if count:
             xs[lo:lo + count] = _APPLY[op](xs[lo:lo + count], p[lo:lo + count])

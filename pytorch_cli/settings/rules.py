@@ -17,10 +17,22 @@ UNUSED = (
      "--plateau-patience is --scheduler plateau's; {c.scheduler} has none"),
     ("final_lr", lambda c: c.scheduler in ("cosine", "linear"),
      "--final-lr is where --scheduler cosine and linear end; {c.scheduler} has none"),
-    ("warmup_start", lambda c: c.warmup_epochs, "--warmup-start is where --warmup-epochs "
-     "starts: pass that too"),
+    ("warmup_start", lambda c: c.warmup_epochs and c.scheduler != "onecycle",
+     "--warmup-start is where --warmup-epochs' linear warmup starts: it needs --warmup-epochs "
+     "and a --scheduler other than onecycle (whose warmup starts at --lr/25, torch's "
+     "OneCycleLR)"),
     ("lookahead_decay", lambda c: c.lookahead_every, "--lookahead-decay is --lookahead-every's: "
      "pass that too"),
+    ("momentum", lambda c: c.optimizer in ("sgd", "rmsprop"),
+     "--momentum is --optimizer sgd's and rmsprop's; {c.optimizer} has none"),
+    ("min_delta", lambda c: c.patience or c.scheduler == "plateau",
+     "--min-delta is the gain --patience and --scheduler plateau count: pass one of them"),
+    ("crop_pad", lambda c: augment_of(c) != "none", "--crop-pad is the padding of --augment's "
+     "crops; --augment {c.augment} crops nothing on {c.dataset}"),
+    ("pad_mode", lambda c: augment_of(c) != "none", "--pad-mode is how --augment's crops are "
+     "padded; --augment {c.augment} crops nothing on {c.dataset}"),
+    ("flip", lambda c: augment_of(c) not in ("none", "crop"), "--flip is how --augment crop-flip "
+     "(and the policies after it) flips; --augment {c.augment} flips nothing on {c.dataset}"),
 )
 CROSS_RULES = (
     (lambda c: c.dataset == catalog.FOLDER or not (c.channels or catalog.parse_size(c.image_size)),
@@ -40,6 +52,8 @@ CROSS_RULES = (
      "--warmup-epochs, or warm up with --scheduler linear or cosine"),
     (lambda c: c.mix_prob == 1.0 or c.mixup or c.cutmix,
      "--mix-prob is the share of batches --mixup and --cutmix mix: pass one of them"),
+    (lambda c: c.mix_prob > 0 or not (c.mixup or c.cutmix),
+     "--mix-prob 0 mixes no batch: pass a share above 0, or leave --mixup and --cutmix out"),
     *((lambda c, name=name, used=used: used(c) or _default(c, name), says)
       for name, used, says in UNUSED),
     (lambda c: not (c.ema and c.lookahead_every),
@@ -55,6 +69,12 @@ CROSS_RULES = (
      "--compile-mode {c.compile_mode} is inductor's: with --compile-backend "
      "{c.compile_backend} use --compile-mode default"),
 )
+
+
+def augment_of(c) -> str:
+    """--augment, with auto as a built-in dataset's own (a folder's depends on its images)."""
+    spec = catalog.SPECS.get(c.dataset)
+    return spec.augment if c.augment == "auto" and spec is not None else c.augment
 
 
 def _default(c, name: str) -> bool:

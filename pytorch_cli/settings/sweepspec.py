@@ -22,6 +22,7 @@ from typing import Any
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.declare import check, coerce
+from pytorch_cli.settings.rules import unused_reset
 from pytorch_cli.store import rundir
 
 RANGE_KEYS = {"low", "high", "log", "step"}
@@ -57,7 +58,9 @@ class SweepSpec:
     search: tuple[Dimension, ...]
 
     def config(self, params: dict[str, Any]) -> configlib.TrainConfig:
-        return configlib.validate(configlib.TrainConfig(**{**self.base, **params}))
+        """A trial's settings; a base setting its choices leave unused (momentum, for an adam
+        trial) back at its default, where a command line would be refused."""
+        return configlib.validate(unused_reset(configlib.TrainConfig(**{**self.base, **params})))
 
 
 def _range(name: str, table: dict, types: tuple, where: str) -> Dimension:
@@ -132,7 +135,7 @@ def _fits(spec: SweepSpec, d: Dimension, path: Path) -> None:
         except UsageError as e:
             raise UsageError(f"{path}: [search] {d.name}: {e}") from None
         try:
-            configlib.validate(values)
+            configlib.validate(unused_reset(values))
         except UsageError as e:
             refused.append(e)
     if len(refused) == len(d.choices or (d.low, d.high)):

@@ -109,7 +109,8 @@ def summary(path: Path, root: Path) -> dict:
             "best_acc": max(accs, default=None), "best_on": "val" if any(
                 "val_acc" in r for r in epochs) else "test",
             "elapsed_s": timed[-1]["elapsed_s"] if timed else None,
-            "status": state, "detail": detail, "resumable": state == "interrupted",
+            "status": state, "detail": detail,  # a failed run's last.pt resumes too (a dead
+            "resumable": state in ("interrupted", "failed") and run.file(LAST).exists(),  # rank)
             "modified": max((run.file(f).stat().st_mtime for f in RUN_FILES
                              if run.file(f).exists()), default=0.0)}
 

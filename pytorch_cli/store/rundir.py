@@ -9,8 +9,7 @@ a training process holds on it (listing.py reads them all for `ptrain runs`).
               run.lock       flock()ed by the process training in it (holds its pid)
               tensorboard/   with --tensorboard
               trackers.json  with --mlflow/--wandb: their run ids, which a resume continues
-              wandb/         with --wandb: W&B's own files (an offline run, to `wandb sync`)
-"""
+              wandb/         with --wandb: W&B's own files (an offline run, to `wandb sync`)"""
 
 from __future__ import annotations
 
@@ -74,9 +73,10 @@ def _check_root() -> None:
 
 def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: bool = False,
            check_only: bool = False) -> Path:
-    """runs/NAME, or --run-dir as given. Without either, runs/DEFAULT, with -2, -3... when taken.
-    An explicitly named run is never overwritten silently: only with --overwrite is it
-    chosen again (RunDir.clear then removes its files).
+    """runs/NAME, or --run-dir as given. Without either, runs/DEFAULT, with -2, -3... when taken
+    (by a run's files, or a starting run's lock: it writes its files once it is set up). An
+    explicitly named run is never overwritten silently: only with --overwrite is it chosen again
+    (RunDir.clear then removes its files).
     check_only: the named path, checked, whatever it holds."""
     if run_dir:
         _check_dir(run_dir)
@@ -84,7 +84,6 @@ def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: b
         _check_root()
     if not (run_dir or name):
         path, n = root() / default, 2
-        # a live run's lock counts: it writes its files only once its data and model are set up
         while holds_run(path) or path.is_file() or files.holder(path / LOCK) is not None:
             path, n = root() / f"{default}-{n}", n + 1
         return path
