@@ -177,7 +177,9 @@ def test_messages_count_in_words(ptrain):
                                 (["--epochs", "1.5"], "after 1.5 epochs,", "1.5/1.5"),
                                 # 1 of 2,000 steps: never "0 epochs"
                                 (["--max-steps", "1", "--batch-size", "1"], "after 0.0005 epochs,",
-                                 "0.0005/2")):
+                                 "0.0005/2"),
+                                # a fraction's last step is whole: 1 of 32 steps trained
+                                (["--epochs", "0.01"], "after 0.03 epochs,", "0.03/0.01")):
         r = ptrain("train", *FAST, *flags, "--run-dir", "cut")
         assert said in r.out, r.out
         row = next(x for x in ptrain("runs", ".").out.splitlines() if x.startswith("cut "))

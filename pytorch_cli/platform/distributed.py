@@ -36,9 +36,10 @@ def timeout_s() -> float:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not 0 < seconds <= MAX_TIMEOUT_S:  # nan and inf fail too
-        raise UsageError(f"PTRAIN_DIST_TIMEOUT must be a number of seconds greater than 0 and at "
-                         f"most {MAX_TIMEOUT_S} (a week), got {text!r}")
+    if not 1 <= seconds <= MAX_TIMEOUT_S:  # nan and inf fail too; under a second, c10d's
+        # rendezvous times out before it connects (a C++ stack dump at 1e-9 and 0.0001)
+        raise UsageError(f"PTRAIN_DIST_TIMEOUT must be a number of seconds from 1 to "
+                         f"{MAX_TIMEOUT_S} (a week), got {text!r}")
     return seconds
 
 

@@ -89,9 +89,9 @@ def _epochs(job: Job, resumed: bool) -> dict:
     if pos.early_stop and not stopped:
         job.emit(_early_stop_record(job))
     summary = {k: v for k, v in result.items() if k != "kind"}
-    trained = pos.step / job.steps_per_epoch  # a --max-steps cut: 0.31, or 0.0002 (one step of
-    trained = min(round(trained, 2) if trained >= 0.01 else float(f"{trained:.1g}"),  # CIFAR's
-                  job.cfg.epochs)  # 5,000 at batch 10), never "0 epochs"
+    trained = pos.step / job.steps_per_epoch  # a --max-steps cut: 0.31, 0.0002 (1 of CIFAR's
+    # 5,000 steps at batch 10), never "0 epochs"; a fraction's last step is whole: 0.01 is 0.031
+    trained = round(trained, 2) if trained >= 0.01 else float(f"{trained:.1g}")
     summary.update({"epochs_trained": trained,
                     "best_acc": pos.best_acc, "step": pos.step, "device": str(job.device),
                     "train_s_total": pos.train_s, "compile_s": job.watch.seconds,
