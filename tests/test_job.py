@@ -154,3 +154,11 @@ def test_a_saved_state_its_step_would_fail_on_or_misuse_is_refused_at_setup(craf
     with pytest.raises(PtrainError, match=re.escape(said)):
         setup(cfg, saved)
 
+
+
+def test_compile_compiles_the_ema_average_evaluations_run_on():
+    """An --ema run evaluates its average, not the trained model: compiled as well."""
+    job = _setup(compile=True, compile_backend="eager", ema=0.9)
+    assert job.state.ema._compiled_call_impl is not None
+    assert job.state.raw._compiled_call_impl is not None
+    assert list(job.state.ema.state_dict()) == list(job.state.raw.state_dict())  # plain keys
