@@ -50,3 +50,9 @@ def test_grad_accumulation_makes_each_step_of_the_batch_it_adds_up_to(ptrain):
                           ["--batch-size", "16"])]
     assert runs[1]["loss"] == pytest.approx(runs[0]["loss"], rel=1e-5)
     assert runs[2]["loss"] != pytest.approx(runs[0]["loss"], rel=1e-5)
+
+
+def test_under_torchrun_it_is_one_line_not_a_whole_test_on_every_rank(ptrain, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    r = ptrain("lr-find", "--dataset", "fake")
+    assert r.code == 2 and r.err.startswith("ptrain: error: lr-find runs in one process")

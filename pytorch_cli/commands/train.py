@@ -5,6 +5,7 @@ but the modules it imports inside the commands."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -126,6 +127,9 @@ def lr_find(
     from pytorch_cli.output import plot as plotting
     from pytorch_cli.output.report import print_lr_find
     from pytorch_cli.settings.limits import MAX_LR
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each torchrun worker would run it whole
+        raise UsageError("lr-find runs in one process: run it without torchrun (its LR holds "
+                         "for --nproc N at the same total batch: pass --batch-size N x B)")
     from pytorch_cli.training import lrfind
     # --lr's own limit; the steps' growth, (end/start)^(1/steps), must be a finite number
     if not (0 < start_lr < end_lr <= MAX_LR and end_lr / start_lr < 1e300):
