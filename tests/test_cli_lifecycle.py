@@ -369,8 +369,8 @@ def test_eval_and_resume_say_when_the_held_out_images_are_drawn_from_other_files
     assert ptrain("train", "--dataset", "folder", "--data-dir", "imgs", "--epochs", "1",
                   "--batch-size", "8", "--run-dir", "run", "--quiet").code == 0
     said = ("imgs: its files are not the ones the run trained on (added, removed or renamed "
-            "since): each file added or removed moves at most one other image between its "
-            "training and held-out images (drawn by name)")
+            "since): each file added or removed moves at most one other image into or out of "
+            "its held-out ones, and one more between training and --val-split's (drawn by name)")
     r = ptrain("eval", "run")
     assert r.code == 0 and "warning" not in r.err, r.err
     from pytorch_cli.commands import saved

@@ -258,6 +258,8 @@ def test_onecycles_own_warmup_and_a_mix_of_no_batch_are_refused():
                                      "warmup_start": 0.5})
     with pytest.raises(UsageError, match="^--mix-prob 0 mixes no batch"):
         configlib.resolve(overrides={"mixup": 0.2, "mix_prob": 0.0})
+    old = configlib.from_dict({"mixup": 0.2, "mix_prob": 0.0})  # a run saved before: it loads
+    assert (old.mixup, old.mix_prob) == (0.0, 1.0)  # as what it did: no mixing
 
 
 def test_ema_and_lookahead_are_refused_together():

@@ -190,6 +190,18 @@ def test_held_out_and_val_images_keep_their_side_as_files_come_and_go(tmp_path):
             assert len(moved) > 6 and len(val_moved) > 6  # a reshuffle (13 and 8 here)
 
 
+def test_a_skipped_file_mended_changes_the_listing_a_run_compares(tmp_path):
+    """A truncated PNG (its header reads, its pixels do not) is skipped; mended, it is a new
+    row the split may hold out: the listing changes, so eval and resume say so."""
+    write_classes(tmp_path, {"a": 6, "b": 6})
+    whole = (tmp_path / "a" / "1.png").read_bytes()
+    (tmp_path / "a" / "1.png").write_bytes(whole[:-30])
+    cut = load(tmp_path)
+    assert len(cut.skipped) == 1 and len(cut.train) + len(cut.test) == 11
+    (tmp_path / "a" / "1.png").write_bytes(whole)
+    assert load(tmp_path).listing != cut.listing
+
+
 def test_held_out_counts_per_class_and_a_single_image_stays_in_train():
     labels = torch.tensor([0] * 10 + [1] * 5 + [2] * 1 + [3] * 2 + [4] * 3)
     mask = splits.held_out(labels, 0.2, seed=0)

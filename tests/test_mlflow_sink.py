@@ -90,6 +90,20 @@ def test_a_resume_that_computes_other_values_goes_on_in_a_new_mlflow_run(ptrain,
     assert json.loads((tmp_path / "r/trackers.json").read_text())["mlflow"] == new
 
 
+def test_a_replay_of_steps_logged_several_times_stays_in_the_same_run(ptrain, store, tmp_path):
+    """--grad-accum 4 over --log-interval 2: two records a step. Replayed bit for bit from
+    epoch 1's checkpoint, they match what MLflow holds: no new run, nothing logged twice more."""
+    run = [*RUN, "--batch-size", "250", "--grad-accum", "4", "--log-interval", "2"]
+    assert ptrain("train", *run, "--epochs", "1").code == 0
+    shutil.copy(tmp_path / "r/last.pt", tmp_path / "epoch1.pt")
+    assert ptrain("resume", "r", "--epochs", "2").code == 0
+    held = _history(store, _only_run(store).info.run_id, "Loss/train")
+    shutil.copy(tmp_path / "epoch1.pt", tmp_path / "r/last.pt")
+    again = ptrain("resume", "r", "--epochs", "2")
+    assert again.code == 0 and "computes other values" not in again.err, again.err
+    assert _history(store, _only_run(store).info.run_id, "Loss/train") == held
+
+
 def test_an_unusable_store_is_one_line_before_training(ptrain, monkeypatch, tmp_path):
     (tmp_path / "a-file").write_text("in the way of the store's folder")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/a-file/mlflow.db")

@@ -87,7 +87,8 @@ def same_as_trained(meta: dict, data: Data, command: str) -> None:
     if listing and data.listing and listing != data.listing:
         warn(f"{data.source}: its files are not the ones the run trained on (added, removed or "
              "renamed since): " + ("each file added or removed moves at most one other image "
-                                   "between its training and held-out images (drawn by name)"
+                                   "into or out of its held-out ones, and one more between "
+                                   "training and --val-split's (drawn by name)"
                                    if meta.get("split") == splits.BY_NAME else
                                    "its held-out images are drawn anew, so some were trained on"))
 

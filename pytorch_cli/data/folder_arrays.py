@@ -61,7 +61,8 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
                           "folders, or classes of 2 images or more to hold some out)")
     return Read(out["train"], out.get("val"), out["test"], found.classes, meta["channels"],
                 tuple(meta["size"]), meta["skipped"],  # what its splits are drawn from:
-                splits.listing(found.train, root) if not meta["has_test"] or val_split else "")
+                splits.listing(meta["train_files"], train_y.tolist())
+                if not meta["has_test"] or val_split else "")
 
 
 def _selected(arrays: dict, rows: dict, name: str | None, params: tuple) -> dict[str, Arrays]:

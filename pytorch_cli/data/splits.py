@@ -5,14 +5,14 @@ from its memory-mapped cache without loading it, and the same seed gives the sam
 A folder's rows are drawn by their files' names: each name has a seeded rank, and the lowest
 ranks of each class are held out. A file keeps its rank as others come and go, so images added
 to a folder do not reshuffle the held-out set of the runs made before: after one file is added
-or removed, at most one image changes side, where a whole new draw would change most. Runs saved
+or removed, at most one image changes side (one more between training and --val-split's), where
+a whole new draw would change most. Runs saved
 before 2026-12-06's names (no "split" in their meta) drew by a shuffle of the rows: they still do.
 """
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import torch
 
@@ -64,9 +64,9 @@ def val_rows(n: int, fraction: float, seed: int,
     return order[:n_val], order[n_val:]
 
 
-def listing(files: list[tuple[Path, int]], root: Path) -> str:
-    """A digest of the files the splits are drawn from (path under root, class): a run saves
-    it, and eval or resume on a folder whose listing differs says that some images may have
-    changed side (by name: one per file added or removed; by a shuffle: most)."""
-    text = "\n".join(f"{label}\t{path.relative_to(root).as_posix()}" for path, label in files)
+def listing(names: list[str], labels: list[int]) -> str:
+    """A digest of the files the splits are drawn from (each decoded row's path under the folder
+    and class: a file skipped, then mended, counts as added): a run saves it, and eval or resume
+    on a folder whose listing differs says that some images may have changed side."""
+    text = "\n".join(f"{label}\t{name}" for name, label in zip(names, labels))
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]

@@ -72,19 +72,25 @@ def _params(config: dict) -> list:
     return [Param(k, str(v)[:6000]) for k, v in config.items() if v is not None]
 
 
-def _history(mlflow_client, run) -> dict[tuple[str, int], float]:
-    """(metric, step) -> the value the run holds (the last logged, where a step has several)."""
-    return {(k, m.step): m.value for k in run.data.metrics
-            for m in sorted(mlflow_client.get_metric_history(run.info.run_id, k),
-                            key=lambda m: m.timestamp)}
+def _history(mlflow_client, run) -> dict[tuple[str, int], list[float]]:
+    """(metric, step) -> the values the run holds, as logged (several where --grad-accum's
+    micro-batches log more than once a step)."""
+    held: dict[tuple[str, int], list[float]] = {}
+    for k in run.data.metrics:
+        for m in sorted(mlflow_client.get_metric_history(run.info.run_id, k),
+                        key=lambda m: m.timestamp):
+            held.setdefault((k, m.step), []).append(m.value)
+    return held
 
 
 def _branch(mlflow_client, old: str, run_dir: RunDir, config: dict,
-            held: dict[tuple[str, int], float], at: int) -> str:
-    """A new MLflow run holding `held`'s history up to step `at`, continuing the old one."""
+            held: dict[tuple[str, int], list[float]], at: int, replayed: list) -> str:
+    """A new MLflow run holding `held`'s history up to step `at` and the metrics the resume
+    replayed as they were since (`replayed`), continuing the old one."""
     from mlflow.entities import Metric
     new = _open(mlflow_client, run_dir, config, None)[0]
-    kept = [Metric(k, v, 0, step) for (k, step), v in sorted(held.items()) if step <= at]
+    kept = [Metric(k, v, 0, step) for (k, step), vs in sorted(held.items()) if step <= at
+            for v in vs] + replayed
     for i in range(0, len(kept), 1000):  # log_batch takes at most 1000 metrics a call
         mlflow_client.log_batch(new, metrics=kept[i:i + 1000])
     mlflow_client.set_tag(old, "ptrain.continued_in", new)
@@ -109,7 +115,7 @@ def _found(mlflow_client, run_id: str):
 
 
 def _open(mlflow_client, run_dir: RunDir, config: dict,
-          resumed_at: int | None) -> tuple[str, dict[tuple[str, int], float]]:
+          resumed_at: int | None) -> tuple[str, dict[tuple[str, int], list[float]]]:
     """(the MLflow run's id, the history it already holds): continued (resumed from the
     checkpoint of step resumed_at), or created with the config as its params."""
     saved = run_dir.tracker_id("mlflow") if resumed_at is not None else None
@@ -149,20 +155,33 @@ def sink(run_dir: RunDir, config: dict, resumed_at: int | None) -> Emit:
     except Exception as e:  # MLflow's own, the database driver's, the HTTP client's, OSError
         raise _store_error(e) from None
     done = max((step for _, step in held), default=-1)  # logged: replayed, not logged again
+    replayed: list = []  # the metrics since the checkpoint that matched what the run held
 
     def log(r: dict) -> None:
         from mlflow.entities import Metric
-        nonlocal run_id, done
+        nonlocal run_id, done, replayed
         kind = r["kind"]
         if kind == "start":
             run_dir.remember_tracker("mlflow", run_id)
         now = int(time.time() * 1000)
         metrics = [Metric(name, float(r[key]), now, r["step"])
                    for key, name in SCALARS.get(kind, ()) if r.get(key) is not None]
-        if metrics and r["step"] <= done and any(held.get((m.key, m.step)) != m.value
-                                                 for m in metrics if m.key not in TIMINGS):
-            run_id, done = _branch(mlflow_client, run_id, run_dir, config, held, resumed_at), -1
-        if metrics and r["step"] > done:
+        if metrics and r["step"] <= done:  # replayed: what the run holds is skipped, what it
+            # never got (killed before logging it) is logged, other values after the
+            # checkpoint's step go on in a new run (--grad-accum logs the step reached
+            # mid-step: at the checkpoint's own step, a record may be new)
+            def known(m) -> bool:
+                held_here = held.get((m.key, m.step), [])
+                return m.value in held_here or (m.key in TIMINGS and bool(held_here))
+            if any(not known(m) and (m.key, m.step) in held and m.step > resumed_at
+                   for m in metrics):
+                run_id = _branch(mlflow_client, run_id, run_dir, config, held, resumed_at,
+                                 replayed)
+                done, replayed = -1, []
+            else:
+                replayed += [m for m in metrics if known(m)]
+                metrics = [m for m in metrics if not known(m)]
+        if metrics:
             mlflow_client.log_batch(run_id, metrics=metrics)
         if kind == "end" and not r.get("stopped") and not r.get("dry_run"):
             _artifacts(mlflow_client, run_id, run_dir)

@@ -82,8 +82,11 @@ def _default(c, name: str) -> bool:
 
 
 def unused_reset(c):
-    """A saved config with UNUSED's settings of features that are off put back to defaults."""
+    """A saved config with UNUSED's settings of features that are off put back to defaults (and
+    a --mix-prob 0 run's mixing, which mixed no batch, off)."""
     import dataclasses
     fresh = type(c)()
+    if c.mix_prob == 0:
+        c = dataclasses.replace(c, mixup=fresh.mixup, cutmix=fresh.cutmix, mix_prob=fresh.mix_prob)
     return dataclasses.replace(c, **{name: getattr(fresh, name) for name, used, _ in UNUSED
                                      if not used(c)})
