@@ -99,6 +99,18 @@ def test_an_entry_that_disagrees_with_itself_or_the_folder_is_decoded_again(tmp_
     assert np.array_equal(first.train.labels, again.train.labels)
 
 
+def test_a_damaged_split_entry_is_made_again(tmp_path, capsys):
+    """The entry of a folder's held-out split, its labels changed: an 'unexpected' IndexError
+    in training before; now a warning, and the split as it was."""
+    root = _folder(tmp_path / "imgs")
+    held = _load(root).test.labels.clone()  # (a copy: the entry is memory-mapped)
+    [split] = [p for p in cache.entries()[0].iterdir() if p.is_dir()]
+    np.save(split / "test_y.npy", np.full(len(held), 99))
+    again = _load(root)
+    assert f"the decode cache entry {split} is unreadable" in capsys.readouterr().err
+    assert np.array_equal(held, again.test.labels)
+
+
 def _mapped_from(tensor) -> str:
     """The file whose memory map holds the tensor's data ('' if none: it is in memory)."""
     address = tensor.data_ptr()

@@ -252,6 +252,16 @@ def test_a_setting_of_a_feature_left_off_is_refused_not_ignored(given, says, fin
         scheduler=scheduler, **{k: given[k] for k in context}).to_dict()
 
 
+def test_a_setting_a_config_file_gave_is_named_with_its_file_when_a_flag_turns_it_off(
+        tmp_path):
+    """A preset's momentum, then --optimizer adam typed: the file is named, not just the flag."""
+    (tmp_path / "preset.toml").write_text("momentum = 0.9\n")
+    with pytest.raises(UsageError, match=re.escape(
+            f"--momentum is --optimizer sgd's and rmsprop's; adam has none (from "
+            f"{tmp_path / 'preset.toml'})")):
+        configlib.resolve(tmp_path / "preset.toml", {"optimizer": "adam"})
+
+
 def test_onecycles_own_warmup_and_a_mix_of_no_batch_are_refused():
     with pytest.raises(UsageError, match="a --scheduler other than onecycle"):
         configlib.resolve(overrides={"scheduler": "onecycle", "warmup_epochs": 1,

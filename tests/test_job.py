@@ -162,3 +162,15 @@ def test_compile_compiles_the_ema_average_evaluations_run_on():
     assert job.state.ema._compiled_call_impl is not None
     assert job.state.raw._compiled_call_impl is not None
     assert list(job.state.ema.state_dict()) == list(job.state.raw.state_dict())  # plain keys
+
+
+def test_crop_settings_a_gray_folders_augment_auto_leaves_unused_are_named(tmp_path, capsys):
+    """--augment auto is none for gray images: --crop-pad and --flip would do nothing (for the
+    built-in datasets the settings' rules refuse them; a folder's is known once it is read)."""
+    from test_folders import write_classes
+    write_classes(tmp_path, {"a": 4, "b": 4}, channels=1, size=(28, 28))
+    job = setup(TrainConfig(dataset="folder", data_dir=str(tmp_path), crop_pad=3,
+                            flip="alternate"))
+    assert job.cfg.augment == "none"
+    assert ("--crop-pad, --flip not used: --augment auto is none for folder images like these "
+            "(gray)") in capsys.readouterr().err

@@ -56,3 +56,6 @@ def test_under_torchrun_it_is_one_line_not_a_whole_test_on_every_rank(ptrain, mo
     monkeypatch.setenv("WORLD_SIZE", "2")
     r = ptrain("lr-find", "--dataset", "fake")
     assert r.code == 2 and r.err.startswith("ptrain: error: lr-find runs in one process")
+    monkeypatch.setenv("RANK", "1")  # the other worker: the same exit, the line said once
+    r = ptrain("lr-find", "--dataset", "fake")
+    assert r.code == 2 and r.err == ""

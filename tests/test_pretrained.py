@@ -123,7 +123,8 @@ def _listening_port():
 
 
 def test_a_host_is_reachable_when_it_takes_a_connection_or_a_proxy_is_set(monkeypatch):
-    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                 "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     with _listening_port() as server:
         assert pretrained._reachable(f"http://127.0.0.1:{server.getsockname()[1]}/x")
@@ -137,7 +138,8 @@ def test_a_host_is_reachable_when_it_takes_a_connection_or_a_proxy_is_set(monkey
 def unreachable_hub(tmp_path, monkeypatch):
     """A Hugging Face endpoint that refuses connections, and a hub cache of the test's own."""
     hf = pytest.importorskip("huggingface_hub.constants")
-    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                 "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     with _listening_port() as server:
         free = server.getsockname()[1]

@@ -67,3 +67,12 @@ def test_a_base_setting_a_trials_choice_leaves_unused_is_put_back_to_its_default
     spec = _spec(tmp_path, 'optimizer = ["sgd", "adam"]\n', BASE + "momentum = 0.9\n")
     assert spec.config({"optimizer": "sgd"}).momentum == 0.9
     assert spec.config({"optimizer": "adam"}).momentum == 0.5
+
+
+def test_a_search_of_a_setting_no_trial_uses_is_refused(tmp_path):
+    """momentum searched with adam fixed: every trial would run the default, while --show
+    listed the values drawn; with optimizer searched too, sgd's trials use it."""
+    with pytest.raises(UsageError, match=r"\[search\] momentum does nothing in any trial: "
+                                         r"--momentum is --optimizer sgd's and rmsprop's"):
+        _spec(tmp_path, "momentum = {low = 0.1, high = 0.9}\n", BASE + 'optimizer = "adam"\n')
+    _spec(tmp_path, 'momentum = {low = 0.1, high = 0.9}\noptimizer = ["sgd", "adam"]\n')

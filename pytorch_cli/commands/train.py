@@ -128,13 +128,16 @@ def lr_find(
     from pytorch_cli.output.report import print_lr_find
     from pytorch_cli.settings.limits import MAX_LR
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each torchrun worker would run it whole
-        raise UsageError("lr-find runs in one process: run it without torchrun (its LR holds "
-                         "for --nproc N at the same total batch: pass --batch-size N x B)")
+        e = UsageError("lr-find runs in one process: run it without torchrun (its LR holds for "
+                       "--nproc N at the same total batch: pass --batch-size N x B)")
+        e.echo = os.environ.get("RANK", "0") != "0"  # said once, by rank 0
+        raise e
     from pytorch_cli.training import lrfind
     # --lr's own limit; the steps' growth, (end/start)^(1/steps), must be a finite number
     if not (0 < start_lr < end_lr <= MAX_LR and end_lr / start_lr < 1e300):
-        raise UsageError(f"--start-lr must be above 0 and below --end-lr, and --end-lr at most "
-                         f"{MAX_LR:g} (--lr's limit), got {start_lr:g} and {end_lr:g}")
+        raise UsageError(f"--start-lr must be above 0 and below --end-lr, --end-lr at most "
+                         f"{MAX_LR:g} (--lr's limit), and their ratio under 1e300, got "
+                         f"{start_lr:g} and {end_lr:g}")
     if plot:
         plotting.require_matplotlib("--plot")
         plotting.check_output(plot)

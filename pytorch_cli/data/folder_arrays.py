@@ -73,8 +73,16 @@ def _selected(arrays: dict, rows: dict, name: str | None, params: tuple) -> dict
         return (x, y) if index is None else (x.index_select(0, index), y[index])
     if all(index is None for _, index in rows.values()) or name is None:
         return {split: pick(*how) for split, how in rows.items()}
+    def disagrees(got: dict, _) -> str:  # each split: its rows' labels, images of their shape
+        for split, (source, index) in rows.items():
+            x, y = arrays[f"{source}_x"], arrays[f"{source}_y"]
+            want = y if index is None else y[index.numpy()]
+            if got[f"{split}_x"].shape != (len(want), *x.shape[1:]) or \
+                    not np.array_equal(got[f"{split}_y"], want):
+                return f"its {split} rows are not the folder's"
+        return ""
     derived = cache.derived_key(name, *params)
-    hit = cache.load(derived)
+    hit = cache.load(derived, disagrees)
     if hit is None and (w := cache.writer(derived)) is not None:
         try:
             for split, (source, index) in rows.items():

@@ -9,6 +9,7 @@ completion list, so the nets themselves (nets.py) load only when one is built.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 from pytorch_cli.data import catalog
@@ -83,7 +84,9 @@ def build(name: str, in_channels: int, num_classes: int, image_size: tuple[int, 
     if hub.is_hub_name(name):
         model = hub.build(name, in_channels, num_classes, image_size)
     else:
-        model = MODELS[name](in_channels, num_classes, image_size)
+        with warnings.catch_warnings():  # images too small for it: a linear layer of no
+            warnings.filterwarnings("ignore", "Initializing zero-element")  # inputs (lenet at
+            model = MODELS[name](in_channels, num_classes, image_size)  # 12x12): check_input
     if INITS[init] is not None:
         fn, kwargs = INITS[init]
         for m in model.modules():

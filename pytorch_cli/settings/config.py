@@ -18,7 +18,7 @@ from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import limits as L
 from pytorch_cli.settings.declare import check, coerce, field_types, renamed, setting
-from pytorch_cli.settings.rules import CROSS_RULES, unused_reset
+from pytorch_cli.settings.rules import CROSS_RULES, unused, unused_reset
 from pytorch_cli.training import optim
 
 DEVICES = r"auto|cpu|mps|cuda(:\d+)?"
@@ -217,6 +217,9 @@ def validate(cfg: TrainConfig, origin: dict[str, str] | None = None) -> TrainCon
     for ok, message in CROSS_RULES:
         if not ok(cfg):
             raise UsageError(message.format(c=cfg))
+    said = unused(cfg, origin)
+    if said:
+        raise UsageError(said)
     return cfg
 
 

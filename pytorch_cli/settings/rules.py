@@ -54,8 +54,6 @@ CROSS_RULES = (
      "--mix-prob is the share of batches --mixup and --cutmix mix: pass one of them"),
     (lambda c: c.mix_prob > 0 or not (c.mixup or c.cutmix),
      "--mix-prob 0 mixes no batch: pass a share above 0, or leave --mixup and --cutmix out"),
-    *((lambda c, name=name, used=used: used(c) or _default(c, name), says)
-      for name, used, says in UNUSED),
     (lambda c: not (c.ema and c.lookahead_every),
      "--ema and --lookahead-every both keep an average of the weights: pass one of them"),
     (lambda c: not c.nesterov or (c.optimizer == "sgd" and c.momentum > 0),
@@ -69,6 +67,16 @@ CROSS_RULES = (
      "--compile-mode {c.compile_mode} is inductor's: with --compile-backend "
      "{c.compile_backend} use --compile-mode default"),
 )
+
+
+def unused(c, origin: dict[str, str] | None = None) -> str:
+    """The first UNUSED setting c sets with its feature off, said (and where it came from, a
+    config file's value being one the user did not type); "" if none."""
+    for name, used, says in UNUSED:
+        if not (used(c) or _default(c, name)):
+            where = (origin or {}).get(name)
+            return says.format(c=c) + (f" (from {where})" if where else "")
+    return ""
 
 
 def augment_of(c) -> str:

@@ -15,6 +15,7 @@ bound that `--config` would refuse is refused here, before any trial starts. Tor
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.declare import check, coerce
-from pytorch_cli.settings.rules import unused_reset
+from pytorch_cli.settings.rules import UNUSED, unused_reset
 from pytorch_cli.store import rundir
 
 RANGE_KEYS = {"low", "high", "log", "step"}
@@ -120,7 +121,25 @@ def load(path: Path) -> SweepSpec:
     spec = SweepSpec(base, dims)
     for d in dims:
         _fits(spec, d, path)
+        idle = _never_used(spec, d)
+        if idle:
+            raise UsageError(f"{path}: [search] {d.name} does nothing in any trial: {idle}")
     return spec
+
+
+def _never_used(spec: SweepSpec, d: Dimension) -> str:
+    """What says that d's setting does nothing in any trial the other searched settings make
+    (momentum searched with an adam base: every trial would run the default), or ""."""
+    rule = next(((used, says) for name, used, says in UNUSED if name == d.name), None)
+    others = [o for o in spec.search if o is not d]
+    if rule is None:
+        return ""
+    for combo in itertools.product(*((o.choices or (o.low, o.high)) for o in others)):
+        c = configlib.TrainConfig(**{**spec.base, **{o.name: v for o, v in zip(others, combo)},
+                                     d.name: (d.choices or (d.high,))[0]})
+        if rule[0](c):
+            return ""
+    return rule[1].format(c=c)
 
 
 def _fits(spec: SweepSpec, d: Dimension, path: Path) -> None:

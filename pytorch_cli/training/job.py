@@ -16,7 +16,7 @@ import torch
 from pytorch_cli.data import batches, catalog, datasets, folders, splits
 from pytorch_cli.models import adapt, checkpointing, zoo
 from pytorch_cli.platform import distributed, runtime
-from pytorch_cli.platform.errors import PtrainError
+from pytorch_cli.platform.errors import PtrainError, warn
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.store.rundir import RunDir
 from pytorch_cli.training import compiling, freezing, optim, pretrained, profiling
@@ -119,6 +119,17 @@ def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
     return model, transfer, flops
 
 
+def _idle_crops(cfg: TrainConfig, new: bool) -> None:
+    """--augment auto of a gray folder is none: crop and flip settings given do nothing."""
+    fresh = type(cfg)()
+    idle = [f"--{n.replace('_', '-')}" for n in ("crop_pad", "pad_mode", "flip")
+            if getattr(cfg, n) != getattr(fresh, n)
+            and (cfg.augment == "none" or (n == "flip" and cfg.augment == "crop"))]
+    if idle and new:
+        warn(f"{', '.join(idle)} not used: --augment auto is {cfg.augment} for {cfg.dataset} "
+             "images like these (gray); pass --augment crop-flip to use them")
+
+
 def _class_weight(cfg: TrainConfig, train: datasets.Split, classes: int, device: torch.device):
     """Inverse class frequency, scaled so that the average sample's weight is 1."""
     if cfg.class_weights == "none":
@@ -161,8 +172,9 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     data = _read(cfg, resume)
     source = pretrained.resolve(cfg) if resume is None else None  # a resume has its weights
     data = _normalised(data, resume, source)
-    if cfg.augment == "auto":
-        cfg = dataclasses.replace(cfg, augment=data.spec.augment)
+    if cfg.augment == "auto":  # a folder's follows its images (the settings' rules check the
+        cfg = dataclasses.replace(cfg, augment=data.spec.augment)  # built-in datasets')
+        _idle_crops(cfg, resume is None)
     storage = torch.device("cpu") if cfg.workers else device  # where the uint8 dataset lives
     train, test = data.train.to(storage), batches.eval_split(data.test, storage, device)
     val = batches.eval_split(data.val, storage, device) if data.val is not None else None

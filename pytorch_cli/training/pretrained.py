@@ -100,11 +100,13 @@ def _normalisation(arch: str, weights) -> tuple[tuple, tuple]:
 def _reachable(url: str, timeout: float = 3.0) -> bool:
     """Whether url's host takes a connection. Offline, huggingface_hub retries for ~45 s and a
     firewalled urlopen waits minutes; through a proxy the libraries are left to try."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
     parts = urlparse(url)
+    proxies = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    if any(os.environ.get(v) for v in proxies):
+        return True
     try:
-        socket.create_connection((parts.hostname, parts.port or 443), timeout).close()
+        port = parts.port or (80 if parts.scheme == "http" else 443)
+        socket.create_connection((parts.hostname, port), timeout).close()
         return True
     except OSError:  # no name, no route, refused, timed out
         return False
