@@ -340,10 +340,10 @@ def test_console_script_and_module_entry_points(tmp_path):
     out = subprocess.run([bindir / "ptrain", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("ptrain ")
     out = subprocess.run([sys.executable, "-m", "pytorch_cli", "train", "--dataset", "fake",
-                          "--epochs", "1", "--quiet", "--json"], capture_output=True, text=True,
-                         cwd=tmp_path)
+                          "--epochs", "1", "--max-steps", "3", "--quiet", "--json"],
+                         capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["epoch"] == 1
+    assert json.loads(out.stdout)["step"] == 3
 
 
 def test_progress_bar_on_a_terminal(tmp_path):

@@ -154,13 +154,15 @@ def test_a_copy_missing_one_file_names_it(tmp_path, dataset):
 
 
 def test_a_cifar_file_cut_at_a_record_boundary_is_named_in_a_warning(tmp_path, capsys):
-    """Five whole batches of the original 10,000 images and a test file cut to 3 records: a
-    warning names it; a subset made on purpose (every file smaller) reads quietly."""
+    """A whole test file of the original 10,000 images beside training files cut to 100
+    records: a warning names them; a subset made on purpose (every file smaller) reads
+    quietly."""
     write_cifar10_binary(tmp_path / "subset")
     assert len(load("cifar10", data_dir=str(tmp_path / "subset")).test) == 200
     assert "warning" not in capsys.readouterr().err
-    write_cifar10_binary(tmp_path, per_batch=10_000, n_test=3)
+    write_cifar10_binary(tmp_path, per_batch=100, n_test=10_000)
     d = load("cifar10", data_dir=str(tmp_path))
-    assert len(d.train) == 50_000 and len(d.test) == 3
-    assert ("test_batch.bin (3) images, where the original files hold 10,000 a training file "
-            "and 10,000 the test file") in capsys.readouterr().err
+    assert len(d.train) == 500 and len(d.test) == 10_000
+    assert ("data_batch_1.bin (100), data_batch_2.bin (100), data_batch_3.bin (100), "
+            "data_batch_4.bin (100), data_batch_5.bin (100) images, where the original files "
+            "hold 10,000 a training file and 10,000 the test file") in capsys.readouterr().err

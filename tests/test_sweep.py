@@ -214,14 +214,3 @@ def test_a_continued_sweep_draws_new_settings_not_the_first_ones_again(ptrain, t
         assert result.code == 0, result.err
     first, second = (t.params["lr"] for t in _study(tmp_path).trials)
     assert first != second
-
-
-def test_a_choice_the_base_refuses_fails_its_trial_and_the_sweep_goes_on(ptrain, tmp_path):
-    spec = _spec(tmp_path, 'epochs = 0.1\nnesterov = true\nmomentum = 0.9\n[search]\n'
-                 'optimizer = ["sgd", "adam"]\n')
-    result = ptrain("sweep", spec, "--sampler", "grid", "--pruner", "none")
-    assert result.code == 0 and "2 of 2 trials" in result.out, result.err
-    trials = {t.params["optimizer"]: t for t in _study(tmp_path).trials}
-    assert trials["sgd"].state.name == "COMPLETE" and trials["adam"].state.name == "FAIL"
-    assert "--nesterov needs --optimizer sgd" in trials["adam"].user_attrs["error"]
-    assert 'optimizer = "sgd"' in (tmp_path / "runs/spec/best.toml").read_text()
