@@ -127,7 +127,7 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
     scores = class_scores(result["confusion"], classes)
     return {"checkpoint": str(path), "model": loaded.meta["model"],
             "dataset": loaded.meta["dataset"], "split": split, "tta": tta, "device": str(dev),
-            "precision": str(amp).removeprefix("torch.") if amp else "float32",  # what ran
+            "precision": runtime.precision_name(amp),  # what ran
             **{k: v for k, v in result.items() if k != "confusion"},
             "per_class_acc": {c: s["recall"] for c, s in scores["per_class"].items()},
             **scores, "classes": list(classes), "confusion": result["confusion"].tolist()}

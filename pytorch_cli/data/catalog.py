@@ -71,3 +71,10 @@ def folder_spec(channels: int, size: Size, num_classes: int, mean, std) -> Spec:
     for CIFAR and the MNIST family: a flipped digit is another digit)."""
     return Spec(FOLDER, channels, size, num_classes, tuple(mean), tuple(std),
                 "crop-flip" if channels == 3 else "none")
+
+
+def augment_uses(kind: str) -> tuple[str, ...]:
+    """The crop and flip settings an --augment kind (not auto) uses: none crops nothing, crop
+    does not flip, crop-flip and the policies after it do both (augment.Augment)."""
+    return () if kind == "none" else ("crop_pad", "pad_mode") if kind == "crop" else (
+        "crop_pad", "pad_mode", "flip")

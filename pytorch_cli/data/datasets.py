@@ -104,18 +104,25 @@ def search_dirs(name: str, data_dir: str = "") -> list[Path]:
     return dirs
 
 
+def _places(spec: Spec, root: Path) -> list[tuple[Path, list[str], tuple | None]]:
+    """Where a dataset's files may lie under root: (folder, the files it holds, the CIFAR layout;
+    None: the MNIST family's, plain or in torchvision's root/MNIST/raw/, gzipped or not)."""
+    if spec.name in ("mnist", "fashion-mnist"):
+        raw = (root / "raw", root / spec.tv_class / "raw")
+        return [(f, list(MNIST_FILES), None) for f in (root, *raw)]
+    return [(f, [*layout[1], layout[2]], layout) for layout in CIFAR_LAYOUTS[spec.name]
+            for f in (root / layout[0], root)]
+
+
+def _file(folder: Path, name: str, gz: bool) -> Path | None:  # (name, or name.gz if gz)
+    return next((p for p in (folder / name, folder / f"{name}.gz")[:1 + gz] if p.is_file()), None)
+
+
 def _find_mnist(root: Path, spec: Spec) -> dict[str, Path] | None:
-    # The original files in a plain folder, or torchvision's layout (root/MNIST/raw/...).
-    for folder in (root, root / "raw", root / spec.tv_class / "raw"):
-        found = {}
-        for name in MNIST_FILES:
-            for candidate in (folder / name, folder / f"{name}.gz"):
-                if candidate.is_file():
-                    found[name] = candidate
-                    break
-        if len(found) == len(MNIST_FILES):
+    for folder, names, _ in _places(spec, root):
+        found = {n: p for n in names if (p := _file(folder, n, True))}
+        if len(found) == len(names):
             return found
-    return None
 
 
 def _read_mnist(files: dict[str, Path], spec: Spec) -> tuple[Split, Split, list[str]]:
@@ -139,10 +146,9 @@ CIFAR_LAYOUTS = {
 
 
 def _find_cifar(root: Path, spec: Spec):
-    for folder_name, train, test, meta, label in CIFAR_LAYOUTS[spec.name]:
-        for folder in (root / folder_name, root):
-            if all((folder / f).is_file() for f in [*train, test]):
-                return folder, train, test, meta, label
+    for folder, names, layout in _places(spec, root):
+        if all(_file(folder, n, False) for n in names):
+            return folder, *layout[1:]
     return None
 
 
@@ -164,9 +170,8 @@ def _read_cifar(found, spec: Spec) -> tuple[Split, Split, list[str]]:
         classes = readers.class_names(folder / meta, spec, key)
     train, test = read(train_files, 50_000), read([test_file], 10_000)
     short = [f"{n} ({got:,})" for n, (got, original) in counts.items() if got != original]
-    # some files whole, some not: a file cut at a record boundary reads as a smaller batch (all
-    # smaller: a subset made on purpose)
-    if short and len(short) < len(counts) and distributed.world().main:
+    if short and len(short) < len(counts) and distributed.world().main:  # some whole: the others
+        # were cut at a record boundary (all smaller: a subset made on purpose)
         warn(f"{spec.name}: {folder}: {', '.join(short)} images, where the original files "
              f"hold {50_000 // len(train_files):,} a training file and 10,000 the test file; "
              "replace any file that is not whole")
@@ -188,13 +193,8 @@ def _fake() -> tuple[Split, Split, list[str]]:
 
 def _partial(spec: Spec, root: Path) -> str | None:
     """Where a folder under root holds some of the dataset's files but not all: which lack."""
-    sets = ([(f, MNIST_FILES, ".gz") for f in (root, root / "raw", root / spec.tv_class / "raw")]
-            if spec.name in ("mnist", "fashion-mnist") else
-            [(f, [*train, test], "") for name, train, test, *_ in CIFAR_LAYOUTS[spec.name]
-             for f in (root / name, root)])
-    for folder, names, gz in sets:
-        missing = [n for n in names if not (folder / n).is_file()
-                   and not (gz and (folder / f"{n}{gz}").is_file())]
+    for folder, names, layout in _places(spec, root):
+        missing = [n for n in names if not _file(folder, n, gz := layout is None)]
         if 0 < len(missing) < len(names):
             return (f"{folder} holds {len(names) - len(missing)} of its {len(names)} files; "
                     f"missing: {', '.join(n + ('(.gz)' if gz else '') for n in missing)}")

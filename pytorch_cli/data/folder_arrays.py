@@ -50,7 +50,8 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
         train_rows = (~mask).nonzero().flatten()
     if val_split:
         n = len(train_y) if train_rows is None else len(train_rows)
-        left = names if train_rows is None or names is None else [names[i] for i in train_rows]
+        left = (names if train_rows is None or names is None else
+                [names[i] for i in train_rows.tolist()])
         val, kept = splits.val_rows(n, val_split, seed, left)
         rows["val"] = ("train", val if train_rows is None else train_rows[val])
         train_rows = kept if train_rows is None else train_rows[kept]
@@ -73,24 +74,25 @@ def _selected(arrays: dict, rows: dict, name: str | None, params: tuple) -> dict
         return (x, y) if index is None else (x.index_select(0, index), y[index])
     if all(index is None for _, index in rows.values()) or name is None:
         return {split: pick(*how) for split, how in rows.items()}
+    # split -> (its source's images and labels, its row numbers)
+    chosen = {split: (arrays[f"{source}_x"], arrays[f"{source}_y"],
+                      np.arange(len(arrays[f"{source}_y"])) if index is None else index.numpy())
+              for split, (source, index) in rows.items()}
+
     def disagrees(got: dict, _) -> str:  # each split: its rows' labels, images of their shape
-        for split, (source, index) in rows.items():
-            x, y = arrays[f"{source}_x"], arrays[f"{source}_y"]
-            want = y if index is None else y[index.numpy()]
-            if got[f"{split}_x"].shape != (len(want), *x.shape[1:]) or \
-                    not np.array_equal(got[f"{split}_y"], want):
+        for split, (x, y, index) in chosen.items():
+            if got[f"{split}_x"].shape != (len(index), *x.shape[1:]) or \
+                    not np.array_equal(got[f"{split}_y"], y[index]):
                 return f"its {split} rows are not the folder's"
         return ""
     derived = cache.derived_key(name, *params)
     hit = cache.load(derived, disagrees)
     if hit is None and (w := cache.writer(derived)) is not None:
         try:
-            for split, (source, index) in rows.items():
-                x, y = arrays[f"{source}_x"], arrays[f"{source}_y"]
-                index = torch.arange(len(y)) if index is None else index
+            for split, (x, y, index) in chosen.items():
                 cache.copy_rows(w.array(f"{split}_x", (len(index), *x.shape[1:]), np.uint8), x,
-                                index.numpy())
-                w.array(f"{split}_y", (len(index),), np.int64)[:] = y[index.numpy()]
+                                index)
+                w.array(f"{split}_y", (len(index),), np.int64)[:] = y[index]
             w.commit({})
             hit = cache.load(derived)
         except OSError as e:

@@ -64,6 +64,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]
 
 
+def precision_name(amp: torch.dtype | None) -> str:
+    """What --precision resolved to, as the records say it: bfloat16, float16, float32."""
+    return str(amp).removeprefix("torch.") if amp else "float32"
+
+
 def fast_backends(deterministic: bool) -> None:
     """cuDNN autotuning and TF32 matmuls/convolutions: on, unless results must be reproducible."""
     torch.backends.cudnn.benchmark = not deterministic

@@ -27,12 +27,12 @@ UNUSED = (
      "--momentum is --optimizer sgd's and rmsprop's; {c.optimizer} has none"),
     ("min_delta", lambda c: c.patience or c.scheduler == "plateau",
      "--min-delta is the gain --patience and --scheduler plateau count: pass one of them"),
-    ("crop_pad", lambda c: augment_of(c) != "none", "--crop-pad is the padding of --augment's "
-     "crops; --augment {c.augment} crops nothing on {c.dataset}"),
-    ("pad_mode", lambda c: augment_of(c) != "none", "--pad-mode is how --augment's crops are "
-     "padded; --augment {c.augment} crops nothing on {c.dataset}"),
-    ("flip", lambda c: augment_of(c) not in ("none", "crop"), "--flip is how --augment crop-flip "
-     "(and the policies after it) flips; --augment {c.augment} flips nothing on {c.dataset}"),
+    ("crop_pad", lambda c: "crop_pad" in _augment_uses(c), "--crop-pad is the padding of "
+     "--augment's crops; --augment {c.augment} crops nothing on {c.dataset}"),
+    ("pad_mode", lambda c: "pad_mode" in _augment_uses(c), "--pad-mode is how --augment's crops "
+     "are padded; --augment {c.augment} crops nothing on {c.dataset}"),
+    ("flip", lambda c: "flip" in _augment_uses(c), "--flip is how --augment crop-flip (and the "
+     "policies after it) flips; --augment {c.augment} flips nothing on {c.dataset}"),
 )
 CROSS_RULES = (
     (lambda c: c.dataset == catalog.FOLDER or not (c.channels or catalog.parse_size(c.image_size)),
@@ -79,10 +79,12 @@ def unused(c, origin: dict[str, str] | None = None) -> str:
     return ""
 
 
-def augment_of(c) -> str:
-    """--augment, with auto as a built-in dataset's own (a folder's depends on its images)."""
+def _augment_uses(c) -> tuple[str, ...]:
+    """The crop settings c's --augment uses; auto is a built-in dataset's own (a folder's
+    depends on its images: all of them here, job.setup checks once it is read)."""
     spec = catalog.SPECS.get(c.dataset)
-    return spec.augment if c.augment == "auto" and spec is not None else c.augment
+    kind = spec.augment if c.augment == "auto" and spec is not None else c.augment
+    return catalog.augment_uses("crop-flip" if kind == "auto" else kind)
 
 
 def _default(c, name: str) -> bool:

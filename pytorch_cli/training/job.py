@@ -123,8 +123,7 @@ def _idle_crops(cfg: TrainConfig, new: bool) -> None:
     """--augment auto of a gray folder is none: crop and flip settings given do nothing."""
     fresh = type(cfg)()
     idle = [f"--{n.replace('_', '-')}" for n in ("crop_pad", "pad_mode", "flip")
-            if getattr(cfg, n) != getattr(fresh, n)
-            and (cfg.augment == "none" or (n == "flip" and cfg.augment == "crop"))]
+            if getattr(cfg, n) != getattr(fresh, n) and n not in catalog.augment_uses(cfg.augment)]
     if idle and new:
         warn(f"{', '.join(idle)} not used: --augment auto is {cfg.augment} for {cfg.dataset} "
              "images like these (gray); pass --augment crop-flip to use them")

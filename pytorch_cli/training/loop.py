@@ -127,7 +127,7 @@ def _early_stop_record(job: Job) -> dict:
 def _start_record(job: Job, resumed: bool) -> dict:
     cfg, pos = job.cfg, job.state.pos
     return {"kind": "start", "device": runtime.describe_device(job.device),
-            "precision": str(job.amp).removeprefix("torch.") if job.amp else "float32",
+            "precision": runtime.precision_name(job.amp),
             "compile": cfg.compile_mode if cfg.compile else None,
             "dataset": job.data.spec.name,
             "source": job.data.source, "train_size": len(job.train),
