@@ -1,74 +1,62 @@
 """`ptrain ARGS` as a real process of its own, without the 4-5 s each new interpreter spends
 importing torch and torch._dynamo (here, most of what a signal or SIGKILL test costs).
 
-The processes are forked from multiprocessing's fork server, which imported ptrain once and ran
-no torch operation, so no OpenMP pool is inherited. Each is a real process: its own pid, real
-signals and exit codes, its output in files. Tests that are about a fresh interpreter (entry
-points, torch-free start-up, time from launch) or read a pipe while it runs use subprocess.
+The processes are ptrain's own warm-started ones (pytorch_cli/commands/warmstart.py, as a
+sweep's trials): forked from a server that imported ptrain once and ran no torch operation.
+Each is a real process: its own pid, real signals and exit codes, its output in files. Tests
+that are about a fresh interpreter (entry points, torch-free start-up, time from launch) or
+read a pipe while it runs use subprocess.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-# the server starts with the first process, importing these once
-_CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(["torch", "torch._dynamo", "pytorch_cli.commands.cli", "forked"])
-
-
-def _child(args: list[str], cwd: str, env: dict, out: str, err: str) -> None:
-    os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(env)
-    for fd, path in ((1, out), (2, err)):
-        opened = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(opened, fd)
-        os.close(opened)
-    sys.argv = ["ptrain", *args]
-    from pytorch_cli.commands.cli import main
-    main(args)  # raises SystemExit: multiprocessing makes its code the exit code
+from pytorch_cli.commands import warmstart
 
 
 class Forked:
     """The parts of subprocess.Popen these tests use."""
 
-    def __init__(self, args: list, cwd: Path, env: dict | None = None):
+    def __init__(self, args: list, cwd: Path, env: dict | None = None, stdout: str = ""):
+        """`stdout`: a file for the output to go to instead (/dev/full, never read back)."""
         self._dir = tempfile.TemporaryDirectory(prefix="forked-")  # removed with this object
-        self._files = [os.path.join(self._dir.name, name) for name in ("stdout", "stderr")]
-        self._proc = _CONTEXT.Process(target=_child, args=([str(a) for a in args], str(cwd),
-                                                      dict(env or os.environ), *self._files))
-        self._proc.start()
-        self.pid = self._proc.pid
+        self._files = [stdout or os.path.join(self._dir.name, "stdout"),
+                       os.path.join(self._dir.name, "stderr")]
+        self._read = [not stdout, True]
+        with contextlib.chdir(cwd):
+            self._child = warmstart.start([str(a) for a in args], dict(env or os.environ),
+                                          *map(Path, self._files))
+        self.pid = self._child.pid
 
     @property
     def returncode(self) -> int | None:
-        return self._proc.exitcode
+        return self._child.poll()
 
     def poll(self) -> int | None:
-        return self._proc.exitcode
+        return self._child.poll()
 
     def send_signal(self, sig: int) -> None:
-        if self._proc.exitcode is None:
-            os.kill(self.pid, sig)
+        self._child.send_signal(sig)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
     def wait(self, timeout: float | None = None) -> int:
-        self._proc.join(timeout)
-        if self._proc.exitcode is None:
+        self._child.process.join(timeout)
+        if self.poll() is None:
             raise TimeoutError(f"ptrain (pid {self.pid}) still running after {timeout} s")
-        return self._proc.exitcode
+        return self.returncode
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.wait(timeout)
-        out, err = (Path(path).read_text(errors="replace") for path in self._files)
+        out, err = (Path(path).read_text(errors="replace") if read else ""
+                    for path, read in zip(self._files, self._read))
         return out, err
 
 

@@ -180,3 +180,12 @@ def test_sweep_jobs_times_a_sweep_and_counts_its_trials(tmp_path, monkeypatch, c
     [row] = [line.split(" | ") for line in stdout.splitlines() if line.startswith("| 1 ")]
     assert row[1:6] == ["none", row[2], "1", "0", "0"] and float(row[2]) > 0
     assert row[7] == "1.00x"  # --jobs 1 is the reference
+
+
+def test_trial_start_times_a_fresh_and_a_warm_run_side_by_side(tmp_path, monkeypatch, capsys):
+    code, stdout, err = _script("trial_start.py", ["--rounds", "1", "--", "--dataset", "fake",
+                                                   "--epochs", "0.1"], monkeypatch, capsys)
+    assert code == 0, err
+    [row] = [line.split(" | ") for line in stdout.splitlines() if line.startswith("| 1 |")]
+    assert float(row[1]) > 0 and row[2].endswith("(server start)") and float(row[4][:-2]) > 0
+    assert "median of rounds 1-1: fresh" in stdout

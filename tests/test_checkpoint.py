@@ -170,6 +170,7 @@ def test_an_optimizer_state_for_other_parameters_is_one_error_and_the_run_is_kep
     before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
     result = ptrain("resume", tmp_path / "run", "--epochs", "2")
     assert result.code == 1 and "does not fit this" in result.err
+    assert result.err.startswith(f"ptrain: error: {tmp_path / 'run' / 'last.pt'}: ")  # which file
     assert "unexpected" not in result.err
     assert (tmp_path / "run" / "metrics.jsonl").read_bytes().startswith(before)
     assert not (tmp_path / "run" / "run.lock").exists()

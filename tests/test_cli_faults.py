@@ -93,6 +93,19 @@ def test_a_reader_that_goes_away_ends_the_printing_not_the_run(tmp_path):
     assert read_metrics(tmp_path / "piped", ("end",))[0]["stopped"] is None
 
 
+def test_a_full_disk_under_the_output_ends_the_printing_with_a_warning_not_the_run(tmp_path):
+    """`ptrain train > train.log` with that disk full (/dev/full: every write fails ENOSPC):
+    the run trains to its end and saves; one warning says the printing stopped."""
+    proc = forked.Forked(["train", "--dataset", "fake", "--epochs", "1", "--run-dir", "full"],
+                         tmp_path, stdout="/dev/full")
+    _, err = proc.communicate(60)
+    assert proc.returncode == 0 and err == (
+        "warning: cannot write the output (No space left on device): printing stops here, the "
+        "run goes on; its records go on into metrics.jsonl\n")
+    assert (tmp_path / "full/model.pth").exists()
+    assert read_metrics(tmp_path / "full", ("end",))[0]["stopped"] is None
+
+
 def test_a_closed_terminal_stops_the_run_at_a_saved_position(tmp_path):
     """The terminal (or the SSH session) goes away: the kernel's SIGHUP stops the run at a saved
     position, though nothing can be printed any more (writes to a hung-up terminal fail)."""

@@ -27,12 +27,22 @@ def test_an_epoch_logs_every_interval_steps_every_accumulation_and_counts_images
     images, seconds = epoch.train_epoch(job, 0)
     assert job.n_batches == 7 and images == len(job.train) == 100 and seconds > 0
     train = [r for r in records if r["kind"] == "train"]
-    assert [r["batch"] for r in train] == [2, 4, 6]  # every --log-interval batches
-    assert [r["step"] for r in train] == [0, 1, 2]  # a step every --grad-accum batches
+    # at the steps (every --grad-accum batches: after 3, 6, 7) reaching a multiple of
+    # --log-interval (2: 2 in the first, 4 and 6 in the second, none in the last)
+    assert [r["batch"] for r in train] == [3, 6]
+    assert [r["step"] for r in train] == [1, 2]
     assert all(r["epoch"] == 1 and r["batches"] == 7 for r in train)
     assert all(math.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in train)
     assert job.state.pos.step == math.ceil(7 / 3) and job.state.pos.batch == 7
     assert job.state.pos.epoch_samples == 100  # the epoch's loss is folded into the position
+
+
+def test_with_grad_accum_above_the_log_interval_each_step_is_one_record():
+    job, records = _job()
+    job.cfg.log_interval = 1
+    epoch.train_epoch(job, 0)
+    train = [r for r in records if r["kind"] == "train"]
+    assert [(r["batch"], r["step"]) for r in train] == [(3, 1), (6, 2), (7, 3)]
 
 
 def test_a_stop_request_ends_the_epoch_after_its_first_step_and_saves_that_position(tmp_path):

@@ -17,7 +17,7 @@ from pytorch_cli.settings import config
 from pytorch_cli.settings.config import TrainConfig
 from pytorch_cli.store import checkpoint
 from pytorch_cli.store.rundir import RunDir
-from pytorch_cli.training import compiling, loop, step
+from pytorch_cli.training import compiling, epoch, loop, step
 
 CFG = TrainConfig(dataset="fake", model="mnist-cnn", epochs=2, batch_size=32, log_interval=4,
                   deterministic=True, augment="crop", scheduler="cosine", grad_accum=2)
@@ -36,10 +36,10 @@ AIRBENCH_PARTS = {"lookahead_every": 3, "augment": "crop-flip", "flip": "alterna
                                                    # CPU float16 is slow: stop in epoch 1
                                                    ("16", "lenet", {"epochs": 0.4}),
                                                    ("32", "lenet", AIRBENCH_PARTS)])
-def test_stop_flag_saves_the_exact_position_and_resume_finishes_identically(tmp_path, precision,
-                                                                            model, extra):
-    # a log every 5 batches, a step every 2: the stop falls inside a log interval; half of the
-    # second epoch is enough to stop in it
+def test_stop_flag_saves_the_exact_position_and_resume_finishes_identically(
+        tmp_path, monkeypatch, precision, model, extra):
+    # a log every 5 batches (at the steps reaching them: after 6, 10, 16...), a step every 2:
+    # the stop falls inside a log interval; half of the second epoch is enough to stop in it
     cfg = TrainConfig(**{**CFG.to_dict(), "precision": precision, "model": model,
                          "log_interval": 5, "epochs": 1.5, **extra})
     at = math.ceil(cfg.epochs)  # the epoch the stop falls in
@@ -49,19 +49,22 @@ def test_stop_flag_saves_the_exact_position_and_resume_finishes_identically(tmp_
     cut = RunDir(tmp_path / "cut")
     stop = loop.StopFlag()
     events = []
+    micro_batch = epoch._micro_batch
 
-    def stop_in_epoch(r):  # as a signal handler would, in the middle of a step group
-        events.append(r)
-        if r["kind"] == "train" and r["epoch"] == at and r["batch"] == 15:
+    def stop_in_epoch(job, tally, b, x, y):  # as a signal handler would, inside a step group
+        if job.state.pos.epoch == at - 1 and b == 10:  # the step of batches 10 and 11
             stop.request("test")
-    summary = loop.train(cfg, cut, loop_sink(cut, stop_in_epoch), stop=stop)
+        return micro_batch(job, tally, b, x, y)
+    monkeypatch.setattr(epoch, "_micro_batch", stop_in_epoch)
+    summary = loop.train(cfg, cut, loop_sink(cut, events.append), stop=stop)
+    monkeypatch.undo()
     assert summary["stopped"] == "test" and not cut.file("model.pth").exists()
-    steps_before = 32 * (at - 1) + 8
-    assert events[-2] == {"kind": "stop", "reason": "test", "epoch": at, "batch": 16,
+    steps_before = 32 * (at - 1) + 6
+    assert events[-2] == {"kind": "stop", "reason": "test", "epoch": at, "batch": 12,
                           "step": steps_before, "run_dir": str(cut.path)}
     saved = checkpoint.load(cut.file("last.pt"))
-    position = saved["position"]
-    assert (position["epoch"], position["batch"], position["log_samples"]) == (at - 1, 16, 32)
+    position = saved["position"]  # the log interval from batch 10 holds 2 batches of 32
+    assert (position["epoch"], position["batch"], position["log_samples"]) == (at - 1, 12, 64)
 
     if precision == "16":  # the GradScaler's scale is saved and restored, not started afresh
         assert saved["scaler"]["_growth_tracker"] == steps_before and saved["scaler"]["scale"] > 0
@@ -148,8 +151,8 @@ def test_images_per_s_counts_the_wait_for_the_device(monkeypatch):
     records = []
     cfg = TrainConfig(dataset="fake", epochs=1, log_interval=1000, save_model=False)
     loop.train(cfg, None, records.append)
-    epoch = next(r for r in records if r["kind"] == "epoch")
-    assert epoch["images_per_s"] <= 2000 / 0.5
+    record = next(r for r in records if r["kind"] == "epoch")
+    assert record["images_per_s"] <= 2000 / 0.5
 
 
 def test_dry_run_is_one_optimizer_step_even_with_accumulation():

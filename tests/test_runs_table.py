@@ -20,6 +20,18 @@ def test_runs_table_as_plain_text():
         assert cell in row
 
 
+def test_a_long_error_keeps_what_failed_and_why_in_the_table():
+    error = ("cannot write /data/runs/cifar10-resnet18-long-name/last.pt: No space left on "
+             "device")
+    run = {"run": "r", "dataset": "cifar10", "model": "resnet18", "epochs_done": 1,
+           "epochs": 2, "last_acc": None, "best_acc": None, "best_on": "test",
+           "elapsed_s": 5.0, "status": "failed", "detail": error, "modified": 0.0}
+    out = io.StringIO()
+    runs_table.print_runs([run], out)
+    assert "failed (cannot write /data/r...name/last.pt: No space left on device)" \
+        in out.getvalue()
+
+
 class _Terminal(io.StringIO):
     def isatty(self):
         return True

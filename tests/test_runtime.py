@@ -28,7 +28,13 @@ def test_fast_backends_unless_deterministic():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
 def test_auto_is_the_cpu_without_an_accelerator():
     assert runtime.resolve_device("auto") == torch.device("cpu")
-    assert runtime.describe_device(torch.device("cpu")) == "cpu"
+    threads = torch.get_num_threads()
+    assert runtime.describe_device(torch.device("cpu")) == f"cpu ({threads} threads)"
+    try:  # the threads torch trains with, as a sweep job's OMP_NUM_THREADS sets them
+        torch.set_num_threads(1)
+        assert runtime.describe_device(torch.device("cpu")) == "cpu (1 thread)"
+    finally:
+        torch.set_num_threads(threads)
     with pytest.raises(PtrainError, match="no CUDA device"):
         runtime.resolve_device("cuda:1")
 

@@ -1,6 +1,7 @@
 """`ptrain sweep`: real Optuna studies of real `ptrain train` processes on generated data."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -64,6 +65,10 @@ def test_four_trials_in_two_jobs_failures_recorded_and_best_toml_trains(ptrain, 
     assert best.state.name == "COMPLETE" and study.best_trial.number == best.number
     runs = {r["run"]: r["status"] for r in ptrain("runs", "runs/spec", "--json").json()}
     assert runs[best.user_attrs["run_dir"]] == "finished" and len(runs) == 3  # 3 processes
+    share = max(1, (os.cpu_count() or 1) // 2)  # each job its share of the cores
+    start = json.loads((tmp_path / "runs/spec" / best.user_attrs["run_dir"] / "metrics.jsonl")
+                       .read_text().splitlines()[0])
+    assert start["device"] == f"cpu ({share} thread{'s' if share > 1 else ''})"
     assert 'optimizer = "adam"' in (tmp_path / "runs/spec/best.toml").read_text()
     assert ptrain("train", "--config", "runs/spec/best.toml", "--dry-run").code == 0
     shown = ptrain("sweep", "runs/spec", "--show").out.splitlines()
@@ -208,9 +213,10 @@ def test_a_study_keeps_its_metric_another_is_refused_and_show_ranks_by_its_own(p
 
 def test_a_continued_sweep_draws_new_settings_not_the_first_ones_again(ptrain, tmp_path):
     spec = _spec(tmp_path, 'epochs = 0.1\n[search]\nlr = {low = 0.001, high = 0.05, log = true}\n')
-    for trials in ("1", "2"):
+    for trials, start in (("1", "warm"), ("2", "fresh")):  # the second trial a new interpreter
         result = ptrain("sweep", spec, "--trials", trials, "--sampler", "random", "--pruner",
-                        "none")
+                        "none", "--trial-start", start)
         assert result.code == 0, result.err
-    first, second = (t.params["lr"] for t in _study(tmp_path).trials)
-    assert first != second
+    first, second = _study(tmp_path).trials
+    assert [t.state.name for t in (first, second)] == ["COMPLETE"] * 2
+    assert first.params["lr"] != second.params["lr"]

@@ -25,6 +25,7 @@ class Start:
     cfg: configlib.TrainConfig
     run_dir: RunDir | None  # None: a dry run, which writes nothing
     saved: dict | None = None  # the training state it continues; None: a new run
+    saved_from: Path | None = None  # the file that state came from
     clear: bool = False  # --overwrite: the old run's files go once the new run is set up
 
 
@@ -51,7 +52,7 @@ def resume(target: Path, epochs: float | None = None, model_name: str = "", data
         if given and given != value:
             raise UsageError(f"resume continues the same run ({value}); {flag} cannot change "
                              "it — start a new run with `ptrain train` instead")
-    return Start(_continued(cfg, saved, path, epochs, changes), RunDir(path.parent), saved)
+    return Start(_continued(cfg, saved, path, epochs, changes), RunDir(path.parent), saved, path)
 
 
 def training_state(path: Path) -> tuple[dict, configlib.TrainConfig]:
@@ -140,7 +141,7 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
                          "--name/--run-dir, or --overwrite without --resume auto to start over")
     cfg = _continued(original, saved, path / LAST, max(cfg.epochs, theirs.epochs),
                      {k: getattr(cfg, k) for k in CARRIED})
-    return Start(cfg, RunDir(path), saved)
+    return Start(cfg, RunDir(path), saved, path / LAST)
 
 
 def _same_precision(a: str, b: str, device: str) -> bool:

@@ -20,6 +20,7 @@ from pytorch_cli.platform.errors import PtrainError, first_line
 from pytorch_cli.settings.run import RunOptions
 from pytorch_cli.store.rundir import LAST
 from pytorch_cli.training import loop, stopping
+from pytorch_cli.training.job import UnfitState
 from pytorch_cli.training.state import position_of
 
 
@@ -116,6 +117,8 @@ def _failure(e: BaseException, start: Start) -> tuple[str, BaseException | None]
             "use a smaller --batch-size (--grad-accum N keeps the step's images), --precision "
             "bf16 or --grad-checkpointing" + (f"; {run_dir.path / LAST} holds the last save"
                                               if run_dir and run_dir.file(LAST).exists() else ""))
+    if isinstance(e, UnfitState) and start.saved_from is not None:
+        return "error", PtrainError(f"{start.saved_from}: {e}", e.exit_code)
     if isinstance(e, RuntimeError) and distributed.world().size > 1:  # DDP lost a peer
         return "error", distributed.peer_lost(e)
     return "error", None

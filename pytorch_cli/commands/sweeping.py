@@ -1,6 +1,6 @@
 """`ptrain sweep`: the trials of a spec, chosen by Optuna (the optional extra `sweep`), each one
-an ordinary `ptrain train` process and run directory (SWEEP_DIR/trial-007/), so eval, export,
-resume, plot and runs work on it unchanged.
+an ordinary `ptrain train` process (forked warm: commands/warmstart.py) and run directory
+(SWEEP_DIR/trial-007/), so eval, export, resume, plot and runs work on it unchanged.
 
 The study lives in SWEEP_DIR/study.db or --storage's database (sweepstore.py). --jobs J runs
 J trials at once, each in its own process: on a GPU box each on its own GPU
@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytorch_cli.commands import sweepstore
+from pytorch_cli.commands import sweepstore, warmstart
 from pytorch_cli.platform import files, signals
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import sweepspec
@@ -52,6 +50,7 @@ class Plan:
     storage: str = ""  # an RDB URL; "": SQLite in the folder
     study: str = ""  # the study's name in the storage; "": the folder's name
     heartbeat: int = 30  # seconds; a trial silent for two is taken over
+    start: str = "warm"  # warm: trials forked from an import server (warmstart.py); fresh
 
 
 @dataclass
@@ -141,13 +140,12 @@ def metric(record: dict, name: str) -> float | None:
 
 
 def _command(run_dir: Path, config: Path, resuming: bool) -> list[str]:
-    ptrain = [sys.executable, "-m", "pytorch_cli"]
     if resuming:
-        return [*ptrain, "resume", str(run_dir), "--quiet"]
-    return [*ptrain, "train", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]
+        return ["resume", str(run_dir), "--quiet"]
+    return ["train", "--config", str(config), "--run-dir", str(run_dir), "--quiet"]
 
 
-def _watch(sweep: Sweep, trial, proc: subprocess.Popen, run: RunDir) -> bool:
+def _watch(sweep: Sweep, trial, proc, run: RunDir) -> bool:
     """Report each new epoch record until the process ends; whether the pruner stopped it."""
     seen, pruned, beaten = set(), False, time.monotonic()
     while True:
@@ -191,17 +189,15 @@ def run_trial(sweep: Sweep, trial, slot: int) -> None:
     files.atomic_write(config, lambda f: f.write(sweepspec.as_toml(
         cfg.to_dict(), f"trial {trial.number}: {params}").encode()))
     trial.set_user_attr("run_dir", run.path.name)
-    log = open(folder / TRIALS / f"{run.path.name}.log", "ab")
-    with log:
-        proc = subprocess.Popen(_command(run.path, config, bool(again) and run.file(LAST).exists()),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **sweep.slots[slot]},
-                                preexec_fn=signals.sigterm_with_parent())
-        sweep.procs.add(proc)
-        try:
-            pruned = _watch(sweep, trial, proc, run)
-        finally:
-            sweep.procs.discard(proc)
+    args = _command(run.path, config, bool(again) and run.file(LAST).exists())
+    proc = warmstart.start(args, {**os.environ, **sweep.slots[slot]},
+                           folder / TRIALS / f"{run.path.name}.log",
+                           fresh=sweep.plan.start == "fresh")
+    sweep.procs.add(proc)
+    try:
+        pruned = _watch(sweep, trial, proc, run)
+    finally:
+        sweep.procs.discard(proc)
     _tell(sweep, trial, proc.returncode, pruned, run, params)
 
 

@@ -13,7 +13,7 @@ from typing import Callable, TextIO
 from rich import progress as bar
 from rich.console import Console
 
-from pytorch_cli.platform.errors import plural
+from pytorch_cli.platform.errors import plural, warn
 
 
 def _compile_line(r: dict) -> str:
@@ -82,7 +82,7 @@ def _start_line(r: dict) -> str:
         at = r["resume_at"]
         where = f"resuming at epoch {at[0]} after batch {at[1]}; " + where
     speed = r["precision"] + (f", compiled ({r['compile']})" if r["compile"] else "")
-    if r["precision"] == "float16" and r["device"] == "cpu":  # benchmarks/recipe_costs.py
+    if r["precision"] == "float16" and r["device"].startswith("cpu"):  # benchmarks/recipe_costs.py
         speed += " (slow on a CPU, whose float16 convolutions have no fast backward: bf16 or 32)"
     world, batch = r.get("world_size", 1), r.get("batch_size", 0)
     procs = (f" x {world} processes, batch {batch} per process ({batch * world} per step"
@@ -276,8 +276,8 @@ def reporter(stream: TextIO, quiet: bool = False) -> Callable[[dict], None]:
 
 
 def _until_closed(stream: TextIO, emit: Callable[[dict], None]) -> Callable[[dict], None]:
-    """A closed reader (`| head`) or terminal (SIGHUP, a dropped SSH session) ends the printing,
-    not the run: metrics.jsonl and the checkpoints carry on."""
+    """A closed reader (`| head`), terminal (SIGHUP) or full disk under `> train.log` ends the
+    printing, not the run (the disk with a warning): metrics.jsonl and checkpoints carry on."""
     closed = False
 
     def guarded(r: dict) -> None:
@@ -287,10 +287,14 @@ def _until_closed(stream: TextIO, emit: Callable[[dict], None]) -> Callable[[dic
         try:
             emit(r)
         except OSError as e:
-            if e.errno not in (errno.EPIPE, errno.EIO):
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk, quota, size
+            if not full and e.errno not in (errno.EPIPE, errno.EIO):
                 raise
             closed = True
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, stream.fileno())  # later prints, and the exit's flush, go nowhere
             os.close(devnull)
+            if full:
+                warn(f"cannot write the output ({e.strerror}): printing stops here, the run "
+                     "goes on; its records go on into metrics.jsonl")
     return guarded

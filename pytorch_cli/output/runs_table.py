@@ -45,11 +45,20 @@ def _runs_rows(runs: list[dict], terminal: bool) -> list[list[str]]:
         epochs = f"{r['epochs_done']:g}" + (f"/{r['epochs']:g}" if r["epochs"] is not None else "")
         on_val = r["best_on"] == "val" and r["best_acc"] is not None
         best = pct(r["best_acc"]) + (" (val)" if on_val else "")
-        status = r["status"] + (f" ({r['detail']})" if r["detail"] else "")
+        status = r["status"] + (f" ({_short(r['detail'])})" if r["detail"] else "")
         rows.append([_cell(x) for x in [r["run"], *([" ".join(what)] if terminal else what),
                                         epochs, best, pct(r["last_acc"]),
                                         _duration(r["elapsed_s"]), status, when]])
     return rows
+
+
+def _short(detail: str, most: int = 60) -> str:
+    """A failed run's error within `most` characters: its start (what failed) and its end (why,
+    "No space left on device"), cut in the middle; --json and metrics.jsonl keep all of it."""
+    if len(detail) <= most:
+        return detail
+    head = most // 3
+    return detail[:head].rstrip() + "..." + detail[-(most - head - 3):].lstrip()
 
 
 def _cell(text: str) -> str:

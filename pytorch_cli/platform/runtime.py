@@ -46,7 +46,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def describe_device(device: torch.device) -> str:
-    """'cpu', or 'cuda:0 (NVIDIA H100 80GB HBM3, 1 of 8 GPUs: ...)' when more are visible."""
+    """'cpu (8 threads)' (torch's intra-op threads: OMP_NUM_THREADS, a sweep job's share), or
+    'cuda:0 (NVIDIA H100 80GB HBM3, 1 of 8 GPUs: ...)' when more are visible."""
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
     if device.type != "cuda":
         return str(device)
     name, count = torch.cuda.get_device_name(device), torch.cuda.device_count()

@@ -185,9 +185,9 @@ class TrainConfig:
         False, "Recompute each residual block's activations in the backward pass instead of "
         "keeping them (resnet18, torchvision's ResNets, timm's models): less memory, slower.")
     # logging and saving
-    log_interval: int = setting(
-        10, "Batches between metrics.jsonl records (plain output prints one per quarter epoch "
-        "or 30 s).", rule=L.AT_LEAST_1)
+    log_interval: int = setting(10, "Batches between metrics.jsonl records, each at the step "
+                                "reaching its batch; plain output prints one per quarter epoch "
+                                "or 30 s.", rule=L.AT_LEAST_1)
     save_interval: int = setting(0, "Batches between checkpoints (0 = once per epoch).",
                                  rule=(lambda v: v >= 0, "0 (once per epoch) or more"))
     save_model: bool = setting(True, "Write checkpoints and model.pth.")

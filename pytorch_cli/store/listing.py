@@ -51,7 +51,7 @@ def status(run: RunDir, records: list[dict]) -> tuple[str, str]:
     reason = last.get("reason", "error")
     if reason == "interrupted" and resumable:  # a second Ctrl-C
         return "interrupted", "aborted"
-    return "failed", reason if reason != "error" else (last.get("error") or "error")[:60]
+    return "failed", reason if reason != "error" else (last.get("error") or "error")
 
 
 # The config.toml values the table shows, and what each must be to be shown.

@@ -57,7 +57,7 @@ def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
         is_step = _micro_batch(job, tally, b, x, y)
         if is_step:
             _after_step(job, tally)
-        if job.state.pos.batch % job.cfg.log_interval == 0:
+        if is_step and _log_due(job, b):
             tally.log_t0 = log(job, epoch, tally.log_meter, tally.log_t0)
         if is_step and (job.dry_run or job.state.pos.step >= job.total_steps):
             break
@@ -65,6 +65,14 @@ def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
             break
     fold(job, tally.epoch_meter)  # the sync: the device has finished the epoch's work...
     return pos.epoch_samples, tally.seconds(job)  # ...so images/s is not overstated
+
+
+def _log_due(job: Job, b: int) -> bool:
+    """Whether the optimizer step that ends at batch `b` reached a multiple of --log-interval
+    batches: records fall on steps, each step in one at most (with --grad-accum 4 and
+    --log-interval 10, at batches 12, 20, 32...), and a record's loss is whole steps'."""
+    every = job.cfg.log_interval
+    return (b + 1) // every > step.group_of(b, job.n_batches, job.cfg.grad_accum)[0] // every
 
 
 def epoch_batches(job: Job, epoch: int):

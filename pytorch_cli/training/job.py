@@ -137,6 +137,10 @@ def _class_weight(cfg: TrainConfig, train: datasets.Split, classes: int, device:
     return (len(train) / (classes * counts.clamp(min=1))).float().to(device)
 
 
+class UnfitState(PtrainError):
+    """A saved training state this model or data cannot take (the session names its file)."""
+
+
 def _load(state: TrainState, resume: dict, cfg: TrainConfig, groups: list[list],
           n_batches: int) -> None:
     fresh = [{k: v for k, v in g.items() if k != "params"} for g in state.optimizer.param_groups]
@@ -149,11 +153,11 @@ def _load(state: TrainState, resume: dict, cfg: TrainConfig, groups: list[list],
     except (RuntimeError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
         problem = f"{type(e).__name__}: " + " ".join(str(e).split())[:200]
     if problem:
-        raise PtrainError(f"the saved training state does not fit this {cfg.model} run "
+        raise UnfitState(f"the saved training state does not fit this {cfg.model} run "
                           f"({problem}); it is damaged or from another run: resume from "
                           "another checkpoint, or start afresh")
     if state.pos.batch > n_batches:  # an epoch of this many batches never reached it
-        raise PtrainError(f"the saved training state is at batch {state.pos.batch} of an epoch "
+        raise UnfitState(f"the saved training state is at batch {state.pos.batch} of an epoch "
                           f"of {n_batches} batches here: it is damaged, or from another "
                           "training set; resume from another checkpoint, or start afresh")
 
