@@ -114,6 +114,7 @@ def test_a_closed_terminal_stops_the_run_at_a_saved_position(tmp_path):
     pid, fd = pty.fork()  # the child's controlling terminal: closing our end hangs it up
     if pid == 0:
         os.chdir(tmp_path)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # a suite run under nohup ignores it
         os.execv(sys.executable, [*PY, *RUN, "--run-dir", "tty"])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # drain the bar, so the child never blocks on a full pty

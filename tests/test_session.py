@@ -37,7 +37,7 @@ class Progress(io.StringIO):
         self.holders.append(files.holder(self.lock))
         if self.stop_at and text.startswith(self.stop_at):
             self.stop_at = ""
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)  # to this thread: handled at once
         return super().write(text)
 
 
