@@ -170,9 +170,9 @@ def sweep(
                               "folder's name); workers that give the same one join it."),
     heartbeat: int = typer.Option(30, min=1, help="Seconds between a worker's signs of life: "
                                   "a trial silent for two is taken over by another worker."),
-    start: Start = typer.Option("warm", "--trial-start", help="warm: each trial forked from a "
-                                "process that imported torch once (3-5 s sooner; on a CPU its "
-                                "training measured 5-8% slower); fresh: a new interpreter each."),
+    start: Start = typer.Option("warm", "--trial-start", help="warm: trials forked from a process "
+                                "that imported torch once (3-5 s sooner; on a CPU up to 8% "
+                                "slower to train); fresh: a new interpreter each."),
     folder: Optional[Path] = typer.Option(None, "--dir", help="The sweep's folder (default: "
                                           "runs/SPEC_NAME)."),
     show_only: bool = typer.Option(False, "--show", help="List the trials of SWEEP_DIR, best "
