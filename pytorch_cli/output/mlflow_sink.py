@@ -73,8 +73,8 @@ def _params(config: dict) -> list:
 
 
 def _history(mlflow_client, run) -> dict[tuple[str, int], list[float]]:
-    """(metric, step) -> the values the run holds, as logged (several where --grad-accum's
-    micro-batches log more than once a step)."""
+    """(metric, step) -> the values the run holds, as logged (several in runs of a ptrain before
+    2026-12-06's, whose --grad-accum logged more than once a step: such a run may be resumed)."""
     held: dict[tuple[str, int], list[float]] = {}
     for k in run.data.metrics:
         for m in sorted(mlflow_client.get_metric_history(run.info.run_id, k),
@@ -168,8 +168,8 @@ def sink(run_dir: RunDir, config: dict, resumed_at: int | None) -> Emit:
                    for key, name in SCALARS.get(kind, ()) if r.get(key) is not None]
         if metrics and r["step"] <= done:  # replayed: what the run holds is skipped, what it
             # never got (killed before logging it) is logged, other values after the
-            # checkpoint's step go on in a new run (--grad-accum logs the step reached
-            # mid-step: at the checkpoint's own step, a record may be new)
+            # checkpoint's step go on in a new run (an earlier ptrain's --grad-accum logged the
+            # step reached mid-step: at the checkpoint's own step, a record may be new)
             def known(m) -> bool:
                 held_here = held.get((m.key, m.step), [])
                 return m.value in held_here or (m.key in TIMINGS and bool(held_here))
