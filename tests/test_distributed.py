@@ -227,13 +227,41 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_and_resume_is_exa
 
 
 def test_a_one_process_checkpoint_resumes_under_two_processes(runs, tmp_path):
+    """`ptrain resume RUN --nproc 2` (the launch `torchrun ... resume` is in the SIGTERM test)."""
     assert run_cli(["train", *RUN, "--epochs", "1", "--batch-size", "64", "--run-dir", "r"],
                    tmp_path).code == 0
-    out = _run([*TORCHRUN, "-m", "pytorch_cli", "resume", "r", "--epochs", "6"], tmp_path)
+    out = _run([*PY, "resume", "r", "--epochs", "6", "--nproc", "2"], tmp_path)
     assert "batch 32 per process" in out.stdout  # the global batch of 64 is kept
     resumed, one = _weights(tmp_path / "r"), _weights(runs / "one")
     for key in resumed:
         torch.testing.assert_close(resumed[key], one[key], rtol=0, atol=1e-6)
+
+
+def test_a_restarted_resume_continues_the_runs_last_pt_not_the_best_pt_it_was_named(
+        monkeypatch, tmp_path):
+    """`torchrun --max-restarts K ... resume RUN/best.pt` (or `ptrain resume ... --nproc N
+    --max-restarts K`): the first start continues best.pt, a restarted worker group the run's
+    last.pt, where the failed one had got to; a run finished before the failure: nothing to do.
+    In this process, with the variables torchrun gives a restarted worker."""
+    assert run_cli(["train", *RUN, "--epochs", "1", "--run-dir", "r"], tmp_path).code == 0
+    shutil.copy(tmp_path / "r/last.pt", tmp_path / "epoch-1.pt")
+    assert run_cli(["resume", "r", "--epochs", "2"], tmp_path).code == 0
+    shutil.copy(tmp_path / "epoch-1.pt", tmp_path / "r/best.pt")  # the best: behind last.pt
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert run_cli(["resume", "r/best.pt", "--epochs", "3"], tmp_path).code == 0
+    assert read_metrics(tmp_path / "r", kinds=("start",))[-1]["resume_at"] == [3, 0]
+    again = run_cli(["resume", "r/best.pt", "--epochs", "3"], tmp_path)
+    assert again.code == 0 and "nothing to do: " in again.out, again.err
+
+
+def test_resume_nproc_refuses_a_run_that_cannot_continue_before_any_worker_starts(tmp_path):
+    assert run_cli(["train", *RUN, "--epochs", "0.1", "--run-dir", "r"], tmp_path).code == 0
+    for args, says in ((["missing"], "missing: no such checkpoint file"),
+                       (["r"], "the run already finished")):
+        r = run_cli(["resume", *args, "--nproc", "2"], tmp_path)
+        assert r.code != 0 and r.err.count("\n") == 1 and says in r.err, r.err
+        assert "worker" not in r.err
 
 
 def _netns_ok() -> str:

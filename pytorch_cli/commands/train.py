@@ -81,6 +81,7 @@ def train(
 @options(parameters(configlib.TrainConfig, resume=True),
          parameters(RunOptions, resume=True, inherit=False))
 def resume(
+    ctx: typer.Context,
     target: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT",
                                   help="A run directory (continues its last.pt) or a "
                                   "last.pt/best.pt file."),
@@ -95,6 +96,11 @@ def resume(
     opts = RunOptions(**{k: v for k, v in values.items() if k in RUN_OPTIONS})
     check(opts)
     distributed.timeout_s()
+    # a worker group torchrun restarted continues from the run's newest state, its last.pt,
+    # not from the best.pt the first start was named
+    restarted = distributed.restarted()
+    if restarted and target.is_file():
+        target = target.parent
 
     def start() -> prepare.Start:
         begin = prepare.resume(target, values["epochs"], model, dataset,
@@ -104,7 +110,17 @@ def resume(
         require_trackers(begin.cfg.to_dict())
         return begin
 
-    session.run(start, opts)
+    if opts.nproc or opts.max_restarts:
+        start()  # a run that cannot continue is one line here, before any worker starts
+        launch.handoff((ctx.obj or {}).get("argv", sys.argv[1:]), opts.nproc, opts.max_restarts,
+                       "")
+        return
+    try:
+        session.run(start, opts)
+    except prepare.AlreadyFinished as e:
+        if not restarted:
+            raise
+        print(f"ptrain: nothing to do: {e}")  # it finished before the failure that restarted it
 
 
 @options(parameters(configlib.TrainConfig))

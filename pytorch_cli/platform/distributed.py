@@ -63,6 +63,11 @@ def elastic() -> bool:
     return int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
 
 
+def restarted() -> bool:
+    """This worker group is one torchrun restarted after a failure (not its first start)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
 def world() -> World:
     if not (dist.is_available() and dist.is_initialized()):
         return World()

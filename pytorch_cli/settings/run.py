@@ -40,10 +40,14 @@ class RunOptions:
         0, "Train with N processes on this machine (DDP): hands the job to torchrun. "
         "--batch-size is per process.",
         rule=(lambda v: v >= 0, "0 (no torchrun) or more"),
-        limit=(MAX_NPROC, "processes on one machine"))
+        limit=(MAX_NPROC, "processes on one machine"),
+        resume_help="Continue with N processes on this machine (DDP): hands the job to "
+        "torchrun. The global batch is kept.")
     max_restarts: int = setting(
         0, "With --nproc: restart failed workers up to K times; they continue from last.pt.",
-        rule=(lambda v: v >= 0, "0 or more"))
+        rule=(lambda v: v >= 0, "0 or more"),
+        resume_help="With --nproc: restart failed workers up to K times; they continue from "
+        "last.pt.")
     json: bool = setting(
         False, "Print the final summary as one JSON object on stdout (logs go to stderr).",
         flags=("--json",),
