@@ -212,8 +212,8 @@ def test_torchrun_restart_continues_from_last_pt_and_ends_as_if_uninterrupted(ru
 
 
 def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_and_resume_is_exact(runs, tmp_path):
-    proc, tag = _start([*TORCHRUN, "-m", "pytorch_cli", "train", *RUN, "--batch-size", "32",
-                        "--run-dir", "r"], tmp_path)
+    proc, tag = _start([*PY, "train", "--nproc", "2", *RUN, "--batch-size", "32", "--run-dir",
+                        "r"], tmp_path)
     _kill_rank_when(proc, tag, tmp_path / "r/metrics.jsonl", "train", signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "]: Traceback" not in err  # (torchrun's own report has one)

@@ -3,11 +3,11 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
+import forked
 import pytest
+from forked import Forked
 
 pytest.importorskip("optuna")
 
@@ -77,9 +77,8 @@ def test_four_trials_in_two_jobs_failures_recorded_and_best_toml_trains(ptrain, 
 
 def test_sigterm_stops_the_sweep_at_a_saved_position_and_the_same_command_continues(tmp_path):
     spec = _spec(tmp_path, 'epochs = 4\nbatch_size = 256\n[search]\nlr = [0.01]\n')
-    sweep = [sys.executable, "-m", "pytorch_cli", "sweep", spec, "--sampler", "grid",
-             "--pruner", "none"]
-    proc = subprocess.Popen(sweep, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sweep = ["sweep", spec, "--sampler", "grid", "--pruner", "none"]
+    proc = Forked(sweep, tmp_path)  # a real process, without a new interpreter's imports
     metrics = tmp_path / "runs/spec/trial-000/metrics.jsonl"
     deadline = time.monotonic() + 120
     while '"kind": "epoch"' not in (metrics.read_text() if metrics.exists() else ""):
@@ -88,7 +87,7 @@ def test_sigterm_stops_the_sweep_at_a_saved_position_and_the_same_command_contin
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 143
     assert (tmp_path / "runs/spec/trial-000/last.pt").exists()
-    again = subprocess.run(sweep, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    again = forked.run(sweep, tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr
     trials = _study(tmp_path).trials
     done = [t for t in trials if t.state.name == "COMPLETE"]

@@ -8,7 +8,10 @@ import subprocess
 import sys
 import time
 
+import forked
 import pytest
+from conftest import run_cli
+from forked import Forked
 from pgserver import Server, TwoHosts
 
 optuna = pytest.importorskip("optuna")
@@ -28,9 +31,8 @@ def _env() -> dict:
 def test_a_sigkilled_workers_trial_is_taken_over_and_resumed_from_its_last_pt(tmp_path):
     (tmp_path / "spec.toml").write_text(SPEC + 'epochs = 3\nbatch_size = 256\n'
                                         '[search]\nlr = [0.01]\n')
-    sweep = _sweep("spec.toml", "--sampler", "grid", "--pruner", "none", "--heartbeat", "1")
-    proc = subprocess.Popen(sweep, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    sweep = ["sweep", "spec.toml", "--sampler", "grid", "--pruner", "none", "--heartbeat", "1"]
+    proc = Forked(sweep, tmp_path)  # a real process, without a new interpreter's imports
     run = tmp_path / "runs/spec/trial-000"
     deadline = time.monotonic() + 120
     while '"kind": "epoch"' not in ((run / "metrics.jsonl").read_text()
@@ -43,7 +45,7 @@ def test_a_sigkilled_workers_trial_is_taken_over_and_resumed_from_its_last_pt(tm
             .read_text():
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    again = subprocess.run(sweep, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    again = forked.run(sweep, tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr
     study = optuna.load_study(study_name="spec",
                               storage=f"sqlite:///{tmp_path}/runs/spec/study.db")
@@ -54,8 +56,7 @@ def test_a_sigkilled_workers_trial_is_taken_over_and_resumed_from_its_last_pt(tm
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3]
     assert len([r for r in records if r["kind"] == "start"]) == 2  # trained on, not over
     assert not (tmp_path / "runs/spec/trial-001").exists()
-    shown = subprocess.run(_sweep("runs/spec", "--show"), cwd=tmp_path, capture_output=True,
-                           text=True, timeout=60).stdout
+    shown = run_cli(["sweep", "runs/spec", "--show"], tmp_path).out
     assert "worker lost; continued as trial 1" in shown
 
 
