@@ -1,7 +1,7 @@
-"""`ptrain train --nproc N`: hand the job to torch.distributed.run (torchrun) inside this process,
-as torchtune's `tune run` does. The workers are torchrun's: the same process model, environment
-variables and elastic restarts as `torchrun --standalone --nproc-per-node N -m pytorch_cli train
-...`; ptrain spawns nothing of its own."""
+"""`ptrain train --nproc N` (and `resume --nproc N`): hand the job to torch.distributed.run
+(torchrun) inside this process, as torchtune's `tune run` does. The workers are torchrun's: the
+same process model, environment variables and elastic restarts as `torchrun --standalone
+--nproc-per-node N -m pytorch_cli train ...`; ptrain spawns nothing of its own."""
 
 from __future__ import annotations
 
