@@ -264,6 +264,23 @@ def test_resume_nproc_refuses_a_run_that_cannot_continue_before_any_worker_start
         assert "worker" not in r.err
 
 
+def test_a_lost_peer_says_whether_torchrun_will_start_the_workers_again(monkeypatch):
+    from pytorch_cli.platform import distributed
+    lost = RuntimeError("Connection reset by peer\nmore")
+    assert str(distributed.peer_lost(lost)).endswith(
+        "stopped answering (Connection reset by peer); the job ends, and the last checkpoint "
+        "is intact")
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "3")
+    for count, left in (("0", "3 restarts left"), ("2", "1 restart left")):
+        monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", count)
+        assert str(distributed.peer_lost(lost)).endswith(
+            "; these workers stop, and torchrun starts them again from the last checkpoint "
+            f"({left})")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "3")  # the last group: none left
+    assert str(distributed.peer_lost(lost)).endswith("the job ends, and the last checkpoint "
+                                                     "is intact")
+
+
 def _netns_ok() -> str:
     if os.geteuid() != 0 or not shutil.which("ip"):
         return "needs root and iproute2 (ip netns)"

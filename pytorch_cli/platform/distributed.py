@@ -133,8 +133,13 @@ def close() -> None:
 def peer_lost(error: Exception) -> PtrainError:
     """A collective failed because a peer died or timed out: one line, not a traceback."""
     first = first_line(error, 200)
+    left = (int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+            - int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
+    then = (f"these workers stop, and torchrun starts them again from the last checkpoint "
+            f"({left} restart{'s' if left > 1 else ''} left)" if left > 0 else
+            "the job ends, and the last checkpoint is intact")
     return PtrainError(f"rank {world().rank}: another process of this job stopped answering "
-                       f"({first}); the job ends, and the last checkpoint is intact")
+                       f"({first}); {then}")
 
 
 def _collective(fn: Callable) -> Callable:
