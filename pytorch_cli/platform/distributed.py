@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from pytorch_cli.platform.errors import PtrainError, UsageError, first_line
+from pytorch_cli.platform.errors import PtrainError, UsageError, first_line, plural
 
 DEFAULT_TIMEOUT_S = 300.0  # a collective waits this long, at most (PTRAIN_DIST_TIMEOUT)
 MAX_TIMEOUT_S = 7 * 24 * 3600  # a week: a collective that waits longer is a hang
@@ -58,14 +58,20 @@ def launched() -> bool:
     return all(k in os.environ for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR"))
 
 
+def _restarts() -> tuple[int, int]:
+    """torchrun's --max-restarts, and how many of them were used before this worker group."""
+    return (int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")),
+            int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
+
+
 def elastic() -> bool:
     """torchrun may restart this worker group (--max-restarts > 0): a restart must continue."""
-    return int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+    return _restarts()[0] > 0
 
 
 def restarted() -> bool:
     """This worker group is one torchrun restarted after a failure (not its first start)."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    return _restarts()[1] > 0
 
 
 def world() -> World:
@@ -133,10 +139,9 @@ def close() -> None:
 def peer_lost(error: Exception) -> PtrainError:
     """A collective failed because a peer died or timed out: one line, not a traceback."""
     first = first_line(error, 200)
-    left = (int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
-            - int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
+    most, used = _restarts()
     then = (f"these workers stop, and torchrun starts them again from the last checkpoint "
-            f"({left} restart{'s' if left > 1 else ''} left)" if left > 0 else
+            f"({plural(most - used, 'restart')} left)" if most > used else
             "the job ends, and the last checkpoint is intact")
     return PtrainError(f"rank {world().rank}: another process of this job stopped answering "
                        f"({first}); {then}")
