@@ -1,4 +1,5 @@
-"""DistributedDataParallel under torchrun, for real: 2 CPU processes with gloo, real signals.
+"""DistributedDataParallel for real: 2 CPU processes with gloo, real signals; under torchrun, or
+forked warm with torchrun's variables where DDP's arithmetic is the point (_two_ranks).
 
 Every run here trains cifar-net (no dropout, no BatchNorm) with plain SGD on the fake dataset,
 so 2 processes at batch 32 must end where 1 process at batch 64 does."""
@@ -40,12 +41,32 @@ def _weights(run_dir: Path) -> dict:
     return torch.load(run_dir / "model.pth", weights_only=True)["state_dict"]
 
 
+def _two_ranks(args: list[str], cwd: Path) -> None:
+    """`ptrain ARGS` as the two ranks of one job, each given the variables torchrun gives its
+    workers, but forked warm (tests/forked.py) instead of two fresh interpreters: the tests of
+    DDP's arithmetic need its processes, gloo and all-reduces, not torchrun's 4-5 s imports.
+    The launch by torchrun itself is tested above and below (`--nproc 2`, restarts, signals)."""
+    port = __import__("pgserver").free_port()
+    ranks = [Forked(args, cwd, {**os.environ, "RANK": str(r), "LOCAL_RANK": str(r),
+                                "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+                                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+             for r in range(2)]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and any(r.poll() is None for r in ranks) and \
+            not any(r.poll() for r in ranks):  # one failed: its peer would wait for it
+        time.sleep(0.05)
+    for rank in ranks:
+        if rank.poll() is None:
+            rank.kill()
+        assert rank.wait(10) == 0, rank.communicate()[1][-3000:]
+
+
 def _two_match_one(tmp_path: Path, flags: list[str], two: list[str] = ("--batch-size", "32"),
                    ) -> dict:
     """The run with `flags` in 2 processes (with `two`: batch 32 each by default) and in this
     one at batch 64: their model.pth weights agree to float summation order; the one-process
     weights."""
-    _run([*PY, "train", "--nproc", "2", *RUN, *flags, *two, "--run-dir", "two"], tmp_path)
+    _two_ranks(["train", *RUN, *flags, *two, "--run-dir", "two"], tmp_path)
     assert run_cli(["train", *RUN, *flags, "--batch-size", "64", "--run-dir", "one"],
                    tmp_path).code == 0  # one process: in this one
     two_w, one_w = _weights(tmp_path / "two"), _weights(tmp_path / "one")
