@@ -10,7 +10,7 @@ from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
-from pytorch_cli.settings import rules
+from pytorch_cli.settings import rules, tomlfile
 from pytorch_cli.settings.declare import declared
 from pytorch_cli.store import checkpoint, rundir
 from pytorch_cli.training import optim
@@ -155,7 +155,7 @@ def test_a_config_that_is_no_regular_file_is_refused_before_it_is_opened(ptrain,
 def test_a_config_file_over_the_size_cap_is_refused(tmp_path):
     big = tmp_path / "big.toml"
     with big.open("wb") as f:
-        f.truncate(configlib.MAX_CONFIG_BYTES + 1)  # sparse: no megabyte written
+        f.truncate(tomlfile.MAX_CONFIG_BYTES + 1)  # sparse: no megabyte written
     with pytest.raises(UsageError, match=r"big.toml is larger than 1 MiB, the most a config"):
         configlib.resolve(big)
 

@@ -13,6 +13,7 @@ import re
 import warnings
 
 from pytorch_cli.data import catalog
+from pytorch_cli.models import dropping
 from pytorch_cli.platform.errors import PtrainError, UsageError
 
 NAME_FORM = re.compile(r"(torchvision|timm):[A-Za-z0-9_.\-]+")
@@ -47,25 +48,43 @@ def import_timm():
 
 
 def build(name: str, in_channels: int, num_classes: int,
-          image_size: int | tuple[int, int] | None = None):
+          image_size: int | tuple[int, int] | None = None, timm_kwargs: dict | None = None):
     """`torchvision:resnet18`, `timm:convnext_tiny`...: the model with a head for num_classes
     and a first conv for in_channels (PyTorch's own fresh initialisation). timm models that
-    take an img_size (ViT, DeiT, EVA, Swin, LeViT...) are built for the run's image_size."""
-    from torch import nn
+    take an img_size (ViT, DeiT, EVA, Swin, LeViT...) are built for the run's image_size, and
+    with `timm_kwargs` (dropping.py's rates)."""
     kind, arch = name.split(":", 1)
     if kind == "timm":
-        timm = import_timm()
-        if not timm.is_model(arch):
-            raise _unknown(kind, arch, timm.list_models())
-        common = {"pretrained": False, "num_classes": num_classes, "in_chans": in_channels}
-        if image_size is not None:
-            size = (image_size, image_size) if isinstance(image_size, int) else image_size
-            try:
-                return timm.create_model(arch, img_size=tuple(size), **common)
-            except TypeError as e:  # a convnet: its size is whatever it is given
-                if "img_size" not in str(e):
-                    raise
-        return timm.create_model(arch, **common)
+        try:
+            return _timm(arch, in_channels, num_classes, image_size, timm_kwargs or {})
+        except TypeError as e:  # a model that takes no drop_path_rate...
+            refused = dropping.refused_by_timm(e, name)
+            if refused is None:
+                raise
+            raise refused from None
+    return _torchvision(arch, in_channels, num_classes, image_size)
+
+
+def _timm(arch: str, in_channels: int, num_classes: int,
+          image_size: int | tuple[int, int] | None, kwargs: dict):
+    timm = import_timm()
+    if not timm.is_model(arch):
+        raise _unknown("timm", arch, timm.list_models())
+    common = {"pretrained": False, "num_classes": num_classes, "in_chans": in_channels, **kwargs}
+    if image_size is not None:
+        size = (image_size, image_size) if isinstance(image_size, int) else image_size
+        try:
+            return timm.create_model(arch, img_size=tuple(size), **common)
+        except TypeError as e:  # a convnet: its size is whatever it is given
+            if "img_size" not in str(e):
+                raise
+    return timm.create_model(arch, **common)
+
+
+def _torchvision(arch: str, in_channels: int, num_classes: int,
+                 image_size: int | tuple[int, int] | None):
+    from torch import nn
+    kind = "torchvision"
     import torchvision
     if arch not in torchvision_names():
         raise _unknown(kind, arch, torchvision_names())

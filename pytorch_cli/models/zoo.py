@@ -13,7 +13,7 @@ import warnings
 from typing import Callable
 
 from pytorch_cli.data import catalog
-from pytorch_cli.models import hub
+from pytorch_cli.models import dropping, hub
 from pytorch_cli.platform.errors import DamagedFile, UsageError
 
 
@@ -79,14 +79,20 @@ def set_trainable_for_epoch(model, name: str, epoch: int) -> bool:
 
 
 def build(name: str, in_channels: int, num_classes: int, image_size: tuple[int, int],
-          init: str = "default"):
+          init: str = "default", dropout: float | None = None, drop_path: float | None = None):
+    """The model, freshly initialised; `dropout`, `drop_path`: its rates (None: its own)."""
     from torch import nn
-    if hub.is_hub_name(name):
+    if name.startswith("timm:"):
+        model = hub.build(name, in_channels, num_classes, image_size,
+                          dropping.timm_kwargs(dropout, drop_path))
+    elif hub.is_hub_name(name):
         model = hub.build(name, in_channels, num_classes, image_size)
     else:
         with warnings.catch_warnings():  # images too small for it: a linear layer of no
             warnings.filterwarnings("ignore", "Initializing zero-element")  # inputs (lenet at
             model = MODELS[name](in_channels, num_classes, image_size)  # 12x12): check_input
+    if not name.startswith("timm:"):
+        dropping.apply(model, name, dropout, drop_path)
     if INITS[init] is not None:
         fn, kwargs = INITS[init]
         for m in model.modules():

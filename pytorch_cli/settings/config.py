@@ -7,25 +7,22 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo
-from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import limits as L
 from pytorch_cli.settings.declare import check, coerce, field_types, renamed, setting
 from pytorch_cli.settings.rules import CROSS_RULES, unused, unused_reset
+from pytorch_cli.settings.tomlfile import read_toml
 from pytorch_cli.training import optim
 
 DEVICES = r"auto|cpu|mps|cuda(:\d+)?"
 DEVICE_HELP = "auto|cpu|cuda|cuda:N|mps."
 
-
-MAX_CONFIG_BYTES = 1 << 20  # 1 MiB: a config of every setting is ~1 KiB; more is not a config
 
 
 @dataclass
@@ -69,6 +66,12 @@ class TrainConfig:
     backbone_lr_scale: float = setting(
         1.0, "LR multiplier for every layer but the head (pretrained ones: 0.1 is usual).",
         rule=L.POSITIVE, limit=(L.MAX_FACTOR, "recipes use 0.01 to 1"))
+    dropout: float | None = setting(None, "Rate of the model's dropout layers (timm: drop_rate) "
+                                    "[default: the model's own].", metavar="P", rule=L.UNIT_OPEN)
+    drop_path: float | None = setting(
+        None, "Stochastic depth: a residual block's skip rate, RATE at the last (timm; "
+        "torchvision's efficientnet, convnext, swin, maxvit) [default: the model's own].",
+        metavar="RATE", rule=L.UNIT_OPEN)
     class_weights: str = setting(
         "none", "auto: weight the training loss by inverse class frequency (imbalanced "
         "classes).", choices=("none", "auto"))
@@ -221,40 +224,6 @@ def validate(cfg: TrainConfig, origin: dict[str, str] | None = None) -> TrainCon
     if said:
         raise UsageError(said)
     return cfg
-
-
-def _read(path: Path) -> str:
-    """The file's text, if it is a regular file of at most MAX_CONFIG_BYTES (a FIFO would block
-    the read, /dev/zero never end)."""
-    try:
-        data = files.read_regular(path, MAX_CONFIG_BYTES)
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except files.NotRegular as e:
-        raise UsageError(f"config file {path} is not a regular file ({e.kind}); pass a TOML "
-                         "file") from None
-    except OSError as e:
-        raise UsageError(f"cannot read config file {path}: {e.strerror or e}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB, "
-                         "the most a config file may be")
-    try:
-        return data.decode()
-    except UnicodeDecodeError as e:
-        raise UsageError(f"config file {path} is not UTF-8 text: {e}") from None
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file's table, or one line saying why there is none."""
-    text = _read(path)
-    try:
-        return tomllib.loads(text)
-    except RecursionError:  # arrays nested thousands deep
-        raise UsageError(f"config file {path} is not valid TOML: nested too deeply") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"config file {path} is not valid TOML: {e}") from None
-    except ValueError:  # Python's own limit on integer literals
-        raise UsageError(f"config file {path} holds an integer of more than 4300 digits") from None
 
 
 def typed_values(raw: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
+from pytorch_cli.settings import tomlfile
 from pytorch_cli.settings.declare import check, coerce
 from pytorch_cli.settings.rules import UNUSED, unused_reset
 from pytorch_cli.store import rundir
@@ -107,7 +108,7 @@ def _dimension(key: str, value: Any, where: str) -> Dimension:
 def load(path: Path) -> SweepSpec:
     """Read and check a spec: its base as `--config` checks a file, each searched setting's
     extremes or choices against the setting's own rule, and no key both fixed and searched."""
-    raw = configlib.read_toml(path)
+    raw = tomlfile.read_toml(path)
     search = raw.pop("search", None)
     if not isinstance(search, dict) or not search:
         raise UsageError(f"{path}: no [search] table: say which settings to search, e.g. "

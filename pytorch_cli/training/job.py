@@ -102,7 +102,8 @@ def _read(cfg: TrainConfig, resume: dict | None) -> datasets.Data:
 def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
            source: pretrained.Source | None, fresh: bool, world: distributed.World):
     spec = data.spec
-    model = zoo.build(cfg.model, spec.channels, spec.num_classes, spec.size, cfg.init).to(device)
+    model = zoo.build(cfg.model, spec.channels, spec.num_classes, spec.size, cfg.init,
+                      cfg.dropout, cfg.drop_path).to(device)
     # a net the images are too small for (lenet at 8x8, a ViT at 32) is one line; the probe's
     # forward also counts the FLOPs per image the start line gives
     flops = zoo.check_input(model, cfg.model, spec.channels, spec.size)
