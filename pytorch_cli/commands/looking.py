@@ -102,6 +102,7 @@ def summary(
     dataset: Optional[Literal[catalog.DATASETS]] = typer.Option(  # type: ignore[valid-type]
         None, help="Its dataset (as train's --dataset)."),
     data_dir: str = typer.Option("", help="--dataset folder: the folder (its shape, classes)."),
+    labels: str = typer.Option("", help="--dataset folder: as train's --labels (a CSV file)."),
     channels: int = typer.Option(0, help="--dataset folder: as train's --channels."),
     image_size: str = typer.Option("", help="--dataset folder: as train's --image-size."),
     freeze: Optional[Literal["none", "backbone"]] = typer.Option(
@@ -115,9 +116,9 @@ def summary(
     from pytorch_cli.commands import saved
     from pytorch_cli.output.report import print_summary
     from pytorch_cli.platform import events
-    given = {"model": model, "dataset": dataset, "data_dir": data_dir, "channels": channels,
-             "image_size": image_size, "freeze": freeze}
-    if target is not None and (config or data_dir or channels or image_size or freeze):
+    given = {"model": model, "dataset": dataset, "data_dir": data_dir, "labels": labels,
+             "channels": channels, "image_size": image_size, "freeze": freeze}
+    if target is not None and (config or data_dir or labels or channels or image_size or freeze):
         raise UsageError("give a run (or checkpoint: a bare state_dict with --model and "
                          "--dataset), or settings (--config, --model, --dataset...): not both")
     result = saved.summary(target, config, {k: v for k, v in given.items() if v}, batch_size)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pytorch_cli.data import batches, catalog, datasets, folders
+from pytorch_cli.data import batches, catalog, datasets, folder_arrays, folders
 from pytorch_cli.data.images import read_image
 from pytorch_cli.models import hub
 from pytorch_cli.models import zoo as models
@@ -93,7 +93,8 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
     c, meta = loaded.config, loaded.meta
     folder = folders.Options(meta["in_channels"], models.meta_size(meta), c.get("test_split", 0.2),
                              stats=(meta["mean"], meta["std"]),  # decoded and drawn as it
-                             split=meta.get("split", ""))  # trained (older runs: a shuffle)
+                             split=meta.get("split", ""),  # trained (older runs: a shuffle)
+                             labels=c.get("labels", ""))
     data = datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
                          c.get("val_split", 0.0), c.get("seed", 1), folder)
     if command:  # (an export's verification batch takes any images of the run's shape)
@@ -265,7 +266,7 @@ def summary(target: Path | None, config_file: Path | None, overrides: dict,
             if not cfg.data_dir:
                 raise UsageError("--dataset folder needs --data-dir DIR (its images' shape and "
                                  "classes make the model)")
-            found = folders.find(Path(cfg.data_dir).expanduser())
+            found = folder_arrays.listed(Path(cfg.data_dir).expanduser(), cfg.labels)
             channels, size = folders.shape(found, cfg.channels, catalog.parse_size(cfg.image_size))
             classes = len(found.classes)
         else:

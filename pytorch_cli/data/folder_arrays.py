@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pytorch_cli.data import cache, decode, splits
+from pytorch_cli.data import cache, csvlabels, decode, splits
 from pytorch_cli.data.folders import Found, Options, check_classes, find, shape
 from pytorch_cli.platform.errors import PtrainError, warn
 
@@ -36,10 +36,11 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
     """The folder at root, split: decoded, or from the decode cache when nothing it depends on
     changed. Splits are row numbers of the decoded arrays (splits.py), written as an entry of
     their own, so a cached folder's splits are memory maps too, never a copy in memory."""
-    found = find(root)
+    found = listed(root, opts.labels)
     arrays, meta, name = _decoded(found, opts)
     train_y = torch.from_numpy(arrays["train_y"])
-    check_classes(found.classes, train_y, root / "train" if meta["has_test"] else root)
+    check_classes(found.classes, train_y, Path(opts.labels) if opts.labels else
+                  root / "train" if meta["has_test"] else root, csv=bool(opts.labels))
     rows, train_rows = {"test": ("test", None)}, None  # split -> (split read, its rows; None: all)
     if meta["has_test"] and opts.test_split != Options.test_split:  # set, and nothing to do
         warn(f"--test-split {opts.test_split:g} is not used: {root}'s test folder is the test set")
@@ -64,6 +65,11 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
                 tuple(meta["size"]), meta["skipped"],  # what its splits are drawn from:
                 splits.listing(meta["train_files"], train_y.tolist())
                 if not meta["has_test"] or val_split else "")
+
+
+def listed(root: Path, labels: str = "") -> Found:
+    """The folder's classes and files: from its class subfolders, or from --labels' CSV."""
+    return csvlabels.find(root, Path(labels).expanduser()) if labels else find(root)
 
 
 def _selected(arrays: dict, rows: dict, name: str | None, params: tuple) -> dict[str, Arrays]:

@@ -35,6 +35,7 @@ class Options:
     test_split: float = 0.2
     stats: tuple[list[float], list[float]] | None = None
     split: str = splits.BY_NAME  # how rows are held out (splits.py); "": as runs saved before
+    labels: str = ""  # --labels: the CSV file that names each image's class (csvlabels.py)
 
 
 @dataclass
@@ -176,9 +177,13 @@ def shape(found: Found, channels: int, size: tuple[int, int] | None) -> tuple[in
     return channels or (1 if gray else 3), size
 
 
-def check_classes(classes: list[str], labels: torch.Tensor, where: Path) -> None:
+def check_classes(classes: list[str], labels: torch.Tensor, where: Path, csv: bool = False,
+                  ) -> None:
     counts = torch.bincount(labels, minlength=len(classes))
     empty = [c for c, n in zip(classes, counts.tolist()) if n == 0]
+    if empty and csv:
+        raise PtrainError(f"{where}: class {empty[0]!r} has no usable image (each file listed "
+                          "for it is unreadable); add images or remove its rows")
     if empty:
         raise PtrainError(f"{where}: class folder {empty[0]!r} holds no usable image; add "
                           "images or remove the folder")

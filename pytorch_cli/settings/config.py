@@ -44,6 +44,10 @@ class TrainConfig:
     test_split: float = setting(
         0.2, "--dataset folder without train/ and test/: the seeded, stratified fraction of "
         "each class held out for testing.", rule=(lambda v: 0 < v < 1, "in (0, 1)"))
+    labels: str = setting(
+        "", "--dataset folder: a CSV file, a header row then one image,class row per image "
+        "(paths relative to --data-dir; the extension may be left out), instead of class "
+        "subfolders.", metavar="FILE.csv")
     download: bool = setting(True, "Download the dataset with torchvision if it is not found.")
     model: str = setting(
         "lenet", f"{zoo.MODEL_NAMES}: ptrain's nets, any classification model of "

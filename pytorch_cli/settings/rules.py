@@ -37,6 +37,8 @@ UNUSED = (
 CROSS_RULES = (
     (lambda c: c.dataset == catalog.FOLDER or not (c.channels or catalog.parse_size(c.image_size)),
      "--channels and --image-size are for --dataset folder; {c.dataset}'s images have their own"),
+    (lambda c: c.dataset == catalog.FOLDER or not c.labels,
+     "--labels names a folder's classes in a CSV file: it needs --dataset folder"),
     (lambda c: not c.weights or hub.is_hub_name(c.model),
      "--weights is for torchvision:NAME and timm:NAME models; a {c.model} starts from a run's "
      "weights with --init-from"),

@@ -93,7 +93,8 @@ def _read(cfg: TrainConfig, resume: dict | None) -> datasets.Data:
     split = meta.get("split", "") if resume is not None else splits.BY_NAME
     with distributed.main_first():  # rank 0 downloads, if anything needs downloading
         data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed,
-                             folders.Options(channels, size, cfg.test_split, split=split))
+                             folders.Options(channels, size, cfg.test_split, split=split,
+                                             labels=cfg.labels))
     if resume is not None:
         datasets.same_as_trained(meta, data, "resume")
     return data
