@@ -150,3 +150,35 @@ def test_plateau_cuts_the_lr_by_gamma_after_its_patience_and_its_state_round_tri
     other = TrainConfig(scheduler="cosine")
     step_sched = optim.build_scheduler(optim.build_optimizer(model, other), other, 100, 10)
     assert not optim.on_metric(step_sched)
+
+
+@pytest.mark.parametrize("arch", ["vit_tiny_patch16_224", "resnet18"])
+def test_layer_decay_gives_each_parameter_timms_own_lr_scale(arch):
+    """--layer-decay 0.7: each parameter's LR / --lr is the lr_scale timm's own
+    param_groups_layer_decay gives it (the head's 1, a ViT's patch embedding 0.7 ** 13), under
+    onecycle too (its peak per group), and norm layers keep their --norm-lr-scale on top."""
+    pytest.importorskip("timm")
+    from timm.optim import param_groups_layer_decay
+    model = models.build(f"timm:{arch}", 3, 10, (32, 32))
+    cfg = TrainConfig(model=f"timm:{arch}", lr=0.1, layer_decay=0.7, norm_lr_scale=4.0,
+                      scheduler="onecycle", epochs=1)
+    opt = optim.build_optimizer(model, cfg)
+    optim.build_scheduler(opt, cfg, 10, 10)  # onecycle: each group's max_lr, from its lr
+    theirs = {id(p): g["lr_scale"] for g in param_groups_layer_decay(model, layer_decay=0.7)
+              for p in g["params"]}
+    norms = {id(p) for m in model.modules() if isinstance(m, (torch.nn.LayerNorm,
+                                                               torch.nn.BatchNorm2d))
+             for p in m.parameters(recurse=False)}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            want = 0.1 * theirs[id(p)] * (4.0 if id(p) in norms else 1.0)
+            assert group["max_lr"] == pytest.approx(want, rel=1e-12)
+    assert opt.param_groups[0]["max_lr"] == pytest.approx(0.1)  # the head's: what runs log
+    assert len({g["max_lr"] for g in opt.param_groups}) > 8
+
+
+def test_layer_decay_needs_a_timm_model():
+    from pytorch_cli.platform.errors import UsageError
+    from pytorch_cli.settings.config import validate
+    with pytest.raises(UsageError, match="--layer-decay needs a timm:NAME model"):
+        validate(TrainConfig(model="resnet18", layer_decay=0.7))

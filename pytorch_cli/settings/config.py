@@ -70,6 +70,9 @@ class TrainConfig:
     backbone_lr_scale: float = setting(
         1.0, "LR multiplier for every layer but the head (pretrained ones: 0.1 is usual).",
         rule=L.POSITIVE, limit=(L.MAX_FACTOR, "recipes use 0.01 to 1"))
+    layer_decay: float = setting(
+        0.0, "Layer-wise LR decay (timm models): each block's LR is D x the next one's, the "
+        "head's --lr (BEiT's fine-tuning; 0.65-0.9 usual). 0: off.", metavar="D", rule=L.UNIT_OPEN)
     dropout: float | None = setting(None, "Rate of the model's dropout layers (timm: drop_rate) "
                                     "[default: the model's own].", metavar="P", rule=L.UNIT_OPEN)
     drop_path: float | None = setting(

@@ -39,6 +39,9 @@ CROSS_RULES = (
      "--channels and --image-size are for --dataset folder; {c.dataset}'s images have their own"),
     (lambda c: c.dataset == catalog.FOLDER or not c.labels,
      "--labels names a folder's classes in a CSV file: it needs --dataset folder"),
+    (lambda c: not c.layer_decay or c.model.startswith("timm:"),
+     "--layer-decay needs a timm:NAME model (its group_matcher says which block each parameter "
+     "is in); a {c.model} has --backbone-lr-scale"),
     (lambda c: not c.weights or hub.is_hub_name(c.model),
      "--weights is for torchvision:NAME and timm:NAME models; a {c.model} starts from a run's "
      "weights with --init-from"),

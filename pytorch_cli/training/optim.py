@@ -50,7 +50,8 @@ def param_groups(model: nn.Module, cfg: TrainConfig, backbone: set[str] = frozen
     --norm-lr-scale times the learning rate; other biases. Weight decay on the first only,
     unless --bias-decay: then on all, at the same rate per step (so divided by the scale,
     since SGD multiplies the decay by the learning rate). With `backbone` (parameter names),
-    three for the backbone ("part": "backbone", at --backbone-lr-scale) and three for the head."""
+    three for the backbone ("part": "backbone", at --backbone-lr-scale) and three for the head.
+    --layer-decay splits each part's three by block, the head's block first (its LR is logged)."""
     from torch import nn
     norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
     norm = {id(p) for m in model.modules() if isinstance(m, norms)
@@ -60,19 +61,34 @@ def param_groups(model: nn.Module, cfg: TrainConfig, backbone: set[str] = frozen
     everything = {n for n, _ in named}
     parts = ([("backbone", cfg.backbone_lr_scale, backbone), ("head", 1.0, everything - backbone)]
              if backbone else [(None, 1.0, everything)])
+    layers = layer_scales(model, cfg.layer_decay)  # name -> factor; {} without --layer-decay
     groups = []
     for part, scale, members in parts:
-        trained = [p for n, p in named if n in members]
-        lr = cfg.lr * scale
-        groups += [{"params": [p for p in trained if p.ndim >= 2], "lr": lr,
-                    "weight_decay": cfg.weight_decay},
-                   {"params": [p for p in trained if id(p) in norm],
-                    "lr": lr * cfg.norm_lr_scale, "weight_decay": decay / cfg.norm_lr_scale},
-                   {"params": [p for p in trained if p.ndim < 2 and id(p) not in norm], "lr": lr,
-                    "weight_decay": decay}]
-        for g in groups[-3:] if part else ():
-            g["part"] = part
+        for layer in sorted(set(layers.values()) or {1.0}, reverse=True):  # the head's first
+            trained = [p for n, p in named if n in members and layers.get(n, 1.0) == layer]
+            lr = cfg.lr * scale * layer
+            kinds = [{"params": [p for p in trained if p.ndim >= 2], "lr": lr,
+                      "weight_decay": cfg.weight_decay},
+                     {"params": [p for p in trained if id(p) in norm],
+                      "lr": lr * cfg.norm_lr_scale, "weight_decay": decay / cfg.norm_lr_scale},
+                     {"params": [p for p in trained if p.ndim < 2 and id(p) not in norm],
+                      "lr": lr, "weight_decay": decay}]
+            groups += [{**g, "part": part} if part else g for g in kinds]
     return [g for g in groups if g["params"]]
+
+
+def layer_scales(model: nn.Module, decay: float) -> dict[str, float]:
+    """--layer-decay D: each parameter's LR factor, D ** (blocks between it and the head), the
+    blocks as timm's param_groups_layer_decay counts them (the model's group_matcher)."""
+    if not decay:
+        return {}
+    from timm.models import group_parameters
+    if not hasattr(model, "group_matcher"):
+        raise UsageError(f"--layer-decay: {type(model).__name__} has no group_matcher to say "
+                         "which block each parameter is in")
+    layer_of = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    top = max(layer_of.values())
+    return {n: decay ** (top - layer_of.get(n, top)) for n, _ in model.named_parameters()}
 
 
 def device_kwargs(name: str, device_type: str) -> dict:
