@@ -235,3 +235,21 @@ def test_batches_prepared_a_chunk_at_a_time_equal_those_prepared_one_by_one(poli
     assert len(chunked) == 17 and _same([(x, (y,)) for x, y in chunked],
                                         [(x, (y,)) for x, y in epoch()])
     assert all(x.is_contiguous(memory_format=torch.channels_last) for x, _ in chunked)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (24, 40)])
+def test_resize_matches_the_folder_decoders_pil_resize_within_a_level(tmp_path, size):
+    """--image-size on a built-in dataset: batches resized on the device as a folder's images are
+    decoded (PIL bilinear, antialiased when shrinking: images.read_image), so predict's input
+    of a CIFAR PNG matches training's: within 1 of 255 (up 32 -> 64, down 32 -> 24 x up to 40)."""
+    from PIL import Image
+
+    from pytorch_cli.data import images
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    ours = batches.resize(x, size)
+    assert ours.dtype == torch.uint8 and ours.shape == (4, 3, *size)
+    for i in range(4):
+        Image.fromarray(x[i].permute(1, 2, 0).numpy()).save(tmp_path / f"{i}.png")
+        pil = images.read_image(tmp_path / f"{i}.png", 3, size)
+        assert (pil.int() - ours[i].int()).abs().max() <= 1
+    assert batches.resize(x, (32, 32)) is x  # its own size: untouched

@@ -8,9 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import read_metrics, write_cifar10_python
+from PIL import Image
 
 from pytorch_cli.models import zoo as models
 from pytorch_cli.store import checkpoint
@@ -333,6 +335,30 @@ def test_cifar_files_end_to_end(ptrain, tmp_path):
     r = ptrain("train", "--dataset", "cifar10", "--data-dir", tmp_path / "c10", "--model",
                "resnet18", "--dry-run")
     assert r.code == 0 and "11,173,962 parameters" in r.out
+
+
+def test_a_builtin_dataset_at_another_image_size_trains_evaluates_exports_and_predicts(
+        ptrain, tmp_path):
+    """--image-size 40 on CIFAR-10 (as 224 would be for an ImageNet model): every batch is
+    resized on the device, so cifar-net is built for 40x40 (its linear layer's width says so)
+    and eval, export's verification and predict feed it 40x40 images too."""
+    write_cifar10_python(tmp_path / "c10")
+    r = ptrain("train", "--dataset", "cifar10", "--data-dir", tmp_path / "c10", "--model",
+               "cifar-net", "--epochs", "1", "--image-size", "40", "--run-dir", "r", "--json")
+    assert r.code == 0, r.err
+    final = r.json()
+    saved = torch.load(tmp_path / "r/model.pth", weights_only=True)
+    assert saved["meta"]["image_size"] == 40 and saved["state_dict"]["fc1.weight"].shape[1] == \
+        16 * 7 * 7  # (40 - 4) / 2 = 18, (18 - 4) / 2 = 7: built for 40, not 32's 5
+    evaluated = ptrain("eval", "r", "--json").json()
+    assert evaluated["correct"] == final["test_correct"]
+    exported = ptrain("export", "r", "--format", "onnx")
+    assert exported.code == 0 and "verified on 64 test images" in exported.out, exported.err
+    image = tmp_path / "one.png"
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(image)
+    assert ptrain("predict", "r", image).code == 0
+    refused = ptrain("train", "--dataset", "cifar10", "--channels", "1", "--dry-run")
+    assert refused.code == 2 and "--channels is for --dataset folder" in refused.err
 
 
 def test_console_script_and_module_entry_points(tmp_path):

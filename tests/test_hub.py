@@ -42,8 +42,8 @@ def test_a_torchvision_vit_is_built_for_square_images_of_the_runs_size():
     with torch.inference_mode():
         assert vit(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
     assert hub._sized("resnet18", (64, 96)) == {}
-    for size, said in (((64, 96), "not 64x96: a folder run can resize them with --image-size 96"),
-                       (30, "not 30x30: a folder run can resize them with --image-size 32")):
+    for size, said in (((64, 96), "not 64x96: resize them with --image-size 96"),
+                       (30, "not 30x30: resize them with --image-size 32")):
         with pytest.raises(UsageError, match="takes square images whose side is a multiple of "
                            f"16 \\(its patch\\), {said}"):  # not its AssertionError
             zoo.build("torchvision:vit_b_16", 3, 10, size)
@@ -75,6 +75,6 @@ def test_without_timm_one_line_names_the_extra(monkeypatch):
 def test_a_model_that_cannot_take_the_size_is_one_line():
     model = zoo.build("torchvision:alexnet", 3, 10, (4, 6))  # its max-pools need more
     with pytest.raises(UsageError, match=r"--model torchvision:alexnet cannot take 4x6 "
-                                         r"images \(.*\); a folder run can resize"):
+                                         r"images \(.*\); resize them"):
         zoo.check_input(model, "torchvision:alexnet", 3, (4, 6))
     assert model.training  # the probe leaves the mode as it was

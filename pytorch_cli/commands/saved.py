@@ -144,7 +144,8 @@ def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str
     output = output or source.with_name(source.name.split(".")[0] + export.FORMATS[fmt][0])
     export.check_output(output, source, fmt)  # before the slow part: data, export, verification
     try:
-        sample = _data(loaded, data_dir, False, "").test.images[:64].float() / 255
+        data = _data(loaded, data_dir, False, "")
+        sample = batches.resize(data.test.images[:64], data.spec.size).float() / 255
         verified_on = "test images"
     except PtrainError:
         g = torch.Generator().manual_seed(0)
@@ -271,7 +272,8 @@ def summary(target: Path | None, config_file: Path | None, overrides: dict,
             classes = len(found.classes)
         else:
             spec = catalog.SPECS[cfg.dataset]
-            channels, size, classes = spec.channels, spec.size, spec.num_classes
+            channels, classes = spec.channels, spec.num_classes
+            size = catalog.parse_size(cfg.image_size) or spec.size
         model, name, image = models.build(cfg.model, channels, classes, size), cfg.model, (
             channels, *size)
         models.check_input(model, name, channels, size)  # a ViT at 32 px: one line

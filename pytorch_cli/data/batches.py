@@ -79,6 +79,19 @@ def epoch_plan(n: int, batch_size: int, seed: int, epoch: int, aug: Augment,
     return plan
 
 
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 images at the run's size (--image-size on a built-in dataset: CIFAR's 32x32 at
+    224 for an ImageNet model), as a folder's are decoded: bilinear, antialiased when
+    shrinking, rounded back to uint8, so every later stage runs as at that size. On the device,
+    batch by batch: the dataset stays at its own size in memory. Unchanged at its own size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    out = torch.nn.functional.interpolate(x.float(), size=tuple(size), mode="bilinear",
+                                          align_corners=False, antialias=shrink)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
 class Normalize(nn.Module):
     """Float images in [0, 1] -> (x - mean) / std per channel, as torchvision's Normalize: one
     definition for training batches, exports and predict."""
@@ -190,7 +203,7 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
                for c in columns)
     b = start
     for chunk, c, (x, y) in zip(chunks, columns, raw):
-        x = augment.apply(x, aug, plan[1:, c], host_plan[1:, c], memory_format)
+        x = augment.apply(resize(x, spec.size), aug, plan[1:, c], host_plan[1:, c], memory_format)
         x = augment.erase(normalize(x, spec, memory_format), aug, plan[1:, c])
         at = 0
         for s in chunk:  # the chunk's batches, each mixed on its own
@@ -244,7 +257,7 @@ def eval_batches(split: Split, spec: Spec, batch_size: int, device: torch.device
     weighted views each. With several processes, rank r takes the r-th contiguous part."""
     lo, hi = rank * len(split) // world, (rank + 1) * len(split) // world
     for i in range(lo, hi, batch_size):
-        x = split.images[i:min(i + batch_size, hi)].to(device, non_blocking=True)
+        x = resize(split.images[i:min(i + batch_size, hi)].to(device, non_blocking=True), spec.size)
         views = tta_views(x, spec) if tta else [(1.0, x)]
         yield ([(weight, normalize(v, spec)) for weight, v in views],
                split.labels[i:min(i + batch_size, hi)].to(device, non_blocking=True))

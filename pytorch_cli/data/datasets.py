@@ -49,8 +49,7 @@ class Data:
 
 
 def normalised(data: Data, mean, std) -> Data:
-    """The data as a model trained with this mean and std sees it: pretrained weights bring
-    their own, and a saved run keeps the one it trained with."""
+    """The data as a model trained with this mean and std sees it (pretrained weights, a run)."""
     spec = dataclasses.replace(data.spec, mean=tuple(mean), std=tuple(std))
     return dataclasses.replace(data, spec=spec)
 
@@ -94,8 +93,7 @@ def same_as_trained(meta: dict, data: Data, command: str) -> None:
 
 
 def search_dirs(name: str, data_dir: str = "") -> list[Path]:
-    """Where to look, in order: --data-dir alone if given; else $PTRAIN_DATA_DIR or ./data,
-    plus the folder Debian's dataset-fashion-mnist package installs."""
+    """Where to look: --data-dir alone; else $PTRAIN_DATA_DIR or ./data (+ Debian's package's)."""
     if data_dir:
         return [Path(data_dir).expanduser()]
     dirs = [Path(os.environ.get("PTRAIN_DATA_DIR") or "data").expanduser()]
@@ -279,7 +277,7 @@ def _read_folder(data_dir: str, opts: folders.Options, seed: int, val_split: flo
 def load(name: str, data_dir: str = "", download: bool = True, val_split: float = 0.0,
          seed: int = 1, folder: folders.Options | None = None) -> Data:
     """Read a dataset; with val_split, hold out a seeded fraction of its training set.
-    `folder`: how --dataset folder's images are decoded."""
+    `folder`: how a folder's images are decoded; its image_size a built-in's too (resized)."""
     skipped: list[str] = []
     val, listing, split = None, "", ""
     if name == catalog.FOLDER:  # its splits are made as it is read: memory maps of its cache
@@ -289,6 +287,8 @@ def load(name: str, data_dir: str = "", download: bool = True, val_split: float 
     else:
         spec = SPECS[name]
         train, test, classes, source = _read(spec, data_dir, download)
+        if folder is not None and folder.image_size:
+            spec = dataclasses.replace(spec, size=tuple(folder.image_size))
         if val_split:
             val_idx, train_idx = splits.val_rows(len(train), val_split, seed)
             val = Split(train.images[val_idx], train.labels[val_idx])

@@ -113,8 +113,8 @@ def _sized(arch: str, image_size: int | tuple[int, int] | None) -> dict:
         got = catalog.size_text(image_size if side is None else (side, side))
         fit = max(patch, round((side or max(image_size)) / patch) * patch)
         raise UsageError(f"--model torchvision:{arch} takes square images whose side is a "
-                         f"multiple of {patch} (its patch), not {got}: a folder run can resize "
-                         f"them with --image-size {fit}")
+                         f"multiple of {patch} (its patch), not {got}: resize them with "
+                         f"--image-size {fit}")
     return {"image_size": side}
 
 

@@ -113,7 +113,7 @@ def check_input(model, name: str, in_channels: int, image_size: tuple[int, int])
     except (RuntimeError, ValueError, AssertionError, IndexError) as e:
         detail = " ".join(str(e).split())[:160]
         raise UsageError(f"--model {name} cannot take {catalog.size_text(image_size)} images "
-                         f"({detail}); a folder run can resize them with --image-size N or "
+                         f"({detail}); resize them with --image-size N or "
                          "HxW") from None
 
 
@@ -176,8 +176,9 @@ def check_meta(meta, path) -> None:
 
 
 def _check_shape(meta: dict, path) -> None:
-    """A built-in dataset fixes the shapes the model was built for (describe() copies them); a
-    folder's are within what --channels and --image-size take."""
+    """A built-in dataset fixes the channels and classes the model was built for (describe()
+    copies them), its size is its own or --image-size's; a folder's are within what --channels
+    and --image-size take."""
     size = catalog.parse_size(meta["image_size"])
     if size is None:  # 0, [3], [True, 2], [1.5, 2]...
         raise DamagedFile(path, f"its meta 'image_size' is {meta['image_size']!r}, not a size "
@@ -193,9 +194,11 @@ def _check_shape(meta: dict, path) -> None:
                               f"what a folder run has (4 to {catalog.MAX_IMAGE_SIZE})")
         return
     spec = catalog.SPECS[meta["dataset"]]
+    if size != spec.size and not catalog.size_ok(catalog.size_text(size)):  # --image-size's
+        raise DamagedFile(path, f"its meta 'image_size' is {meta['image_size']}, outside what "
+                          f"--image-size takes (4 to {catalog.MAX_IMAGE_SIZE})")
     for key, value, wanted in (("in_channels", meta["in_channels"], spec.channels),
-                               ("num_classes", meta["num_classes"], spec.num_classes),
-                               ("image_size", size, spec.size)):
+                               ("num_classes", meta["num_classes"], spec.num_classes)):
         if value != wanted:
             shown = meta[key]
             want = catalog.saved_size(wanted) if key == "image_size" else wanted

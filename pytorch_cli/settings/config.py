@@ -38,8 +38,10 @@ class TrainConfig:
         0, "--dataset folder: 1 (grayscale) or 3 (RGB); 0: 1 if every image is grayscale.",
         rule=(lambda v: v in (0, 1, 3), "0 (auto), 1 or 3"))
     image_size: str | int = setting(
-        0, "--dataset folder: images are resized to NxN, or HxW (height x width; bilinear, the "
-        "aspect ratio not kept); 0: their own size, when they all share one.", metavar="N|HxW",
+        0, "Images are resized to NxN, or HxW (height x width; bilinear, the aspect ratio not "
+        "kept): a folder's as decoded, a built-in dataset's batch by batch (CIFAR at 224 for "
+        "an ImageNet model); 0: their own size (a folder's, when all share one).",
+        metavar="N|HxW",
         rule=(catalog.size_ok, f"0 (auto), N or HxW, each side 4 to {catalog.MAX_IMAGE_SIZE}"))
     test_split: float = setting(
         0.2, "--dataset folder without train/ and test/: the seeded, stratified fraction of "

@@ -35,8 +35,8 @@ UNUSED = (
      "policies after it) flips; --augment {c.augment} flips nothing on {c.dataset}"),
 )
 CROSS_RULES = (
-    (lambda c: c.dataset == catalog.FOLDER or not (c.channels or catalog.parse_size(c.image_size)),
-     "--channels and --image-size are for --dataset folder; {c.dataset}'s images have their own"),
+    (lambda c: c.dataset == catalog.FOLDER or not c.channels,
+     "--channels is for --dataset folder; {c.dataset}'s images have their own"),
     (lambda c: c.dataset == catalog.FOLDER or not c.labels,
      "--labels names a folder's classes in a CSV file: it needs --dataset folder"),
     (lambda c: not c.layer_decay or c.model.startswith("timm:"),

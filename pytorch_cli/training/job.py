@@ -110,7 +110,8 @@ def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
     flops = zoo.check_input(model, cfg.model, spec.channels, spec.size)
     if fresh and cfg.model in zoo.DATA_INITS:  # a resumed run loads it instead
         pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
-        zoo.DATA_INITS[cfg.model](model, batches.normalize(data.train.images[pick[:5000]], spec))
+        chosen = batches.resize(data.train.images[pick[:5000]], spec.size)
+        zoo.DATA_INITS[cfg.model](model, batches.normalize(chosen, spec))
     transfer = adapt.load_into(model, source.state, source.label) if source else None
     if cfg.grad_checkpointing:
         checkpointing.enable(model, cfg.model)
