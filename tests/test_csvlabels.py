@@ -93,6 +93,7 @@ def test_an_unreadable_labels_file_is_one_line(tmp_path):
 def test_classes_sort_as_text_unless_all_are_integers():
     assert csvlabels.sort_classes({"10", "9", "-1"}) == ["-1", "9", "10"]
     assert csvlabels.sort_classes({"10", "9", "b"}) == ["10", "9", "b"]
+    assert csvlabels.sort_classes({"1", "01", "001"}) == ["001", "01", "1"]  # however hashed
 
 
 def test_a_csv_run_trains_evaluates_on_the_same_images_and_resumes(tmp_path):

@@ -11,6 +11,7 @@ that is missing or no image is skipped and counted as an unreadable one is.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def _text(path: Path) -> str:
 
 def _rows(path: Path) -> list[tuple[int, str, str]]:
     """(line, image, class) of every row after the header; blank lines are skipped."""
-    out, reader = [], csv.reader(_text(path).splitlines())
+    out, reader = [], csv.reader(io.StringIO(_text(path), newline=""))  # quoted newlines too
     try:
         header = next(reader, [])
         if len(header) < 2:
@@ -105,7 +106,7 @@ class _Finder:
 def sort_classes(names: set[str]) -> list[str]:
     """As numbers when every name is an integer (2 before 10), else as text."""
     try:
-        return sorted(names, key=int)
+        return sorted(names, key=lambda name: (int(name), name))  # "01" beside "1": both, in order
     except ValueError:
         return sorted(names)
 

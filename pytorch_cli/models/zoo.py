@@ -197,9 +197,7 @@ def _check_shape(meta: dict, path) -> None:
     if size != spec.size and not catalog.size_ok(catalog.size_text(size)):  # --image-size's
         raise DamagedFile(path, f"its meta 'image_size' is {meta['image_size']}, outside what "
                           f"--image-size takes (4 to {catalog.MAX_IMAGE_SIZE})")
-    for key, value, wanted in (("in_channels", meta["in_channels"], spec.channels),
-                               ("num_classes", meta["num_classes"], spec.num_classes)):
-        if value != wanted:
-            shown = meta[key]
-            want = catalog.saved_size(wanted) if key == "image_size" else wanted
-            raise DamagedFile(path, f"its meta {key!r} is {shown}, but {spec.name} has {want}")
+    for key, wanted in (("in_channels", spec.channels), ("num_classes", spec.num_classes)):
+        if meta[key] != wanted:
+            raise DamagedFile(path, f"its meta {key!r} is {meta[key]}, but {spec.name} has "
+                              f"{wanted}")
