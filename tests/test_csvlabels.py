@@ -108,11 +108,15 @@ def test_a_csv_run_trains_evaluates_on_the_same_images_and_resumes(tmp_path):
     result = run_cli(["eval", "r", "--json"], tmp_path).json()
     assert (result["correct"], result["total"]) == (final["test_correct"], 8)
     assert list(result["per_class"]) == ["no", "yes"]
-    resumed = run_cli(["resume", "r", "--epochs", "2"], tmp_path)
+    (tmp_path / "train").rename(tmp_path / "moved")  # both moved: resume says where, once
+    (tmp_path / "train.csv").rename(tmp_path / "moved.csv")
+    resumed = run_cli(["resume", "r", "--epochs", "2", "--data-dir", "moved", "--labels",
+                       "moved.csv"], tmp_path)
     assert resumed.code == 0 and "warning" not in resumed.err, resumed.err  # the same listing
     last = read_metrics(tmp_path / "r", kinds=("epoch",))[-1]
     assert (last["epoch"], last["test_total"]) == (2, 8)
-    shown = run_cli(["summary", *common[:6], "--model", "fast-cnn", "--json"], tmp_path).json()
+    shown = run_cli(["summary", "--dataset", "folder", "--data-dir", "moved", "--labels",
+                     "moved.csv", "--model", "fast-cnn", "--json"], tmp_path).json()
     of_run = run_cli(["summary", "r", "--json"], tmp_path).json()
     assert shown["params"] == of_run["params"]  # the model the CSV's 2 classes make
 

@@ -34,15 +34,15 @@ class AlreadyFinished(UsageError):
 
 
 # What may differ between a run and the command that continues it with --resume auto.
-FREE_TO_CHANGE = ("device", "data_dir", "download", "workers", "log_interval", "save_interval",
-                  "tensorboard", "test_batch_size")
-CARRIED = ("device", "data_dir", "test_batch_size")  # of those, what the continued run takes
+FREE_TO_CHANGE = ("device", "data_dir", "labels", "download", "workers", "log_interval",
+                  "save_interval", "tensorboard", "test_batch_size")
+CARRIED = ("device", "data_dir", "labels", "test_batch_size")  # of those, what a resume takes
 
 
 def resume(target: Path, epochs: float | None = None, model_name: str = "", dataset: str = "",
            **changes) -> Start:
     """Check that a run can continue as asked, from its last.pt (or the checkpoint named);
-    `changes` (device, data_dir, test_batch_size), where given, replace the run's."""
+    `changes` (device, data_dir, labels, test_batch_size), where given, replace the run's."""
     if target.is_dir() and not (target / LAST).exists():
         rundir.check_free(target)  # a live run before its first save: in use, not "no last.pt"
     path = checkpoint_in(target, LAST)

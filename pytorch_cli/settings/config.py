@@ -49,7 +49,8 @@ class TrainConfig:
     labels: str = setting(
         "", "--dataset folder: a CSV file, a header row then one image,class row per image "
         "(paths relative to --data-dir; the extension may be left out), instead of class "
-        "subfolders.", metavar="FILE.csv")
+        "subfolders.", metavar="FILE.csv",
+        resume_help="Read the run's CSV of classes from here now (moved with --data-dir's).")
     download: bool = setting(True, "Download the dataset with torchvision if it is not found.")
     model: str = setting(
         "lenet", f"{zoo.MODEL_NAMES}: ptrain's nets, any classification model of "
