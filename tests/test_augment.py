@@ -90,3 +90,44 @@ def test_a_policy_or_erasing_added_leaves_the_crops_as_they_were():
     plain = augment.draw(50, CROP_FLIP, (32, 32), 9)
     for added in (Augment("trivialaugment"), Augment("crop-flip", erasing=0.5)):
         assert torch.equal(augment.draw(50, added, (32, 32), 9)[:3], plain)
+
+
+def test_resized_crops_are_torchvisions_resized_crop_and_flip_per_image():
+    """--augment resized-crop: each image's drawn box, resized back (bilinear, antialiased) and
+    flipped where drawn, is torchvision.transforms.v2's resized_crop and hflip of that image,
+    within 1 of 255 (its uint8 kernels round differently), in either memory layout."""
+    from torchvision.transforms.v2 import functional as F
+    aug = Augment("resized-crop", scale=0.08)
+    x = torch.randint(0, 256, (24, 3, 32, 40), dtype=torch.uint8)
+    draws = augment.draw(24, aug, (32, 40), 7)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        out = augment.apply(x, aug, draws, draws, layout)
+        assert out.is_contiguous(memory_format=layout) and out.dtype == torch.uint8
+        for i in range(24):
+            top, left, h, w = draws[aug.box_rows, i].tolist()
+            theirs = F.resized_crop(x[i], top, left, h, w, [32, 40], antialias=True)
+            theirs = F.horizontal_flip(theirs) if draws[2, i] else theirs
+            assert (theirs.int() - out[i].int()).abs().max() <= 1
+    assert 0 < draws[2].sum() < 24  # some flipped, some not
+
+
+def test_resized_crop_boxes_follow_torchvisions_random_resized_crop():
+    """The boxes' share of the area and aspect have torchvision's distribution (its own
+    get_params drawn as many times), each lies inside the image; where no try fits (a 4x100
+    strip at scale 1), torchvision's fallback: the whole height, its widest aspect, centred."""
+    from torchvision.transforms import v2
+    n, scale = 4000, 0.25
+    g = torch.Generator().manual_seed(0)
+    top, left, h, w = augment.draw_resized_crop(n, scale, (32, 48), g)
+    assert (top >= 0).all() and (top + h <= 32).all()
+    assert (left >= 0).all() and (left + w <= 48).all()
+    torch.manual_seed(0)
+    theirs = [v2.RandomResizedCrop.get_params(torch.zeros(3, 32, 48), (scale, 1.0), (3 / 4, 4 / 3))
+              for _ in range(n)]
+    share = (h * w).float().mean() / (32 * 48)
+    their_share = sum(b[2] * b[3] for b in theirs) / n / (32 * 48)
+    assert abs(share - their_share) < 0.01
+    aspect = (w.float() / h).log().mean()
+    assert abs(aspect - sum(math.log(b[3] / b[2]) for b in theirs) / n) < 0.02
+    strip = augment.draw_resized_crop(3, 1.0, (4, 100), torch.Generator().manual_seed(0))
+    assert strip.T.tolist() == [[0, 47, 4, 5]] * 3  # 4 x round(4 x 4/3), (100 - 5) // 2

@@ -253,3 +253,17 @@ def test_resize_matches_the_folder_decoders_pil_resize_within_a_level(tmp_path, 
         pil = images.read_image(tmp_path / f"{i}.png", 3, size)
         assert (pil.int() - ours[i].int()).abs().max() <= 1
     assert batches.resize(x, (32, 32)) is x  # its own size: untouched
+
+
+def test_resized_crops_give_the_same_batches_resumed_mid_epoch_and_with_workers():
+    d, aug = datasets.load("fake"), Augment("resized-crop", flip="alternate", erasing=0.5,
+                                            scale=0.3)
+
+    def epoch(recipe=aug, **kw):
+        return [(x.clone(), (y,)) for x, y in batches.train_batches(
+            d.train, d.spec, 50, 3, 1, recipe, torch.device("cpu"), **kw)]
+    full = epoch()
+    assert _same(full[17:], epoch(start=17)) and _same(full, epoch(workers=2))
+    plain = epoch(Augment("none"))  # the same order: the crops changed the images
+    assert all(torch.equal(a[1][0], b[1][0]) and not torch.equal(a[0], b[0])
+               for a, b in zip(full, plain))

@@ -232,13 +232,17 @@ def test_plateau_refuses_a_warmup_with_the_way_out():
     ({"min_delta": 0.1}, "--min-delta is the gain --patience and --scheduler plateau count",
      {"patience": 2}),
     ({"crop_pad": 3, "augment": "none"}, "--crop-pad is the padding of --augment's crops; "
-     "--augment none crops nothing on mnist", {"augment": "crop"}),
-    ({"crop_pad": 3, "augment": "auto"}, "--augment auto crops nothing on mnist",  # MNIST's own
+     "--augment none pads nothing on mnist", {"augment": "crop"}),
+    ({"crop_pad": 3, "augment": "auto"}, "--augment auto pads nothing on mnist",  # MNIST's own
      {"dataset": "cifar10"}),
     ({"pad_mode": "reflect", "augment": "none"}, "--pad-mode is how --augment's crops are "
      "padded", {"augment": "randaugment"}),
     ({"flip": "alternate", "augment": "crop"}, "--flip is how --augment crop-flip (and the "
-     "policies after it) flips; --augment crop flips nothing", {"augment": "crop-flip"})])
+     "policies after it) flips; --augment crop flips nothing", {"augment": "crop-flip"}),
+    ({"crop_scale": 0.3, "augment": "crop-flip"}, "--crop-scale is the smallest crop of --augment "
+     "resized-crop; --augment crop-flip is not it", {"augment": "resized-crop"}),
+    ({"crop_pad": 3, "augment": "resized-crop"}, "--augment resized-crop pads nothing",
+     {"augment": "crop"})])
 def test_a_setting_of_a_feature_left_off_is_refused_not_ignored(given, says, fine):
     """Each had no effect (a hostile trial found adam's momentum, crop's flip... silently
     dropped, while config.toml recorded them); a config saved before loads, with the default."""

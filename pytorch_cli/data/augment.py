@@ -4,8 +4,9 @@ into int64 rows (draw), from the batch's own generator; the device only applies 
 erase), so a batch's augmentation does not depend on the device, the --workers or where an
 epoch was resumed.
 
-Rows of a batch's draws: 0-2 crop offsets dy, dx and the flip; then the policy's rows (its
-op indices, magnitude bins, signs); then erasing's top, left, height, width (0: none).
+Rows of a batch's draws: 0-2 crop offsets dy, dx and the flip; then resized-crop's box (top,
+left, height, width); then the policy's rows (its op indices, magnitude bins, signs); then
+erasing's top, left, height, width (0: none).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pytorch_cli.data import policies
 ERASE_SCALE = (0.02, 0.33)  # torchvision RandomErasing's defaults: the share of the area...
 ERASE_RATIO = (0.3, 3.3)  # ...and the aspect ratio
 ERASE_TRIES = 10  # as torchvision: a box that does not fit is drawn again, then left out
+CROP_RATIO = (3 / 4, 4 / 3)  # torchvision RandomResizedCrop's aspect ratios, and its...
+CROP_TRIES = 10  # ...tries before it falls back to the centre
 
 
 def pad_for(size: tuple[int, int]) -> int:
@@ -35,6 +38,7 @@ class Augment:
     pad_mode: str = "zero"  # zero | reflect
     flip: str = "random"  # random: each image, each epoch | alternate: every other epoch
     erasing: float = 0.0  # the probability that an image has a box erased
+    scale: float = 0.08  # resized-crop: the smallest share of the area a crop covers
 
     def padding(self, size: tuple[int, int]) -> int:
         return self.pad or pad_for(size)
@@ -45,11 +49,16 @@ class Augment:
 
     @property
     def flips(self) -> bool:
-        return self.kind == "crop-flip" or bool(self.policy)
+        return self.kind in ("crop-flip", "resized-crop") or bool(self.policy)
+
+    @property
+    def box_rows(self) -> slice:
+        return slice(3, 3 + (4 if self.kind == "resized-crop" else 0))
 
     @property
     def policy_rows(self) -> slice:
-        return slice(3, 3 + (policies.ROWS if self.policy else 0))
+        start = self.box_rows.stop
+        return slice(start, start + (policies.ROWS if self.policy else 0))
 
     @property
     def erase_rows(self) -> slice:
@@ -91,12 +100,37 @@ def draw_erasing(n: int, p: float, size: tuple[int, int], g: torch.Generator) ->
     return torch.stack([top, left, eh, ew])
 
 
+def draw_resized_crop(n: int, scale: float, size: tuple[int, int], g: torch.Generator
+                      ) -> torch.Tensor:
+    """torchvision RandomResizedCrop's boxes, for n images at once: (4, n) rows top, left,
+    height, width. The area a uniform share of the image's in [scale, 1], the aspect
+    log-uniform in CROP_RATIO, drawn up to CROP_TRIES times until it fits; else (torchvision's
+    fallback) the whole image, its aspect clamped to CROP_RATIO, centred."""
+    h, w = size
+    area = h * w * torch.empty(n, CROP_TRIES).uniform_(scale, 1.0, generator=g)
+    aspect = torch.empty(n, CROP_TRIES).uniform_(*map(math.log, CROP_RATIO), generator=g).exp()
+    cw, ch = (area * aspect).sqrt().round().long(), (area / aspect).sqrt().round().long()
+    fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = fits.long().argmax(1, keepdim=True)
+    ch, cw, found = ch.gather(1, first)[:, 0], cw.gather(1, first)[:, 0], fits.any(1)
+    low, high = CROP_RATIO
+    fh, fw = ((round(w / low), w) if w / h < low else (h, round(h * high)) if w / h > high
+              else (h, w))
+    ch, cw = torch.where(found, ch, fh), torch.where(found, cw, fw)
+    top = (torch.rand(n, generator=g) * (h - ch + 1)).floor().long()
+    left = (torch.rand(n, generator=g) * (w - cw + 1)).floor().long()
+    top, left = torch.where(found, top, (h - fh) // 2), torch.where(found, left, (w - fw) // 2)
+    return torch.stack([top, left, ch, cw])
+
+
 def draw(n: int, aug: Augment, size: tuple[int, int], seed: int) -> torch.Tensor:
     """One batch's draws, on the host: (aug.rows, n) int64, in the rows above. They come from
     one generator in a fixed order (crops first: a policy or erasing added to a recipe leaves
     its crops as they were)."""
     g = torch.Generator().manual_seed(seed)
     rows = [draw_crop_flip(n, aug, size, g)]
+    if aug.kind == "resized-crop":
+        rows.append(draw_resized_crop(n, aug.scale, size, g))
     if aug.policy:
         rows.append(policies.draw(aug.policy, n, g))
     if aug.erasing:
@@ -156,6 +190,23 @@ def crop_flip(x: torch.Tensor, aug: Augment, draws: torch.Tensor,
     return out
 
 
+def resized_crop(x: torch.Tensor, aug: Augment, host_draws: torch.Tensor,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """Each image's box resized back to the images' size (bilinear, antialiased, rounded to
+    uint8), flipped where drawn: torchvision.transforms.v2's resized_crop and hflip per image.
+    One resize per image (the boxes differ), its box and flip read from `host_draws` (no device
+    sync); on a GPU, a few small kernels an image."""
+    h, w = x.shape[2:]
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
+    boxes = torch.cat([host_draws[aug.box_rows], host_draws[2:3]]).T.tolist()
+    for i, (top, left, bh, bw, flip) in enumerate(boxes):
+        crop = x[i:i + 1, :, top:top + bh, left:left + bw].float()
+        resized = torch.nn.functional.interpolate(crop, size=(h, w), mode="bilinear",
+                                                  align_corners=False, antialias=True)
+        out[i:i + 1] = (resized.flip(3) if flip else resized).round_().clamp_(0, 255)
+    return out
+
+
 def apply(x: torch.Tensor, aug: Augment, draws: torch.Tensor, host_draws: torch.Tensor,
           memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """The uint8 stages: crop-flip, then the policy. `draws` on the images' device, `host_draws`
@@ -163,6 +214,8 @@ def apply(x: torch.Tensor, aug: Augment, draws: torch.Tensor, host_draws: torch.
     crop comes in `memory_format` where no policy follows (policies work on contiguous images)."""
     if aug.kind == "none":
         return x
+    if aug.kind == "resized-crop":
+        return resized_crop(x, aug, host_draws, memory_format)
     x = crop_flip(x, aug, draws, torch.contiguous_format if aug.policy else memory_format)
     if aug.policy:
         x = policies.apply(x, aug.policy, host_draws[aug.policy_rows])

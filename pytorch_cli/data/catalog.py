@@ -75,6 +75,9 @@ def folder_spec(channels: int, size: Size, num_classes: int, mean, std) -> Spec:
 
 def augment_uses(kind: str) -> tuple[str, ...]:
     """The crop and flip settings an --augment kind (not auto) uses: none crops nothing, crop
-    does not flip, crop-flip and the policies after it do both (augment.Augment)."""
+    does not flip, crop-flip and the policies after it do both, resized-crop has its own
+    (augment.Augment)."""
+    if kind == "resized-crop":
+        return ("crop_scale", "flip")
     return () if kind == "none" else ("crop_pad", "pad_mode") if kind == "crop" else (
         "crop_pad", "pad_mode", "flip")

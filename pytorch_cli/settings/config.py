@@ -152,10 +152,15 @@ class TrainConfig:
     min_delta: float = setting(0.0, "The accuracy gain --patience counts (0.001: 0.1 points).",
                                rule=L.UNIT_OPEN)
     augment: str = setting(
-        "auto", "auto: crop-flip for CIFAR, none for MNIST. randaugment, trivialaugment and "
-        "autoaugment (its CIFAR-10 policy): crop-flip, then torchvision's policy, per image.",
+        "auto", "auto (crop-flip for CIFAR, none for MNIST), none, crop, crop-flip; "
+        "randaugment, trivialaugment, autoaugment (its CIFAR-10 policy): crop-flip, then "
+        "torchvision's policy, per image; resized-crop: RandomResizedCrop and flips (timm's "
+        "fine-tuning default).", metavar="KIND",
         choices=("auto", "none", "crop", "crop-flip", "randaugment", "trivialaugment",
-                 "autoaugment"))
+                 "autoaugment", "resized-crop"))
+    crop_scale: float = setting(
+        0.08, "resized-crop: the smallest share of the image a crop covers (ImageNet's 0.08; "
+        "0.25-0.5 for small images).", metavar="S", rule=(lambda v: 0 < v <= 1, "in (0, 1]"))
     crop_pad: int = setting(
         0, "Crop padding in pixels (0: 4 for 32 px images, 2 for 28 px).",
         rule=(lambda v: 0 <= v <= 8, "in [0, 8] (0: the dataset's usual)"))

@@ -28,9 +28,11 @@ UNUSED = (
     ("min_delta", lambda c: c.patience or c.scheduler == "plateau",
      "--min-delta is the gain --patience and --scheduler plateau count: pass one of them"),
     ("crop_pad", lambda c: "crop_pad" in _augment_uses(c), "--crop-pad is the padding of "
-     "--augment's crops; --augment {c.augment} crops nothing on {c.dataset}"),
+     "--augment's crops; --augment {c.augment} pads nothing on {c.dataset}"),
     ("pad_mode", lambda c: "pad_mode" in _augment_uses(c), "--pad-mode is how --augment's crops "
-     "are padded; --augment {c.augment} crops nothing on {c.dataset}"),
+     "are padded; --augment {c.augment} pads nothing on {c.dataset}"),
+    ("crop_scale", lambda c: "crop_scale" in _augment_uses(c), "--crop-scale is the smallest "
+     "crop of --augment resized-crop; --augment {c.augment} is not it on {c.dataset}"),
     ("flip", lambda c: "flip" in _augment_uses(c), "--flip is how --augment crop-flip (and the "
      "policies after it) flips; --augment {c.augment} flips nothing on {c.dataset}"),
 )

@@ -78,7 +78,8 @@ def _log_due(job: Job, b: int) -> bool:
 def epoch_batches(job: Job, epoch: int):
     """The epoch's training batches from the position's batch on, as the settings make them."""
     cfg = job.cfg
-    aug = augment.Augment(cfg.augment, cfg.crop_pad, cfg.pad_mode, cfg.flip, cfg.random_erasing)
+    aug = augment.Augment(cfg.augment, cfg.crop_pad, cfg.pad_mode, cfg.flip, cfg.random_erasing,
+                          cfg.crop_scale)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     return batches.train_batches(job.train, job.data.spec, cfg.batch_size, cfg.seed, epoch, aug,
                                  job.device, start=job.state.pos.batch, workers=cfg.workers,
