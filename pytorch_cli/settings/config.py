@@ -24,7 +24,6 @@ DEVICES = r"auto|cpu|mps|cuda(:\d+)?"
 DEVICE_HELP = "auto|cpu|cuda|cuda:N|mps."
 
 
-
 @dataclass
 class TrainConfig:
     # data and model
