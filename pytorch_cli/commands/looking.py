@@ -11,9 +11,9 @@ from typing import Literal, Optional
 
 import typer
 
-from pytorch_cli.data import catalog
-from pytorch_cli.models import zoo
 from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.settings import config as configlib
+from pytorch_cli.settings.options import options, parameters, typed
 
 Sort = Literal["time", "acc", "name"]
 
@@ -91,37 +91,34 @@ def activations(
     print(f"feature maps of {len(found)} stages drawn in {output}")
 
 
+# What `ptrain summary` takes of train's settings, declared there (the rest cannot change the
+# model's shape or what trains)
+SUMMARY = ("model", "dataset", "data_dir", "labels", "channels", "image_size", "freeze")
+
+
+@options(parameters(configlib.TrainConfig, only=SUMMARY))
 def summary(
+    ctx: typer.Context,
     target: Optional[Path] = typer.Argument(
         None, metavar="[RUN_DIR|CHECKPOINT]",
         help="A run directory (its model.pth), model.pth, last.pt, best.pt, or a bare state_dict "
              "(with --model and --dataset)."),
     config: Optional[Path] = typer.Option(None, help="A training config: the model it builds."),
-    model: str = typer.Option("", help="The model (as train's --model).",
-                              autocompletion=lambda incomplete: list(zoo.MODELS)),
-    dataset: Optional[Literal[catalog.DATASETS]] = typer.Option(  # type: ignore[valid-type]
-        None, help="Its dataset (as train's --dataset)."),
-    data_dir: str = typer.Option("", help="--dataset folder: the folder (its shape, classes)."),
-    labels: str = typer.Option("", help="--dataset folder: as train's --labels (a CSV file)."),
-    channels: int = typer.Option(0, help="--dataset folder: as train's --channels."),
-    image_size: str = typer.Option("", help="--dataset folder: as train's --image-size."),
-    freeze: Optional[Literal["none", "backbone"]] = typer.Option(
-        None, help="As train's --freeze: backbone counts only the head as trainable."),
     batch_size: int = typer.Option(0, min=0, help="For the activations' memory (default: the "
                                    "run's or config's batch size)."),
     json_out: bool = typer.Option(False, "--json", help="Print it as one JSON object."),
+    **values,
 ) -> None:
     """A table of the model's layers (output shape, parameters, trainable), then totals,
     forward FLOPs per image and the layer outputs' memory at the batch size."""
     from pytorch_cli.commands import saved
     from pytorch_cli.output.report import print_summary
     from pytorch_cli.platform import events
-    given = {"model": model, "dataset": dataset, "data_dir": data_dir, "labels": labels,
-             "channels": channels, "image_size": image_size, "freeze": freeze}
-    if target is not None and (config or data_dir or labels or channels or image_size or freeze):
+    given = typed(ctx, SUMMARY)  # what was typed: it overrides --config's, as in train
+    if target is not None and (config or set(given) - {"model", "dataset"}):
         raise UsageError("give a run (or checkpoint: a bare state_dict with --model and "
                          "--dataset), or settings (--config, --model, --dataset...): not both")
-    result = saved.summary(target, config, {k: v for k, v in given.items() if v}, batch_size)
+    result = saved.summary(target, config, given, batch_size)
     if json_out:
         print(json.dumps(events.json_safe(result), allow_nan=False))
     else:

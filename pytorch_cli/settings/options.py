@@ -30,14 +30,15 @@ def _option(name: str, hint: Any, default: Any, s: Setting, help: str) -> inspec
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hint)
 
 
-def parameters(cls, resume: bool = False, inherit: bool = True) -> list[inspect.Parameter]:
-    """One option per field of `cls`; resume=True: only those `ptrain resume` takes, and with
-    `inherit` they default to None (= as the run had it)."""
+def parameters(cls, resume: bool = False, inherit: bool = True, only: tuple[str, ...] = ()
+               ) -> list[inspect.Parameter]:
+    """One option per field of `cls` (or per field named in `only`); resume=True: only those
+    `ptrain resume` takes, and with `inherit` they default to None (= as the run had it)."""
     hints, settings = typing.get_type_hints(cls), declared(cls)
     out = []
     for f in dataclasses.fields(cls):
         s = settings[f.name]
-        if resume and not s.resume_help:
+        if (resume and not s.resume_help) or (only and f.name not in only):
             continue
         none = resume and inherit
         hint = Optional[hints[f.name]] if none else hints[f.name]
