@@ -66,10 +66,10 @@ def start(args: list[str], env: dict[str, str], log: Path, errors: Path | None =
     """`ptrain ARGS` with environment `env`, in this working directory, its output appended to
     `log` (stderr too, or to `errors`); `fresh`: in a new interpreter instead."""
     if fresh or "forkserver" not in multiprocessing.get_all_start_methods():
-        with open(log, "ab") as out, open(errors or os.devnull, "ab") as err:
+        with open(log, "ab") as out, (open(errors, "ab") if errors
+                                      else contextlib.nullcontext(subprocess.STDOUT)) as err:
             return subprocess.Popen([sys.executable, "-m", "pytorch_cli", *args], stdout=out,
-                                    stderr=err if errors else subprocess.STDOUT,
-                                    start_new_session=True, env=env,
+                                    stderr=err, start_new_session=True, env=env,
                                     preexec_fn=signals.sigterm_with_parent())
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)  # taken by the server's first start only
