@@ -52,7 +52,7 @@ def build(name: str, in_channels: int, num_classes: int,
     """`torchvision:resnet18`, `timm:convnext_tiny`...: the model with a head for num_classes
     and a first conv for in_channels (PyTorch's own fresh initialisation). timm models that
     take an img_size (ViT, DeiT, EVA, Swin, LeViT...) are built for the run's image_size, and
-    with `timm_kwargs` (dropping.py's rates)."""
+    with `timm_kwargs` (dropping.py's rates; torchvision's are set after, on its layers)."""
     kind, arch = name.split(":", 1)
     if kind == "timm":
         try:
@@ -83,11 +83,10 @@ def _timm(arch: str, in_channels: int, num_classes: int,
 
 def _torchvision(arch: str, in_channels: int, num_classes: int,
                  image_size: int | tuple[int, int] | None):
-    from torch import nn
-    kind = "torchvision"
     import torchvision
+    from torch import nn
     if arch not in torchvision_names():
-        raise _unknown(kind, arch, torchvision_names())
+        raise _unknown("torchvision", arch, torchvision_names())
     with warnings.catch_warnings():  # googlenet/inception_v3: "default init will change"
         warnings.simplefilter("ignore", FutureWarning)
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes,

@@ -82,16 +82,14 @@ def build(name: str, in_channels: int, num_classes: int, image_size: tuple[int, 
           init: str = "default", dropout: float | None = None, drop_path: float | None = None):
     """The model, freshly initialised; `dropout`, `drop_path`: its rates (None: its own)."""
     from torch import nn
-    if name.startswith("timm:"):
+    if hub.is_hub_name(name):  # (timm takes the rates as it builds; torchvision below)
         model = hub.build(name, in_channels, num_classes, image_size,
                           dropping.timm_kwargs(dropout, drop_path))
-    elif hub.is_hub_name(name):
-        model = hub.build(name, in_channels, num_classes, image_size)
     else:
         with warnings.catch_warnings():  # images too small for it: a linear layer of no
             warnings.filterwarnings("ignore", "Initializing zero-element")  # inputs (lenet at
             model = MODELS[name](in_channels, num_classes, image_size)  # 12x12): check_input
-    if not name.startswith("timm:"):
+    if not name.startswith("timm:"):  # set on the layers the model has
         dropping.apply(model, name, dropout, drop_path)
     if INITS[init] is not None:
         fn, kwargs = INITS[init]
