@@ -146,7 +146,11 @@ def test_eval_keeps_freed_memory_so_repeated_evaluations_fault_no_pages(ptrain, 
               "print(*faults)\n")
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "r/model.pth")],
                          capture_output=True, text=True, check=True).stdout.split()
-    assert min(int(f) for f in out[2:]) < 1000, out  # the first ones fill the heap
+    # The first evaluations fill the heap; later ones reuse it. Without the fix every one
+    # faults about as many pages as the first (120,396 then 110,876-114,414 here); with it,
+    # 0-3 here and up to 3,529 in a CI run: other allocations fault a few pages too.
+    first, *later = (int(f) for f in out)
+    assert min(later) < first // 10, out
 
 
 def test_eval_and_predict_start_without_torchvision(run, tmp_path):
