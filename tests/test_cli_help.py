@@ -70,6 +70,9 @@ def test_shell_completion_completes_commands_and_choices():
         env={"_PTRAIN_COMPLETE": "complete_bash", "COMP_WORDS": "ptrain r", "COMP_CWORD": "1"}
     )
     assert words.stdout.split() == ["resume", "runs"]
+    words = _ptrain(env={"_PTRAIN_COMPLETE": "complete_bash",  # a bare state_dict's model
+                         "COMP_WORDS": "ptrain eval weights.pt --model mnist", "COMP_CWORD": "4"})
+    assert words.stdout.split() == ["mnist-cnn"]
 
 
 def test_the_mnist_examples_flags_and_ptrain_variables(ptrain, monkeypatch, tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytorch_cli.commands.cli import app
+from pytorch_cli.data import catalog
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.declare import declared, flag
 from pytorch_cli.settings.run import RunOptions
@@ -45,6 +46,25 @@ def test_resume_takes_what_a_resume_may_change():
                                      "max_restarts"])
     for tracker in ("tensorboard", "mlflow", "wandb"):  # each started or stopped on a resume
         assert f"--no-{tracker}" in params[tracker]
+
+
+def _help(*command) -> str:
+    from typer.testing import CliRunner
+    out = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    return " ".join(out.output.split())
+
+
+@pytest.mark.parametrize("name", ["eval", "export", "predict", "activations", "summary"])
+def test_the_commands_reading_a_saved_model_take_trains_model_dataset_and_device(name):
+    """A bare state_dict's --model and --dataset take the names train's do, and --device is
+    train's (its help, PTRAIN_DEVICE): declared once, not once per command."""
+    train, help = _help("train"), _help(name)
+    choices = "--dataset <" + "|".join(catalog.DATASETS) + ">"
+    assert choices in train and choices in help
+    assert "--model NAME" in train and "--model NAME" in help
+    device = "--device <str> auto|cpu|cuda|cuda:N|mps. [env var: PTRAIN_DEVICE; default: auto]"
+    assert device in train and (device in help) == (name in ("eval", "predict"))
 
 
 def test_typed_flags_beat_the_config_file_and_the_rest_keep_its_values(ptrain, tmp_path):

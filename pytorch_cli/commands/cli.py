@@ -18,8 +18,7 @@ from typer.exceptions import TyperException
 # that run, so --help, --version and shell completion answer at once.
 from pytorch_cli import __version__
 from pytorch_cli.commands import looking, sweep, train
-from pytorch_cli.data import catalog
-from pytorch_cli.models import zoo
+from pytorch_cli.commands.arguments import BareDataset, BareModel, Device, Target
 from pytorch_cli.output.report import print_eval
 from pytorch_cli.platform import events, signals
 from pytorch_cli.platform.errors import PtrainError, UsageError, plural
@@ -40,13 +39,9 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_mar
 
 # Choices as types, from the registries: --help lists them, typos are refused, the shell
 # completes them.
-Dataset = Literal[catalog.DATASETS]
 ExportFormat = Literal[tuple(export.FORMATS)]
 Split = Literal["test", "val", "train"]
 Precision = Literal[declared(configlib.TrainConfig)["precision"].choices]
-DEVICE_HELP = "auto|cpu|cuda|cuda:N|mps."
-TARGET = ("A run directory (its model.pth), model.pth, last.pt, best.pt, or a bare state_dict "
-          "(with --model and --dataset).")
 
 
 def _version(value: bool) -> None:
@@ -69,16 +64,15 @@ app.command(name="lr-find", short_help="Find a learning rate: the LR range test.
 
 @app.command(name="eval", short_help="Evaluate a saved model.", epilog=ENV_HELP)
 def eval_(
-    checkpoint_file: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help=TARGET),
-    model: str = typer.Option("", help="Model of a bare state_dict.",
-                              autocompletion=lambda incomplete: list(zoo.MODELS)),
-    dataset: Optional[Dataset] = typer.Option(None, help="Dataset of a bare state_dict."),
+    checkpoint_file: Target,
+    model: BareModel = "",
+    dataset: BareDataset = None,
     data_dir: str = typer.Option(
         "", help="Where the dataset is (default: as in the run's config)."),
     download: bool = typer.Option(True, help="Download the dataset if it is not found."),
     split: Split = typer.Option("test"),
     batch_size: int = typer.Option(0, help="Batch size (default: the run's --test-batch-size)."),
-    device: str = typer.Option("auto", envvar="PTRAIN_DEVICE", help=DEVICE_HELP),
+    device: Device = "auto",
     tta: bool = typer.Option(False, help="Test-time augmentation: weighted logits over 1-px "
                              "shifted (and, for CIFAR, mirrored) views."),
     precision: Optional[Precision] = typer.Option(
@@ -114,20 +108,20 @@ def eval_(
 
 @app.command(name="export", short_help="Export a model (ONNX...), verified.")
 def export_(
-    checkpoint_file: Path = typer.Argument(..., metavar="RUN_DIR|CHECKPOINT", help=TARGET),
+    checkpoint_file: Target,
     format: ExportFormat = typer.Option(..., "--format", "-f"),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o",
         help="Output file, named for its format: *.onnx, *.pt2, *.pt or *.torchscript, "
         "*.safetensors (default: beside the checkpoint, e.g. model.onnx)."),
-    model: str = typer.Option("", help="Model of a bare state_dict."),
-    dataset: str = typer.Option("", help="Dataset of a bare state_dict."),
+    model: BareModel = "",
+    dataset: BareDataset = None,
     data_dir: str = typer.Option("", help="Where the dataset is, for the verification batch."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Export a model (input normalisation included; dynamic batch) and verify it by running it."""
     from pytorch_cli.commands import saved
-    result = saved.run_export(checkpoint_file, format, output, model, dataset, data_dir)
+    result = saved.run_export(checkpoint_file, format, output, model, dataset or "", data_dir)
     if json_out:
         print(json.dumps(events.json_safe(result), allow_nan=False))
     else:
@@ -138,16 +132,14 @@ def export_(
 
 @app.command(short_help="Classify image files.", epilog=ENV_HELP)
 def predict(
-    checkpoint_file: Path = typer.Argument(
-        ..., metavar="RUN_DIR|CHECKPOINT",
-        help="A run directory (its model.pth), model.pth, last.pt or best.pt."),
+    checkpoint_file: Target,
     images: list[Path] = typer.Argument(
         ..., metavar="IMAGE...",
         help="Image files (PNG, JPEG, ... any size or mode), or folders: every image under them."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
-    device: str = typer.Option("auto", envvar="PTRAIN_DEVICE", help=DEVICE_HELP),
-    model: str = typer.Option("", help="Model of a bare state_dict."),
-    dataset: str = typer.Option("", help="Dataset of a bare state_dict."),
+    device: Device = "auto",
+    model: BareModel = "",
+    dataset: BareDataset = None,
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
     csv_out: bool = typer.Option(False, "--csv", help="Print CSV: image, class, prob, then the "
                                  "next classes and probs, and error."),
@@ -163,7 +155,7 @@ def predict(
     if features:  # before any work: never onto the checkpoint or an image read
         saved.check_features_output(features, checkpoint_file, images)
     kept: list | None = [] if features else None
-    results = saved.run_predict(checkpoint_file, images, top_k, device, model, dataset, kept)
+    results = saved.run_predict(checkpoint_file, images, top_k, device, model, dataset or "", kept)
     if features:
         print(saved.write_features(features, kept), file=sys.stderr)
     if csv_out:

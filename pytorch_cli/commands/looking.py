@@ -11,6 +11,7 @@ from typing import Literal, Optional
 
 import typer
 
+from pytorch_cli.commands.arguments import TARGET_HELP, BareDataset, BareModel, Target
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.options import options, parameters, typed
@@ -68,16 +69,14 @@ def plot(
 
 
 def activations(
-    checkpoint_file: Path = typer.Argument(
-        ..., metavar="RUN_DIR|CHECKPOINT",
-        help="A run directory (its model.pth), model.pth, last.pt or best.pt."),
+    checkpoint_file: Target,
     image: Path = typer.Argument(..., metavar="IMAGE", help="One image file, any size or mode."),
     output: Path = typer.Option(Path("activations.png"), "--output", "-o",
                                 help="Image file (.png, .svg, .pdf)."),
     channels: int = typer.Option(8, min=1, max=64, help="Channels drawn per stage: the most "
                                  "active ones."),
-    model: str = typer.Option("", help="Model of a bare state_dict."),
-    dataset: str = typer.Option("", help="Dataset of a bare state_dict."),
+    model: BareModel = "",
+    dataset: BareDataset = None,
 ) -> None:
     """Draw each conv stage's feature maps for one image: the last layer at each resolution,
     through torchvision's FX feature extraction (pip install 'pytorch-cli[plot]')."""
@@ -85,7 +84,7 @@ def activations(
     plotlib.require_matplotlib("ptrain activations")
     plotlib.check_output(output)
     from pytorch_cli.commands import saved
-    found = saved.run_activations(checkpoint_file, image, output, channels, model, dataset)
+    found = saved.run_activations(checkpoint_file, image, output, channels, model, dataset or "")
     for stage in found:
         print(f"{stage.node}: {'x'.join(map(str, stage.maps.shape))}")
     print(f"feature maps of {len(found)} stages drawn in {output}")
@@ -100,9 +99,7 @@ SUMMARY = ("model", "dataset", "data_dir", "labels", "channels", "image_size", "
 def summary(
     ctx: typer.Context,
     target: Optional[Path] = typer.Argument(
-        None, metavar="[RUN_DIR|CHECKPOINT]",
-        help="A run directory (its model.pth), model.pth, last.pt, best.pt, or a bare state_dict "
-             "(with --model and --dataset)."),
+        None, metavar="[RUN_DIR|CHECKPOINT]", help=TARGET_HELP),
     config: Optional[Path] = typer.Option(None, help="A training config: the model it builds."),
     batch_size: int = typer.Option(0, min=0, help="For the activations' memory (default: the "
                                    "run's or config's batch size)."),

@@ -1,0 +1,36 @@
+"""The arguments that the commands reading a saved model share (eval, export, predict,
+activations, summary), each declared once here. The ones that are also train's settings
+(--device, the choices of --model and --dataset) take their help and choices from train's
+declarations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import typer
+
+from pytorch_cli.settings.config import TrainConfig
+from pytorch_cli.settings.declare import declared
+
+_TRAIN = declared(TrainConfig)
+
+TARGET_HELP = ("A run directory (its model.pth), model.pth, last.pt, best.pt, or a bare "
+               "state_dict (with --model and --dataset).")
+Target = Annotated[Path, typer.Argument(metavar="RUN_DIR|CHECKPOINT", help=TARGET_HELP)]
+
+
+def _models(incomplete: str) -> list[str]:
+    return [name for name in _TRAIN["model"].suggest if name.startswith(incomplete)]
+
+
+# A bare state_dict (weights saved by another script) says nothing of what it is
+BareModel = Annotated[str, typer.Option(
+    "--model", metavar=_TRAIN["model"].metavar, autocompletion=_models,
+    help="Model of a bare state_dict: a name `ptrain train --model` takes.")]
+BareDataset = Annotated[Optional[Literal[_TRAIN["dataset"].choices]], typer.Option(
+    "--dataset", help="Dataset of a bare state_dict.")]
+
+Device = Annotated[str, typer.Option(
+    "--device", envvar=_TRAIN["device"].env, help=_TRAIN["device"].help)]
+
