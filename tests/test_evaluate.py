@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from pytorch_cli.data import catalog, datasets
 from pytorch_cli.models import zoo
-from pytorch_cli.training.evaluate import evaluate
+from pytorch_cli.training.evaluate import evaluate, merged
 
 CPU = torch.device("cpu")
 
@@ -73,6 +73,25 @@ def test_top5_accuracy_is_reported_with_more_than_ten_classes():
     want = (top5 == split.labels[:, None]).any(1).float().mean().item()
     assert got["top5_acc"] == pytest.approx(want) and got["top5_acc"] >= got["acc"]
     assert got["confusion"].shape == (100, 100) and got["total"] == 60
+
+
+def test_splits_evaluated_in_turn_and_merged_score_as_their_union():
+    """eval --split all: each split evaluated alone, the sums added, equal one evaluation of
+    every image (loss, confusion, top-5), without a copy of the whole dataset."""
+    spec = catalog.SPECS["cifar100"]
+    g = torch.Generator().manual_seed(1)
+    split = datasets.Split(torch.randint(0, 256, (90, 3, 32, 32), generator=g, dtype=torch.uint8),
+                           torch.randint(0, 100, (90,), generator=g))
+    model = _model(3, 100, 32)
+    whole = evaluate(model, split, spec, 32, CPU)
+    parts = [evaluate(model, datasets.Split(split.images[a:b], split.labels[a:b]), spec, 32, CPU)
+             for a, b in ((0, 50), (50, 61), (61, 90))]
+    got = merged(parts)
+    assert torch.equal(got["confusion"], whole["confusion"])
+    assert (got["correct"], got["total"], got["acc"]) == (whole["correct"], 90, whole["acc"])
+    assert got["top5_acc"] == whole["top5_acc"]
+    assert got["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+    assert merged(parts[:1]) is parts[0]
 
 
 def test_max_batches_limits_the_images_evaluated(fake):

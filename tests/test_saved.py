@@ -54,6 +54,15 @@ def test_a_model_or_dataset_other_than_the_saved_one_is_refused(run, flags, says
         saved.load_model(run / "model.pth", *flags)
 
 
+def test_eval_all_scores_every_image_and_labels_is_for_folder_runs_only(run):
+    whole = saved.run_eval(run, split="all")
+    parts = [saved.run_eval(run, split=split) for split in ("train", "test")]
+    assert whole["split"] == "all" and whole["total"] == sum(p["total"] for p in parts)
+    assert whole["correct"] == sum(p["correct"] for p in parts)
+    with pytest.raises(UsageError, match="^--labels: the run trained on fake, not a folder$"):
+        saved.run_eval(run, labels="labels.csv")
+
+
 def test_predict_answers_every_readable_image_and_names_the_others(run, tmp_path):
     images = datasets.load("fake").test.images
     Image.fromarray(images[0, 0].numpy()).save(tmp_path / "a.png")

@@ -40,7 +40,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_mar
 # Choices as types, from the registries: --help lists them, typos are refused, the shell
 # completes them.
 ExportFormat = Literal[tuple(export.FORMATS)]
-Split = Literal["test", "val", "train"]
+Split = Literal["test", "val", "train", "all"]
 Precision = Literal[declared(configlib.TrainConfig)["precision"].choices]
 
 
@@ -68,9 +68,12 @@ def eval_(
     model: BareModel = "",
     dataset: BareDataset = None,
     data_dir: str = typer.Option(
-        "", help="Where the dataset is (default: as in the run's config)."),
+        "", help="Where the dataset is (default: the run's). A folder run: another folder of "
+        "its classes, or of some of them."),
+    labels: str = typer.Option("", metavar="FILE.csv", help="A folder run: a CSV of "
+                               "image,class rows (under --data-dir) instead of the run's."),
     download: bool = typer.Option(True, help="Download the dataset if it is not found."),
-    split: Split = typer.Option("test"),
+    split: Split = typer.Option("test", help="all: every image, train, val and test."),
     batch_size: int = typer.Option(0, help="Batch size (default: the run's --test-batch-size)."),
     device: Device = "auto",
     tta: bool = typer.Option(False, help="Test-time augmentation: weighted logits over 1-px "
@@ -95,7 +98,7 @@ def eval_(
         plot.require_matplotlib("--plot-confusion")
         plot.check_output(plot_confusion)  # a bad path is said before the evaluation, not after
     result = saved.run_eval(checkpoint_file, model or "", dataset or "", data_dir, split,
-                            batch_size, device, tta, download, ema, precision or "")
+                            batch_size, device, tta, download, ema, precision or "", labels)
     if json_out:
         print(json.dumps(events.json_safe(result), allow_nan=False))
     else:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pytorch_cli.data import batches, catalog, datasets, folder_arrays, folders
+from pytorch_cli.data import batches, catalog, datasets, folder_arrays, folders, matching
 from pytorch_cli.data.images import read_image
 from pytorch_cli.models import hub
 from pytorch_cli.models import zoo as models
@@ -20,7 +20,7 @@ from pytorch_cli.settings.declare import check_choice
 from pytorch_cli.store import checkpoint, export, outputs
 from pytorch_cli.store.rundir import MODEL, checkpoint_in
 from pytorch_cli.training import freezing
-from pytorch_cli.training.evaluate import OutOfMemory, class_scores, evaluate
+from pytorch_cli.training.evaluate import OutOfMemory, class_scores, evaluate, merged
 from pytorch_cli.training.state import check_saved
 
 
@@ -88,46 +88,58 @@ def rebuild(state_dict: dict, meta: dict, path: Path) -> torch.nn.Module:
 
 
 def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
-          command: str = "evaluate") -> datasets.Data:
-    """The model's dataset, read with the run's own settings (folder, val split, seed)."""
+          evaluating: bool = True, labels: str = "", split: str = "test") -> datasets.Data:
+    """The model's dataset, read with the run's own settings (folder, val split, seed). To
+    evaluate, `data_dir` and `labels` may name another labelled set of its classes (or of some
+    of them); an export's verification batch takes any images of the run's shape."""
     c, meta = loaded.config, loaded.meta
+    if labels and meta["dataset"] != catalog.FOLDER:
+        raise UsageError(f"--labels: the run trained on {meta['dataset']}, not a folder")
     folder = folders.Options(meta["in_channels"], models.meta_size(meta), c.get("test_split", 0.2),
                              stats=(meta["mean"], meta["std"]),  # decoded and drawn as it
                              split=meta.get("split", ""),  # trained (older runs: a shuffle)
-                             labels=c.get("labels", ""))
+                             labels=labels or c.get("labels", ""),
+                             least_classes=1 if evaluating else 2)
     data = datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
                          c.get("val_split", 0.0), c.get("seed", 1), folder)
-    if command:  # (an export's verification batch takes any images of the run's shape)
-        datasets.same_as_trained(meta, data, command)
+    if evaluating:
+        data = matching.onto_run_classes(meta, data)
+        if split != "all":  # (all: which rows are held out does not matter)
+            matching.moved_warning(meta, data)
     return datasets.normalised(data, meta["mean"], meta["std"])  # --weights brought its own
 
 
 def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str = "",
              split: str = "test", batch_size: int = 0, device: str = "auto", tta: bool = False,
-             download: bool = True, ema: bool = True, precision: str = "") -> dict:
-    """Evaluate a saved model on a split of its dataset; the run's own data settings are reused,
-    and its --precision and backends (""), so that the figures are the ones training printed."""
+             download: bool = True, ema: bool = True, precision: str = "", labels: str = ""
+             ) -> dict:
+    """Evaluate a saved model on a split of its dataset (all: every image of it); the run's own
+    data settings are reused, and its --precision and backends (""), so that the figures are the
+    ones training printed. `data_dir`, `labels`: another labelled set of the run's classes."""
     loaded = load_model(path, model_name, dataset, ema)
     dev = runtime.resolve_device(device)
     runtime.fast_backends(loaded.config.get("deterministic", False))  # TF32, as it trained
     precision = precision or loaded.config.get("precision", "32")
     amp = runtime.autocast_dtype(precision, dev)
     runtime.keep_freed_memory()  # mnist-cnn on MNIST's test set: 2.0 s instead of 3.95
-    data = _data(loaded, data_dir, download)
-    chosen = {"test": data.test, "train": data.train, "val": data.val}[split]
-    if chosen is None:
+    data = _data(loaded, data_dir, download, labels=labels, split=split)
+    parts = {"test": [data.test], "train": [data.train], "val": [data.val],
+             "all": [p for p in (data.train, data.val, data.test) if p is not None]}[split]
+    if parts == [None]:
         raise UsageError(
             "--split val: this run held out no validation set (it trained without --val-split)"
         )
     size = batch_size or loaded.config.get("test_batch_size", 1000)
-    try:
-        result = evaluate(loaded.model.to(dev), chosen, data.spec, size, dev, tta=tta, amp=amp)
+    try:  # each part in turn, then their sums: no copy of the whole dataset
+        result = merged([evaluate(loaded.model.to(dev), part, data.spec, size, dev, tta=tta,
+                                  amp=amp) for part in parts])
     except OutOfMemory as e:
         raise PtrainError(f"{e}; use a smaller --batch-size ({max(1, size // 4)}, say)") from None
     classes = loaded.meta["classes"] or data.classes
     scores = class_scores(result["confusion"], classes)
     return {"checkpoint": str(path), "model": loaded.meta["model"],
-            "dataset": loaded.meta["dataset"], "split": split, "tta": tta, "device": str(dev),
+            "dataset": loaded.meta["dataset"], "source": data.source, "split": split,
+            "tta": tta, "device": str(dev),
             "precision": runtime.precision_name(amp),  # what ran
             **{k: v for k, v in result.items() if k != "confusion"},
             "per_class_acc": {c: s["recall"] for c, s in scores["per_class"].items()},
@@ -144,7 +156,7 @@ def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str
     output = output or source.with_name(source.name.split(".")[0] + export.FORMATS[fmt][0])
     export.check_output(output, source, fmt)  # before the slow part: data, export, verification
     try:
-        data = _data(loaded, data_dir, False, "")
+        data = _data(loaded, data_dir, False, evaluating=False)
         sample = batches.resize(data.test.images[:64], data.spec.size).float() / 255
         verified_on = "test images"
     except PtrainError:

@@ -111,7 +111,7 @@ def sort_classes(names: set[str]) -> list[str]:
         return sorted(names)
 
 
-def find(root: Path, path: Path) -> Found:
+def find(root: Path, path: Path, least: int = 2) -> Found:
     """The classes and files the CSV at path lists, under root; their test images are held out
     by --test-split (test None)."""
     if not root.is_dir():
@@ -129,9 +129,10 @@ def find(root: Path, path: Path) -> Found:
                               f"{chosen[file][1]} and {label!r} on line {line}; an image has one "
                               "class")
     classes = sort_classes({label for label, _ in chosen.values()})
-    if len(classes) < 2:
+    if len(classes) < least:
         raise PtrainError(f"--labels {path}: {plural(len(classes), 'class')} among the images "
-                          f"found ({plural(len(rows), 'row')}); a classifier needs at least 2")
+                          f"found ({plural(len(rows), 'row')})" +
+                          ("; a classifier needs at least 2" if least > 1 else ""))
     index = {c: i for i, c in enumerate(classes)}
     train = sorted(((f, index[c]) for f, (c, _) in chosen.items()), key=lambda r: (r[1], r[0]))
     return Found(classes, train, None, skipped, root)

@@ -71,27 +71,6 @@ def stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]
 
 
-def same_as_trained(meta: dict, data: Data, command: str) -> None:
-    """A saved run (its meta) read with the data it trained on: a folder whose classes differ
-    (another folder, or one changed since) would score or load the head onto other labels, one
-    line; one whose files differ, a warning of what that moves (splits.py)."""
-    theirs, mine = list(meta.get("classes") or data.classes), list(data.classes)
-    if mine != theirs:
-        def names(c: list) -> str:
-            return ", ".join(map(str, c[:4])) + (f", ... ({len(c)})" if len(c) > 4 else "")
-        raise UsageError(f"{data.source}: its classes ({names(mine)}) are not the run's "
-                         f"({names(theirs)}); {command} with --data-dir set to the folder the "
-                         "run trained on")
-    listing = meta.get("listing")
-    if listing and data.listing and listing != data.listing:
-        warn(f"{data.source}: its files are not the ones the run trained on (added, removed or "
-             "renamed since): " + ("each file added or removed moves at most one other image "
-                                   "into or out of its held-out ones, and one more between "
-                                   "training and --val-split's (drawn by name)"
-                                   if meta.get("split") == splits.BY_NAME else
-                                   "its held-out images are drawn anew, so some were trained on"))
-
-
 def search_dirs(name: str, data_dir: str = "") -> list[Path]:
     """Where to look: --data-dir alone; else $PTRAIN_DATA_DIR or ./data (+ Debian's package's)."""
     if data_dir:

@@ -36,7 +36,7 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
     """The folder at root, split: decoded, or from the decode cache when nothing it depends on
     changed. Splits are row numbers of the decoded arrays (splits.py), written as an entry of
     their own, so a cached folder's splits are memory maps too, never a copy in memory."""
-    found = listed(root, opts.labels)
+    found = listed(root, opts.labels, opts.least_classes)
     arrays, meta, name = _decoded(found, opts)
     train_y = torch.from_numpy(arrays["train_y"])
     check_classes(found.classes, train_y, Path(opts.labels) if opts.labels else
@@ -67,9 +67,11 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
                 if not meta["has_test"] or val_split else "")
 
 
-def listed(root: Path, labels: str = "") -> Found:
-    """The folder's classes and files: from its class subfolders, or from --labels' CSV."""
-    return csvlabels.find(root, Path(labels).expanduser()) if labels else find(root)
+def listed(root: Path, labels: str = "", least: int = 2) -> Found:
+    """The folder's classes (at least `least`) and files: from its class subfolders, or from
+    --labels' CSV."""
+    return (csvlabels.find(root, Path(labels).expanduser(), least) if labels else
+            find(root, least))
 
 
 def _selected(arrays: dict, rows: dict, name: str | None, params: tuple) -> dict[str, Arrays]:

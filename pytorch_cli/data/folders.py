@@ -36,6 +36,7 @@ class Options:
     stats: tuple[list[float], list[float]] | None = None
     split: str = splits.BY_NAME  # how rows are held out (splits.py); "": as runs saved before
     labels: str = ""  # --labels: the CSV file that names each image's class (csvlabels.py)
+    least_classes: int = 2  # a classifier learns 2 or more; a set to evaluate may hold 1
 
 
 @dataclass
@@ -116,8 +117,9 @@ def _layout(root: Path) -> tuple[Path, Path | None]:
     return root / "train", root / test if test else None
 
 
-def find(root: Path) -> Found:
-    """The classes and files under root, in either layout; bad folders are one error line."""
+def find(root: Path, least: int = 2) -> Found:
+    """The classes (at least `least`) and files under root, in either layout; bad folders are
+    one error line."""
     if not root.is_dir():
         raise PtrainError(f"--dataset folder: {root} is not a folder; pass --data-dir DIR, a "
                           "folder of class subfolders (or of train/ and test/ ones)")
@@ -129,9 +131,10 @@ def find(root: Path) -> Found:
     if unknown:
         raise PtrainError(f"{test_dir}: class folder {unknown[0]!r} is not in {where}; a test "
                           "class must be one the model learns")
-    if len(train) < 2:
-        raise PtrainError(f"{where}: {plural(len(train), 'class folder')} found; a classifier "
-                          "needs at least 2 (one subfolder of images per class)")
+    if len(train) < least:
+        raise PtrainError(f"{where}: {plural(len(train), 'class folder')} found; " + (
+            "a classifier needs at least 2 (one subfolder of images per class)" if least > 1
+            else "images go in a subfolder named for their class"))
     classes = sorted(train)
     index = {c: i for i, c in enumerate(classes)}
 

@@ -78,8 +78,7 @@ def _start_line(r: dict) -> str:
         head += f"; weights: {r['weights']}"
     sizes = f"{r['train_size']} train / " + (f"{r['val_size']} val / " if r["val_size"] else "")
     where = "dry run, nothing is written" if r["dry_run"] else f"writing {r['run_dir']}"
-    if r.get("resume_at"):
-        at = r["resume_at"]
+    if at := r.get("resume_at"):
         where = f"resuming at epoch {at[0]} after batch {at[1]}; " + where
     speed = r["precision"] + (f", compiled ({r['compile']})" if r["compile"] else "")
     if r["precision"] == "float16" and r["device"].startswith("cpu"):  # benchmarks/recipe_costs.py
@@ -162,7 +161,9 @@ def _columns(text: str) -> int:
 
 def print_eval(r: dict, stream: TextIO) -> None:
     """Evaluation results: rich tables on a terminal, plain aligned text otherwise."""
-    head = (f"{r['checkpoint']} on {r['dataset']} {r['split']}{' with TTA' if r['tta'] else ''}: "
+    folder = [r["source"]] if r["dataset"] == "folder" and "source" in r else []  # which one
+    where = " ".join([r["dataset"], *folder, "(all images)" if r["split"] == "all" else r["split"]])
+    head = (f"{r['checkpoint']} on {where}{' with TTA' if r['tta'] else ''}: "
             f"loss {r['loss']:.4f} acc {100 * r['acc']:.2f}% ({r['correct']}/{r['total']})"
             + (f" top-5 {100 * r['top5_acc']:.2f}%" if "top5_acc" in r else ""))
     classes, matrix = r["classes"], r["confusion"]
@@ -179,9 +180,8 @@ def print_eval(r: dict, stream: TextIO) -> None:
         console.print(per)
         if len(classes) <= 20:
             conf = Table(title="confusion matrix (rows: true class, columns: predicted)")
-            conf.add_column("")
-            for i in range(len(classes)):
-                conf.add_column(str(i), justify="right")
+            for column in ("", *map(str, range(len(classes)))):
+                conf.add_column(column, justify="right" if column else "left")
             for i, row in enumerate(matrix):
                 conf.add_row(f"{i} {classes[i]}", *map(str, row))
             console.print(conf)

@@ -56,6 +56,19 @@ def evaluate(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
     return out
 
 
+def merged(results: list[dict]) -> dict:
+    """One result from the evaluations of several splits (eval --split all): their sums added."""
+    if len(results) == 1:
+        return results[0]
+    confusion = sum(r["confusion"] for r in results)
+    correct, total = int(confusion.trace()), int(confusion.sum())
+    out = {"loss": sum(r["loss"] * r["total"] for r in results) / total, "acc": correct / total,
+           "correct": correct, "total": total, "confusion": confusion}
+    if "top5_acc" in results[0]:
+        out["top5_acc"] = sum(round(r["top5_acc"] * r["total"]) for r in results) / total
+    return out
+
+
 def _sums(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
           device: torch.device, max_batches: int | None, tta: bool, amp: torch.dtype | None,
           watch: Watch, stop: Callable[[int], bool] | None):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pytorch_cli.data import batches, catalog, datasets, folders, splits
+from pytorch_cli.data import batches, catalog, datasets, folders, matching, splits
 from pytorch_cli.models import adapt, checkpointing, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError, warn
@@ -96,7 +96,7 @@ def _read(cfg: TrainConfig, resume: dict | None) -> datasets.Data:
                              folders.Options(channels, size, cfg.test_split, split=split,
                                              labels=cfg.labels))
     if resume is not None:
-        datasets.same_as_trained(meta, data, "resume")
+        matching.same_as_trained(meta, data, "resume")
     return data
 
 
