@@ -417,6 +417,12 @@ def test_eval_scores_every_image_of_another_labelled_set_of_some_of_the_runs_cla
     (tmp_path / "some.csv").write_text("image,class\n" + rows)
     listed = scored("--labels", "some.csv", "--split", "all")  # under the run's --data-dir
     assert listed["confusion"] == [[0, 0, 0], *whole["confusion"][1:]]
+    (tmp_path / "one.csv").write_text("image,class\nfox/3.png,fox\n")  # nothing to hold out
+    one = scored("--labels", "one.csv", "--split", "all")
+    assert one["total"] == 1 and sum(one["confusion"][2]) == 1
+    (tmp_path / "zebra.csv").write_text("image,class\ncat/0.png,cat\ncat/1.png,zebra\n")
+    r = ptrain("eval", "run", "--labels", "zebra.csv", "--split", "all")
+    assert r.code == 2 and "zebra.csv: class zebra is not the run's (cat, dog, fox)" in r.err
     r = ptrain("eval", "run", "--labels", "missing.csv")
     assert r.code == 1 and "--labels missing.csv: no such file" in r.err, r.err
 

@@ -323,6 +323,23 @@ def test_fewer_than_two_classes_is_one_error(tmp_path):
     one_line_error(PtrainError, tmp_path / "ab", str(tmp_path / "ab/train"), "1 class folder")
 
 
+def test_a_set_to_evaluate_may_hold_one_class_and_read_whole_holds_nothing_out(tmp_path):
+    """eval --split all: every image (a test/ folder's as the test split), none held out, of
+    one class too; a class of one image, which leaves none to hold out, is no error then."""
+    one = write_classes(tmp_path / "one", {"only": 1})
+    d = load(tmp_path / "one", least_classes=1, hold_out=False)
+    assert d.classes == ["only"] and pairs(d.train, d.classes) == one and len(d.test) == 0
+    assert d.val is None and d.listing == ""
+    one_line_error(PtrainError, tmp_path / "one", "no usable test image", least_classes=1)
+    train = write_classes(tmp_path / "ab/train", {"a": 3, "b": 2})
+    test = write_classes(tmp_path / "ab/test", {"b": 2}, start=100)
+    d = load(tmp_path / "ab", hold_out=False)
+    assert pairs(d.train, d.classes) == train and pairs(d.test, d.classes) == test
+    (tmp_path / "none").mkdir()
+    one_line_error(PtrainError, tmp_path / "none", "0 class folders found; images go in a "
+                   "subfolder named for their class", least_classes=1)
+
+
 def test_a_class_of_only_bad_files_is_one_error_naming_it(tmp_path):
     write_classes(tmp_path, {"a": 3})
     (tmp_path / "b").mkdir()

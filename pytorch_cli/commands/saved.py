@@ -99,11 +99,12 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
                              stats=(meta["mean"], meta["std"]),  # decoded and drawn as it
                              split=meta.get("split", ""),  # trained (older runs: a shuffle)
                              labels=labels or c.get("labels", ""),
-                             least_classes=1 if evaluating else 2)
+                             least_classes=1 if evaluating else 2, hold_out=split != "all")
     data = datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
-                         c.get("val_split", 0.0), c.get("seed", 1), folder)
+                         c.get("val_split", 0.0) if folder.hold_out else 0.0, c.get("seed", 1),
+                         folder)
     if evaluating:
-        data = matching.onto_run_classes(meta, data)
+        data = matching.onto_run_classes(meta, data, folder.labels)
         if split != "all":  # (all: which rows are held out does not matter)
             matching.moved_warning(meta, data)
     return datasets.normalised(data, meta["mean"], meta["std"])  # --weights brought its own
@@ -124,7 +125,8 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
     runtime.keep_freed_memory()  # mnist-cnn on MNIST's test set: 2.0 s instead of 3.95
     data = _data(loaded, data_dir, download, labels=labels, split=split)
     parts = {"test": [data.test], "train": [data.train], "val": [data.val],
-             "all": [p for p in (data.train, data.val, data.test) if p is not None]}[split]
+             "all": [p for p in (data.train, data.val, data.test) if p is not None and len(p)]
+             }[split]
     if parts == [None]:
         raise UsageError(
             "--split val: this run held out no validation set (it trained without --val-split)"

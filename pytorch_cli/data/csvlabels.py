@@ -130,8 +130,8 @@ def find(root: Path, path: Path, least: int = 2) -> Found:
                               "class")
     classes = sort_classes({label for label, _ in chosen.values()})
     if len(classes) < least:
-        raise PtrainError(f"--labels {path}: {plural(len(classes), 'class')} among the images "
-                          f"found ({plural(len(rows), 'row')})" +
+        raise PtrainError(f"--labels {path}: {plural(len(classes), 'class', 'classes')} among "
+                          f"the images found ({plural(len(rows), 'row')})" +
                           ("; a classifier needs at least 2" if least > 1 else ""))
     index = {c: i for i, c in enumerate(classes)}
     train = sorted(((f, index[c]) for f, (c, _) in chosen.items()), key=lambda r: (r[1], r[0]))

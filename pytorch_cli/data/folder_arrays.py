@@ -41,6 +41,8 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
     train_y = torch.from_numpy(arrays["train_y"])
     check_classes(found.classes, train_y, Path(opts.labels) if opts.labels else
                   root / "train" if meta["has_test"] else root, csv=bool(opts.labels))
+    if not opts.hold_out:
+        return _whole(root, found, arrays, meta)
     rows, train_rows = {"test": ("test", None)}, None  # split -> (split read, its rows; None: all)
     if meta["has_test"] and opts.test_split != Options.test_split:  # set, and nothing to do
         warn(f"--test-split {opts.test_split:g} is not used: {root}'s test folder is the test set")
@@ -65,6 +67,16 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
                 tuple(meta["size"]), meta["skipped"],  # what its splits are drawn from:
                 splits.listing(meta["train_files"], train_y.tolist())
                 if not meta["has_test"] or val_split else "")
+
+
+def _whole(root: Path, found: Found, arrays: dict, meta: dict) -> Read:
+    """The folder's every image, as read (its test/ as the test split; else none held out)."""
+    def split(name: str) -> Arrays:
+        return torch.from_numpy(arrays[f"{name}_x"]), torch.from_numpy(arrays[f"{name}_y"])
+    train = split("train")
+    test = split("test") if meta["has_test"] else (train[0][:0], train[1][:0])
+    return Read(train, None, test, found.classes, meta["channels"], tuple(meta["size"]),
+                meta["skipped"], "")
 
 
 def listed(root: Path, labels: str = "", least: int = 2) -> Found:

@@ -43,16 +43,16 @@ def moved_warning(meta: dict, data: Data) -> None:
                                    "its held-out images are drawn anew, so some were trained on"))
 
 
-def onto_run_classes(meta: dict, data: Data) -> Data:
-    """The data, its labels numbered as the run's classes: a folder (or --labels CSV) holding
-    the run's classes or some of them. A class the run never learnt is one line (its head has
-    no row for it)."""
+def onto_run_classes(meta: dict, data: Data, where: str = "") -> Data:
+    """The data, its labels numbered as the run's classes: a folder (or --labels CSV: `where`
+    the classes came from) holding the run's classes or some of them. A class the run never
+    learnt is one line (its head has no row for it)."""
     theirs, mine = list(meta.get("classes") or data.classes), list(data.classes)
     if mine == theirs:
         return data
     unknown = [c for c in mine if c not in theirs]
     if unknown:
-        raise UsageError(f"{data.source}: {'class' if len(unknown) == 1 else 'classes'} "
+        raise UsageError(f"{where or data.source}: {'class' if len(unknown) == 1 else 'classes'} "
                          f"{_names(unknown)} {'is' if len(unknown) == 1 else 'are'} not the "
                          f"run's ({_names(theirs)}); evaluate images of the run's classes (or "
                          "of some of them)")
