@@ -1,6 +1,6 @@
-"""saved.load_model and saved.run_predict on a real run's model.pth and on a bare state_dict."""
+"""saved.load_model, run_eval and run_export's pieces on a real run's model.pth and on a bare
+state_dict."""
 
-import os
 import subprocess
 import sys
 
@@ -10,7 +10,6 @@ from PIL import Image
 from test_prepare import tiny_run
 
 from pytorch_cli.commands import saved
-from pytorch_cli.data import datasets
 from pytorch_cli.models import zoo
 from pytorch_cli.platform.errors import UsageError
 
@@ -61,81 +60,6 @@ def test_eval_all_scores_every_image_and_labels_is_for_folder_runs_only(run):
     assert whole["correct"] == sum(p["correct"] for p in parts)
     with pytest.raises(UsageError, match="^--labels: the run trained on fake, not a folder$"):
         saved.run_eval(run, labels="labels.csv")
-
-
-def test_predict_answers_every_readable_image_and_names_the_others(run, tmp_path):
-    images = datasets.load("fake").test.images
-    Image.fromarray(images[0, 0].numpy()).save(tmp_path / "a.png")
-    Image.fromarray(images[1, 0].numpy()).resize((56, 56)).convert("RGB").save(tmp_path / "b.png")
-    (tmp_path / "broken.png").write_bytes(b"not an image")
-    os.mkfifo(tmp_path / "fifo.png")  # opened, it would block until a writer came: never opened
-    paths = [tmp_path / n for n in ("a.png", "broken.png", "missing.png", "fifo.png", "b.png")]
-    results = saved.run_predict(run, paths, top_k=3, device="cpu")
-    assert [r["image"] for r in results] == [str(p) for p in paths]
-    assert "not a regular file" in results[3]["error"]
-    for r in (results[0], results[4]):
-        probs = [t["prob"] for t in r["top"]]
-        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
-        assert all(t["class"] == str(t["index"]) for t in r["top"])
-    for r in results[1:4]:
-        assert "top" not in r and r["image"] in r["error"] and "Error" not in r["error"]
-    everything = saved.run_predict(run, paths[:1], top_k=50, device="cpu")[0]["top"]
-    assert len(everything) == 10 and sum(t["prob"] for t in everything) == pytest.approx(1)
-
-
-def test_predict_on_a_folder_takes_every_image_under_it_in_order(run, tmp_path):
-    for name in ("b/2.png", "a/deep/1.PNG", "a/0.png"):
-        (tmp_path / "imgs" / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("L", (28, 28)).save(tmp_path / "imgs" / name, "PNG")
-    (tmp_path / "imgs" / ".hidden.png").write_bytes(b"")  # left out, as in training
-    (tmp_path / "imgs" / "notes.txt").write_text("left out")
-    (tmp_path / "empty").mkdir()
-    results = saved.run_predict(run, [tmp_path / "imgs", tmp_path / "empty"], device="cpu")
-    assert [r["image"] for r in results] == [str(tmp_path / "imgs" / n) for n in (
-        "a/0.png", "a/deep/1.PNG", "b/2.png")] + [str(tmp_path / "empty")]
-    assert all("top" in r for r in results[:3]) and "holds no image files" in results[3]["error"]
-
-
-def test_predict_features_are_what_the_head_turns_into_the_probabilities(run, ptrain, tmp_path):
-    """--features: the penultimate layer's output (the model with its last layer deleted),
-    one row per answered image: lenet's fc2, applied to a row, gives that image's answer."""
-    import numpy as np
-    images = datasets.load("fake").test.images
-    for i in range(3):
-        Image.fromarray(images[i, 0].numpy()).save(tmp_path / f"{i}.png")
-    (tmp_path / "broken.png").write_bytes(b"not an image")
-    paths = [str(tmp_path / f) for f in ("0.png", "broken.png", "1.png", "2.png")]
-    r = ptrain("predict", str(run), *paths, "--json", "-k", "10", "--features",
-               str(tmp_path / "f.npy"))
-    assert r.code == 1 and "penultimate features of 3 images (50 each)" in r.err
-    rows = np.load(tmp_path / "f.npy")
-    answered = [x for x in r.json()["results"] if "top" in x]
-    fc2 = saved.load_model(run).model.fc2
-    for row, answer in zip(rows, answered, strict=True):
-        probs = fc2(torch.from_numpy(row)).softmax(0)
-        for t in answer["top"]:
-            assert probs[t["index"]].item() == pytest.approx(t["prob"], abs=1e-6)
-
-
-def test_predict_features_never_overwrites_the_run_or_an_image(run, ptrain, tmp_path):
-    """--features names a new .npy file: the run's model.pth, an image it reads or a non-.npy
-    name is one line, before any work, and the file is untouched; a missing folder is made."""
-    Image.fromarray(datasets.load("fake").test.images[0, 0].numpy()).save(tmp_path / "0.png")
-    before = {p: p.read_bytes() for p in (run / "model.pth", tmp_path / "0.png")}
-    (tmp_path / "0.npy").write_bytes(before[tmp_path / "0.png"])  # an image by any name
-    for target, image, said in ((run / "model.pth", "0.png", "it is the checkpoint being read"),
-                                (run / "last.pt", "0.png", "it is a file of a run"),
-                                (tmp_path / "0.png", "0.png", "it is an image being read"),
-                                (tmp_path / "0.npy", "0.npy", "it is an image being read"),
-                                (tmp_path / "f.png", "0.png", "name a .npy file")):
-        r = ptrain("predict", str(run), image, "--features", str(target))
-        assert r.code == 2 and said in r.err and r.err.count("\n") == 1, r.err
-    assert all(p.read_bytes() == b for p, b in before.items())
-    r = ptrain("predict", str(run), "0.png", "--features", "new/dir/f.npy")
-    assert r.code == 0 and "features of 1 image (50 each)" in r.err
-    assert (tmp_path / "new/dir/f.npy").is_file()
-    r = ptrain("predict", str(run), "missing.png", "--features", "none.npy")
-    assert r.code == 1 and "no features written" in r.err and not (tmp_path / "none.npy").exists()
 
 
 def test_eval_keeps_freed_memory_so_repeated_evaluations_fault_no_pages(ptrain, tmp_path):

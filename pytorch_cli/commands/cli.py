@@ -140,6 +140,7 @@ def predict(
         ..., metavar="IMAGE...",
         help="Image files (PNG, JPEG, ... any size or mode), or folders: every image under them."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
+    batch_size: int = typer.Option(64, min=1, help="Images classified at once."),
     device: Device = "auto",
     model: BareModel = "",
     dataset: BareDataset = None,
@@ -150,17 +151,18 @@ def predict(
                                             "image's penultimate features (N x D float32)."),
 ) -> None:
     """Classify images, converted the way the model was trained (its channels and size)."""
-    from pytorch_cli.commands import saved
+    from pytorch_cli.commands import predicting
     if top_k < 1:
         raise UsageError("--top-k must be at least 1")
     if json_out and csv_out:
         raise UsageError("--json and --csv: choose one")
     if features:  # before any work: never onto the checkpoint or an image read
-        saved.check_features_output(features, checkpoint_file, images)
+        predicting.check_features_output(features, checkpoint_file, images)
     kept: list | None = [] if features else None
-    results = saved.run_predict(checkpoint_file, images, top_k, device, model, dataset or "", kept)
+    results = predicting.run_predict(checkpoint_file, images, top_k, device, model, dataset or "",
+                                     kept, batch_size)
     if features:
-        print(saved.write_features(features, kept), file=sys.stderr)
+        print(predicting.write_features(features, kept), file=sys.stderr)
     if csv_out:
         _print_csv(results, top_k)
     if json_out:

@@ -11,10 +11,9 @@ import torch
 
 from pytorch_cli.data import batches, catalog, datasets, folder_arrays, folders, matching
 from pytorch_cli.data.images import read_image
-from pytorch_cli.models import hub
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
-from pytorch_cli.platform.errors import DamagedFile, PtrainError, UsageError, plural
+from pytorch_cli.platform.errors import DamagedFile, PtrainError, UsageError
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.declare import check_choice
 from pytorch_cli.store import checkpoint, export, outputs
@@ -170,48 +169,6 @@ def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str
     return {**result, "verified_on": f"{len(sample)} {verified_on}"}
 
 
-def _files(given: Path) -> list[Path]:
-    """An image file as given; a folder: every image under it (a test folder of classes...), or
-    itself if it holds none (its entry then says so)."""
-    return (folders.images_in(given) or [given]) if given.is_dir() else [given]
-
-
-@torch.inference_mode()
-def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "auto",
-                model_name: str = "", dataset: str = "",
-                features: list[torch.Tensor] | None = None) -> list[dict]:
-    """Top-k classes for each image; an unreadable image gets an "error" entry, the rest answers.
-    `features`: a list that gets each answered image's penultimate features (what the head
-    takes: the model with its last layer deleted), in order."""
-    loaded = load_model(path, model_name, dataset)
-    meta = loaded.meta
-    dev = runtime.resolve_device(device)
-    runtime.keep_freed_memory()
-    net = torch.nn.Sequential(batches.Normalize(meta["mean"], meta["std"]), loaded.model).to(dev)
-    if features is not None:
-        head = loaded.model.get_submodule(hub.head_name(loaded.model, meta["num_classes"]))
-        head.register_forward_hook(lambda m, args, out: features.append(args[0].flatten(1)[0]
-                                                                        .float().cpu()))
-    classes = meta["classes"] or [str(i) for i in range(meta["num_classes"])]
-    results = []
-    for image in [f for given in images for f in _files(given)]:
-        if image.is_dir():
-            results.append({"image": str(image), "error": f"{image} holds no image files "
-                            f"({', '.join(folders.IMAGE_EXTENSIONS)})"})
-            continue
-        try:
-            x = read_image(image, meta["in_channels"], models.meta_size(meta))
-        except PtrainError as e:  # missing, not an image, truncated: say which and go on
-            results.append({"image": str(image), "error": str(e)})
-            continue
-        probs = net(x[None].to(dev).float() / 255).softmax(1)[0]
-        top = probs.topk(min(top_k, len(classes)))
-        results.append({"image": str(image), "top": [
-            {"class": classes[i], "index": int(i), "prob": float(p)}
-            for p, i in zip(top.values.cpu(), top.indices.cpu())]})
-    return results
-
-
 def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
                     model_name: str = "", dataset: str = "") -> list:
     """`ptrain activations`: each stage's feature maps for one image, prepared as in training,
@@ -226,38 +183,6 @@ def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
     found = activations.stages(loaded.model, normalise(x[None].float() / 255), meta["model"])
     plot.feature_maps(x, found, output, per_stage)
     return found
-
-
-def check_features_output(out: Path, source: Path, images: list[Path]) -> None:
-    """Before predicting: --features names a new .npy file, not the checkpoint or an image."""
-    read = {(source / MODEL if source.is_dir() else source): "the checkpoint being read",
-            **{image: "an image being read" for image in images}}
-    outputs.refuse_overwrite([out], read, "--features")
-    if out.suffix.lower() != ".npy" or out.is_dir():
-        raise UsageError(f"--features {out}: name a .npy file (NumPy's format), e.g. "
-                         "features.npy")
-
-
-def write_features(out: Path, features: list[torch.Tensor]) -> str:
-    """`predict --features FILE.npy`: an (images, features) float32 array, written atomically
-    (its folder made where missing); the line that says so."""
-    import io
-
-    import numpy as np
-
-    from pytorch_cli.platform.files import atomic_write
-    if not features:
-        return f"no features written to {out}: no image was read"
-    array = torch.stack(features).numpy()
-    buf = io.BytesIO()
-    np.save(buf, array)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out, lambda f: f.write(buf.getvalue()))
-    except OSError as e:
-        raise PtrainError(f"cannot write {out}: {e.strerror or e}") from None
-    return (f"penultimate features of {plural(array.shape[0], 'image')} ({array.shape[1]} "
-            f"each), in the order above, written to {out}")
 
 
 def summary(target: Path | None, config_file: Path | None, overrides: dict,

@@ -92,6 +92,14 @@ def _read(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
     return images.read_image(path, channels, size).numpy()
 
 
+def read_all(paths: list[Path], channels: int, size: tuple[int, int]
+             ) -> Iterator[tuple[np.ndarray | None, str]]:
+    """(the image as (C, H, W) uint8 at these channels and size, "") or (None, error line) for
+    each path, in order."""
+    return each(functools.partial(_read, channels=channels, size=size), paths,
+                f"decoding {len(paths):,} images")
+
+
 def into(out: np.ndarray, files: list[tuple[Path, int]],
          skipped: list[str]) -> tuple[np.ndarray, list[int]]:
     """Decode the files into `out` ((N, C, H, W) uint8, in memory or a memory map of the
@@ -100,8 +108,7 @@ def into(out: np.ndarray, files: list[tuple[Path, int]],
     `skipped`): the rows filled are the first len(labels)."""
     channels, size = out.shape[1], tuple(out.shape[2:])
     labels, kept = [], []
-    decoded = each(functools.partial(_read, channels=channels, size=size), [p for p, _ in files],
-                   f"decoding {len(files):,} images")
+    decoded = read_all([p for p, _ in files], channels, size)
     for i, ((_, label), (image, error)) in enumerate(zip(files, decoded)):
         if error:
             skipped.append(error)
