@@ -220,7 +220,7 @@ def test_config_file_and_flags(ptrain, tmp_path):
     (["--nesterov", "--momentum", "0"], "--nesterov needs"),
     (["--bogus"], "No such option: --bogus"),
     (["--batch-size", "many"], "'--batch-size'"),
-    (["--config", "missing.toml"], "config file missing.toml does not exist"),
+    (["--config", "missing.toml"], "config file missing.toml: no such file"),
     # absurd numbers: one line from the setting's declaration, never an "unexpected" error
     (["--seed", str(10**23)], "--seed must be in [0, 2**63-1]"),
     (["--seed", str(2**64)], "--seed must be in [0, 2**63-1]"),

@@ -99,8 +99,18 @@ def test_inductors_modes_are_refused_with_another_backend():
     configlib.resolve(overrides={"compile": True, "compile_backend": "aot_eager"})
 
 
+def test_a_config_saved_with_a_byte_order_mark_reads_and_other_bytes_are_one_line(tmp_path):
+    """Notepad's UTF-8 starts with a byte-order mark, which TOML itself refuses."""
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbflr = 0.5\n")
+    assert configlib.resolve(tmp_path / "bom.toml").lr == 0.5
+    (tmp_path / "latin1.toml").write_bytes(b"# caf\xe9\nlr = 0.5\n")
+    with pytest.raises(UsageError, match=r"latin1.toml: not UTF-8 text \(invalid continuation "
+                                         r"byte at byte 5\)$"):
+        configlib.resolve(tmp_path / "latin1.toml")
+
+
 def test_missing_config_file():
-    with pytest.raises(UsageError, match="does not exist"):
+    with pytest.raises(UsageError, match="^config file /nonexistent.toml: no such file$"):
         configlib.resolve(Path("/nonexistent.toml"))
 
 
@@ -149,14 +159,14 @@ def test_a_config_that_is_no_regular_file_is_refused_before_it_is_opened(ptrain,
         for path, kind in cases.items():
             r = ptrain("train", "--dataset", "fake", "--dry-run", "--config", path)
             assert r.code == 2 and r.err.count("\n") == 1, r.err
-            assert f"config file {path} is not a regular file ({kind})" in r.err
+            assert f"config file {path}: not a regular file ({kind})" in r.err
 
 
 def test_a_config_file_over_the_size_cap_is_refused(tmp_path):
     big = tmp_path / "big.toml"
     with big.open("wb") as f:
         f.truncate(tomlfile.MAX_CONFIG_BYTES + 1)  # sparse: no megabyte written
-    with pytest.raises(UsageError, match=r"big.toml is larger than 1 MiB, the most a config"):
+    with pytest.raises(UsageError, match=r"big.toml: larger than 1 MiB, the most it may be$"):
         configlib.resolve(big)
 
 

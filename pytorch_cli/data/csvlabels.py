@@ -22,27 +22,10 @@ from pytorch_cli.platform.errors import PtrainError, plural
 MAX_BYTES = 512 << 20  # 512 MiB: ~10 million rows; beyond that it is not a labels file
 
 
-def _text(path: Path) -> str:
-    try:
-        data = files.read_regular(path, MAX_BYTES)
-    except FileNotFoundError:
-        raise PtrainError(f"--labels {path}: no such file") from None
-    except files.NotRegular as e:
-        raise PtrainError(f"--labels {path}: not a regular file ({e.kind})") from None
-    except OSError as e:
-        raise PtrainError(f"--labels {path}: cannot read it ({e.strerror or e})") from None
-    if len(data) > MAX_BYTES:
-        raise PtrainError(f"--labels {path}: larger than {MAX_BYTES >> 20} MiB")
-    try:
-        return data.decode("utf-8-sig")  # the byte-order mark spreadsheets write
-    except UnicodeDecodeError as e:
-        raise PtrainError(f"--labels {path}: not UTF-8 text ({e.reason} at byte {e.start})") \
-            from None
-
-
 def _rows(path: Path) -> list[tuple[int, str, str]]:
     """(line, image, class) of every row after the header; blank lines are skipped."""
-    out, reader = [], csv.reader(io.StringIO(_text(path), newline=""))  # quoted newlines too
+    text = files.read_text(path, MAX_BYTES, f"--labels {path}", PtrainError)
+    out, reader = [], csv.reader(io.StringIO(text, newline=""))  # quoted newlines too
     try:
         header = next(reader, [])
         if len(header) < 2:

@@ -134,6 +134,25 @@ def read_regular(path: Path, max_bytes: int | None = None) -> bytes:
         return f.read() if max_bytes is None else f.read(max_bytes + 1)
 
 
+def read_text(path: Path, max_bytes: int, what: str, error: type[Exception]) -> str:
+    """A regular file's UTF-8 text (a spreadsheet's or Notepad's byte-order mark dropped), or
+    `error` with one line: `what` names the file there ("config file x.toml", "--labels x")."""
+    try:
+        data = read_regular(path, max_bytes)
+    except FileNotFoundError:
+        raise error(f"{what}: no such file") from None
+    except NotRegular as e:
+        raise error(f"{what}: not a regular file ({e.kind})") from None
+    except OSError as e:
+        raise error(f"{what}: cannot read it ({e.strerror or e})") from None
+    if len(data) > max_bytes:
+        raise error(f"{what}: larger than {max_bytes >> 20} MiB, the most it may be")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise error(f"{what}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def leftovers(folder: Path, names: tuple[str, ...]) -> list[Path]:
     """The temporary files a killed atomic_write of one of `names` left in `folder`: exactly
     its patterns (and older versions' .NAME.tmpPID), never a user's .notes.tmp or .env.tmpl."""

@@ -13,30 +13,10 @@ from pytorch_cli.platform.errors import UsageError
 MAX_CONFIG_BYTES = 1 << 20  # 1 MiB: a config of every setting is ~1 KiB; more is not a config
 
 
-def _read(path: Path) -> str:
-    """The file's text, if it is a regular file of at most MAX_CONFIG_BYTES (a FIFO would block
-    the read, /dev/zero never end)."""
-    try:
-        data = files.read_regular(path, MAX_CONFIG_BYTES)
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except files.NotRegular as e:
-        raise UsageError(f"config file {path} is not a regular file ({e.kind}); pass a TOML "
-                         "file") from None
-    except OSError as e:
-        raise UsageError(f"cannot read config file {path}: {e.strerror or e}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise UsageError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 2**20} MiB, "
-                         "the most a config file may be")
-    try:
-        return data.decode()
-    except UnicodeDecodeError as e:
-        raise UsageError(f"config file {path} is not UTF-8 text: {e}") from None
-
-
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file's table, or one line saying why there is none."""
-    text = _read(path)
+    # a FIFO would block the read, /dev/zero never end: a regular file of at most 1 MiB
+    text = files.read_text(path, MAX_CONFIG_BYTES, f"config file {path}", UsageError)
     try:
         return tomllib.loads(text)
     except RecursionError:  # arrays nested thousands deep
