@@ -62,11 +62,15 @@ def test_batch_size_does_not_change_the_figures(fake):
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
 
 
+def _cifar100_noise(n: int, seed: int) -> tuple[catalog.Spec, datasets.Split]:
+    g = torch.Generator().manual_seed(seed)
+    return catalog.SPECS["cifar100"], datasets.Split(
+        torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+        torch.randint(0, 100, (n,), generator=g))
+
+
 def test_top5_accuracy_is_reported_with_more_than_ten_classes():
-    spec = catalog.SPECS["cifar100"]
-    g = torch.Generator().manual_seed(0)
-    split = datasets.Split(torch.randint(0, 256, (60, 3, 32, 32), generator=g, dtype=torch.uint8),
-                           torch.randint(0, 100, (60,), generator=g))
+    spec, split = _cifar100_noise(60, seed=0)
     model = _model(3, 100, 32)
     got = evaluate(model, split, spec, 25, CPU)
     top5 = _plain_logits(model, split, spec).topk(5, 1).indices
@@ -78,10 +82,7 @@ def test_top5_accuracy_is_reported_with_more_than_ten_classes():
 def test_splits_evaluated_in_turn_and_merged_score_as_their_union():
     """eval --split all: each split evaluated alone, the sums added, equal one evaluation of
     every image (loss, confusion, top-5), without a copy of the whole dataset."""
-    spec = catalog.SPECS["cifar100"]
-    g = torch.Generator().manual_seed(1)
-    split = datasets.Split(torch.randint(0, 256, (90, 3, 32, 32), generator=g, dtype=torch.uint8),
-                           torch.randint(0, 100, (90,), generator=g))
+    spec, split = _cifar100_noise(90, seed=1)
     model = _model(3, 100, 32)
     whole = evaluate(model, split, spec, 32, CPU)
     parts = [evaluate(model, datasets.Split(split.images[a:b], split.labels[a:b]), spec, 32, CPU)
