@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from pytorch_cli.data import catalog, datasets
 from pytorch_cli.models import zoo
-from pytorch_cli.training.evaluate import evaluate, merged
+from pytorch_cli.training.evaluate import class_scores, evaluate, merged
 
 CPU = torch.device("cpu")
 
@@ -150,7 +150,6 @@ def test_cuda_evaluation_reads_back_only_its_final_figures(fake):
 
 
 def test_class_scores_are_precision_recall_and_f1_with_macro_means():
-    from pytorch_cli.training.evaluate import class_scores
     confusion = torch.tensor([[8, 2, 0], [1, 4, 0], [0, 1, 4]])  # rows: true, columns: predicted
     s = class_scores(confusion, ["cat", "dog", "bird"])
     cat, dog = s["per_class"]["cat"], s["per_class"]["dog"]
@@ -162,11 +161,22 @@ def test_class_scores_are_precision_recall_and_f1_with_macro_means():
     assert never == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "images": 2}  # never predicted
 
 
+def test_most_confused_are_the_largest_off_diagonal_cells_ties_in_matrix_order():
+    confusion = torch.zeros(7, 7, dtype=torch.int64)
+    for (true, predicted), n in {(0, 1): 3, (6, 0): 9, (2, 3): 3, (5, 4): 3, (1, 0): 4,
+                                 (3, 2): 3, (4, 4): 50, (6, 5): 1}.items():
+        confusion[true, predicted] = n
+    names = list("abcdefg")
+    got = class_scores(confusion, names)["most_confused"]
+    assert [(m["true"], m["predicted"], m["images"]) for m in got] == [
+        ("g", "a", 9), ("b", "a", 4), ("a", "b", 3), ("c", "d", 3), ("d", "c", 3)]
+    assert class_scores(torch.eye(3, dtype=torch.int64) * 5, names[:3])["most_confused"] == []
+
+
 def test_a_class_with_no_test_image_and_never_predicted_has_no_scores_and_no_weight(tmp_path):
     """A one-image class held out nothing: its row is -, and the macro means are over the 2
     classes that are there (it pulled them to 2/3 of their value before)."""
-    from pytorch_cli.output import report
-    from pytorch_cli.training.evaluate import class_scores
+    from pytorch_cli.output import tables
     confusion = torch.tensor([[4, 1, 0], [0, 5, 0], [0, 0, 0]])
     s = class_scores(confusion, ["a", "b", "one"])
     assert s["per_class"]["one"] == {"precision": None, "recall": None, "f1": None, "images": 0}
@@ -175,14 +185,14 @@ def test_a_class_with_no_test_image_and_never_predicted_has_no_scores_and_no_wei
     assert called["per_class"]["one"]["precision"] == 0.0  # predicted, never right: counted
     out = tmp_path / "table.txt"
     with out.open("w") as f:
-        report.print_eval({"checkpoint": "m", "dataset": "folder", "split": "test", "tta": False,
+        tables.print_eval({"checkpoint": "m", "dataset": "folder", "split": "test", "tta": False,
                            "loss": 0.1, "acc": 0.9, "correct": 9, "total": 10,
                            "classes": ["a", "b", "one"], "confusion": confusion.tolist(), **s}, f)
     assert re.search(r"\n  one +- +- +- +0\n", out.read_text()), out.read_text()
     with out.open("w") as f:  # a class named in wide characters: the columns still line up
-        report.print_eval({"checkpoint": "m", "dataset": "folder", "split": "test", "tta": False,
+        tables.print_eval({"checkpoint": "m", "dataset": "folder", "split": "test", "tta": False,
                            "loss": 0.1, "acc": 0.9, "correct": 9, "total": 10,
                            "classes": ["a", "日本", "one"], "confusion": confusion.tolist(),
                            **class_scores(confusion, ["a", "日本", "one"])}, f)
     rows = out.read_text().splitlines()[1:6]
-    assert len({report._columns(row) for row in rows}) == 1, rows
+    assert len({tables._columns(row) for row in rows}) == 1, rows

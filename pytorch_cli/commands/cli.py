@@ -19,7 +19,7 @@ from typer.exceptions import TyperException
 from pytorch_cli import __version__
 from pytorch_cli.commands import looking, sweep, train
 from pytorch_cli.commands.arguments import BareDataset, BareModel, Device, Target
-from pytorch_cli.output.report import print_eval
+from pytorch_cli.output.tables import print_eval
 from pytorch_cli.platform import events, signals
 from pytorch_cli.platform.errors import PtrainError, UsageError, plural
 from pytorch_cli.settings import config as configlib

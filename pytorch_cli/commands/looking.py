@@ -109,7 +109,7 @@ def summary(
     """A table of the model's layers (output shape, parameters, trainable), then totals,
     forward FLOPs per image and the layer outputs' memory at the batch size."""
     from pytorch_cli.commands import saved
-    from pytorch_cli.output.report import print_summary
+    from pytorch_cli.output.tables import print_summary
     from pytorch_cli.platform import events
     given = typed(ctx, SUMMARY)  # what was typed: it overrides --config's, as in train
     if target is not None and (config or set(given) - {"model", "dataset"}):

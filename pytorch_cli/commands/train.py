@@ -141,7 +141,7 @@ def lr_find(
     import json
 
     from pytorch_cli.output import plot as plotting
-    from pytorch_cli.output.report import print_lr_find
+    from pytorch_cli.output.tables import print_lr_find
     from pytorch_cli.settings.limits import MAX_LR
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each torchrun worker would run it whole
         e = UsageError("lr-find runs in one process: run it without torchrun (its LR holds for "

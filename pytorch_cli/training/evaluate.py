@@ -102,7 +102,9 @@ def class_scores(confusion: torch.Tensor, classes: list[str]) -> dict:
     images; and their unweighted means over the classes ("macro"). A class never predicted has
     precision 0, as scikit-learn's zero_division=0. A class with no image that nothing was
     called has no scores (None) and stays out of the means, as scikit-learn leaves out labels
-    absent from both (a test set lacking a class would otherwise lower them)."""
+    absent from both (a test set lacking a class would otherwise lower them). "most_confused":
+    the 5 largest off-diagonal cells, (true, predicted, images), fastai's most_confused: what
+    a matrix too large to print (more than 20 classes) still shows."""
     c = confusion.double()
     hit, present = c.diag(), (c.sum(0) + c.sum(1)) > 0
     precision = hit / c.sum(0).clamp(min=1)
@@ -113,4 +115,8 @@ def class_scores(confusion: torch.Tensor, classes: list[str]) -> dict:
             for name, p, r, f, n, here in zip(classes, precision, recall, f1, c.sum(1), present)}
     macro = {k: float(v[present].mean()) if present.any() else 0.0
              for k, v in (("precision", precision), ("recall", recall), ("f1", f1))}
-    return {"per_class": rows, "macro": macro}
+    counts, cells = c.clone().fill_diagonal_(0).flatten().sort(descending=True, stable=True)
+    n = len(classes)  # (stable: ties in the matrix's order, the same on every run)
+    confused = [{"true": classes[int(i) // n], "predicted": classes[int(i) % n], "images": int(k)}
+                for k, i in zip(counts[:5], cells[:5]) if k > 0]
+    return {"per_class": rows, "macro": macro, "most_confused": confused}
