@@ -399,8 +399,23 @@ def test_eval_scores_every_image_of_another_labelled_set_of_some_of_the_runs_cla
         r = ptrain("eval", "run", "--json", *args)
         assert r.code == 0 and "warning" not in r.err, r.err
         return r.json()
-    whole = scored("--split", "all")
+    whole = scored("--split", "all", "--errors", "wrong.csv")
     parts = [scored("--split", split) for split in ("train", "test")]
+    wrong = list(csv.DictReader((tmp_path / "wrong.csv").open()))  # each misclassified image
+    assert wrong  # (1 epoch of 3 shades a class: a third right)
+    assert whole["errors"] == {"file": "wrong.csv", "images": len(wrong)} and len(wrong) == (
+        whole["total"] - whole["correct"])
+    assert [float(w["loss"]) for w in wrong] == sorted((float(w["loss"]) for w in wrong),
+                                                       reverse=True)  # worst first
+    said = ptrain("predict", "run", *(w["image"] for w in wrong), "--json").json()["results"]
+    for w, answer in zip(wrong, said, strict=True):  # named by file: predict agrees
+        assert w["true"] == Path(w["image"]).parent.name != w["predicted"]
+        assert answer["top"][0]["class"] == w["predicted"]
+        assert float(w["prob"]) == pytest.approx(answer["top"][0]["prob"], abs=1e-5)
+    for target, said in (("run/model.pth", "it is the checkpoint being read"),
+                         ("wrong.txt", "name a .csv file")):
+        r = ptrain("eval", "run", "--errors", target)
+        assert r.code == 2 and said in r.err and r.err.count("\n") == 1, r.err
     assert whole["total"] == 36 == sum(p["total"] for p in parts)
     assert whole["confusion"] == (torch.tensor(parts[0]["confusion"]) +
                                   torch.tensor(parts[1]["confusion"])).tolist()

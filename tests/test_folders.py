@@ -340,6 +340,30 @@ def test_a_set_to_evaluate_may_hold_one_class_and_read_whole_holds_nothing_out(t
                    "subfolder named for their class", least_classes=1)
 
 
+@pytest.mark.parametrize("layout", ["held out", "test folder"])
+def test_every_rows_file_is_named_in_each_split_cold_and_cached(tmp_path, monkeypatch, layout):
+    """eval --errors names each image by its file: the names follow the rows of every split,
+    held out or from test/, decoded or read back from the cache."""
+    monkeypatch.setenv("PTRAIN_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "imgs"
+    if layout == "held out":
+        pixels = write_classes(root, {"a": 5, "b": 4})
+    else:
+        pixels = {**write_classes(root / "train", {"a": 3, "b": 3}),
+                  **write_classes(root / "test", {"a": 2, "b": 1}, start=50)}
+    for _ in ("cold", "cached"):
+        d = datasets.load(catalog.FOLDER, str(root), val_split=0.25)
+        for split in ("train", "val", "test"):
+            part = getattr(d, split)
+            if part is None:
+                continue
+            names = d.names[split]
+            assert len(names) == len(part) and len(part)
+            for name, image in zip(names, part.images):
+                assert pixels[as_chw(np.asarray(Image.open(root / name)))] == name.split("/")[-2]
+                assert as_chw(np.asarray(Image.open(root / name))) == image.numpy().tobytes()
+
+
 def test_a_class_of_only_bad_files_is_one_error_naming_it(tmp_path):
     write_classes(tmp_path, {"a": 3})
     (tmp_path / "b").mkdir()

@@ -10,6 +10,7 @@ from PIL import Image
 from test_prepare import tiny_run
 
 from pytorch_cli.commands import saved
+from pytorch_cli.data import datasets
 from pytorch_cli.models import zoo
 from pytorch_cli.platform.errors import UsageError
 
@@ -60,6 +61,18 @@ def test_eval_all_scores_every_image_and_labels_is_for_folder_runs_only(run):
     assert whole["correct"] == sum(p["correct"] for p in parts)
     with pytest.raises(UsageError, match="^--labels: the run trained on fake, not a folder$"):
         saved.run_eval(run, labels="labels.csv")
+
+
+def test_eval_errors_names_a_builtin_datasets_images_by_split_and_row(run, tmp_path):
+    import csv
+    result = saved.run_eval(run, split="all", errors=tmp_path / "e.csv")
+    wrong = list(csv.DictReader((tmp_path / "e.csv").open()))
+    assert len(wrong) == result["total"] - result["correct"] == result["errors"]["images"] > 0
+    data = datasets.load("fake")
+    for w in wrong:
+        split, row = w["image"].rstrip("]").split("[")
+        assert w["true"] == str(int(getattr(data, split).labels[int(row)])) != w["predicted"]
+        assert float(w["true_prob"]) < float(w["prob"]) and float(w["loss"]) > 0
 
 
 def test_eval_keeps_freed_memory_so_repeated_evaluations_fault_no_pages(ptrain, tmp_path):

@@ -81,6 +81,9 @@ def eval_(
     precision: Optional[Precision] = typer.Option(
         None, help="Autocast of the evaluation (default: the run's --precision, as its "
         "training evaluated)."),
+    errors: Optional[Path] = typer.Option(
+        None, metavar="FILE.csv", help="Also write the misclassified images, worst (highest "
+        "loss) first: image, true, predicted, prob, true_prob, loss."),
     plot_confusion: Optional[Path] = typer.Option(
         None, metavar="FILE.png", help="Also draw the confusion matrix into this image "
         "(pip install 'pytorch-cli[plot]')."),
@@ -90,19 +93,25 @@ def eval_(
 ) -> None:
     """Evaluate a saved model: loss, accuracy (top-5 with >10 classes), per-class accuracy,
     confusion matrix."""
-    from pytorch_cli.commands import saved
+    from pytorch_cli.commands import misclassified, saved
     from pytorch_cli.output import plot
     if batch_size < 0:
         raise UsageError("--batch-size must be at least 1")
+    if errors:  # checked before the evaluation, as a bad plot path is
+        misclassified.check_output(errors, checkpoint_file)
     if plot_confusion:
         plot.require_matplotlib("--plot-confusion")
         plot.check_output(plot_confusion)  # a bad path is said before the evaluation, not after
     result = saved.run_eval(checkpoint_file, model or "", dataset or "", data_dir, split,
-                            batch_size, device, tta, download, ema, precision or "", labels)
+                            batch_size, device, tta, download, ema, precision or "", labels,
+                            errors)
     if json_out:
         print(json.dumps(events.json_safe(result), allow_nan=False))
     else:
         print_eval(result, sys.stdout)
+    if errors:
+        print(f"{plural(result['errors']['images'], 'misclassified image')}, worst first, in "
+              f"{errors}", file=sys.stderr if json_out else sys.stdout)
     if plot_confusion:
         plot.confusion(result, plot_confusion)
         print(f"confusion matrix drawn in {plot_confusion}",
@@ -164,7 +173,7 @@ def predict(
     if features:
         print(predicting.write_features(features, kept), file=sys.stderr)
     if csv_out:
-        _print_csv(results, top_k)
+        predicting.print_csv(results, top_k)
     if json_out:
         print(json.dumps(events.json_safe({"checkpoint": str(checkpoint_file), "results": results}),
                          allow_nan=False))
@@ -176,19 +185,6 @@ def predict(
             print(f"{r['image']}: {top}")
     if any("error" in r for r in results):
         raise typer.Exit(1)
-
-
-def _print_csv(results: list[dict], top_k: int) -> None:
-    """One row per image: its best class and probability, the next ones, or its error."""
-    import csv
-    writer = csv.writer(sys.stdout)
-    top_k = max((len(r["top"]) for r in results if "top" in r), default=top_k)  # <= classes
-    ranks = [f"{name}_{i}" for i in range(2, top_k + 1) for name in ("class", "prob")]
-    writer.writerow(["image", "class", "prob", *ranks, "error"])
-    for r in results:
-        cells = [value for t in r.get("top", []) for value in (t["class"], f"{t['prob']:.6f}")]
-        cells += [""] * (2 * top_k - len(cells))
-        writer.writerow([r["image"], *cells, r.get("error", "")])
 
 
 @app.command(name="cache", short_help="The decode cache of image folders: its size, or --clear.")

@@ -5,7 +5,9 @@ command, against 15.1-16.5 s one image at a time, most of it batch-1 forwards (2
 
 from __future__ import annotations
 
+import csv
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,18 @@ def _classify(net: torch.nn.Module, batch: list[tuple[int, np.ndarray]], results
     for (row, _), probs, indices in zip(batch, top.values.tolist(), top.indices.tolist()):
         results[row]["top"] = [{"class": classes[i], "index": i, "prob": p}
                                for p, i in zip(probs, indices)]
+
+
+def print_csv(results: list[dict], top_k: int) -> None:
+    """One row per image: its best class and probability, the next ones, or its error."""
+    writer = csv.writer(sys.stdout)
+    top_k = max((len(r["top"]) for r in results if "top" in r), default=top_k)  # <= classes
+    ranks = [f"{name}_{i}" for i in range(2, top_k + 1) for name in ("class", "prob")]
+    writer.writerow(["image", "class", "prob", *ranks, "error"])
+    for r in results:
+        cells = [value for t in r.get("top", []) for value in (t["class"], f"{t['prob']:.6f}")]
+        cells += [""] * (2 * top_k - len(cells))
+        writer.writerow([r["image"], *cells, r.get("error", "")])
 
 
 def check_features_output(out: Path, source: Path, images: list[Path]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from pytorch_cli.commands import misclassified
 from pytorch_cli.data import batches, catalog, datasets, folder_arrays, folders, matching
 from pytorch_cli.data.images import read_image
 from pytorch_cli.models import zoo as models
@@ -111,11 +112,12 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
 
 def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str = "",
              split: str = "test", batch_size: int = 0, device: str = "auto", tta: bool = False,
-             download: bool = True, ema: bool = True, precision: str = "", labels: str = ""
-             ) -> dict:
+             download: bool = True, ema: bool = True, precision: str = "", labels: str = "",
+             errors: Path | None = None) -> dict:
     """Evaluate a saved model on a split of its dataset (all: every image of it); the run's own
     data settings are reused, and its --precision and backends (""), so that the figures are the
-    ones training printed. `data_dir`, `labels`: another labelled set of the run's classes."""
+    ones training printed. `data_dir`, `labels`: another labelled set of the run's classes;
+    `errors`: a CSV file that gets the misclassified images, worst first."""
     loaded = load_model(path, model_name, dataset, ema)
     dev = runtime.resolve_device(device)
     runtime.fast_backends(loaded.config.get("deterministic", False))  # TF32, as it trained
@@ -123,20 +125,27 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
     amp = runtime.autocast_dtype(precision, dev)
     runtime.keep_freed_memory()  # mnist-cnn on MNIST's test set: 2.0 s instead of 3.95
     data = _data(loaded, data_dir, download, labels=labels, split=split)
-    parts = {"test": [data.test], "train": [data.train], "val": [data.val],
-             "all": [p for p in (data.train, data.val, data.test) if p is not None and len(p)]
-             }[split]
-    if parts == [None]:
+    parts = [(name, part) for name, part in (("train", data.train), ("val", data.val),
+                                             ("test", data.test))
+             if name == split or (split == "all" and part is not None and len(part))]
+    if parts == [("val", None)]:
         raise UsageError(
             "--split val: this run held out no validation set (it trained without --val-split)"
         )
     size = batch_size or loaded.config.get("test_batch_size", 1000)
+    per_image: list[list | None] = [[] if errors else None for _ in parts]
     try:  # each part in turn, then their sums: no copy of the whole dataset
         result = merged([evaluate(loaded.model.to(dev), part, data.spec, size, dev, tta=tta,
-                                  amp=amp) for part in parts])
+                                  amp=amp, per_image=kept)
+                         for (_, part), kept in zip(parts, per_image)])
     except OutOfMemory as e:
         raise PtrainError(f"{e}; use a smaller --batch-size ({max(1, size // 4)}, say)") from None
     classes = loaded.meta["classes"] or data.classes
+    if errors:
+        wrong = [row for (name, part), kept in zip(parts, per_image)
+                 for row in misclassified.rows(kept, part, name, data, classes)]
+        misclassified.write(errors, wrong)
+        result["errors"] = {"file": str(errors), "images": len(wrong)}
     scores = class_scores(result["confusion"], classes)
     return {"checkpoint": str(path), "model": loaded.meta["model"],
             "dataset": loaded.meta["dataset"], "source": data.source, "split": split,

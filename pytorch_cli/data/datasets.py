@@ -46,6 +46,7 @@ class Data:
     skipped: list[str] = field(default_factory=list)  # --dataset folder: "file: why", not read
     listing: str = ""  # --dataset folder: what its splits are drawn from (splits.listing)
     split: str = ""  # and how (splits.BY_NAME; "": a shuffle of the rows, as runs saved before)
+    names: dict[str, list[str]] = field(default_factory=dict)  # a folder's: split -> row's file
 
 
 def normalised(data: Data, mean, std) -> Data:
@@ -250,7 +251,7 @@ def _read_folder(data_dir: str, opts: folders.Options, seed: int, val_split: flo
     spec = catalog.folder_spec(got.channels, got.size, len(got.classes),
                                *(opts.stats or ([0.0], [1.0])))
     return (Split(*got.train), Split(*got.val) if got.val is not None else None, Split(*got.test),
-            got.classes, str(root), spec, got.skipped, got.listing, opts.split)
+            got.classes, str(root), spec, got.skipped, got.listing, opts.split, got.names)
 
 
 def load(name: str, data_dir: str = "", download: bool = True, val_split: float = 0.0,
@@ -258,10 +259,10 @@ def load(name: str, data_dir: str = "", download: bool = True, val_split: float 
     """Read a dataset; with val_split, hold out a seeded fraction of its training set.
     `folder`: how a folder's images are decoded; its image_size a built-in's too (resized)."""
     skipped: list[str] = []
-    val, listing, split = None, "", ""
+    val, listing, split, names = None, "", "", {}
     if name == catalog.FOLDER:  # its splits are made as it is read: memory maps of its cache
         opts = folder or folders.Options()
-        train, val, test, classes, source, spec, skipped, listing, split = _read_folder(
+        train, val, test, classes, source, spec, skipped, listing, split, names = _read_folder(
             data_dir, opts, seed, val_split)
     else:
         spec = SPECS[name]
@@ -276,4 +277,4 @@ def load(name: str, data_dir: str = "", download: bool = True, val_split: float 
         mean, std = stats(train.images)  # of the images it trains on: saved with it
         spec = dataclasses.replace(spec, mean=tuple(mean), std=tuple(std))
     return Data(spec, classes, train, val, test, source, skipped, listing,
-                split if listing else "")
+                split if listing else "", names)

@@ -5,7 +5,7 @@ run's training, validation and test rows (splits.py)."""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ class Read:
     size: tuple[int, int]  # (height, width)
     skipped: list[str]
     listing: str = ""  # splits.listing; "" where nothing is drawn (test/, no --val-split)
+    names: dict[str, list[str]] = field(default_factory=dict)  # split -> each row's file
 
 
 def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
@@ -42,7 +43,7 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
     check_classes(found.classes, train_y, Path(opts.labels) if opts.labels else
                   root / "train" if meta["has_test"] else root, csv=bool(opts.labels))
     if not opts.hold_out:
-        return _whole(root, found, arrays, meta)
+        return _whole(found, arrays, meta)
     rows, train_rows = {"test": ("test", None)}, None  # split -> (split read, its rows; None: all)
     if meta["has_test"] and opts.test_split != Options.test_split:  # set, and nothing to do
         warn(f"--test-split {opts.test_split:g} is not used: {root}'s test folder is the test set")
@@ -66,17 +67,26 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
     return Read(out["train"], out.get("val"), out["test"], found.classes, meta["channels"],
                 tuple(meta["size"]), meta["skipped"],  # what its splits are drawn from:
                 splits.listing(meta["train_files"], train_y.tolist())
-                if not meta["has_test"] or val_split else "")
+                if not meta["has_test"] or val_split else "", _names(meta, rows))
 
 
-def _whole(root: Path, found: Found, arrays: dict, meta: dict) -> Read:
+def _names(meta: dict, rows: dict) -> dict[str, list[str]]:
+    """split -> the file of each of its rows (eval --errors names them); a cache entry made
+    before test/ files were named (2026-12-07) names its training rows only."""
+    source = {"train": meta["train_files"], "test": meta.get("test_files")}
+    return {split: files if index is None else [files[i] for i in index.tolist()]
+            for split, (read, index) in rows.items() if (files := source[read]) is not None}
+
+
+def _whole(found: Found, arrays: dict, meta: dict) -> Read:
     """The folder's every image, as read (its test/ as the test split; else none held out)."""
     def split(name: str) -> Arrays:
         return torch.from_numpy(arrays[f"{name}_x"]), torch.from_numpy(arrays[f"{name}_y"])
     train = split("train")
     test = split("test") if meta["has_test"] else (train[0][:0], train[1][:0])
+    whole = {"train": ("train", None), **({"test": ("test", None)} if meta["has_test"] else {})}
     return Read(train, None, test, found.classes, meta["channels"], tuple(meta["size"]),
-                meta["skipped"], "")
+                meta["skipped"], "", _names(meta, whole))
 
 
 def listed(root: Path, labels: str = "", least: int = 2) -> Found:
@@ -144,7 +154,8 @@ def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, 
         cache.cannot_write(e)
         arrays, rows, names, w = *_decode_splits(found, channels, size, None), None
     meta = {"channels": channels, "size": list(size), "skipped": found.skipped,
-            "has_test": found.test is not None, "train_files": names}
+            "has_test": found.test is not None, "train_files": names["train"],
+            "test_files": names["test"]}
     if w is not None:
         w.commit(meta, rows)
         hit = cache.load(name)
@@ -165,15 +176,16 @@ def _disagrees(found: Found, arrays: dict[str, np.ndarray], meta: dict) -> str:
         if len(y) and (y.min() < 0 or y.max() >= len(found.classes)
                        or (np.bincount(y, minlength=len(listed)) > listed).any()):
             return f"its {split} labels are not the folder's"
-    if len(meta["train_files"]) != len(arrays["train_y"]):
+    if len(meta["train_files"]) != len(arrays["train_y"]) or \
+            len(meta.get("test_files", arrays["test_y"])) != len(arrays["test_y"]):
         return "its file names are not its rows'"
     return ""
 
 
 def _decode_splits(found: Found, channels: int, size: int, w: cache.Writer | None):
     """Each split decoded into an array of the writer's (or of memory): (arrays, rows filled,
-    the file name of each training row, relative to the folder given)."""
-    arrays, rows = {}, {}
+    split -> the file name of each row, relative to the folder given)."""
+    arrays, rows, names = {}, {}, {}
     for split, files in (("train", found.train), ("test", found.test or [])):
         shape_ = (len(files), channels, *size)
         x = w.array(f"{split}_x", shape_, np.uint8) if w else np.empty(shape_, np.uint8)
@@ -182,6 +194,6 @@ def _decode_splits(found: Found, channels: int, size: int, w: cache.Writer | Non
         y[:len(labels)] = labels
         arrays.update({f"{split}_x": x, f"{split}_y": y})
         rows.update({f"{split}_x": len(labels), f"{split}_y": len(labels)})
-        if split == "train":  # the names its rows are drawn by (splits.py)
-            names = [files[i][0].relative_to(found.root).as_posix() for i in kept]
+        # the names the training rows are drawn by (splits.py); eval --errors names every row
+        names[split] = [files[i][0].relative_to(found.root).as_posix() for i in kept]
     return arrays, rows, names

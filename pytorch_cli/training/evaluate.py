@@ -25,18 +25,20 @@ class OutOfMemory(PtrainError):
 def evaluate(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
              device: torch.device, max_batches: int | None = None, tta: bool = False,
              amp: torch.dtype | None = None, watch: Watch = OFF,
-             stop: Callable[[int], bool] | None = None) -> dict:
+             stop: Callable[[int], bool] | None = None, per_image: list | None = None) -> dict:
     """Mean cross-entropy, top-1 (and top-5) accuracy and the confusion matrix over a split,
     in eval mode, without label smoothing. With tta, logits are a weighted mean over the views;
     `amp`: the autocast dtype training used; `watch`: finds and times --compile's compiles.
     With several processes each evaluates its part of the split and the sums are added up, so
     every rank returns the whole split's figures. `stop(i)`, asked before batch i while every
     rank has one (the ranks' votes meet), raises Stopped when it says so. A batch its device's
-    memory cannot hold raises OutOfMemory, naming the batch size."""
+    memory cannot hold raises OutOfMemory, naming the batch size. `per_image` (one process): a
+    list that gets, batch by batch, each image's (loss, predicted class, its probability, the
+    true class's probability), on the CPU."""
     model.eval()
     try:
         loss_sum, confusion, top5 = _sums(model, split, spec, batch_size, device, max_batches,
-                                          tta, amp, watch, stop)
+                                          tta, amp, watch, stop, per_image)
     except RuntimeError as e:
         if not runtime.out_of_memory(e):
             raise
@@ -71,7 +73,7 @@ def merged(results: list[dict]) -> dict:
 
 def _sums(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
           device: torch.device, max_batches: int | None, tta: bool, amp: torch.dtype | None,
-          watch: Watch, stop: Callable[[int], bool] | None):
+          watch: Watch, stop: Callable[[int], bool] | None, per_image: list | None):
     """This rank's summed loss, confusion counts and top-5 hits, on the device."""
     world = distributed.world()
     n = spec.num_classes
@@ -88,6 +90,12 @@ def _sums(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
         with autocast(device, amp), watch("evaluation"):
             logits = sum(weight * model(watch.batch(v)).float() for weight, v in views)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        if per_image is not None:  # (a copy to the host a batch: eval --errors only)
+            probs = logits.float().softmax(1)
+            best = probs.max(1)
+            per_image.append(torch.stack([F.cross_entropy(logits.float(), y, reduction="none"),
+                                          best.indices.float(), best.values,
+                                          probs.gather(1, y[:, None])[:, 0]], 1).cpu())
         # not bincount: on CUDA it reads the indices' min and max back, a sync per batch
         cells = y * n + logits.argmax(1)
         confusion.scatter_add_(0, cells, torch.ones_like(cells))

@@ -1,0 +1,57 @@
+"""`ptrain eval --errors FILE.csv`: the images the model got wrong, worst first: by loss, so the
+most confident mistakes lead, where mislabelled images turn up (fastai's top_losses). A folder's
+images are named by their files, a built-in dataset's by split and row (`test[123]`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import torch
+
+from pytorch_cli.data.datasets import Data, Split
+from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.platform.files import atomic_write
+from pytorch_cli.store import outputs
+from pytorch_cli.store.rundir import MODEL
+
+COLUMNS = ("image", "true", "predicted", "prob", "true_prob", "loss")
+
+
+def check_output(out: Path, source: Path) -> None:
+    """Before evaluating: --errors names a new .csv file, not the checkpoint or a run's file."""
+    read = {(source / MODEL if source.is_dir() else source): "the checkpoint being read"}
+    outputs.refuse_overwrite([out], read, "--errors")
+    if out.suffix.lower() != ".csv" or out.is_dir():
+        raise UsageError(f"--errors {out}: name a .csv file, e.g. errors.csv")
+
+
+def rows(per_image: list[torch.Tensor], split: Split, name: str, data: Data,
+         classes: list[str]) -> list[tuple]:
+    """The misclassified images of one split, from evaluate()'s per_image of it."""
+    if not per_image:
+        return []
+    table, files = torch.cat(per_image), data.names.get(name)
+    truth = split.labels.cpu()
+    out = []
+    for i in (table[:, 1].long() != truth).nonzero().flatten().tolist():
+        loss, predicted, prob, true_prob = table[i].tolist()
+        image = str(Path(data.source) / files[i]) if files else f"{name}[{i}]"
+        out.append((image, classes[int(truth[i])], classes[int(predicted)], prob, true_prob,
+                    loss))
+    return out
+
+
+def write(path: Path, found: list[tuple]) -> None:
+    """The rows, worst first, as CSV, written atomically (its folder made where missing)."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(COLUMNS)
+    for row in sorted(found, key=lambda r: -r[-1]):
+        writer.writerow([*row[:3], *(f"{v:.6f}" for v in row[3:])])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+    except OSError as e:
+        raise PtrainError(f"cannot write {path}: {e.strerror or e}") from None
