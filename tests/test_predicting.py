@@ -118,3 +118,20 @@ def test_predict_features_never_overwrites_the_run_or_an_image(run, ptrain, tmp_
     assert (tmp_path / "new/dir/f.npy").is_file()
     r = ptrain("predict", str(run), "missing.png", "--features", "none.npy")
     assert r.code == 1 and "no features written" in r.err and not (tmp_path / "none.npy").exists()
+
+
+def test_tta_answers_as_eval_tta_scores_and_keeps_the_images_own_features(run, tmp_path):
+    """predict --tta takes eval --tta's views: on the 500 test images, as files, it gets right
+    exactly the images eval --tta counts; the features stay each image's own."""
+    test = datasets.load("fake").test
+    paths = []
+    for i, image in enumerate(test.images):
+        paths.append(tmp_path / f"{i:03d}.png")
+        Image.fromarray(image[0].numpy()).save(paths[-1])
+    plain, tta = [], []
+    answers = predicting.run_predict(run, paths, 1, "cpu", features=tta, tta=True)
+    right = sum(a["top"][0]["index"] == int(y) for a, y in zip(answers, test.labels))
+    assert right == saved.run_eval(run, tta=True)["correct"]
+    untouched = predicting.run_predict(run, paths[:70], 1, "cpu", features=plain)
+    assert torch.allclose(torch.stack(tta[:70]), torch.stack(plain), atol=1e-5)  # (batching)
+    assert all(a["top"][0]["prob"] != b["top"][0]["prob"] for a, b in zip(answers, untouched))

@@ -150,6 +150,7 @@ def predict(
         help="Image files (PNG, JPEG, ... any size or mode), or folders: every image under them."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
     batch_size: int = typer.Option(64, min=1, help="Images classified at once."),
+    tta: bool = typer.Option(False, help="Test-time augmentation, as eval --tta."),
     device: Device = "auto",
     model: BareModel = "",
     dataset: BareDataset = None,
@@ -169,7 +170,7 @@ def predict(
         predicting.check_features_output(features, checkpoint_file, images)
     kept: list | None = [] if features else None
     results = predicting.run_predict(checkpoint_file, images, top_k, device, model, dataset or "",
-                                     kept, batch_size)
+                                     kept, batch_size, tta)
     if features:
         print(predicting.write_features(features, kept), file=sys.stderr)
     if csv_out:

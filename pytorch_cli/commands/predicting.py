@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from pytorch_cli.commands.saved import load_model
-from pytorch_cli.data import batches, decode, folders
+from pytorch_cli.data import batches, catalog, decode, folders
+from pytorch_cli.data.catalog import Spec
 from pytorch_cli.models import hub
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
@@ -35,19 +36,25 @@ def _files(given: Path) -> list[Path]:
 @torch.inference_mode()
 def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "auto",
                 model_name: str = "", dataset: str = "",
-                features: list[torch.Tensor] | None = None, batch_size: int = BATCH) -> list[dict]:
+                features: list[torch.Tensor] | None = None, batch_size: int = BATCH,
+                tta: bool = False) -> list[dict]:
     """Top-k classes for each image, in order; an unreadable image gets an "error" entry, the
     rest answers. `features`: a list that gets each answered image's penultimate features (what
-    the head takes: the model with its last layer deleted), in order."""
+    the head takes: the model with its last layer deleted), in order. `tta`: the weighted
+    logits of eval --tta's views (the features stay the image's own)."""
     loaded = load_model(path, model_name, dataset)
     meta = loaded.meta
     dev = runtime.resolve_device(device)
     runtime.keep_freed_memory()
     net = torch.nn.Sequential(batches.Normalize(meta["mean"], meta["std"]), loaded.model).to(dev)
+    plain = {"view": True}  # the features of the image itself, not of its TTA views
     if features is not None:
         head = loaded.model.get_submodule(hub.head_name(loaded.model, meta["num_classes"]))
-        head.register_forward_hook(lambda m, args, out: features.extend(args[0].flatten(1)
-                                                                        .float().cpu()))
+        head.register_forward_hook(lambda m, args, out: features.extend(
+            args[0].flatten(1).float().cpu()) if plain["view"] else None)
+    spec = (catalog.SPECS.get(meta["dataset"]) or catalog.folder_spec(  # (eval --tta's views)
+        meta["in_channels"], models.meta_size(meta), meta["num_classes"], meta["mean"],
+        meta["std"])) if tta else None
     classes = meta["classes"] or [str(i) for i in range(meta["num_classes"])]
     paths = [f for given in images for f in _files(given)]
     results: list[dict] = [{"image": str(p)} for p in paths]
@@ -67,18 +74,24 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
             continue
         batch.append((row, image))
         if len(batch) == batch_size:
-            _classify(net, batch, results, classes, top_k, dev)
+            _classify(net, batch, results, classes, top_k, dev, spec, plain)
             batch = []
     if batch:
-        _classify(net, batch, results, classes, top_k, dev)
+        _classify(net, batch, results, classes, top_k, dev, spec, plain)
     return results
 
 
 def _classify(net: torch.nn.Module, batch: list[tuple[int, np.ndarray]], results: list[dict],
-              classes: list[str], top_k: int, dev: torch.device) -> None:
-    x = torch.from_numpy(np.stack([image for _, image in batch])).to(dev).float() / 255
+              classes: list[str], top_k: int, dev: torch.device, spec: Spec | None,
+              plain: dict) -> None:
+    x = torch.from_numpy(np.stack([image for _, image in batch])).to(dev)
+    views = batches.tta_views(x, spec) if spec is not None else [(1.0, x)]
     try:
-        top = net(x).softmax(1).topk(min(top_k, len(classes)), 1)
+        logits = 0
+        for i, (weight, view) in enumerate(views):  # the first view: the image itself
+            plain["view"] = i == 0
+            logits = logits + weight * net(view.float() / 255)
+        top = logits.softmax(1).topk(min(top_k, len(classes)), 1)
     except RuntimeError as e:
         if not runtime.out_of_memory(e):
             raise
