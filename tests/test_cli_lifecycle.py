@@ -442,6 +442,21 @@ def test_eval_scores_every_image_of_another_labelled_set_of_some_of_the_runs_cla
     assert r.code == 1 and "--labels missing.csv: no such file" in r.err, r.err
 
 
+def test_a_train_valid_test_folder_trains_with_its_validation_folder(ptrain, tmp_path):
+    """Roboflow's export layout: valid/ is the validation set, whose accuracy picks best.pt;
+    eval --split val scores it again; test/ stays the test set."""
+    _small_folder(tmp_path / "all", ("cat", "dog"))
+    for i, split in enumerate(["train"] * 8 + ["valid"] * 2 + ["test"] * 2):
+        for c in ("cat", "dog"):
+            (tmp_path / "d" / split / c).mkdir(parents=True, exist_ok=True)
+            shutil.move(tmp_path / "all" / c / f"{i}.png", tmp_path / "d" / split / c)
+    r = ptrain("train", "--dataset", "folder", "--data-dir", "d", "--epochs", "1",
+               "--batch-size", "4", "--run-dir", "run", "--json")
+    assert r.code == 0 and "16 train / 4 val / 4 test images" in r.err, r.err
+    e = ptrain("eval", "run", "--split", "val", "--json").json()
+    assert e["total"] == 4 and e["acc"] == r.json()["val_acc"]
+
+
 def test_a_folder_run_resumes_from_its_moved_folder_and_refuses_other_classes(ptrain, tmp_path):
     _small_folder(tmp_path / "imgs", ("cat", "dog"))
     assert ptrain("train", "--dataset", "folder", "--data-dir", "imgs", "--epochs", "1",

@@ -119,9 +119,30 @@ def test_a_class_named_train_is_a_class_and_train_beside_classes_is_refused(tmp_
     write_classes(tmp_path / "both", {"train/a": 3, "train/b": 3, "test/a": 1, "bus": 2})
     one_line_error(PtrainError, tmp_path / "both", "holds train/ and test/ beside other folders "
                    "(bus): put every class folder inside train/ and test/")
-    write_classes(tmp_path / "three", {"train/a": 3, "train/b": 3, "test/a": 1, "val/b": 1})
-    assert len(load(tmp_path / "three").test) == 1  # test/ is the test set; val/ is named
-    assert "three/val is not read: " in capsys.readouterr().err
+    write_classes(tmp_path / "four", {"train/a": 3, "test/a": 1, "val/a": 1, "valid/a": 1})
+    one_line_error(PtrainError, tmp_path / "four", "holds train/ and test/ beside other "
+                   "folders (valid)")
+
+
+@pytest.mark.parametrize("val_name", ["val", "valid", "validation"])
+def test_a_validation_folder_beside_train_and_test_is_the_validation_set(tmp_path, capsys,
+                                                                        val_name):
+    """ImageNet's train/val/test, Roboflow's train/valid/test, Keras' validation/: the third
+    folder is the validation set (best.pt, --patience), every image of it, decoded cold or read
+    from the cache; --val-split has nothing to draw then, and says so."""
+    train = write_classes(tmp_path / "train", {"a": 3, "b": 3})
+    test = write_classes(tmp_path / "test", {"a": 1, "b": 2}, start=100)
+    val = write_classes(tmp_path / val_name, {"b": 2}, start=200)  # some classes suffice
+    for _ in ("cold", "cached"):
+        d = datasets.load(catalog.FOLDER, str(tmp_path), val_split=0.25)
+        assert [pairs(p, d.classes) for p in (d.train, d.test, d.val)] == [train, test, val]
+        assert d.names["val"] == [f"{val_name}/b/0.png", f"{val_name}/b/1.png"]
+        assert "--val-split 0.25 is not used" in capsys.readouterr().err
+    whole = datasets.load(catalog.FOLDER, str(tmp_path), folder=folders.Options(hold_out=False))
+    assert pairs(whole.val, whole.classes) == val  # eval --split all counts it too
+    write_classes(tmp_path / val_name, {"c": 1}, start=300)
+    one_line_error(PtrainError, tmp_path, f"{val_name}: class folder 'c' is not in "
+                   f"{tmp_path / 'train'}; a {val_name} class must be one the model learns")
 
 
 def test_a_test_split_beside_a_test_folder_is_named_as_unused(tmp_path, capsys):

@@ -52,6 +52,11 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
         mask = splits.held_out(train_y, opts.test_split, seed, names)
         rows["test"] = ("train", mask.nonzero().flatten())
         train_rows = (~mask).nonzero().flatten()
+    if meta.get("has_val"):  # train/, val/ and test/: the val folder is the validation set
+        if val_split:
+            warn(f"--val-split {val_split:g} is not used: {root}'s validation folder is the "
+                 "validation set")
+        rows["val"], val_split = ("val", None), 0.0
     if val_split:
         n = len(train_y) if train_rows is None else len(train_rows)
         left = (names if train_rows is None or names is None else
@@ -73,7 +78,7 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
 def _names(meta: dict, rows: dict) -> dict[str, list[str]]:
     """split -> the file of each of its rows (eval --errors names them); a cache entry made
     before test/ files were named (2026-12-07) names its training rows only."""
-    source = {"train": meta["train_files"], "test": meta.get("test_files")}
+    source = {split: meta.get(f"{split}_files") for split in ("train", "test", "val")}
     return {split: files if index is None else [files[i] for i in index.tolist()]
             for split, (read, index) in rows.items() if (files := source[read]) is not None}
 
@@ -84,9 +89,10 @@ def _whole(found: Found, arrays: dict, meta: dict) -> Read:
         return torch.from_numpy(arrays[f"{name}_x"]), torch.from_numpy(arrays[f"{name}_y"])
     train = split("train")
     test = split("test") if meta["has_test"] else (train[0][:0], train[1][:0])
-    whole = {"train": ("train", None), **({"test": ("test", None)} if meta["has_test"] else {})}
-    return Read(train, None, test, found.classes, meta["channels"], tuple(meta["size"]),
-                meta["skipped"], "", _names(meta, whole))
+    whole = {s: (s, None) for s in ("train", "test", "val")
+             if s == "train" or meta.get(f"has_{s}")}
+    return Read(train, split("val") if meta.get("has_val") else None, test, found.classes,
+                meta["channels"], tuple(meta["size"]), meta["skipped"], "", _names(meta, whole))
 
 
 def listed(root: Path, labels: str = "", least: int = 2) -> Found:
@@ -138,8 +144,7 @@ def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, 
     """(arrays train_x/_y and test_x/_y, meta, cache key or None), from the cache or decoded
     (into the cache's memory maps where it can be written, else into memory)."""
     try:
-        name = cache.key([("train", found.train), ("test", found.test or [])], found.skipped,
-                         opts.channels, opts.image_size)
+        name = cache.key(_sources(found), found.skipped, opts.channels, opts.image_size)
     except OSError:  # a file gone since the listing: no key; decode what is there
         name = None
     hit = cache.load(name, functools.partial(_disagrees, found)) if name else None
@@ -154,8 +159,8 @@ def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, 
         cache.cannot_write(e)
         arrays, rows, names, w = *_decode_splits(found, channels, size, None), None
     meta = {"channels": channels, "size": list(size), "skipped": found.skipped,
-            "has_test": found.test is not None, "train_files": names["train"],
-            "test_files": names["test"]}
+            "has_test": found.test is not None, "has_val": found.val is not None,
+            **{f"{split}_files": files for split, files in names.items()}}
     if w is not None:
         w.commit(meta, rows)
         hit = cache.load(name)
@@ -168,7 +173,7 @@ def _disagrees(found: Found, arrays: dict[str, np.ndarray], meta: dict) -> str:
     """What in a cache entry disagrees with itself or with the folder's listing (a damaged
     entry: it would train on other shapes or labels, or blame the folder); "" if nothing."""
     shape_ = [meta["channels"], *meta["size"]]
-    for split, files in (("train", found.train), ("test", found.test or [])):
+    for split, files in _sources(found):
         x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
         if list(x.shape[1:]) != shape_ or y.shape != x.shape[:1] or len(y) > len(files):
             return f"its {split} arrays are {x.shape} and {y.shape} for {len(files)} files"
@@ -176,17 +181,23 @@ def _disagrees(found: Found, arrays: dict[str, np.ndarray], meta: dict) -> str:
         if len(y) and (y.min() < 0 or y.max() >= len(found.classes)
                        or (np.bincount(y, minlength=len(listed)) > listed).any()):
             return f"its {split} labels are not the folder's"
-    if len(meta["train_files"]) != len(arrays["train_y"]) or \
-            len(meta.get("test_files", arrays["test_y"])) != len(arrays["test_y"]):
+    if any(len(meta.get(f"{split}_files", arrays[f"{split}_y"])) != len(arrays[f"{split}_y"])
+           for split, _ in _sources(found)):
         return "its file names are not its rows'"
     return ""
+
+
+def _sources(found: Found) -> list[tuple[str, list]]:
+    """The folder's splits as listed: train, test (empty: held out), and a val folder's."""
+    return [("train", found.train), ("test", found.test or []),
+            *([("val", found.val)] if found.val is not None else [])]
 
 
 def _decode_splits(found: Found, channels: int, size: int, w: cache.Writer | None):
     """Each split decoded into an array of the writer's (or of memory): (arrays, rows filled,
     split -> the file name of each row, relative to the folder given)."""
     arrays, rows, names = {}, {}, {}
-    for split, files in (("train", found.train), ("test", found.test or [])):
+    for split, files in _sources(found):
         shape_ = (len(files), channels, *size)
         x = w.array(f"{split}_x", shape_, np.uint8) if w else np.empty(shape_, np.uint8)
         y = w.array(f"{split}_y", (len(files),), np.int64) if w else np.empty(len(files), np.int64)

@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 
 from pytorch_cli.data import catalog, decode, images, splits
-from pytorch_cli.platform.errors import PtrainError, UsageError, plural, warn
+from pytorch_cli.platform.errors import PtrainError, UsageError, plural
 
 # torchvision.datasets.folder.IMG_EXTENSIONS (tested equal), any case; torchvision is not
 # imported for it: it takes seconds (it imports torch._dynamo)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-TEST_FOLDERS = ("test", "val")
+VAL_FOLDERS = ("val", "valid", "validation")  # ImageNet's, Roboflow's, Keras' names
+TEST_FOLDERS = ("test", *VAL_FOLDERS)  # beside train/ alone, a val folder is the test set
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Found:
     test: list[tuple[Path, int]] | None  # None: held out by --test-split
     skipped: list[str] = field(default_factory=list)  # "path: why"
     root: Path = Path()  # the folder given: file names are relative to it
+    val: list[tuple[Path, int]] | None = None  # train/, val/ and test/: the validation set
 
 
 def _class_files(folder: Path, skipped: list[str]) -> list[Path]:
@@ -99,23 +101,22 @@ def _classes(root: Path, skipped: list[str]) -> dict[str, list[Path]]:
     return found
 
 
-def _layout(root: Path) -> tuple[Path, Path | None]:
-    """(the folder of the training classes, the test folder or None: --test-split held out).
-    train/ is a layout beside test/ or val/, or alone; among other folders it is a class. Other
-    folders beside train/ and test/ are an error: one reading or the other would drop images."""
+def _layout(root: Path) -> tuple[Path, Path | None, Path | None]:
+    """(the folder of the training classes, the test folder or None: --test-split held out, the
+    validation folder or None). train/ is a layout beside test/ (and val/, valid/ or
+    validation/), beside one of those alone (then the test set), or alone; among other folders
+    it is a class. Other folders beside them are an error: one reading would drop images."""
     names = {e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith(".")}
     test = next((t for t in TEST_FOLDERS if t in names), None)
-    others = sorted(names - {"train", *TEST_FOLDERS})
+    val = next((v for v in VAL_FOLDERS if v in names), None) if test == "test" else None
+    others = sorted(names - {"train", test, val})
     if "train" not in names or (test is None and others):
-        return root, None
+        return root, None, None
     if others:
         raise PtrainError(f"{root} holds train/ and {test}/ beside other folders "
                           f"({', '.join(others[:3])}): put every class folder inside train/ "
                           f"and {test}/, or use one folder per class and no train/")
-    if test == "test" and "val" in names:
-        warn(f"{root / 'val'} is not read: {root / 'test'} is the test set (--val-split F holds "
-             "a validation set out of train/)")
-    return root / "train", root / test if test else None
+    return root / "train", root / test if test else None, root / val if val else None
 
 
 def find(root: Path, least: int = 2) -> Found:
@@ -125,13 +126,15 @@ def find(root: Path, least: int = 2) -> Found:
         raise PtrainError(f"--dataset folder: {root} is not a folder; pass --data-dir DIR, a "
                           "folder of class subfolders (or of train/ and test/ ones)")
     skipped: list[str] = []
-    where, test_dir = _layout(root)
+    where, test_dir, val_dir = _layout(root)
     train = _classes(where, skipped)
     test = _classes(test_dir, skipped) if test_dir else None
-    unknown = sorted(set(test or ()) - set(train))
-    if unknown:
-        raise PtrainError(f"{test_dir}: class folder {unknown[0]!r} is not in {where}; a test "
-                          "class must be one the model learns")
+    val = _classes(val_dir, skipped) if val_dir else None
+    for folder, held in ((test_dir, test), (val_dir, val)):
+        unknown = sorted(set(held or ()) - set(train))
+        if unknown:
+            raise PtrainError(f"{folder}: class folder {unknown[0]!r} is not in {where}; a "
+                              f"{folder.name} class must be one the model learns")
     if len(train) < least:
         raise PtrainError(f"{where}: {plural(len(train), 'class folder')} found; " + (
             "a classifier needs at least 2 (one subfolder of images per class)" if least > 1
@@ -142,7 +145,7 @@ def find(root: Path, least: int = 2) -> Found:
     def files(tree):
         return [(p, index[c]) for c in sorted(tree) for p in tree[c]]
     return Found(classes, files(train), files(test) if test is not None else None, skipped,
-                 root)
+                 root, files(val) if val is not None else None)
 
 
 def shape(found: Found, channels: int, size: tuple[int, int] | None) -> tuple[int, tuple]:
@@ -164,6 +167,7 @@ def shape(found: Found, channels: int, size: tuple[int, int] | None) -> tuple[in
         return kept
     found.train = readable(found.train)
     found.test = readable(found.test) if found.test is not None else None
+    found.val = readable(found.val) if found.val is not None else None
     if not sizes:
         raise PtrainError("--dataset folder: no readable images in the class folders")
     if not size:
