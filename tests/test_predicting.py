@@ -18,6 +18,14 @@ def run(tmp_path_factory):
     return tiny_run(tmp_path_factory.mktemp("predicting"))
 
 
+def _as_files(split: datasets.Split, folder) -> list:
+    """The split's (gray) images as PNG files, in order."""
+    paths = [folder / f"{i:03d}.png" for i in range(len(split))]
+    for path, image in zip(paths, split.images):
+        Image.fromarray(image[0].numpy()).save(path)
+    return paths
+
+
 def test_batches_answer_as_one_image_at_a_time_in_order_with_errors_between(run, tmp_path,
                                                                              monkeypatch):
     """70 images in batches of 32 (the last short), decoded by 2 worker processes, with bad
@@ -124,10 +132,7 @@ def test_tta_answers_as_eval_tta_scores_and_keeps_the_images_own_features(run, t
     """predict --tta takes eval --tta's views: on the 500 test images, as files, it gets right
     exactly the images eval --tta counts; the features stay each image's own."""
     test = datasets.load("fake").test
-    paths = []
-    for i, image in enumerate(test.images):
-        paths.append(tmp_path / f"{i:03d}.png")
-        Image.fromarray(image[0].numpy()).save(paths[-1])
+    paths = _as_files(test, tmp_path)
     plain, tta = [], []
     answers = predicting.run_predict(run, paths, 1, "cpu", features=tta, tta=True)
     right = sum(a["top"][0]["index"] == int(y) for a, y in zip(answers, test.labels))
@@ -135,3 +140,18 @@ def test_tta_answers_as_eval_tta_scores_and_keeps_the_images_own_features(run, t
     untouched = predicting.run_predict(run, paths[:70], 1, "cpu", features=plain)
     assert torch.allclose(torch.stack(tta[:70]), torch.stack(plain), atol=1e-5)  # (batching)
     assert all(a["top"][0]["prob"] != b["top"][0]["prob"] for a, b in zip(answers, untouched))
+
+
+def test_a_bf16_run_predicts_under_its_autocast_as_eval_scores_it(ptrain, tmp_path):
+    """A bf16 run's predictions are those of its bf16 evaluation (on this CPU too), not of a
+    float32 one; --precision 32 asks for float32."""
+    assert ptrain("train", "--dataset", "fake", "--precision", "bf16", "--max-steps", "8",
+                  "--run-dir", "bf", "--quiet").code == 0
+    test = datasets.load("fake").test
+    paths = _as_files(test, tmp_path)
+    run = tmp_path / "bf"
+    answers = predicting.run_predict(run, paths, 1, "cpu")
+    right = sum(a["top"][0]["index"] == int(y) for a, y in zip(answers, test.labels))
+    assert right == saved.run_eval(run)["correct"]
+    wide = predicting.run_predict(run, paths[:64], 1, "cpu", precision="32")
+    assert any(a["top"][0]["prob"] != b["top"][0]["prob"] for a, b in zip(answers, wide))

@@ -1,7 +1,7 @@
 """The arguments that the commands reading a saved model share (eval, export, predict,
 activations, summary), each declared once here. The ones that are also train's settings
-(--device, the choices of --model and --dataset) take their help and choices from train's
-declarations."""
+(--device, --precision's choices, those of --model and --dataset) take their help and choices
+from train's declarations."""
 
 from __future__ import annotations
 
@@ -33,4 +33,8 @@ BareDataset = Annotated[Optional[Literal[_TRAIN["dataset"].choices]], typer.Opti
 
 Device = Annotated[str, typer.Option(
     "--device", envvar=_TRAIN["device"].env, help=_TRAIN["device"].help)]
+
+# eval and predict run as the run's training evaluated, so that their figures are its own
+Precision = Annotated[Optional[Literal[_TRAIN["precision"].choices]], typer.Option(
+    "--precision", help="Autocast (default: the run's --precision, as its training evaluated).")]
 

@@ -18,12 +18,11 @@ from typer.exceptions import TyperException
 # that run, so --help, --version and shell completion answer at once.
 from pytorch_cli import __version__
 from pytorch_cli.commands import looking, sweep, train
-from pytorch_cli.commands.arguments import BareDataset, BareModel, Device, Target
+from pytorch_cli.commands.arguments import BareDataset, BareModel, Device, Precision, Target
 from pytorch_cli.output.tables import print_eval
 from pytorch_cli.platform import events, signals
 from pytorch_cli.platform.errors import PtrainError, UsageError, plural
 from pytorch_cli.settings import config as configlib
-from pytorch_cli.settings.declare import declared
 from pytorch_cli.store import export
 
 ENV_HELP = """Environment: PTRAIN_DATA_DIR (where datasets are looked for before ./data),
@@ -41,7 +40,6 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_mar
 # completes them.
 ExportFormat = Literal[tuple(export.FORMATS)]
 Split = Literal["test", "val", "train", "all"]
-Precision = Literal[declared(configlib.TrainConfig)["precision"].choices]
 
 
 def _version(value: bool) -> None:
@@ -78,9 +76,7 @@ def eval_(
     device: Device = "auto",
     tta: bool = typer.Option(False, help="Test-time augmentation: weighted logits over 1-px "
                              "shifted (and, for CIFAR, mirrored) views."),
-    precision: Optional[Precision] = typer.Option(
-        None, help="Autocast of the evaluation (default: the run's --precision, as its "
-        "training evaluated)."),
+    precision: Precision = None,
     errors: Optional[Path] = typer.Option(
         None, metavar="FILE.csv", help="Also write the misclassified images, worst (highest "
         "loss) first: image, true, predicted, prob, true_prob, loss."),
@@ -151,6 +147,7 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
     batch_size: int = typer.Option(64, min=1, help="Images classified at once."),
     tta: bool = typer.Option(False, help="Test-time augmentation, as eval --tta."),
+    precision: Precision = None,
     device: Device = "auto",
     model: BareModel = "",
     dataset: BareDataset = None,
@@ -170,7 +167,7 @@ def predict(
         predicting.check_features_output(features, checkpoint_file, images)
     kept: list | None = [] if features else None
     results = predicting.run_predict(checkpoint_file, images, top_k, device, model, dataset or "",
-                                     kept, batch_size, tta)
+                                     kept, batch_size, tta, precision or "")
     if features:
         print(predicting.write_features(features, kept), file=sys.stderr)
     if csv_out:

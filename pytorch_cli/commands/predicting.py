@@ -23,6 +23,7 @@ from pytorch_cli.platform.errors import PtrainError, UsageError, plural
 from pytorch_cli.platform.files import atomic_write
 from pytorch_cli.store import outputs
 from pytorch_cli.store.rundir import MODEL
+from pytorch_cli.training.step import autocast
 
 BATCH = 64  # images a forward: the batch-1 loop's cost is per call, not per image
 
@@ -37,15 +38,18 @@ def _files(given: Path) -> list[Path]:
 def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "auto",
                 model_name: str = "", dataset: str = "",
                 features: list[torch.Tensor] | None = None, batch_size: int = BATCH,
-                tta: bool = False) -> list[dict]:
+                tta: bool = False, precision: str = "") -> list[dict]:
     """Top-k classes for each image, in order; an unreadable image gets an "error" entry, the
     rest answers. `features`: a list that gets each answered image's penultimate features (what
     the head takes: the model with its last layer deleted), in order. `tta`: the weighted
-    logits of eval --tta's views (the features stay the image's own)."""
+    logits of eval --tta's views (the features stay the image's own). Under the run's autocast
+    and backends, as eval (`precision`: another)."""
     loaded = load_model(path, model_name, dataset)
     meta = loaded.meta
     dev = runtime.resolve_device(device)
     runtime.keep_freed_memory()
+    runtime.fast_backends(loaded.config.get("deterministic", False))  # TF32, as it trained
+    amp = runtime.autocast_dtype(precision or loaded.config.get("precision", "32"), dev)
     net = torch.nn.Sequential(batches.Normalize(meta["mean"], meta["std"]), loaded.model).to(dev)
     plain = {"view": True}  # the features of the image itself, not of its TTA views
     if features is not None:
@@ -74,23 +78,24 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
             continue
         batch.append((row, image))
         if len(batch) == batch_size:
-            _classify(net, batch, results, classes, top_k, dev, spec, plain)
+            _classify(net, batch, results, classes, top_k, dev, spec, plain, amp)
             batch = []
     if batch:
-        _classify(net, batch, results, classes, top_k, dev, spec, plain)
+        _classify(net, batch, results, classes, top_k, dev, spec, plain, amp)
     return results
 
 
 def _classify(net: torch.nn.Module, batch: list[tuple[int, np.ndarray]], results: list[dict],
               classes: list[str], top_k: int, dev: torch.device, spec: Spec | None,
-              plain: dict) -> None:
+              plain: dict, amp: torch.dtype | None) -> None:
     x = torch.from_numpy(np.stack([image for _, image in batch])).to(dev)
     views = batches.tta_views(x, spec) if spec is not None else [(1.0, x)]
     try:
         logits = 0
         for i, (weight, view) in enumerate(views):  # the first view: the image itself
             plain["view"] = i == 0
-            logits = logits + weight * net(view.float() / 255)
+            with autocast(dev, amp):
+                logits = logits + weight * net(view.float() / 255).float()
         top = logits.softmax(1).topk(min(top_k, len(classes)), 1)
     except RuntimeError as e:
         if not runtime.out_of_memory(e):
