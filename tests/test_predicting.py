@@ -1,6 +1,7 @@
 """predicting.run_predict and `ptrain predict` on a real run's model.pth: every image answered
 or named, in order, in batches that answer as one image at a time does."""
 
+import io
 import os
 
 import numpy as np
@@ -155,3 +156,15 @@ def test_a_bf16_run_predicts_under_its_autocast_as_eval_scores_it(ptrain, tmp_pa
     assert right == saved.run_eval(run)["correct"]
     wide = predicting.run_predict(run, paths[:64], 1, "cpu", precision="32")
     assert any(a["top"][0]["prob"] != b["top"][0]["prob"] for a, b in zip(answers, wide))
+
+
+def test_a_dash_reads_the_image_paths_from_standard_input(run, ptrain, tmp_path, monkeypatch):
+    """`find ... | ptrain predict RUN -`: one path a line, blank lines skipped, in order, among
+    the paths given."""
+    paths = _as_files(datasets.Split(datasets.load("fake").test.images[:3], torch.zeros(3)),
+                      tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{paths[2]}\n\n{paths[0]}\r\nmissing.png\n"))
+    r = ptrain("predict", str(run), str(paths[1]), "-", "--json")
+    assert r.code == 1 and "missing.png" in r.err  # a listed path that is no file: named
+    assert [x["image"] for x in r.json()["results"]] == [
+        str(paths[1]), str(paths[2]), str(paths[0]), "missing.png"]

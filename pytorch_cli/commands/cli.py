@@ -143,7 +143,8 @@ def predict(
     checkpoint_file: Target,
     images: list[Path] = typer.Argument(
         ..., metavar="IMAGE...",
-        help="Image files (PNG, JPEG, ... any size or mode), or folders: every image under them."),
+        help="Image files (PNG, JPEG, ... any size or mode), folders (every image under them), "
+        "or - (the paths on standard input, one a line)."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
     batch_size: int = typer.Option(64, min=1, help="Images classified at once."),
     tta: bool = typer.Option(False, help="Test-time augmentation, as eval --tta."),
@@ -163,6 +164,7 @@ def predict(
         raise UsageError("--top-k must be at least 1")
     if json_out and csv_out:
         raise UsageError("--json and --csv: choose one")
+    images = predicting.given_images(images)
     if features:  # before any work: never onto the checkpoint or an image read
         predicting.check_features_output(features, checkpoint_file, images)
     kept: list | None = [] if features else None

@@ -28,6 +28,16 @@ from pytorch_cli.training.step import autocast
 BATCH = 64  # images a forward: the batch-1 loop's cost is per call, not per image
 
 
+def given_images(images: list[Path]) -> list[Path]:
+    """The IMAGE arguments, `-` replaced by the paths on standard input, one a line (`find ...
+    | ptrain predict RUN -`; blank lines skipped)."""
+    if Path("-") not in images:
+        return images
+    lines = [line.rstrip("\r\n") for line in sys.stdin]
+    listed = [Path(line) for line in lines if line.strip()]
+    return [p for given in images for p in (listed if given == Path("-") else [given])]
+
+
 def _files(given: Path) -> list[Path]:
     """An image file as given; a folder: every image under it (a test folder of classes...), or
     itself if it holds none (its entry then says so)."""
