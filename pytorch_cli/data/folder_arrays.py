@@ -141,8 +141,8 @@ def _selected(arrays: dict, rows: dict, name: str | None, params: tuple) -> dict
 
 
 def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, str | None]:
-    """(arrays train_x/_y and test_x/_y, meta, cache key or None), from the cache or decoded
-    (into the cache's memory maps where it can be written, else into memory)."""
+    """(arrays train_x/_y, test_x/_y (and val_x/_y), meta, cache key or None), from the cache or
+    decoded (into the cache's memory maps where it can be written, else into memory)."""
     try:
         name = cache.key(_sources(found), found.skipped, opts.channels, opts.image_size)
     except OSError:  # a file gone since the listing: no key; decode what is there
