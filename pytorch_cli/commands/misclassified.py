@@ -11,20 +11,14 @@ from pathlib import Path
 import torch
 
 from pytorch_cli.data.datasets import Data, Split
-from pytorch_cli.platform.errors import PtrainError, UsageError
-from pytorch_cli.platform.files import atomic_write
 from pytorch_cli.store import outputs
-from pytorch_cli.store.rundir import MODEL
 
 COLUMNS = ("image", "true", "predicted", "prob", "true_prob", "loss")
 
 
 def check_output(out: Path, source: Path) -> None:
     """Before evaluating: --errors names a new .csv file, not the checkpoint or a run's file."""
-    read = {(source / MODEL if source.is_dir() else source): "the checkpoint being read"}
-    outputs.refuse_overwrite([out], read, "--errors")
-    if out.suffix.lower() != ".csv" or out.is_dir():
-        raise UsageError(f"--errors {out}: name a .csv file, e.g. errors.csv")
+    outputs.check_new_file(out, "--errors", ".csv", "a .csv file, e.g. errors.csv", source)
 
 
 def rows(per_image: list[torch.Tensor], split: Split, name: str, data: Data,
@@ -50,8 +44,4 @@ def write(path: Path, found: list[tuple]) -> None:
     writer.writerow(COLUMNS)
     for row in sorted(found, key=lambda r: -r[-1]):
         writer.writerow([*row[:3], *(f"{v:.6f}" for v in row[3:])])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda f: f.write(text.getvalue().encode()))
-    except OSError as e:
-        raise PtrainError(f"cannot write {path}: {e.strerror or e}") from None
+    outputs.write_new_file(path, text.getvalue().encode())

@@ -19,10 +19,8 @@ from pytorch_cli.data.catalog import Spec
 from pytorch_cli.models import hub
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
-from pytorch_cli.platform.errors import PtrainError, UsageError, plural
-from pytorch_cli.platform.files import atomic_write
+from pytorch_cli.platform.errors import PtrainError, plural
 from pytorch_cli.store import outputs
-from pytorch_cli.store.rundir import MODEL
 from pytorch_cli.training.step import autocast
 
 BATCH = 64  # images a forward: the batch-1 loop's cost is per call, not per image
@@ -131,12 +129,9 @@ def print_csv(results: list[dict], top_k: int) -> None:
 
 def check_features_output(out: Path, source: Path, images: list[Path]) -> None:
     """Before predicting: --features names a new .npy file, not the checkpoint or an image."""
-    read = {(source / MODEL if source.is_dir() else source): "the checkpoint being read",
-            **{image: "an image being read" for image in images}}
-    outputs.refuse_overwrite([out], read, "--features")
-    if out.suffix.lower() != ".npy" or out.is_dir():
-        raise UsageError(f"--features {out}: name a .npy file (NumPy's format), e.g. "
-                         "features.npy")
+    outputs.check_new_file(out, "--features", ".npy",
+                           "a .npy file (NumPy's format), e.g. features.npy", source,
+                           {image: "an image being read" for image in images})
 
 
 def write_features(out: Path, features: list[torch.Tensor]) -> str:
@@ -147,10 +142,6 @@ def write_features(out: Path, features: list[torch.Tensor]) -> str:
     array = torch.stack(features).numpy()
     buf = io.BytesIO()
     np.save(buf, array)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out, lambda f: f.write(buf.getvalue()))
-    except OSError as e:
-        raise PtrainError(f"cannot write {out}: {e.strerror or e}") from None
+    outputs.write_new_file(out, buf.getvalue())
     return (f"penultimate features of {plural(array.shape[0], 'image')} ({array.shape[1]} "
             f"each), in the order above, written to {out}")

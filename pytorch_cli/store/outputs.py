@@ -1,6 +1,6 @@
-"""Files a command writes where the user says (-o, --features): never onto what it reads (the
-checkpoint, an input image) nor onto a run's own files, which a later command would then find
-damaged. Checked before any work, so a refusal costs nothing."""
+"""Files a command writes where the user says (-o, --features, --errors): never onto what it
+reads (the checkpoint, an input image) nor onto a run's own files, which a later command would
+then find damaged. Checked before any work, so a refusal costs nothing."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import contextlib
 import os
 from pathlib import Path
 
-from pytorch_cli.platform.errors import UsageError
-from pytorch_cli.store.rundir import LOCK, RUN_FILES, TRACE, holds_run
+from pytorch_cli.platform.errors import PtrainError, UsageError
+from pytorch_cli.platform.files import atomic_write
+from pytorch_cli.store.rundir import LOCK, MODEL, RUN_FILES, TRACE, holds_run
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -36,3 +37,25 @@ def refuse_overwrite(outputs: list[Path], read: dict[Path, str], option: str) ->
             also = f" ({hit})" if str(hit) != str(out) else ""
             raise UsageError(f"refusing to write {out}: it is {kept[hit]}{also}; "
                              f"name another output with {option}")
+
+
+def check_new_file(out: Path, option: str, suffix: str, wanted: str, source: Path,
+                   also: dict[Path, str] | None = None) -> None:
+    """Before any work: `option` names a new `suffix` file (`wanted` says which, with an
+    example), not the checkpoint `source` reads (a run directory: its model.pth), a file in
+    `also` (path -> what it is) or a run's own files."""
+    read = {(source / MODEL if source.is_dir() else source): "the checkpoint being read",
+            **(also or {})}
+    refuse_overwrite([out], read, option)
+    if out.suffix.lower() != suffix or out.is_dir():
+        raise UsageError(f"{option} {out}: name {wanted}")
+
+
+def write_new_file(out: Path, data: bytes) -> None:
+    """A file check_new_file allowed, written atomically, its folder made where missing; a
+    failure (a full disk, no permission) is one line naming it."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, lambda f: f.write(data))
+    except OSError as e:
+        raise PtrainError(f"cannot write {out}: {e.strerror or e}") from None
