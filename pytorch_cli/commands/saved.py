@@ -134,9 +134,10 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
         )
     size = batch_size or loaded.config.get("test_batch_size", 1000)
     per_image: list[list | None] = [[] if errors else None for _ in parts]
+    model = loaded.model.to(dev)
     try:  # each part in turn, then their sums: no copy of the whole dataset
-        result = merged([evaluate(loaded.model.to(dev), part, data.spec, size, dev, tta=tta,
-                                  amp=amp, per_image=kept)
+        result = merged([evaluate(model, part, data.spec, size, dev, tta=tta, amp=amp,
+                                  per_image=kept)
                          for (_, part), kept in zip(parts, per_image)])
     except OutOfMemory as e:
         raise PtrainError(f"{e}; use a smaller --batch-size ({max(1, size // 4)}, say)") from None

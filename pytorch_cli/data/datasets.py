@@ -238,7 +238,7 @@ def _read(spec: Spec, data_dir: str, download: bool) -> tuple[Split, Split, list
                           "files") from None
 
 
-def _read_folder(data_dir: str, opts: folders.Options, seed: int, val_split: float):
+def _read_folder(data_dir: str, opts: folders.Options, seed: int, val_split: float) -> Data:
     if not data_dir:
         raise UsageError("--dataset folder needs --data-dir DIR: a folder of class subfolders "
                          "(or of train/ and test/ ones)")
@@ -248,33 +248,26 @@ def _read_folder(data_dir: str, opts: folders.Options, seed: int, val_split: flo
         first = "; ".join(got.skipped[:3]) + ("; ..." if len(got.skipped) > 3 else "")
         warn(f"{root}: skipped {plural(len(got.skipped), 'file')} that are no usable image "
              f"({first}); a run lists them all in its skipped-files.txt")
-    spec = catalog.folder_spec(got.channels, got.size, len(got.classes),
-                               *(opts.stats or ([0.0], [1.0])))
-    return (Split(*got.train), Split(*got.val) if got.val is not None else None, Split(*got.test),
-            got.classes, str(root), spec, got.skipped, got.listing, opts.split, got.names)
+    train = Split(*got.train)
+    mean, std = opts.stats or stats(train.images)  # of the images it trains on: saved with it
+    spec = catalog.folder_spec(got.channels, got.size, len(got.classes), mean, std)
+    return Data(spec, got.classes, train, Split(*got.val) if got.val is not None else None,
+                Split(*got.test), str(root), got.skipped, got.listing,
+                opts.split if got.listing else "", got.names)
 
 
 def load(name: str, data_dir: str = "", download: bool = True, val_split: float = 0.0,
          seed: int = 1, folder: folders.Options | None = None) -> Data:
     """Read a dataset; with val_split, hold out a seeded fraction of its training set.
     `folder`: how a folder's images are decoded; its image_size a built-in's too (resized)."""
-    skipped: list[str] = []
-    val, listing, split, names = None, "", "", {}
     if name == catalog.FOLDER:  # its splits are made as it is read: memory maps of its cache
-        opts = folder or folders.Options()
-        train, val, test, classes, source, spec, skipped, listing, split, names = _read_folder(
-            data_dir, opts, seed, val_split)
-    else:
-        spec = SPECS[name]
-        train, test, classes, source = _read(spec, data_dir, download)
-        if folder is not None and folder.image_size:
-            spec = dataclasses.replace(spec, size=tuple(folder.image_size))
-        if val_split:
-            val_idx, train_idx = splits.val_rows(len(train), val_split, seed)
-            val = Split(train.images[val_idx], train.labels[val_idx])
-            train = Split(train.images[train_idx], train.labels[train_idx])
-    if name == catalog.FOLDER and (folder is None or folder.stats is None):
-        mean, std = stats(train.images)  # of the images it trains on: saved with it
-        spec = dataclasses.replace(spec, mean=tuple(mean), std=tuple(std))
-    return Data(spec, classes, train, val, test, source, skipped, listing,
-                split if listing else "", names)
+        return _read_folder(data_dir, folder or folders.Options(), seed, val_split)
+    spec, val = SPECS[name], None
+    train, test, classes, source = _read(spec, data_dir, download)
+    if folder is not None and folder.image_size:
+        spec = dataclasses.replace(spec, size=tuple(folder.image_size))
+    if val_split:
+        val_idx, train_idx = splits.val_rows(len(train), val_split, seed)
+        val = Split(train.images[val_idx], train.labels[val_idx])
+        train = Split(train.images[train_idx], train.labels[train_idx])
+    return Data(spec, classes, train, val, test, source)
