@@ -1,5 +1,8 @@
 """`ptrain plot` and `ptrain eval --plot-confusion`: real runs drawn into images that decode."""
 
+import csv
+import re
+
 import pytest
 
 pytest.importorskip("matplotlib")
@@ -32,6 +35,28 @@ def test_curves_of_two_runs_on_one_figure(ptrain, tmp_path):
     assert r.code == 0 and "confusion matrix drawn in confusion.png" in r.out
     fmt, (width, height), colours = _image(tmp_path / "confusion.png")
     assert fmt == "PNG" and width > 400 and height > 400 and colours > 20
+
+
+def test_eval_draws_the_worst_mistakes_in_the_order_errors_lists_them(ptrain, tmp_path):
+    """--plot-errors: the 16 worst of --errors' rows, worst first, each titled with its image,
+    true -> predicted class, probability and loss (matplotlib's SVG keeps each text line as a
+    comment: the titles are read back in drawing order)."""
+    assert ptrain(*RUN[:4], "1", *RUN[5:], "--run-dir", "run").code == 0
+    r = ptrain("eval", "run", "--errors", "wrong.csv", "--plot-errors", "worst.svg")
+    wrong = list(csv.DictReader((tmp_path / "wrong.csv").open()))
+    assert r.code == 0 and len(wrong) > 16, r.err
+    assert f"the 16 worst of {len(wrong):,} misclassified images drawn in worst.svg" in r.out
+    texts = re.findall(r"<!-- (.*?) -->", (tmp_path / "worst.svg").read_text())
+    titles = [texts[i:i + 3] for i, t in enumerate(texts) if re.fullmatch(r"test\[\d+\]", t)]
+    assert titles == [[w["image"], f"{w['true']} \u2192 {w['predicted']}",
+                       f"p {float(w['prob']):.2f}, loss {float(w['loss']):.2f}"]
+                      for w in wrong[:16]]
+    r = ptrain("eval", "run", "--plot-errors", "worst.png", "--json")
+    assert r.json()["plot_errors"] == {"file": "worst.png", "images": 16, "of": len(wrong)}
+    fmt, (width, height), colours = _image(tmp_path / "worst.png")
+    assert fmt == "PNG" and width > 900 and height > 1000 and colours > 50
+    r = ptrain("eval", "run", "--plot-errors", "worst.txt")
+    assert r.code == 2 and "matplotlib cannot write .txt images" in r.err
 
 
 def test_plot_of_something_that_is_no_run_is_one_line(ptrain, tmp_path):

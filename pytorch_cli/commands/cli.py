@@ -83,6 +83,9 @@ def eval_(
     plot_confusion: Optional[Path] = typer.Option(
         None, metavar="FILE.png", help="Also draw the confusion matrix into this image "
         "(pip install 'pytorch-cli[plot]')."),
+    plot_errors: Optional[Path] = typer.Option(
+        None, metavar="FILE.png", help="Also draw the 16 worst misclassified images, each with "
+        "its true and predicted class, probability and loss (the plot extra)."),
     ema: bool = typer.Option(True, help="last.pt/best.pt of an --ema run: the average (as "
                              "model.pth), or with --no-ema the live weights."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
@@ -95,23 +98,28 @@ def eval_(
         raise UsageError("--batch-size must be at least 1")
     if errors:  # checked before the evaluation, as a bad plot path is
         misclassified.check_output(errors, checkpoint_file)
-    if plot_confusion:
-        plot.require_matplotlib("--plot-confusion")
-        plot.check_output(plot_confusion)  # a bad path is said before the evaluation, not after
+    for flag, image in (("--plot-confusion", plot_confusion), ("--plot-errors", plot_errors)):
+        if image:
+            plot.require_matplotlib(flag)
+            plot.check_output(image)  # a bad path is said before the evaluation, not after
     result = saved.run_eval(checkpoint_file, model or "", dataset or "", data_dir, split,
                             batch_size, device, tta, download, ema, precision or "", labels,
-                            errors)
+                            misclassified.Wanted(errors, plot_errors))
     if json_out:
         print(json.dumps(events.json_safe(result), allow_nan=False))
     else:
         print_eval(result, sys.stdout)
+    said = sys.stderr if json_out else sys.stdout
     if errors:
         print(f"{plural(result['errors']['images'], 'misclassified image')}, worst first, in "
-              f"{errors}", file=sys.stderr if json_out else sys.stdout)
+              f"{errors}", file=said)
+    if plot_errors:
+        n, of = result["plot_errors"]["images"], result["plot_errors"]["of"]
+        print(f"the {n} worst of {of:,} misclassified images drawn in {plot_errors}" if n < of
+              else f"{plural(n, 'misclassified image')} drawn in {plot_errors}", file=said)
     if plot_confusion:
         plot.confusion(result, plot_confusion)
-        print(f"confusion matrix drawn in {plot_confusion}",
-              file=sys.stderr if json_out else sys.stdout)
+        print(f"confusion matrix drawn in {plot_confusion}", file=said)
 
 
 @app.command(name="export", short_help="Export a model (ONNX...), verified.")

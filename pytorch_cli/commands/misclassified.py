@@ -1,11 +1,13 @@
-"""`ptrain eval --errors FILE.csv`: the images the model got wrong, worst first: by loss, so the
-most confident mistakes lead, where mislabelled images turn up (fastai's top_losses). A folder's
-images are named by their files, a built-in dataset's by split and row (`test[123]`)."""
+"""`ptrain eval --errors FILE.csv` and `--plot-errors FILE.png`: the images the model got wrong,
+worst first: by loss, so the most confident mistakes lead, where mislabelled images turn up
+(fastai's top_losses and plot_top_losses). A folder's images are named by their files, a
+built-in dataset's by split and row (`test[123]`)."""
 
 from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,6 +16,28 @@ from pytorch_cli.data.datasets import Data, Split
 from pytorch_cli.store import outputs
 
 COLUMNS = ("image", "true", "predicted", "prob", "true_prob", "loss")
+DRAWN = 16  # --plot-errors: a 4x4 grid, each image still large enough to see what it shows
+
+
+@dataclass
+class Wanted:
+    """What `ptrain eval` is asked to write of its mistakes (neither: nothing is kept)."""
+    csv: Path | None = None
+    plot: Path | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.csv or self.plot)
+
+
+@dataclass
+class Wrong:
+    image: str  # its file (a folder's) or split[row]
+    true: str
+    predicted: str
+    prob: float  # of the predicted class
+    true_prob: float
+    loss: float
+    pixels: torch.Tensor  # (C, H, W) uint8, as the dataset holds it: a view, not a copy
 
 
 def check_output(out: Path, source: Path) -> None:
@@ -22,7 +46,7 @@ def check_output(out: Path, source: Path) -> None:
 
 
 def rows(per_image: list[torch.Tensor], split: Split, name: str, data: Data,
-         classes: list[str]) -> list[tuple]:
+         classes: list[str]) -> list[Wrong]:
     """The misclassified images of one split, from evaluate()'s per_image of it."""
     if not per_image:
         return []
@@ -33,15 +57,32 @@ def rows(per_image: list[torch.Tensor], split: Split, name: str, data: Data,
     for i, true, (loss, predicted, prob, true_prob) in zip(
             wrong.tolist(), truth[wrong].tolist(), table[wrong].tolist()):
         image = str(Path(data.source) / files[i]) if files else f"{name}[{i}]"
-        out.append((image, classes[true], classes[int(predicted)], prob, true_prob, loss))
+        out.append(Wrong(image, classes[true], classes[int(predicted)], prob, true_prob, loss,
+                         split.images[i]))
     return out
 
 
-def write(path: Path, found: list[tuple]) -> None:
-    """The rows, worst first, as CSV, written atomically (its folder made where missing)."""
+def save(wanted: Wanted, found: list[Wrong], title: str) -> dict:
+    """Write what was asked for, worst first; returns what the result JSON says of it."""
+    found = sorted(found, key=lambda w: -w.loss)
+    said = {}
+    if wanted.csv:
+        write(wanted.csv, found)
+        said["errors"] = {"file": str(wanted.csv), "images": len(found)}
+    if wanted.plot:
+        from pytorch_cli.output import plot
+        plot.top_losses(found[:DRAWN], len(found), title, wanted.plot)
+        said["plot_errors"] = {"file": str(wanted.plot), "images": min(len(found), DRAWN),
+                               "of": len(found)}
+    return said
+
+
+def write(path: Path, found: list[Wrong]) -> None:
+    """The rows as CSV, written atomically (its folder made where missing)."""
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(COLUMNS)
-    for row in sorted(found, key=lambda r: -r[-1]):
-        writer.writerow([*row[:3], *(f"{v:.6f}" for v in row[3:])])
+    for w in found:
+        writer.writerow([w.image, w.true, w.predicted,
+                         *(f"{v:.6f}" for v in (w.prob, w.true_prob, w.loss))])
     outputs.write_new_file(path, text.getvalue().encode())

@@ -113,11 +113,11 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
 def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str = "",
              split: str = "test", batch_size: int = 0, device: str = "auto", tta: bool = False,
              download: bool = True, ema: bool = True, precision: str = "", labels: str = "",
-             errors: Path | None = None) -> dict:
+             errors: misclassified.Wanted | None = None) -> dict:
     """Evaluate a saved model on a split of its dataset (all: every image of it); the run's own
     data settings are reused, and its --precision and backends (""), so that the figures are the
     ones training printed. `data_dir`, `labels`: another labelled set of the run's classes;
-    `errors`: a CSV file that gets the misclassified images, worst first."""
+    `errors`: a CSV file and/or an image that get the misclassified images, worst first."""
     loaded = load_model(path, model_name, dataset, ema)
     dev = runtime.resolve_device(device)
     runtime.fast_backends(loaded.config.get("deterministic", False))  # TF32, as it trained
@@ -143,10 +143,10 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
         raise PtrainError(f"{e}; use a smaller --batch-size ({max(1, size // 4)}, say)") from None
     classes = loaded.meta["classes"] or data.classes
     if errors:
-        wrong = [row for (name, part), kept in zip(parts, per_image)
-                 for row in misclassified.rows(kept, part, name, data, classes)]
-        misclassified.write(errors, wrong)
-        result["errors"] = {"file": str(errors), "images": len(wrong)}
+        result.update(misclassified.save(errors, [
+            row for (name, part), kept in zip(parts, per_image)
+            for row in misclassified.rows(kept, part, name, data, classes)],
+            f"{path} on {loaded.meta['dataset']} {split}"))
     scores = class_scores(result["confusion"], classes)
     return {"checkpoint": str(path), "model": loaded.meta["model"],
             "dataset": loaded.meta["dataset"], "source": data.source, "split": split,

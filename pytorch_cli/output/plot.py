@@ -1,6 +1,6 @@
 """Pictures of runs (optional extra `plot`: matplotlib): loss and accuracy curves from
-metrics.jsonl, several runs on one figure; a confusion matrix from `ptrain eval`; the LR range
-test; a model's feature maps for one image."""
+metrics.jsonl, several runs on one figure; a confusion matrix and the worst mistakes from
+`ptrain eval`; the LR range test; a model's feature maps for one image."""
 
 from __future__ import annotations
 
@@ -120,6 +120,35 @@ def confusion(result: dict, out: Path) -> None:
     ax.set(xlabel="predicted", ylabel="true",
            title=f"{result['checkpoint']} on {result['dataset']} {result['split']}: "
                  f"{100 * result['acc']:.2f}%")
+    _save(fig, out)
+
+
+def _short(text: str, most: int = 16) -> str:
+    return text if len(text) <= most else text[:most - 1] + "\u2026"
+
+
+def top_losses(worst: list, of: int, title: str, out: Path) -> None:
+    """`ptrain eval --plot-errors`: the worst misclassified images (misclassified.Wrong), a
+    4-wide grid in order, each titled with its name, true -> predicted class, the predicted
+    class's probability and the loss (fastai's plot_top_losses)."""
+    check_output(out)
+    cols = min(4, max(1, len(worst)))
+    rows = max(1, -(-len(worst) // cols))
+    fig, axes = _figure(rows, cols, size=(2.6 * cols, 2.9 * rows))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, w in zip(axes.flat, worst):
+        pixels = w.pixels.permute(1, 2, 0).cpu().numpy()  # uint8 (H, W, C)
+        gray = pixels.shape[2] == 1
+        ax.imshow(pixels[..., 0] if gray else pixels, cmap="gray" if gray else None,
+                  vmin=0, vmax=255, interpolation="nearest")  # small images: pixels, not a blur
+        ax.set_title(f"{_short(Path(w.image).name, 24)}\n"
+                     f"{_short(w.true)} \u2192 {_short(w.predicted)}\n"
+                     f"p {w.prob:.2f}, loss {w.loss:.2f}", fontsize=7)
+    what = f"the {len(worst)} worst of {of:,} misclassified" if worst else "no misclassified image"
+    fig.suptitle(f"{title}: {what} (true \u2192 predicted)", fontsize=9)
+    # the grid packed under the title (matplotlib's default margins leave a band there)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()), h_pad=1.0)
     _save(fig, out)
 
 
