@@ -18,7 +18,8 @@ NAME = re.compile(r"[A-Za-z0-9._-]+")
 # summary.md's headings, in order (gpu_check.sh writes them, a step skipped or not)
 SECTIONS = ["# ptrain GPU check", "## 1. CUDA-only tests", "## 2. Mixed precision",
             "## 3. Resume on another device", "## 4. Throughput", "## 5. MNIST time to accuracy",
-            "## 6. CIFAR-10", "## 7. torchrun", "## 8. airbench", "## Done"]
+            "## 6. CIFAR-10", "## 7. Own images", "## 8. torchrun", "## 9. airbench",
+            "## Done"]
 OUTCOME = re.compile(r"\b(ok|FAILED|TIMED OUT|skipped|ran; target)\b")
 
 

@@ -11,13 +11,15 @@
 #   4. throughput rows (benchmarks/throughput.py, one process per model)
 #   5. MNIST 99% time to accuracy (benchmarks/time_to_accuracy.py configs/mnist-fast.toml)
 #   6. configs/cifar10-fast.toml compiled, beside airbench's published seconds
-#   7. the 1-GPU torchrun path (DDP, nccl)          where time allows
-#   8. airbench scripts that were carried           where time allows
+#   7. own images: CIFAR-10 PNGs in a folder; train (--workers, resized-crop), eval --errors,
+#      predict --csv; predict must miss exactly the images eval lists (benchmarks/own_images.py)
+#   8. the 1-GPU torchrun path (DDP, nccl)          where time allows
+#   9. airbench scripts that were carried           where time allows
 # A step that would not fit in what is left is reported "skipped: out of budget"; --only runs
 # chosen steps (e.g. a second call: --only cifar,airbench).
 #
 #   bash benchmarks/gpu_check.sh [--quick] [--device cuda|cpu] [--out DIR] [--budget S]
-#        [--only tests,precision,resume,throughput,mnist,cifar,torchrun,airbench]
+#        [--only tests,precision,resume,throughput,mnist,cifar,own,torchrun,airbench]
 #        [--mnist-dir DIR] [--cifar-dir DIR] [--airbench FILE[,FILE]]
 #
 # Output, directly in --out (default $OUT, else a new temporary folder), 3 files: summary.md
@@ -94,12 +96,12 @@ if [ $QUICK = 1 ]; then
     BUDGET=${BUDGET:-200} PRECISIONS="16" PREC_STEPS=40 TP_MODELS="lenet cifar-net"
     TP_ARGS="--rounds 1 --steps 50 --classic-workers 4" REPEATS=1 AB_RUNS=2
     CAP_TESTS=90 CAP_PREC=45 CAP_RESUME=35 CAP_TP=30 CAP_MNIST=30 CAP_CIFAR=90 CAP_DDP=30
-    CAP_AB=60
+    CAP_AB=60 CAP_OWN=45 OWN_ARGS="--train 2000 --test 500 --epochs 1"
 else
     BUDGET=${BUDGET:-450} PRECISIONS="16 bf16" PREC_STEPS=100
     TP_MODELS="lenet mnist-cnn cifar-net resnet18" TP_ARGS="--rounds 2" REPEATS=3 AB_RUNS=5
     CAP_TESTS=150 CAP_PREC=55 CAP_RESUME=50 CAP_TP=45 CAP_MNIST=60 CAP_CIFAR=120 CAP_DDP=40
-    CAP_AB=120
+    CAP_AB=120 CAP_OWN=60 OWN_ARGS="--train 5000 --test 1000 --epochs 2"
 fi
 RESERVE=10 MIN_STEP=10  # kept back: the kill's 5 s grace and the last lines; not worth starting
 COMPILE=--compile SAVE_EVERY=50 TARGET=() CIFAR_EXTRA=()
@@ -158,6 +160,7 @@ else
     # Its own budget (it is not on the lease) and --precision 32 (fp16 is slow on a CPU).
     # Caps 3x the quick ones: a loaded CI machine must not time a dry run out (seen: resume).
     CAP_TESTS=270 CAP_PREC=135 CAP_RESUME=105 CAP_TP=90 CAP_MNIST=90 CAP_CIFAR=270 CAP_DDP=90
+    CAP_OWN=180 OWN_ARGS="--train 200 --test 100 --epochs 1"
     BUDGET=${BUDGET_SET:-900} GPU="CPU (dry run)" COMPILE="" SAVE_EVERY=2 PREC_STEPS=2
     TARGET=(--target 0.01) PREC_CPU=32
     CIFAR_EXTRA=(--max-steps 2 --batch-size 100 --test-batch-size 100)
@@ -293,8 +296,20 @@ elif gate cifar $CAP_CIFAR; then
     [ $RC = 0 ] || failed cifar
 fi
 
-# ---------------------------------------------------------------- 7. torchrun, one GPU
-report heading --title "7. torchrun, 1 GPU (DDP, nccl)" --table train
+# ---------------------------------------------------------------- 7. own images
+report heading --title "7. Own images (a folder of PNGs): train, eval, predict"
+if [ -z "$CIFAR_DIR" ]; then skip own "no CIFAR-10 to write PNGs from"
+elif gate own $CAP_OWN; then
+    # shellcheck disable=SC2086
+    run own $T "$PY" benchmarks/own_images.py --cifar-dir "$CIFAR_DIR" --dest "$SCR/own" \
+        --device "$DEVICE" $OWN_ARGS --json "$SCR/own.json"
+    report own-images --json "$SCR/own.json" $(timing) --what \
+        "cifar-net, own_images.py $OWN_ARGS, --device $DEVICE, each command a fresh process"
+    [ $RC = 0 ] || failed own
+fi
+
+# ---------------------------------------------------------------- 8. torchrun, one GPU
+report heading --title "8. torchrun, 1 GPU (DDP, nccl)" --table train
 if [ "$DEVICE" = cpu ]; then skip torchrun "$CPU_DRY" 5
 elif gate torchrun $CAP_DDP 5; then
     run torchrun $T "$PY" -m torch.distributed.run --standalone --nproc-per-node 1 -m pytorch_cli \
@@ -305,8 +320,8 @@ elif gate torchrun $CAP_DDP 5; then
 fi
 blank
 
-# ---------------------------------------------------------------- 8. airbench, if carried
-report heading --title "8. airbench scripts" --table airbench --text \
+# ---------------------------------------------------------------- 9. airbench, if carried
+report heading --title "9. airbench scripts" --table airbench --text \
     "Each carried gpu_data/airbench*.py, its runs cut to $AB_RUNS, on the CIFAR-10 above (${CIFAR}); seconds as the script times them (training + whitening init + final TTA evaluation, compile excluded)."
 # Their CifarLoader reads cifar10/{train,test}.pt from the working directory: written once from
 # the batches above, inside the first script's timeout (the dry run writes them too, as a check).

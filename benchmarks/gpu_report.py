@@ -19,6 +19,7 @@ from pathlib import Path
 from gpu_sections import (  # beside this file
     TRAIN_HEAD,
     Out,
+    cmd_own_images,
     cmd_resume,
     cmd_tests,
     cmd_train_row,
@@ -227,7 +228,8 @@ def cmd_done(a, out: Out) -> None:
     out.json({"step": "done", "seconds": round(a.seconds, 1), "failed": a.failed})
 
 
-TIMED = (cmd_tests, cmd_train_row, cmd_resume, cmd_throughput_row, cmd_tta, cmd_cifar, cmd_airbench)
+TIMED = (cmd_tests, cmd_train_row, cmd_resume, cmd_throughput_row, cmd_tta, cmd_cifar,
+         cmd_own_images, cmd_airbench)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -262,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     step("tta", cmd_tta, "json", "log", "cmd")
     step("cifar", cmd_cifar, "run-dir", "cmd", "data", "gpu").add_argument(
         "--subset", action="store_true")
+    step("own-images", cmd_own_images, "json", "what")
     step("airbench", cmd_airbench, "script", "log", "data")
     done = step("done", cmd_done, "failed")
     done.add_argument("--seconds", type=float, required=True)

@@ -141,3 +141,26 @@ def cmd_resume(a, out: Out) -> None:
     out.json({"step": "resume", **step_fields(a), "status": st, "legs": legs,
               "starts": [{k: s.get(k) for k in ("device", "resume_at")} for s in starts],
               "final_acc": end.get("test_acc")})
+
+
+def cmd_own_images(a, out: Out) -> None:
+    """benchmarks/own_images.py's JSON: a row per command, then whether predict and eval agree."""
+    got = json.loads(Path(a.json).read_text()) if Path(a.json).is_file() else {}
+    st = status(a)
+    if st == "ok" and not got.get("agree"):
+        st = "FAILED (predict and eval disagree)"
+    n = got.get("images", {})
+    train = got.get("train", {})
+    out.md(status_line(st, a, a.what), "",
+           f"- {n.get('train', '-')} training and {n.get('test', '-')} test PNGs written in "
+           f"{num(n.get('write_s'))} s", "", "| command | status | seconds |", "|---|---|---|",
+           *[f"| `{r['command']}` | {'ok' if r['rc'] == 0 else 'FAILED (exit %d)' % r['rc']} | "
+             f"{r['seconds']:.1f} |" for r in got.get("rows", [])], "",
+           f"- train: test acc {pct(train.get('test_acc'))}, {num(train.get('images_per_s'), 0)} "
+           f"img/s on {train.get('device', '-')}; eval {pct(got.get('eval_acc'))} "
+           f"({got.get('precision', '-')}), predict {pct(got.get('predict_acc'))} of "
+           f"{got.get('predicted', '-')} images; the same images wrong: {got.get('agree', '-')}",
+           *[f"- {r['command']}: {r['error'][-300:]}" for r in got.get("rows", []) if "error" in r],
+           "")
+    out.json({"step": "own-images", **step_fields(a), "status": st,
+              **{k: v for k, v in got.items() if k != "rows"}, "rows": got.get("rows")})

@@ -7,6 +7,7 @@ import runpy
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -94,6 +95,34 @@ def test_gpu_check_output_checker(tmp_path):
     assert done.returncode == 1
     for problem in ("runs: not a plain file", "10 entries, more than 8", "no section '## 6."):
         assert problem in done.stdout, done.stdout
+
+
+def test_own_images_says_when_predict_misses_other_images_than_eval_lists(tmp_path,
+                                                                          monkeypatch):
+    """own_images.py (the GPU check's step 7; the dry run in CI runs it whole): predict's wrong
+    answers, judged by the folder each image came from, must be the rows eval --errors lists,
+    and the summary says FAILED when they are not."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import gpu_sections
+    import own_images
+    (tmp_path / "test/cat").mkdir(parents=True)
+    answers = "image,class,prob\n" + "".join(f"{tmp_path}/test/cat/{i}.png,{c},0.9\n"
+                                             for i, c in enumerate(["cat", "dog", "cat"]))
+    rows = [{}, {"out": json.dumps({"acc": 2 / 3, "total": 3, "precision": "bfloat16"})},
+            {"out": answers}]
+    errors = tmp_path / "errors.csv"
+    for listed, agree in (("1", True), ("2", False)):
+        errors.write_text(f"image,true,predicted\n{tmp_path}/test/cat/{listed}.png,cat,dog\n")
+        said = own_images.agreement(rows, errors, tmp_path)
+        assert said["agree"] is agree and said["predict_acc"] == pytest.approx(2 / 3)
+    (tmp_path / "own.json").write_text(json.dumps({**said, "rows": [
+        {"command": "ptrain train", "rc": 0, "seconds": 9.5}]}))
+    a = SimpleNamespace(json=str(tmp_path / "own.json"), what="x", rc=0, seconds=10.0,
+                        timeout=60.0)
+    gpu_sections.cmd_own_images(a, gpu_sections.Out(str(tmp_path)))
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith("status: FAILED (predict and eval disagree) (10 s of 60 s)")
+    assert "| `ptrain train` | ok | 9.5 |" in summary and "the same images wrong: False" in summary
 
 
 def test_folder_loop_compares_the_classic_loop_with_ptrain_cold_and_cached(tmp_path, monkeypatch,
