@@ -162,3 +162,50 @@ def test_a_jpeg_shrunk_is_decoded_at_a_reduced_scale_and_looks_the_same(tmp_path
         assert 0 < diff.mean() < 3, (channels, size, diff.mean())
     own = images.read_image(path, 3, (480, 640))  # its own size: nothing to scale
     assert np.array_equal(own.numpy(), _full_decode(path, 3, (480, 640)))
+
+
+def _wide(path, h=40, w=80):
+    """A red image twice as wide as high, its left quarter green: what --resize treats apart."""
+    a = np.zeros((h, w, 3), np.uint8)
+    a[:] = (255, 0, 0)
+    a[:, : w // 4] = (0, 255, 0)
+    Image.fromarray(a).save(path)
+    return path
+
+
+def test_resize_squashes_crops_or_pads_an_image_of_another_shape(tmp_path):
+    """--resize: squash stretches the 80x40 image (its green quarter stays a quarter), crop
+    keeps its centre 40x40 (no green left), pad fits it whole as 32x16 between black bars."""
+    wide = _wide(tmp_path / "wide.png")
+    squash, crop, pad = (images.read_image(wide, 3, (32, 32), how) for how in
+                         ("squash", "crop", "pad"))
+    green = lambda x: (x[1] > 128) & (x[0] < 128)  # noqa: E731
+    assert green(squash)[:, :7].all() and not green(squash)[:, 9:].any()
+    assert not green(crop).any() and (crop[0, :, 1:] > 250).all()  # (column 0: the filter's
+    # reach over the box's edge, as torchvision's resize of the whole has it)
+    assert (pad[:, :8] == 0).all() and (pad[:, 24:] == 0).all()
+    assert green(pad)[8:24, :7].all() and not green(pad)[8:24, 9:].any()
+    gray = images.read_image(wide, 1, (16, 24), "pad")  # 24x12, bars above and below
+    assert gray.shape == (1, 16, 24) and (gray[0, :2] == 0).all() and (gray[0, 14:] == 0).all()
+    rng = np.random.default_rng(0)  # an image of the size's shape: the same every way
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "r.png")
+    same = [images.read_image(tmp_path / "r.png", 3, (24, 32), how) for how in
+            ("squash", "crop", "pad")]
+    assert torch.equal(same[0], same[1]) and torch.equal(same[0], same[2])
+
+
+@pytest.mark.parametrize("h,w,size", [(60, 100, (32, 32)), (100, 60, (24, 40)),
+                                      (37, 91, (32, 32))])
+def test_resize_crop_is_torchvisions_resize_then_centre_crop(tmp_path, h, w, size):
+    """crop: within 3 of 255 of torchvision's Resize (the shorter side) + CenterCrop on a smooth
+    image (PIL resamples the centre box in one step; torchvision the whole, then cuts)."""
+    from torchvision.transforms.v2 import functional as F
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) * 127 / (h + w)], -1).astype(np.uint8)
+    Image.fromarray(a).save(tmp_path / "g.png")
+    scale = max(size[0] / h, size[1] / w)
+    expected = F.center_crop(F.resize(torch.from_numpy(a).permute(2, 0, 1),
+                                      [round(h * scale), round(w * scale)], antialias=True),
+                             list(size))
+    got = images.read_image(tmp_path / "g.png", 3, size, "crop")
+    assert (got.int() - expected.int()).abs().max() <= 3

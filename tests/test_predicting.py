@@ -2,6 +2,7 @@
 or named, in order, in batches that answer as one image at a time does."""
 
 import io
+import json
 import os
 
 import numpy as np
@@ -168,3 +169,38 @@ def test_a_dash_reads_the_image_paths_from_standard_input(run, ptrain, tmp_path,
     assert r.code == 1 and "missing.png" in r.err  # a listed path that is no file: named
     assert [x["image"] for x in r.json()["results"]] == [
         str(paths[1]), str(paths[2]), str(paths[0]), "missing.png"]
+
+
+def test_a_crop_run_is_decoded_predicted_and_exported_as_it_resized(ptrain, tmp_path):
+    """--resize crop is the run's: its images are decoded so (not read from the decode cache of a
+    squash run of the same folder), predict and eval fit new images so, the export says so."""
+    from test_images import _wide
+
+    from pytorch_cli.data import batches
+    from pytorch_cli.data.images import read_image
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(6):
+            _wide(tmp_path / "imgs" / cls / f"{i}.png", h=int(rng.integers(20, 40)), w=80)
+    train = ["train", "--dataset", "folder", "--data-dir", "imgs", "--image-size", "16",
+             "--model", "cifar-net", "--epochs", "1", "--quiet"]
+    assert ptrain(*train, "--run-dir", "squash").code == 0
+    assert ptrain(*train, "--resize", "crop", "--run-dir", "crop").code == 0
+    loaded = saved.load_model(tmp_path / "crop")
+    data = saved._data(loaded, split="all")
+    for name, image in zip(data.names["train"], data.train.images, strict=True):
+        assert torch.equal(image, read_image(tmp_path / "imgs" / name, 3, (16, 16), "crop"))
+    one = tmp_path / "imgs/a/0.png"
+    r = ptrain("predict", "crop", str(one), "--json", "--top-k", "1")
+    top = r.json()["results"][0]["top"][0]
+
+    def prob(how: str) -> float:  # the model's answer to the image fitted this way
+        x = read_image(one, 3, (16, 16), how)[None].float() / 255
+        with torch.inference_mode():
+            logits = loaded.model(batches.Normalize(loaded.meta["mean"], loaded.meta["std"])(x))
+        return logits.softmax(1)[0, top["index"]].item()
+    assert top["prob"] == pytest.approx(prob("crop"), abs=1e-5)
+    assert abs(prob("crop") - prob("squash")) > 1e-4  # (so the line above can fail)
+    assert ptrain("export", "crop", "--format", "torchscript").code == 0
+    assert json.loads((tmp_path / "crop/model.torchscript.pt.json").read_text())["resize"] == "crop"

@@ -99,7 +99,8 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
                              stats=(meta["mean"], meta["std"]),  # decoded and drawn as it
                              split=meta.get("split", ""),  # trained (older runs: a shuffle)
                              labels=labels or c.get("labels", ""),
-                             least_classes=1 if evaluating else 2, hold_out=split != "all")
+                             least_classes=1 if evaluating else 2, hold_out=split != "all",
+                             resize=c.get("resize", "squash"))
     data = datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
                          c.get("val_split", 0.0) if folder.hold_out else 0.0, c.get("seed", 1),
                          folder)
@@ -174,8 +175,9 @@ def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str
         g = torch.Generator().manual_seed(0)
         size = (64, meta["in_channels"], *models.meta_size(meta))
         sample, verified_on = torch.rand(size, generator=g), "random images (dataset not found)"
-    result = export.export(loaded.model, batches.Normalize(meta["mean"], meta["std"]), meta,
-                           sample, fmt, output, str(source))
+    result = export.export(loaded.model, batches.Normalize(meta["mean"], meta["std"]),
+                           {**meta, "resize": loaded.config.get("resize", "squash")}, sample,
+                           fmt, output, str(source))
     return {**result, "verified_on": f"{len(sample)} {verified_on}"}
 
 
@@ -188,7 +190,8 @@ def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
     outputs.refuse_overwrite([output], {image: "the image being read"}, "-o")
     loaded = load_model(path, model_name, dataset)
     meta = loaded.meta
-    x = read_image(image, meta["in_channels"], models.meta_size(meta))
+    x = read_image(image, meta["in_channels"], models.meta_size(meta),
+                   loaded.config.get("resize", "squash"))
     normalise = batches.Normalize(meta["mean"], meta["std"])
     found = activations.stages(loaded.model, normalise(x[None].float() / 255), meta["model"])
     plot.feature_maps(x, found, output, per_stage)

@@ -34,9 +34,11 @@ def root() -> Path:
 
 
 def key(listing: list[tuple[str, list]], skipped: list[str], channels: int,
-        size: tuple[int, int] | None) -> str:
-    """listing: (split, [(path, label)...]) in order; size (height, width), None: the images'."""
-    h = hashlib.sha256(json.dumps([VERSION, channels, size, skipped]).encode())
+        size: tuple[int, int] | None, resize: str = "squash") -> str:
+    """listing: (split, [(path, label)...]) in order; size (height, width), None: the images'.
+    (--resize squash adds nothing: the entries made before --resize keep their keys.)"""
+    h = hashlib.sha256(json.dumps([VERSION, channels, size, skipped,
+                                   *([resize] if resize != "squash" else [])]).encode())
     for split, found in listing:
         for path, label in found:
             info = os.stat(path)  # ctime too: a copy that keeps mtimes (cp -p, rsync -a, tar)

@@ -35,6 +35,8 @@ SPECS = {
 FOLDER = "folder"
 MAX_IMAGE_SIZE = 1024  # a folder's images are decoded at the run's size into memory: 3 MiB each
 DATASETS = (*SPECS, FOLDER)  # the --dataset choices
+# --resize: how a folder's image of another shape meets the run's size (fastai's ResizeMethod)
+RESIZE_MODES = ("squash", "crop", "pad")
 
 
 def parse_size(value: int | str | list | tuple) -> Size | None:

@@ -88,27 +88,27 @@ def each(fn: Callable[[Path], Any], paths: list[Path], what: str) -> Iterator[tu
             bar.stop()
 
 
-def _read(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
-    return images.read_image(path, channels, size).numpy()
+def _read(path: Path, channels: int, size: tuple[int, int], resize: str) -> np.ndarray:
+    return images.read_image(path, channels, size, resize).numpy()
 
 
-def read_all(paths: list[Path], channels: int, size: tuple[int, int]
+def read_all(paths: list[Path], channels: int, size: tuple[int, int], resize: str = "squash"
              ) -> Iterator[tuple[np.ndarray | None, str]]:
-    """(the image as (C, H, W) uint8 at these channels and size, "") or (None, error line) for
-    each path, in order."""
-    return each(functools.partial(_read, channels=channels, size=size), paths,
+    """(the image as (C, H, W) uint8 at these channels and size, fitted as `resize` says, "")
+    or (None, error line) for each path, in order."""
+    return each(functools.partial(_read, channels=channels, size=size, resize=resize), paths,
                 f"decoding {len(paths):,} images")
 
 
-def into(out: np.ndarray, files: list[tuple[Path, int]],
-         skipped: list[str]) -> tuple[np.ndarray, list[int]]:
+def into(out: np.ndarray, files: list[tuple[Path, int]], skipped: list[str],
+         resize: str = "squash") -> tuple[np.ndarray, list[int]]:
     """Decode the files into `out` ((N, C, H, W) uint8, in memory or a memory map of the
     cache), row after row at out's channels and size: (the labels of the rows filled, the index
     in `files` of each). A file that fails to decode is skipped (its error line added to
     `skipped`): the rows filled are the first len(labels)."""
     channels, size = out.shape[1], tuple(out.shape[2:])
     labels, kept = [], []
-    decoded = read_all([p for p, _ in files], channels, size)
+    decoded = read_all([p for p, _ in files], channels, size, resize)
     for i, ((_, label), (image, error)) in enumerate(zip(files, decoded)):
         if error:
             skipped.append(error)

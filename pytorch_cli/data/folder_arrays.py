@@ -144,7 +144,8 @@ def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, 
     """(arrays train_x/_y, test_x/_y (and val_x/_y), meta, cache key or None), from the cache or
     decoded (into the cache's memory maps where it can be written, else into memory)."""
     try:
-        name = cache.key(_sources(found), found.skipped, opts.channels, opts.image_size)
+        name = cache.key(_sources(found), found.skipped, opts.channels, opts.image_size,
+                         opts.resize)
     except OSError:  # a file gone since the listing: no key; decode what is there
         name = None
     hit = cache.load(name, functools.partial(_disagrees, found)) if name else None
@@ -153,11 +154,11 @@ def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, 
     channels, size = shape(found, opts.channels, opts.image_size)
     w = cache.writer(name) if name else None
     try:
-        arrays, rows, names = _decode_splits(found, channels, size, w)
+        arrays, rows, names = _decode_splits(found, channels, size, opts.resize, w)
     except OSError as e:  # no room in the cache: decode into memory
         w.abort()
         cache.cannot_write(e)
-        arrays, rows, names, w = *_decode_splits(found, channels, size, None), None
+        arrays, rows, names, w = *_decode_splits(found, channels, size, opts.resize, None), None
     meta = {"channels": channels, "size": list(size), "skipped": found.skipped,
             "has_test": found.test is not None, "has_val": found.val is not None,
             **{f"{split}_files": files for split, files in names.items()}}
@@ -193,7 +194,8 @@ def _sources(found: Found) -> list[tuple[str, list]]:
             *([("val", found.val)] if found.val is not None else [])]
 
 
-def _decode_splits(found: Found, channels: int, size: int, w: cache.Writer | None):
+def _decode_splits(found: Found, channels: int, size: tuple[int, int], resize: str,
+                   w: cache.Writer | None):
     """Each split decoded into an array of the writer's (or of memory): (arrays, rows filled,
     split -> the file name of each row, relative to the folder given)."""
     arrays, rows, names = {}, {}, {}
@@ -201,7 +203,7 @@ def _decode_splits(found: Found, channels: int, size: int, w: cache.Writer | Non
         shape_ = (len(files), channels, *size)
         x = w.array(f"{split}_x", shape_, np.uint8) if w else np.empty(shape_, np.uint8)
         y = w.array(f"{split}_y", (len(files),), np.int64) if w else np.empty(len(files), np.int64)
-        labels, kept = decode.into(x, files, found.skipped)
+        labels, kept = decode.into(x, files, found.skipped, resize)
         y[:len(labels)] = labels
         arrays.update({f"{split}_x": x, f"{split}_y": y})
         rows.update({f"{split}_x": len(labels), f"{split}_y": len(labels)})

@@ -66,12 +66,25 @@ def _convert(img, mode: str):
     return img.convert(mode)
 
 
-def read_image(path: Path, channels: int, size: tuple[int, int]) -> torch.Tensor:
+def _fit(img, size: tuple[int, int], resize: str):
+    """img at size = (width, height), bilinear (antialiased when shrinking): squashed to it,
+    cropped (its shorter side to the size, the centre kept) or padded (its longer side to the
+    size, black bars). PIL's own ImageOps.fit and pad, a crop being the resize's box: one
+    resampling. An image of the size's aspect ratio comes out the same all three ways."""
+    from PIL import Image, ImageOps
+    if resize == "crop":
+        return ImageOps.fit(img, size, Image.BILINEAR)
+    if resize == "pad":
+        return ImageOps.pad(img, size, Image.BILINEAR)
+    return img.resize(size, Image.BILINEAR)
+
+
+def read_image(path: Path, channels: int, size: tuple[int, int],
+               resize: str = "squash") -> torch.Tensor:
     """An image file of any size or mode (L, LA, RGB, RGBA, P, CMYK, I;16...) as the model sees
     its data, in training (--dataset folder), evaluation and predict alike: converted to
-    grayscale or RGB, resized to size = (height, width) (bilinear, antialiased when shrinking;
-    the aspect ratio is not kept), uint8 (C, H, W)."""
-    from PIL import Image
+    grayscale or RGB, resized to size = (height, width) as `resize` says (_fit), uint8
+    (C, H, W)."""
     with io.BytesIO(read_bytes(path, "give an image file")) as f:
         try:
             with warnings.catch_warnings():
@@ -86,7 +99,7 @@ def read_image(path: Path, channels: int, size: tuple[int, int]) -> torch.Tensor
                     img.draft(None, (size[1], size[0]))
                     img = _convert(img, "L" if channels == 1 else "RGB")
                     if img.size != (size[1], size[0]):  # PIL's sizes are (width, height)
-                        img = img.resize((size[1], size[0]), Image.BILINEAR)
+                        img = _fit(img, (size[1], size[0]), resize)
         except PtrainError:
             raise
         except Exception as e:  # "image file is truncated", broken PNG chunks, bad JPEG data

@@ -39,6 +39,8 @@ UNUSED = (
 CROSS_RULES = (
     (lambda c: c.dataset == catalog.FOLDER or not c.channels,
      "--channels is for --dataset folder; {c.dataset}'s images have their own"),
+    (lambda c: c.dataset == catalog.FOLDER or c.resize == "squash",
+     "--resize is how a folder's images meet --image-size: it needs --dataset folder"),
     (lambda c: c.dataset == catalog.FOLDER or not c.labels,
      "--labels names a folder's classes in a CSV file: it needs --dataset folder"),
     (lambda c: not c.layer_decay or c.model.startswith("timm:"),

@@ -94,7 +94,7 @@ def _read(cfg: TrainConfig, resume: dict | None) -> datasets.Data:
     with distributed.main_first():  # rank 0 downloads, if anything needs downloading
         data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed,
                              folders.Options(channels, size, cfg.test_split, split=split,
-                                             labels=cfg.labels))
+                                             labels=cfg.labels, resize=cfg.resize))
     if resume is not None:
         matching.same_as_trained(meta, data, "resume")
     return data
