@@ -360,6 +360,34 @@ def _small_folder(root: Path, classes: tuple[str, ...]) -> Path:
     return root
 
 
+def test_eval_writes_nothing_onto_a_labels_file_or_into_the_image_folder_it_reads(ptrain,
+                                                                                 tmp_path):
+    """A picture inside the image folder being evaluated would be read as one of its images
+    (or replace one), and --errors onto a --labels CSV would destroy the run's classes: each is
+    one line, before any work, and nothing is written."""
+    _small_folder(tmp_path / "imgs", ("cat", "dog"))
+    rows = [f"{c}/{i}.png,{c}" for c in ("cat", "dog") for i in range(12)]
+    (tmp_path / "imgs/labels.csv").write_text("image,class\n" + "\n".join(rows) + "\n")
+    (tmp_path / "other.csv").write_text("image,class\n" + "\n".join(rows[:3]) + "\n")
+    assert ptrain("train", "--dataset", "folder", "--data-dir", "imgs", "--labels",
+                  "imgs/labels.csv", "--epochs", "1", "--run-dir", "run", "--quiet").code == 0
+    before = {p: p.read_bytes() for p in tmp_path.glob("*/**/*") if p.is_file()}
+    for args, said in (
+            (["--plot-errors", "imgs/cat/0.png"], "it is inside imgs, the image folder being "
+             "evaluated, whose next read would take it for an image; name a --plot-errors file "
+             "outside it"),
+            (["--plot-confusion", "imgs/new.png"], "name a --plot-confusion file outside it"),
+            (["--errors", "imgs/labels.csv"], "it is a --labels file being read; name another "
+             "output with --errors"),
+            (["--labels", "other.csv", "--errors", "other.csv"], "it is a --labels file")):
+        r = ptrain("eval", "run", "--split", "all", *args)
+        assert r.code == 2 and said in r.err and r.err.count("\n") == 1, r.err
+    assert {p: p.read_bytes() for p in tmp_path.glob("*/**/*") if p.is_file()} == before
+    assert not (tmp_path / "imgs/new.png").exists()
+    r = ptrain("eval", "run", "--plot-confusion", "confusion.png", "--json")
+    assert r.code == 0 and r.json()["plot_confusion"] == {"file": "confusion.png"}
+
+
 def test_eval_and_resume_say_when_the_held_out_images_are_drawn_from_other_files(ptrain,
                                                                                  tmp_path):
     """An image added to a folder without test/ (of 12 a class, 3 held out) changes the files
@@ -428,6 +456,13 @@ def test_eval_scores_every_image_of_another_labelled_set_of_some_of_the_runs_cla
         whole["confusion"][1][1] / 12
     r = ptrain("eval", "run", "--data-dir", "dogs", "--split", "all")
     assert r.out.startswith(f"run on folder dogs (all images): loss {dogs['loss']:.4f}"), r.out
+    r = ptrain("eval", "run", "--data-dir", "dogs", "--json")  # its held-out part only: said
+    assert r.code == 0 and r.err == (
+        f"warning: dogs is not the folder the run trained on (its files differ): --split test "
+        f"scores the {r.json()['total']} of its 12 images the run's settings hold out; --split "
+        "all scores every one\n")
+    r = ptrain("eval", "run", "--data-dir", "dogs", "--split", "val")
+    assert r.code == 2 and "--split val: dogs has no validation set" in r.err
     rows = "".join(f"{c}/{i}.png,{c}\n" for c in ("fox", "dog") for i in range(12))
     (tmp_path / "some.csv").write_text("image,class\n" + rows)
     listed = scored("--labels", "some.csv", "--split", "all")  # under the run's --data-dir

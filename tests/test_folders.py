@@ -385,6 +385,45 @@ def test_every_rows_file_is_named_in_each_split_cold_and_cached(tmp_path, monkey
                 assert as_chw(np.asarray(Image.open(root / name))) == image.numpy().tobytes()
 
 
+def test_a_file_name_that_is_no_utf8_is_read_cached_named_and_listed_by_its_bytes(tmp_path,
+                                                                                  monkeypatch):
+    """A name from another encoding (Latin-1's cafe + e-acute): Python holds its byte 0xE9 as a
+    surrogate, which UTF-8 refuses; it is decoded, keyed in the cache, named in the split and
+    in skipped-files.txt, and --errors writes it as its own bytes (a path open() takes)."""
+    from pytorch_cli.commands import misclassified
+    from pytorch_cli.store.rundir import RunDir
+    monkeypatch.setenv("PTRAIN_CACHE_DIR", str(tmp_path / "cache"))
+    pixels = write_classes(tmp_path / "imgs", {"a": 3, "b": 3})
+    odd = Path(os.fsdecode(os.fsencode(tmp_path / "imgs/a") + b"/caf\xe9.png"))
+    image = noise(99, (8, 8), 3)
+    save(odd, image)
+    Path(os.fsdecode(os.fsencode(tmp_path / "imgs/b") + b"/empty\xe9.png")).write_bytes(b"")
+    for _ in ("cold", "cached"):
+        d = datasets.load(catalog.FOLDER, str(tmp_path / "imgs"),
+                          folder=folders.Options(hold_out=False))
+        row = d.names["train"].index("a/caf\udce9.png")
+        assert d.train.images[row].numpy().tobytes() == as_chw(image)
+        assert pairs(d.train, d.classes) == {**pixels, as_chw(image): "a"}
+    run = RunDir(tmp_path / "run")
+    run.create({"dataset": "folder"}, skipped=d.skipped)
+    assert b"empty\xe9.png is empty" in (tmp_path / "run/skipped-files.txt").read_bytes()
+    wrong = misclassified.Wrong(str(odd), "a", "b", 0.9, 0.1, 2.3, d.train.images[row])
+    misclassified.write(tmp_path / "wrong.csv", [wrong])
+    listed = (tmp_path / "wrong.csv").read_bytes().splitlines()[1].split(b",")[0]
+    assert Path(os.fsdecode(listed)).read_bytes() == odd.read_bytes()
+
+
+def test_files_beside_train_and_test_are_skipped_and_named(tmp_path):
+    write_classes(tmp_path / "train", {"a": 2, "b": 2})
+    write_classes(tmp_path / "test", {"a": 1, "b": 1}, start=10)
+    (tmp_path / "notes.txt").write_text("x")
+    save(tmp_path / "stray.png", noise(99))
+    found = folders.find(tmp_path)
+    assert found.skipped == [f"{tmp_path}/notes.txt: a file beside train/ and test/",
+                             f"{tmp_path}/stray.png: a file beside train/ and test/"]
+    assert len(found.train) == 4 and len(found.test) == 2
+
+
 def test_a_class_of_only_bad_files_is_one_error_naming_it(tmp_path):
     write_classes(tmp_path, {"a": 3})
     (tmp_path / "b").mkdir()

@@ -204,3 +204,19 @@ def test_a_crop_run_is_decoded_predicted_and_exported_as_it_resized(ptrain, tmp_
     assert abs(prob("crop") - prob("squash")) > 1e-4  # (so the line above can fail)
     assert ptrain("export", "crop", "--format", "torchscript").code == 0
     assert json.loads((tmp_path / "crop/model.torchscript.pt.json").read_text())["resize"] == "crop"
+
+
+def test_nul_separated_paths_on_standard_input_and_a_closed_one(run, ptrain, tmp_path,
+                                                               monkeypatch):
+    """`find -print0 | ptrain predict RUN -`: NUL-separated paths (a path holds no NUL) are read
+    as such; standard input closed is one line, not a traceback."""
+    paths = _as_files(datasets.Split(datasets.load("fake").test.images[:2], torch.zeros(2)),
+                      tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{paths[1]}\0{paths[0]}\0"))
+    r = ptrain("predict", str(run), "-", "--json")
+    assert r.code == 0 and [x["image"] for x in r.json()["results"]] == [str(paths[1]),
+                                                                         str(paths[0])]
+    monkeypatch.setattr("sys.stdin", None)  # what Python has for a closed one (`<&-`)
+    r = ptrain("predict", str(run), "-")
+    assert r.code == 2 and r.err == ("ptrain: error: - stands for the image paths on standard "
+                                     "input, which is closed\n")

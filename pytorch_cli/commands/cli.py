@@ -104,7 +104,10 @@ def eval_(
             plot.check_output(image)  # a bad path is said before the evaluation, not after
     result = saved.run_eval(checkpoint_file, model or "", dataset or "", data_dir, split,
                             batch_size, device, tta, download, ema, precision or "", labels,
-                            misclassified.Wanted(errors, plot_errors))
+                            misclassified.Wanted(errors, plot_errors, plot_confusion))
+    if plot_confusion:  # drawn before the result is printed, which then says so
+        plot.confusion(result, plot_confusion)
+        result["plot_confusion"] = {"file": str(plot_confusion)}
     if json_out:
         print(json.dumps(events.json_safe(result), allow_nan=False))
     else:
@@ -118,7 +121,6 @@ def eval_(
         print(f"the {n} worst of {of:,} misclassified images drawn in {plot_errors}" if n < of
               else f"{plural(n, 'misclassified image')} drawn in {plot_errors}", file=said)
     if plot_confusion:
-        plot.confusion(result, plot_confusion)
         print(f"confusion matrix drawn in {plot_confusion}", file=said)
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
+from pytorch_cli.data import catalog
 from pytorch_cli.data.datasets import Data, Split
+from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.store import outputs
 
 COLUMNS = ("image", "true", "predicted", "prob", "true_prob", "loss")
@@ -21,12 +23,31 @@ DRAWN = 16  # --plot-errors: a 4x4 grid, each image still large enough to see wh
 
 @dataclass
 class Wanted:
-    """What `ptrain eval` is asked to write of its mistakes (neither: nothing is kept)."""
+    """The files `ptrain eval` is asked to write besides its result: its mistakes (neither:
+    nothing per image is kept) and the confusion matrix's picture (cli.py draws it)."""
     csv: Path | None = None
     plot: Path | None = None
+    confusion: Path | None = None
 
     def __bool__(self) -> bool:
         return bool(self.csv or self.plot)
+
+    def check(self, config: dict, data_dir: str, labels: str) -> None:
+        """Before reading the data: no output onto a --labels CSV being read (the run's own, or
+        one given), nor a picture inside an image folder being read, where the next run would
+        take it for one of its images (or it would replace one)."""
+        read = {Path(p): "a --labels file being read" for p in (labels, config.get("labels"))
+                if p}
+        folder = Path(data_dir or config.get("data_dir") or ".").expanduser()
+        for flag, out in (("--errors", self.csv), ("--plot-errors", self.plot),
+                          ("--plot-confusion", self.confusion)):
+            if out:
+                outputs.refuse_overwrite([out], read, flag)
+            if out and out != self.csv and config.get("dataset") == catalog.FOLDER and \
+                    outputs.inside(out, folder):
+                raise UsageError(f"refusing to write {out}: it is inside {folder}, the image "
+                                 f"folder being evaluated, whose next read would take it for an "
+                                 f"image; name a {flag} file outside it")
 
 
 @dataclass
@@ -85,4 +106,5 @@ def write(path: Path, found: list[Wrong]) -> None:
     for w in found:
         writer.writerow([w.image, w.true, w.predicted,
                          *(f"{v:.6f}" for v in (w.prob, w.true_prob, w.loss))])
-    outputs.write_new_file(path, text.getvalue().encode())
+    # a file name that is no UTF-8 (Python's surrogates) keeps its own bytes: open() takes them
+    outputs.write_new_file(path, text.getvalue().encode(errors="surrogateescape"))

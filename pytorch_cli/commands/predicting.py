@@ -19,7 +19,7 @@ from pytorch_cli.data.catalog import Spec
 from pytorch_cli.models import hub
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
-from pytorch_cli.platform.errors import PtrainError, plural
+from pytorch_cli.platform.errors import PtrainError, UsageError, plural
 from pytorch_cli.store import outputs
 from pytorch_cli.training.step import autocast
 
@@ -28,11 +28,15 @@ BATCH = 64  # images a forward: the batch-1 loop's cost is per call, not per ima
 
 def given_images(images: list[Path]) -> list[Path]:
     """The IMAGE arguments, `-` replaced by the paths on standard input, one a line (`find ...
-    | ptrain predict RUN -`; blank lines skipped)."""
+    | ptrain predict RUN -`; blank lines skipped), or NUL-separated (`find -print0`: a path
+    holds no NUL, so any NUL means that)."""
     if Path("-") not in images:
         return images
-    lines = [line.rstrip("\r\n") for line in sys.stdin]
-    listed = [Path(line) for line in lines if line.strip()]
+    if sys.stdin is None:  # started with it closed (`<&-`)
+        raise UsageError("- stands for the image paths on standard input, which is closed")
+    text = sys.stdin.read()
+    entries = text.split("\0") if "\0" in text else [e.rstrip("\r") for e in text.split("\n")]
+    listed = [Path(e) for e in entries if e.strip()]
     return [p for given in images for p in (listed if given == Path("-") else [given])]
 
 

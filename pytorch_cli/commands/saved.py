@@ -107,7 +107,7 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
     if evaluating:
         data = matching.onto_run_classes(meta, data, folder.labels)
         if split != "all":  # (all: which rows are held out does not matter)
-            matching.moved_warning(meta, data)
+            matching.moved_warning(meta, data, split, other=bool(data_dir or labels))
     return datasets.normalised(data, meta["mean"], meta["std"])  # --weights brought its own
 
 
@@ -120,6 +120,8 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
     ones training printed. `data_dir`, `labels`: another labelled set of the run's classes;
     `errors`: a CSV file and/or an image that get the misclassified images, worst first."""
     loaded = load_model(path, model_name, dataset, ema)
+    if errors is not None:
+        errors.check(loaded.config, data_dir, labels)
     dev = runtime.resolve_device(device)
     runtime.fast_backends(loaded.config.get("deterministic", False))  # TF32, as it trained
     precision = precision or loaded.config.get("precision", "32")
@@ -129,6 +131,9 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
     parts = [(name, part) for name, part in (("train", data.train), ("val", data.val),
                                              ("test", data.test))
              if name == split or (split == "all" and part is not None and len(part))]
+    if parts == [("val", None)] and (data_dir or labels):
+        raise UsageError(f"--split val: {data.source} has no validation set (a val/ folder "
+                         "beside train/ and test/, or one the run's --val-split holds out)")
     if parts == [("val", None)]:
         raise UsageError(
             "--split val: this run held out no validation set (it trained without --val-split)"
@@ -144,10 +149,11 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
         raise PtrainError(f"{e}; use a smaller --batch-size ({max(1, size // 4)}, say)") from None
     classes = loaded.meta["classes"] or data.classes
     if errors:
+        named = data.source if loaded.meta["dataset"] == catalog.FOLDER else loaded.meta["dataset"]
         result.update(misclassified.save(errors, [
             row for (name, part), kept in zip(parts, per_image)
             for row in misclassified.rows(kept, part, name, data, classes)],
-            f"{path} on {loaded.meta['dataset']} {split}"))
+            f"{path} on {named} {split}"))
     scores = class_scores(result["confusion"], classes)
     return {"checkpoint": str(path), "model": loaded.meta["model"],
             "dataset": loaded.meta["dataset"], "source": data.source, "split": split,

@@ -43,7 +43,8 @@ def key(listing: list[tuple[str, list]], skipped: list[str], channels: int,
         for path, label in found:
             info = os.stat(path)  # ctime too: a copy that keeps mtimes (cp -p, rsync -a, tar)
             h.update(f"{split}\0{os.path.abspath(path)}\0{label}\0{info.st_size}\0"  # still
-                     f"{info.st_mtime_ns}\0{info.st_ctime_ns}\n".encode())  # changes it
+                     f"{info.st_mtime_ns}\0{info.st_ctime_ns}\n"  # changes it; a name that
+                     .encode(errors="surrogateescape"))  # is no UTF-8: its own bytes
     return h.hexdigest()[:32]
 
 

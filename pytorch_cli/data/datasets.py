@@ -246,8 +246,9 @@ def _read_folder(data_dir: str, opts: folders.Options, seed: int, val_split: flo
     got = folder_arrays.read(root, opts, seed, val_split)
     if got.skipped and distributed.world().main:
         first = "; ".join(got.skipped[:3]) + ("; ..." if len(got.skipped) > 3 else "")
-        warn(f"{root}: skipped {plural(len(got.skipped), 'file')} that are no usable image "
-             f"({first}); a run lists them all in its skipped-files.txt")
+        n = len(got.skipped)
+        warn(f"{root}: skipped {plural(n, 'file')} that {'is' if n == 1 else 'are'} no usable "
+             f"image ({first}); a run lists them all in its skipped-files.txt")
     train = Split(*got.train)
     mean, std = opts.stats or stats(train.images)  # of the images it trains on: saved with it
     spec = catalog.folder_spec(got.channels, got.size, len(got.classes), mean, std)

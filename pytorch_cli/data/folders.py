@@ -128,6 +128,10 @@ def find(root: Path, least: int = 2) -> Found:
                           "folder of class subfolders (or of train/ and test/ ones)")
     skipped: list[str] = []
     where, test_dir, val_dir = _layout(root)
+    if where != root:  # train/ (and test/): what lies beside it is no class's either
+        beside = "train/" + (f" and {test_dir.name}/" if test_dir else "")
+        skipped += [f"{e}: hidden" if e.name.startswith(".") else f"{e}: a file beside {beside}"
+                    for e in sorted(root.iterdir()) if not e.is_dir()]
     train = _classes(where, skipped)
     test = _classes(test_dir, skipped) if test_dir else None
     val = _classes(val_dir, skipped) if val_dir else None

@@ -142,7 +142,9 @@ def top_losses(worst: list, of: int, title: str, out: Path) -> None:
         gray = pixels.shape[2] == 1
         ax.imshow(pixels[..., 0] if gray else pixels, cmap="gray" if gray else None,
                   vmin=0, vmax=255, interpolation="nearest")  # small images: pixels, not a blur
-        ax.set_title(f"{_short(Path(w.image).name, 24)}\n"
+        # (a file name that is no UTF-8 holds surrogates, which matplotlib's text refuses)
+        name = Path(w.image).name.encode(errors="surrogateescape").decode(errors="replace")
+        ax.set_title(f"{_short(name, 24)}\n"
                      f"{_short(w.true)} \u2192 {_short(w.predicted)}\n"
                      f"p {w.prob:.2f}, loss {w.loss:.2f}", fontsize=7)
     what = f"the {len(worst)} worst of {of:,} misclassified" if worst else "no misclassified image"

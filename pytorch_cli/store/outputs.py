@@ -23,6 +23,14 @@ def same_file(a: Path, b: Path) -> bool:
         return a.absolute() == b.absolute()
 
 
+def inside(path: Path, folder: Path) -> bool:
+    """path is in folder or below it (links resolved: another name for it counts)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a loop of links
+        return False
+
+
 def refuse_overwrite(outputs: list[Path], read: dict[Path, str], option: str) -> None:
     """One line if any of `outputs` is a file being read (`read`: path -> what it is, e.g. "the
     checkpoint being exported"), or a file of a run: the run of a checkpoint read, or the one

@@ -186,7 +186,8 @@ class RunDir:
             atomic_write(self.file(CONFIG), lambda f: f.write(text.encode()))
             if skipped:
                 listing = "".join(f"{line}\n" for line in skipped)
-                atomic_write(self.file(SKIPPED), lambda f: f.write(listing.encode()))
+                atomic_write(self.file(SKIPPED), lambda f: f.write(  # a name's own bytes, UTF-8
+                    listing.encode(errors="surrogateescape")))  # or not
         except OSError as e:
             raise _unwritable(self.path, e) from None
 
