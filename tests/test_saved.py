@@ -65,6 +65,7 @@ def test_eval_all_scores_every_image_and_labels_is_for_folder_runs_only(run):
 
 def test_eval_errors_names_a_builtin_datasets_images_by_split_and_row(run, tmp_path):
     import csv
+
     from pytorch_cli.commands.misclassified import Wanted
     result = saved.run_eval(run, split="all", errors=Wanted(tmp_path / "e.csv"))
     wrong = list(csv.DictReader((tmp_path / "e.csv").open()))

@@ -112,16 +112,8 @@ def eval_(
         print(json.dumps(events.json_safe(result), allow_nan=False))
     else:
         print_eval(result, sys.stdout)
-    said = sys.stderr if json_out else sys.stdout
-    if errors:
-        print(f"{plural(result['errors']['images'], 'misclassified image')}, worst first, in "
-              f"{errors}", file=said)
-    if plot_errors:
-        n, of = result["plot_errors"]["images"], result["plot_errors"]["of"]
-        print(f"the {n} worst of {of:,} misclassified images drawn in {plot_errors}" if n < of
-              else f"{plural(n, 'misclassified image')} drawn in {plot_errors}", file=said)
-    if plot_confusion:
-        print(f"confusion matrix drawn in {plot_confusion}", file=said)
+    for line in misclassified.written(result):
+        print(line, file=sys.stderr if json_out else sys.stdout)
 
 
 @app.command(name="export", short_help="Export a model (ONNX...), verified.")

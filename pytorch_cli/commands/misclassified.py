@@ -14,7 +14,7 @@ import torch
 
 from pytorch_cli.data import catalog
 from pytorch_cli.data.datasets import Data, Split
-from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.platform.errors import UsageError, plural
 from pytorch_cli.store import outputs
 
 COLUMNS = ("image", "true", "predicted", "prob", "true_prob", "loss")
@@ -96,6 +96,21 @@ def save(wanted: Wanted, found: list[Wrong], title: str) -> dict:
         said["plot_errors"] = {"file": str(wanted.plot), "images": min(len(found), DRAWN),
                                "of": len(found)}
     return said
+
+
+def written(result: dict) -> list[str]:
+    """A line for each file the evaluation wrote besides its result."""
+    lines = []
+    if "errors" in result:
+        lines.append(f"{plural(result['errors']['images'], 'misclassified image')}, worst first, "
+                     f"in {result['errors']['file']}")
+    if "plot_errors" in result:
+        n, of, out = (result["plot_errors"][k] for k in ("images", "of", "file"))
+        lines.append(f"the {n} worst of {of:,} misclassified images drawn in {out}" if n < of
+                     else f"{plural(n, 'misclassified image')} drawn in {out}")
+    if "plot_confusion" in result:
+        lines.append(f"confusion matrix drawn in {result['plot_confusion']['file']}")
+    return lines
 
 
 def write(path: Path, found: list[Wrong]) -> None:

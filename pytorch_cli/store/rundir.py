@@ -184,10 +184,9 @@ class RunDir:
                 leftover.unlink(missing_ok=True)
             text = config_toml(config)
             atomic_write(self.file(CONFIG), lambda f: f.write(text.encode()))
-            if skipped:
-                listing = "".join(f"{line}\n" for line in skipped)
-                atomic_write(self.file(SKIPPED), lambda f: f.write(  # a name's own bytes, UTF-8
-                    listing.encode(errors="surrogateescape")))  # or not
+            if skipped:  # (a name that is no UTF-8: its own bytes)
+                listing = "".join(f"{line}\n" for line in skipped).encode(errors="surrogateescape")
+                atomic_write(self.file(SKIPPED), lambda f: f.write(listing))
         except OSError as e:
             raise _unwritable(self.path, e) from None
 
