@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from PIL import Image
@@ -33,6 +35,38 @@ def test_a_vision_transformer_has_its_patch_embedding_as_its_only_maps():
     assert [(s.node, tuple(s.maps.shape)) for s in found] == [("patch_embed.proj", (192, 2, 2))]
 
 
+class _Halves(torch.nn.Module):
+    """Class k's logit is the mean of channel k (a 1x1 identity conv, ReLU, average pool): its
+    evidence lies exactly where channel k is bright."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 2, 1, bias=False)
+        self.fc = torch.nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(2)[:, :, None, None])
+            self.fc.weight.copy_(torch.eye(2))
+
+    def forward(self, x):
+        pooled = torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 1)
+        return self.fc(pooled.flatten(1))
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_grad_cam_lights_up_where_a_class_evidence_lies(frozen):
+    """Channel 0 bright on the left, channel 1 on the right: class 0's map is the left half,
+    class 1's the right, each scaled to 1 at its peak; a model frozen for fine-tuning too."""
+    model = _Halves().eval().requires_grad_(not frozen)
+    x = torch.zeros(3, 2, 8, 8)
+    x[:, 0, :, :4] = 1.0
+    x[:, 1, :, 4:] = 0.5
+    cam = activations.grad_cam(model, x, [0, 1, 0], "halves")
+    assert cam.shape == (3, 8, 8)
+    for i, left in enumerate([True, False, True]):
+        lit, dark = (cam[i, :, :4], cam[i, :, 4:]) if left else (cam[i, :, 4:], cam[i, :, :4])
+        assert torch.equal(lit, torch.ones(8, 4)) and torch.equal(dark, torch.zeros(8, 4))
+
+
 def test_a_model_fx_cannot_trace_is_one_line():
     class Branchy(torch.nn.Module):
         def __init__(self):
@@ -52,6 +86,8 @@ def test_activations_draws_the_maps_of_a_trained_run(ptrain, tmp_path):
     assert result.code == 0, result.err
     assert "conv2_drop: 20x8x8" in result.out and "4 stages" in result.out
     assert Image.open(tmp_path / "maps.png").size[0] > 300
+    assert ptrain("activations", "run", "digit.png", "-o", "maps.svg").code == 0
+    assert re.search(r"<!-- Grad-CAM: \d \d\.\d\d -->", (tmp_path / "maps.svg").read_text())
     onto = ptrain("activations", "run", "digit.png", "-o", "digit.png")  # the input, kept
     assert onto.code == 2 and "refusing to write digit.png: it is the image being read" in onto.err
     assert Image.open(tmp_path / "digit.png").size == (40, 30)

@@ -3,6 +3,7 @@
 import csv
 import re
 
+import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
@@ -55,6 +56,14 @@ def test_eval_draws_the_worst_mistakes_in_the_order_errors_lists_them(ptrain, tm
     assert r.json()["plot_errors"] == {"file": "worst.png", "images": 16, "of": len(wrong)}
     fmt, (width, height), colours = _image(tmp_path / "worst.png")
     assert fmt == "PNG" and width > 900 and height > 1000 and colours > 50
+    r = ptrain("eval", "run", "--plot-errors", "heat.svg", "--heatmap")
+    assert r.code == 0 and "Grad-CAM of the predicted class" in (tmp_path / "heat.svg").read_text()
+    assert ptrain("eval", "run", "--plot-errors", "heat.png", "--heatmap").code == 0
+
+    def coloured(name):  # the share of pixels that are not gray: the fake set's images are
+        rgb = np.asarray(Image.open(tmp_path / name).convert("RGB")).astype(int)
+        return ((rgb.max(2) - rgb.min(2)) > 30).mean()
+    assert coloured("worst.png") < 0.01 and coloured("heat.png") > 0.2  # the maps over them
     r = ptrain("eval", "run", "--plot-errors", "worst.txt")
     assert r.code == 2 and "matplotlib cannot write .txt images" in r.err
 

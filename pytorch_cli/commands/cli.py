@@ -86,6 +86,8 @@ def eval_(
     plot_errors: Optional[Path] = typer.Option(
         None, metavar="FILE.png", help="Also draw the 16 worst misclassified images, each with "
         "its true and predicted class, probability and loss (the plot extra)."),
+    heatmap: bool = typer.Option(False, help="With --plot-errors: each image overlaid with "
+                                 "Grad-CAM of its predicted class (where the model looked)."),
     ema: bool = typer.Option(True, help="last.pt/best.pt of an --ema run: the average (as "
                              "model.pth), or with --no-ema the live weights."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as one JSON object."),
@@ -96,6 +98,8 @@ def eval_(
     from pytorch_cli.output import plot
     if batch_size < 0:
         raise UsageError("--batch-size must be at least 1")
+    if heatmap and not plot_errors:
+        raise UsageError("--heatmap overlays --plot-errors' images: name that picture too")
     if errors:  # checked before the evaluation, as a bad plot path is
         misclassified.check_output(errors, checkpoint_file)
     for flag, image in (("--plot-confusion", plot_confusion), ("--plot-errors", plot_errors)):
@@ -104,7 +108,7 @@ def eval_(
             plot.check_output(image)  # a bad path is said before the evaluation, not after
     result = saved.run_eval(checkpoint_file, model or "", dataset or "", data_dir, split,
                             batch_size, device, tta, download, ema, precision or "", labels,
-                            misclassified.Wanted(errors, plot_errors, plot_confusion))
+                            misclassified.Wanted(errors, plot_errors, plot_confusion, heatmap))
     if plot_confusion:  # drawn before the result is printed, which then says so
         plot.confusion(result, plot_confusion)
         result["plot_confusion"] = {"file": str(plot_confusion)}

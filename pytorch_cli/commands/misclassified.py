@@ -28,6 +28,7 @@ class Wanted:
     csv: Path | None = None
     plot: Path | None = None
     confusion: Path | None = None
+    heatmap: bool = False  # the plot's images overlaid with Grad-CAM of their predicted class
 
     def __bool__(self) -> bool:
         return bool(self.csv or self.plot)
@@ -83,8 +84,9 @@ def rows(per_image: list[torch.Tensor], split: Split, name: str, data: Data,
     return out
 
 
-def save(wanted: Wanted, found: list[Wrong], title: str) -> dict:
-    """Write what was asked for, worst first; returns what the result JSON says of it."""
+def save(wanted: Wanted, found: list[Wrong], title: str, heat=None) -> dict:
+    """Write what was asked for, worst first; returns what the result JSON says of it. `heat`:
+    the worst images -> their Grad-CAM maps (N, H, W), with --heatmap."""
     found = sorted(found, key=lambda w: -w.loss)
     said = {}
     if wanted.csv:
@@ -92,7 +94,9 @@ def save(wanted: Wanted, found: list[Wrong], title: str) -> dict:
         said["errors"] = {"file": str(wanted.csv), "images": len(found)}
     if wanted.plot:
         from pytorch_cli.output import plot
-        plot.top_losses(found[:DRAWN], len(found), title, wanted.plot)
+        worst = found[:DRAWN]
+        plot.top_losses(worst, len(found), title, wanted.plot,
+                        heat(worst) if wanted.heatmap and worst else None)
         said["plot_errors"] = {"file": str(wanted.plot), "images": min(len(found), DRAWN),
                                "of": len(found)}
     return said

@@ -153,7 +153,9 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
         result.update(misclassified.save(errors, [
             row for (name, part), kept in zip(parts, per_image)
             for row in misclassified.rows(kept, part, name, data, classes)],
-            f"{path} on {named} {split}"))
+            f"{path} on {named} {split}", lambda worst: _heatmaps(
+                model, data.spec, dev, [classes.index(w.predicted) for w in worst],
+                [w.pixels for w in worst], loaded.meta["model"])))
     scores = class_scores(result["confusion"], classes)
     return {"checkpoint": str(path), "model": loaded.meta["model"],
             "dataset": loaded.meta["dataset"], "source": data.source, "split": split,
@@ -162,6 +164,16 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
             **{k: v for k, v in result.items() if k != "confusion"},
             "per_class_acc": {c: s["recall"] for c, s in scores["per_class"].items()},
             **scores, "classes": list(classes), "confusion": result["confusion"].tolist()}
+
+
+def _heatmaps(model, spec, dev, targets: list[int], pixels: list[torch.Tensor],
+              name: str) -> torch.Tensor:
+    """Grad-CAM of each image (uint8, as its dataset holds it) for its target class, the image
+    prepared as evaluation prepares it (the run's size, its normalisation), in float32."""
+    from pytorch_cli.models import activations
+    x = batches.resize(torch.stack(pixels).to(dev), spec.size).float() / 255
+    return activations.grad_cam(model, batches.Normalize(spec.mean, spec.std).to(dev)(x),
+                                targets, name)
 
 
 def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str = "",
@@ -198,9 +210,14 @@ def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
     meta = loaded.meta
     x = read_image(image, meta["in_channels"], models.meta_size(meta),
                    loaded.config.get("resize", "squash"))
-    normalise = batches.Normalize(meta["mean"], meta["std"])
-    found = activations.stages(loaded.model, normalise(x[None].float() / 255), meta["model"])
-    plot.feature_maps(x, found, output, per_stage)
+    normalise = batches.Normalize(meta["mean"], meta["std"])(x[None].float() / 255)
+    found = activations.stages(loaded.model, normalise, meta["model"])
+    with torch.no_grad():
+        probs = loaded.model(normalise).float().softmax(1)[0]
+    top = int(probs.argmax())
+    cam = activations.grad_cam(loaded.model, normalise, [top], meta["model"])[0]
+    name = meta["classes"][top] if meta["classes"] else str(top)
+    plot.feature_maps(x, found, output, per_stage, (cam, f"Grad-CAM: {name} {probs[top]:.2f}"))
     return found
 
 

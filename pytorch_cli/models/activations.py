@@ -2,7 +2,7 @@
 torchvision's FX feature extraction (create_feature_extractor): the model is traced once and
 every node's output is returned. A stage is the last layer at each spatial resolution, from the
 first convolution on: the maps a pooling or a stride is about to shrink, as timm's feature_info
-names a network's stages."""
+names a network's stages. Also Grad-CAM: where in the image a class's evidence lies."""
 
 from __future__ import annotations
 
@@ -25,17 +25,23 @@ def _first_conv(model: nn.Module, nodes: list[str]) -> int:
     return next((i for i, n in enumerate(nodes) if n in convs), len(nodes))
 
 
+def _extractor(model: nn.Module, name: str, nodes: list[str] | dict | None = None):
+    """torchvision's FX feature extractor of `nodes` (None: every node but the input), and the
+    graph's node names; a model FX cannot trace (data-dependent control flow) is one line."""
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+    try:
+        _, names = get_graph_node_names(model)
+        return create_feature_extractor(model, return_nodes=nodes or names[1:]), names
+    except Exception as e:
+        raise UsageError(f"{name} cannot be traced by torch.fx for its feature maps "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:150]})") from None
+
+
 @torch.no_grad()
 def stages(model: nn.Module, x: torch.Tensor, name: str) -> list[Stage]:
     """The stages' feature maps of `model` (eval mode) for one normalised image x (1, C, H, W),
     in the order the forward makes them."""
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-    try:
-        _, nodes = get_graph_node_names(model)
-        extractor = create_feature_extractor(model, return_nodes=nodes[1:])  # all but the input
-    except Exception as e:  # FX cannot trace data-dependent control flow: say so, in one line
-        raise UsageError(f"{name} cannot be traced by torch.fx for its feature maps "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:150]})") from None
+    extractor, nodes = _extractor(model, name)
     outputs, found = extractor(x), []
     for n, v in list(outputs.items())[_first_conv(model, nodes[1:]):]:
         if torch.is_tensor(v) and v.dim() != 4:  # flattened: a head, or a ViT's tokens, whose
@@ -47,3 +53,23 @@ def stages(model: nn.Module, x: torch.Tensor, name: str) -> list[Stage]:
     if not kept:
         raise UsageError(f"{name} has no convolutional feature maps to draw")
     return kept
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, targets: list[int], name: str) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al., 2017; fastai's plot_top_losses heatmap): for each normalised
+    image of x (N, C, H, W) and its target class, the last stage's maps weighted by the mean
+    gradient of that class's logit over each map, summed, ReLU'd, upsampled to (H, W) and
+    scaled to [0, 1] per image: (N, H, W), where the evidence for the class lies. Float32; the
+    input carries the gradient, so frozen layers pass it on too."""
+    from torchvision.models.feature_extraction import get_graph_node_names
+    last = stages(model, x[:1], name)[-1].node  # (which also proves the model traces)
+    output = get_graph_node_names(model)[1][-1]
+    extractor, _ = _extractor(model, name, {last: "maps", output: "logits"})
+    with torch.enable_grad():
+        out = extractor(x.float().requires_grad_(True))
+        picked = out["logits"].gather(1, torch.tensor(targets, device=x.device)[:, None])
+        grads, = torch.autograd.grad(picked.sum(), out["maps"])
+    cam = (grads.mean((2, 3), keepdim=True) * out["maps"]).sum(1, keepdim=True).relu().detach()
+    cam = torch.nn.functional.interpolate(cam, size=x.shape[2:], mode="bilinear")[:, 0]
+    top = cam.flatten(1).max(1).values.clamp_min(1e-12)  # (no evidence at all: zeros)
+    return (cam / top[:, None, None]).cpu()

@@ -127,30 +127,40 @@ def _short(text: str, most: int = 16) -> str:
     return text if len(text) <= most else text[:most - 1] + "\u2026"
 
 
-def top_losses(worst: list, of: int, title: str, out: Path) -> None:
+def _overlay(ax, heat, height: int, width: int) -> None:
+    """A Grad-CAM map (in [0, 1], at the model's size) over an image of height x width."""
+    ax.imshow(heat.numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear",
+              extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+
+
+def top_losses(worst: list, of: int, title: str, out: Path, heat=None) -> None:
     """`ptrain eval --plot-errors`: the worst misclassified images (misclassified.Wrong), a
     4-wide grid in order, each titled with its name, true -> predicted class, the predicted
-    class's probability and the loss (fastai's plot_top_losses)."""
+    class's probability and the loss (fastai's plot_top_losses); `heat` (N, H, W): Grad-CAM
+    maps of their predicted classes, drawn over them (--heatmap)."""
     check_output(out)
     cols = min(4, max(1, len(worst)))
     rows = max(1, -(-len(worst) // cols))
     fig, axes = _figure(rows, cols, size=(2.6 * cols, 2.9 * rows))
     for ax in axes.flat:
         ax.axis("off")
-    for ax, w in zip(axes.flat, worst):
+    for i, (ax, w) in enumerate(zip(axes.flat, worst)):
         pixels = w.pixels.permute(1, 2, 0).cpu().numpy()  # uint8 (H, W, C)
         gray = pixels.shape[2] == 1
         ax.imshow(pixels[..., 0] if gray else pixels, cmap="gray" if gray else None,
                   vmin=0, vmax=255, interpolation="nearest")  # small images: pixels, not a blur
+        if heat is not None:
+            _overlay(ax, heat[i], *pixels.shape[:2])
         # (a file name that is no UTF-8 holds surrogates, which matplotlib's text refuses)
         name = Path(w.image).name.encode(errors="surrogateescape").decode(errors="replace")
         ax.set_title(f"{_short(name, 24)}\n"
                      f"{_short(w.true)} \u2192 {_short(w.predicted)}\n"
                      f"p {w.prob:.2f}, loss {w.loss:.2f}", fontsize=7)
     what = f"the {len(worst)} worst of {of:,} misclassified" if worst else "no misclassified image"
+    what += ", Grad-CAM of the predicted class" if heat is not None else ""
     fig.suptitle(f"{title}: {what} (true \u2192 predicted)", fontsize=9)
     # the grid packed under the title (matplotlib's default margins leave a band there)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()), h_pad=1.0)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()), h_pad=1.5)
     _save(fig, out)
 
 
@@ -170,9 +180,10 @@ def lr_curve(result: dict, out: Path) -> None:
     _save(fig, out)
 
 
-def feature_maps(image, stages: list, out: Path, per_stage: int = 8) -> None:
-    """`ptrain activations`: the input image, then a row per stage of its `per_stage` most
-    active channels (highest mean), each on its own colour scale."""
+def feature_maps(image, stages: list, out: Path, per_stage: int = 8, cam=None) -> None:
+    """`ptrain activations`: the input image (and `cam`: (Grad-CAM map, its title) over it,
+    beside it), then a row per stage of its `per_stage` most active channels (highest mean),
+    each on its own colour scale."""
     fig, axes = _figure(len(stages) + 1, per_stage, size=(1.4 * per_stage, 1.5 * len(stages) + 1.5))
     for ax in axes.flat:
         ax.axis("off")
@@ -180,6 +191,11 @@ def feature_maps(image, stages: list, out: Path, per_stage: int = 8) -> None:
     axes[0][0].imshow(pixels[..., 0] if pixels.shape[2] == 1 else pixels,
                       cmap="gray" if pixels.shape[2] == 1 else None)
     axes[0][0].set_title("input", fontsize=8, loc="left")
+    if cam is not None and per_stage > 1:
+        axes[0][1].imshow(pixels[..., 0] if pixels.shape[2] == 1 else pixels,
+                          cmap="gray" if pixels.shape[2] == 1 else None)
+        _overlay(axes[0][1], cam[0], *pixels.shape[:2])
+        axes[0][1].set_title(cam[1], fontsize=8, loc="left")
     for row, stage in enumerate(stages, start=1):
         c, h, w = stage.maps.shape
         for k, channel in enumerate(stage.maps.mean((1, 2)).argsort(descending=True)[:per_stage]):
