@@ -35,6 +35,16 @@ def test_a_vision_transformer_has_its_patch_embedding_as_its_only_maps():
     assert [(s.node, tuple(s.maps.shape)) for s in found] == [("patch_embed.proj", (192, 2, 2))]
 
 
+def test_blocks_fx_keeps_whole_count_as_convolutions():
+    """torchvision's efficientnet: FX keeps its Conv2dNormActivation blocks as leaf nodes, so no
+    node is a Conv2d itself; before, it had "no convolutional feature maps to draw"."""
+    model = zoo.build("torchvision:efficientnet_b0", 3, 10, 64, "default").eval()
+    found = activations.stages(model, torch.randn(1, 3, 64, 64), "efficientnet_b0")
+    assert [s.maps.shape[1:] for s in found] == [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]
+    assert found[-1].node == "features.8"
+    assert activations.grad_cam(model, torch.randn(2, 3, 64, 64), [3, 4], "e").shape == (2, 64, 64)
+
+
 class _Halves(torch.nn.Module):
     """Class k's logit is the mean of channel k (a 1x1 identity conv, ReLU, average pool): its
     evidence lies exactly where channel k is bright."""

@@ -21,8 +21,11 @@ class Stage:
 
 
 def _first_conv(model: nn.Module, nodes: list[str]) -> int:
-    convs = {name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    return next((i for i, n in enumerate(nodes) if n in convs), len(nodes))
+    """The first node that is a convolution or holds one (FX keeps some blocks whole as leaf
+    nodes: torchvision's efficientnet's first is `features.0`, a Conv2dNormActivation)."""
+    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    return next((i for i, n in enumerate(nodes)
+                 if any(c == n or c.startswith(n + ".") for c in convs)), len(nodes))
 
 
 def _extractor(model: nn.Module, name: str, nodes: list[str] | dict | None = None):
