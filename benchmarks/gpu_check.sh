@@ -11,8 +11,9 @@
 #   4. throughput rows (benchmarks/throughput.py, one process per model)
 #   5. MNIST 99% time to accuracy (benchmarks/time_to_accuracy.py configs/mnist-fast.toml)
 #   6. configs/cifar10-fast.toml compiled, beside airbench's published seconds
-#   7. own images: CIFAR-10 PNGs in a folder; train (--workers, resized-crop), eval --errors,
-#      predict --csv; predict must miss exactly the images eval lists (benchmarks/own_images.py)
+#   7. own images: CIFAR-10 PNGs in a folder; train (--workers, resized-crop), eval --errors
+#      --plot-errors --heatmap (Grad-CAM), predict --csv; predict must miss exactly the images
+#      eval lists (benchmarks/own_images.py)
 #   8. the 1-GPU torchrun path (DDP, nccl)          where time allows
 #   9. airbench scripts that were carried           where time allows
 # A step that would not fit in what is left is reported "skipped: out of budget"; --only runs

@@ -1,7 +1,8 @@
 """A folder of the user's own images, end to end, as real commands in fresh processes: CIFAR-10's
 binary batches written out as PNG files (train/CLASS/, test/CLASS/), then `ptrain train
---dataset folder` (decoded by --workers, resized-crop augmentation), `ptrain eval --errors` and
-`ptrain predict --csv` of the test folder, each timed. predict must get right exactly the test
+--dataset folder` (decoded by --workers, resized-crop augmentation), `ptrain eval --errors
+--plot-errors --heatmap` (Grad-CAM on the device too) and `ptrain predict --csv` of the test
+folder, each timed. predict must get right exactly the test
 images eval counts right (the same images, decoded the same way, under the run's precision):
 the JSON says whether it did. The GPU check's step 7 (benchmarks/gpu_check.sh); on a CPU it
 times the folder path too.
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
               "--optimizer", "adamw", "--lr", "0.003", "--epochs", a.epochs, "--workers", "4",
               "--augment", "resized-crop", "--crop-scale", "0.35", "--run-dir", str(run),
               "--quiet", "--json", *dev),
-             ("eval", str(run), "--errors", str(run / "errors.csv"), "--json", *dev),
+             ("eval", str(run), "--errors", str(run / "errors.csv"), "--plot-errors",
+              str(run / "worst.png"), "--heatmap", "--json", *dev),  # (Grad-CAM on the device)
              ("predict", str(run), str(images / "test"), "--csv", *dev)]
     for args in steps:
         result["rows"].append(ptrain(*args))
