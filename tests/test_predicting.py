@@ -220,3 +220,12 @@ def test_nul_separated_paths_on_standard_input_and_a_closed_one(run, ptrain, tmp
     r = ptrain("predict", str(run), "-")
     assert r.code == 2 and r.err == ("ptrain: error: - stands for the image paths on standard "
                                      "input, which is closed\n")
+
+
+def test_a_file_name_with_a_line_break_is_still_one_error_line(run, ptrain, tmp_path):
+    """A path may hold a line break; the error naming it stays one line (written \\n)."""
+    bad = tmp_path / "a\nb.png"
+    bad.write_bytes(b"")
+    r = ptrain("predict", str(run), str(bad), "--csv")
+    assert r.code == 1 and r.err == f"ptrain: error: {tmp_path}/a\\nb.png is empty (0 bytes); " \
+        "give an image file\n"

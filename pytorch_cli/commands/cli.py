@@ -21,7 +21,7 @@ from pytorch_cli.commands import looking, sweep, train
 from pytorch_cli.commands.arguments import BareDataset, BareModel, Device, Precision, Target
 from pytorch_cli.output.tables import print_eval
 from pytorch_cli.platform import events, signals
-from pytorch_cli.platform.errors import PtrainError, UsageError, plural
+from pytorch_cli.platform.errors import PtrainError, UsageError, one_line, plural
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.store import export
 
@@ -185,7 +185,7 @@ def predict(
                          allow_nan=False))
     for r in results:
         if "error" in r:
-            print(f"ptrain: error: {r['error']}", file=sys.stderr)  # it names the image
+            print(f"ptrain: error: {one_line(r['error'])}", file=sys.stderr)  # names the image
         elif not (json_out or csv_out):
             top = ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"])
             print(f"{r['image']}: {top}")
@@ -263,13 +263,13 @@ def _run(argv: list[str]) -> int:
                     "--init-from RUN_DIR starts from its weights with others")
             print(f"ptrain: error: ptrain resume takes no {flag}{hint}", file=sys.stderr)
             return e.exit_code
-        print(f"ptrain: error: {e.format_message()}{hint}", file=sys.stderr)
+        print(f"ptrain: error: {one_line(e.format_message())}{hint}", file=sys.stderr)
         return e.exit_code
     except PtrainError as e:
         if debug:
             traceback.print_exc()
         if not getattr(e, "echo", False):
-            print(f"ptrain: error: {e}", file=sys.stderr)
+            print(f"ptrain: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:  # `ptrain ... | head`, or a --json reader that exited
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -284,7 +284,7 @@ def _run(argv: list[str]) -> int:
             traceback.print_exc()
         what = (str(e).strip().splitlines() or [""])[0][:300]
         again = "the traceback is above" if debug else "rerun with --debug for the traceback"
-        print(f"ptrain: error: {e}" if isinstance(e, OSError) else
+        print(f"ptrain: error: {one_line(str(e))}" if isinstance(e, OSError) else
               f"ptrain: error: {type(e).__name__}: {what} (unexpected: {again})", file=sys.stderr)
         return 1
 

@@ -49,10 +49,16 @@ def plural(n: float, word: str, many: str = "") -> str:
     return f"{n:g} {word if n == 1 else many or word + 's'}"
 
 
+def one_line(message: str) -> str:
+    """A message as the one line it must be: a file name may hold a line break (a path is any
+    bytes but NUL and /), which is written as \\n, as `ls` quotes it."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def warn(message: str) -> None:
     """One line on stderr for something skipped that the user should know of (a bad record, a
     bad image); the command goes on. Never fails, even with stderr closed."""
     try:
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        print(f"warning: {one_line(message)}", file=sys.stderr, flush=True)
     except (OSError, ValueError, AttributeError):  # closed, gone or None: nothing to tell
         pass
