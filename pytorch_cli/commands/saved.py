@@ -122,6 +122,9 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
     loaded = load_model(path, model_name, dataset, ema)
     if errors is not None:
         errors.check(loaded.config, data_dir, labels)
+    if errors is not None and errors.heatmap:  # a model FX cannot trace: said before the work
+        from pytorch_cli.models import activations
+        activations.traced(loaded.model, loaded.meta["model"])
     dev = runtime.resolve_device(device)
     runtime.fast_backends(loaded.config.get("deterministic", False))  # TF32, as it trained
     precision = precision or loaded.config.get("precision", "32")

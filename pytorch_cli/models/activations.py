@@ -28,6 +28,11 @@ def _first_conv(model: nn.Module, nodes: list[str]) -> int:
                  if any(c == n or c.startswith(n + ".") for c in convs)), len(nodes))
 
 
+def traced(model: nn.Module, name: str) -> None:
+    """One line now if FX cannot trace the model (before an evaluation that would need it)."""
+    _extractor(model, name)
+
+
 def _extractor(model: nn.Module, name: str, nodes: list[str] | dict | None = None):
     """torchvision's FX feature extractor of `nodes` (None: every node but the input), and the
     graph's node names; a model FX cannot trace (data-dependent control flow) is one line."""
