@@ -1,4 +1,5 @@
 import re
+import shutil
 
 import pytest
 import torch
@@ -98,6 +99,9 @@ def test_activations_draws_the_maps_of_a_trained_run(ptrain, tmp_path):
     assert Image.open(tmp_path / "maps.png").size[0] > 300
     assert ptrain("activations", "run", "digit.png", "-o", "maps.svg").code == 0
     assert re.search(r"<!-- Grad-CAM: \d \d\.\d\d -->", (tmp_path / "maps.svg").read_text())
+    shutil.copy(tmp_path / "run/model.pth", tmp_path / "m.png")  # a checkpoint named as a picture
+    onto = ptrain("activations", "m.png", "digit.png", "-o", "m.png")
+    assert onto.code == 2 and "refusing to write m.png: it is the checkpoint being read" in onto.err
     onto = ptrain("activations", "run", "digit.png", "-o", "digit.png")  # the input, kept
     assert onto.code == 2 and "refusing to write digit.png: it is the image being read" in onto.err
     assert Image.open(tmp_path / "digit.png").size == (40, 30)

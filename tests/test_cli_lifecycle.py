@@ -384,6 +384,15 @@ def test_eval_writes_nothing_onto_a_labels_file_or_into_the_image_folder_it_read
         assert r.code == 2 and said in r.err and r.err.count("\n") == 1, r.err
     assert {p: p.read_bytes() for p in tmp_path.glob("*/**/*") if p.is_file()} == before
     assert not (tmp_path / "imgs/new.png").exists()
+    shutil.copy(tmp_path / "run/model.pth", tmp_path / "m.png")  # a checkpoint named as a picture
+    for args, said in ((["m.png", "--plot-confusion", "m.png"], "refusing to write m.png: it is "
+                        "the checkpoint being read; name another output with --plot-confusion"),
+                       (["run", "--plot-errors", "x.png", "--plot-confusion", "x.png"],
+                        "--plot-errors and --plot-confusion both name x.png: one would replace "
+                        "the other; name two files")):
+        r = ptrain("eval", *args)
+        assert r.code == 2 and r.err == f"ptrain: error: {said}\n", r.err
+    assert (tmp_path / "m.png").read_bytes() == (tmp_path / "run/model.pth").read_bytes()
     r = ptrain("eval", "run", "--plot-confusion", "confusion.png", "--json")
     assert r.code == 0 and r.json()["plot_confusion"] == {"file": "confusion.png"}
 

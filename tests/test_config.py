@@ -289,3 +289,14 @@ def test_onecycles_own_warmup_and_a_mix_of_no_batch_are_refused():
 def test_ema_and_lookahead_are_refused_together():
     with pytest.raises(UsageError, match="^--ema and --lookahead-every both keep an average"):
         configlib.resolve(overrides={"ema": 0.99, "lookahead_every": 5})
+
+
+def test_resize_needs_a_folder_and_an_image_size():
+    """--resize fits a folder's images to --image-size: refused where it would do nothing."""
+    with pytest.raises(UsageError, match="^--resize is how a folder's images meet --image-size: "
+                       "it needs --dataset folder$"):
+        configlib.resolve(overrides={"resize": "crop", "dataset": "fake", "image_size": 32})
+    with pytest.raises(UsageError, match="so --resize pad would do nothing$"):
+        configlib.resolve(overrides={"resize": "pad", "dataset": "folder"})
+    assert configlib.resolve(overrides={"resize": "pad", "dataset": "folder",
+                                        "image_size": "24x32"}).resize == "pad"

@@ -4,7 +4,10 @@ here with PIL as real files; bad files are skipped and listed, bad folders are o
 import contextlib
 import io
 import os
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -411,6 +414,31 @@ def test_a_file_name_that_is_no_utf8_is_read_cached_named_and_listed_by_its_byte
     misclassified.write(tmp_path / "wrong.csv", [wrong])
     listed = (tmp_path / "wrong.csv").read_bytes().splitlines()[1].split(b",")[0]
     assert Path(os.fsdecode(listed)).read_bytes() == odd.read_bytes()
+
+
+def test_a_folder_it_may_not_read_is_one_line_saying_so(tmp_path):
+    """A class folder (or the folder itself) without read permission is "Permission denied",
+    not "holds no usable image". Root reads anything: as root, setpriv drops the capabilities
+    that let it (a real process, not a mock)."""
+    drop = "-dac_override,-dac_read_search,-fowner"
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() == 0 and setpriv is None:
+        pytest.skip("as root this needs setpriv (util-linux) to drop root's file permissions")
+    as_user = [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}"] if os.geteuid() == 0 \
+        else []
+    code = ("import sys; from pathlib import Path; from pytorch_cli.data import folders\n"
+            "from pytorch_cli.platform.errors import PtrainError\n"
+            "try: folders.find(Path(sys.argv[1]))\nexcept PtrainError as e: print(e)")
+    write_classes(tmp_path / "imgs", {"a": 2, "b": 2})
+    try:
+        for locked in ("imgs/b", "imgs"):
+            (tmp_path / locked).chmod(0)
+            said = subprocess.run([*as_user, sys.executable, "-c", code, str(tmp_path / "imgs")],
+                                  capture_output=True, text=True, timeout=120)
+            assert said.stdout == f"cannot read {tmp_path / locked}: Permission denied\n", said
+    finally:
+        for locked in ("imgs", "imgs/b"):
+            (tmp_path / locked).chmod(0o755)
 
 
 def test_files_beside_train_and_test_are_skipped_and_named(tmp_path):

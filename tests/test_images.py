@@ -187,6 +187,9 @@ def test_resize_squashes_crops_or_pads_an_image_of_another_shape(tmp_path):
     assert green(pad)[8:24, :7].all() and not green(pad)[8:24, 9:].any()
     gray = images.read_image(wide, 1, (16, 24), "pad")  # 24x12, bars above and below
     assert gray.shape == (1, 16, 24) and (gray[0, :2] == 0).all() and (gray[0, 14:] == 0).all()
+    Image.new("RGB", (1000, 10), (255, 255, 255)).save(tmp_path / "line.png")  # 100:1: a row
+    line = images.read_image(tmp_path / "line.png", 3, (24, 24), "pad")  # of it stays, not black
+    assert (line[:, 12] == 255).all() and line.sum() == 255 * 3 * 24
     rng = np.random.default_rng(0)  # an image of the size's shape: the same every way
     Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "r.png")
     same = [images.read_image(tmp_path / "r.png", 3, (24, 32), how) for how in

@@ -100,15 +100,15 @@ def eval_(
         raise UsageError("--batch-size must be at least 1")
     if heatmap and not plot_errors:
         raise UsageError("--heatmap overlays --plot-errors' images: name that picture too")
-    if errors:  # checked before the evaluation, as a bad plot path is
-        misclassified.check_output(errors, checkpoint_file)
+    wanted = misclassified.Wanted(errors, plot_errors, plot_confusion, heatmap)
     for flag, image in (("--plot-confusion", plot_confusion), ("--plot-errors", plot_errors)):
         if image:
             plot.require_matplotlib(flag)
             plot.check_output(image)  # a bad path is said before the evaluation, not after
+    wanted.check_names(checkpoint_file)
     result = saved.run_eval(checkpoint_file, model or "", dataset or "", data_dir, split,
                             batch_size, device, tta, download, ema, precision or "", labels,
-                            misclassified.Wanted(errors, plot_errors, plot_confusion, heatmap))
+                            wanted)
     if plot_confusion:  # drawn before the result is printed, which then says so
         plot.confusion(result, plot_confusion)
         result["plot_confusion"] = {"file": str(plot_confusion)}

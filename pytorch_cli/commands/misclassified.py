@@ -16,6 +16,7 @@ from pytorch_cli.data import catalog
 from pytorch_cli.data.datasets import Data, Split
 from pytorch_cli.platform.errors import UsageError, plural
 from pytorch_cli.store import outputs
+from pytorch_cli.store.rundir import MODEL
 
 COLUMNS = ("image", "true", "predicted", "prob", "true_prob", "loss")
 DRAWN = 16  # --plot-errors: a 4x4 grid, each image still large enough to see what it shows
@@ -32,6 +33,20 @@ class Wanted:
 
     def __bool__(self) -> bool:
         return bool(self.csv or self.plot)
+
+    def check_names(self, source: Path) -> None:
+        """Before any work: --errors names a new .csv file; no file goes onto the checkpoint
+        (`source`, or a run directory's model.pth), a run's own files or another output."""
+        if self.csv:
+            outputs.check_new_file(self.csv, "--errors", ".csv", "a .csv file, e.g. errors.csv",
+                                   source)
+        read = {source / MODEL if source.is_dir() else source: "the checkpoint being read"}
+        for flag, out in (("--plot-errors", self.plot), ("--plot-confusion", self.confusion)):
+            if out:
+                outputs.refuse_overwrite([out], read, flag)
+        if self.plot and self.confusion and outputs.same_file(self.plot, self.confusion):
+            raise UsageError(f"--plot-errors and --plot-confusion both name {self.plot}: one "
+                             "would replace the other; name two files")
 
     def check(self, config: dict, data_dir: str, labels: str) -> None:
         """Before reading the data: no output onto a --labels CSV being read (the run's own, or
@@ -60,11 +75,6 @@ class Wrong:
     true_prob: float
     loss: float
     pixels: torch.Tensor  # (C, H, W) uint8, as the dataset holds it: a view, not a copy
-
-
-def check_output(out: Path, source: Path) -> None:
-    """Before evaluating: --errors names a new .csv file, not the checkpoint or a run's file."""
-    outputs.check_new_file(out, "--errors", ".csv", "a .csv file, e.g. errors.csv", source)
 
 
 def rows(per_image: list[torch.Tensor], split: Split, name: str, data: Data,

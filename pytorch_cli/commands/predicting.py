@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -42,8 +43,19 @@ def given_images(images: list[Path]) -> list[Path]:
 
 def _files(given: Path) -> list[Path]:
     """An image file as given; a folder: every image under it (a test folder of classes...), or
-    itself if it holds none (its entry then says so)."""
-    return (folders.images_in(given) or [given]) if given.is_dir() else [given]
+    itself if it holds none or cannot be read (its entry then says which)."""
+    try:
+        return (folders.images_in(given) or [given]) if given.is_dir() else [given]
+    except PtrainError:
+        return [given]
+
+
+def _no_images(folder: Path) -> str:
+    try:
+        os.listdir(folder)
+    except OSError as e:
+        return f"cannot read {folder}: {e.strerror}"
+    return f"{folder} holds no image files ({', '.join(folders.IMAGE_EXTENSIONS)})"
 
 
 @torch.inference_mode()
@@ -77,8 +89,7 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
     files = []  # the rows of the paths that are files (a folder without images: its error)
     for row, p in enumerate(paths):
         if p.is_dir():
-            results[row]["error"] = (f"{p} holds no image files "
-                                     f"({', '.join(folders.IMAGE_EXTENSIONS)})")
+            results[row]["error"] = _no_images(p)
         else:
             files.append(row)
     batch: list[tuple[int, np.ndarray]] = []

@@ -208,7 +208,9 @@ def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
     drawn into `output`; the stages."""
     from pytorch_cli.models import activations
     from pytorch_cli.output import plot
-    outputs.refuse_overwrite([output], {image: "the image being read"}, "-o")
+    outputs.refuse_overwrite([output], {image: "the image being read",
+                                        checkpoint_in(path, MODEL): "the checkpoint being read"},
+                             "-o")
     loaded = load_model(path, model_name, dataset)
     meta = loaded.meta
     x = read_image(image, meta["in_channels"], models.meta_size(meta),

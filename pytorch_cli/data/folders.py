@@ -59,6 +59,8 @@ def _class_files(folder: Path, skipped: list[str]) -> list[Path]:
     out, seen = [], {top}
 
     def unreadable(e: OSError) -> None:
+        if os.path.abspath(e.filename) == os.path.abspath(folder):  # all of it: not "empty"
+            raise PtrainError(f"cannot read {folder}: {e.strerror}") from None
         skipped.append(f"{e.filename}: cannot read it ({e.strerror})")
     for parent, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
         kept = []
@@ -85,14 +87,19 @@ def _class_files(folder: Path, skipped: list[str]) -> list[Path]:
 
 def images_in(folder: Path) -> list[Path]:
     """The image files under a folder, at any depth, in sorted order (what predict takes for a
-    folder; hidden files and other extensions are left out, as in training)."""
+    folder; hidden files and other extensions are left out, as in training); an unreadable
+    folder is one line."""
     return _class_files(folder, [])
 
 
 def _classes(root: Path, skipped: list[str]) -> dict[str, list[Path]]:
     """class name -> its files, for the class folders directly in root."""
     found = {}
-    for entry in sorted(root.iterdir()):
+    try:
+        entries = sorted(root.iterdir())
+    except OSError as e:  # train/ or test/ unreadable
+        raise PtrainError(f"cannot read {root}: {e.strerror}") from None
+    for entry in entries:
         if entry.name.startswith("."):
             skipped.append(f"{entry}: hidden")
         elif entry.is_dir():
@@ -127,7 +134,10 @@ def find(root: Path, least: int = 2) -> Found:
         raise PtrainError(f"--dataset folder: {root} is not a folder; pass --data-dir DIR, a "
                           "folder of class subfolders (or of train/ and test/ ones)")
     skipped: list[str] = []
-    where, test_dir, val_dir = _layout(root)
+    try:
+        where, test_dir, val_dir = _layout(root)
+    except OSError as e:  # no permission to list it
+        raise PtrainError(f"cannot read {root}: {e.strerror}") from None
     if where != root:  # train/ (and test/): what lies beside it is no class's either
         beside = "train/" + (f" and {test_dir.name}/" if test_dir else "")
         skipped += [f"{e}: hidden" if e.name.startswith(".") else f"{e}: a file beside {beside}"

@@ -69,13 +69,20 @@ def _convert(img, mode: str):
 def _fit(img, size: tuple[int, int], resize: str):
     """img at size = (width, height), bilinear (antialiased when shrinking): squashed to it,
     cropped (its shorter side to the size, the centre kept) or padded (its longer side to the
-    size, black bars). PIL's own ImageOps.fit and pad, a crop being the resize's box: one
-    resampling. An image of the size's aspect ratio comes out the same all three ways."""
+    size, black bars). A crop is PIL's ImageOps.fit, the crop being the resize's box: one
+    resampling. A pad is ImageOps.pad's, but the image keeps a pixel at least on its short side
+    (PIL's rounds a 1000x10 image padded to 24x24 to nothing: all black). An image of the
+    size's aspect ratio comes out the same all three ways."""
     from PIL import Image, ImageOps
     if resize == "crop":
         return ImageOps.fit(img, size, Image.BILINEAR)
     if resize == "pad":
-        return ImageOps.pad(img, size, Image.BILINEAR)
+        scale = min(size[0] / img.width, size[1] / img.height)
+        inner = tuple(max(1, min(side, round(n * scale))) for n, side in zip(img.size, size))
+        canvas = Image.new(img.mode, size)  # black
+        canvas.paste(img.resize(inner, Image.BILINEAR),
+                     tuple(round((side - n) / 2) for n, side in zip(inner, size)))
+        return canvas
     return img.resize(size, Image.BILINEAR)
 
 

@@ -41,6 +41,9 @@ CROSS_RULES = (
      "--channels is for --dataset folder; {c.dataset}'s images have their own"),
     (lambda c: c.dataset == catalog.FOLDER or c.resize == "squash",
      "--resize is how a folder's images meet --image-size: it needs --dataset folder"),
+    (lambda c: c.resize == "squash" or catalog.parse_size(c.image_size) is not None,
+     "--resize is how images of other shapes meet --image-size; without it they all keep "
+     "their one size, so --resize {c.resize} would do nothing"),
     (lambda c: c.dataset == catalog.FOLDER or not c.labels,
      "--labels names a folder's classes in a CSV file: it needs --dataset folder"),
     (lambda c: not c.layer_decay or c.model.startswith("timm:"),
