@@ -4,6 +4,7 @@ warning, never the run."""
 
 import json
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -150,6 +151,26 @@ def test_a_full_cache_disk_decodes_into_memory_with_a_warning(tmp_path, monkeypa
     assert not list(disk.rglob("*.npy"))  # nothing half-written left behind
 
 
+def test_a_read_only_cache_is_read_as_it_is_and_its_clearing_is_one_line(
+        tmp_path, monkeypatch, mounts, capsys, ptrain):
+    """A shared cache mounted read-only: its entry is used (its last-used time cannot be set,
+    which had made it "unreadable", removed and decoded again); --clear says it cannot."""
+    disk = mounts(tmp_path / "disk", "1m")
+    monkeypatch.setenv("PTRAIN_CACHE_DIR", str(disk))
+    root = _folder(tmp_path / "imgs", n=10)
+    first = _load(root)
+    done = subprocess.run(["mount", "-o", "remount,ro", str(disk)], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    capsys.readouterr()
+    again = _load(root)
+    assert capsys.readouterr().err == "" and _mapped_from(again.train.images)
+    assert np.array_equal(again.train.images, first.train.images)
+    r = ptrain("cache", "--clear")
+    assert r.code == 1 and r.err.startswith(f"ptrain: error: cannot clear the decode cache "
+                                            f"{disk}/folders: Read-only file system (")
+    assert len(cache.entries()) == 1
+
+
 def test_a_folder_streamed_by_workers_trains_as_it_does_from_memory(ptrain, tmp_path):
     """--workers 2: the training images stay memory-mapped in the cache, and two DataLoader
     workers gather the batches from it; the run ends bit-identical to the first one, which
@@ -164,3 +185,14 @@ def test_a_folder_streamed_by_workers_trains_as_it_does_from_memory(ptrain, tmp_
     w0, w2 = (torch.load(tmp_path / d / "model.pth", weights_only=True)["state_dict"]
               for d in ("w0", "w2"))
     assert all(torch.equal(w0[k], w2[k]) for k in w0)
+
+
+def test_a_cache_folder_that_is_a_file_is_one_line(ptrain, tmp_path, monkeypatch):
+    """It had been listed as an empty cache, and --clear had "removed 0 entries" from it."""
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("PTRAIN_CACHE_DIR", str(tmp_path / "file"))
+    for args in (["cache"], ["cache", "--clear"]):
+        r = ptrain(*args)
+        assert r.code == 1 and r.err == (f"ptrain: error: the decode cache {tmp_path}/file is not "
+                                         "a folder; point PTRAIN_CACHE_DIR at one\n")
+    assert (tmp_path / "file").read_text() == "x"

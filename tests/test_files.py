@@ -104,6 +104,20 @@ def test_atomic_write_never_writes_through_a_planted_link(tmp_path):
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes files, not 0600
 
 
+def test_atomic_write_never_replaces_a_device_or_a_pipe(tmp_path):
+    """A rename would put a plain file where /dev/full was (as root: a hostile trial's `ptrain
+    plot -o /dev/full` did): a device, a named pipe or a socket is refused, and stays."""
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(OSError, match="it is a named pipe, never replaced by a file"):
+        files.atomic_write(tmp_path / "pipe", lambda f: f.write(b"x"))
+    with pytest.raises(OSError, match="a character device"):
+        files.atomic_write_pair(tmp_path / "a.onnx", b"x", Path("/dev/null"), b"y")
+    assert files.special(tmp_path / "pipe") == "a named pipe" and sorted(
+        p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary file, no a.onnx
+    assert files.special(Path("/dev/null")) == "a character device"
+    assert files.special(tmp_path / "missing") == "" == files.special(tmp_path)
+
+
 def test_only_the_temporary_files_atomic_write_leaves_count_as_leftovers(tmp_path):
     mine = [".last.pt.k2j4_x9.ptrain-tmp", ".config.toml.a1b2c3.ptrain-tmp", ".last.pt.tmp4242"]
     users = [".env.tmpl", ".notes.tmp", ".vimrc.tmpfile", ".cache.tmp.json", ".last.pt.tmpx",

@@ -129,6 +129,10 @@ def test_a_net_the_images_are_too_small_for_is_one_line_before_anything_is_writt
     assert r.code == 2 and r.err.startswith("ptrain: error: --model lenet cannot take 8x8 "
                                             "images (") and "Traceback" not in r.err
     assert "--image-size N or HxW" in r.err and not (tmp_path / "run").exists()
+    r = ptrain("train", "--dataset", "fake", "--image-size", "4x1024", "--run-dir", "run")
+    assert r.code == 2 and r.err.startswith("ptrain: error: --model lenet cannot take 4x1024 "
+                                            "images (")  # its layers would be negative: it
+    assert not (tmp_path / "run").exists()  # had been an unexpected RuntimeError
 
 
 @pytest.mark.parametrize("craft,said", [

@@ -1,7 +1,9 @@
 """`ptrain plot` and `ptrain eval --plot-confusion`: real runs drawn into images that decode."""
 
 import csv
+import os
 import re
+import stat
 
 import numpy as np
 import pytest
@@ -126,6 +128,17 @@ def test_an_output_it_cannot_write_is_one_line_naming_it(ptrain, tmp_path, outpu
     r = ptrain("plot", "runs/a", "-o", output)
     assert r.code == 2 and r.err.startswith(f"ptrain: error: {message}") and r.err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no image, no temporary file
+
+
+def test_a_pipe_or_a_device_named_as_the_picture_is_refused_and_kept(ptrain, tmp_path):
+    _records_run(tmp_path / "runs/a")
+    os.mkfifo(tmp_path / "pipe.png")
+    for out, what in (("pipe.png", "a named pipe"), ("/dev/null", "a character device")):
+        r = ptrain("plot", "runs/a", "-o", out)
+        assert r.code == 2 and r.err == (f"ptrain: error: refusing to write {out}: it is {what}, "
+                                         "not a file; name an image file (.png, .svg, .pdf)\n")
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe.png").st_mode)
+    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
 
 
 def test_an_image_in_a_new_folder_and_without_a_suffix_is_a_png(ptrain, tmp_path):

@@ -198,6 +198,7 @@ def cache_(clear: bool = typer.Option(False, "--clear", help="Remove every entry
     """Where --dataset folder's decoded images are kept ($PTRAIN_CACHE_DIR, else
     ~/.cache/ptrain) and what they take; --clear removes them (the next run decodes again)."""
     from pytorch_cli.data import cache
+    cache.check_root()
     if clear:
         n, size = cache.clear()
         print(f"removed {plural(n, 'entry', 'entries')} ({size / 2**20:.1f} MiB) from "

@@ -13,6 +13,7 @@ it. A cache that cannot be read or written costs a warning, never the run."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pytorch_cli.platform.errors import warn
+from pytorch_cli.platform.errors import PtrainError, warn
 
 VERSION = 4  # of what an entry holds and how it is decoded: a new one misses every old entry
 MAX_BYTES = 20 * 2**30  # ImageNet-1k's training set at 64x64 is ~15 GiB
@@ -69,7 +70,8 @@ def load(name: str, check=None) -> tuple[dict[str, np.ndarray], dict] | None:
         problem = check(arrays, meta) if check else ""
         if problem:
             raise ValueError(problem)
-        os.utime(root() / name.split("/")[0])  # used: the last to be evicted
+        with contextlib.suppress(OSError):  # used: the last to be evicted (a read-only cache,
+            os.utime(root() / name.split("/")[0])  # shared, is read all the same)
         return arrays, meta
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
         warn(f"the decode cache entry {entry} is unreadable ({e}); decoding the folder again")
@@ -158,10 +160,22 @@ def _evict(limit: int) -> None:
         shutil.rmtree(oldest, ignore_errors=True)
 
 
+def check_root() -> None:
+    """`ptrain cache`: one line if $PTRAIN_CACHE_DIR (or its folders/) is no folder."""
+    for at in (root().parent, root()):
+        if at.exists() and not at.is_dir():
+            raise PtrainError(f"the decode cache {at} is not a folder; point PTRAIN_CACHE_DIR "
+                              "at one")
+
+
 def clear() -> tuple[int, int]:
-    """Remove every entry: (entries, bytes) removed."""
+    """Remove every entry: (entries, bytes) removed; a cache it may not change is one line."""
     found = entries()
     removed = sum(map(size, found))
     if root().is_dir():
-        shutil.rmtree(root())
+        try:
+            shutil.rmtree(root())
+        except OSError as e:
+            raise PtrainError(f"cannot clear the decode cache {root()}: {e.strerror} "
+                              f"({e.filename}); what could not be removed stays") from None
     return len(found), removed

@@ -88,7 +88,10 @@ def build(name: str, in_channels: int, num_classes: int, image_size: tuple[int, 
     else:
         with warnings.catch_warnings():  # images too small for it: a linear layer of no
             warnings.filterwarnings("ignore", "Initializing zero-element")  # inputs (lenet at
-            model = MODELS[name](in_channels, num_classes, image_size)  # 12x12): check_input
+            try:  # 12x12): check_input; of a negative number of them (4x1024): here
+                model = MODELS[name](in_channels, num_classes, image_size)
+            except (RuntimeError, ValueError) as e:
+                raise _cannot_take(name, image_size, e) from None
     if not name.startswith("timm:"):  # set on the layers the model has
         dropping.apply(model, name, dropout, drop_path)
     if INITS[init] is not None:
@@ -109,10 +112,13 @@ def check_input(model, name: str, in_channels: int, image_size: tuple[int, int])
     try:
         return summary.flops_per_image(model, (in_channels, *image_size), n=2)
     except (RuntimeError, ValueError, AssertionError, IndexError) as e:
-        detail = " ".join(str(e).split())[:160]
-        raise UsageError(f"--model {name} cannot take {catalog.size_text(image_size)} images "
-                         f"({detail}); resize them with --image-size N or "
-                         "HxW") from None
+        raise _cannot_take(name, image_size, e) from None
+
+
+def _cannot_take(name: str, image_size: tuple[int, int], e: Exception) -> UsageError:
+    detail = " ".join(str(e).split())[:160]
+    return UsageError(f"--model {name} cannot take {catalog.size_text(image_size)} images "
+                      f"({detail}); resize them with --image-size N or HxW")
 
 
 def count_parameters(model) -> int:

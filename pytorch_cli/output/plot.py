@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 
 from pytorch_cli.platform.errors import PtrainError, UsageError, first_line
-from pytorch_cli.platform.files import atomic_write
+from pytorch_cli.platform.files import atomic_write, special
 
 
 def require_matplotlib(what: str) -> None:
@@ -31,6 +31,9 @@ def check_output(out: Path) -> str:
     from matplotlib.backend_bases import FigureCanvasBase
     if out.is_dir():
         raise UsageError(f"{out} is a folder; name an image file (.png, .svg, .pdf)")
+    if special(out):  # /dev/full, a FIFO: the rename would put a file in its place
+        raise UsageError(f"refusing to write {out}: it is {special(out)}, not a file; name an "
+                         "image file (.png, .svg, .pdf)")
     fmt = out.suffix.lstrip(".").lower() or "png"
     if fmt not in FigureCanvasBase.get_supported_filetypes():
         raise UsageError(f"{out}: matplotlib cannot write .{fmt} images; "

@@ -19,12 +19,34 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)  # (read once: os.umask can only be read by setting it)
 
 
+_SPECIAL = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+            (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
+
+
+def special(path: Path) -> str:
+    """What path is if it is a device, pipe or socket ("a character device"...), which a rename
+    would replace with a plain file (/dev/full, as root); "" otherwise (missing, a file, a link:
+    a rename replaces the link, never what it points to)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return ""
+    return next((what for test, what in _SPECIAL if test(mode)), "")
+
+
+def _refuse_special(path: Path) -> None:
+    what = special(path)
+    if what:
+        raise OSError(errno.EEXIST, f"it is {what}, never replaced by a file", str(path))
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write to a temp file in the same folder, fsync, then rename over the target: a crash at
     any moment leaves either the old file or the new one, never a torn one. The temp file has
     an unpredictable name and is created exclusively (mkstemp: never an existing file or a link
     someone planted), and the rename replaces a link at `path` itself, never what it points to."""
     path = Path(path)
+    _refuse_special(path)
     tmp = _written_beside(path, write)
     try:
         os.replace(tmp, path)
@@ -46,6 +68,8 @@ def atomic_write_pair(first: Path, data: bytes, second: Path, more: bytes) -> No
     from a hard link kept to it. An OSError names the user's file, never a temporary one."""
     temps: list[Path] = []
     backup, at = None, first
+    _refuse_special(first)
+    _refuse_special(second)
     try:
         for at, blob in ((first, data), (second, more)):
             temps.append(_written_beside(at, lambda f, blob=blob: f.write(blob)))

@@ -8,6 +8,7 @@ import contextlib
 import os
 from pathlib import Path
 
+from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import PtrainError, UsageError
 from pytorch_cli.platform.files import atomic_write
 from pytorch_cli.store.rundir import LOCK, MODEL, RUN_FILES, TRACE, holds_run
@@ -40,6 +41,9 @@ def refuse_overwrite(outputs: list[Path], read: dict[Path, str], option: str) ->
     kept = {**{run / name: "a file of a run" for run in runs
                for name in (*RUN_FILES, LOCK, TRACE)}, **read}  # what is read says so first
     for out in outputs:
+        if files.special(out):  # /dev/full, a FIFO: a rename would put a file in its place
+            raise UsageError(f"refusing to write {out}: it is {files.special(out)}, not a file; "
+                             f"name a file with {option}")
         hit = next((k for k in kept if same_file(out, k)), None)
         if hit is not None:
             also = f" ({hit})" if str(hit) != str(out) else ""
