@@ -141,6 +141,20 @@ def test_a_pipe_or_a_device_named_as_the_picture_is_refused_and_kept(ptrain, tmp
     assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
 
 
+def test_a_picture_into_a_read_only_folder_is_refused_before_any_work(ptrain, tmp_path,
+                                                                      mounts):
+    """(lr-find --plot and eval's pictures had run their whole work first.)"""
+    _records_run(tmp_path / "runs/a")
+    mounts(tmp_path / "ro", "1m", ",ro")
+    for args in (["plot", "runs/a", "-o", "ro/c.png"],
+                 ["lr-find", "--dataset", "fake", "--plot", "ro/new/lr.png"]):
+        r = ptrain(*args)
+        assert r.code == 2 and r.err.endswith("ro is not writable\n"), r.err
+    r = ptrain("eval", "/dev/null")
+    assert r.code == 1 and r.err == ("ptrain: error: /dev/null is not a file, so no checkpoint "
+                                     "(a folder, a device or a pipe)\n")
+
+
 def test_an_image_in_a_new_folder_and_without_a_suffix_is_a_png(ptrain, tmp_path):
     _records_run(tmp_path / "runs/a")
     assert ptrain("plot", "runs/a", "-o", "new/folder/curves").code == 0

@@ -73,7 +73,8 @@ def load(path: Path, advice: str = RUN_ADVICE) -> dict:
     `advice`: what a damaged file's message ends with."""
     path = Path(path)
     if not path.is_file():
-        raise PtrainError(f"{path}: no such checkpoint file")
+        raise PtrainError(f"{path}: no such checkpoint file" if not path.exists() else
+                          f"{path} is not a file, so no checkpoint (a folder, a device or a pipe)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
