@@ -435,6 +435,8 @@ def test_a_folder_it_may_not_read_is_one_line_saying_so(tmp_path):
             (tmp_path / locked).chmod(0)
             said = subprocess.run([*as_user, sys.executable, "-c", code, str(tmp_path / "imgs")],
                                   capture_output=True, text=True, timeout=120)
+            if said.returncode and said.stderr.startswith("setpriv"):  # a container that
+                pytest.skip(f"setpriv cannot drop capabilities here: {said.stderr.strip()}")
             assert said.stdout == f"cannot read {tmp_path / locked}: Permission denied\n", said
     finally:
         for locked in ("imgs", "imgs/b"):
