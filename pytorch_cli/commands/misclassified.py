@@ -16,7 +16,6 @@ from pytorch_cli.data import catalog
 from pytorch_cli.data.datasets import Data, Split
 from pytorch_cli.platform.errors import UsageError, plural
 from pytorch_cli.store import outputs
-from pytorch_cli.store.rundir import MODEL
 
 COLUMNS = ("image", "true", "predicted", "prob", "true_prob", "loss")
 DRAWN = 16  # --plot-errors: a 4x4 grid, each image still large enough to see what it shows
@@ -40,7 +39,7 @@ class Wanted:
         if self.csv:
             outputs.check_new_file(self.csv, "--errors", ".csv", "a .csv file, e.g. errors.csv",
                                    source)
-        read = {source / MODEL if source.is_dir() else source: "the checkpoint being read"}
+        read = outputs.checkpoint_read(source)
         for flag, out in (("--plot-errors", self.plot), ("--plot-confusion", self.confusion)):
             if out:
                 outputs.refuse_overwrite([out], read, flag)

@@ -94,7 +94,7 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
             files.append(row)
     batch: list[tuple[int, np.ndarray]] = []
     decoded = decode.read_all([paths[row] for row in files], meta["in_channels"],
-                              models.meta_size(meta), loaded.config.get("resize", "squash"))
+                              models.meta_size(meta), loaded.resize)
     for row, (image, error) in zip(files, decoded):
         if error:  # missing, not an image, truncated: it says which, and the rest go on
             results[row]["error"] = error

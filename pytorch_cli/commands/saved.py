@@ -30,6 +30,12 @@ class Loaded:
     meta: dict  # what models.describe saves
     config: dict  # the run's config; {} for a bare state_dict
 
+    @property
+    def resize(self) -> str:
+        """How the run fitted images of another shape to its size (--resize; older runs and
+        bare state_dicts: squash, what ptrain always did)."""
+        return self.config.get("resize", "squash")
+
 
 def load_model(path: Path, model_name: str = "", dataset: str = "", ema: bool = True) -> Loaded:
     """Rebuild the model of a model.pth / last.pt / best.pt (or a run directory), or of a bare
@@ -100,7 +106,7 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
                              split=meta.get("split", ""),  # trained (older runs: a shuffle)
                              labels=labels or c.get("labels", ""),
                              least_classes=1 if evaluating else 2, hold_out=split != "all",
-                             resize=c.get("resize", "squash"))
+                             resize=loaded.resize)
     data = datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
                          c.get("val_split", 0.0) if folder.hold_out else 0.0, c.get("seed", 1),
                          folder)
@@ -124,7 +130,7 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
         errors.check(loaded.config, data_dir, labels)
     if errors is not None and errors.heatmap:  # a model FX cannot trace: said before the work
         from pytorch_cli.models import activations
-        activations.traced(loaded.model, loaded.meta["model"])
+        activations.node_names(loaded.model, loaded.meta["model"])
     dev = runtime.resolve_device(device)
     runtime.fast_backends(loaded.config.get("deterministic", False))  # TF32, as it trained
     precision = precision or loaded.config.get("precision", "32")
@@ -197,8 +203,7 @@ def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str
         size = (64, meta["in_channels"], *models.meta_size(meta))
         sample, verified_on = torch.rand(size, generator=g), "random images (dataset not found)"
     result = export.export(loaded.model, batches.Normalize(meta["mean"], meta["std"]),
-                           {**meta, "resize": loaded.config.get("resize", "squash")}, sample,
-                           fmt, output, str(source))
+                           {**meta, "resize": loaded.resize}, sample, fmt, output, str(source))
     return {**result, "verified_on": f"{len(sample)} {verified_on}"}
 
 
@@ -209,18 +214,16 @@ def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
     from pytorch_cli.models import activations
     from pytorch_cli.output import plot
     outputs.refuse_overwrite([output], {image: "the image being read",
-                                        checkpoint_in(path, MODEL): "the checkpoint being read"},
-                             "-o")
+                                        **outputs.checkpoint_read(path)}, "-o")
     loaded = load_model(path, model_name, dataset)
     meta = loaded.meta
-    x = read_image(image, meta["in_channels"], models.meta_size(meta),
-                   loaded.config.get("resize", "squash"))
+    x = read_image(image, meta["in_channels"], models.meta_size(meta), loaded.resize)
     normalise = batches.Normalize(meta["mean"], meta["std"])(x[None].float() / 255)
     found = activations.stages(loaded.model, normalise, meta["model"])
     with torch.no_grad():
         probs = loaded.model(normalise).float().softmax(1)[0]
     top = int(probs.argmax())
-    cam = activations.grad_cam(loaded.model, normalise, [top], meta["model"])[0]
+    cam = activations.grad_cam(loaded.model, normalise, [top], meta["model"], found[-1].node)[0]
     name = meta["classes"][top] if meta["classes"] else str(top)
     plot.feature_maps(x, found, output, per_stage, (cam, f"Grad-CAM: {name} {probs[top]:.2f}"))
     return found

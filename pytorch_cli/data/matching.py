@@ -35,13 +35,15 @@ def moved_warning(meta: dict, data: Data, split: str = "test", other: bool = Fal
     """Warn that a folder's held-out images may have changed side since the run was saved; for
     a folder named as another set (`other`), that only its held-out part is scored."""
     listing = meta.get("listing")
-    if listing and data.listing and listing != data.listing and other:
+    if not (listing and data.listing and listing != data.listing):
+        return
+    if other:
         n = sum(len(s) for s in (data.train, data.val, data.test) if s is not None)
         part = getattr(data, split)
         warn(f"{data.source} is not the folder the run trained on (its files differ): --split "
              f"{split} scores the {len(part) if part is not None else 0:,} of its {n:,} images "
              "the run's settings hold out; --split all scores every one")
-    elif listing and data.listing and listing != data.listing:
+    else:
         warn(f"{data.source}: its files are not the ones the run trained on (added, removed or "
              "renamed since): " + ("each file added or removed moves at most one other image "
                                    "into or out of its held-out ones, and one more between "

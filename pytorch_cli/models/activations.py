@@ -6,6 +6,7 @@ names a network's stages. Also Grad-CAM: where in the image a class's evidence l
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -28,29 +29,37 @@ def _first_conv(model: nn.Module, nodes: list[str]) -> int:
                  if any(c == n or c.startswith(n + ".") for c in convs)), len(nodes))
 
 
-def traced(model: nn.Module, name: str) -> None:
-    """One line now if FX cannot trace the model (before an evaluation that would need it)."""
-    _extractor(model, name)
-
-
-def _extractor(model: nn.Module, name: str, nodes: list[str] | dict | None = None):
-    """torchvision's FX feature extractor of `nodes` (None: every node but the input), and the
-    graph's node names; a model FX cannot trace (data-dependent control flow) is one line."""
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+@contextlib.contextmanager
+def _traced(name: str):
+    """A model FX cannot trace (data-dependent control flow) is one line."""
     try:
-        _, names = get_graph_node_names(model)
-        return create_feature_extractor(model, return_nodes=nodes or names[1:]), names
+        yield
     except Exception as e:
         raise UsageError(f"{name} cannot be traced by torch.fx for its feature maps "
                          f"({type(e).__name__}: {str(e).splitlines()[0][:150]})") from None
+
+
+def node_names(model: nn.Module, name: str) -> list[str]:
+    """The FX graph's node names, the input first and the output (the logits) last: one trace,
+    so a model FX cannot trace is one line before an evaluation that would need it."""
+    from torchvision.models.feature_extraction import get_graph_node_names
+    with _traced(name):
+        return get_graph_node_names(model)[1]
+
+
+def _extractor(model: nn.Module, name: str, nodes: list[str] | dict):
+    """torchvision's FX feature extractor of those nodes."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+    with _traced(name):
+        return create_feature_extractor(model, return_nodes=nodes)
 
 
 @torch.no_grad()
 def stages(model: nn.Module, x: torch.Tensor, name: str) -> list[Stage]:
     """The stages' feature maps of `model` (eval mode) for one normalised image x (1, C, H, W),
     in the order the forward makes them."""
-    extractor, nodes = _extractor(model, name)
-    outputs, found = extractor(x), []
+    nodes = node_names(model, name)
+    outputs, found = _extractor(model, name, nodes[1:])(x), []  # every node but the input
     for n, v in list(outputs.items())[_first_conv(model, nodes[1:]):]:
         if torch.is_tensor(v) and v.dim() != 4:  # flattened: a head, or a ViT's tokens, whose
             break  # attention then reshapes into 4-d tensors that are no maps
@@ -63,16 +72,16 @@ def stages(model: nn.Module, x: torch.Tensor, name: str) -> list[Stage]:
     return kept
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, targets: list[int], name: str) -> torch.Tensor:
+def grad_cam(model: nn.Module, x: torch.Tensor, targets: list[int], name: str,
+             last: str = "") -> torch.Tensor:
     """Grad-CAM (Selvaraju et al., 2017; fastai's plot_top_losses heatmap): for each normalised
     image of x (N, C, H, W) and its target class, the last stage's maps weighted by the mean
     gradient of that class's logit over each map, summed, ReLU'd, upsampled to (H, W) and
     scaled to [0, 1] per image: (N, H, W), where the evidence for the class lies. Float32; the
-    input carries the gradient, so frozen layers pass it on too."""
-    from torchvision.models.feature_extraction import get_graph_node_names
-    last = stages(model, x[:1], name)[-1].node  # (which also proves the model traces)
-    output = get_graph_node_names(model)[1][-1]
-    extractor, _ = _extractor(model, name, {last: "maps", output: "logits"})
+    input carries the gradient, so frozen layers pass it on too. `last`: the last stage's node
+    where stages() has already found it."""
+    last = last or stages(model, x[:1], name)[-1].node
+    extractor = _extractor(model, name, {last: "maps", node_names(model, name)[-1]: "logits"})
     with torch.enable_grad():
         out = extractor(x.float().requires_grad_(True))
         picked = out["logits"].gather(1, torch.tensor(targets, device=x.device)[:, None])

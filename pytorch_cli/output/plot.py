@@ -32,9 +32,9 @@ def check_output(out: Path) -> str:
     from matplotlib.backend_bases import FigureCanvasBase
     if out.is_dir():
         raise UsageError(f"{out} is a folder; name an image file (.png, .svg, .pdf)")
-    if special(out):  # /dev/full, a FIFO: the rename would put a file in its place
-        raise UsageError(f"refusing to write {out}: it is {special(out)}, not a file; name an "
-                         "image file (.png, .svg, .pdf)")
+    if what := special(out):  # /dev/full, a FIFO: the rename would put a file in its place
+        raise UsageError(f"refusing to write {out}: it is {what}, not a file; name an image "
+                         "file (.png, .svg, .pdf)")
     fmt = out.suffix.lstrip(".").lower() or "png"
     if fmt not in FigureCanvasBase.get_supported_filetypes():
         raise UsageError(f"{out}: matplotlib cannot write .{fmt} images; "

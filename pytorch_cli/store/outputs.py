@@ -41,8 +41,8 @@ def refuse_overwrite(outputs: list[Path], read: dict[Path, str], option: str) ->
     kept = {**{run / name: "a file of a run" for run in runs
                for name in (*RUN_FILES, LOCK, TRACE)}, **read}  # what is read says so first
     for out in outputs:
-        if files.special(out):  # /dev/full, a FIFO: a rename would put a file in its place
-            raise UsageError(f"refusing to write {out}: it is {files.special(out)}, not a file; "
+        if what := files.special(out):  # /dev/full, a FIFO: a rename would put a file there
+            raise UsageError(f"refusing to write {out}: it is {what}, not a file; "
                              f"name a file with {option}")
         hit = next((k for k in kept if same_file(out, k)), None)
         if hit is not None:
@@ -51,14 +51,18 @@ def refuse_overwrite(outputs: list[Path], read: dict[Path, str], option: str) ->
                              f"name another output with {option}")
 
 
+def checkpoint_read(source: Path) -> dict[Path, str]:
+    """refuse_overwrite's `read` for a command reading a checkpoint, or a run directory's
+    model.pth."""
+    return {source / MODEL if source.is_dir() else source: "the checkpoint being read"}
+
+
 def check_new_file(out: Path, option: str, suffix: str, wanted: str, source: Path,
                    also: dict[Path, str] | None = None) -> None:
     """Before any work: `option` names a new `suffix` file (`wanted` says which, with an
     example), not the checkpoint `source` reads (a run directory: its model.pth), a file in
     `also` (path -> what it is) or a run's own files."""
-    read = {(source / MODEL if source.is_dir() else source): "the checkpoint being read",
-            **(also or {})}
-    refuse_overwrite([out], read, option)
+    refuse_overwrite([out], {**checkpoint_read(source), **(also or {})}, option)
     if out.suffix.lower() != suffix or out.is_dir():
         raise UsageError(f"{option} {out}: name {wanted}")
 
