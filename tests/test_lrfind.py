@@ -2,6 +2,7 @@
 the steepest fall of the smoothed loss, and no run directory is touched."""
 
 import math
+import random
 
 import pytest
 
@@ -13,9 +14,40 @@ def test_the_suggestion_is_the_steepest_fall_before_the_minimum():
     # flat, a fall steepest at i = 20, a minimum at i = 30, then divergence
     loss = [2.0 - 1.5 / (1 + math.exp(-(i - 20) / 2)) if i <= 30 else 0.5 + (i - 30) for i in
             range(50)]
-    found = lrfind.suggest(lrs, loss)
+    found = lrfind.suggest(lrs, loss, loss)
     assert found["suggested"] == lrs[20] and found["minimum"] == lrs[30]
-    assert lrfind.suggest(lrs[:2], loss[:2])["suggested"] is None  # too few points to tell
+    assert lrfind.suggest(lrs[:2], loss[:2], loss[:2])["suggested"] is None  # too few to tell
+    up = [0.5 + i for i in range(50)]
+    rising = lrfind.suggest(lrs, up, up)
+    assert rising["suggested"] is None and rising["unsuggested"].startswith("the loss only rose")
+
+
+def _noisy(fall: float, dip: float = 0.0) -> tuple[list, list, list]:
+    """100 steps of batch losses scattered by 0.1 around 1 (seeded), falling by `fall` (steepest
+    at step 40), their first `dip` points lower; the LRs, losses, fastai-smoothed."""
+    g = random.Random(0)
+    lrs = [10 ** (i / 10 - 7) for i in range(100)]
+    losses = [1 - fall / (1 + math.exp(-(i - 40) / 3)) + g.gauss(0, 0.1) - (dip if i < 2 else 0)
+              for i in range(100)]
+    smoothed, average = [], 0.0
+    for i, x in enumerate(losses):
+        average = lrfind.SMOOTHING * average + (1 - lrfind.SMOOTHING) * x
+        smoothed.append(average / (1 - lrfind.SMOOTHING ** (i + 1)))
+    return lrs, losses, smoothed
+
+
+def test_a_curve_that_never_falls_beyond_its_noise_suggests_nothing_and_says_why():
+    """A hostile trial's --start-lr 1e-300 suggested 1.3e-300 from a flat curve's noise: no
+    suggestion where the fall is within the noise, one where it is 3 batches' scatter."""
+    lrs, losses, smoothed = _noisy(0.0)
+    flat = lrfind.suggest(lrs, smoothed, losses)
+    assert flat["suggested"] is None and "never fell beyond its noise" in flat["unsuggested"]
+    lrs, losses, smoothed = _noisy(0.3)
+    assert lrs[40] <= lrfind.suggest(lrs, smoothed, losses)["suggested"]  # the average lags
+    # the first tenth is skipped, as fastai does: single batches, the average still settling
+    lrs, losses, smoothed = _noisy(0.3, dip=0.5)
+    found = lrfind.suggest(lrs, smoothed, losses)
+    assert found["suggested"] >= lrs[40] and found["minimum"] >= lrs[40]
 
 
 def _files(root):
@@ -41,6 +73,10 @@ def test_lr_find_grows_the_lr_suggests_one_and_leaves_every_run_as_it_was(ptrain
     for end in ("0.1", "inf", "1e308"):  # 1e308: every step's LR was inf
         bad = ptrain("lr-find", "--dataset", "fake", "--start-lr", "1", "--end-lr", end)
         assert bad.code == 2 and "--start-lr must be above 0 and below --end-lr" in bad.err
+    flat = ptrain("lr-find", "--dataset", "fake", "--start-lr", "1e-12", "--end-lr", "1e-10",
+                  "--plot", str(tmp_path / "flat.svg"))  # LRs too small to move the loss
+    assert flat.code == 0 and "smoothed loss never fell beyond its noise" in flat.out
+    assert b"suggested" not in (tmp_path / "flat.svg").read_bytes()  # no line drawn
 
 
 def test_grad_accumulation_makes_each_step_of_the_batch_it_adds_up_to(ptrain):

@@ -48,7 +48,7 @@ def print_lr_find(r: dict, stream: TextIO, rows: int = 20) -> None:
     lines += [f"  {lr:>10.3g}  {loss:>8.4f}  {s:>8.4f}" for lr, loss, s in
               list(zip(r["lr"], r["loss"], r["smoothed"]))[::every]]
     if r["suggested"] is None:
-        lines.append("too few steps before the loss diverged to suggest an LR: lower --start-lr")
+        lines.append(r["unsuggested"])
     else:
         lines.append(f"suggested --lr {r['suggested']:.3g} (the steepest fall of the smoothed "
                      f"loss); its minimum was at {r['minimum']:.3g}")

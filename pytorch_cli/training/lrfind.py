@@ -2,13 +2,15 @@
 lr_find). The run's own model, data, augmentation and optimizer take one step per LR while the
 LR grows exponentially from `start` to `end`; the loss, smoothed as fastai does (an exponential
 average, bias-corrected), is recorded until it passes 4x its minimum (diverged). Suggested: the
-LR where the smoothed loss falls fastest against log LR. Nothing is written into any run."""
+LR where the smoothed loss falls fastest against log LR, once it has fallen beyond its batch-to-
+batch noise. Nothing is written into any run."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import math
+import statistics
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -58,17 +60,46 @@ def run(cfg: TrainConfig, start: float, end: float, steps: int) -> dict:
         best = min(best, out["smoothed"][-1])
         if out["smoothed"][-1] > DIVERGED * best or len(out["lr"]) >= steps:
             break
-    return {**out, **suggest(out["lr"], out["smoothed"]), "model": cfg.model,
+    return {**out, **suggest(out["lr"], out["smoothed"], out["loss"]), "model": cfg.model,
             "dataset": cfg.dataset, "optimizer": cfg.optimizer, "batch_size": cfg.batch_size}
 
 
-def suggest(lrs: list[float], smoothed: list[float]) -> dict:
+def suggest(lrs: list[float], smoothed: list[float], losses: list[float]) -> dict:
     """The LR of the steepest descent of the smoothed loss (its most negative slope against
-    log LR, over the points before its minimum) and the LR of the minimum."""
+    log LR, up to its minimum) and the LR of the minimum, both past the first tenth of the
+    steps, as fastai skips it: the average is still settling there, and its first points are
+    single batches. No suggestion (`unsuggested` says why) before 3 points, where the loss only
+    rose, or where it never fell beyond its noise."""
     if len(lrs) < 3:
-        return {"suggested": None, "minimum": lrs[0] if lrs else None}
-    low = min(range(len(smoothed)), key=smoothed.__getitem__)
-    slopes = [(smoothed[i + 1] - smoothed[i - 1]) / math.log(lrs[i + 1] / lrs[i - 1])
-              for i in range(1, max(low, 2))]
-    steepest = 1 + min(range(len(slopes)), key=slopes.__getitem__)
-    return {"suggested": lrs[steepest], "minimum": lrs[low]}
+        return {"suggested": None, "minimum": lrs[0] if lrs else None, "unsuggested":
+                "too few steps before the loss diverged to suggest an LR: lower --start-lr"}
+    skip = len(lrs) // 10
+    low = min(range(skip, len(smoothed)), key=smoothed.__getitem__)
+    fall = smoothed[skip] - smoothed[low]
+    noise = _noise(losses[:skip]) if skip >= 5 else 0.0
+    if fall <= 0:
+        why = "the loss only rose from the start: no LR to suggest; lower --start-lr"
+    elif fall <= noise:
+        why = (f"the smoothed loss never fell beyond its noise ({noise:.3g}; it fell {fall:.3g}) "
+               f"between LR {lrs[0]:.3g} and {lrs[-1]:.3g}: no LR to suggest (a trained model "
+               f"may gain nothing at any; else widen --start-lr to --end-lr, or add --steps)")
+    else:
+        slopes = {i: (smoothed[i + 1] - smoothed[i - 1]) / math.log(lrs[i + 1] / lrs[i - 1])
+                  for i in range(max(skip, 1), max(low, 2))}
+        return {"suggested": lrs[min(slopes, key=slopes.get)], "minimum": lrs[low],
+                "unsuggested": None}
+    return {"suggested": None, "minimum": lrs[low], "unsuggested": why}
+
+
+def _noise(first: list[float]) -> float:
+    """How far the smoothed loss must fall to be no noise: a flat curve's steepest 'fall' is
+    noise (a hostile trial's --start-lr 1e-300, three decades a step, suggested 1.3e-300). The
+    batches' scatter s is read from the first tenth's step-to-step differences, robustly (their
+    median absolute deviation x 1.4826, over sqrt 2 for a difference of two): a falling trend
+    or a few steep first steps are no scatter. Where the curve starts is known to s/sqrt(n)
+    (n: the first tenth's points), and an average with beta 0.98 scatters by
+    s*sqrt(0.02/1.98) = 0.1 s: a fall must pass 2.5 times both together."""
+    steps = [b - a for a, b in zip(first, first[1:])]
+    middle = statistics.median(steps)
+    scatter = 1.4826 * statistics.median(abs(d - middle) for d in steps) / math.sqrt(2)
+    return 2.5 * scatter * math.sqrt(1 / len(first) + (1 - SMOOTHING) / (1 + SMOOTHING))
