@@ -25,6 +25,19 @@ def test_runs_of_a_file_is_a_one_line_usage_error(ptrain, tmp_path):
                      "name the folder the runs are in\n")
 
 
+def test_runs_in_a_runs_dir_that_is_missing_says_so_but_a_missing_runs_is_none_yet(
+        ptrain, monkeypatch):
+    """PTRAIN_RUNS_DIR named is the folder named, as `ptrain runs DIR` (a typo exited 0 with
+    "no runs"); runs/, the default, may not exist before the first run."""
+    monkeypatch.setenv("PTRAIN_RUNS_DIR", "/nonexistent/runs")
+    r = ptrain("runs")
+    assert r.code == 2 and r.err == ("ptrain: error: PTRAIN_RUNS_DIR=/nonexistent/runs is not "
+                                     "a folder; name the folder the runs are in\n")
+    monkeypatch.delenv("PTRAIN_RUNS_DIR")
+    r = ptrain("runs")
+    assert r.code == 0 and r.out.startswith("no runs under runs/")
+
+
 def test_plot_of_a_run_without_records_names_metrics_jsonl(ptrain, tmp_path):
     pytest.importorskip("matplotlib")
     (tmp_path / "cut").mkdir()  # killed in the middle of its first append

@@ -5,6 +5,7 @@ in cli.py; like --help they start without torch (imported once their arguments a
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Literal, Optional
@@ -33,8 +34,10 @@ def runs(
     from pytorch_cli.output import runs_table
     from pytorch_cli.store import listing, rundir
     root = folder or rundir.root()
-    if folder is not None and not root.is_dir():
-        raise UsageError(f"{root} is not a folder; name the folder the runs are in")
+    named = folder is not None or os.environ.get("PTRAIN_RUNS_DIR")  # runs/: none yet is fine
+    if named and not root.is_dir():
+        where = root if folder is not None else f"PTRAIN_RUNS_DIR={root}"
+        raise UsageError(f"{where} is not a folder; name the folder the runs are in")
     found = listing.list_runs(root, sort)
     if json_out:
         from pytorch_cli.platform.events import json_safe
