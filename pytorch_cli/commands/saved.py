@@ -34,7 +34,7 @@ class Loaded:
     def resize(self) -> str:
         """How the run fitted images of another shape to its size (--resize; older runs and
         bare state_dicts: squash, what ptrain always did)."""
-        return self.config.get("resize", "squash")
+        return self.config.get("resize", catalog.SQUASH)
 
 
 def load_model(path: Path, model_name: str = "", dataset: str = "", ema: bool = True) -> Loaded:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pytorch_cli.data.catalog import SQUASH
 from pytorch_cli.platform.errors import PtrainError, warn
 
 VERSION = 4  # of what an entry holds and how it is decoded: a new one misses every old entry
@@ -35,11 +36,11 @@ def root() -> Path:
 
 
 def key(listing: list[tuple[str, list]], skipped: list[str], channels: int,
-        size: tuple[int, int] | None, resize: str = "squash") -> str:
+        size: tuple[int, int] | None, resize: str = SQUASH) -> str:
     """listing: (split, [(path, label)...]) in order; size (height, width), None: the images'.
     (--resize squash adds nothing: the entries made before --resize keep their keys.)"""
     h = hashlib.sha256(json.dumps([VERSION, channels, size, skipped,
-                                   *([resize] if resize != "squash" else [])]).encode())
+                                   *([resize] if resize != SQUASH else [])]).encode())
     for split, found in listing:
         for path, label in found:
             info = os.stat(path)  # ctime too: a copy that keeps mtimes (cp -p, rsync -a, tar)

@@ -36,7 +36,8 @@ FOLDER = "folder"
 MAX_IMAGE_SIZE = 1024  # a folder's images are decoded at the run's size into memory: 3 MiB each
 DATASETS = (*SPECS, FOLDER)  # the --dataset choices
 # --resize: how a folder's image of another shape meets the run's size (fastai's ResizeMethod)
-RESIZE_MODES = ("squash", "crop", "pad")
+SQUASH = "squash"  # the default: stretched to the size, what ptrain always did
+RESIZE_MODES = (SQUASH, "crop", "pad")
 
 
 def parse_size(value: int | str | list | tuple) -> Size | None:

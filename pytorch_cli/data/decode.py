@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pytorch_cli.data import images
+from pytorch_cli.data.catalog import SQUASH
 from pytorch_cli.platform import distributed
 from pytorch_cli.platform.errors import PtrainError, UsageError
 
@@ -92,7 +93,7 @@ def _read(path: Path, channels: int, size: tuple[int, int], resize: str) -> np.n
     return images.read_image(path, channels, size, resize).numpy()
 
 
-def read_all(paths: list[Path], channels: int, size: tuple[int, int], resize: str = "squash"
+def read_all(paths: list[Path], channels: int, size: tuple[int, int], resize: str = SQUASH
              ) -> Iterator[tuple[np.ndarray | None, str]]:
     """(the image as (C, H, W) uint8 at these channels and size, fitted as `resize` says, "")
     or (None, error line) for each path, in order."""
@@ -101,7 +102,7 @@ def read_all(paths: list[Path], channels: int, size: tuple[int, int], resize: st
 
 
 def into(out: np.ndarray, files: list[tuple[Path, int]], skipped: list[str],
-         resize: str = "squash") -> tuple[np.ndarray, list[int]]:
+         resize: str = SQUASH) -> tuple[np.ndarray, list[int]]:
     """Decode the files into `out` ((N, C, H, W) uint8, in memory or a memory map of the
     cache), row after row at out's channels and size: (the labels of the rows filled, the index
     in `files` of each). A file that fails to decode is skipped (its error line added to

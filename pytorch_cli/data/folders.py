@@ -38,7 +38,7 @@ class Options:
     split: str = splits.BY_NAME  # how rows are held out (splits.py); "": as runs saved before
     labels: str = ""  # --labels: the CSV file that names each image's class (csvlabels.py)
     least_classes: int = 2  # a classifier learns 2 or more; a set to evaluate may hold 1
-    resize: str = "squash"  # --resize: how an image of another shape meets image_size
+    resize: str = catalog.SQUASH  # --resize: how an image of another shape meets image_size
     hold_out: bool = True  # False: every image in train, none held out (eval --split all)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pytorch_cli.data.catalog import SQUASH
 from pytorch_cli.data.readers import read_bytes
 from pytorch_cli.platform.errors import PtrainError
 
@@ -87,7 +88,7 @@ def _fit(img, size: tuple[int, int], resize: str):
 
 
 def read_image(path: Path, channels: int, size: tuple[int, int],
-               resize: str = "squash") -> torch.Tensor:
+               resize: str = SQUASH) -> torch.Tensor:
     """An image file of any size or mode (L, LA, RGB, RGBA, P, CMYK, I;16...) as the model sees
     its data, in training (--dataset folder), evaluation and predict alike: converted to
     grayscale or RGB, resized to size = (height, width) as `resize` says (_fit), uint8

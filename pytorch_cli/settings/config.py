@@ -43,9 +43,9 @@ class TrainConfig:
         metavar="N|HxW",
         rule=(catalog.size_ok, f"0 (auto), N or HxW, each side 4 to {catalog.MAX_IMAGE_SIZE}"))
     resize: str = setting(
-        "squash", "--dataset folder: how an image of another shape than --image-size meets it: "
-        "squash (stretched), crop (its shorter side to the size, the centre kept: torchvision's "
-        "Resize + CenterCrop), pad (its longer side to the size, black bars).",
+        catalog.SQUASH, "--dataset folder: how an image of another shape than --image-size "
+        "meets it: squash (stretched), crop (its shorter side to the size, the centre kept: "
+        "torchvision's Resize + CenterCrop), pad (its longer side to the size, black bars).",
         choices=catalog.RESIZE_MODES)
     test_split: float = setting(
         0.2, "--dataset folder without train/ and test/: the seeded, stratified fraction of "

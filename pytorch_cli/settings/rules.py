@@ -39,9 +39,9 @@ UNUSED = (
 CROSS_RULES = (
     (lambda c: c.dataset == catalog.FOLDER or not c.channels,
      "--channels is for --dataset folder; {c.dataset}'s images have their own"),
-    (lambda c: c.dataset == catalog.FOLDER or c.resize == "squash",
+    (lambda c: c.dataset == catalog.FOLDER or c.resize == catalog.SQUASH,
      "--resize is how a folder's images meet --image-size: it needs --dataset folder"),
-    (lambda c: c.resize == "squash" or catalog.parse_size(c.image_size) is not None,
+    (lambda c: c.resize == catalog.SQUASH or catalog.parse_size(c.image_size) is not None,
      "--resize is how images of other shapes meet --image-size; without it they all keep "
      "their one size, so --resize {c.resize} would do nothing"),
     (lambda c: c.dataset == catalog.FOLDER or not c.labels,

@@ -177,7 +177,7 @@ def _sidecar(meta: dict, fmt: str, output: Path, source: str, diff: float, n: in
         "dataset": meta["dataset"],
         "classes": meta["classes"],
         "input_shape": ["batch", meta["in_channels"], *catalog.parse_size(meta["image_size"])],
-        "resize": meta.get("resize", "squash"),  # how images of another shape met that size
+        "resize": meta.get("resize", catalog.SQUASH),  # how images of another shape met that size
         "input": "float32 images in [0, 1], NCHW"
         if fmt != "safetensors"
         else "weights only: normalise inputs with mean/std yourself",
