@@ -89,12 +89,14 @@ def _sums(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
             raise Stopped
         with autocast(device, amp), watch("evaluation"):
             logits = sum(weight * model(watch.batch(v)).float() for weight, v in views)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        if per_image is not None:  # (a copy to the host a batch: eval --errors only)
-            probs = logits.float().softmax(1)
+        if per_image is None:
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        else:  # (a copy to the host a batch: eval --errors only)
+            losses = F.cross_entropy(logits, y, reduction="none")
+            loss_sum += losses.sum()
+            probs = logits.softmax(1)
             best = probs.max(1)
-            per_image.append(torch.stack([F.cross_entropy(logits.float(), y, reduction="none"),
-                                          best.indices.float(), best.values,
+            per_image.append(torch.stack([losses, best.indices.float(), best.values,
                                           probs.gather(1, y[:, None])[:, 0]], 1).cpu())
         # not bincount: on CUDA it reads the indices' min and max back, a sync per batch
         cells = y * n + logits.argmax(1)
