@@ -1,6 +1,7 @@
 """Fault injection with real processes and real files: signals to a running `ptrain train`, full
 and read-only disks (real tmpfs mounts), a vanished run directory, a diverging run, bad inputs."""
 
+import contextlib
 import json
 import os
 import signal
@@ -104,6 +105,19 @@ def test_a_full_disk_under_the_output_ends_the_printing_with_a_warning_not_the_r
         "run goes on; its records go on into metrics.jsonl\n")
     assert (tmp_path / "full/model.pth").exists()
     assert read_metrics(tmp_path / "full", ("end",))[0]["stopped"] is None
+
+
+def test_a_listing_onto_a_full_disk_names_standard_output(ptrain, tmp_path, mounts):
+    """`ptrain runs > runs.txt` on a full disk said only "[Errno 28] No space left on device"."""
+    assert ptrain("train", "--dataset", "fake", "--max-steps", "1", "--quiet").code == 0
+    disk = mounts(tmp_path / "disk", "64k")
+    with contextlib.suppress(OSError), open(disk / "filler", "wb") as f:
+        f.write(bytes(1 << 20))  # fills it
+    for args in (["runs"], ["runs", "--json"]):
+        proc = forked.Forked(args, tmp_path, stdout=str(disk / "runs.txt"))
+        _, err = proc.communicate(60)
+        assert proc.returncode == 1 and err == (
+            "ptrain: error: cannot write standard output: No space left on device\n")
 
 
 def test_a_closed_terminal_stops_the_run_at_a_saved_position(tmp_path):
