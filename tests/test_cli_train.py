@@ -149,10 +149,21 @@ def test_run_dirs_never_overwrite_silently(ptrain, tmp_path):
         assert r.code in (1, 2) and r.err.count("\n") == 1, r.err  # the old run is intact
         assert sorted(p.name for p in (tmp_path / "runs/fake").iterdir()) == kept
         assert (tmp_path / "runs/fake/model.pth").read_bytes() == before
+    # the old run's exports go with it (they described a model no longer there); files that
+    # are not ptrain's stay: the user's own model.onnx, without a sidecar, and notes
+    run = tmp_path / "runs/fake"
+    for fmt in ("torchscript", "safetensors"):
+        assert ptrain("export", "runs/fake", "--format", fmt).code == 0
+    assert ptrain("export", "runs/fake/last.pt", "--format", "safetensors").code == 0
+    (run / "model.onnx").write_text("mine")
+    (run / "notes.txt").write_text("mine")
     assert (
         ptrain("train", *FAST, "--epochs", "1", "--run-dir", "runs/fake", "--overwrite").code == 0
     )
-    assert len([x for x in read_metrics(tmp_path / "runs/fake") if x["kind"] == "epoch"]) == 1
+    assert len([x for x in read_metrics(run) if x["kind"] == "epoch"]) == 1
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best.pt", "config.toml", "last.pt", "metrics.jsonl", "model.onnx", "model.pth",
+        "notes.txt"]
 
 
 def test_run_names_stay_inside_runs_and_files_are_not_run_dirs(ptrain, tmp_path):

@@ -108,6 +108,25 @@ def test_a_stop_during_an_evaluation_saves_the_trained_epoch_and_resume_evaluate
     assert without_timing(full.read_metrics()) == without_timing(cut.read_metrics())
 
 
+def test_a_max_steps_run_stopped_in_its_last_evaluation_resumes_to_its_model(ptrain, tmp_path):
+    """--max-steps 20 ends mid-epoch; a signal in that last evaluation left last.pt, and the
+    resume said "already finished" and never wrote model.pth (a hostile trial's SLURM case)."""
+    cfg = TrainConfig(dataset="fake", model="lenet", epochs=1, max_steps=20, batch_size=64,
+                      log_interval=5, test_batch_size=100)
+    full, cut = RunDir(tmp_path / "full"), RunDir(tmp_path / "cut")
+    loop.train(cfg, full, full.metrics_sink())
+    stopped = loop.train(cfg, cut, cut.metrics_sink(), stop=StopInEvaluation())
+    assert stopped["stopped"] == "SIGTERM" and stopped["best_acc"] is None  # (was -1.0)
+    assert stopped["train_s_total"] > 0  # the 20 steps trained (was 0.0)
+    r = ptrain("resume", "cut", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["step"] == 20 and cut.file("model.pth").exists()
+    a, b = _weights(full), _weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    again = ptrain("resume", "cut")
+    assert again.code == 2 and "already finished: --max-steps 20" in again.err
+
+
 def loop_sink(run, extra):
     sink = run.metrics_sink()
 
@@ -339,6 +358,11 @@ def test_patience_ends_the_run_as_finished_with_the_best_epochs_weights(ptrain, 
     assert all(torch.equal(model["state_dict"][k], best[k]) for k in best)
     assert not all(torch.equal(best[k], last[k]) for k in best)  # epochs 4-5 moved the weights
     assert "finished (early stop, epoch 5)" in ptrain("runs", ".").out
+    # the summary is model.pth's, epoch 3's, as eval gives it (it was epoch 5's)
+    epochs, [end] = read_metrics(run, ("epoch",)), read_metrics(run, ("end",))
+    assert end["test_loss"] == epochs[2]["test_loss"] != epochs[4]["test_loss"]
+    assert end["model_epoch"] == 3 and end["epochs_trained"] == 5
+    assert "done: test acc 100.00% (epoch 3's, which model.pth holds) after 5 epochs" in r.out
     again = ptrain("resume", "run")
     assert again.code == 2 and "already finished: --patience 2 ended it at epoch 5" in again.err
 

@@ -100,8 +100,9 @@ def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: floa
         overrides["batch_size"] = total // now
     cfg = configlib.validate(dataclasses.replace(cfg, **overrides))
     # --max-steps ended it mid-schedule (cosine, linear and onecycle end at that step) and
-    # maybe mid-epoch, with that epoch recorded: no position to go on from exactly
-    if cfg.max_steps and pos.step >= cfg.max_steps:
+    # maybe mid-epoch, with that epoch recorded: no position to go on from exactly. Stopped in
+    # that last evaluation (the epoch trained, its batch count kept), the resume evaluates it
+    if cfg.max_steps and pos.step >= cfg.max_steps and not pos.batch:
         raise AlreadyFinished(f"{path}: the run already finished: --max-steps {cfg.max_steps} "
                               f"ended it; to train on from its weights, start a new run with "
                               f"--init-from {path.parent}")

@@ -97,6 +97,8 @@ def format_record(r: dict) -> str | None:
         # 9.9, not the 10 begun; 0.16 of a run --max-steps ended in its first epoch
         epochs = r.get("epochs_trained", min(r["epoch"], r.get("epochs", r["epoch"])))
         best = f"best {'val' if 'val_acc' in r else 'test'} acc {100 * r['best_acc']:.2f}%"
+        if r.get("model_epoch"):  # --patience: model.pth holds the best epoch, not the last
+            tta += f" (epoch {r['model_epoch']}'s, which model.pth holds)"
         return (f"done: test acc {100 * r['test_acc']:.2f}%{tta} after {plural(epochs, 'epoch')}, "
                 f"{r['train_s_total']:.1f}s of training ({best}){where}")
     return None

@@ -85,7 +85,9 @@ def _epochs(job: Job, resumed: bool) -> dict:
                   "batch": pos.batch, "step": pos.step,
                   "run_dir": str(job.saver.path) if job.saver is not None else None})
     elif job.saver is not None and not job.dry_run:  # the weights last.pt just got (checked)
-        distributed.from_main(lambda: _save_model(job, result))
+        # the summary is of model.pth: after --patience, the best epoch's (a hostile trial's
+        # script read the last epoch's 58.00% where model.pth, and eval, gave 56.67%)
+        result = distributed.from_main(lambda: _save_model(job, result))
     if pos.early_stop and not stopped:
         job.emit(_early_stop_record(job))
     summary = {k: v for k, v in result.items() if k != "kind"}
@@ -93,8 +95,11 @@ def _epochs(job: Job, resumed: bool) -> dict:
     # 5,000 steps at batch 10), never "0 epochs"; a fraction's last step is whole: 0.01 is 0.031
     trained = round(trained, 2) if trained >= 0.01 else float(f"{trained:.1g}")
     summary.update({"epochs_trained": trained,
-                    "best_acc": pos.best_acc, "step": pos.step, "device": str(job.device),
-                    "train_s_total": pos.train_s, "compile_s": job.watch.seconds,
+                    # none evaluated yet: no best (its -1 is the state's "below any")
+                    "best_acc": pos.best_acc if pos.best_epoch else None,
+                    "step": pos.step, "device": str(job.device),
+                    "train_s_total": pos.train_s + pos.epoch_train_s,  # an epoch's part too
+                    "compile_s": job.watch.seconds,
                     "run_dir": str(job.run_dir.path) if job.run_dir else None,
                     "dry_run": job.dry_run, "stopped": job.stop.reason if stopped else None,
                     "early_stop": pos.early_stop or None, "best_epoch": pos.best_epoch})
@@ -102,18 +107,20 @@ def _epochs(job: Job, resumed: bool) -> dict:
     return summary
 
 
-def _save_model(job: Job, result: dict) -> None:
+def _save_model(job: Job, result: dict) -> dict:
     """model.pth: the run's last weights, or after --patience ended it, the best epoch's (those
-    best.pt holds) with that epoch's figures, read back from metrics.jsonl."""
+    best.pt holds) with that epoch's record, read back from metrics.jsonl; returns the record
+    of the weights saved (the best one marked `model_epoch`)."""
     weights, figures = job.state.evaluated.state_dict(), result
     if job.state.pos.early_stop and job.saver.file(BEST).exists():
         weights = checkpoint.weights(checkpoint.load(job.saver.file(BEST)))
-        figures = next((r for r in reversed(job.saver.read_metrics())
-                        if r.get("kind") == "epoch" and r.get("epoch") == job.state.pos.best_epoch),
-                       {})
+        figures = next(({**r, "model_epoch": r["epoch"]} for r in reversed(
+            job.saver.read_metrics()) if r.get("kind") == "epoch" and
+            r.get("epoch") == job.state.pos.best_epoch), result)
     checkpoint.save_model_file(job.saver.file(MODEL), weights, job.meta, job.cfg.to_dict(),
                                {k: figures[k] for k in ("epoch", "test_loss", "test_acc")
                                 if k in figures})
+    return figures
 
 
 def _early_stop_record(job: Job) -> dict:
