@@ -501,7 +501,8 @@ def test_a_train_valid_test_folder_trains_with_its_validation_folder(ptrain, tmp
     assert e["total"] == 4 and e["acc"] == r.json()["val_acc"]
 
 
-def test_a_folder_run_resumes_from_its_moved_folder_and_refuses_other_classes(ptrain, tmp_path):
+def test_a_folder_run_resumes_from_its_moved_folder_and_refuses_other_classes(ptrain, tmp_path,
+                                                                             monkeypatch):
     _small_folder(tmp_path / "imgs", ("cat", "dog"))
     assert ptrain("train", "--dataset", "folder", "--data-dir", "imgs", "--epochs", "1",
                   "--batch-size", "8", "--run-dir", "run", "--quiet").code == 0
@@ -522,8 +523,14 @@ def test_a_folder_run_resumes_from_its_moved_folder_and_refuses_other_classes(pt
             "classes (or of some of them)") in r.err, r.err
     assert ptrain("resume", "run", "--epochs", "2", "--data-dir", "moved", "--quiet").code == 0
     assert [m["epoch"] for m in read_metrics(tmp_path / "run", ("epoch",))] == [1, 2]
-    assert 'data_dir = "moved"' in (tmp_path / "run" / "config.toml").read_text()
+    assert f'data_dir = "{tmp_path / "moved"}"' in (tmp_path / "run" / "config.toml").read_text()
     assert ptrain("eval", "run").code == 0  # the run's config now names the folder's new place
+    (tmp_path / "elsewhere").mkdir()  # the paths saved are absolute: from another folder too
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert ptrain("eval", "../run").code == 0
+    again = ptrain("train", "--config", "../run/config.toml", "--run-dir", "again", "--quiet")
+    assert again.code == 0, again.err
+    monkeypatch.chdir(tmp_path)
     from PIL import Image
     for path in (tmp_path / "moved").rglob("*.png"):  # the same classes, as RGB 40x40 copies
         big = tmp_path / "big" / path.relative_to(tmp_path / "moved")

@@ -18,6 +18,7 @@ from pytorch_cli.models import adapt, checkpointing, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError, warn
 from pytorch_cli.platform.events import Emit
+from pytorch_cli.settings import config as configlib
 from pytorch_cli.store.rundir import RunDir
 from pytorch_cli.training import compiling, freezing, optim, pretrained, profiling
 from pytorch_cli.training.state import TrainState, position_of
@@ -181,6 +182,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     if cfg.augment == "auto":  # a folder's follows its images (the settings' rules check the
         cfg = dataclasses.replace(cfg, augment=data.spec.augment)  # built-in datasets')
         _idle_crops(cfg, resume is None)
+    cfg = configlib.anchored(cfg)  # saved absolute; the lines printed keep what was typed
     storage = torch.device("cpu") if cfg.workers else device  # where the uint8 dataset lives
     train, test = data.train.to(storage), batches.eval_split(data.test, storage, device)
     val = batches.eval_split(data.val, storage, device) if data.val is not None else None
