@@ -73,8 +73,7 @@ def optimizer_step(state: TrainState, clip_grad: float = 0.0) -> None:
     else:
         state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
-    if not optim.on_metric(state.scheduler):  # plateau's steps come at epoch ends
-        state.scheduler.step()
+    optim.advance(state.scheduler)
     state.pos.step += 1
 
 
