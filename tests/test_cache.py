@@ -54,8 +54,21 @@ def test_cache_command_says_what_it_holds_and_clears_it(ptrain, tmp_path):
     _load(_folder(tmp_path / "imgs"))
     r = ptrain("cache")
     assert r.code == 0 and r.out.startswith(f"{cache.root()}: 1 entry, ")
+    # PTRAIN_CACHE_DIR may name a folder of the user's: only the cache's own entries count
+    # and go (a hostile trial's folders/taxes/2025.txt went with --clear)
+    mine = [cache.root() / "taxes" / "2025.txt", cache.root() / "notes.txt",
+            cache.root() / ("ab" * 16 + "x") / "a.jpg"]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("precious")
+    (cache.root() / f".{'0' * 32}.123.tmp").mkdir()  # what a killed writer left
+    r = ptrain("cache")
+    assert r.code == 0 and r.out.startswith(f"{cache.root()}: 1 entry, ")
     r = ptrain("cache", "--clear")
     assert r.code == 0 and r.out.startswith("removed 1 entry (") and not cache.entries()
+    assert all(p.read_text() == "precious" for p in mine)
+    assert sorted(p.name for p in cache.root().iterdir()) == ["ab" * 16 + "x", "notes.txt",
+                                                               "taxes"]
 
 
 def test_an_unwritable_cache_is_a_warning_and_the_load_goes_on(tmp_path, monkeypatch, capsys):

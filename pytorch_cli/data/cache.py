@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,9 +140,15 @@ def cannot_write(e: OSError) -> None:
          "decodes the folder again (set PTRAIN_CACHE_DIR to a writable folder)")
 
 
+KEY = re.compile(r"[0-9a-f]{32}")  # key()'s names: only those are ptrain's to remove
+WRITING = re.compile(r"\.[0-9a-f]{32}\.\d+\.tmp")  # a Writer's folder (a killed one's too)
+
+
 def entries() -> list[Path]:
-    return sorted(p for p in root().iterdir() if p.is_dir() and not p.name.startswith(".")
-                  ) if root().is_dir() else []
+    """The cache's entries: its own folders only. PTRAIN_CACHE_DIR may name a folder that holds
+    a user's files (a hostile trial's ~/folders/taxes went with `cache --clear`)."""
+    return sorted(p for p in root().iterdir() if p.is_dir() and not p.is_symlink()
+                  and KEY.fullmatch(p.name)) if root().is_dir() else []
 
 
 def size(entry: Path) -> int:
@@ -170,13 +177,16 @@ def check_root() -> None:
 
 
 def clear() -> tuple[int, int]:
-    """Remove every entry: (entries, bytes) removed; a cache it may not change is one line."""
+    """Remove every entry, and what killed writers left: (entries, bytes) removed; anything
+    else in the folder stays. A cache it may not change is one line."""
     found = entries()
     removed = sum(map(size, found))
-    if root().is_dir():
-        try:
-            shutil.rmtree(root())
-        except OSError as e:
-            raise PtrainError(f"cannot clear the decode cache {root()}: {e.strerror} "
-                              f"({e.filename}); what could not be removed stays") from None
+    left = [p for p in root().iterdir() if WRITING.fullmatch(p.name) and p.is_dir()
+            and not p.is_symlink()] if root().is_dir() else []
+    try:
+        for entry in found + left:
+            shutil.rmtree(entry)
+    except OSError as e:
+        raise PtrainError(f"cannot clear the decode cache {root()}: {e.strerror} "
+                          f"({e.filename}); what could not be removed stays") from None
     return len(found), removed
