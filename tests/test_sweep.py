@@ -219,3 +219,49 @@ def test_a_continued_sweep_draws_new_settings_not_the_first_ones_again(ptrain, t
     first, second = _study(tmp_path).trials
     assert [t.state.name for t in (first, second)] == ["COMPLETE"] * 2
     assert first.params["lr"] != second.params["lr"]
+
+
+def test_a_changed_spec_is_refused_and_best_toml_is_the_trial_as_it_ran(ptrain, tmp_path):
+    """A hostile trial changed the spec's batch between two sweeps of one study: best.toml named
+    trial 0 with the new batch, which trial 0 never ran; a range turned from log to linear
+    raised in a worker thread, exit 0. Both are refused in one line; nothing runs."""
+    search = '[search]\nlr = {low = 0.001, high = 0.05, log = true}\n'
+    spec = _spec(tmp_path, f'epochs = 1\nmax_steps = 3\nbatch_size = 32\n{search}')
+    assert ptrain("sweep", spec, "--trials", "1", "--pruner", "none").code == 0
+    best = (tmp_path / "runs/spec/best.toml").read_text()
+    assert "batch_size = 32" in best and "max_steps = 3" in best
+    linear = search.replace("true", "false")
+    for changed in (f'epochs = 1\nmax_steps = 3\nbatch_size = 8\n{search}',
+                    f'epochs = 1\nmax_steps = 3\nbatch_size = 32\n{linear}'):
+        _spec(tmp_path, changed)
+        r = ptrain("sweep", spec, "--trials", "2", "--pruner", "none")
+        assert r.code == 2 and r.err.count("\n") == 1, r.err
+        assert "was made with another spec (" in r.err and "give the spec it was made" in r.err
+        assert ("batch_size" if "= 8" in changed else "lr") in r.err
+    assert len(_study(tmp_path).trials) == 1
+    assert (tmp_path / "runs/spec/best.toml").read_text() == best
+
+
+def test_a_sweep_whose_every_trial_fails_says_so_and_exits_1(ptrain, tmp_path):
+    spec = _spec(tmp_path, 'epochs = 1\nmax_steps = 20\n[search]\n'
+                 'lr = {low = 1e5, high = 1e6, log = true}\n')  # every trial diverges (exit 3)
+    r = ptrain("sweep", spec, "--trials", "2", "--pruner", "none")
+    assert r.code == 1 and "2 of 2 trials" in r.out and not (tmp_path / "runs/spec/best.toml"
+                                                              ).exists()
+    assert r.err == ("ptrain: error: every trial failed (2): no best settings; `ptrain sweep "
+                     "runs/spec --show` says why\n")
+    note = ptrain("sweep", "runs/spec", "--show").out  # cut between words, not in a number
+    assert "…)" in note and "(now 1" not in note.replace("(now 1…", "")
+
+
+def test_storage_in_memory_and_a_dir_that_is_a_file_are_one_line(ptrain, tmp_path):
+    spec = _spec(tmp_path, '[search]\nlr = [0.01, 0.02]\n')
+    for url in ("sqlite:///:memory:", "sqlite://"):
+        r = ptrain("sweep", spec, "--storage", url)
+        assert r.code == 2 and "an in-memory database, which the trials' processes cannot " \
+            "share" in r.err, r.err
+    (tmp_path / "taken").write_text("mine")
+    r = ptrain("sweep", spec, "--dir", "taken")
+    assert r.code == 2 and r.err == ("ptrain: error: --dir taken is a file, not a folder: name "
+                                     "the sweep's folder\n")
+    assert (tmp_path / "taken").read_text() == "mine"

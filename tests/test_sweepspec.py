@@ -32,12 +32,20 @@ def test_ranges_and_choices_are_typed_as_their_settings(tmp_path):
     ("optimizer = ['sgd', 'lion']\n", BASE, "optimizer"),
     ("lr = {low = 0.1, high = 2e6}\n", BASE, "lr"),
     ("lr = {low = 0.1, hi = 2}\n", BASE, "takes low, high"),
-    ("", BASE, "no [search] table"),
+    ("", BASE, "its [search] table is empty"),
     ("lr = [0.1]\n", BASE + "lrr = 1\n", "unknown key 'lrr'"),
 ])
 def test_bad_specs_are_one_line_naming_the_key(tmp_path, search, base, message):
     with pytest.raises(UsageError, match=message.replace("[", r"\[")):
         _spec(tmp_path, search, base)
+
+
+@pytest.mark.parametrize("text, message", [(BASE, "no [search] table"),
+                                           (f"search = 3\n{BASE}", "search must be a [search]")])
+def test_a_spec_without_a_search_table_says_which_way(tmp_path, text, message):
+    (tmp_path / "spec.toml").write_text(text)
+    with pytest.raises(UsageError, match=message.replace("[", r"\[")):
+        sweepspec.load(tmp_path / "spec.toml")
 
 
 def test_a_grid_needs_choices_or_steps_and_lists_every_point(tmp_path):

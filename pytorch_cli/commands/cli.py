@@ -279,7 +279,8 @@ def _run(argv: list[str]) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # the exit's flush goes nowhere, quietly
         command = next((a for a in argv if not a.startswith("-")), "")
-        if command in TRAINING:  # a run's summary is lost: say so; a listing's end, as `ls`
+        if command in TRAINING and "--show" not in argv:  # a run's summary is lost: say so; a
+            # listing's end (sweep --show's too), as `ls`
             print("ptrain: error: the reader of standard output went away (broken pipe); what "
                   "was left to print is lost", file=sys.stderr)
         return 141  # 128 + SIGPIPE: what a shell reports for a writer its pipe killed

@@ -61,7 +61,11 @@ def plot(
     from pytorch_cli.store.rundir import METRICS, RunDir
     plotlib.require_matplotlib("ptrain plot")
     curves = {}
+    seen = set()
     for path in run_dirs:
+        if path.resolve() in seen:  # runs/a, runs/a/ and ./runs/a: one run, drawn once
+            continue
+        seen.add(path.resolve())
         records = RunDir(path).read_metrics()
         if not records:
             raise UsageError(f"{path} has no {METRICS} with records; name run directories")

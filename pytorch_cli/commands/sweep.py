@@ -122,7 +122,14 @@ def run(spec_file: Path, plan) -> int:
     print(f"sweep {plan.folder}: {done} of {plan.trials} trials"
           + (f"; best settings in {plan.folder / sweeping.BEST}"
              if (plan.folder / sweeping.BEST).exists() else ""))
-    return signals.EXIT_CODES[sweep.stop] if sweep.stop else 0
+    if sweep.stop:
+        return signals.EXIT_CODES[sweep.stop]
+    states = [t.state.name for t in sweep.study.get_trials(deepcopy=False)]
+    if states and all(s == "FAIL" for s in states):  # (a pruned trial is a result)
+        print(f"ptrain: error: every trial failed ({len(states)}): no best settings; `ptrain "
+              f"sweep {plan.folder} --show` says why", file=sys.stderr)
+        return 1
+    return 0
 
 
 def show(study, metric: str) -> list[dict]:
@@ -205,6 +212,8 @@ def sweep(
                          "or --plot")
     plan = sweeping.Plan(folder or rundir.root() / target.stem, trials, jobs, sampler, pruner,
                          timeout, metric, storage, study, heartbeat, start)
+    if plan.folder.exists() and not plan.folder.is_dir():
+        raise UsageError(f"--dir {plan.folder} is a file, not a folder: name the sweep's folder")
     code = run(target, plan)
     if code:
         raise typer.Exit(code)

@@ -16,10 +16,13 @@ taken over the same way, once its heartbeat is missed (sweepstore.py).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import threading
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from pytorch_cli.store.rundir import LAST, RunDir
 
 BEST, TRIALS = "best.toml", ".trials"
 METRIC = "metric"  # the study's user attr: the --metric it was made with
+SPEC = "spec"  # and the spec's settings and search, as JSON
 # a trial's exit by a signal: ptrain's code for it, or the signal's own where it landed as
 # ptrain exited, its handler gone
 SIGNALLED = (*signals.EXIT_CODES.values(), -signal.SIGTERM, -signal.SIGINT)
@@ -83,6 +87,8 @@ def open_study(plan: Plan, spec: sweepspec.SweepSpec | None, create: bool = True
     except ValueError as e:
         raise UsageError(f"{plan.folder}: {e}") from None
     _same_metric(plan, study, name)
+    if spec is not None:
+        _same_spec(plan, study, name, spec)
     sweepstore.remember(plan, name)
     return study
 
@@ -109,6 +115,28 @@ def _same_metric(plan: Plan, study, name: str) -> None:
                          "--dir or --study for a new study")
     if METRIC not in study.user_attrs:
         study.set_user_attr(METRIC, plan.metric)
+
+
+def _same_spec(plan: Plan, study, name: str, spec: sweepspec.SweepSpec) -> None:
+    """A continued study keeps its spec: trials of other settings ranked together would name a
+    'best' no setting reproduces (a hostile trial's best.toml held batch 8, its trial ran 64),
+    and Optuna raises mid-sweep on a range turned from log to linear."""
+    said = json.dumps({"settings": spec.base, "search": [dataclasses.asdict(d)
+                                                         for d in spec.search]},
+                      sort_keys=True, default=str)
+    made = study.user_attrs.get(SPEC)
+    if made is None:
+        study.set_user_attr(SPEC, said)
+    elif made != said:
+        was, now = json.loads(made), json.loads(said)
+        what = sorted({k for k in {*was["settings"], *now["settings"]}
+                       if was["settings"].get(k) != now["settings"].get(k)} |
+                      {d["name"] for d in was["search"] + now["search"]
+                       if (d in was["search"]) != (d in now["search"])})
+        raise UsageError(f"{plan.folder}: the study {name!r} was made with another spec "
+                         f"({', '.join(what)} differ): trials of both would be ranked as one; "
+                         "give the spec it was made with, or another --dir or --study for a "
+                         "new study")
 
 
 def sampler(plan: Plan, spec: sweepspec.SweepSpec | None, asked: int):
@@ -183,7 +211,7 @@ def run_trial(sweep: Sweep, trial, slot: int) -> None:
         trial.set_user_attr("error", str(e))
         tell(sweep.study, trial, state=optuna.trial.TrialState.FAIL)
         return
-    run = RunDir(folder / (again or f"trial-{trial.number:03d}"))
+    run = RunDir(folder / (again or trial_name(trial)))
     config = folder / TRIALS / f"{run.path.name}.toml"
     config.parent.mkdir(exist_ok=True)
     files.atomic_write(config, lambda f: f.write(sweepspec.as_toml(
@@ -228,8 +256,14 @@ def _tell(sweep: Sweep, trial, code: int, pruned: bool, run: RunDir, params: dic
     else:
         tail = (sweep.plan.folder / TRIALS / f"{run.path.name}.log").read_bytes()[-300:]
         lines = tail.decode(errors="replace").strip().splitlines()
-        trial.set_user_attr("error", f"exit {code}: {lines[-1] if lines else ''}"[:200])
+        trial.set_user_attr("error", _clip(f"exit {code}: {lines[-1] if lines else ''}"))
         tell(sweep.study, trial, state=state.FAIL)
+
+
+def _clip(text: str, most: int = 200) -> str:
+    """At most `most` characters, cut between words with an ellipsis: a cut inside a number
+    changes it (a hostile trial read "--lr (now 203" for 203199)."""
+    return text if len(text) <= most else text[:most - 1].rsplit(" ", 1)[0] + "…"
 
 
 def tell(study, trial, *args, **kw) -> None:
@@ -242,10 +276,20 @@ def tell(study, trial, *args, **kw) -> None:
             raise
 
 
+def trial_name(trial) -> str:
+    """A trial's run directory in the sweep's folder, unless it continues another's."""
+    return f"trial-{trial.number:03d}"
+
+
 def write_best(sweep: Sweep) -> None:
-    """SWEEP_DIR/best.toml: the best trial's settings, a file `ptrain train --config` takes."""
+    """SWEEP_DIR/best.toml: the best trial's settings, as it ran them (its own config file;
+    the spec's, where that is gone), a file `ptrain train --config` takes."""
     best = sweep.study.best_trial
-    values = sweep.spec.config(best.params).to_dict()
+    ran = sweep.plan.folder / TRIALS / f"{best.user_attrs.get('resume') or trial_name(best)}.toml"
+    try:
+        values = tomllib.loads(ran.read_text())
+    except (OSError, ValueError):
+        values = sweep.spec.config(best.params).to_dict()
     text = sweepspec.as_toml(values, f"the best trial of {sweep.plan.folder.name}: trial "
                                      f"{best.number}, {sweep.plan.metric} {best.value:.6g}")
     files.atomic_write(sweep.plan.folder / BEST, lambda f: f.write(text.encode()))

@@ -21,7 +21,8 @@ from pathlib import Path
 from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import UsageError, first_line
 
-EXTRA = "pip install 'pytorch-cli[sweep]'"
+EXTRA = "pip install 'pytorch-cli[sweep]'"  # Optuna, and psycopg for postgresql://
+DRIVERS = {"MySQLdb": "mysqlclient", "pymysql": "PyMySQL"}  # module -> its package on PyPI
 STUDY_DB, NAME = "study.db", ".study"  # NAME: the study's name, for --show
 STORED = ".storage"  # where --storage put the study, for --show and the same command again
 
@@ -55,6 +56,15 @@ def _sqlite_file(url: str) -> Path | None:
     database = parsed.database or ""
     return Path(database) if parsed.drivername.startswith("sqlite") and database \
         and database != ":memory:" else None
+
+
+def _in_memory(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL: storage() says so
+        return False
+    return parsed.drivername.startswith("sqlite") and parsed.database in (None, "", ":memory:")
 
 
 def load(plan, name: str):
@@ -102,6 +112,9 @@ def storage(plan):
     optuna = import_optuna()
     import sqlalchemy.exc
     url = storage_url(plan)
+    if _in_memory(url):  # each trial's process would have a study of its own, never told
+        raise UsageError(f"--storage {_shown(url)} is an in-memory database, which the trials' "
+                         "processes cannot share: name a file (sqlite:///study.db) or a server")
     try:
         with _schema_lock(_driver(url)):
             return optuna.storages.RDBStorage(_driver(url), heartbeat_interval=plan.heartbeat,
@@ -109,7 +122,8 @@ def storage(plan):
                                               engine_kwargs={"pool_pre_ping": True})
     except ImportError as e:  # the database's driver: psycopg for postgresql://
         name = getattr(e.__cause__, "name", None) or "its driver"
-        raise UsageError(f"--storage {_shown(url)} needs the module {name}: {EXTRA}") from None
+        extra = EXTRA if url.startswith("postgresql") else f"pip install {DRIVERS.get(name, name)}"
+        raise UsageError(f"--storage {_shown(url)} needs the module {name}: {extra}") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
         raise UsageError(f"cannot open the study storage {_shown(url)}: "
                          f"{first_line(getattr(e, 'orig', None) or e)}") from None

@@ -111,7 +111,9 @@ def load(path: Path) -> SweepSpec:
     raw = tomlfile.read_toml(path)
     search = raw.pop("search", None)
     if not isinstance(search, dict) or not search:
-        raise UsageError(f"{path}: no [search] table: say which settings to search, e.g. "
+        what = ("no [search] table" if search is None else "its [search] table is empty"
+                if isinstance(search, dict) else "search must be a [search] table")
+        raise UsageError(f"{path}: {what}: say which settings to search, e.g. "
                          "lr = {low = 1e-4, high = 0.3, log = true}")
     base = configlib.typed_values(raw, path)
     dims = tuple(_dimension(k, v, str(path)) for k, v in search.items())
