@@ -75,7 +75,12 @@ def test_four_trials_in_two_jobs_failures_recorded_and_best_toml_trains(ptrain, 
     assert len(shown) == 4 and shown[0].split()[:2] == [str(best.number), "complete"]
 
 
-def test_sigterm_stops_the_sweep_at_a_saved_position_and_the_same_command_continues(tmp_path):
+@pytest.mark.parametrize("group", [False, True])
+def test_sigterm_stops_the_sweep_at_a_saved_position_and_the_same_command_continues(tmp_path,
+                                                                                   group):
+    """`group`: to its whole process group, as SLURM, systemd or a terminal's Ctrl-C send it:
+    the trials' fork server, in that group, died of it, and each trial's exit code with it (a
+    hostile trial's "fail (exit 255: stopped (SIGTERM) ...; saved to last.pt")."""
     spec = _spec(tmp_path, 'epochs = 4\nbatch_size = 256\n[search]\nlr = [0.01]\n')
     sweep = ["sweep", spec, "--sampler", "grid", "--pruner", "none"]
     proc = Forked(sweep, tmp_path)  # a real process, without a new interpreter's imports
@@ -84,9 +89,13 @@ def test_sigterm_stops_the_sweep_at_a_saved_position_and_the_same_command_contin
     while '"kind": "epoch"' not in (metrics.read_text() if metrics.exists() else ""):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    if group:  # the sweep leads its own session (Forked), its server in its group
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 143
     assert (tmp_path / "runs/spec/trial-000/last.pt").exists()
+    assert _study(tmp_path).trials[0].user_attrs.get("interrupted")  # not failed
     again = forked.run(sweep, tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr
     trials = _study(tmp_path).trials

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import threading
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from pytorch_cli.platform import signals
 # what a trial imports on its way to its first step (-X importtime); the rest (trackers, timm,
 # onnx) it imports itself as a fresh process would. The server skips a name it cannot import
 # without a word: tests import each
-PRELOAD = ["pytorch_cli.commands.warmstart", "pytorch_cli.commands.cli",
+PRELOAD = ["pytorch_cli.commands.warmserver", "pytorch_cli.commands.warmstart",
+           "pytorch_cli.commands.cli",
            "pytorch_cli.commands.session", "pytorch_cli.training.loop",
            "pytorch_cli.data.datasets", "torchvision", "torch._dynamo", "torch.utils.flop_counter"]
 
@@ -141,12 +143,19 @@ def _main(args: list[str], env: dict[str, str], log: str, errors: str, parent: i
     sys.argv = [sys.argv[0], *args]
     code = 1
     try:
-        from pytorch_cli.commands import cli
+        from pytorch_cli.commands import cli, warmserver
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, warmserver.BLOCKED)  # the server's mask
         cli.main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
+    except KeyboardInterrupt:  # before ptrain's own handler: as a fresh interpreter, the
+        traceback.print_exc()  # traceback, then the signal's own end (-2: a sweep's trial
+        code = -signal.SIGINT  # interrupted, not failed with exit 1)
     # a fresh interpreter's exit: other threads waited for, then the atexit callbacks (MLflow's
     # and W&B's end their runs there), which a multiprocessing child would skip
     threading._shutdown()
     atexit._run_exitfuncs()
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
     signals.exit_now(code)
