@@ -373,12 +373,11 @@ def test_eval_writes_nothing_onto_a_labels_file_or_into_the_image_folder_it_read
                   "imgs/labels.csv", "--epochs", "1", "--run-dir", "run", "--quiet").code == 0
     before = {p: p.read_bytes() for p in tmp_path.glob("*/**/*") if p.is_file()}
     for args, said in (
-            (["--plot-errors", "imgs/cat/0.png"], "it is inside imgs, the image folder being "
-             "evaluated, whose next read would take it for an image; name a --plot-errors file "
-             "outside it"),
+            (["--plot-errors", "imgs/cat/0.png"], f"it is inside {tmp_path / 'imgs'}, the "
+             "image folder being evaluated, whose next read would take it for an image; name a "
+             "--plot-errors file outside it"),  # (the run saved its folder absolute)
             (["--plot-confusion", "imgs/new.png"], "name a --plot-confusion file outside it"),
-            (["--errors", "imgs/labels.csv"], "it is a --labels file being read; name another "
-             "output with --errors"),
+            (["--errors", "imgs/labels.csv"], "it is a --labels file being read ("),
             (["--labels", "other.csv", "--errors", "other.csv"], "it is a --labels file")):
         r = ptrain("eval", "run", "--split", "all", *args)
         assert r.code == 2 and said in r.err and r.err.count("\n") == 1, r.err

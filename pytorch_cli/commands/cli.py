@@ -4,11 +4,8 @@ declarations); the work happens in the layers below."""
 
 from __future__ import annotations
 
-import errno
-import io
 import json
 import os
-import stat
 import sys
 import traceback
 from pathlib import Path
@@ -23,7 +20,7 @@ from pytorch_cli import __version__
 from pytorch_cli.commands import looking, sweep, train
 from pytorch_cli.commands.arguments import BareDataset, BareModel, Device, Precision, Target
 from pytorch_cli.output.tables import print_eval
-from pytorch_cli.platform import events, signals
+from pytorch_cli.platform import events, signals, streams
 from pytorch_cli.platform.errors import PtrainError, UsageError, one_line, plural
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.store import export
@@ -225,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: every error ends as one line on stderr and a non-zero exit; `--debug`
     (anywhere on the line) or PTRAIN_DEBUG=1 adds the traceback. Called with no arguments, it
     is the process (`ptrain`, `python -m pytorch_cli`); tests pass argv and stay in-process."""
-    _no_missing_streams()
+    streams.no_missing()
     code = _run(list(sys.argv[1:] if argv is None else argv))
     if argv is None:
         signals.exit_quietly(code)  # a Ctrl-C while the interpreter shuts down: no traceback
@@ -253,7 +250,7 @@ def _run(argv: list[str]) -> int:
                 sys.stdout, sys.stderr = sys.stdout.wrapped, sys.stderr.wrapped
                 raise BrokenPipeError from None
             raise
-        _flush_stdout()
+        streams.flush_stdout()
         return rc or 0
     except TyperException as e:  # typer's (vendored click) usage errors: bad flag, wrong type
         if not e.format_message():  # `ptrain` alone: the help was printed, nothing to add
@@ -287,54 +284,11 @@ def _run(argv: list[str]) -> int:
     except Exception as e:  # disk full, permissions (OSError names the file), or a bug
         if debug:
             traceback.print_exc()
-        if isinstance(e, OSError) and e.filename is None and _stdout_full(e):
-            print(_stdout_lost(e), file=sys.stderr)  # a print failed, not a file of ptrain's
+        if isinstance(e, OSError) and e.filename is None and streams.stdout_full(e):
+            print(streams.stdout_lost(e), file=sys.stderr)  # a print failed, not a file of ptrain's
             return 1
         what = (str(e).strip().splitlines() or [""])[0][:300]
         again = "the traceback is above" if debug else "rerun with --debug for the traceback"
         print(f"ptrain: error: {one_line(str(e))}" if isinstance(e, OSError) else
               f"ptrain: error: {type(e).__name__}: {what} (unexpected: {again})", file=sys.stderr)
         return 1
-
-
-def _flush_stdout() -> None:
-    """Here, where a reader gone away is one line, not at the exit; a full disk under it too
-    (`ptrain runs > runs.txt` said only "[Errno 28] No space left on device")."""
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        raise
-    except OSError as e:
-        raise PtrainError(_stdout_lost(e).removeprefix("ptrain: error: ")) from None
-
-
-def _stdout_lost(e: OSError) -> str:
-    """The line for standard output that cannot be written; it goes to /dev/null from here, so
-    the exit's own flush fails no more."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return f"ptrain: error: cannot write standard output: {e.strerror or e}"
-
-
-def _stdout_full(e: OSError) -> bool:
-    """Whether a write that failed for want of space, naming no file, was standard output's:
-    its disk is full (or it is /dev/full), as a print into a full disk leaves it."""
-    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-        return False
-    try:
-        fd = sys.stdout.fileno()
-        if stat.S_ISCHR(os.fstat(fd).st_mode):
-            os.write(fd, b"")  # /dev/full fails even this; a terminal takes it
-            return False
-        return os.fstatvfs(fd).f_bavail == 0
-    except OSError:
-        return True
-    except (ValueError, AttributeError, io.UnsupportedOperation):  # closed, or no file
-        return False
-
-
-def _no_missing_streams() -> None:
-    """Started with stdout or stderr closed (`>&-`), Python has None there: print into
-    /dev/null instead, and the run goes on (its record is in its run directory)."""
-    for name in ("stdout", "stderr"):
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(os.devnull, "w"))

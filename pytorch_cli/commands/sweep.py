@@ -95,6 +95,8 @@ def run(spec_file: Path, plan) -> int:
     """Run the study's trials; the exit code (130/143 after a signal)."""
     from pytorch_cli.commands import sweeping, sweepstore
     from pytorch_cli.output import mlflow_sink
+    if plan.folder.exists() and not plan.folder.is_dir():
+        raise UsageError(f"--dir {plan.folder} is a file, not a folder: name the sweep's folder")
     spec = sweepspec.load(spec_file)
     require_trackers(spec.base)  # once, before the study, rather than as every trial's failure
     if plan.sampler == "grid":
@@ -212,8 +214,6 @@ def sweep(
                          "or --plot")
     plan = sweeping.Plan(folder or rundir.root() / target.stem, trials, jobs, sampler, pruner,
                          timeout, metric, storage, study, heartbeat, start)
-    if plan.folder.exists() and not plan.folder.is_dir():
-        raise UsageError(f"--dir {plan.folder} is a file, not a folder: name the sweep's folder")
     code = run(target, plan)
     if code:
         raise typer.Exit(code)

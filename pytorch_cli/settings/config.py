@@ -6,7 +6,6 @@ is written to every run as `config.toml`; `--config` with that file re-runs the 
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,17 +232,6 @@ class TrainConfig:
 
 FIELD_TYPES = field_types(TrainConfig)
 RENAMED = renamed(TrainConfig)  # old key -> key: files and checkpoints of older versions load
-def anchored(cfg: TrainConfig) -> TrainConfig:
-    """The run's paths made absolute (--data-dir, --labels, --init-from, a --weights file), as
-    the run saves them: its config.toml, `ptrain train --config` of it, eval and resume then
-    work from any folder (a hostile trial's `data_dir = "tt"` failed outside the one it ran in).
-    Links are kept as typed; "" (the default places) and weight names stay as they are."""
-    paths = {k: os.path.abspath(os.path.expanduser(v)) for k in ("data_dir", "labels",
-                                                                   "init_from", "weights")
-             if (v := getattr(cfg, k)) and (k != "weights" or os.path.isfile(v))}
-    return dataclasses.replace(cfg, **paths)
-
-
 def validate(cfg: TrainConfig, origin: dict[str, str] | None = None) -> TrainConfig:
     """Raise UsageError naming the first bad value (and `origin`'s source of it: a variable, a
     file); return cfg unchanged when all are fine."""

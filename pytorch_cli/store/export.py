@@ -20,6 +20,7 @@ from pytorch_cli.data import catalog
 from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import PtrainError, UsageError
 from pytorch_cli.store import outputs
+from pytorch_cli.store.rundir import BEST, LAST, MODEL
 
 if TYPE_CHECKING:
     import torch
@@ -93,6 +94,24 @@ def _safetensors(wrapped: nn.Module, sample: torch.Tensor):
 FORMATS = {"onnx": (".onnx", _onnx), "pt2": (".pt2", _pt2),
            "torchscript": (".torchscript.pt", _torchscript),
            "safetensors": (".safetensors", _safetensors)}
+
+
+def made_from(run: Path) -> list[str]:
+    """The files `export` wrote into run directory `run` of its checkpoints, by their default
+    names (model.onnx of model.pth...): each with its sidecar, which names the file and the
+    checkpoint. A file without one, or of another source, is the user's and stays."""
+    found = []
+    for name in (Path(c).stem + suffix for c in (MODEL, LAST, BEST)
+                 for suffix, _ in FORMATS.values()):
+        try:
+            side = json.loads((run / f"{name}.json").read_text())
+        except (OSError, ValueError):  # none, or not ptrain's
+            continue
+        source = Path(str(side.get("source_checkpoint"))) if isinstance(side, dict) else None
+        if source and side.get("file") == name and source.parent.name in ("", run.name) \
+                and source.name in (MODEL, LAST, BEST):
+            found += [name, f"{name}.json"]
+    return found
 
 
 def check_output(output: Path, source: Path, fmt: str) -> None:

@@ -3,8 +3,7 @@ a training process holds on it (listing.py reads them all for `ptrain runs`).
 
     runs/NAME/config.toml    the resolved config
               metrics.jsonl  one JSON record per log interval and per epoch
-              last.pt        training state, for resume
-              best.pt        training state of the best epoch
+              last.pt        training state, for resume (best.pt: of the best epoch)
               model.pth      final weights + what rebuilds the model
               run.lock       flock()ed by the process training in it (holds its pid)
               tensorboard/   with --tensorboard
@@ -164,30 +163,12 @@ class RunDir:
                 break
 
     def clear(self) -> None:
-        """--overwrite: remove the run's own files (and only those), under the lock: its
-        exports too, which would describe a model no longer there."""
-        for f in (*RUN_FILES, TRACE, *self.exports()):
+        """--overwrite: remove the run's own files (and only those: its exports too)."""
+        from pytorch_cli.store.export import made_from  # (export imports this module)
+        for f in (*RUN_FILES, TRACE, *made_from(self.path)):
             self.file(f).unlink(missing_ok=True)
         for folder in (TENSORBOARD, WANDB):  # old curves would mix in
             shutil.rmtree(self.file(folder), ignore_errors=True)
-
-    def exports(self) -> list[str]:
-        """The files `ptrain export` wrote here of this run's checkpoints, by their default
-        names (model.onnx of model.pth...): each with its sidecar, which names the file and the
-        checkpoint. A file without one, or of another source, is the user's and stays."""
-        from pytorch_cli.store.export import FORMATS  # (export imports this module)
-        found = []
-        for name in (Path(c).stem + suffix for c in (MODEL, LAST, BEST)
-                     for suffix, _ in FORMATS.values()):
-            try:
-                side = json.loads(self.file(f"{name}.json").read_text())
-            except (OSError, ValueError):  # none, or not ptrain's
-                continue
-            source = Path(str(side.get("source_checkpoint"))) if isinstance(side, dict) else None
-            if source and side.get("file") == name and source.parent.name in ("", self.path.name) \
-                    and source.name in (MODEL, LAST, BEST):
-                found += [name, f"{name}.json"]
-        return found
 
     def create(self, config: dict, skipped: list[str] | None = None) -> None:
         """Write config.toml, the run's resolved settings (which also proves the directory

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -18,7 +19,6 @@ from pytorch_cli.models import adapt, checkpointing, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError, warn
 from pytorch_cli.platform.events import Emit
-from pytorch_cli.settings import config as configlib
 from pytorch_cli.store.rundir import RunDir
 from pytorch_cli.training import compiling, freezing, optim, pretrained, profiling
 from pytorch_cli.training.state import TrainState, position_of
@@ -166,6 +166,17 @@ def _load(state: TrainState, resume: dict, cfg: TrainConfig, groups: list[list],
                           "training set; resume from another checkpoint, or start afresh")
 
 
+def _anchored(cfg: TrainConfig) -> TrainConfig:
+    """The run's paths made absolute (--data-dir, --labels, --init-from, a --weights file), as
+    the run saves them: its config.toml, `ptrain train --config` of it, eval and resume then
+    work from any folder (a hostile trial's `data_dir = "tt"` failed outside the one it ran in).
+    Links are kept as typed; "" (the default places) and weight names stay as they are."""
+    paths = {k: os.path.abspath(os.path.expanduser(v)) for k in ("data_dir", "labels",
+                                                                   "init_from", "weights")
+             if (v := getattr(cfg, k)) and (k != "weights" or os.path.isfile(v))}
+    return dataclasses.replace(cfg, **paths)
+
+
 def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     """Build the job; `resume`: a saved training state to continue from."""
     t0 = time.perf_counter()
@@ -182,7 +193,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     if cfg.augment == "auto":  # a folder's follows its images (the settings' rules check the
         cfg = dataclasses.replace(cfg, augment=data.spec.augment)  # built-in datasets')
         _idle_crops(cfg, resume is None)
-    cfg = configlib.anchored(cfg)  # saved absolute; the lines printed keep what was typed
+    cfg = _anchored(cfg)  # saved absolute; the lines printed keep what was typed
     storage = torch.device("cpu") if cfg.workers else device  # where the uint8 dataset lives
     train, test = data.train.to(storage), batches.eval_split(data.test, storage, device)
     val = batches.eval_split(data.val, storage, device) if data.val is not None else None
