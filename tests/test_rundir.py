@@ -147,6 +147,7 @@ GOOD = {"kind": "epoch", "epoch": 1, "step": 10, "test_acc": 0.5}
     b'{"kind": "start", "step": 1' + b"0" * 400 + b"}", b'{"kind": "epoch", "epoch": [1]}',
     b'{"kind": "stop", "reason": 7}', b"\xff\xfe\x00binary", b'{"kind": "st\xe9"}',
     b"[" * 100_000, b'{"kind": "epoch", "epoch": 1', b"\x00" * 40,
+    b'{"kind": "epoch", "epoch": 2, "test_acc": -5}', b'{"kind": "end", "best_acc": 1e308}',
 ], ids=lambda line: ascii(line[:24]))
 def test_a_bad_line_is_skipped_with_a_warning_naming_the_file_and_the_line(tmp_path, capsys,
                                                                            line):

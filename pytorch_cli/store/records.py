@@ -16,8 +16,10 @@ FIELDS = {"kind": (str,), "step": (int,), "epoch": _NUMBER, "batch": (int,), "ba
           "epochs": _NUMBER, "time": _NUMBER, "elapsed_s": _MAYBE, "train_loss": _MAYBE,
           "test_loss": _MAYBE, "test_acc": _MAYBE, "val_loss": _MAYBE, "val_acc": _MAYBE,
           "reason": (str, _NULL), "error": (str, _NULL), "stopped": (str, _NULL),
-          "early_stop": (int, _NULL), "best_epoch": (int,), "epochs_trained": _NUMBER}
+          "early_stop": (int, _NULL), "best_epoch": (int,), "epochs_trained": _NUMBER,
+          "best_acc": _MAYBE}
 # Only "kind" is required: a field a reader needs and a record lacks, the reader does without.
+FRACTIONS = ("test_acc", "val_acc", "best_acc")  # 0 to 1: an edited -5 listed as -500.00%
 
 
 def _no_constant(name: str):
@@ -37,7 +39,8 @@ def fits(value, kinds: tuple) -> bool:
 def valid(record) -> bool:
     """A record every reader can use: an object with a kind, its FIELDS of their types."""
     return isinstance(record, dict) and "kind" in record and all(
-        fits(record[k], kinds) for k, kinds in FIELDS.items() if k in record)
+        fits(record[k], kinds) for k, kinds in FIELDS.items() if k in record) and all(
+        record[k] is None or 0 <= record[k] <= 1 for k in FRACTIONS if k in record)
 
 
 def parse(data: bytes) -> tuple[list[dict], list[int]]:
