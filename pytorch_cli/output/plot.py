@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import os
+import tempfile
 from pathlib import Path
 
 from pytorch_cli.platform.errors import PtrainError, UsageError, first_line
@@ -42,8 +42,11 @@ def check_output(out: Path) -> str:
     above = next((p for p in out.parents if p.exists()), Path("."))
     if not above.is_dir():
         raise UsageError(f"cannot write {out}: {above} is a file, not a folder")
-    if not os.access(above, os.W_OK | os.X_OK):  # said now, not after the work (a read-only
-        raise UsageError(f"cannot write {out}: {above} is not writable")  # mount: even root)
+    try:  # said now, not after the work: a read-only mount, and where root's os.access says
+        with tempfile.TemporaryFile(dir=above):  # yes but no file can be made (/sys, /proc)
+            pass
+    except OSError:
+        raise UsageError(f"cannot write {out}: {above} is not writable") from None
     return fmt
 
 
