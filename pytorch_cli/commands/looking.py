@@ -63,9 +63,9 @@ def plot(
     curves = {}
     seen = set()
     for path in run_dirs:
-        if path.resolve() in seen:  # runs/a, runs/a/ and ./runs/a: one run, drawn once
+        if (real := path.resolve()) in seen:  # runs/a, runs/a/ and ./runs/a: one run, once
             continue
-        seen.add(path.resolve())
+        seen.add(real)
         records = RunDir(path).read_metrics()
         if not records:
             raise UsageError(f"{path} has no {METRICS} with records; name run directories")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sys
 from pathlib import Path
 
@@ -41,21 +40,17 @@ def given_images(images: list[Path]) -> list[Path]:
     return [p for given in images for p in (listed if given == Path("-") else [given])]
 
 
-def _files(given: Path) -> list[Path]:
-    """An image file as given; a folder: every image under it (a test folder of classes...), or
-    itself if it holds none or cannot be read (its entry then says which)."""
+def _files(given: Path) -> list[tuple[Path, str]]:
+    """(path, "") for an image file as given; a folder: for every image under it (a test folder
+    of classes...), or (the folder, why) if it holds none or cannot be read."""
+    if not given.is_dir():
+        return [(given, "")]
     try:
-        return (folders.images_in(given) or [given]) if given.is_dir() else [given]
-    except PtrainError:
-        return [given]
-
-
-def _no_images(folder: Path) -> str:
-    try:
-        os.listdir(folder)
-    except OSError as e:
-        return f"cannot read {folder}: {e.strerror}"
-    return f"{folder} holds no image files ({', '.join(folders.IMAGE_EXTENSIONS)})"
+        found = folders.images_in(given)
+    except PtrainError as e:  # "cannot read DIR: Permission denied"
+        return [(given, str(e))]
+    return [(p, "") for p in found] or [
+        (given, f"{given} holds no image files ({', '.join(folders.IMAGE_EXTENSIONS)})")]
 
 
 @torch.inference_mode()
@@ -84,14 +79,11 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
         meta["in_channels"], models.meta_size(meta), meta["num_classes"], meta["mean"],
         meta["std"])) if tta else None
     classes = meta["classes"] or [str(i) for i in range(meta["num_classes"])]
-    paths = [f for given in images for f in _files(given)]
-    results: list[dict] = [{"image": str(p)} for p in paths]
-    files = []  # the rows of the paths that are files (a folder without images: its error)
-    for row, p in enumerate(paths):
-        if p.is_dir():
-            results[row]["error"] = _no_images(p)
-        else:
-            files.append(row)
+    listed = [f for given in images for f in _files(given)]
+    paths = [p for p, _ in listed]
+    results: list[dict] = [{"image": str(p), **({"error": why} if why else {})}
+                           for p, why in listed]
+    files = [row for row, (_, why) in enumerate(listed) if not why]  # (a folder: its error)
     batch: list[tuple[int, np.ndarray]] = []
     decoded = decode.read_all([paths[row] for row in files], meta["in_channels"],
                               models.meta_size(meta), loaded.resize)

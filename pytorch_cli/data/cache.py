@@ -144,11 +144,12 @@ KEY = re.compile(r"[0-9a-f]{32}")  # key()'s names: only those are ptrain's to r
 WRITING = re.compile(r"\.[0-9a-f]{32}\.\d+\.tmp")  # a Writer's folder (a killed one's too)
 
 
-def entries() -> list[Path]:
-    """The cache's entries: its own folders only. PTRAIN_CACHE_DIR may name a folder that holds
-    a user's files (a hostile trial's ~/folders/taxes went with `cache --clear`)."""
+def entries(named: re.Pattern = KEY) -> list[Path]:
+    """The cache's entries (`named`: or a Writer's folders): its own folders only.
+    PTRAIN_CACHE_DIR may name a folder that holds a user's files (a hostile trial's
+    ~/folders/taxes went with `cache --clear`)."""
     return sorted(p for p in root().iterdir() if p.is_dir() and not p.is_symlink()
-                  and KEY.fullmatch(p.name)) if root().is_dir() else []
+                  and named.fullmatch(p.name)) if root().is_dir() else []
 
 
 def size(entry: Path) -> int:
@@ -181,10 +182,8 @@ def clear() -> tuple[int, int]:
     else in the folder stays. A cache it may not change is one line."""
     found = entries()
     removed = sum(map(size, found))
-    left = [p for p in root().iterdir() if WRITING.fullmatch(p.name) and p.is_dir()
-            and not p.is_symlink()] if root().is_dir() else []
     try:
-        for entry in found + left:
+        for entry in found + entries(WRITING):
             shutil.rmtree(entry)
     except OSError as e:
         raise PtrainError(f"cannot clear the decode cache {root()}: {e.strerror} "

@@ -60,7 +60,7 @@ def _class_files(folder: Path, skipped: list[str]) -> list[Path]:
 
     def unreadable(e: OSError) -> None:
         if os.path.abspath(e.filename) == os.path.abspath(folder):  # all of it: not "empty"
-            raise PtrainError(f"cannot read {folder}: {e.strerror}") from None
+            raise _cannot_read(folder, e) from None
         skipped.append(f"{e.filename}: cannot read it ({e.strerror})")
     for parent, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
         kept = []
@@ -85,6 +85,11 @@ def _class_files(folder: Path, skipped: list[str]) -> list[Path]:
     return out
 
 
+def _cannot_read(folder: Path, e: OSError) -> PtrainError:
+    """A folder of the data it may not list: the line (predict's too), not "holds no image"."""
+    return PtrainError(f"cannot read {folder}: {e.strerror}")
+
+
 def images_in(folder: Path) -> list[Path]:
     """The image files under a folder, at any depth, in sorted order (what predict takes for a
     folder; hidden files and other extensions are left out, as in training); an unreadable
@@ -98,7 +103,7 @@ def _classes(root: Path, skipped: list[str]) -> dict[str, list[Path]]:
     try:
         entries = sorted(root.iterdir())
     except OSError as e:  # train/ or test/ unreadable
-        raise PtrainError(f"cannot read {root}: {e.strerror}") from None
+        raise _cannot_read(root, e) from None
     for entry in entries:
         if entry.name.startswith("."):
             skipped.append(f"{entry}: hidden")
@@ -137,7 +142,7 @@ def find(root: Path, least: int = 2) -> Found:
     try:
         where, test_dir, val_dir = _layout(root)
     except OSError as e:  # no permission to list it
-        raise PtrainError(f"cannot read {root}: {e.strerror}") from None
+        raise _cannot_read(root, e) from None
     if where != root:  # train/ (and test/): what lies beside it is no class's either
         beside = "train/" + (f" and {test_dir.name}/" if test_dir else "")
         skipped += [f"{e}: hidden" if e.name.startswith(".") else f"{e}: a file beside {beside}"
