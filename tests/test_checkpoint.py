@@ -1,6 +1,7 @@
 """Checkpoint files: atomic writes under real SIGKILLs, weights-only loads, formats."""
 
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -70,6 +71,19 @@ def test_crafted_pickle_is_refused_naming_what_it_would_run(tmp_path, monkeypatc
     with pytest.raises(PtrainError, match="refused to load: it asks to run posix.system"):
         checkpoint.load(tmp_path / "evil.pth")
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_a_raw_pickle_of_a_newer_protocol_is_refused_in_one_line_naming_its_callable(
+        tmp_path, monkeypatch, protocol, recwarn):
+    """torch's safe loader reads no protocol 4 framing ("Unsupported operand 149"), and warned
+    of it on stderr: the names come from the opcodes, nothing runs, no warning is left."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps(Exploit(), protocol=protocol))
+    with pytest.raises(PtrainError, match=r"refused to load: a raw pickle \(protocol 4 or newer, "
+                                          r"not torch.save's\) that names posix.system"):
+        checkpoint.load(tmp_path / "evil.pth")
+    assert not (tmp_path / "pwned").exists() and not recwarn.list
 
 
 def test_a_newer_checkpoint_version_is_refused_with_advice(tmp_path):

@@ -154,6 +154,18 @@ def test_export_onto_the_checkpoint_or_a_file_of_a_run_is_refused(ptrain, copied
     assert _files(tmp_path) == before
 
 
+def test_export_onto_another_runs_own_export_is_refused_its_own_run_may_renew_it(ptrain, copied,
+                                                                               tmp_path):
+    shutil.copytree(tmp_path / copied, tmp_path / "runs/other")
+    assert ptrain("export", copied, "-f", "safetensors").code == 0
+    before = _files(tmp_path / copied)
+    r = ptrain("export", "runs/other", "-f", "safetensors", "-o", copied / "model.safetensors")
+    assert r.code == 2 and r.err.count("\n") == 1
+    assert "it is the export of runs/fake's own checkpoint (its sidecar says so)" in r.err
+    assert _files(tmp_path / copied) == before
+    assert ptrain("export", copied, "-f", "safetensors").code == 0  # renewed by its own run
+
+
 def test_export_over_its_source_by_default_is_refused(ptrain, copied, tmp_path):
     shutil.copy(tmp_path / copied / "model.pth", tmp_path / "net.torchscript.pt")
     r = ptrain("export", "net.torchscript.pt", "-f", "torchscript")  # default -o: the same name

@@ -164,6 +164,43 @@ def test_a_link_back_up_is_read_once_not_looped(tmp_path):
     assert any("a link to a folder read already" in s for s in d.skipped)
 
 
+@pytest.mark.parametrize("train_name,test_name", [("Train", "Test"), ("Training", "Test"),
+                                                   ("train", "testing")])
+def test_split_folders_are_known_in_any_case(tmp_path, train_name, test_name):
+    """GTSRB ships Train/ and Test/, Fruits-360 Training/ and Test/: read as train/ and test/,
+    not as two classes called so (a classifier of splits at 100%)."""
+    train = write_classes(tmp_path / train_name, {"cat": 2, "dog": 2})
+    test = write_classes(tmp_path / test_name, {"cat": 1, "dog": 1}, start=100)
+    d = load(tmp_path)
+    assert d.classes == ["cat", "dog"]
+    assert pairs(d.train, d.classes) == train and pairs(d.test, d.classes) == test
+
+
+def test_a_split_folder_among_the_classes_is_refused_a_class_of_that_name_is_not(tmp_path):
+    write_classes(tmp_path / "misplaced", {"cat": 2, "dog": 2, "test/cat": 1, "test/dog": 1})
+    one_line_error(PtrainError, tmp_path / "misplaced", "misplaced/test holds folders named as "
+                   "the classes beside it (cat, dog): it is a split, not a class")
+    write_classes(tmp_path / "flat", {"cat": 2, "dog": 2, "test": 2})  # images: a class
+    assert load(tmp_path / "flat").classes == ["cat", "dog", "test"]
+
+
+def test_a_folder_or_image_linked_into_two_classes_is_refused_one_class_is_fine(tmp_path):
+    """A link would label the same images as two classes: one line, as a CSV listing an image
+    under two classes is."""
+    write_classes(tmp_path / "dirs", {"a": 2, "b": 2})
+    (tmp_path / "dirs/b/more").symlink_to(tmp_path / "dirs/a")
+    one_line_error(PtrainError, tmp_path / "dirs", "dirs/b/more: class folder", "reads it too "
+                   "(through a link), so its images would be labelled 'a' and 'b'")
+    write_classes(tmp_path / "files", {"a": 2, "b": 2})
+    (tmp_path / "files/a/x.png").symlink_to(tmp_path / "files/b/0.png")
+    one_line_error(PtrainError, tmp_path / "files", "files/a/x.png: a link to", "so it would be "
+                   "labelled 'b' and 'a'")
+    write_classes(tmp_path / "same", {"a": 2, "b": 2})
+    (tmp_path / "same/a/again.png").symlink_to(tmp_path / "same/a/0.png")  # one class: kept
+    d = load(tmp_path / "same", test_split=0.5)
+    assert len(d.train) + len(d.test) == 5
+
+
 # ---------------------------------------------------------------- layout B: held out per class
 
 def test_class_folders_in_dir_hold_out_a_stratified_disjoint_test_set(tmp_path):

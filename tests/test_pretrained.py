@@ -79,6 +79,27 @@ def test_a_weights_file_that_is_no_checkpoint_is_one_line_that_names_no_run(tmp_
         pretrained.from_file(tmp_path / "junk.pth")
 
 
+@pytest.mark.parametrize("key", pretrained.WRAPPERS)
+def test_a_training_scripts_checkpoint_gives_the_state_dict_it_wraps(tmp_path, key):
+    """Lightning's "state_dict", torchvision's references' "model"...: timm's load_checkpoint
+    reads them; a file of no weights names its keys."""
+    weights = zoo.build("lenet", 1, 10, 28).state_dict()
+    torch.save({"epoch": 3, key: weights, "optimizer": {"lr": 0.1}}, tmp_path / "ckpt.pth")
+    got = pretrained.from_file(tmp_path / "ckpt.pth").state
+    assert list(got) == list(weights) and all(torch.equal(got[k], weights[k]) for k in weights)
+    torch.save({"epoch": 3, "optimizer": {"lr": 0.1}}, tmp_path / "none.pth")
+    with pytest.raises(PtrainError, match=r"none.pth: holds no weights: .* \(its keys: epoch, "
+                                          r"optimizer\)"):
+        pretrained.from_file(tmp_path / "none.pth")
+
+
+def test_a_timm_weights_path_that_is_not_there_says_no_such_file():
+    pytest.importorskip("timm")
+    for given in ("/nonexist.pth", "mis/typed"):
+        with pytest.raises(UsageError, match=f"--weights {given}: no such file"):
+            pretrained.resolve(TrainConfig(model="timm:resnet18", weights=given))
+
+
 def test_a_gray_fine_tune_from_default_weights_evaluates_exports_and_predicts(ptrain, tmp_path):
     _cached_resnet18()
     r = ptrain("train", "--dataset", "fake", "--model", "torchvision:resnet18", "--weights",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytorch_cli.platform.errors import PtrainError, UsageError
-from pytorch_cli.store import rundir
+from pytorch_cli.store import checkpoint, rundir
 from pytorch_cli.store.rundir import RunDir
 
 
@@ -52,6 +52,21 @@ def test_default_names_count_up_and_explicit_names_are_never_reused_silently():
     ]  # only run files go
 
 
+def test_a_folder_of_someone_elses_model_or_last_pt_is_never_chosen_overwrite_or_not(tmp_path):
+    """A model.pth (or Ultralytics' last.pt, best.pt) without a run's config.toml is not a run:
+    --overwrite would delete it, and a run would write over it."""
+    theirs = rundir.root() / "mine"
+    theirs.mkdir(parents=True)
+    (theirs / "model.pth").write_bytes(b"my weights")
+    (theirs / "best.pt").write_bytes(b"my yolo")
+    for overwrite in (False, True):
+        with pytest.raises(UsageError, match=r"mine holds best\.pt, model\.pth but no "
+                                             r"config\.toml: not a ptrain run's files"):
+            rundir.choose(run_dir=str(theirs), overwrite=overwrite)
+    assert (theirs / "model.pth").read_bytes() == b"my weights"
+    assert rundir.choose(default="mine") == rundir.root() / "mine-2"  # passed by, not reused
+
+
 @pytest.mark.parametrize("name", ["../../x", "..", ".", "a/b", "a\\b"])
 def test_names_that_leave_runs_are_refused(name):
     with pytest.raises(UsageError, match="must be a plain name inside runs/"):
@@ -90,11 +105,11 @@ def test_metrics_sink_keeps_the_curves_and_how_the_run_ended(tmp_path):
 
 def test_checkpoint_in_a_run_directory(tmp_path):
     run = _make_run(tmp_path / "r")
-    assert rundir.checkpoint_in(tmp_path / "x.pth", rundir.MODEL) == tmp_path / "x.pth"
+    assert checkpoint.checkpoint_in(tmp_path / "x.pth", rundir.MODEL) == tmp_path / "x.pth"
     with pytest.raises(PtrainError, match="has no model.pth .*still training"):
-        rundir.checkpoint_in(run.path, rundir.MODEL)
+        checkpoint.checkpoint_in(run.path, rundir.MODEL)
     run.file(rundir.MODEL).write_bytes(b"")
-    assert rundir.checkpoint_in(run.path, rundir.MODEL) == run.file(rundir.MODEL)
+    assert checkpoint.checkpoint_in(run.path, rundir.MODEL) == run.file(rundir.MODEL)
 
 
 def test_a_directory_in_use_is_refused_and_overwrite_clears_every_output(tmp_path):

@@ -15,7 +15,8 @@ from pytorch_cli.platform import distributed
 from pytorch_cli.platform.errors import DamagedFile, UsageError, plural
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.store import checkpoint, rundir
-from pytorch_cli.store.rundir import LAST, RunDir, checkpoint_in
+from pytorch_cli.store.checkpoint import checkpoint_in
+from pytorch_cli.store.rundir import LAST, RunDir
 from pytorch_cli.training.state import check_saved, position_of
 
 

@@ -18,7 +18,8 @@ from pytorch_cli.platform.errors import DamagedFile, PtrainError, UsageError
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.declare import check_choice
 from pytorch_cli.store import checkpoint, export, outputs
-from pytorch_cli.store.rundir import MODEL, checkpoint_in
+from pytorch_cli.store.checkpoint import checkpoint_in
+from pytorch_cli.store.rundir import MODEL
 from pytorch_cli.training import freezing
 from pytorch_cli.training.evaluate import OutOfMemory, class_scores, evaluate, merged
 from pytorch_cli.training.state import check_saved

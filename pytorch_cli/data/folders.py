@@ -22,8 +22,10 @@ from pytorch_cli.platform.errors import PtrainError, UsageError, plural
 # torchvision.datasets.folder.IMG_EXTENSIONS (tested equal), any case; torchvision is not
 # imported for it: it takes seconds (it imports torch._dynamo)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# a split's folder, in any case: GTSRB ships Train/ and Test/, Fruits-360 Training/ and Test/
+TRAIN_FOLDERS = ("train", "training")
 VAL_FOLDERS = ("val", "valid", "validation")  # ImageNet's, Roboflow's, Keras' names
-TEST_FOLDERS = ("test", *VAL_FOLDERS)  # beside train/ alone, a val folder is the test set
+TEST_FOLDERS = ("test", "testing", *VAL_FOLDERS)  # beside train/ alone, a val folder: the test set
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,22 @@ class Found:
     val: list[tuple[Path, int]] | None = None  # train/, val/ and test/: the validation set
 
 
-def _class_files(folder: Path, skipped: list[str]) -> list[Path]:
+@dataclass
+class _Claims:
+    """What a layout's class folders have read: real folder -> the class folder that read it,
+    and the linked image files (their target, class folder, path)."""
+    folders: dict[str, Path] = field(default_factory=dict)
+    links: list[tuple[str, Path, Path]] = field(default_factory=list)
+
+
+def _class_files(folder: Path, skipped: list[str], claimed: _Claims | None = None) -> list[Path]:
     """The image files under a class folder, at any depth, in sorted order. Links are followed
-    (as ImageFolder does), each real folder once: a link back up would loop."""
+    (as ImageFolder does), each real folder once: a link back up would loop. `claimed`: real
+    folder -> the class folder that read it, shared by a layout's classes: a folder linked into
+    two classes would label its images twice, and is one error line, as two CSV rows are."""
     top = os.path.realpath(folder)
+    claimed = claimed or _Claims()
+    _claim(claimed, top, folder, folder)
     out, seen = [], {top}
 
     def unreadable(e: OSError) -> None:
@@ -71,6 +85,7 @@ def _class_files(folder: Path, skipped: list[str]) -> list[Path]:
             elif real in seen or top.startswith(real + os.sep):  # read, or above: a loop
                 skipped.append(f"{Path(parent, d)}: a link to a folder read already")
             else:
+                _claim(claimed, real, folder, Path(parent, d))
                 seen.add(real)
                 kept.append(d)
         dirs[:] = kept  # walked in sorted order
@@ -81,8 +96,29 @@ def _class_files(folder: Path, skipped: list[str]) -> list[Path]:
             elif not name.lower().endswith(IMAGE_EXTENSIONS):
                 skipped.append(f"{path}: not an image file ({', '.join(IMAGE_EXTENSIONS)})")
             else:
+                if os.path.islink(path):  # checked once every class is read: _linked_twice
+                    claimed.links.append((os.path.realpath(path), folder, path))
                 out.append(path)
     return out
+
+
+def _claim(claimed: _Claims, real: str, cls: Path, path: Path) -> None:
+    """Record that class folder `cls` reads the real folder `real` (through `path`)."""
+    other = claimed.folders.setdefault(real, cls)
+    if other != cls:
+        raise PtrainError(f"{path}: class folder {other} reads it too (through a link), so its "
+                          f"images would be labelled {other.name!r} and {cls.name!r}; remove "
+                          "the link")
+
+
+def _linked_twice(claimed: _Claims) -> None:
+    """A linked image file whose target another class holds (or links to): one error line."""
+    owner: dict[str, Path] = {}
+    for real, cls, path in claimed.links:
+        other = claimed.folders.get(os.path.dirname(real)) or owner.setdefault(real, cls)
+        if other != cls:
+            raise PtrainError(f"{path}: a link to {real}, an image of {other}, so it would be "
+                              f"labelled {other.name!r} and {cls.name!r}; remove the link")
 
 
 def _cannot_read(folder: Path, e: OSError) -> PtrainError:
@@ -99,7 +135,7 @@ def images_in(folder: Path) -> list[Path]:
 
 def _classes(root: Path, skipped: list[str]) -> dict[str, list[Path]]:
     """class name -> its files, for the class folders directly in root."""
-    found = {}
+    found, claimed = {}, _Claims()
     try:
         entries = sorted(root.iterdir())
     except OSError as e:  # train/ or test/ unreadable
@@ -108,10 +144,20 @@ def _classes(root: Path, skipped: list[str]) -> dict[str, list[Path]]:
         if entry.name.startswith("."):
             skipped.append(f"{entry}: hidden")
         elif entry.is_dir():
-            found[entry.name] = _class_files(entry, skipped)
+            found[entry.name] = _class_files(entry, skipped, claimed)
         else:
             skipped.append(f"{entry}: a file beside the class folders")
+    _linked_twice(claimed)
     return found
+
+
+def _named(names: set[str], wanted: tuple[str, ...]) -> str | None:
+    """The folder among `names` that is one of `wanted` in any case (the first wanted), or None."""
+    for w in wanted:
+        hits = sorted(n for n in names if n.lower() == w)
+        if hits:
+            return hits[0]
+    return None
 
 
 def _layout(root: Path) -> tuple[Path, Path | None, Path | None]:
@@ -120,16 +166,32 @@ def _layout(root: Path) -> tuple[Path, Path | None, Path | None]:
     validation/), beside one of those alone (then the test set), or alone; among other folders
     it is a class. Other folders beside them are an error: one reading would drop images."""
     names = {e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith(".")}
-    test = next((t for t in TEST_FOLDERS if t in names), None)
-    val = next((v for v in VAL_FOLDERS if v in names), None) if test == "test" else None
-    others = sorted(names - {"train", test, val})
-    if "train" not in names or (test is None and others):
+    train, test = _named(names, TRAIN_FOLDERS), _named(names, TEST_FOLDERS)
+    val = _named(names, VAL_FOLDERS) if test and test.lower() not in VAL_FOLDERS else None
+    others = sorted(names - {train, test, val})
+    if train is None or (test is None and others):
+        _no_split_among(root, names)
         return root, None, None
     if others:
-        raise PtrainError(f"{root} holds train/ and {test}/ beside other folders "
-                          f"({', '.join(others[:3])}): put every class folder inside train/ "
-                          f"and {test}/, or use one folder per class and no train/")
-    return root / "train", root / test if test else None, root / val if val else None
+        raise PtrainError(f"{root} holds {train}/ and {test}/ beside other folders "
+                          f"({', '.join(others[:3])}): put every class folder inside {train}/ "
+                          f"and {test}/, or use one folder per class and no {train}/")
+    return root / train, root / test if test else None, root / val if val else None
+
+
+def _no_split_among(root: Path, names: set[str]) -> None:
+    """Class folders beside a folder named as a split (test/, Train/...) that holds folders named
+    as they are: a split misplaced, not a class; one error line, not a class "test"."""
+    for name in sorted(n for n in names if n.lower() in TRAIN_FOLDERS + TEST_FOLDERS):
+        try:
+            inside = {e.name for e in (root / name).iterdir() if e.is_dir()}
+        except OSError:  # said when the class is read: cannot read it
+            continue
+        common = sorted(inside & (names - {name}))
+        if common:
+            raise PtrainError(f"{root / name} holds folders named as the classes beside it "
+                              f"({', '.join(common[:3])}): it is a split, not a class; put the "
+                              f"classes in a train/ folder beside it, or move {name}/ out")
 
 
 def find(root: Path, least: int = 2) -> Found:
@@ -144,7 +206,7 @@ def find(root: Path, least: int = 2) -> Found:
     except OSError as e:  # no permission to list it
         raise _cannot_read(root, e) from None
     if where != root:  # train/ (and test/): what lies beside it is no class's either
-        beside = "train/" + (f" and {test_dir.name}/" if test_dir else "")
+        beside = f"{where.name}/" + (f" and {test_dir.name}/" if test_dir else "")
         skipped += [f"{e}: hidden" if e.name.startswith(".") else f"{e}: a file beside {beside}"
                     for e in sorted(root.iterdir()) if not e.is_dir()]
     train = _classes(where, skipped)

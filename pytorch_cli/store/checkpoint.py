@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from pytorch_cli.models import zoo
 from pytorch_cli.platform.errors import DamagedFile, PtrainError
 from pytorch_cli.platform.files import atomic_write
+from pytorch_cli.store import rundir
 
 STATE_FORMAT = "ptrain-train-state"
 MODEL_FORMAT = "ptrain-model"
@@ -76,16 +78,24 @@ def load(path: Path, advice: str = RUN_ADVICE) -> dict:
         raise PtrainError(f"{path}: no such checkpoint file" if not path.exists() else
                           f"{path} is not a file, so no checkpoint (a folder, a device or a pipe)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a raw pickle of protocol 4+: torch's warning, then ours
+            warnings.filterwarnings("ignore", "Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch names the blocked callable: "unsupported GLOBAL posix.system" (older: "Unsupported
-        # global: GLOBAL posix.system")
+        # global: GLOBAL posix.system"); protocol 4's framing it reads not at all ("Unsupported
+        # operand 149"), so the names come from the opcodes (pickletools runs nothing)
         found = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(e), re.IGNORECASE)
         if found:
             raise PtrainError(
                 f"{path}: refused to load: it asks to run {found.group(1)}, and ptrain "
                 "loads only tensors and plain values; do not use this file"
             ) from None
+        if named := _pickled_globals(path):
+            raise PtrainError(
+                f"{path}: refused to load: a raw pickle (protocol 4 or newer, not torch.save's) "
+                f"that names {', '.join(named[:3])}; ptrain loads only torch.save's files of "
+                "tensors and plain values") from None
         raise PtrainError(f"{path}: not a PyTorch checkpoint, or a corrupt one; {advice}"
                           ) from None
     except Exception as e:  # torn zip, bad record, missing key: all mean a damaged file
@@ -104,6 +114,24 @@ def load(path: Path, advice: str = RUN_ADVICE) -> dict:
     elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         check_weights(obj, path)  # a bare state_dict
     return obj
+
+
+def _pickled_globals(path: Path) -> list[str]:
+    """The callables a raw pickle names, read from its opcodes (none run); [] if unreadable."""
+    import pickletools
+    named, strings = [], []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == "GLOBAL":
+                    named.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    named.append(".".join(strings[-2:]))
+                if isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # not a pickle after all, or torn: the caller's generic line
+        pass
+    return list(dict.fromkeys(named))
 
 
 # Each file kind's fields besides its weights: name -> type (the training state's own fields,
@@ -154,3 +182,16 @@ def weights(saved: dict, ema: bool = True) -> dict[str, torch.Tensor] | None:
     if saved and all(isinstance(v, torch.Tensor) for v in saved.values()):
         return saved  # a bare state_dict
     return None
+
+
+def checkpoint_in(target: Path, name: str) -> Path:
+    """A checkpoint given as itself, or as its run directory (which then must hold `name`)."""
+    if not target.is_dir():
+        return target
+    path = target / name
+    if not path.exists():
+        why = ("it is still training, was stopped, or ran with --no-save-model"
+               if name == rundir.MODEL else
+               "it ended before its first save, or ran with --no-save-model")
+        raise PtrainError(f"{target} has no {name} ({why}); name a checkpoint file instead")
+    return path

@@ -125,6 +125,11 @@ def check_output(output: Path, source: Path, fmt: str) -> None:
         raise UsageError(f"{output} is a folder; name the file to write, e.g. "
                          f"{output / ('model' + FORMATS[fmt][0])}")
     outputs.refuse_overwrite([output, sidecar], {source: "the checkpoint being exported"}, "-o")
+    run = output.parent
+    if output.name in made_from(run) and source.resolve().parent != run.resolve():
+        raise UsageError(f"refusing to write {output}: it is the export of {run}'s own "
+                         "checkpoint (its sidecar says so), a file of that run; name another "
+                         "file with -o")
     if not output.name.lower().endswith(tuple(suffixes)):
         example = output.with_name((output.name.split(".")[0] or "model") + FORMATS[fmt][0])
         names = " or ".join(f"*{x}" for x in suffixes)

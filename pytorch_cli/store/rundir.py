@@ -48,6 +48,17 @@ def holds_run(path: Path) -> bool:
     return any((path / f).exists() for f in RUN_FILES)
 
 
+def _not_a_run(path: Path) -> UsageError | None:
+    """A folder holding files of a run's names (a model.pth, Ultralytics' last.pt and best.pt)
+    without the config.toml and metrics.jsonl a run writes first: somebody else's files, which
+    a run would write over, so never chosen, --overwrite or not."""
+    if (path / CONFIG).exists() or (path / METRICS).exists():
+        return None
+    theirs = [f for f in RUN_FILES if (path / f).exists()]
+    return UsageError(f"{path} holds {', '.join(theirs)} but no {CONFIG}: not a ptrain run's "
+                      "files, which a run would write over; choose another --name/--run-dir")
+
+
 def _check_name(name: str) -> None:
     # one folder of the runs folder, printable as it is in one-line messages and `ptrain runs`
     # (no NUL, newline or other control character), at most NAME_MAX (255) bytes
@@ -92,6 +103,8 @@ def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: b
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path} is a file, not a directory; choose another --name/--run-dir")
     if holds_run(path) and not check_only:
+        if error := _not_a_run(path):
+            raise error
         check_free(path)
         if not overwrite:
             raise UsageError(f"{path} already holds a run; choose another --name/--run-dir, "
@@ -286,15 +299,3 @@ def config_toml(values: dict) -> str:
             text = repr(value)
         lines.append(f"{key} = {text}")
     return "\n".join(lines) + "\n"
-
-
-def checkpoint_in(target: Path, name: str) -> Path:
-    """A checkpoint given as itself, or as its run directory (which then must hold `name`)."""
-    if not target.is_dir():
-        return target
-    path = target / name
-    if not path.exists():
-        why = ("it is still training, was stopped, or ran with --no-save-model"
-               if name == MODEL else "it ended before its first save, or ran with --no-save-model")
-        raise PtrainError(f"{target} has no {name} ({why}); name a checkpoint file instead")
-    return path

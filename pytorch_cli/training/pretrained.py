@@ -19,7 +19,8 @@ import torch
 from pytorch_cli.models import hub
 from pytorch_cli.platform.errors import PtrainError, UsageError
 from pytorch_cli.store import checkpoint
-from pytorch_cli.store.rundir import MODEL, checkpoint_in
+from pytorch_cli.store.checkpoint import checkpoint_in
+from pytorch_cli.store.rundir import MODEL
 
 # torchvision's googlenet and inception_v3 weights were trained on inputs their builder rescales
 # from ImageNet's normalisation to (x - 0.5) / 0.5 (transform_input); ptrain builds them without
@@ -54,14 +55,30 @@ def from_file(path: Path, mean=None, std=None) -> Source:
     path = checkpoint_in(path, MODEL)
     saved = checkpoint.load(path, "give another weights file: a state dict, or a run's "
                                   "model.pth, last.pt or best.pt")
-    state = checkpoint.weights(saved)
-    if state is None:
-        raise PtrainError(f"{path}: holds no weights (a ptrain checkpoint or a state dict of "
-                          "tensors)")
+    state = checkpoint.weights(saved) or _unwrapped(saved, path)
     if "meta" in saved:
         mean, std = saved["meta"]["mean"], saved["meta"]["std"]
     return Source(checkpoint.clean_state_dict(state), str(path),
                   tuple(mean) if mean else None, tuple(std) if std else None)
+
+
+# where training scripts keep the state dict inside a checkpoint (timm's load_checkpoint reads
+# the first two; torchvision's references write "model", Lightning "state_dict", others these)
+WRAPPERS = ("state_dict", "model", "model_state_dict", "net", "module")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".pkl")  # a file, not a tag
+
+
+def _unwrapped(saved: dict, path: Path) -> dict:
+    """The state dict a training script's checkpoint keeps under one of WRAPPERS' keys."""
+    for key in WRAPPERS:
+        inner = saved.get(key)
+        if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor)
+                                                     for v in inner.values()):
+            checkpoint.check_weights(inner, path)
+            return inner
+    keys = ", ".join(map(str, list(saved)[:5])) or "none"
+    raise PtrainError(f"{path}: holds no weights: a ptrain checkpoint, a state dict of tensors, "
+                      f"or one under one of the keys {', '.join(WRAPPERS)} (its keys: {keys})")
 
 
 def _torchvision(arch: str, given: str) -> Source:
@@ -147,6 +164,9 @@ def _timm(arch: str, given: str) -> Source:
     if given != "DEFAULT" and file.exists():
         cfg = timm.models.get_pretrained_cfg(arch)  # its default weights' (None: not known)
         return from_file(file, cfg and cfg.mean, cfg and cfg.std)
+    if "/" in given or os.sep in given or file.suffix.lower() in WEIGHT_SUFFIXES:  # no tag
+        raise UsageError(f"--weights {given}: no such file (timm's weights by name: DEFAULT, "
+                         f"or a tag of timm:{arch} such as in1k)")
     name = arch if given == "DEFAULT" else f"{arch.split('.')[0]}.{given}"  # a tag: a1_in1k...
     from huggingface_hub import constants
     online = _reachable(constants.ENDPOINT)
