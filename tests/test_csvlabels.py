@@ -56,16 +56,21 @@ def test_integer_classes_sort_as_numbers_and_row_order_changes_nothing(tmp_path)
 def test_listed_files_that_are_not_there_are_skipped_and_counted(tmp_path, capsys):
     listed = {f"a{i}": "x" if i < 5 else "y" for i in range(10)}
     write_flat(tmp_path / "d", listed)
-    rows = [*listed.items(), ("gone", "x"), ("sub/missing.png", "y")]
+    rows = [*listed.items(), ("gone", "x"), ("sub/missing.png", "y"), ("anim.gif", "x"),
+            ("sub", "y")]
     (tmp_path / "d/twin.png").write_bytes(b"")
     (tmp_path / "d/twin.jpg").write_bytes(b"")
+    (tmp_path / "d/anim.gif").write_bytes(b"GIF89a")
+    (tmp_path / "d/sub").mkdir()
     data = load(tmp_path / "d", write_csv(tmp_path / "l.csv", [*rows, ("twin", "x")]))
     assert len(data.train) + len(data.test) == 10
-    assert len(data.skipped) == 3
+    assert len(data.skipped) == 5
+    assert any("anim.gif: listed, but not an image file (.jpg" in s for s in data.skipped)
+    assert any("sub: listed, but a folder (.jpg" in s for s in data.skipped)
     assert any("gone: listed, no image files of that name" in s for s in data.skipped)
     assert any("missing.png: listed, but not there" in s for s in data.skipped)
     assert any("twin: listed, 2 (twin.jpg, twin.png)" in s for s in data.skipped)
-    assert "skipped 3 files" in capsys.readouterr().err
+    assert "skipped 5 files" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("rows, header, says", [
@@ -75,6 +80,9 @@ def test_listed_files_that_are_not_there_are_skipped_and_counted(tmp_path, capsy
     ([("a",)], "id,label", "line 2: ['a'] is not an image and its class"),
     ([], "id", "its first row must name two columns"),
     ([("a", "x"), ("b", "x")], "id,label", "1 class among the images found (2 rows)"),
+    ([("imgs\\a", "x"), ("imgs\\b", "y")], "id,label", "none of its 2 files is under "),
+    ([("elsewhere/a", "x"), ("b/b", "y")], "id,label", "(line 2: 'elsewhere/a'); pass --data-dir, "
+                                                       "the folder its paths are relative to"),
 ])
 def test_a_bad_labels_file_is_one_line(tmp_path, rows, header, says):
     write_flat(tmp_path / "d", {"a": "x", "b": "y"})

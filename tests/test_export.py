@@ -14,7 +14,8 @@ from conftest import run_cli
 from pytorch_cli.data import batches, catalog, datasets
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform.errors import PtrainError
-from pytorch_cli.store import export
+from pytorch_cli.store import checkpoint, export
+from pytorch_cli.store.export import FORMATS
 
 
 @pytest.fixture
@@ -164,6 +165,21 @@ def test_export_onto_another_runs_own_export_is_refused_its_own_run_may_renew_it
     assert "it is the export of runs/fake's own checkpoint (its sidecar says so)" in r.err
     assert _files(tmp_path / copied) == before
     assert ptrain("export", copied, "-f", "safetensors").code == 0  # renewed by its own run
+
+
+def test_an_export_given_as_a_checkpoint_is_named_an_export_with_its_source(ptrain, copied,
+                                                                          tmp_path):
+    assert ptrain("export", copied, "-f", "torchscript").code == 0
+    for given in (copied / "model.torchscript.pt", "m.pt2"):
+        shutil.copy(tmp_path / copied / "model.torchscript.pt", tmp_path / "m.pt2")  # no sidecar
+        r = ptrain("eval", given)
+        assert r.code == 1 and r.err.count("\n") == 1
+        assert f"{given}: an export, not a checkpoint; give the checkpoint it was made from (" \
+            in r.err
+    assert "(runs/fake/model.pth)" in ptrain("predict", copied / "model.torchscript.pt",
+                                             "x.png").err
+    ends = {FORMATS[f][0] for f in FORMATS if f != "safetensors"}  # (safetensors: weights)
+    assert set(checkpoint.EXPORT_ENDINGS) == ends
 
 
 def test_export_over_its_source_by_default_is_refused(ptrain, copied, tmp_path):

@@ -466,8 +466,18 @@ def test_a_folder_it_may_not_read_is_one_line_saying_so(tmp_path):
     code = ("import sys; from pathlib import Path; from pytorch_cli.data import folders\n"
             "from pytorch_cli.platform.errors import PtrainError\n"
             "try: folders.find(Path(sys.argv[1]))\nexcept PtrainError as e: print(e)")
-    write_classes(tmp_path / "imgs", {"a": 2, "b": 2})
+    write_classes(tmp_path / "imgs", {"a": 2, "b": 2, "a/deep": 1})
+    deep = tmp_path / "imgs/a/deep"
+    listing = ("import sys; from pathlib import Path; from pytorch_cli.data import folders\n"
+               "found, unread = folders.images_in(Path(sys.argv[1])); print(len(found), unread)")
     try:
+        deep.chmod(0)  # predict's folder: its images answered, the subfolder an error row
+        said = subprocess.run([*as_user, sys.executable, "-c", listing, str(deep.parent)],
+                              capture_output=True, text=True, timeout=120)
+        if said.returncode and said.stderr.startswith("setpriv"):  # a container that
+            pytest.skip(f"setpriv cannot drop capabilities here: {said.stderr.strip()}")
+        assert said.stdout == (f"2 [(PosixPath('{deep}'), 'cannot read {deep}: Permission "
+                               "denied')]\n"), said
         for locked in ("imgs/b", "imgs"):
             (tmp_path / locked).chmod(0)
             said = subprocess.run([*as_user, sys.executable, "-c", code, str(tmp_path / "imgs")],
@@ -476,7 +486,7 @@ def test_a_folder_it_may_not_read_is_one_line_saying_so(tmp_path):
                 pytest.skip(f"setpriv cannot drop capabilities here: {said.stderr.strip()}")
             assert said.stdout == f"cannot read {tmp_path / locked}: Permission denied\n", said
     finally:
-        for locked in ("imgs", "imgs/b"):
+        for locked in ("imgs", "imgs/b", "imgs/a/deep"):
             (tmp_path / locked).chmod(0o755)
 
 

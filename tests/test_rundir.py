@@ -103,6 +103,13 @@ def test_metrics_sink_keeps_the_curves_and_how_the_run_ended(tmp_path):
                                                        "end", "abort"]
 
 
+def test_a_skipped_file_whose_name_holds_a_line_break_is_one_line_of_the_listing(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.create({"dataset": "folder"}, skipped=["a/bad\nname.png is not an image", "b/x.png: empty"])
+    assert run.file(rundir.SKIPPED).read_text().splitlines() == [
+        "a/bad\\nname.png is not an image", "b/x.png: empty"]
+
+
 def test_checkpoint_in_a_run_directory(tmp_path):
     run = _make_run(tmp_path / "r")
     assert checkpoint.checkpoint_in(tmp_path / "x.pth", rundir.MODEL) == tmp_path / "x.pth"

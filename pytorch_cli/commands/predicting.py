@@ -42,14 +42,15 @@ def given_images(images: list[Path]) -> list[Path]:
 
 def _files(given: Path) -> list[tuple[Path, str]]:
     """(path, "") for an image file as given; a folder: for every image under it (a test folder
-    of classes...), or (the folder, why) if it holds none or cannot be read."""
+    of classes...) and (subfolder, why) for each it may not list, or (the folder, why) if it
+    holds none or cannot be read."""
     if not given.is_dir():
         return [(given, "")]
     try:
-        found = folders.images_in(given)
+        found, unread = folders.images_in(given)
     except PtrainError as e:  # "cannot read DIR: Permission denied"
         return [(given, str(e))]
-    return [(p, "") for p in found] or [
+    return [(p, "") for p in found] + unread or [
         (given, f"{given} holds no image files ({', '.join(folders.IMAGE_EXTENSIONS)})")]
 
 

@@ -80,6 +80,9 @@ class _Finder:
             return None, f"{target}: listed, but not there" if not target.exists() else \
                 f"{target}: listed, but not a file"
         found = self._folder(target.parent).get(target.name, [])
+        if not found and target.exists():  # a .gif, a folder: there, but no image ptrain reads
+            what = "a folder" if target.is_dir() else "not an image file"
+            return None, f"{target}: listed, but {what} ({', '.join(IMAGE_EXTENSIONS)})"
         if len(found) != 1:
             why = "no" if not found else f"{len(found)} ({', '.join(found[:3])})"
             return None, f"{target}: listed, {why} image files of that name"
@@ -112,6 +115,10 @@ def find(root: Path, path: Path, least: int = 2) -> Found:
                               f"{chosen[file][1]} and {label!r} on line {line}; an image has one "
                               "class")
     classes = sort_classes({label for label, _ in chosen.values()})
+    if not chosen and rows:  # a moved folder, another --data-dir, Windows' \\ in the paths
+        raise PtrainError(f"--labels {path}: none of its {plural(len(rows), 'file')} is under "
+                          f"{root} (line {rows[0][0]}: {rows[0][1]!r}); pass --data-dir, the "
+                          "folder its paths are relative to")
     if len(classes) < least:
         raise PtrainError(f"--labels {path}: {plural(len(classes), 'class', 'classes')} among "
                           f"the images found ({plural(len(rows), 'row')})" +

@@ -24,6 +24,7 @@ from pytorch_cli.platform.errors import PtrainError, UsageError, plural
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # a split's folder, in any case: GTSRB ships Train/ and Test/, Fruits-360 Training/ and Test/
 TRAIN_FOLDERS = ("train", "training")
+UNREADABLE = ": cannot read it ("  # a skipped subfolder's line: "PATH: cannot read it (WHY)"
 VAL_FOLDERS = ("val", "valid", "validation")  # ImageNet's, Roboflow's, Keras' names
 TEST_FOLDERS = ("test", "testing", *VAL_FOLDERS)  # beside train/ alone, a val folder: the test set
 
@@ -75,7 +76,7 @@ def _class_files(folder: Path, skipped: list[str], claimed: _Claims | None = Non
     def unreadable(e: OSError) -> None:
         if os.path.abspath(e.filename) == os.path.abspath(folder):  # all of it: not "empty"
             raise _cannot_read(folder, e) from None
-        skipped.append(f"{e.filename}: cannot read it ({e.strerror})")
+        skipped.append(f"{e.filename}{UNREADABLE}{e.strerror})")
     for parent, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
         kept = []
         for d in sorted(dirs):
@@ -126,11 +127,15 @@ def _cannot_read(folder: Path, e: OSError) -> PtrainError:
     return PtrainError(f"cannot read {folder}: {e.strerror}")
 
 
-def images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """The image files under a folder, at any depth, in sorted order (what predict takes for a
-    folder; hidden files and other extensions are left out, as in training); an unreadable
-    folder is one line."""
-    return _class_files(folder, [])
+    folder; hidden files and other extensions are left out, as in training), and (subfolder,
+    "cannot read SUB: why") for each subfolder it may not list; an unreadable folder is one line."""
+    skipped: list[str] = []
+    found = _class_files(folder, skipped)
+    unread = [entry.rpartition(UNREADABLE) for entry in skipped if entry.endswith(")")]
+    return found, [(Path(path), f"cannot read {path}: {why[:-1]}")
+                   for path, mark, why in unread if mark]
 
 
 def _classes(root: Path, skipped: list[str]) -> dict[str, list[Path]]:

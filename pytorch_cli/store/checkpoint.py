@@ -10,6 +10,7 @@ A third thing loads too: a bare state_dict of tensors, as other scripts save the
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import re
 import warnings
@@ -96,10 +97,10 @@ def load(path: Path, advice: str = RUN_ADVICE) -> dict:
                 f"{path}: refused to load: a raw pickle (protocol 4 or newer, not torch.save's) "
                 f"that names {', '.join(named[:3])}; ptrain loads only torch.save's files of "
                 "tensors and plain values") from None
-        raise PtrainError(f"{path}: not a PyTorch checkpoint, or a corrupt one; {advice}"
+        raise _not_loaded(path, f"not a PyTorch checkpoint, or a corrupt one; {advice}"
                           ) from None
     except Exception as e:  # torn zip, bad record, missing key: all mean a damaged file
-        raise PtrainError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}); "
+        raise _not_loaded(path, f"truncated or corrupt checkpoint ({type(e).__name__}); "
                           f"{advice}") from None
     if not isinstance(obj, dict):
         raise PtrainError(f"{path}: not a ptrain checkpoint or state_dict")
@@ -114,6 +115,23 @@ def load(path: Path, advice: str = RUN_ADVICE) -> dict:
     elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         check_weights(obj, path)  # a bare state_dict
     return obj
+
+
+EXPORT_ENDINGS = (".onnx", ".pt2", ".torchscript.pt")  # export.FORMATS' (not loadable here)
+
+
+def _not_loaded(path: Path, why: str) -> PtrainError:
+    """The line for a file torch.load could not read: an export (its sidecar names the
+    checkpoint it was made from) is said to be one, else `why`."""
+    try:
+        side = json.loads(Path(f"{path}.json").read_text())
+        source = side.get("source_checkpoint") if isinstance(side, dict) else None
+    except (OSError, ValueError):
+        source = None
+    if source or path.name.lower().endswith(EXPORT_ENDINGS):
+        return PtrainError(f"{path}: an export, not a checkpoint; give the checkpoint it was made "
+                           f"from ({source or 'the run directory, or its model.pth'})")
+    return PtrainError(f"{path}: {why}")
 
 
 def _pickled_globals(path: Path) -> list[str]:

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from pytorch_cli.platform import files
-from pytorch_cli.platform.errors import PtrainError, UsageError, warn
+from pytorch_cli.platform.errors import PtrainError, UsageError, one_line, warn
 from pytorch_cli.platform.events import json_safe
-from pytorch_cli.platform.files import atomic_write
 from pytorch_cli.store import records
 
 CONFIG, METRICS, LAST, BEST, MODEL = ("config.toml", "metrics.jsonl", "last.pt", "best.pt",
@@ -49,9 +48,8 @@ def holds_run(path: Path) -> bool:
 
 
 def _not_a_run(path: Path) -> UsageError | None:
-    """A folder holding files of a run's names (a model.pth, Ultralytics' last.pt and best.pt)
-    without the config.toml and metrics.jsonl a run writes first: somebody else's files, which
-    a run would write over, so never chosen, --overwrite or not."""
+    """Files of a run's names (a model.pth, Ultralytics' last.pt) without the config.toml a run
+    writes first: somebody else's, which a run would write over; never chosen."""
     if (path / CONFIG).exists() or (path / METRICS).exists():
         return None
     theirs = [f for f in RUN_FILES if (path / f).exists()]
@@ -196,10 +194,11 @@ class RunDir:
             for leftover in files.leftovers(self.path, (*RUN_FILES, TRACE)):  # a killed save's
                 leftover.unlink(missing_ok=True)
             text = config_toml(config)
-            atomic_write(self.file(CONFIG), lambda f: f.write(text.encode()))
+            files.atomic_write(self.file(CONFIG), lambda f: f.write(text.encode()))
             if skipped:  # (a name that is no UTF-8: its own bytes)
-                listing = "".join(f"{line}\n" for line in skipped).encode(errors="surrogateescape")
-                atomic_write(self.file(SKIPPED), lambda f: f.write(listing))
+                listing = "".join(f"{one_line(line)}\n" for line in skipped)  # as on stderr
+                listing = listing.encode(errors="surrogateescape")
+                files.atomic_write(self.file(SKIPPED), lambda f: f.write(listing))
         except OSError as e:
             raise _unwritable(self.path, e) from None
 
@@ -217,7 +216,7 @@ class RunDir:
     def remember_tracker(self, tracker: str, run_id: str) -> None:
         text = json.dumps({**self._tracker_ids(), tracker: run_id})
         try:
-            atomic_write(self.file(TRACKERS), lambda f: f.write(text.encode()))
+            files.atomic_write(self.file(TRACKERS), lambda f: f.write(text.encode()))
         except OSError as e:
             raise _unwritable(self.path, e) from None
 
@@ -277,7 +276,7 @@ class RunDir:
         kept = [r for r in found if r.get("step", 0) <= step]
         text = "".join(json.dumps(r) + "\n" for r in kept)
         try:
-            atomic_write(self.file(METRICS), lambda f: f.write(text.encode()))
+            files.atomic_write(self.file(METRICS), lambda f: f.write(text.encode()))
         except OSError as e:  # the old file stays, whole
             raise PtrainError(f"cannot rewrite {self.file(METRICS)} for the resume: "
                               f"{e.strerror or e}; free some space or fix its folder's "
