@@ -199,6 +199,9 @@ def test_sigusr1_under_slurm_saves_then_requeues_the_job(full, ptrain, tmp_path)
     _assert_same_state(torch.load(tmp_path / "runs/job/last.pt", weights_only=True), full)
     done = ptrain(*RUN, "--name", "job", "--resume", "auto")
     assert done.code == 0 and "nothing to do" in done.out
+    done = ptrain(*RUN, "--name", "job", "--resume", "auto", "--json")  # stdout: JSON, still
+    assert done.code == 0 and "nothing to do" in done.err
+    assert json.loads(done.out)["nothing_to_do"] is True
     other = ptrain(*RUN, "--lr", "0.5", "--name", "job", "--resume", "auto")
     assert "was made with other settings (lr)" in _one_line_error((other.code, other.err))
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pytorch_cli.data import catalog
-from pytorch_cli.platform.errors import PtrainError
+from pytorch_cli.platform.errors import PtrainError, UsageError
 from pytorch_cli.settings.config import TrainConfig
 from pytorch_cli.training.epoch import train_epoch
 from pytorch_cli.training.job import setup
@@ -44,6 +44,16 @@ def test_augment_auto_becomes_the_datasets_own():
     assert job.cfg.augment == catalog.SPECS["fake"].augment == "none"
     assert cfg.augment == "auto"  # the caller's config is left as it was
     assert _setup(augment="crop").cfg.augment == "crop"  # an explicit choice stays
+
+
+def test_a_reflect_pad_as_wide_as_the_images_is_one_line_before_training():
+    """torch's reflect padding must be narrower than a side: at 8x8, 7 fits and 8 is refused
+    (it had been an "unexpected" RuntimeError at the first batch, the run marked failed)."""
+    fit = dict(model="resnet18", image_size="8", augment="crop", pad_mode="reflect")
+    assert _setup(crop_pad=7, **fit).cfg.crop_pad == 7
+    with pytest.raises(UsageError, match=r"--pad-mode reflect: a pad of 8 mirrors more than "
+                                         r"these 8x8 images hold; pass --crop-pad 7 or less"):
+        _setup(crop_pad=8, **fit)
 
 
 def _weights(job):

@@ -362,6 +362,7 @@ def test_patience_ends_the_run_as_finished_with_the_best_epochs_weights(ptrain, 
     epochs, [end] = read_metrics(run, ("epoch",)), read_metrics(run, ("end",))
     assert end["test_loss"] == epochs[2]["test_loss"] != epochs[4]["test_loss"]
     assert end["model_epoch"] == 3 and end["epochs_trained"] == 5
+    assert end["elapsed_s"] == epochs[4]["elapsed_s"]  # the run's time (`runs`), not epoch 3's
     assert "done: test acc 100.00% (epoch 3's, which model.pth holds) after 5 epochs" in r.out
     again = ptrain("resume", "run")
     assert again.code == 2 and "already finished: --patience 2 ended it at epoch 5" in again.err

@@ -125,6 +125,10 @@ def test_resume_auto_continues_with_the_commands_test_batch_and_data_folder(in_t
                           "mine", "fake", False, True)
     assert start.saved is not None  # continued, not started afresh
     assert (start.cfg.test_batch_size, start.cfg.data_dir, start.cfg.epochs) == (100, "moved", 3)
+    # the command's intervals, workers and TensorBoard (had been accepted, then the run's kept)
+    free = dict(log_interval=3, save_interval=2, workers=1, tensorboard=True)
+    start = prepare.train(dataclasses.replace(same, **free), "", "mine", "fake", False, True)
+    assert {k: getattr(start.cfg, k) for k in free} == free
     with pytest.raises(UsageError, match=r"made with other settings \(lr\)"):
         prepare.train(dataclasses.replace(same, lr=0.5), "", "mine", "fake", False, True)
     # the run's --precision auto is float32 on a CPU: --precision 32 is the same, bf16 is not

@@ -93,6 +93,16 @@ def test_trim_drops_later_records_and_a_half_written_line(tmp_path):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
 
 
+def test_trim_drops_a_stepless_record_with_the_records_before_it(tmp_path):
+    """A resume from best.pt (epoch 2) of a run that stopped early after epoch 3: its early_stop
+    record, which has no step, goes with epoch 3's (it had stayed: two early stops)."""
+    run = _make_run(tmp_path / "r", epochs=(0.5, 0.6, 0.55))
+    run.append_metrics({"kind": "early_stop", "epoch": 3, "patience": 1})
+    run.append_metrics({"kind": "end", "step": 30, "best_acc": 0.6})
+    run.trim_metrics(step=20)
+    assert [r["kind"] for r in run.read_metrics()] == ["epoch", "epoch"]
+
+
 def test_metrics_sink_keeps_the_curves_and_how_the_run_ended(tmp_path):
     run = _make_run(tmp_path / "r")
     sink = run.metrics_sink()

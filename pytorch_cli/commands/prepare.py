@@ -141,8 +141,10 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
         raise UsageError(f"--resume auto: {path / LAST} was made with other settings "
                          f"({', '.join(k.replace('_', '-') for k in differ)}); use another "
                          "--name/--run-dir, or --overwrite without --resume auto to start over")
+    command = cfg  # the requeued command is the truth for what may change: off, 0 included
     cfg = _continued(original, saved, path / LAST, max(cfg.epochs, theirs.epochs),
                      {k: getattr(cfg, k) for k in CARRIED})
+    cfg = dataclasses.replace(cfg, **{k: getattr(command, k) for k in FREE_TO_CHANGE})
     return Start(cfg, RunDir(path), saved, path / LAST)
 
 

@@ -5,6 +5,7 @@ but the modules it imports inside the commands."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -75,7 +76,17 @@ def train(
     except prepare.AlreadyFinished as e:
         if not auto:
             raise
-        print(f"ptrain: nothing to do: {e}")  # (a larger --epochs extends it here too)
+        _nothing_to_do(e, opts)  # (a larger --epochs extends it here too)
+
+
+def _nothing_to_do(finished: Exception, opts: RunOptions) -> None:
+    """A requeued command whose run already finished: exit 0, saying so; with --json, stdout
+    stays one JSON object (a script parses it in the case that happens most)."""
+    if opts.json:
+        print(f"ptrain: nothing to do: {finished}", file=sys.stderr)
+        print(json.dumps({"nothing_to_do": True, "reason": str(finished)}))
+    else:
+        print(f"ptrain: nothing to do: {finished}")
 
 
 @options(parameters(configlib.TrainConfig, resume=True),
@@ -120,7 +131,7 @@ def resume(
     except prepare.AlreadyFinished as e:
         if not restarted:
             raise
-        print(f"ptrain: nothing to do: {e}")  # it finished before the failure that restarted it
+        _nothing_to_do(e, opts)  # it finished before the failure that restarted it
 
 
 @options(parameters(configlib.TrainConfig))

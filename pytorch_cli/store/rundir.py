@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Callable
 
@@ -50,11 +51,10 @@ def holds_run(path: Path) -> bool:
 def _not_a_run(path: Path) -> UsageError | None:
     """Files of a run's names (a model.pth, Ultralytics' last.pt) without the config.toml a run
     writes first: somebody else's, which a run would write over; never chosen."""
-    if (path / CONFIG).exists() or (path / METRICS).exists():
-        return None
     theirs = [f for f in RUN_FILES if (path / f).exists()]
-    return UsageError(f"{path} holds {', '.join(theirs)} but no {CONFIG}: not a ptrain run's "
-                      "files, which a run would write over; choose another --name/--run-dir")
+    return None if CONFIG in theirs or METRICS in theirs else UsageError(
+        f"{path} holds {', '.join(theirs)} but no {CONFIG}: not a ptrain run's files, which a "
+        "run would write over; choose another --name/--run-dir")
 
 
 def _check_name(name: str) -> None:
@@ -148,14 +148,11 @@ class RunDir:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
-            raise PtrainError(
-                f"cannot create the run directory {self.path}: a file is in the "
-                "way; choose another --name/--run-dir"
-            ) from None
+            raise PtrainError(f"cannot create the run directory {self.path}: a file is in the "
+                              "way; choose another --name/--run-dir") from None
         except OSError as e:
-            raise PtrainError(
-                f"cannot create the run directory {self.path}: {e.strerror}"
-            ) from None
+            raise PtrainError(f"cannot create the run directory {self.path}: {e.strerror}"
+                              ) from None
         try:
             pid = files.lock(self.file(LOCK))
         except OSError as e:
@@ -273,7 +270,10 @@ class RunDir:
         if bad:
             warn(f"{self.file(METRICS)}: dropped {records.lines(len(bad))} (first: line "
                  f"{bad[0]}) as the run resumes")
-        kept = [r for r in found if r.get("step", 0) <= step]
+        # a record without a step (early_stop, abort) goes with the one before it
+        at = accumulate((r.get("step") for r in found), lambda a, b: a if b is None else b,
+                        initial=0)
+        kept = [r for r, logged in zip(found, list(at)[1:]) if logged <= step]
         text = "".join(json.dumps(r) + "\n" for r in kept)
         try:
             files.atomic_write(self.file(METRICS), lambda f: f.write(text.encode()))

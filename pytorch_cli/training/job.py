@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pytorch_cli.data import batches, catalog, datasets, folders, matching, splits
+from pytorch_cli.data import augment, batches, catalog, datasets, folders, matching, splits
 from pytorch_cli.models import adapt, checkpointing, zoo
 from pytorch_cli.platform import distributed, runtime
-from pytorch_cli.platform.errors import PtrainError, warn
+from pytorch_cli.platform.errors import PtrainError, UsageError, warn
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.store.rundir import RunDir
 from pytorch_cli.training import compiling, freezing, optim, pretrained, profiling
@@ -133,6 +133,18 @@ def _idle_crops(cfg: TrainConfig, new: bool) -> None:
              "images like these (gray); pass --augment crop-flip to use them")
 
 
+def _reflect_fits(cfg: TrainConfig, spec) -> None:
+    """torch's reflect padding mirrors fewer pixels than a side has: one line before training,
+    not its RuntimeError at the first batch."""
+    kind = spec.augment if cfg.augment == "auto" else cfg.augment
+    if cfg.pad_mode == "reflect" and "crop_pad" in catalog.augment_uses(kind):
+        pad, side = cfg.crop_pad or augment.pad_for(spec.size), min(spec.size)
+        if pad >= side:
+            raise UsageError(f"--pad-mode reflect: a pad of {pad} mirrors more than these "
+                             f"{spec.size[0]}x{spec.size[1]} images hold; pass --crop-pad "
+                             f"{side - 1} or less, or --pad-mode zero")
+
+
 def _class_weight(cfg: TrainConfig, train: datasets.Split, classes: int, device: torch.device):
     """Inverse class frequency, scaled so that the average sample's weight is 1."""
     if cfg.class_weights == "none":
@@ -193,6 +205,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     if cfg.augment == "auto":  # a folder's follows its images (the settings' rules check the
         cfg = dataclasses.replace(cfg, augment=data.spec.augment)  # built-in datasets')
         _idle_crops(cfg, resume is None)
+    _reflect_fits(cfg, data.spec)
     cfg = _anchored(cfg)  # saved absolute; the lines printed keep what was typed
     storage = torch.device("cpu") if cfg.workers else device  # where the uint8 dataset lives
     train, test = data.train.to(storage), batches.eval_split(data.test, storage, device)

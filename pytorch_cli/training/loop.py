@@ -87,7 +87,9 @@ def _epochs(job: Job, resumed: bool) -> dict:
     elif job.saver is not None and not job.dry_run:  # the weights last.pt just got (checked)
         # the summary is of model.pth: after --patience, the best epoch's (a hostile trial's
         # script read the last epoch's 58.00% where model.pth, and eval, gave 56.67%)
+        last = result  # the run's own time, not the best epoch's
         result = distributed.from_main(lambda: _save_model(job, result))
+        result = {**result, **{k: last[k] for k in ("elapsed_s", "time") if k in last}}
     if pos.early_stop and not stopped:
         job.emit(_early_stop_record(job))
     summary = {k: v for k, v in result.items() if k != "kind"}
