@@ -48,6 +48,12 @@ def test_a_curve_that_never_falls_beyond_its_noise_suggests_nothing_and_says_why
     lrs, losses, smoothed = _noisy(0.3, dip=0.5)
     found = lrfind.suggest(lrs, smoothed, losses)
     assert found["suggested"] >= lrs[40] and found["minimum"] >= lrs[40]
+    # a short test reads the noise from 8 points, not a tenth's 2 (it had suggested 1.6e-12
+    # from --steps 20 at 1e-12, where 100 steps said "never fell beyond its noise")
+    lrs, losses, smoothed = (x[:20] for x in _noisy(0.0))
+    assert "never fell beyond its noise" in lrfind.suggest(lrs, smoothed, losses)["unsuggested"]
+    few = lrfind.suggest(lrs[:8], smoothed[:8], losses[:8])
+    assert few["suggested"] is None and "8 steps are too few" in few["unsuggested"]
 
 
 def _files(root):

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 SMOOTHING = 0.98  # fastai's beta: about the last 50 steps
 DIVERGED = 4.0  # the smoothed loss this many times its minimum ends the test
+NOISE_POINTS = 8  # the fewest first losses the noise is read from (MAD of 7 differences)
 
 
 def run(cfg: TrainConfig, start: float, end: float, steps: int) -> dict:
@@ -73,13 +74,16 @@ def suggest(lrs: list[float], smoothed: list[float], losses: list[float]) -> dic
     if len(lrs) < 3:
         return {"suggested": None, "minimum": lrs[0] if lrs else None, "unsuggested":
                 "too few steps before the loss diverged to suggest an LR: lower --start-lr"}
-    skip = len(lrs) // 10
+    skip, window = len(lrs) // 10, max(len(lrs) // 10, NOISE_POINTS)
     low = min(range(skip, len(smoothed)), key=smoothed.__getitem__)
     fall = smoothed[skip] - smoothed[low]
-    noise = _noise(losses[:skip]) if skip >= 5 else 0.0
-    if fall <= 0:
+    if len(lrs) <= window:  # (a hostile trial's --steps 20 at 1e-12: "suggested 1.62e-12")
+        why = (f"{len(lrs)} steps are too few to tell a fall of the loss from its batch noise "
+               f"(read from the first {NOISE_POINTS}): pass --steps 20 or more, or a lower "
+               "--start-lr if the loss diverged first")
+    elif fall <= 0:
         why = "the loss only rose from the start: no LR to suggest; lower --start-lr"
-    elif fall <= noise:
+    elif fall <= (noise := _noise(losses[:window])):
         why = (f"the smoothed loss never fell beyond its noise ({noise:.3g}; it fell {fall:.3g}) "
                f"between LR {lrs[0]:.3g} and {lrs[-1]:.3g}: no LR to suggest (a trained model "
                f"may gain nothing at any; else widen --start-lr to --end-lr, or add --steps)")
