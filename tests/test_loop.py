@@ -411,6 +411,11 @@ def test_ema_is_evaluated_saved_as_model_pth_and_resumes_exactly(ptrain, tmp_pat
     averaged = ptrain("eval", "whole/last.pt", "--json").json()
     live = ptrain("eval", "whole/last.pt", "--no-ema", "--json").json()
     assert averaged["loss"] == ptrain("eval", "whole", "--json").json()["loss"] != live["loss"]
+    # a run directory with --no-ema: its last.pt's live weights (model.pth holds the average)
+    assert ptrain("eval", "whole", "--no-ema", "--json").json()["loss"] == live["loss"]
+    for average_only in ("whole/model.pth", "part/model.pth"):
+        r = ptrain("eval", average_only, "--no-ema")
+        assert r.code == 2 and "holds no average beside its weights" in r.err
 
 
 def test_a_mixed_and_augmented_run_resumed_ends_at_the_uninterrupted_weights(ptrain, tmp_path):

@@ -19,7 +19,7 @@ from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.declare import check_choice
 from pytorch_cli.store import checkpoint, export, outputs
 from pytorch_cli.store.checkpoint import checkpoint_in
-from pytorch_cli.store.rundir import MODEL
+from pytorch_cli.store.rundir import LAST, MODEL
 from pytorch_cli.training import freezing
 from pytorch_cli.training.evaluate import OutOfMemory, class_scores, evaluate, merged
 from pytorch_cli.training.state import check_saved
@@ -41,9 +41,12 @@ class Loaded:
 def load_model(path: Path, model_name: str = "", dataset: str = "", ema: bool = True) -> Loaded:
     """Rebuild the model of a model.pth / last.pt / best.pt (or a run directory), or of a bare
     state_dict given --model and --dataset; `ema`: an --ema run's last.pt/best.pt give their
-    average (as model.pth does), else their live weights."""
-    path = checkpoint_in(path, MODEL)
+    average (as model.pth does), else their live weights (a run directory: its last.pt's)."""
+    path = checkpoint_in(path, MODEL if ema else LAST)  # model.pth holds only the average
     saved = checkpoint.load(path)
+    if not ema and "model_ema" not in saved:
+        raise UsageError(f"--no-ema: {path} holds no average beside its weights (an --ema run's "
+                         "last.pt and best.pt hold both); leave --no-ema out")
     state_dict = checkpoint.weights(saved, ema)
     if state_dict is None:
         raise PtrainError(f"{path}: not a ptrain checkpoint or a state_dict of tensors")
