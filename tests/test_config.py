@@ -87,7 +87,7 @@ def test_cuda_graphs_with_gradient_accumulation_are_refused_with_the_way_out(mod
                                          r"--compile-mode default \(or --grad-accum 1\)"):
         configlib.resolve(overrides={"compile": True, "compile_mode": mode, "grad_accum": 2})
     for fine in ({"compile_mode": mode}, {"compile_mode": "default", "grad_accum": 2},
-                 {"compile": False, "grad_accum": 2}):
+                 {"compile": False, "compile_mode": "default", "grad_accum": 2}):
         configlib.resolve(overrides={"compile": True, "compile_mode": mode, **fine})
 
 
@@ -252,7 +252,13 @@ def test_plateau_refuses_a_warmup_with_the_way_out():
     ({"crop_scale": 0.3, "augment": "crop-flip"}, "--crop-scale is the smallest crop of --augment "
      "resized-crop; --augment crop-flip is not it", {"augment": "resized-crop"}),
     ({"crop_pad": 3, "augment": "resized-crop"}, "--augment resized-crop pads nothing",
-     {"augment": "crop"})])
+     {"augment": "crop"}),
+    ({"test_split": 0.9}, "--test-split is the share of a folder's images held out for testing; "
+     "mnist has its own test set", {"dataset": "folder", "data_dir": "x"}),
+    ({"compile_mode": "max-autotune"}, "--compile-mode is --compile's", {"compile": True}),
+    ({"compile_backend": "eager"}, "--compile-backend is --compile's", {"compile": True}),
+    ({"bias_decay": True}, "--bias-decay applies --weight-decay to biases and norm layers",
+     {"weight_decay": 0.1})])
 def test_a_setting_of_a_feature_left_off_is_refused_not_ignored(given, says, fine):
     """Each had no effect (a hostile trial found adam's momentum, crop's flip... silently
     dropped, while config.toml recorded them); a config saved before loads, with the default."""

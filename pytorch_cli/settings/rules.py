@@ -35,6 +35,12 @@ UNUSED = (
      "crop of --augment resized-crop; --augment {c.augment} is not it on {c.dataset}"),
     ("flip", lambda c: "flip" in _augment_uses(c), "--flip is how --augment crop-flip (and the "
      "policies after it) flips; --augment {c.augment} flips nothing on {c.dataset}"),
+    ("test_split", lambda c: c.dataset == catalog.FOLDER, "--test-split is the share of a "
+     "folder's images held out for testing; {c.dataset} has its own test set"),
+    ("compile_mode", lambda c: c.compile, "--compile-mode is --compile's: pass that too"),
+    ("compile_backend", lambda c: c.compile, "--compile-backend is --compile's: pass that too"),
+    ("bias_decay", lambda c: c.weight_decay, "--bias-decay applies --weight-decay to biases and "
+     "norm layers: pass a --weight-decay above 0"),
 )
 CROSS_RULES = (
     (lambda c: c.dataset == catalog.FOLDER or not c.channels,
