@@ -160,6 +160,8 @@ def test_a_config_that_is_no_regular_file_is_refused_before_it_is_opened(ptrain,
             r = ptrain("train", "--dataset", "fake", "--dry-run", "--config", path)
             assert r.code == 2 and r.err.count("\n") == 1, r.err
             assert f"config file {path}: not a regular file ({kind})" in r.err
+    empty = ptrain("train", "--dataset", "fake", "--dry-run", "--config", "")
+    assert empty.code == 2 and "--config names no file: pass a TOML file" in empty.err
 
 
 def test_a_config_file_over_the_size_cap_is_refused(tmp_path):

@@ -20,6 +20,17 @@ def test_runs_table_as_plain_text():
         assert cell in row
 
 
+def test_a_wide_characters_name_keeps_the_plain_columns_aligned():
+    """名前 takes four terminal columns, not two: the columns after it had shifted by two."""
+    runs = [{"run": name, "dataset": "mnist", "model": "lenet", "epochs_done": 1, "epochs": 1,
+             "last_acc": 0.5, "best_acc": 0.5, "best_on": "test", "elapsed_s": 1.0,
+             "status": "finished", "detail": "", "modified": 0.0} for name in ("名前", "abcd")]
+    out = io.StringIO()
+    runs_table.print_runs(runs, out)
+    _, wide, narrow = out.getvalue().splitlines()
+    assert wide.index("mnist") + 2 == narrow.index("mnist")  # 2 characters, 4 columns
+
+
 def test_a_long_error_keeps_what_failed_and_why_in_the_table():
     error = ("cannot write /data/runs/cifar10-resnet18-long-name/last.pt: No space left on "
              "device")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.text import Text
 
@@ -103,9 +104,11 @@ def print_runs(runs: list[dict], stream: TextIO) -> None:
             console.print(f"continue an interrupted run with `ptrain resume {resumable[0]}`",
                           highlight=False, markup=False)
         return
-    widths = [max(len(x) for x in col) for col in zip(RUNS_COLUMNS, *rows)]
+    # padded by terminal cells: a wide character (a run named 名前) takes two
+    widths = [max(map(cell_len, col)) for col in zip(RUNS_COLUMNS, *rows)]
     for row in [list(RUNS_COLUMNS), *rows]:
-        print("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip(), file=stream)
+        print("  ".join(x + " " * (w - cell_len(x)) for x, w in zip(row, widths)).rstrip(),
+              file=stream)
 
 
 def print_trials(rows: list[dict], out: TextIO) -> None:

@@ -15,6 +15,8 @@ MAX_CONFIG_BYTES = 1 << 20  # 1 MiB: a config of every setting is ~1 KiB; more i
 
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file's table, or one line saying why there is none."""
+    if path == Path("."):  # `--config ''` (typer's Path of it), or `--config .`
+        raise UsageError("--config names no file: pass a TOML file of settings (see configs/)")
     # a FIFO would block the read, /dev/zero never end: a regular file of at most 1 MiB
     text = files.read_text(path, MAX_CONFIG_BYTES, f"config file {path}", UsageError)
     try:

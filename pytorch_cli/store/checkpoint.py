@@ -208,7 +208,7 @@ def checkpoint_in(target: Path, name: str) -> Path:
         return target
     path = target / name
     if not path.exists():
-        why = ("it is still training, was stopped, or ran with --no-save-model"
+        why = ("it is still training, was stopped, failed, or ran with --no-save-model"
                if name == rundir.MODEL else
                "it ended before its first save, or ran with --no-save-model")
         raise PtrainError(f"{target} has no {name} ({why}); name a checkpoint file instead")
