@@ -73,9 +73,12 @@ def test_lr_find_grows_the_lr_suggests_one_and_leaves_every_run_as_it_was(ptrain
     assert 1e-5 <= out["suggested"] <= lrs[-1] and out["model"] == "lenet"
     assert (tmp_path / "out" / "lr.png").read_bytes()[:4] == b"\x89PNG"
     assert [f for f in _files(tmp_path) if not f[0].startswith("out")] == before
-    table = ptrain("lr-find", "--dataset", "fake", "--steps", "10").out
+    said = ptrain("lr-find", "--dataset", "fake", "--steps", "10", "--ema", "0.9", "--patience",
+                  "2")  # a run's settings: named as not used, never silently dropped
+    table = said.out
     assert table.startswith("LR range test: lenet on fake, sgd, batch 64") and \
         "suggested --lr " in table
+    assert "warning: lr-find does not use --ema, --patience: the test takes" in said.err
     for end in ("0.1", "inf", "1e308"):  # 1e308: every step's LR was inf
         bad = ptrain("lr-find", "--dataset", "fake", "--start-lr", "1", "--end-lr", end)
         assert bad.code == 2 and "--start-lr must be above 0 and below --end-lr" in bad.err

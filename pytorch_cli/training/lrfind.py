@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from pytorch_cli.platform.errors import warn
 from pytorch_cli.training import freezing, step
 from pytorch_cli.training.epoch import epoch_batches
 from pytorch_cli.training.job import setup
@@ -32,6 +33,7 @@ def run(cfg: TrainConfig, start: float, end: float, steps: int) -> dict:
     """{"lr": [...], "loss": [...], "smoothed": [...], "suggested": lr, "minimum": lr}."""
     # the run's optimizer and parameter groups at lr=start, no schedule; --grad-accum's
     # micro-batches make each step, as in training (the LR is that of their sum's batch)
+    _unused(cfg)
     cfg = dataclasses.replace(cfg, lr=start, scheduler="none", warmup_epochs=0.0,
                               max_steps=None, save_model=False, compile=False)
     job = setup(cfg)
@@ -63,6 +65,21 @@ def run(cfg: TrainConfig, start: float, end: float, steps: int) -> dict:
             break
     return {**out, **suggest(out["lr"], out["smoothed"], out["loss"]), "model": cfg.model,
             "dataset": cfg.dataset, "optimizer": cfg.optimizer, "batch_size": cfg.batch_size}
+
+
+# what shapes a run but not the test: its schedule, length, averages, evaluations, compile
+NOT_TESTED = ("scheduler", "warmup_epochs", "max_steps", "ema", "patience", "min_delta", "tta",
+              "unfreeze_at", "compile")
+
+
+def _unused(cfg: TrainConfig) -> None:
+    """One warning naming the settings given that the test does not use (a training config
+    passed as it is, as the recipe says, or a flag typed): not taken silently."""
+    fresh = type(cfg)()
+    given = [f"--{n.replace('_', '-')}" for n in NOT_TESTED if getattr(cfg, n) != getattr(fresh, n)]
+    if given:
+        warn(f"lr-find does not use {', '.join(given)}: the test takes one step per LR, from "
+             "the LR it sets, and evaluates nothing; the suggestion is for the run that has them")
 
 
 def suggest(lrs: list[float], smoothed: list[float], losses: list[float]) -> dict:
