@@ -4,7 +4,7 @@ VENV ?= .venv
 MNIST ?= ../shared/data/mnist
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint gpu-versions
+.PHONY: demo test test-slow test-all lint gpu-versions
 demo: $(VENV)/.installed  ## the main job: LeNet on real MNIST, 1 epoch, into runs/mnist*
 	$(VENV)/bin/ptrain train --data-dir $(MNIST) --epochs 1
 
@@ -13,8 +13,16 @@ demo: $(VENV)/.installed  ## the main job: LeNet on real MNIST, 1 epoch, into ru
 # pairs of runs back to back). Tests
 # sharing a trained fixture stay on one worker (conftest); the processes tests signal are forked
 # (tests/forked.py).
-test: lint  ## ruff, then the whole suite (CPU; CUDA tests skip without a GPU)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup
+# `make test` leaves out the tests marked slow (pyproject.toml: whole systems of processes, and
+# measures of the machine), 29 of them, about 40% of the suite's time; `make test-slow` runs
+# them, `make test-all` both, and CI (.ci/run) both.
+test: lint  ## ruff, then the suite but its slow tests (CPU; CUDA tests skip without a GPU)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup -m "not slow"
+
+test-slow: $(VENV)/.installed  ## the slow tests alone
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup -m slow
+
+test-all: test test-slow  ## the whole suite
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

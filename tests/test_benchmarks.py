@@ -58,6 +58,7 @@ def test_throughputs_default_steps_fit_in_one_epoch_of_the_real_data(monkeypatch
             assert 2 * steps[model] <= SIZES[dataset][0] // batch, (device, model)
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_splits_the_time_from_launch(tmp_path):
     preset = tmp_path / "fake.toml"
     preset.write_text('dataset = "fake"\nepochs = 3\nlog_interval = 1000\n')
@@ -125,6 +126,7 @@ def test_own_images_says_when_predict_misses_other_images_than_eval_lists(tmp_pa
     assert "| `ptrain train` | ok | 9.5 |" in summary and "the same images wrong: False" in summary
 
 
+@pytest.mark.slow
 def test_folder_loop_compares_the_classic_loop_with_ptrain_cold_and_cached(tmp_path, monkeypatch,
                                                                            capsys):
     from PIL import Image
@@ -200,6 +202,7 @@ def test_recipe_costs_measures_every_stage_and_both_checkpointing_sides(tmp_path
                                                     min(v.values()) > 0 for v in ms.values())
 
 
+@pytest.mark.slow
 def test_sweep_jobs_times_a_sweep_and_counts_its_trials(tmp_path, monkeypatch, capsys):
     pytest.importorskip("optuna")
     code, stdout, err = _script("sweep_jobs.py", ["--trials", "1", "--jobs", "1", "--pruners",
@@ -211,6 +214,7 @@ def test_sweep_jobs_times_a_sweep_and_counts_its_trials(tmp_path, monkeypatch, c
     assert row[7] == "1.00x"  # --jobs 1 is the reference
 
 
+@pytest.mark.slow
 def test_trial_start_times_a_fresh_and_a_warm_run_side_by_side(tmp_path, monkeypatch, capsys):
     code, stdout, err = _script("trial_start.py", ["--rounds", "1", "--", "--dataset", "fake",
                                                    "--epochs", "0.1"], monkeypatch, capsys)

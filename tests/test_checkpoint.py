@@ -31,6 +31,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_checkpoint_writes_never_loses_the_previous_one(tmp_path):
     target = tmp_path / "last.pt"
     rng = random.Random(0)

@@ -146,6 +146,7 @@ def test_a_closed_terminal_stops_the_run_at_a_saved_position(tmp_path):
     assert saved["step"] == stop["step"] >= 10
 
 
+@pytest.mark.slow
 def test_under_nohup_a_hangup_changes_nothing(tmp_path):
     proc = subprocess.Popen(
         [*PY, "train", "--dataset", "fake", "--epochs", "2", "--run-dir", "nohup"],

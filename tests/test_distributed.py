@@ -149,6 +149,7 @@ def test_mixup_cutmix_and_a_policy_under_two_processes_train_as_one_process_does
                               "--random-erasing", "0.5", "--epochs", "2"], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_one_process_eval_prints_the_accuracy_two_processes_printed(runs):
     final = _final(runs / "two")
     result = run_cli(["eval", "two", "--json"], runs).json()  # one process: this one
@@ -156,6 +157,7 @@ def test_one_process_eval_prints_the_accuracy_two_processes_printed(runs):
     assert abs(result["loss"] - final["test_loss"]) < 1e-5
 
 
+@pytest.mark.slow
 def test_only_rank_0_prints_and_writes(runs):
     files = sorted(p.name for p in (runs / "two").iterdir())
     assert files == [
@@ -218,6 +220,7 @@ def _kill_rank_when(proc: subprocess.Popen, tag: str, metrics: Path, kind: str,
     raise AssertionError(f"no {kind} record to kill at: {proc.communicate()[1][-2000:]}")
 
 
+@pytest.mark.slow
 def test_a_rank_killed_with_sigkill_ends_the_job_quickly(tmp_path):
     proc, tag = _start([*PY, "train", "--nproc", "2", *RUN, "--epochs", "200", "--batch-size", "32",
                         "--run-dir", "r"], tmp_path)
@@ -233,6 +236,7 @@ def test_a_rank_killed_with_sigkill_ends_the_job_quickly(tmp_path):
     assert not _workers(tag)  # no worker left behind
 
 
+@pytest.mark.slow
 def test_torchrun_restart_continues_from_last_pt_and_ends_as_if_uninterrupted(runs, tmp_path):
     proc, tag = _start([*TORCHRUN, "--max-restarts", "1", "-m", "pytorch_cli", "train", *RUN,
                         "--batch-size", "32", "--run-dir", "r", "--save-interval", "20"], tmp_path)
@@ -246,6 +250,7 @@ def test_torchrun_restart_continues_from_last_pt_and_ends_as_if_uninterrupted(ru
     assert all(torch.equal(restarted[k], uninterrupted[k]) for k in restarted)
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_and_resume_is_exact(runs, tmp_path):
     proc, tag = _start([*PY, "train", "--nproc", "2", *RUN, "--batch-size", "32", "--run-dir",
                         "r"], tmp_path)
@@ -261,6 +266,7 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_and_resume_is_exa
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
 
 
+@pytest.mark.slow
 def test_a_one_process_checkpoint_resumes_under_two_processes(runs, tmp_path):
     """`ptrain resume RUN --nproc 2` (the launch `torchrun ... resume` is in the SIGTERM test)."""
     assert run_cli(["train", *RUN, "--epochs", "1", "--batch-size", "64", "--run-dir", "r"],
@@ -334,6 +340,7 @@ NETNS_MISSING = _netns_ok()
 
 
 @pytest.mark.skipif(bool(NETNS_MISSING), reason=NETNS_MISSING)
+@pytest.mark.slow
 def test_two_nodes_in_network_namespaces_rendezvous_over_a_veth_link(tmp_path):
     out = subprocess.run(["bash", str(ROOT / "benchmarks/two_nodes.sh"), str(tmp_path)],
                          capture_output=True, text=True, timeout=300,

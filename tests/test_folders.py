@@ -455,8 +455,9 @@ def test_a_file_name_that_is_no_utf8_is_read_cached_named_and_listed_by_its_byte
 
 def test_a_folder_it_may_not_read_is_one_line_saying_so(tmp_path):
     """A class folder (or the folder itself) without read permission is "Permission denied",
-    not "holds no usable image". Root reads anything: as root, setpriv drops the capabilities
-    that let it (a real process, not a mock)."""
+    not "holds no usable image"; predict's folder gets a row for a subfolder it may not list.
+    Root reads anything: as root, setpriv drops the capabilities that let it (a real process,
+    not a mock: one, which locks each folder in turn, as the files' owner may)."""
     drop = "-dac_override,-dac_read_search,-fowner"
     setpriv = shutil.which("setpriv")
     if os.geteuid() == 0 and setpriv is None:
@@ -465,29 +466,28 @@ def test_a_folder_it_may_not_read_is_one_line_saying_so(tmp_path):
         else []
     code = ("import sys; from pathlib import Path; from pytorch_cli.data import folders\n"
             "from pytorch_cli.platform.errors import PtrainError\n"
-            "try: folders.find(Path(sys.argv[1]))\nexcept PtrainError as e: print(e)")
+            "root = Path(sys.argv[1]); deep = root / 'a/deep'\n"
+            "deep.chmod(0); print(*folders.images_in(root / 'a')); deep.chmod(0o755)\n"
+            "for locked in (root / 'b', root):\n"
+            "    locked.chmod(0)\n"
+            "    try: folders.find(root)\n"
+            "    except PtrainError as e: print(e)\n"
+            "    finally: locked.chmod(0o755)\n")
     write_classes(tmp_path / "imgs", {"a": 2, "b": 2, "a/deep": 1})
-    deep = tmp_path / "imgs/a/deep"
-    listing = ("import sys; from pathlib import Path; from pytorch_cli.data import folders\n"
-               "found, unread = folders.images_in(Path(sys.argv[1])); print(len(found), unread)")
+    imgs, deep = tmp_path / "imgs", tmp_path / "imgs/a/deep"
     try:
-        deep.chmod(0)  # predict's folder: its images answered, the subfolder an error row
-        said = subprocess.run([*as_user, sys.executable, "-c", listing, str(deep.parent)],
+        said = subprocess.run([*as_user, sys.executable, "-c", code, str(imgs)],
                               capture_output=True, text=True, timeout=120)
         if said.returncode and said.stderr.startswith("setpriv"):  # a container that
             pytest.skip(f"setpriv cannot drop capabilities here: {said.stderr.strip()}")
-        assert said.stdout == (f"2 [(PosixPath('{deep}'), 'cannot read {deep}: Permission "
-                               "denied')]\n"), said
-        for locked in ("imgs/b", "imgs"):
-            (tmp_path / locked).chmod(0)
-            said = subprocess.run([*as_user, sys.executable, "-c", code, str(tmp_path / "imgs")],
-                                  capture_output=True, text=True, timeout=120)
-            if said.returncode and said.stderr.startswith("setpriv"):  # a container that
-                pytest.skip(f"setpriv cannot drop capabilities here: {said.stderr.strip()}")
-            assert said.stdout == f"cannot read {tmp_path / locked}: Permission denied\n", said
+        assert said.stdout.splitlines() == [
+            f"{[imgs / 'a/0.png', imgs / 'a/1.png']} "
+            f"[(PosixPath('{deep}'), 'cannot read {deep}: Permission denied')]",
+            f"cannot read {imgs / 'b'}: Permission denied",
+            f"cannot read {imgs}: Permission denied"], said
     finally:
-        for locked in ("imgs", "imgs/b", "imgs/a/deep"):
-            (tmp_path / locked).chmod(0o755)
+        for locked in (imgs, imgs / "b", deep):
+            locked.chmod(0o755)
 
 
 def test_files_beside_train_and_test_are_skipped_and_named(tmp_path):

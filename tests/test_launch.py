@@ -54,6 +54,7 @@ def test_handoff_refuses_inside_a_torchrun_worker(monkeypatch):
     assert info.value.exit_code == 2
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_launcher_exits_143_after_the_workers_saved(tmp_path):
     proc = Forked(["train", "--nproc", "2", "--dataset", "fake", "--epochs", "50",
                    "--batch-size", "32", "--log-interval", "5", "--run-dir", "r"], tmp_path)

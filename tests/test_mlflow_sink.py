@@ -49,6 +49,7 @@ def test_a_run_logs_its_config_metrics_and_files(ptrain, store, tmp_path):
     assert ids == {"mlflow": run.info.run_id}
 
 
+@pytest.mark.slow
 def test_a_resume_continues_the_run_and_logs_no_step_twice(ptrain, store, tmp_path):
     """Back to epoch 1's checkpoint, epoch 2 is trained (and reported) once more, bit for bit:
     the same MLflow run, each value once. --grad-accum 4 over --log-interval 2: one train record
@@ -69,6 +70,7 @@ def test_a_resume_continues_the_run_and_logs_no_step_twice(ptrain, store, tmp_pa
     assert steps == [r["step"] for r in read_metrics(tmp_path / "r", kinds=("epoch",))]
 
 
+@pytest.mark.slow
 def test_a_resume_that_computes_other_values_goes_on_in_a_new_mlflow_run(ptrain, store,
                                                                         tmp_path):
     """Back to epoch 1's checkpoint with a longer cosine schedule: the steps after it differ
@@ -111,6 +113,7 @@ def test_without_mlflow_it_is_one_line_naming_the_extra(ptrain, without):
         "ptrain: error: --mlflow needs the mlflow package: pip install 'pytorch-cli[mlflow]'"]
 
 
+@pytest.mark.slow
 def test_a_resume_into_another_store_warns_and_logs_to_a_new_run(ptrain, store, monkeypatch,
                                                                   tmp_path):
     assert ptrain("train", *RUN, "--epochs", "1").code == 0
@@ -131,6 +134,7 @@ def _train_steps(metrics) -> list[int]:
             if line.endswith("\n") and '"kind": "train"' in line]
 
 
+@pytest.mark.slow
 def test_a_signal_marks_the_run_killed_and_the_resume_finishes_it(ptrain, store, tmp_path):
     """A real SIGTERM mid-run (a forked process): KILLED; `ptrain resume` sets it running and
     finishes it, each step logged once."""

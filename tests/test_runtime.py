@@ -106,6 +106,7 @@ print(kept, *sorted(steps[12:]))
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt: Linux")
+@pytest.mark.slow
 def test_kept_freed_memory_spares_each_step_its_page_faults():
     """A fresh process (mallopt is process-wide): with the freed memory kept, mnist-cnn's steps,
     whose activations take several MiB, fault next to no page (the median of 5 steps after 12;

@@ -77,6 +77,7 @@ def test_eval_errors_names_a_builtin_datasets_images_by_split_and_row(run, tmp_p
         assert float(w["true_prob"]) < float(w["prob"]) and float(w["loss"]) > 0
 
 
+@pytest.mark.slow
 def test_eval_keeps_freed_memory_so_repeated_evaluations_fault_no_pages(ptrain, tmp_path):
     """`ptrain eval` (run_eval) keeps freed memory as training does: mnist-cnn's activations on
     500 images take tens of MiB, which glibc would otherwise fault in afresh at every evaluation

@@ -24,6 +24,7 @@ def _study(tmp_path, name: str = "spec"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/runs/{name}/study.db")
 
 
+@pytest.mark.slow
 def test_a_trial_falling_behind_is_pruned_and_listed_so(ptrain, tmp_path):
     """Epochs of a fraction of a second, several to each read of the trial's records: its label
     names the epoch it stopped after, not the one the pruner judged."""
@@ -76,6 +77,7 @@ def test_four_trials_in_two_jobs_failures_recorded_and_best_toml_trains(ptrain, 
 
 
 @pytest.mark.parametrize("group", [False, True])
+@pytest.mark.slow
 def test_sigterm_stops_the_sweep_at_a_saved_position_and_the_same_command_continues(tmp_path,
                                                                                    group):
     """`group`: to its whole process group, as SLURM, systemd or a terminal's Ctrl-C send it:
@@ -122,6 +124,7 @@ def test_plot_without_matplotlib_is_one_line_naming_the_extra(ptrain, tmp_path, 
     assert len(result.err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_trials_in_two_jobs_log_to_mlflow_under_one_parent_and_to_one_wandb_group(
         ptrain, tmp_path, monkeypatch):
     """2 trials, then the same command with --trials 3: 3 run directories, 3 complete trials,
@@ -155,6 +158,7 @@ def test_trials_in_two_jobs_log_to_mlflow_under_one_parent_and_to_one_wandb_grou
     assert len(logs) == 3 and {run_record(log).run_group for log in logs} == {"spec"}
 
 
+@pytest.mark.slow
 def test_the_sweeps_mlflow_run_is_ended_by_the_last_worker_not_one_leaving_early(
         ptrain, tmp_path, monkeypatch):
     """A worker that leaves (--timeout) while another worker's trial runs leaves the sweep's
@@ -190,6 +194,7 @@ def test_a_spec_asking_for_a_missing_tracker_is_one_line_before_any_trial(ptrain
     assert not (tmp_path / "runs/spec").exists()  # no study made
 
 
+@pytest.mark.slow
 def test_a_trial_is_not_pruned_at_its_last_epoch(ptrain, tmp_path):
     """Its run is over by then: a SIGTERM as it exits once left a finished trial failed (-15)."""
     spec = _spec(tmp_path, 'epochs = 1\nseed = 5\n[search]\nlr = [0.05, 0.04, 1e-7]\n')
@@ -219,6 +224,7 @@ def test_a_study_keeps_its_metric_another_is_refused_and_show_ranks_by_its_own(p
     assert [line.split()[2] for line in shown] == ["0.5000", "2.5000"]
 
 
+@pytest.mark.slow
 def test_a_continued_sweep_draws_new_settings_not_the_first_ones_again(ptrain, tmp_path):
     spec = _spec(tmp_path, 'epochs = 0.1\n[search]\nlr = {low = 0.001, high = 0.05, log = true}\n')
     for trials, start in (("1", "warm"), ("2", "fresh")):  # the second trial a new interpreter

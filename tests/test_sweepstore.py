@@ -28,6 +28,7 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": ROOT}
 
 
+@pytest.mark.slow
 def test_a_sigkilled_workers_trial_is_taken_over_and_resumed_from_its_last_pt(tmp_path):
     (tmp_path / "spec.toml").write_text(SPEC + 'epochs = 3\nbatch_size = 256\n'
                                         '[search]\nlr = [0.01]\n')
@@ -67,6 +68,7 @@ def _hosts():
         return [("127.0.0.1", ()), ("127.0.0.1", ())], False
 
 
+@pytest.mark.slow
 def test_workers_on_two_hosts_share_one_postgresql_study_and_its_count_exactly(tmp_path):
     pytest.importorskip("psycopg")
     hosts, namespaces = _hosts()

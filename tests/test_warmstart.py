@@ -40,6 +40,7 @@ def test_a_child_trains_in_the_callers_folder_with_its_environment_and_exit_code
     assert (tmp_path / "refused.log").read_text().startswith("ptrain: error: --lr")
 
 
+@pytest.mark.slow
 def test_the_servers_imports_ask_cuda_nothing_and_start_no_thread():
     """What the server imports runs before every trial's fork: had it asked CUDA anything, a
     forked trial could not use the GPU; had it started a thread, the fork would copy its locks.
