@@ -77,6 +77,7 @@ def test_a_signal_saves_the_exact_position_and_resume_ends_bit_exact(full, ptrai
     _assert_same_state(torch.load(tmp_path / "cut/last.pt", weights_only=True), full)
 
 
+@pytest.mark.slow
 def test_a_reader_that_goes_away_ends_the_printing_not_the_run(tmp_path):
     """`ptrain train | head -1`: the pipe closes after the first line; the run goes on."""
     proc = subprocess.Popen(
@@ -120,6 +121,7 @@ def test_a_listing_onto_a_full_disk_names_standard_output(ptrain, tmp_path, moun
             "ptrain: error: cannot write standard output: No space left on device\n")
 
 
+@pytest.mark.slow
 def test_a_closed_terminal_stops_the_run_at_a_saved_position(tmp_path):
     """The terminal (or the SSH session) goes away: the kernel's SIGHUP stops the run at a saved
     position, though nothing can be printed any more (writes to a hung-up terminal fail)."""
@@ -243,6 +245,7 @@ def test_eval_json_of_a_dead_model_has_no_bare_nan(ptrain, tmp_path):
     assert result["results"][0]["top"][0]["prob"] is None
 
 
+@pytest.mark.slow
 def test_a_json_reader_that_goes_away_is_one_line_and_exit_141(tmp_path):
     """`ptrain train --json | consumer` where the consumer exits first: the run is saved, and the
     lost summary is said, with the exit code a shell gives a writer its pipe killed."""

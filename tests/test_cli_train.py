@@ -383,6 +383,7 @@ def test_console_script_and_module_entry_points(tmp_path):
     assert json.loads(out.stdout)["step"] == 3
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(tmp_path):
     """Under a real pseudo-terminal: a live bar; NO_COLOR leaves no colour codes."""
     import pty
