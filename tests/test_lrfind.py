@@ -79,9 +79,12 @@ def test_lr_find_grows_the_lr_suggests_one_and_leaves_every_run_as_it_was(ptrain
     assert table.startswith("LR range test: lenet on fake, sgd, batch 64") and \
         "suggested --lr " in table
     assert "warning: lr-find does not use --ema, --patience: the test takes" in said.err
-    for end in ("0.1", "inf", "1e308"):  # 1e308: every step's LR was inf
+    for end in ("0.1", "inf", "1e308", "nan"):  # 1e308: every step's LR was inf
         bad = ptrain("lr-find", "--dataset", "fake", "--start-lr", "1", "--end-lr", end)
         assert bad.code == 2 and "--start-lr must be above 0 and below --end-lr" in bad.err
+    for start in ("nan", "-1"):  # NaN had been "greater than or equal to 0"
+        bad = ptrain("lr-find", "--dataset", "fake", "--start-lr", start)
+        assert bad.code == 2 and "--start-lr must be above 0" in bad.err, bad.err
     flat = ptrain("lr-find", "--dataset", "fake", "--start-lr", "1e-12", "--end-lr", "1e-10",
                   "--plot", str(tmp_path / "flat.svg"))  # LRs too small to move the loss
     assert flat.code == 0 and "smoothed loss never fell beyond its noise" in flat.out

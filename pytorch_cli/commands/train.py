@@ -139,8 +139,9 @@ def lr_find(
     ctx: typer.Context,
     config: Optional[Path] = typer.Option(
         None, "--config", help="TOML file of settings (see configs/); flags override it."),
-    start_lr: float = typer.Option(1e-7, min=0, help="The LR of the first step."),
-    end_lr: float = typer.Option(10.0, min=0, help="The LR the test grows to."),
+    # (ranges checked below, in one line naming both: typer's min= called NaN "less than 0")
+    start_lr: float = typer.Option(1e-7, help="The LR of the first step."),
+    end_lr: float = typer.Option(10.0, help="The LR the test grows to."),
     steps: int = typer.Option(100, min=3, max=100_000, help="Steps (one LR each), at most."),
     plot: Optional[Path] = typer.Option(None, metavar="FILE.png", help="Draw loss against LR "
                                         "(pip install 'pytorch-cli[plot]')."),
