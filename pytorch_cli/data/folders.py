@@ -24,7 +24,6 @@ from pytorch_cli.platform.errors import PtrainError, UsageError, plural
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # a split's folder, in any case: GTSRB ships Train/ and Test/, Fruits-360 Training/ and Test/
 TRAIN_FOLDERS = ("train", "training")
-UNREADABLE = ": cannot read it ("  # a skipped subfolder's line: "PATH: cannot read it (WHY)"
 VAL_FOLDERS = ("val", "valid", "validation")  # ImageNet's, Roboflow's, Keras' names
 TEST_FOLDERS = ("test", "testing", *VAL_FOLDERS)  # beside train/ alone, a val folder: the test set
 
@@ -58,9 +57,11 @@ class Found:
 @dataclass
 class _Claims:
     """What a layout's class folders have read: real folder -> the class folder that read it,
-    and the linked image files (their target, class folder, path)."""
+    the linked image files (their target, class folder, path), and the subfolders they could
+    not list (each with its line, "cannot read SUB: why")."""
     folders: dict[str, Path] = field(default_factory=dict)
     links: list[tuple[str, Path, Path]] = field(default_factory=list)
+    unread: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def _class_files(folder: Path, skipped: list[str], claimed: _Claims | None = None) -> list[Path]:
@@ -76,7 +77,8 @@ def _class_files(folder: Path, skipped: list[str], claimed: _Claims | None = Non
     def unreadable(e: OSError) -> None:
         if os.path.abspath(e.filename) == os.path.abspath(folder):  # all of it: not "empty"
             raise _cannot_read(folder, e) from None
-        skipped.append(f"{e.filename}{UNREADABLE}{e.strerror})")
+        skipped.append(f"{e.filename}: cannot read it ({e.strerror})")
+        claimed.unread.append((Path(e.filename), str(_cannot_read(Path(e.filename), e))))
     for parent, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
         kept = []
         for d in sorted(dirs):
@@ -131,11 +133,9 @@ def images_in(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """The image files under a folder, at any depth, in sorted order (what predict takes for a
     folder; hidden files and other extensions are left out, as in training), and (subfolder,
     "cannot read SUB: why") for each subfolder it may not list; an unreadable folder is one line."""
-    skipped: list[str] = []
-    found = _class_files(folder, skipped)
-    unread = [entry.rpartition(UNREADABLE) for entry in skipped if entry.endswith(")")]
-    return found, [(Path(path), f"cannot read {path}: {why[:-1]}")
-                   for path, mark, why in unread if mark]
+    claims = _Claims()
+    found = _class_files(folder, [], claims)
+    return found, claims.unread
 
 
 def _classes(root: Path, skipped: list[str]) -> dict[str, list[Path]]:

@@ -10,7 +10,6 @@ A third thing loads too: a bare state_dict of tensors, as other scripts save the
 from __future__ import annotations
 
 import io
-import json
 import pickle
 import re
 import warnings
@@ -22,7 +21,7 @@ import torch
 from pytorch_cli.models import zoo
 from pytorch_cli.platform.errors import DamagedFile, PtrainError
 from pytorch_cli.platform.files import atomic_write
-from pytorch_cli.store import rundir
+from pytorch_cli.store import export, rundir
 
 STATE_FORMAT = "ptrain-train-state"
 MODEL_FORMAT = "ptrain-model"
@@ -117,17 +116,14 @@ def load(path: Path, advice: str = RUN_ADVICE) -> dict:
     return obj
 
 
-EXPORT_ENDINGS = (".onnx", ".pt2", ".torchscript.pt")  # export.FORMATS' (not loadable here)
+# the endings of export's formats torch.load cannot read (a safetensors file holds weights)
+EXPORT_ENDINGS = tuple(end for fmt, (end, _) in export.FORMATS.items() if fmt != "safetensors")
 
 
 def _not_loaded(path: Path, why: str) -> PtrainError:
     """The line for a file torch.load could not read: an export (its sidecar names the
     checkpoint it was made from) is said to be one, else `why`."""
-    try:
-        side = json.loads(Path(f"{path}.json").read_text())
-        source = side.get("source_checkpoint") if isinstance(side, dict) else None
-    except (OSError, ValueError):
-        source = None
+    source = export.sidecar(path).get("source_checkpoint")
     if source or path.name.lower().endswith(EXPORT_ENDINGS):
         return PtrainError(f"{path}: an export, not a checkpoint; give the checkpoint it was made "
                            f"from ({source or 'the run directory, or its model.pth'})")

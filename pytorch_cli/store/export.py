@@ -96,6 +96,15 @@ FORMATS = {"onnx": (".onnx", _onnx), "pt2": (".pt2", _pt2),
            "safetensors": (".safetensors", _safetensors)}
 
 
+def sidecar(export_file: Path) -> dict:
+    """The JSON sidecar `export` wrote beside a file (EXPORT.json); {} if none, or not ptrain's."""
+    try:
+        side = json.loads(Path(f"{export_file}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return side if isinstance(side, dict) else {}
+
+
 def made_from(run: Path) -> list[str]:
     """The files `export` wrote into run directory `run` of its checkpoints, by their default
     names (model.onnx of model.pth...): each with its sidecar, which names the file and the
@@ -103,12 +112,9 @@ def made_from(run: Path) -> list[str]:
     found = []
     for name in (Path(c).stem + suffix for c in (MODEL, LAST, BEST)
                  for suffix, _ in FORMATS.values()):
-        try:
-            side = json.loads((run / f"{name}.json").read_text())
-        except (OSError, ValueError):  # none, or not ptrain's
-            continue
-        source = Path(str(side.get("source_checkpoint"))) if isinstance(side, dict) else None
-        if source and side.get("file") == name and source.parent.name in ("", run.name) \
+        side = sidecar(run / name)
+        source = Path(str(side.get("source_checkpoint")))
+        if side and side.get("file") == name and source.parent.name in ("", run.name) \
                 and source.name in (MODEL, LAST, BEST):
             found += [name, f"{name}.json"]
     return found

@@ -135,9 +135,8 @@ def _idle_crops(cfg: TrainConfig, new: bool) -> None:
 
 def _reflect_fits(cfg: TrainConfig, spec) -> None:
     """torch's reflect padding mirrors fewer pixels than a side has: one line before training,
-    not its RuntimeError at the first batch."""
-    kind = spec.augment if cfg.augment == "auto" else cfg.augment
-    if cfg.pad_mode == "reflect" and "crop_pad" in catalog.augment_uses(kind):
+    not its RuntimeError at the first batch (cfg.augment: "auto" resolved)."""
+    if cfg.pad_mode == "reflect" and "crop_pad" in catalog.augment_uses(cfg.augment):
         pad, side = cfg.crop_pad or augment.pad_for(spec.size), min(spec.size)
         if pad >= side:
             raise UsageError(f"--pad-mode reflect: a pad of {pad} mirrors more than these "
