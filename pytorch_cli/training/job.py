@@ -123,11 +123,17 @@ def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
     return model, transfer, flops
 
 
+def given_flags(cfg: TrainConfig, names) -> list[str]:
+    """The flags of those settings that cfg sets away from their defaults (training reads no
+    declarations: the config's own defaults say what was given)."""
+    fresh = type(cfg)()
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(cfg, n) != getattr(fresh, n)]
+
+
 def _idle_crops(cfg: TrainConfig, new: bool) -> None:
     """--augment auto of a gray folder is none: crop and flip settings given do nothing."""
-    fresh = type(cfg)()
-    idle = [f"--{n.replace('_', '-')}" for n in ("crop_pad", "pad_mode", "flip")
-            if getattr(cfg, n) != getattr(fresh, n) and n not in catalog.augment_uses(cfg.augment)]
+    idle = given_flags(cfg, [n for n in ("crop_pad", "pad_mode", "flip")
+                             if n not in catalog.augment_uses(cfg.augment)])
     if idle and new:
         warn(f"{', '.join(idle)} not used: --augment auto is {cfg.augment} for {cfg.dataset} "
              "images like these (gray); pass --augment crop-flip to use them")

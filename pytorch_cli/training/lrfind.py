@@ -19,7 +19,7 @@ import torch
 from pytorch_cli.platform.errors import warn
 from pytorch_cli.training import freezing, step
 from pytorch_cli.training.epoch import epoch_batches
-from pytorch_cli.training.job import setup
+from pytorch_cli.training.job import given_flags, setup
 
 if TYPE_CHECKING:
     from pytorch_cli.settings.config import TrainConfig
@@ -75,8 +75,7 @@ NOT_TESTED = ("scheduler", "warmup_epochs", "max_steps", "ema", "patience", "min
 def _unused(cfg: TrainConfig) -> None:
     """One warning naming the settings given that the test does not use (a training config
     passed as it is, as the recipe says, or a flag typed): not taken silently."""
-    fresh = type(cfg)()
-    given = [f"--{n.replace('_', '-')}" for n in NOT_TESTED if getattr(cfg, n) != getattr(fresh, n)]
+    given = given_flags(cfg, NOT_TESTED)
     if given:
         warn(f"lr-find does not use {', '.join(given)}: the test takes one step per LR, from "
              "the LR it sets, and evaluates nothing; the suggestion is for the run that has them")
