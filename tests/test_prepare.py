@@ -65,6 +65,20 @@ def test_a_named_run_is_taken_over_only_with_overwrite(in_tmp, run):
     assert _names(rundir.root() / "mine") == before  # the session clears it, under the lock
 
 
+@pytest.mark.parametrize("flag, given", [("init_from", "mine"), ("init_from", "mine/best.pt"),
+                                         ("weights", "mine/model.pth")])
+def test_overwrite_keeps_the_weights_the_new_run_starts_from(in_tmp, run, flag, given):
+    shutil.copytree(run, rundir.root() / "mine")
+    shutil.copy(run / "model.pth", rundir.root() / "mine" / "best.pt")
+    cfg = dataclasses.replace(CFG, **{flag: str(rundir.root() / given)})
+    with pytest.raises(UsageError, match="is a file of the run --overwrite replaces; copy it out"):
+        prepare.train(cfg, "mine", "", "fake", True, False)
+    # a file of the user's own in that folder is not the run's: --overwrite leaves it be
+    shutil.copy(run / "model.pth", rundir.root() / "mine" / "start.pth")
+    cfg = dataclasses.replace(CFG, **{flag: str(rundir.root() / "mine" / "start.pth")})
+    assert prepare.train(cfg, "mine", "", "fake", True, False).clear
+
+
 def test_resume_auto_needs_the_run_named(in_tmp):
     with pytest.raises(UsageError, match="--name or --run-dir"):
         prepare.train(CFG, "", "", "fake", False, True)

@@ -127,7 +127,9 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
     path = rundir.choose(name, run_dir, default, check_only=True) if auto else None
     if path is None or not (path / LAST).is_file():  # nothing to continue: start afresh
         chosen = rundir.choose(name, run_dir, default, overwrite or auto)
-        return Start(cfg, RunDir(chosen), clear=rundir.holds_run(chosen))
+        if clear := rundir.holds_run(chosen):
+            _keep_start(cfg, RunDir(chosen))
+        return Start(cfg, RunDir(chosen), clear=clear)
     saved, original = training_state(path / LAST)
     theirs = dataclasses.replace(original, batch_size=original.batch_size * saved.get("world", 1))
     # --augment auto as the run saved it: a folder's came from its images (as the run found them)
@@ -146,6 +148,20 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
                      {k: getattr(cfg, k) for k in CARRIED})
     cfg = dataclasses.replace(cfg, **{k: getattr(command, k) for k in FREE_TO_CHANGE})
     return Start(cfg, RunDir(path), saved, path / LAST)
+
+
+def _keep_start(cfg: configlib.TrainConfig, old: RunDir) -> None:
+    """--overwrite removes the old run's files, the new run's starting weights among them if
+    --init-from/--weights names one: the new model.pth would replace it, and its config.toml
+    name a file that no longer holds what the run started from."""
+    flag, given = ("--init-from", cfg.init_from) if cfg.init_from else ("--weights", cfg.weights)
+    path = Path(given).expanduser() if given else None
+    if path is None or not path.exists():  # nothing, or a weight name (DEFAULT)
+        return
+    start = path / rundir.MODEL if path.is_dir() else path
+    if start.parent.resolve() == old.path.resolve() and start.name in old.own_files():
+        raise UsageError(f"{flag} {given}: {start} is a file of the run --overwrite replaces; "
+                         f"copy it out of {old.path} first, or choose another --name/--run-dir")
 
 
 def _same_precision(a: str, b: str, device: str) -> bool:

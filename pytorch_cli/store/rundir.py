@@ -147,12 +147,10 @@ class RunDir:
         self.made = missing[-1] if missing else None  # the outermost folder this will make
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise PtrainError(f"cannot create the run directory {self.path}: a file is in the "
-                              "way; choose another --name/--run-dir") from None
         except OSError as e:
-            raise PtrainError(f"cannot create the run directory {self.path}: {e.strerror}"
-                              ) from None
+            way = isinstance(e, (FileExistsError, NotADirectoryError))
+            why = "a file is in the way; choose another --name/--run-dir" if way else e.strerror
+            raise PtrainError(f"cannot create the run directory {self.path}: {why}") from None
         try:
             pid = files.lock(self.file(LOCK))
         except OSError as e:
@@ -170,10 +168,13 @@ class RunDir:
             if folder == self.made:
                 break
 
-    def clear(self) -> None:
-        """--overwrite: remove the run's own files (and only those: its exports too)."""
+    def own_files(self) -> list[str]:
+        """What --overwrite removes: the run's own files, and only those (its exports too)."""
         from pytorch_cli.store.export import made_from  # (export imports this module)
-        for f in (*RUN_FILES, TRACE, *made_from(self.path)):
+        return [*RUN_FILES, TRACE, *made_from(self.path)]
+
+    def clear(self) -> None:
+        for f in self.own_files():
             self.file(f).unlink(missing_ok=True)
         for folder in (TENSORBOARD, WANDB):  # old curves would mix in
             shutil.rmtree(self.file(folder), ignore_errors=True)
@@ -284,17 +285,15 @@ class RunDir:
 
 
 def config_toml(values: dict) -> str:
-    """config.toml: `ptrain train --config THIS_FILE` re-runs the run."""
+    """config.toml: `ptrain train --config THIS_FILE` re-runs the run. TOML has no null: a None
+    is a comment (leaving the key out gives back the default, None)."""
     lines = ["# ptrain resolved config: re-run with `ptrain train --config THIS_FILE`"]
     for key, value in values.items():
-        if value is None:  # TOML has no null: leaving the key out gives back the default, None
-            lines.append(f"# {key} = (not set)")
-            continue
         if isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, str):
             text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
         else:
             text = repr(value)
-        lines.append(f"{key} = {text}")
+        lines.append(f"# {key} = (not set)" if value is None else f"{key} = {text}")
     return "\n".join(lines) + "\n"
