@@ -260,7 +260,11 @@ def test_plateau_refuses_a_warmup_with_the_way_out():
     ({"compile_mode": "max-autotune"}, "--compile-mode is --compile's", {"compile": True}),
     ({"compile_backend": "eager"}, "--compile-backend is --compile's", {"compile": True}),
     ({"bias_decay": True}, "--bias-decay applies --weight-decay to biases and norm layers",
-     {"weight_decay": 0.1})])
+     {"weight_decay": 0.1}),
+    ({"backbone_lr_scale": 0.1, "freeze": "backbone"}, "--backbone-lr-scale is the LR of the "
+     "layers --freeze backbone keeps frozen all run", {"unfreeze_at": 1}),
+    ({"layer_decay": 0.7, "freeze": "backbone", "model": "timm:resnet18"}, "--layer-decay "
+     "scales the LR of the layers --freeze backbone keeps frozen all run", {"unfreeze_at": 1})])
 def test_a_setting_of_a_feature_left_off_is_refused_not_ignored(given, says, fine):
     """Each had no effect (a hostile trial found adam's momentum, crop's flip... silently
     dropped, while config.toml recorded them); a config saved before loads, with the default."""

@@ -70,6 +70,8 @@ def test_weights_need_a_zoo_model_and_exclude_init_from():
         validate(TrainConfig(model="torchvision:resnet18", weights="DEFAULT", init_from="runs/a"))
     with pytest.raises(UsageError, match="--unfreeze-at releases a frozen backbone"):
         validate(TrainConfig(unfreeze_at=2))
+    with pytest.raises(UsageError, match=r"^--unfreeze-at 3 is past the run's end \(--epochs 3\)"):
+        validate(TrainConfig(unfreeze_at=3, epochs=3, freeze="backbone"))
 
 
 def test_a_weights_file_that_is_no_checkpoint_is_one_line_that_names_no_run(tmp_path):

@@ -39,6 +39,10 @@ UNUSED = (
      "folder's images held out for testing; {c.dataset} has its own test set"),
     ("compile_mode", lambda c: c.compile, "--compile-mode is --compile's: pass that too"),
     ("compile_backend", lambda c: c.compile, "--compile-backend is --compile's: pass that too"),
+    ("backbone_lr_scale", lambda c: c.freeze != "backbone" or c.unfreeze_at, "--backbone-lr-"
+     "scale is the LR of the layers --freeze backbone keeps frozen all run: pass --unfreeze-at"),
+    ("layer_decay", lambda c: c.freeze != "backbone" or c.unfreeze_at, "--layer-decay scales "
+     "the LR of the layers --freeze backbone keeps frozen all run: pass --unfreeze-at"),
     ("bias_decay", lambda c: c.weight_decay, "--bias-decay applies --weight-decay to biases and "
      "norm layers: pass a --weight-decay above 0"),
 )
@@ -62,6 +66,9 @@ CROSS_RULES = (
      "--weights and --init-from both give the starting weights: pass one of them"),
     (lambda c: not c.unfreeze_at or c.freeze == "backbone",
      "--unfreeze-at releases a frozen backbone: it needs --freeze backbone"),
+    (lambda c: c.unfreeze_at < c.epochs,  # (a resume only extends --epochs: saved runs pass)
+     "--unfreeze-at {c.unfreeze_at} is past the run's end (--epochs {c.epochs:g}): the backbone "
+     "would never train"),
     (lambda c: 0 <= c.warmup_epochs < c.epochs,
      "--warmup-epochs must be 0 or more and less than --epochs, got {c.warmup_epochs}"),
     # ReduceLROnPlateau sets the rate itself, from the epochs' accuracy: no step schedule on top
