@@ -145,7 +145,7 @@ def test_a_renamed_setting_keeps_its_old_name_in_flags_files_and_checkpoints(ptr
                                              "setting; keep one of them"):
             configlib.resolve(tmp_path / "both.toml")
     r = ptrain("train", "--dataset", "fake", "--max-steps", "1", "--run-dir", "r", "--quiet",
-               "--bias-lr-scale", "2")
+               "--model", "fast-cnn", "--bias-lr-scale", "2")
     assert r.code == 0, r.err
     assert "norm_lr_scale = 2.0" in (tmp_path / "r/config.toml").read_text()
 

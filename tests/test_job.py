@@ -56,6 +56,14 @@ def test_a_reflect_pad_as_wide_as_the_images_is_one_line_before_training():
         _setup(crop_pad=8, **fit)
 
 
+def test_a_norm_lr_scale_on_a_net_without_norm_layers_is_refused_in_a_new_run():
+    """lenet has no BatchNorm: --norm-lr-scale there scaled nothing, in silence."""
+    with pytest.raises(UsageError, match=r"^--norm-lr-scale: lenet has no norm layer "
+                                         r"\(BatchNorm, GroupNorm, LayerNorm\)"):
+        _setup(model="lenet", norm_lr_scale=2.0)
+    assert _setup(model="resnet18", norm_lr_scale=2.0).cfg.norm_lr_scale == 2.0
+
+
 def _weights(job):
     return job.state.raw.state_dict()
 

@@ -150,6 +150,14 @@ def _reflect_fits(cfg: TrainConfig, spec) -> None:
                              f"{side - 1} or less, or --pad-mode zero")
 
 
+def _norms_to_scale(cfg: TrainConfig, model: torch.nn.Module, new: bool) -> None:
+    """--norm-lr-scale on a net without norm layers would scale nothing: refused in a new run
+    (a saved one resumes as it ran)."""
+    if new and cfg.norm_lr_scale != 1 and not optim.norm_params(model):
+        raise UsageError(f"--norm-lr-scale: {cfg.model} has no norm layer (BatchNorm, GroupNorm, "
+                         "LayerNorm) whose LR it would scale; leave it out")
+
+
 def _class_weight(cfg: TrainConfig, train: datasets.Split, classes: int, device: torch.device):
     """Inverse class frequency, scaled so that the average sample's weight is 1."""
     if cfg.class_weights == "none":
@@ -217,6 +225,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     val = batches.eval_split(data.val, storage, device) if data.val is not None else None
     data_s = time.perf_counter() - t0
     model, transfer, flops = _model(cfg, data, device, source, resume is None, world)
+    _norms_to_scale(cfg, model, resume is None)
     if transfer is not None and source.mean:
         transfer.normalised = (f"mean {', '.join(f'{v:.3f}' for v in data.spec.mean)}, "
                                f"std {', '.join(f'{v:.3f}' for v in data.spec.std)}")

@@ -52,10 +52,7 @@ def param_groups(model: nn.Module, cfg: TrainConfig, backbone: set[str] = frozen
     since SGD multiplies the decay by the learning rate). With `backbone` (parameter names),
     three for the backbone ("part": "backbone", at --backbone-lr-scale) and three for the head.
     --layer-decay splits each part's three by block, the head's block first (its LR is logged)."""
-    from torch import nn
-    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-    norm = {id(p) for m in model.modules() if isinstance(m, norms)
-            for p in m.parameters(recurse=False)}
+    norm = norm_params(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = cfg.weight_decay if cfg.bias_decay else 0.0
     everything = {n for n, _ in named}
@@ -75,6 +72,14 @@ def param_groups(model: nn.Module, cfg: TrainConfig, backbone: set[str] = frozen
                       "lr": lr, "weight_decay": decay}]
             groups += [{**g, "part": part} if part else g for g in kinds]
     return [g for g in groups if g["params"]]
+
+
+def norm_params(model: nn.Module) -> set[int]:
+    """The ids of the norm layers' scales and shifts (BatchNorm, GroupNorm, LayerNorm)."""
+    from torch import nn
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    return {id(p) for m in model.modules() if isinstance(m, norms)
+            for p in m.parameters(recurse=False)}
 
 
 def layer_scales(model: nn.Module, decay: float) -> dict[str, float]:
