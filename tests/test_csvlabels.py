@@ -116,6 +116,15 @@ def test_a_csv_run_trains_evaluates_on_the_same_images_and_resumes(tmp_path):
     result = run_cli(["eval", "r", "--json"], tmp_path).json()
     assert (result["correct"], result["total"]) == (final["test_correct"], 8)
     assert list(result["per_class"]) == ["no", "yes"]
+    for name, label in listed.items():  # the same images as class folders: --labels '' reads
+        (tmp_path / "byclass" / label).mkdir(parents=True, exist_ok=True)  # them so
+        (tmp_path / "byclass" / label / f"{name}.png").hardlink_to(tmp_path / "train" /
+                                                                  f"{name}.png")
+    every = run_cli(["eval", "r", "--split", "all", "--json"], tmp_path).json()
+    folders_ = run_cli(["eval", "r", "--split", "all", "--json", "--data-dir", "byclass",
+                        "--labels", ""], tmp_path).json()
+    assert (folders_["correct"], folders_["total"]) == (every["correct"], every["total"]) \
+        == (every["correct"], 40)
     (tmp_path / "train").rename(tmp_path / "moved")  # both moved: resume says where, once
     (tmp_path / "train.csv").rename(tmp_path / "moved.csv")
     resumed = run_cli(["resume", "r", "--epochs", "2", "--data-dir", "moved", "--labels",

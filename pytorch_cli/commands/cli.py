@@ -68,8 +68,9 @@ def eval_(
     data_dir: str = typer.Option(
         "", help="Where the dataset is (default: the run's). A folder run: another folder of "
         "its classes, or of some of them."),
-    labels: str = typer.Option("", metavar="FILE.csv", help="A folder run: a CSV of "
-                               "image,class rows (under --data-dir) instead of the run's."),
+    labels: Optional[str] = typer.Option(
+        None, metavar="FILE.csv", show_default=False, help="A folder run: a CSV of image,class "
+        "rows (under --data-dir) instead of the run's; '' reads the folder's class folders."),
     download: bool = typer.Option(True, help="Download the dataset if it is not found."),
     split: Split = typer.Option("test", help="all: every image, train, val and test."),
     batch_size: int = typer.Option(0, help="Batch size (default: the run's --test-batch-size)."),

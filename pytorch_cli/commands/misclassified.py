@@ -47,7 +47,7 @@ class Wanted:
             raise UsageError(f"--plot-errors and --plot-confusion both name {self.plot}: one "
                              "would replace the other; name two files")
 
-    def check(self, config: dict, data_dir: str, labels: str) -> None:
+    def check(self, config: dict, data_dir: str, labels: str | None) -> None:
         """Before reading the data: no output onto a --labels CSV being read (the run's own, or
         one given), nor a picture inside an image folder being read, where the next run would
         take it for one of its images (or it would replace one)."""

@@ -98,17 +98,19 @@ def rebuild(state_dict: dict, meta: dict, path: Path) -> torch.nn.Module:
 
 
 def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
-          evaluating: bool = True, labels: str = "", split: str = "test") -> datasets.Data:
+          evaluating: bool = True, labels: str | None = None, split: str = "test"
+          ) -> datasets.Data:
     """The model's dataset, read with the run's own settings (folder, val split, seed). To
     evaluate, `data_dir` and `labels` may name another labelled set of its classes (or of some
-    of them); an export's verification batch takes any images of the run's shape."""
+    of them: labels "", its class folders, whatever CSV the run had); an export's
+    verification batch takes any images of the run's shape."""
     c, meta = loaded.config, loaded.meta
     if labels and meta["dataset"] != catalog.FOLDER:
         raise UsageError(f"--labels: the run trained on {meta['dataset']}, not a folder")
     folder = folders.Options(meta["in_channels"], models.meta_size(meta), c.get("test_split", 0.2),
                              stats=(meta["mean"], meta["std"]),  # decoded and drawn as it
                              split=meta.get("split", ""),  # trained (older runs: a shuffle)
-                             labels=labels or c.get("labels", ""),
+                             labels=c.get("labels", "") if labels is None else labels,
                              least_classes=1 if evaluating else 2, hold_out=split != "all",
                              resize=loaded.resize)
     data = datasets.load(meta["dataset"], data_dir or c.get("data_dir", ""), download,
@@ -117,13 +119,14 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
     if evaluating:
         data = matching.onto_run_classes(meta, data, folder.labels)
         if split != "all":  # (all: which rows are held out does not matter)
-            matching.moved_warning(meta, data, split, other=bool(data_dir or labels))
+            matching.moved_warning(meta, data, split, other=bool(data_dir) or labels is not None)
     return datasets.normalised(data, meta["mean"], meta["std"])  # --weights brought its own
 
 
 def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str = "",
              split: str = "test", batch_size: int = 0, device: str = "auto", tta: bool = False,
-             download: bool = True, ema: bool = True, precision: str = "", labels: str = "",
+             download: bool = True, ema: bool = True, precision: str = "",
+             labels: str | None = None,
              errors: misclassified.Wanted | None = None) -> dict:
     """Evaluate a saved model on a split of its dataset (all: every image of it); the run's own
     data settings are reused, and its --precision and backends (""), so that the figures are the
@@ -144,7 +147,7 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
     parts = [(name, part) for name, part in (("train", data.train), ("val", data.val),
                                              ("test", data.test))
              if name == split or (split == "all" and part is not None and len(part))]
-    if parts == [("val", None)] and (data_dir or labels):
+    if parts == [("val", None)] and (data_dir or labels is not None):
         raise UsageError(f"--split val: {data.source} has no validation set (a val/ folder "
                          "beside train/ and test/, or one the run's --val-split holds out)")
     if parts == [("val", None)]:
