@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402
 
+from pytorch_cli.output import plot  # noqa: E402
 from pytorch_cli.store.rundir import RunDir  # noqa: E402
 
 RUN = ["train", "--dataset", "fake", "--epochs", "2", "--batch-size", "50", "--quiet"]
@@ -163,3 +164,9 @@ def test_an_image_in_a_new_folder_and_without_a_suffix_is_a_png(ptrain, tmp_path
     _records_run(tmp_path / "runs/a")
     assert ptrain("plot", "runs/a", "-o", "new/folder/curves").code == 0
     assert _image(tmp_path / "new/folder/curves")[0] == "PNG"
+
+
+def test_the_last_half_epoch_of_epochs_1_5_is_drawn_at_1_5():
+    assert plot._x({"kind": "epoch", "epoch": 2, "epochs": 1.5}) == 1.5  # not at 2
+    assert plot._x({"kind": "epoch", "epoch": 2, "epochs": 3}) == 2.0
+    assert plot._x({"kind": "train", "epoch": 2, "batch": 25, "batches": 100}) == 1.25

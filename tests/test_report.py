@@ -31,6 +31,14 @@ def test_plain_output_prints_a_line_after_30_quiet_seconds(monkeypatch):
     assert out.getvalue().count("\n") == 1 and "batch 20/10000" in out.getvalue()
 
 
+def test_the_half_epoch_that_ends_a_run_of_epochs_1_5_is_called_1_5():
+    record = {"kind": "epoch", "epoch": 2, "epochs": 1.5, "train_loss": 0.1, "test_loss": 0.1,
+              "test_acc": 0.5, "test_correct": 1, "test_total": 2, "images_per_s": 1.0,
+              "train_s": 1.0, "eval_s": 1.0, "elapsed_s": 1.0}
+    assert report.format_record(record).startswith("epoch 1.5/1.5 train loss")  # not 2/1.5
+    assert report.format_record({**record, "epochs": 3}).startswith("epoch 2/3 train loss")
+
+
 def test_end_of_training_sparkline():
     assert report.sparkline([0.1, 0.5, 0.9, 0.9]) == "▁▅██"
     assert report.sparkline([0.7, 0.7]) == "██"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import math
 import tempfile
 from pathlib import Path
 
@@ -63,9 +64,10 @@ def _save(fig, out: Path) -> None:
 
 
 def _x(record: dict) -> float:
-    """Epochs as a fraction: 1.5 is half-way through the second epoch."""
+    """Epochs as a fraction: 1.5 is half-way through the second epoch (and the end of a run
+    of --epochs 1.5, whose last epoch record is number 2)."""
     if record["kind"] == "epoch":
-        return float(record["epoch"])
+        return float(min(record["epoch"], record.get("epochs") or math.inf))
     return record["epoch"] - 1 + record["batch"] / max(record["batches"], 1)
 
 

@@ -58,7 +58,8 @@ def format_record(r: dict) -> str | None:
     if kind == "epoch":
         val = (f" val loss {r['val_loss']:.4f} val acc {100 * r['val_acc']:.2f}%"
                if "val_acc" in r else "")
-        return (f"epoch {r['epoch']}/{r['epochs']:g} train loss {r['train_loss']:.4f}{val} "
+        at = min(r["epoch"], r["epochs"])  # --epochs 1.5: its last record is number 2
+        return (f"epoch {at:g}/{r['epochs']:g} train loss {r['train_loss']:.4f}{val} "
                 f"test loss {r['test_loss']:.4f} test acc {100 * r['test_acc']:.2f}%"
                 f"{' with TTA' if r.get('tta') else ''} "
                 f"({r['test_correct']}/{r['test_total']}) {r['images_per_s']:.0f} img/s; "
