@@ -13,7 +13,8 @@
 #   6. configs/cifar10-fast.toml compiled, beside airbench's published seconds
 #   7. own images: CIFAR-10 PNGs in a folder; train (--workers, resized-crop), eval --errors
 #      --plot-errors --heatmap (Grad-CAM), predict --csv; predict must miss exactly the images
-#      eval lists (benchmarks/own_images.py)
+#      eval lists (benchmarks/own_images.py); then a fine-tuning run on that folder
+#      (torchvision:resnet18 from a weights file, --freeze backbone --unfreeze-at 1, 64 px)
 #   8. the 1-GPU torchrun path (DDP, nccl)          where time allows
 #   9. airbench scripts that were carried           where time allows
 # A step that would not fit in what is left is reported "skipped: out of budget"; --only runs

@@ -150,7 +150,9 @@ def cmd_own_images(a, out: Out) -> None:
     if st == "ok" and not got.get("agree"):
         st = "FAILED (predict and eval disagree)"
     n = got.get("images", {})
-    train = got.get("train", {})
+    train, tuned = got.get("train", {}), got.get("fine_tune", {})
+    if st == "ok" and not tuned:
+        st = "FAILED (the fine-tuning run)"
     out.md(status_line(st, a, a.what), "",
            f"- {n.get('train', '-')} training and {n.get('test', '-')} test PNGs written in "
            f"{num(n.get('write_s'))} s", "", "| command | status | seconds |", "|---|---|---|",
@@ -160,6 +162,10 @@ def cmd_own_images(a, out: Out) -> None:
            f"img/s on {train.get('device', '-')}; eval {pct(got.get('eval_acc'))} "
            f"({got.get('precision', '-')}), predict {pct(got.get('predict_acc'))} of "
            f"{got.get('predicted', '-')} images; the same images wrong: {got.get('agree', '-')}",
+           f"- fine-tune (torchvision:resnet18 from a weights file of fresh weights, --freeze "
+           f"backbone --unfreeze-at 1, 64 px, 2 epochs): test acc {pct(tuned.get('test_acc'))}, "
+           f"{num(tuned.get('images_per_s'), 0)} img/s, {num(tuned.get('train_s_total'))} s of "
+           "training",
            *[f"- {r['command']}: {r['error'][-300:]}" for r in got.get("rows", []) if "error" in r],
            "")
     out.json({"step": "own-images", **step_fields(a), "status": st,

@@ -2,7 +2,9 @@
 binary batches written out as PNG files (train/CLASS/, test/CLASS/), then `ptrain train
 --dataset folder` (decoded by --workers, resized-crop augmentation), `ptrain eval --errors
 --plot-errors --heatmap` (Grad-CAM on the device too) and `ptrain predict --csv` of the test
-folder, each timed. predict must get right exactly the test
+folder, each timed; then a fine-tuning run on the same folder (torchvision:resnet18 from a
+weights file, --freeze backbone --unfreeze-at 1, the images resized to 64 px: the model-zoo path,
+with the backbone released mid-run). predict must get right exactly the test
 images eval counts right (the same images, decoded the same way, under the run's precision):
 the JSON says whether it did. The GPU check's step 7 (benchmarks/gpu_check.sh); on a CPU it
 times the folder path too.
@@ -42,12 +44,12 @@ def write_pngs(batch: Path, folder: Path, count: int) -> int:
     return len(raw)
 
 
-def ptrain(*args: str) -> dict:
+def ptrain(*args: str, label: str = "") -> dict:
     """One command in a fresh process: its exit code, wall seconds and stdout."""
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "pytorch_cli", *args], capture_output=True,
                           text=True)
-    row = {"command": "ptrain " + " ".join(args[:1]), "rc": done.returncode,
+    row = {"command": "ptrain " + args[0] + label, "rc": done.returncode,
            "seconds": round(time.perf_counter() - t0, 2), "out": done.stdout}
     if done.returncode:
         row["error"] = done.stderr.strip()[-800:]
@@ -86,17 +88,38 @@ def main(argv: list[str] | None = None) -> None:
         if result["rows"][-1]["rc"]:
             break
         if args[0] == "train":  # its summary: accuracy, speed, where the time went
-            end = json.loads(result["rows"][-1]["out"])
-            result["train"] = {k: end.get(k) for k in (
-                "test_acc", "images_per_s", "train_s_total", "eval_s", "device")}
+            result["train"] = summary(result["rows"][-1])
     else:
         result.update(agreement(result["rows"], run / "errors.csv", images))
+        result["rows"].append(fine_tune(images, Path(a.dest), dev))
+        if not result["rows"][-1]["rc"]:
+            result["fine_tune"] = summary(result["rows"][-1])
     for row in result["rows"]:
         row.pop("out")
     print(json.dumps(result, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(result))
-    sys.exit(0 if result.get("agree") else 1)
+    sys.exit(0 if result.get("agree") and "fine_tune" in result else 1)
+
+
+def summary(row: dict) -> dict:
+    end = json.loads(row["out"])
+    return {k: end.get(k) for k in ("test_acc", "images_per_s", "train_s_total", "eval_s",
+                                    "device")}
+
+
+def fine_tune(images: Path, dest: Path, dev: list[str]) -> dict:
+    """torchvision:resnet18 started from a weights file: its own fresh weights, saved (the lent
+    machine downloads nothing), so the accuracy says little; the path is what is checked."""
+    import torch
+    import torchvision
+    weights = dest / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    return ptrain("train", "--dataset", "folder", "--data-dir", str(images), "--model",
+                  "torchvision:resnet18", "--weights", str(weights), "--freeze", "backbone",
+                  "--unfreeze-at", "1", "--backbone-lr-scale", "0.1", "--image-size", "64",
+                  "--epochs", "2", "--workers", "4", "--run-dir", str(dest / "fine-tune"),
+                  "--quiet", "--json", *dev, label=" (fine-tune)")
 
 
 def agreement(rows: list[dict], errors: Path, images: Path) -> dict:

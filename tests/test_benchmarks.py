@@ -124,6 +124,14 @@ def test_own_images_says_when_predict_misses_other_images_than_eval_lists(tmp_pa
     summary = (tmp_path / "summary.md").read_text()
     assert summary.startswith("status: FAILED (predict and eval disagree) (10 s of 60 s)")
     assert "| `ptrain train` | ok | 9.5 |" in summary and "the same images wrong: False" in summary
+    for tuned, status in (({}, "FAILED (the fine-tuning run)"), (
+            {"fine_tune": {"test_acc": 0.5, "images_per_s": 900.0, "train_s_total": 4.0}}, "ok")):
+        (tmp_path / "own.json").write_text(json.dumps({"agree": True, **tuned}))
+        (tmp_path / "summary.md").unlink()
+        gpu_sections.cmd_own_images(a, gpu_sections.Out(str(tmp_path)))
+        summary = (tmp_path / "summary.md").read_text()
+        assert summary.startswith(f"status: {status} (10 s of 60 s)")
+    assert "--unfreeze-at 1, 64 px, 2 epochs): test acc 50.00%, 900 img/s, 4.0 s" in summary
 
 
 @pytest.mark.slow
