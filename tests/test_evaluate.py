@@ -105,7 +105,7 @@ def test_max_batches_limits_the_images_evaluated(fake):
 
 def test_tta_still_evaluates_every_image_once(fake):
     part = datasets.Split(fake.test.images[:200], fake.test.labels[:200])
-    got = evaluate(_model(), part, fake.spec, 100, CPU, tta=True)
+    got = evaluate(_model(), part, fake.spec, 100, CPU, tta="shift")
     assert got["total"] == int(got["confusion"].sum()) == 200
     assert got["correct"] == int(got["confusion"].trace()) and 0 <= got["acc"] <= 1
     assert torch.isfinite(torch.tensor(got["loss"])) and got["loss"] > 0

@@ -142,6 +142,16 @@ def test_tta_answers_as_eval_tta_scores_and_keeps_the_images_own_features(run, t
     untouched = predicting.run_predict(run, paths[:70], 1, "cpu", features=plain)
     assert torch.allclose(torch.stack(tta[:70]), torch.stack(plain), atol=1e-5)  # (batching)
     assert all(a["top"][0]["prob"] != b["top"][0]["prob"] for a, b in zip(answers, untouched))
+    # a run trained with flips (its config says so) gets mirrored views too, in both commands
+    flipped = torch.load(run / "model.pth", weights_only=False)
+    assert flipped["config"]["augment"] == "none"  # the fake set's own: gray digits
+    flipped["config"]["augment"] = "crop-flip"
+    torch.save(flipped, tmp_path / "flipped.pth")
+    mirrored = saved.run_eval(tmp_path / "flipped.pth", tta=True)
+    assert mirrored["loss"] != saved.run_eval(run, tta=True)["loss"]
+    answers = predicting.run_predict(tmp_path / "flipped.pth", paths, 1, "cpu", tta=True)
+    assert sum(a["top"][0]["index"] == int(y) for a, y in zip(answers, test.labels)) == \
+        mirrored["correct"]
 
 
 def test_a_bf16_run_predicts_under_its_autocast_as_eval_scores_it(ptrain, tmp_path):

@@ -76,7 +76,7 @@ def eval_(
     batch_size: int = typer.Option(0, help="Batch size (default: the run's --test-batch-size)."),
     device: Device = "auto",
     tta: bool = typer.Option(False, help="Test-time augmentation: weighted logits over 1-px "
-                             "shifted (and, for CIFAR, mirrored) views."),
+                             "shifted (and, for a run trained with flips, mirrored) views."),
     precision: Precision = None,
     errors: Optional[Path] = typer.Option(
         None, metavar="FILE.csv", help="Also write the misclassified images, worst (highest "

@@ -15,7 +15,6 @@ import torch
 
 from pytorch_cli.commands.saved import load_model
 from pytorch_cli.data import batches, catalog, decode, folders
-from pytorch_cli.data.catalog import Spec
 from pytorch_cli.models import hub
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
@@ -76,9 +75,10 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
         head = loaded.model.get_submodule(hub.head_name(loaded.model, meta["num_classes"]))
         head.register_forward_hook(lambda m, args, out: features.extend(
             args[0].flatten(1).float().cpu()) if plain["view"] else None)
-    spec = (catalog.SPECS.get(meta["dataset"]) or catalog.folder_spec(  # (eval --tta's views)
+    spec = catalog.SPECS.get(meta["dataset"]) or catalog.folder_spec(  # (eval --tta's views)
         meta["in_channels"], models.meta_size(meta), meta["num_classes"], meta["mean"],
-        meta["std"])) if tta else None
+        meta["std"])
+    views = catalog.tta_views_of(loaded.config.get("augment", "auto"), spec) if tta else ""
     classes = meta["classes"] or [str(i) for i in range(meta["num_classes"])]
     listed = [f for given in images for f in _files(given)]
     paths = [p for p, _ in listed]
@@ -94,18 +94,18 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
             continue
         batch.append((row, image))
         if len(batch) == batch_size:
-            _classify(net, batch, results, classes, top_k, dev, spec, plain, amp)
+            _classify(net, batch, results, classes, top_k, dev, views, plain, amp)
             batch = []
     if batch:
-        _classify(net, batch, results, classes, top_k, dev, spec, plain, amp)
+        _classify(net, batch, results, classes, top_k, dev, views, plain, amp)
     return results
 
 
 def _classify(net: torch.nn.Module, batch: list[tuple[int, np.ndarray]], results: list[dict],
-              classes: list[str], top_k: int, dev: torch.device, spec: Spec | None,
+              classes: list[str], top_k: int, dev: torch.device, tta: str,
               plain: dict, amp: torch.dtype | None) -> None:
     x = torch.from_numpy(np.stack([image for _, image in batch])).to(dev)
-    views = batches.tta_views(x, spec) if spec is not None else [(1.0, x)]
+    views = batches.tta_views(x, tta) if tta else [(1.0, x)]
     try:
         logits = 0
         for i, (weight, view) in enumerate(views):  # the first view: the image itself

@@ -157,8 +157,9 @@ def run_eval(path: Path, model_name: str = "", dataset: str = "", data_dir: str 
     size = batch_size or loaded.config.get("test_batch_size", 1000)
     per_image: list[list | None] = [[] if errors else None for _ in parts]
     model = loaded.model.to(dev)
+    views = catalog.tta_views_of(loaded.config.get("augment", "auto"), data.spec) if tta else ""
     try:  # each part in turn, then their sums: no copy of the whole dataset
-        result = merged([evaluate(model, part, data.spec, size, dev, tta=tta, amp=amp,
+        result = merged([evaluate(model, part, data.spec, size, dev, tta=views, amp=amp,
                                   per_image=kept)
                          for (_, part), kept in zip(parts, per_image)])
     except OutOfMemory as e:

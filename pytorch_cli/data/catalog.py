@@ -76,6 +76,13 @@ def folder_spec(channels: int, size: Size, num_classes: int, mean, std) -> Spec:
                 "crop-flip" if channels == 3 else "none")
 
 
+def tta_views_of(augment: str, spec: Spec) -> str:
+    """The test-time views of a run trained with --augment `augment` ("auto": `spec`'s own):
+    "flip" (mirrored and shifted) only when it trained with flips, else "shift"."""
+    kind = spec.augment if augment == "auto" else augment
+    return "flip" if "flip" in augment_uses(kind) else "shift"
+
+
 def augment_uses(kind: str) -> tuple[str, ...]:
     """The crop and flip settings an --augment kind (not auto) uses: none crops nothing, crop
     does not flip, crop-flip and the policies after it do both, resized-crop has its own

@@ -23,11 +23,12 @@ class OutOfMemory(PtrainError):
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
-             device: torch.device, max_batches: int | None = None, tta: bool = False,
+             device: torch.device, max_batches: int | None = None, tta: str = "",
              amp: torch.dtype | None = None, watch: Watch = OFF,
              stop: Callable[[int], bool] | None = None, per_image: list | None = None) -> dict:
     """Mean cross-entropy, top-1 (and top-5) accuracy and the confusion matrix over a split,
-    in eval mode, without label smoothing. With tta, logits are a weighted mean over the views;
+    in eval mode, without label smoothing. With tta (batches.tta_views' kind), logits are a
+    weighted mean over the views;
     `amp`: the autocast dtype training used; `watch`: finds and times --compile's compiles.
     With several processes each evaluates its part of the split and the sums are added up, so
     every rank returns the whole split's figures. `stop(i)`, asked before batch i while every
@@ -72,7 +73,7 @@ def merged(results: list[dict]) -> dict:
 
 
 def _sums(model: torch.nn.Module, split: Split, spec: Spec, batch_size: int,
-          device: torch.device, max_batches: int | None, tta: bool, amp: torch.dtype | None,
+          device: torch.device, max_batches: int | None, tta: str, amp: torch.dtype | None,
           watch: Watch, stop: Callable[[int], bool] | None, per_image: list | None):
     """This rank's summed loss, confusion counts and top-5 hits, on the device."""
     world = distributed.world()

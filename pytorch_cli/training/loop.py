@@ -9,7 +9,7 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from pytorch_cli.data import batches
+from pytorch_cli.data import batches, catalog
 from pytorch_cli.models import adapt, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError
@@ -185,8 +185,9 @@ def _evaluate(job: Job, split, max_batches: int | None, tta: bool = False,
     # A stop between evaluation batches: every rank votes every EVAL_VOTE batches
     stop = (lambda i: stopping.agreed(job.stop, job.world.size, i, EVAL_VOTE)) if stoppable \
         else None
+    views = catalog.tta_views_of(job.cfg.augment, job.data.spec) if tta else ""
     return evaluate(job.state.evaluated, split, job.data.spec, job.cfg.test_batch_size, job.device,
-                    max_batches, tta=tta, amp=job.amp, watch=job.watch, stop=stop)
+                    max_batches, tta=views, amp=job.amp, watch=job.watch, stop=stop)
 
 
 EVAL_VOTE = 8  # batches of 1000 images: a collective per ~0.1 s of a small net's evaluation
