@@ -206,7 +206,20 @@ def test_max_steps_ends_the_run_after_that_many_optimizer_steps(tmp_path):
     cfg = TrainConfig(dataset="fake", epochs=5, max_steps=40, scheduler="cosine", log_interval=1000)
     summary = loop.train(cfg, run, run.metrics_sink())
     assert summary["step"] == 40 and summary["epoch"] == 2 and run.file("model.pth").exists()
-    assert summary["lr"] == pytest.approx(0.0, abs=1e-12)  # the schedule ends with the steps
+    # the LR of the 40th step (the schedule reaches 0 once it is taken, a step no one takes)
+    assert summary["lr"] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 39 / 40)))
+
+
+def test_records_log_the_lr_their_steps_took_not_the_next_ones():
+    """A hostile trial: --scheduler step --gamma 0.5 logged 0.005 for epoch 1, which trained
+    at 0.01 throughout (and 0.0025, which no step took, for epoch 2)."""
+    records = []
+    cfg = TrainConfig(dataset="fake", epochs=2, scheduler="step", gamma=0.5, log_interval=1)
+    loop.train(cfg, None, records.append)
+    assert [r["lr"] for r in records if r["kind"] == "epoch"] == [0.01, 0.005]
+    steps = [r for r in records if r["kind"] == "train"]
+    assert {r["lr"] for r in steps if r["step"] <= 32} == {0.01}  # epoch 1: 32 steps
+    assert {r["lr"] for r in steps if r["step"] > 32} == {0.005}
 
 
 def test_compile_trains_and_saves_plain_keys(tmp_path):
@@ -303,7 +316,8 @@ def test_fractional_epochs_stop_part_way_through_the_last_one(tmp_path):
     summary = loop.train(cfg, run, loop_sink(run, records.append))
     assert summary["step"] == 48 and run.file("model.pth").exists()  # 32 + 16 of 32 batches
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
-    assert summary["lr"] == pytest.approx(0.0, abs=1e-12)  # the schedule spans the 1.5 epochs
+    # the schedule spans the 1.5 epochs: the 48th step's LR is its last above 0
+    assert summary["lr"] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 47 / 48)))
 
 
 def test_tta_is_used_for_the_last_evaluation_only():

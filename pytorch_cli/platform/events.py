@@ -8,8 +8,10 @@ Records are plain dicts with a "kind":
          setup_s and data_s (of it, reading the data), time (wall clock, Unix seconds)
   compile  after the first step with --compile: mode, seconds (kept out of images/s)
   sample the run's first training batch, as the model sees it: images (a CPU tensor), step
-  train  every --log-interval batches: epoch, batch, step, lr, train_loss, images_per_s, elapsed_s
-  epoch  every epoch: train_loss, test_loss, test_acc (+ val_*), tta, images_per_s, train_s,
+  train  every --log-interval batches: epoch, batch, step, lr (the head's, in that step),
+         train_loss, images_per_s, elapsed_s
+  epoch  every epoch: lr (of its last step), train_loss, test_loss, test_acc (+ val_*), tta,
+         images_per_s, train_s,
          eval_s, elapsed_s (since training started: setup is not in it)
   stop   the run was asked to stop (a signal) and saved its exact position: reason (SIGINT,
          SIGTERM, SIGUSR1, SIGHUP), epoch, batch, step, run_dir

@@ -194,7 +194,7 @@ def log(job: Job, epoch: int, meter: step.Meter, t0: float) -> float:
     pos.log_loss_sum, pos.log_samples, pos.log_s = 0.0, 0, 0.0
     now = time.perf_counter()
     job.emit({"kind": "train", "epoch": epoch + 1, "batch": pos.batch, "batches": job.n_batches,
-              "step": pos.step, "lr": job.state.optimizer.param_groups[0]["lr"],
+              "step": pos.step, "lr": job.state.lr,
               "train_loss": loss_sum / samples, "images_per_s": samples / max(now - t0, 1e-9),
               "elapsed_s": now - job.started})
     return now

@@ -228,7 +228,7 @@ def end_epoch(job: Job, epoch: int, images: int, seconds: float) -> dict | None:
     if stopping.out_of_patience(pos, acc, cfg.patience, cfg.min_delta) and not last:
         pos.early_stop = epoch + 1
     record = {"kind": "epoch", "epoch": epoch + 1, "epochs": cfg.epochs, "step": pos.step,
-              "lr": job.state.optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+              "lr": job.state.lr, "train_loss": train_loss,
               "test_loss": test["loss"], "test_acc": test["acc"],
               "test_correct": test["correct"], "test_total": test["total"],
               "tta": cfg.tta and last,

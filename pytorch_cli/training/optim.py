@@ -74,6 +74,12 @@ def param_groups(model: nn.Module, cfg: TrainConfig, backbone: set[str] = frozen
     return [g for g in groups if g["params"]]
 
 
+def head_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The LR the head trains at: --lr as the schedule has it (a split-off backbone's groups,
+    at --backbone-lr-scale, come first; the head's weights are its first group)."""
+    return next(g["lr"] for g in optimizer.param_groups if g.get("part") != "backbone")
+
+
 def norm_params(model: nn.Module) -> set[int]:
     """The ids of the norm layers' scales and shifts (BatchNorm, GroupNorm, LayerNorm)."""
     from torch import nn

@@ -51,6 +51,13 @@ class TrainState:
     lookahead_avg: dict[str, torch.Tensor] | None = None
     ema: nn.Module | None = None  # --ema: the averaged model (evaluated and saved as model.pth)
     pos: Position = field(default_factory=Position)
+    last_lr: float | None = None  # the head's LR in the last optimizer step (step.py)
+
+    @property
+    def lr(self) -> float:
+        """What records log: the head's LR in the last step taken, not in the next one (the
+        schedule has moved on); before any step, the first one's."""
+        return optim.head_lr(self.optimizer) if self.last_lr is None else self.last_lr
 
     @property
     def evaluated(self) -> nn.Module:

@@ -73,6 +73,7 @@ def optimizer_step(state: TrainState, clip_grad: float = 0.0) -> None:
     else:
         state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
+    state.last_lr = optim.head_lr(state.optimizer)
     optim.advance(state.scheduler)
     state.pos.step += 1
 
