@@ -1,5 +1,6 @@
 """The loop: stopping at a step boundary, --workers, timing, dry runs."""
 
+import dataclasses
 import functools
 import math
 import time
@@ -318,6 +319,11 @@ def test_fractional_epochs_stop_part_way_through_the_last_one(tmp_path):
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
     # the schedule spans the 1.5 epochs: the 48th step's LR is its last above 0
     assert summary["lr"] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 47 / 48)))
+    assert summary["epochs_trained"] == 1.5
+    # in whole steps of 3 batches (11 an epoch, the last of 2): 17 steps, 32 + 18 batches, said
+    # as such (a hostile trial saw 1.55, 17 / 11, neither 1.5 nor what trained)
+    summary = loop.train(dataclasses.replace(cfg, grad_accum=3), None, lambda r: None)
+    assert (summary["step"], summary["epochs_trained"]) == (17, 1.56)
 
 
 def test_tta_is_used_for_the_last_evaluation_only():

@@ -93,8 +93,10 @@ def _epochs(job: Job, resumed: bool) -> dict:
     if pos.early_stop and not stopped:
         job.emit(_early_stop_record(job))
     summary = {k: v for k, v in result.items() if k != "kind"}
-    trained = pos.step / job.steps_per_epoch  # a --max-steps cut: 0.31, 0.0002 (1 of CIFAR's
-    # 5,000 steps at batch 10), never "0 epochs"; a fraction's last step is whole: 0.01 is 0.031
+    # in batches: a fraction's last step is whole (--grad-accum 3, 32 batches: 1.5 trains 50)
+    full, rest = divmod(pos.step, job.steps_per_epoch)
+    trained = full + min(rest * job.cfg.grad_accum, job.n_batches) / job.n_batches
+    # a --max-steps cut: 0.31, 0.0002 (1 of CIFAR's 5,000 steps at batch 10), never "0 epochs"
     trained = round(trained, 2) if trained >= 0.01 else float(f"{trained:.1g}")
     summary.update({"epochs_trained": trained,
                     # none evaluated yet: no best (its -1 is the state's "below any")
