@@ -239,3 +239,21 @@ def test_a_file_name_with_a_line_break_is_still_one_error_line(run, ptrain, tmp_
     r = ptrain("predict", str(run), str(bad), "--csv")
     assert r.code == 1 and r.err == f"ptrain: error: {tmp_path}/a\\nb.png is empty (0 bytes); " \
         "give an image file\n"
+
+
+def test_a_built_in_sets_images_are_resized_as_eval_resizes_them(ptrain, tmp_path):
+    """--image-size 36 on the fake set's 28x28 digits: predict brings each image to 36x36 on the
+    device as eval does (batches.resize), not with PIL's resize (a hostile trial: eval and
+    predict disagreed on 3 of MNIST's 10,000 test images at --image-size 40)."""
+    from pytorch_cli.data import batches
+    assert ptrain("train", "--dataset", "fake", "--image-size", "36", "--max-steps", "3",
+                  "--run-dir", "r", "--quiet").code == 0
+    test = datasets.load("fake").test
+    answers = predicting.run_predict(tmp_path / "r", _as_files(test, tmp_path)[:100], 1, "cpu")
+    loaded = saved.load_model(tmp_path / "r")
+    x = batches.resize(test.images[:100], (36, 36)).float() / 255
+    with torch.no_grad():
+        probs = loaded.model(batches.Normalize(loaded.meta["mean"], loaded.meta["std"])(x))
+    top = probs.softmax(1).max(1)
+    assert [a["top"][0]["index"] for a in answers] == top.indices.tolist()
+    assert [a["top"][0]["prob"] for a in answers] == pytest.approx(top.values.tolist(), abs=1e-6)

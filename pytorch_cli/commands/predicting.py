@@ -75,9 +75,9 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
         head = loaded.model.get_submodule(hub.head_name(loaded.model, meta["num_classes"]))
         head.register_forward_hook(lambda m, args, out: features.extend(
             args[0].flatten(1).float().cpu()) if plain["view"] else None)
+    size = models.meta_size(meta)
     spec = catalog.SPECS.get(meta["dataset"]) or catalog.folder_spec(  # (eval --tta's views)
-        meta["in_channels"], models.meta_size(meta), meta["num_classes"], meta["mean"],
-        meta["std"])
+        meta["in_channels"], size, meta["num_classes"], meta["mean"], meta["std"])
     views = catalog.tta_views_of(loaded.config.get("augment", "auto"), spec) if tta else ""
     classes = meta["classes"] or [str(i) for i in range(meta["num_classes"])]
     listed = [f for given in images for f in _files(given)]
@@ -86,25 +86,29 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
                            for p, why in listed]
     files = [row for row, (_, why) in enumerate(listed) if not why]  # (a folder: its error)
     batch: list[tuple[int, np.ndarray]] = []
-    decoded = decode.read_all([paths[row] for row in files], meta["in_channels"],
-                              models.meta_size(meta), loaded.resize)
+    # a built-in set's images (MNIST's 28x28) are decoded at their own size and brought to an
+    # --image-size on the device, as eval does (batches.resize): PIL's resize differs slightly
+    decoded = decode.read_all([paths[row] for row in files], meta["in_channels"], spec.size,
+                              loaded.resize)
     for row, (image, error) in zip(files, decoded):
         if error:  # missing, not an image, truncated: it says which, and the rest go on
             results[row]["error"] = error
             continue
         batch.append((row, image))
         if len(batch) == batch_size:
-            _classify(net, batch, results, classes, top_k, dev, views, plain, amp)
+            _classify(net, batch, results, classes, top_k, dev, (views, size), plain, amp)
             batch = []
     if batch:
-        _classify(net, batch, results, classes, top_k, dev, views, plain, amp)
+        _classify(net, batch, results, classes, top_k, dev, (views, size), plain, amp)
     return results
 
 
 def _classify(net: torch.nn.Module, batch: list[tuple[int, np.ndarray]], results: list[dict],
-              classes: list[str], top_k: int, dev: torch.device, tta: str,
+              classes: list[str], top_k: int, dev: torch.device, how: tuple[str, tuple],
               plain: dict, amp: torch.dtype | None) -> None:
-    x = torch.from_numpy(np.stack([image for _, image in batch])).to(dev)
+    """`how`: the TTA views' kind ("": none) and the run's image size."""
+    tta, size = how
+    x = batches.resize(torch.from_numpy(np.stack([image for _, image in batch])).to(dev), size)
     views = batches.tta_views(x, tta) if tta else [(1.0, x)]
     try:
         logits = 0
