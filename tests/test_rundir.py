@@ -1,13 +1,12 @@
-"""The run directory: names, the overwrite rule, metrics.jsonl, the listing of runs."""
+"""The run directory: the overwrite rule, metrics.jsonl, its lock, links in it."""
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
 from pytorch_cli.platform.errors import PtrainError, UsageError
-from pytorch_cli.store import checkpoint, rundir
+from pytorch_cli.store import checkpoint, choosing, rundir
 from pytorch_cli.store.rundir import RunDir
 
 
@@ -22,65 +21,6 @@ def _make_run(path, epochs=(), config=None):
     for i, acc in enumerate(epochs, 1):
         run.append_metrics({"kind": "epoch", "epoch": i, "step": 10 * i, "test_acc": acc})
     return run
-
-
-def test_a_default_name_a_starting_run_has_locked_is_taken():
-    """A run holds its lock while it reads its data and builds its model (seconds, for a folder
-    to decode) before it writes a file: a second run started then takes NAME-2, not "in use"."""
-    starting = RunDir(rundir.root() / "cifar10")
-    starting.lock()
-    try:
-        assert rundir.choose(default="cifar10") == rundir.root() / "cifar10-2"
-    finally:
-        starting.unlock()
-    assert rundir.choose(default="cifar10") == rundir.root() / "cifar10"  # free again
-
-
-def test_default_names_count_up_and_explicit_names_are_never_reused_silently():
-    assert rundir.choose(default="mnist") == rundir.root() / "mnist"
-    _make_run(rundir.root() / "mnist")
-    assert rundir.choose(default="mnist") == rundir.root() / "mnist-2"
-    with pytest.raises(
-        UsageError, match="already holds a run.*ptrain resume runs/mnist.*--overwrite"
-    ):
-        rundir.choose(name="mnist")
-    (rundir.root() / "mnist" / "notes.txt").write_text("mine")
-    assert rundir.choose(name="mnist", overwrite=True) == rundir.root() / "mnist"
-    RunDir(rundir.root() / "mnist").clear()  # as the session does, once it holds the lock
-    assert [p.name for p in (rundir.root() / "mnist").iterdir()] == [
-        "notes.txt"
-    ]  # only run files go
-
-
-def test_a_folder_of_someone_elses_model_or_last_pt_is_never_chosen_overwrite_or_not(tmp_path):
-    """A model.pth (or Ultralytics' last.pt, best.pt) without a run's config.toml is not a run:
-    --overwrite would delete it, and a run would write over it."""
-    theirs = rundir.root() / "mine"
-    theirs.mkdir(parents=True)
-    (theirs / "model.pth").write_bytes(b"my weights")
-    (theirs / "best.pt").write_bytes(b"my yolo")
-    for overwrite in (False, True):
-        with pytest.raises(UsageError, match=r"mine holds best\.pt, model\.pth but no "
-                                             r"config\.toml: not a ptrain run's files"):
-            rundir.choose(run_dir=str(theirs), overwrite=overwrite)
-    assert (theirs / "model.pth").read_bytes() == b"my weights"
-    assert rundir.choose(default="mine") == rundir.root() / "mine-2"  # passed by, not reused
-
-
-@pytest.mark.parametrize("name", ["../../x", "..", ".", "a/b", "a\\b"])
-def test_names_that_leave_runs_are_refused(name):
-    with pytest.raises(UsageError, match="must be a plain name inside runs/"):
-        rundir.choose(name=name)
-
-
-def test_a_file_where_the_run_directory_goes_is_one_clear_error(tmp_path):
-    (tmp_path / "f").write_text("x")
-    with pytest.raises(UsageError, match="f is a file, not a directory"):
-        rundir.choose(run_dir="f")
-    with pytest.raises(
-        PtrainError, match="cannot create the run directory f/sub: a file is in the way"
-    ):
-        RunDir(Path("f/sub")).lock()  # a parent that is a file
 
 
 def test_trim_drops_later_records_and_a_half_written_line(tmp_path):
@@ -135,10 +75,10 @@ def test_a_directory_in_use_is_refused_and_overwrite_clears_every_output(tmp_pat
     (run.path / rundir.TENSORBOARD).mkdir()
     (run.path / rundir.TRACE).write_text("{}")
     with pytest.raises(UsageError, match="is in use: a ptrain process"):
-        rundir.choose("r", overwrite=True)
+        choosing.choose("r", overwrite=True)
     run.unlock()
     assert not run.file(rundir.LOCK).exists()
-    RunDir(rundir.choose("r", overwrite=True)).clear()
+    RunDir(choosing.choose("r", overwrite=True)).clear()
     assert sorted(p.name for p in run.path.iterdir()) == []  # old curves never mix with new ones
 
 

@@ -14,7 +14,7 @@ from pytorch_cli.data import catalog
 from pytorch_cli.platform import distributed
 from pytorch_cli.platform.errors import DamagedFile, UsageError, plural
 from pytorch_cli.settings import config as configlib
-from pytorch_cli.store import checkpoint, rundir
+from pytorch_cli.store import checkpoint, choosing, rundir
 from pytorch_cli.store.checkpoint import checkpoint_in
 from pytorch_cli.store.rundir import LAST, RunDir
 from pytorch_cli.training.state import check_saved, position_of
@@ -124,9 +124,9 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
     if auto and not (name or run_dir):
         raise UsageError("--resume auto (and torchrun --max-restarts) need the run named with "
                          "--name or --run-dir, so that a restart finds it")
-    path = rundir.choose(name, run_dir, default, check_only=True) if auto else None
+    path = choosing.choose(name, run_dir, default, check_only=True) if auto else None
     if path is None or not (path / LAST).is_file():  # nothing to continue: start afresh
-        chosen = rundir.choose(name, run_dir, default, overwrite or auto)
+        chosen = choosing.choose(name, run_dir, default, overwrite or auto)
         if clear := rundir.holds_run(chosen):
             _keep_start(cfg, RunDir(chosen))
         return Start(cfg, RunDir(chosen), clear=clear)

@@ -30,9 +30,10 @@ from pytorch_cli.commands import sweepstore, warmstart
 from pytorch_cli.platform import files, signals
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import sweepspec
+from pytorch_cli.store.choosing import TRIALS
 from pytorch_cli.store.rundir import LAST, RunDir
 
-BEST, TRIALS = "best.toml", ".trials"
+BEST = "best.toml"
 METRIC = "metric"  # the study's user attr: the --metric it was made with
 SPEC = "spec"  # and the spec's settings and search, as JSON
 # a trial's exit by a signal: ptrain's code for it, or the signal's own where it landed as

@@ -20,11 +20,13 @@ from pathlib import Path
 
 from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import UsageError, first_line
+from pytorch_cli.store.choosing import STORED, STUDY_DB, STUDY_NAME
 
 EXTRA = "pip install 'pytorch-cli[sweep]'"  # Optuna, and psycopg for postgresql://
 DRIVERS = {"MySQLdb": "mysqlclient", "pymysql": "PyMySQL"}  # module -> its package on PyPI
-STUDY_DB, NAME = "study.db", ".study"  # NAME: the study's name, for --show
-STORED = ".storage"  # where --storage put the study, for --show and the same command again
+# the study's files in its folder (store/choosing.py, which never lets a run into it): the
+# default SQLite study, the study's name (for --show), where --storage put it (for --show and
+# the same command again)
 
 
 def import_optuna():
@@ -87,7 +89,7 @@ def load(plan, name: str):
 
 def study_name(plan) -> str:
     """--study, else the name this folder's sweep used, else the folder's name."""
-    saved = plan.folder / NAME
+    saved = plan.folder / STUDY_NAME
     return plan.study or (saved.read_text().strip() if saved.is_file() else "") \
         or plan.folder.resolve().name
 
@@ -221,7 +223,7 @@ def _advisory_lock(engine, name: str):
 def remember(plan, name: str) -> None:
     """The study's name, and where --storage put it, in the folder: --show and the same
     command again find it by themselves."""
-    path: Path = plan.folder / NAME
+    path: Path = plan.folder / STUDY_NAME
     if not path.is_file():
         path.write_text(name + "\n")
     stored, url = plan.folder / STORED, _recorded(plan.storage) if plan.storage else ""

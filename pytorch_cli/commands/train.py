@@ -56,7 +56,7 @@ def train(
     """Train a classifier; writes config, metrics, checkpoints and model.pth to a run directory."""
     from pytorch_cli.commands import prepare, session
     from pytorch_cli.platform import distributed
-    from pytorch_cli.store import rundir
+    from pytorch_cli.store import choosing
     opts = RunOptions(**{k: values[k] for k in RUN_OPTIONS})
     check(opts)
     distributed.timeout_s()  # a bad PTRAIN_DIST_TIMEOUT: refused now, even for one process
@@ -67,7 +67,7 @@ def train(
     if opts.nproc or opts.max_restarts:
         named = opts.name or opts.run_dir or opts.dry_run
         launch.handoff((ctx.obj or {}).get("argv", sys.argv[1:]), opts.nproc, opts.max_restarts,
-                       "" if named else str(rundir.choose("", "", default)))
+                       "" if named else str(choosing.choose("", "", default)))
         return
     auto = opts.resume == "auto" or distributed.elastic()
     try:

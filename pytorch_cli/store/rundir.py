@@ -1,5 +1,5 @@
-"""The run directory: its layout, choosing its name, the overwrite rule, metrics.jsonl, the lock
-a training process holds on it (listing.py reads them all for `ptrain runs`).
+"""The run directory: its layout, the overwrite rule, metrics.jsonl, the lock a training process
+holds on it (choosing.py picks a new run's; listing.py reads them all for `ptrain runs`).
 
     runs/NAME/config.toml    the resolved config
               metrics.jsonl  one JSON record per log interval and per epoch
@@ -29,6 +29,7 @@ from pytorch_cli.store import records
 
 CONFIG, METRICS, LAST, BEST, MODEL = ("config.toml", "metrics.jsonl", "last.pt", "best.pt",
                                       "model.pth")
+CONFIG_HEADER = "# ptrain resolved config"  # config.toml's first line: choosing.py looks for it
 SKIPPED = "skipped-files.txt"  # --dataset folder: the files that are no usable image, and why
 TRACKERS = "trackers.json"  # --mlflow, --wandb: {tracker: its run's id}
 RUN_FILES = (CONFIG, METRICS, LAST, BEST, MODEL, SKIPPED, TRACKERS)
@@ -46,68 +47,6 @@ def root() -> Path:
 
 def holds_run(path: Path) -> bool:
     return any((path / f).exists() for f in RUN_FILES)
-
-
-def _not_a_run(path: Path) -> UsageError | None:
-    """Files of a run's names (a model.pth, Ultralytics' last.pt) without the config.toml a run
-    writes first: somebody else's, which a run would write over; never chosen."""
-    theirs = [f for f in RUN_FILES if (path / f).exists()]
-    return None if CONFIG in theirs or METRICS in theirs else UsageError(
-        f"{path} holds {', '.join(theirs)} but no {CONFIG}: not a ptrain run's files, which a "
-        "run would write over; choose another --name/--run-dir")
-
-
-def _check_name(name: str) -> None:
-    # one folder of the runs folder, printable as it is in one-line messages and `ptrain runs`
-    # (no NUL, newline or other control character), at most NAME_MAX (255) bytes
-    plain = (name.isprintable() and name.strip() == name and name not in (".", "..")
-             and "/" not in name and "\\" not in name and len(os.fsencode(name)) <= 255)
-    if not plain:
-        raise UsageError(f"--name {name!r} must be a plain name inside {root()}/ (no / or \\, no "
-                         "control characters or surrounding spaces, not . or .., at most 255 "
-                         "bytes); use --run-dir for a directory elsewhere")
-
-
-def _check_dir(run_dir: str) -> None:
-    if any(ord(c) < 32 or ord(c) == 127 for c in run_dir):  # NUL, newline...: no sane path
-        raise UsageError(f"--run-dir {run_dir!r} must be a path without control characters")
-
-
-def _check_root() -> None:
-    if root().exists() and not root().is_dir():
-        raise UsageError(f"the runs folder {root()} is a file, not a directory; set "
-                         "PTRAIN_RUNS_DIR to a folder (or unset it: runs/), or pass --run-dir")
-
-
-def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: bool = False,
-           check_only: bool = False) -> Path:
-    """runs/NAME, or --run-dir as given. Without either, runs/DEFAULT, with -2, -3... when taken
-    (by a run's files, or a starting run's lock: it writes its files once it is set up). An
-    explicitly named run is never overwritten silently: only with --overwrite is it chosen again
-    (RunDir.clear then removes its files).
-    check_only: the named path, checked, whatever it holds."""
-    if run_dir:
-        _check_dir(run_dir)
-    else:
-        _check_root()
-    if not (run_dir or name):
-        path, n = root() / default, 2
-        while holds_run(path) or path.is_file() or files.holder(path / LOCK) is not None:
-            path, n = root() / f"{default}-{n}", n + 1
-        return path
-    if name and not run_dir:
-        _check_name(name)
-    path = Path(run_dir) if run_dir else root() / name
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{path} is a file, not a directory; choose another --name/--run-dir")
-    if holds_run(path) and not check_only:
-        if error := _not_a_run(path):
-            raise error
-        check_free(path)
-        if not overwrite:
-            raise UsageError(f"{path} already holds a run; choose another --name/--run-dir, "
-                             f"continue it with `ptrain resume {path}`, or pass --overwrite")
-    return path  # the owner of the session clears it (RunDir.clear) once it holds the lock
 
 
 def _in_use(path: Path, pid: int) -> UsageError:
@@ -287,7 +226,7 @@ class RunDir:
 def config_toml(values: dict) -> str:
     """config.toml: `ptrain train --config THIS_FILE` re-runs the run. TOML has no null: a None
     is a comment (leaving the key out gives back the default, None)."""
-    lines = ["# ptrain resolved config: re-run with `ptrain train --config THIS_FILE`"]
+    lines = [f"{CONFIG_HEADER}: re-run with `ptrain train --config THIS_FILE`"]
     for key, value in values.items():
         if isinstance(value, bool):
             text = "true" if value else "false"
