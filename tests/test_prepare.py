@@ -79,6 +79,17 @@ def test_overwrite_keeps_the_weights_the_new_run_starts_from(in_tmp, run, flag, 
     assert prepare.train(cfg, "mine", "", "fake", True, False).clear
 
 
+def test_resume_auto_of_a_finished_run_that_kept_no_last_pt_has_nothing_to_do(in_tmp, run):
+    """A hostile trial: a finished --no-save-model run, run again with --resume auto, started
+    over and replaced its metrics.jsonl."""
+    shutil.copytree(run, rundir.root() / "nosave")
+    (rundir.root() / "nosave" / "last.pt").unlink()
+    records = (rundir.root() / "nosave" / "metrics.jsonl").read_bytes()
+    with pytest.raises(prepare.AlreadyFinished, match="already finished .*no last.pt"):
+        prepare.train(CFG, "nosave", "", "fake", False, True)
+    assert (rundir.root() / "nosave" / "metrics.jsonl").read_bytes() == records
+
+
 def test_resume_auto_needs_the_run_named(in_tmp):
     with pytest.raises(UsageError, match="--name or --run-dir"):
         prepare.train(CFG, "", "", "fake", False, True)

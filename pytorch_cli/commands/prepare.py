@@ -14,7 +14,7 @@ from pytorch_cli.data import catalog
 from pytorch_cli.platform import distributed
 from pytorch_cli.platform.errors import DamagedFile, UsageError, plural
 from pytorch_cli.settings import config as configlib
-from pytorch_cli.store import checkpoint, choosing, rundir
+from pytorch_cli.store import checkpoint, choosing, listing, rundir
 from pytorch_cli.store.checkpoint import checkpoint_in
 from pytorch_cli.store.rundir import LAST, RunDir
 from pytorch_cli.training.state import check_saved, position_of
@@ -125,6 +125,10 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
         raise UsageError("--resume auto (and torchrun --max-restarts) need the run named with "
                          "--name or --run-dir, so that a restart finds it")
     path = choosing.choose(name, run_dir, default, check_only=True) if auto else None
+    if path is not None and not (path / LAST).is_file() and \
+            listing.status(RunDir(path), RunDir(path).read_metrics())[0] == "finished":
+        raise AlreadyFinished(f"{path}: the run already finished (it kept no {LAST} to extend: "
+                              "--no-save-model)")  # starting afresh would replace its records
     if path is None or not (path / LAST).is_file():  # nothing to continue: start afresh
         chosen = choosing.choose(name, run_dir, default, overwrite or auto)
         if clear := rundir.holds_run(chosen):
