@@ -220,6 +220,19 @@ def test_config_file_and_flags(ptrain, tmp_path):
         without_timing(read_metrics(tmp_path / "runs/again"))
 
 
+def test_several_config_files_layer_each_over_the_ones_before(ptrain, tmp_path):
+    """A hostile trial: a second --config silently dropped the first (its lr was lost). The
+    run is named for the last file; a typed flag still beats them all."""
+    (tmp_path / "base.toml").write_text('dataset = "fake"\nlr = 0.03\nepochs = 3\n')
+    (tmp_path / "tweak.toml").write_text("batch_size = 16\nepochs = 2\n")
+    r = ptrain("train", "--config", "base.toml", "--config", "tweak.toml", "--epochs", "1",
+               "--max-steps", "1", "--quiet")
+    assert r.code == 0, r.err
+    saved = (tmp_path / "runs/tweak/config.toml").read_text()
+    assert all(line in saved.splitlines() for line in ("lr = 0.03", "batch_size = 16",
+                                                       "epochs = 1.0", 'dataset = "fake"'))
+
+
 @pytest.mark.parametrize("args,message", [
     (["--lr", "-1"], "--lr must be greater than 0"),
     (["--epochs", "0"], "--epochs must be greater than 0"),

@@ -20,6 +20,13 @@ TARGET_HELP = ("A run directory (its model.pth), model.pth, last.pt, best.pt, or
 Target = Annotated[Path, typer.Argument(metavar="RUN_DIR|CHECKPOINT", help=TARGET_HELP)]
 
 
+# --config of the commands that build a run's settings (train, lr-find, summary): a second
+# file had silently replaced the first (a hostile trial); now files layer, a base then its tweaks
+Configs = Annotated[Optional[list[Path]], typer.Option(
+    "--config", metavar="FILE.toml", help="TOML file of settings (see configs/); flags override "
+    "it. Several: each overrides the ones before it.")]
+
+
 def _models(incomplete: str) -> list[str]:
     return [name for name in _TRAIN["model"].suggest if name.startswith(incomplete)]
 

@@ -12,7 +12,7 @@ from typing import Literal, Optional
 
 import typer
 
-from pytorch_cli.commands.arguments import TARGET_HELP, BareDataset, BareModel, Target
+from pytorch_cli.commands.arguments import TARGET_HELP, BareDataset, BareModel, Configs, Target
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.options import options, parameters, typed
@@ -107,7 +107,7 @@ def summary(
     ctx: typer.Context,
     target: Optional[Path] = typer.Argument(
         None, metavar="[RUN_DIR|CHECKPOINT]", help=TARGET_HELP),
-    config: Optional[Path] = typer.Option(None, help="A training config: the model it builds."),
+    config: Configs = None,
     batch_size: int = typer.Option(0, min=0, help="For the activations' memory (default: the "
                                    "run's or config's batch size)."),
     json_out: bool = typer.Option(False, "--json", help="Print it as one JSON object."),

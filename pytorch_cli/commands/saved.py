@@ -237,7 +237,7 @@ def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
     return found
 
 
-def summary(target: Path | None, config_file: Path | None, overrides: dict,
+def summary(target: Path | None, config_file: list[Path] | None, overrides: dict,
             batch_size: int = 0) -> dict:
     """`ptrain summary`: the model of a saved run (target), or the one a training command with
     these settings (a --config file and flags) would build; batch_size 0: the run's."""

@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from pytorch_cli.commands.arguments import Configs
 from pytorch_cli.platform import launch
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
@@ -49,8 +50,7 @@ def _device_aliases(overrides: dict, opts: RunOptions) -> dict:
 @options(parameters(configlib.TrainConfig), parameters(RunOptions))
 def train(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(
-        None, "--config", help="TOML file of settings (see configs/); flags override it."),
+    config: Configs = None,
     **values,
 ) -> None:
     """Train a classifier; writes config, metrics, checkpoints and model.pth to a run directory."""
@@ -63,7 +63,7 @@ def train(
     cfg = configlib.resolve(config, _device_aliases(typed(ctx, configlib.FIELD_TYPES), opts),
                             from_environment(ctx, configlib.TrainConfig))
     require_trackers(cfg.to_dict())
-    default = config.stem if config else cfg.dataset
+    default = config[-1].stem if config else cfg.dataset  # the last file: the most particular
     if opts.nproc or opts.max_restarts:
         named = opts.name or opts.run_dir or opts.dry_run
         launch.handoff((ctx.obj or {}).get("argv", sys.argv[1:]), opts.nproc, opts.max_restarts,
@@ -137,8 +137,7 @@ def resume(
 @options(parameters(configlib.TrainConfig))
 def lr_find(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(
-        None, "--config", help="TOML file of settings (see configs/); flags override it."),
+    config: Configs = None,
     # (ranges checked below, in one line naming both: typer's min= called NaN "less than 0")
     start_lr: float = typer.Option(1e-7, help="The LR of the first step."),
     end_lr: float = typer.Option(10.0, help="The LR the test grows to."),

@@ -266,12 +266,15 @@ def load_file(path: Path) -> dict[str, Any]:
     return typed_values(read_toml(path), path)
 
 
-def resolve(file: Path | None = None, overrides: dict[str, Any] | None = None,
+def resolve(file: Path | list[Path] | None = None, overrides: dict[str, Any] | None = None,
             origin: dict[str, str] | None = None) -> TrainConfig:
-    """Defaults <- file <- overrides (flags the user actually typed), then validated; `origin`:
-    the overrides set by a variable, not a flag (PTRAIN_WORKERS...), named in an error."""
-    values = load_file(file) if file else {}
-    where = {k: str(file) for k in values if k not in (overrides or {})}
+    """Defaults <- file(s), each over the ones before <- overrides (flags the user actually
+    typed), then validated; `origin`: the overrides set by a variable, not a flag
+    (PTRAIN_WORKERS...), named in an error."""
+    values, where = {}, {}
+    for path in [file] if isinstance(file, Path) else file or []:
+        values.update(loaded := load_file(path))
+        where.update((k, str(path)) for k in loaded if k not in (overrides or {}))
     values.update(overrides or {})
     return validate(TrainConfig(**values), {**where, **(origin or {})})
 
