@@ -280,3 +280,22 @@ def test_storage_in_memory_and_a_dir_that_is_a_file_are_one_line(ptrain, tmp_pat
     assert r.code == 2 and r.err == ("ptrain: error: --dir taken is a file, not a folder: name "
                                      "the sweep's folder\n")
     assert (tmp_path / "taken").read_text() == "mine"
+
+
+def test_each_job_gets_a_gpu_by_the_name_cuda_visible_devices_gave_it():
+    from pytorch_cli.commands.sweep import gpu_slots
+    assert gpu_slots(2, 3, "2,3") == [{"CUDA_VISIBLE_DEVICES": d} for d in ("2", "3", "2")]
+    assert gpu_slots(2, 2, "") == [{"CUDA_VISIBLE_DEVICES": d} for d in ("0", "1")]
+
+
+def test_a_users_omp_num_threads_is_kept_for_every_job(monkeypatch):
+    """A hostile trial's OMP_NUM_THREADS=1 had become 2 threads a trial on a shared box."""
+    from types import SimpleNamespace
+
+    from pytorch_cli.commands.sweep import _slots
+    plan, spec = SimpleNamespace(jobs=2), SimpleNamespace(base={"device": "cpu"})
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert _slots(plan, spec) == [{}, {}]  # the jobs inherit the user's 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    share = str(max(1, (os.cpu_count() or 1) // 2))
+    assert _slots(plan, spec) == [{"OMP_NUM_THREADS": share}] * 2

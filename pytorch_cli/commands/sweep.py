@@ -27,15 +27,25 @@ Start = Literal["warm", "fresh"]
 
 
 def _slots(plan, spec: sweepspec.SweepSpec) -> list[dict]:
-    """Each job's environment: its own GPU where there are GPUs, else its share of the cores."""
+    """Each job's environment: its own GPU where there are GPUs, else its share of the cores
+    (an OMP_NUM_THREADS the user set is theirs: a hostile trial's 1 had become 2 a job)."""
     gpus = 0
     if spec.base.get("device", "auto") not in ("cpu", "mps"):
         import torch
         gpus = torch.cuda.device_count()
     if gpus:
-        return [{"CUDA_VISIBLE_DEVICES": str(j % gpus)} for j in range(plan.jobs)]
+        return gpu_slots(gpus, plan.jobs, os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+    if os.environ.get("OMP_NUM_THREADS"):
+        return [{} for _ in range(plan.jobs)]
     share = str(max(1, (os.cpu_count() or 1) // plan.jobs))
     return [{"OMP_NUM_THREADS": share} for _ in range(plan.jobs)]
+
+
+def gpu_slots(gpus: int, jobs: int, visible: str) -> list[dict]:
+    """A GPU a job, round robin, by the names CUDA_VISIBLE_DEVICES (`visible`) gave them: under
+    CUDA_VISIBLE_DEVICES=2,3 a job given "0" would use the machine's GPU 0."""
+    names = visible.split(",") if len(visible.split(",")) == gpus else list(map(str, range(gpus)))
+    return [{"CUDA_VISIBLE_DEVICES": names[j % gpus]} for j in range(jobs)]
 
 
 def _worker(sweep, slot: int) -> None:
