@@ -207,6 +207,8 @@ def test_max_steps_ends_the_run_after_that_many_optimizer_steps(tmp_path):
     cfg = TrainConfig(dataset="fake", epochs=5, max_steps=40, scheduler="cosine", log_interval=1000)
     summary = loop.train(cfg, run, run.metrics_sink())
     assert summary["step"] == 40 and summary["epoch"] == 2 and run.file("model.pth").exists()
+    epochs = [r for r in run.read_metrics() if r["kind"] == "epoch"]  # where each one ended
+    assert [(r["batch"], r["batches"]) for r in epochs] == [(32, 32), (8, 32)]
     # the LR of the 40th step (the schedule reaches 0 once it is taken, a step no one takes)
     assert summary["lr"] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 39 / 40)))
 

@@ -166,7 +166,11 @@ def test_an_image_in_a_new_folder_and_without_a_suffix_is_a_png(ptrain, tmp_path
     assert _image(tmp_path / "new/folder/curves")[0] == "PNG"
 
 
-def test_the_last_half_epoch_of_epochs_1_5_is_drawn_at_1_5():
-    assert plot._x({"kind": "epoch", "epoch": 2, "epochs": 1.5}) == 1.5  # not at 2
+def test_an_epoch_cut_short_is_drawn_where_it_ended():
+    """A hostile trial: a --max-steps run's only test point sat at epoch 1, its train curve
+    ending at 0.05; --epochs 1.5's last at 2."""
+    assert plot._x({"kind": "epoch", "epoch": 1, "batch": 5, "batches": 100}) == 0.05
+    assert plot._x({"kind": "epoch", "epoch": 2, "batch": 16, "batches": 32}) == 1.5
+    assert plot._x({"kind": "epoch", "epoch": 2, "epochs": 1.5}) == 1.5  # an older record
     assert plot._x({"kind": "epoch", "epoch": 2, "epochs": 3}) == 2.0
     assert plot._x({"kind": "train", "epoch": 2, "batch": 25, "batches": 100}) == 1.25

@@ -37,6 +37,8 @@ def test_the_half_epoch_that_ends_a_run_of_epochs_1_5_is_called_1_5():
               "train_s": 1.0, "eval_s": 1.0, "elapsed_s": 1.0}
     assert report.format_record(record).startswith("epoch 1.5/1.5 train loss")  # not 2/1.5
     assert report.format_record({**record, "epochs": 3}).startswith("epoch 2/3 train loss")
+    cut = {**record, "epoch": 1, "epochs": 3, "batch": 5, "batches": 100}  # by --max-steps
+    assert report.format_record(cut).startswith("epoch 0.05/3 train loss")
 
 
 def test_end_of_training_sparkline():

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import math
 import tempfile
 from pathlib import Path
 
 from pytorch_cli.platform.errors import PtrainError, UsageError, first_line
+from pytorch_cli.platform.events import epochs_at
 from pytorch_cli.platform.files import atomic_write, special
 
 
@@ -64,11 +64,7 @@ def _save(fig, out: Path) -> None:
 
 
 def _x(record: dict) -> float:
-    """Epochs as a fraction: 1.5 is half-way through the second epoch (and the end of a run
-    of --epochs 1.5, whose last epoch record is number 2)."""
-    if record["kind"] == "epoch":
-        return float(min(record["epoch"], record.get("epochs") or math.inf))
-    return record["epoch"] - 1 + record["batch"] / max(record["batches"], 1)
+    return epochs_at(record)  # (1.5: half-way through the second epoch)
 
 
 def curves(runs: dict[str, list[dict]], out: Path) -> None:

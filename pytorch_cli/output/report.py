@@ -14,6 +14,7 @@ from rich.console import Console
 
 from pytorch_cli.output.tables import flops_text
 from pytorch_cli.platform.errors import plural, warn
+from pytorch_cli.platform.events import epochs_at
 
 
 def _compile_line(r: dict) -> str:
@@ -58,7 +59,7 @@ def format_record(r: dict) -> str | None:
     if kind == "epoch":
         val = (f" val loss {r['val_loss']:.4f} val acc {100 * r['val_acc']:.2f}%"
                if "val_acc" in r else "")
-        at = min(r["epoch"], r["epochs"])  # --epochs 1.5: its last record is number 2
+        at = round(epochs_at(r), 2)  # --epochs 1.5: its last record is number 2
         return (f"epoch {at:g}/{r['epochs']:g} train loss {r['train_loss']:.4f}{val} "
                 f"test loss {r['test_loss']:.4f} test acc {100 * r['test_acc']:.2f}%"
                 f"{' with TTA' if r.get('tta') else ''} "

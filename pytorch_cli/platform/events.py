@@ -10,8 +10,9 @@ Records are plain dicts with a "kind":
   sample the run's first training batch, as the model sees it: images (a CPU tensor), step
   train  every --log-interval batches: epoch, batch, step, lr (the head's, in that step),
          train_loss, images_per_s, elapsed_s
-  epoch  every epoch: lr (of its last step), train_loss, test_loss, test_acc (+ val_*), tta,
-         images_per_s, train_s,
+  epoch  every epoch: batch (its batches trained, of batches: fewer where the run's end cut it),
+         lr (of its last step), train_loss, test_loss, test_acc (+ val_*), tta, images_per_s,
+         train_s,
          eval_s, elapsed_s (since training started: setup is not in it)
   stop   the run was asked to stop (a signal) and saved its exact position: reason (SIGINT,
          SIGTERM, SIGUSR1, SIGHUP), epoch, batch, step, run_dir
@@ -66,6 +67,14 @@ def best_effort(log: Emit, failed: Callable[[Exception], str]) -> Emit:
             live = False
             warn(f"{failed(e)}; the run goes on without it (metrics.jsonl has every record)")
     return emit
+
+
+def epochs_at(record: dict) -> float:
+    """Where a train or epoch record falls, in epochs: 1.5 is half-way through the second (the
+    end of a run of --epochs 1.5; 0.05 that of one --max-steps cut early in its first)."""
+    if isinstance(record.get("batch"), int) and record.get("batches"):
+        return record["epoch"] - 1 + record["batch"] / record["batches"]
+    return float(min(record["epoch"], record.get("epochs") or math.inf))  # older epoch records
 
 
 def json_safe(value: Any) -> Any:

@@ -219,6 +219,7 @@ def end_epoch(job: Job, epoch: int, images: int, seconds: float) -> dict | None:
     # evaluate() returns host numbers: the device is done; compiles are timed apart
     eval_s = time.perf_counter() - t0 - (job.watch.seconds - compiled_before)
     train_loss = pos.epoch_loss_sum / max(pos.epoch_samples, 1)
+    done = pos.batch  # of n_batches: fewer where --max-steps or a fractional --epochs cut it
     pos.epoch, pos.batch, pos.epoch_loss_sum, pos.epoch_samples = epoch + 1, 0, 0.0, 0
     pos.epoch_train_s, pos.log_loss_sum, pos.log_samples, pos.log_s = 0.0, 0.0, 0, 0.0
     pos.elapsed_s = time.perf_counter() - job.started
@@ -230,6 +231,7 @@ def end_epoch(job: Job, epoch: int, images: int, seconds: float) -> dict | None:
     if stopping.out_of_patience(pos, acc, cfg.patience, cfg.min_delta) and not last:
         pos.early_stop = epoch + 1
     record = {"kind": "epoch", "epoch": epoch + 1, "epochs": cfg.epochs, "step": pos.step,
+              "batch": done, "batches": job.n_batches,
               "lr": job.state.lr, "train_loss": train_loss,
               "test_loss": test["loss"], "test_acc": test["acc"],
               "test_correct": test["correct"], "test_total": test["total"],
