@@ -90,6 +90,19 @@ def test_resume_auto_of_a_finished_run_that_kept_no_last_pt_has_nothing_to_do(in
     assert (rundir.root() / "nosave" / "metrics.jsonl").read_bytes() == records
 
 
+def test_a_hand_edited_config_toml_is_said_to_be_not_what_a_resume_runs(in_tmp, run, capsys):
+    """A hostile trial edited lr in config.toml: the resume trained at last.pt's, in silence."""
+    shutil.copytree(run, Path("r"))
+    text = Path("r/config.toml").read_text()
+    assert prepare.resume(Path("r"), 2).cfg.lr == 0.01 and capsys.readouterr().err == ""
+    Path("r/config.toml").write_text(text.replace("lr = 0.01", "lr = 0.5"))
+    assert prepare.resume(Path("r"), 2).cfg.lr == 0.01  # last.pt's
+    assert "r/config.toml differs from last.pt (lr): a resume continues" in capsys.readouterr().err
+    Path("r/config.toml").write_text(text.replace("lr = 0.01", "lr = -1"))
+    prepare.resume(Path("r"), 2)
+    assert "r/config.toml is not read by a resume (" in capsys.readouterr().err
+
+
 def test_resume_auto_needs_the_run_named(in_tmp):
     with pytest.raises(UsageError, match="--name or --run-dir"):
         prepare.train(CFG, "", "", "fake", False, True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from pytorch_cli.commands import saved as saved_models
 from pytorch_cli.data import catalog
 from pytorch_cli.platform import distributed
-from pytorch_cli.platform.errors import DamagedFile, UsageError, plural
+from pytorch_cli.platform.errors import DamagedFile, UsageError, first_line, plural, warn
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.store import checkpoint, choosing, listing, rundir
 from pytorch_cli.store.checkpoint import checkpoint_in
@@ -53,7 +53,25 @@ def resume(target: Path, epochs: float | None = None, model_name: str = "", data
         if given and given != value:
             raise UsageError(f"resume continues the same run ({value}); {flag} cannot change "
                              "it — start a new run with `ptrain train` instead")
+    _edited(path.parent, cfg, path)
     return Start(_continued(cfg, saved, path, epochs, changes), RunDir(path.parent), saved, path)
+
+
+def _edited(run: Path, cfg: configlib.TrainConfig, path: Path) -> None:
+    """A run's config.toml edited by hand is not what its resume runs (the checkpoint's settings
+    are, and the file is written again): said, not dropped in silence (a hostile trial's lr)."""
+    if not (run / rundir.CONFIG).exists():
+        return
+    try:
+        theirs = configlib.from_dict(configlib.load_file(run / rundir.CONFIG))
+    except UsageError as e:
+        return warn(f"{run / rundir.CONFIG} is not read by a resume ({first_line(e)}); it "
+                    f"continues {path.name}'s settings")
+    differ = [k.replace("_", "-") for k, v in cfg.to_dict().items() if getattr(theirs, k) != v]
+    if differ:
+        warn(f"{run / rundir.CONFIG} differs from {path.name} ({', '.join(differ)}): a resume "
+             f"continues {path.name}'s settings and writes the file again; to train with the "
+             f"file's, start a new run: ptrain train --config {run / rundir.CONFIG} --name NEW")
 
 
 def training_state(path: Path) -> tuple[dict, configlib.TrainConfig]:
