@@ -278,6 +278,15 @@ def test_a_setting_of_a_feature_left_off_is_refused_not_ignored(given, says, fin
         scheduler=scheduler, **{k: given[k] for k in context}).to_dict()
 
 
+def test_max_steps_0_lifts_a_config_files_cap(tmp_path):
+    """A hostile trial could not re-run a --max-steps run's config.toml in full: 0 was refused."""
+    (tmp_path / "cut.toml").write_text("max_steps = 5\n")
+    assert configlib.resolve(tmp_path / "cut.toml").max_steps == 5
+    assert configlib.resolve(tmp_path / "cut.toml", {"max_steps": 0}).max_steps is None
+    with pytest.raises(UsageError, match="--max-steps must be 0 or more"):
+        configlib.resolve(overrides={"max_steps": -1})
+
+
 def test_a_setting_a_config_file_gave_is_named_with_its_file_when_a_flag_turns_it_off(
         tmp_path):
     """A preset's momentum, then --optimizer adam typed: the file is named, not just the flag."""

@@ -145,8 +145,8 @@ class TrainConfig:
     clip_grad: float = setting(0.0, "Clip the gradient norm to this (0 = off).", rule=L.OFF_OR_MORE)
     tta: bool = setting(False, "Evaluate the end of the run with test-time augmentation.")
     max_steps: int | None = setting(
-        None, "Stop after this many optimizer steps (then evaluate and save as at the end).",
-        rule=L.AT_LEAST_1)
+        None, "Stop after this many optimizer steps (then evaluate and save as at the end); 0: "
+        "no cap (lifts a config file's).", rule=L.NOT_NEGATIVE)
     val_split: float = setting(
         0.0, "Fraction of the training set held out for validation (seeded).", rule=L.UNIT_OPEN)
     patience: int = setting(0, "Early stopping: end the run after N epochs without a gain over "
@@ -276,6 +276,8 @@ def resolve(file: Path | list[Path] | None = None, overrides: dict[str, Any] | N
         values.update(loaded := load_file(path))
         where.update((k, str(path)) for k in loaded if k not in (overrides or {}))
     values.update(overrides or {})
+    if values.get("max_steps") == 0:  # no cap: saved as none at all, a run's config.toml re-run
+        values["max_steps"] = None  # in full (a hostile trial could not lift its --max-steps)
     return validate(TrainConfig(**values), {**where, **(origin or {})})
 
 
