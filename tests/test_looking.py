@@ -31,8 +31,8 @@ def test_runs_in_a_runs_dir_that_is_missing_says_so_but_a_missing_runs_is_none_y
     "no runs"); runs/, the default, may not exist before the first run."""
     monkeypatch.setenv("PTRAIN_RUNS_DIR", "/nonexistent/runs")
     r = ptrain("runs")
-    assert r.code == 2 and r.err == ("ptrain: error: PTRAIN_RUNS_DIR=/nonexistent/runs is not "
-                                     "a folder; name the folder the runs are in\n")
+    assert r.code == 2 and r.err == ("ptrain: error: PTRAIN_RUNS_DIR=/nonexistent/runs does not "
+                                     "exist; name the folder the runs are in\n")
     monkeypatch.delenv("PTRAIN_RUNS_DIR")
     r = ptrain("runs")
     assert r.code == 0 and r.out.startswith("no runs under runs/")

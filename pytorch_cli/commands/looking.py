@@ -37,7 +37,8 @@ def runs(
     named = folder is not None or os.environ.get("PTRAIN_RUNS_DIR")  # runs/: none yet is fine
     if named and not root.is_dir():
         where = root if folder is not None else f"PTRAIN_RUNS_DIR={root}"
-        raise UsageError(f"{where} is not a folder; name the folder the runs are in")
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise UsageError(f"{where} {what}; name the folder the runs are in")
     found = listing.list_runs(root, sort)
     if json_out:
         from pytorch_cli.platform.events import json_safe
