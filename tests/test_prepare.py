@@ -103,6 +103,16 @@ def test_a_hand_edited_config_toml_is_said_to_be_not_what_a_resume_runs(in_tmp, 
     assert "r/config.toml is not read by a resume (" in capsys.readouterr().err
 
 
+def test_resume_auto_says_a_batch_as_the_images_a_step(in_tmp, run):
+    """A hostile trial's `--nproc 2` run (64 a process) then `--resume auto` in one process
+    with its own --batch-size 64 was told "other settings (batch-size)", nothing more."""
+    shutil.copytree(run, rundir.root() / "r")
+    cfg = prepare.training_state(run / "last.pt")[1]
+    with pytest.raises(UsageError, match=r"other settings \(batch-size: 1 process\(es\) x 1000 "
+                                         r"images a step there, 1 x 500 here\)"):
+        prepare.train(dataclasses.replace(cfg, batch_size=500), "r", "", "fake", False, True)
+
+
 def test_resume_auto_needs_the_run_named(in_tmp):
     with pytest.raises(UsageError, match="--name or --run-dir"):
         prepare.train(CFG, "", "", "fake", False, True)

@@ -161,9 +161,12 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
     differ = [k for k, v in mine.to_dict().items()
               if k not in FREE_TO_CHANGE and getattr(theirs, k) != v and k != "epochs"
               and not (k == "precision" and _same_precision(v, theirs.precision, cfg.device))]
-    if differ:
+    if differ:  # (a batch is per process: said as the images a step, which must match)
+        batch = (f": {saved.get('world', 1)} process(es) x {original.batch_size} images a step "
+                 f"there, {distributed.world().size} x {cfg.batch_size} here"
+                 if "batch_size" in differ else "")
         raise UsageError(f"--resume auto: {path / LAST} was made with other settings "
-                         f"({', '.join(k.replace('_', '-') for k in differ)}); use another "
+                         f"({', '.join(k.replace('_', '-') for k in differ)}{batch}); use another "
                          "--name/--run-dir, or --overwrite without --resume auto to start over")
     command = cfg  # the requeued command is the truth for what may change: off, 0 included
     cfg = _continued(original, saved, path / LAST, max(cfg.epochs, theirs.epochs),
