@@ -90,7 +90,7 @@ def format_record(r: dict) -> str | None:
     if kind == "end":
         where = f"; run directory {r['run_dir']}" if r["run_dir"] else ""
         if r["dry_run"]:
-            return "dry run ok: one optimizer step and one test batch ran; nothing was written"
+            return "dry run ok: one optimizer step and one test batch ran; no run was written"
         if r.get("stopped"):
             return None  # the stop record said it all
         if "test_acc" not in r:

@@ -24,7 +24,8 @@ class RunOptions:
         0, "Profile N steps after a 5-step warm-up: Chrome trace in the run directory, top "
         "operators printed.", metavar="N", min=0,
         resume_help="Profile N steps after a 5-step warm-up (as train --profile).")
-    dry_run: bool = setting(False, "Run one training and one test batch, write nothing.")
+    dry_run: bool = setting(False, "Run one training and one test batch, write no run (a "
+                            "folder's decoded images are cached, as for the real run).")
     name: str | None = setting(None, "Run name: the run directory is runs/NAME.",
                                rule=NOT_BLANK)
     run_dir: str | None = setting(None, "Run directory (overrides --name).", rule=NOT_BLANK)
