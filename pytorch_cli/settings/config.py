@@ -232,14 +232,15 @@ class TrainConfig:
 
 FIELD_TYPES = field_types(TrainConfig)
 RENAMED = renamed(TrainConfig)  # old key -> key: files and checkpoints of older versions load
-def validate(cfg: TrainConfig, origin: dict[str, str] | None = None) -> TrainConfig:
+def validate(cfg: TrainConfig, origin: dict[str, str] | None = None, typed=frozenset()
+             ) -> TrainConfig:
     """Raise UsageError naming the first bad value (and `origin`'s source of it: a variable, a
-    file); return cfg unchanged when all are fine."""
+    file; `typed`: the flags typed); return cfg unchanged when all are fine."""
     check(cfg, origin)
     for ok, message in CROSS_RULES:
         if not ok(cfg):
             raise UsageError(message.format(c=cfg))
-    said = unused(cfg, origin)
+    said = unused(cfg, origin, typed)
     if said:
         raise UsageError(said)
     return cfg
@@ -278,7 +279,8 @@ def resolve(file: Path | list[Path] | None = None, overrides: dict[str, Any] | N
     values.update(overrides or {})
     if values.get("max_steps") == 0:  # no cap: saved as none at all, a run's config.toml re-run
         values["max_steps"] = None  # in full (a hostile trial could not lift its --max-steps)
-    return validate(TrainConfig(**values), {**where, **(origin or {})})
+    return validate(TrainConfig(**values), {**where, **(origin or {})},
+                    frozenset(overrides or ()) - set(origin or ()))
 
 
 def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
