@@ -43,6 +43,8 @@ UNUSED = (
      "scale is the LR of the layers --freeze backbone keeps frozen all run: pass --unfreeze-at"),
     ("layer_decay", lambda c: c.freeze != "backbone" or c.unfreeze_at, "--layer-decay scales "
      "the LR of the layers --freeze backbone keeps frozen all run: pass --unfreeze-at"),
+    ("save_interval", lambda c: c.save_model, "--save-interval is how often last.pt is written "
+     "mid-epoch; --no-save-model writes none"),
     ("bias_decay", lambda c: c.weight_decay, "--bias-decay applies --weight-decay to biases and "
      "norm layers: pass a --weight-decay above 0"),
 )
