@@ -55,6 +55,8 @@ def test_four_trials_in_two_jobs_failures_recorded_and_best_toml_trains(ptrain, 
     result = ptrain("sweep", spec, "--sampler", "grid", "--jobs", "2", "--pruner", "none")
     assert result.code == 0, result.err
     assert "4 of 4 trials" in result.out
+    ended = [line.split() for line in result.out.splitlines() if line.split()[0].isdigit()]
+    assert sorted(words[1] for words in ended) == ["complete", "fail", "fail", "fail"]  # as each
     study = _study(tmp_path)
     trials = {(t.params["nesterov"], t.params["optimizer"]): t for t in study.trials}
     assert "--nesterov needs --optimizer sgd" in trials[True, "adam"].user_attrs["error"]
@@ -66,14 +68,16 @@ def test_four_trials_in_two_jobs_failures_recorded_and_best_toml_trains(ptrain, 
     assert best.state.name == "COMPLETE" and study.best_trial.number == best.number
     runs = {r["run"]: r["status"] for r in ptrain("runs", "runs/spec", "--json").json()}
     assert runs[best.user_attrs["run_dir"]] == "finished" and len(runs) == 3  # 3 processes
-    share = max(1, (os.cpu_count() or 1) // 2)  # each job its share of the cores
+    # each job its share of the cores, unless OMP_NUM_THREADS is set (make test sets 1)
+    share = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // 2))
     start = json.loads((tmp_path / "runs/spec" / best.user_attrs["run_dir"] / "metrics.jsonl")
                        .read_text().splitlines()[0])
     assert start["device"] == f"cpu ({share} thread{'s' if share > 1 else ''})"
     assert 'optimizer = "adam"' in (tmp_path / "runs/spec/best.toml").read_text()
     assert ptrain("train", "--config", "runs/spec/best.toml", "--dry-run").code == 0
     shown = ptrain("sweep", "runs/spec", "--show").out.splitlines()
-    assert len(shown) == 4 and shown[0].split()[:2] == [str(best.number), "complete"]
+    assert shown[0].split() == ["trial", "state", "acc", "epochs", "run", "settings"]
+    assert len(shown) == 5 and shown[1].split()[:2] == [str(best.number), "complete"]
 
 
 @pytest.mark.parametrize("group", [False, True])
@@ -221,7 +225,7 @@ def test_a_study_keeps_its_metric_another_is_refused_and_show_ranks_by_its_own(p
     assert "--metric loss" in other.err and "--metric acc" in other.err
     assert len(_study(tmp_path).trials) == 2  # nothing ran
     shown = ptrain("sweep", "runs/spec", "--show").out.splitlines()
-    assert [line.split()[2] for line in shown] == ["0.5000", "2.5000"]
+    assert [line.split()[2] for line in shown] == ["loss", "0.5000", "2.5000"]
 
 
 @pytest.mark.slow

@@ -66,7 +66,15 @@ def _worker(sweep, slot: int) -> None:
             _pause(sweep, min(1.0, plan.heartbeat))
         else:
             sweeping.run_trial(sweep, trial, slot)
+            _said(sweep, trial.number)
 
+
+def _said(sweep, number: int) -> None:
+    """A line as each trial ends (a hostile trial's sweep said nothing for its whole run)."""
+    from pytorch_cli.output.runs_table import trial_line
+    row = next((r for r in show(sweep.study, sweep.plan.metric) if r["trial"] == number), None)
+    if row is not None and row["state"] != "running":
+        print(trial_line(row), flush=True)
 
 def _pause(sweep, seconds: float) -> None:
     end = time.monotonic() + seconds
@@ -215,7 +223,7 @@ def sweep(
                                                   study=study), None, create=False)
         own = sweeping.study_metric(found)  # not --metric's default: the study's own
         if show_only:
-            print_trials(show(found, own), sys.stdout)
+            print_trials(show(found, own), sys.stdout, own)
         if plot:
             print("\n".join(plotting.sweep_plots(found, target, own)))
         return

@@ -111,15 +111,22 @@ def print_runs(runs: list[dict], stream: TextIO) -> None:
               file=stream)
 
 
-def print_trials(rows: list[dict], out: TextIO) -> None:
-    """`ptrain sweep DIR --show`: one line per trial, best first: number, state, metric,
-    epochs, run directory, settings, and why it failed."""
+def print_trials(rows: list[dict], out: TextIO, metric: str = "acc") -> None:
+    """`ptrain sweep DIR --show`: a header, then one line per trial, best first: number, state,
+    metric, epochs, run directory, settings, and why it failed."""
     if not rows:
         print("no trials yet", file=out)
+        return
+    print(f"{'trial':>5} {'state':<8} {metric:>8} {'epochs':>6} {'run':<10} settings", file=out)
     for r in rows:
-        value = "" if r["value"] is None else f"{r['value']:.4f}"
-        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in r["params"].items())
-        note = f"  ({r['note']})" if r["note"] else ""
-        print(f"{r['trial']:>4} {r['state']:<8} {value:>8} {r['epochs'] or '':>4} "
-              f"{r['run_dir']:<10} {params}{note}", file=out)
+        print(trial_line(r), file=out)
+
+
+def trial_line(r: dict) -> str:
+    """One trial of `sweep --show` (a row of sweep.show), as the sweep also says each one ends."""
+    value = "" if r["value"] is None else f"{r['value']:.4f}"
+    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in r["params"].items())
+    note = f"  ({r['note']})" if r["note"] else ""
+    return (f"{r['trial']:>5} {r['state']:<8} {value:>8} {r['epochs'] or '':>6} "
+            f"{r['run_dir']:<10} {params}{note}")
