@@ -105,7 +105,7 @@ def _two_workers(tmp_path, url: str, hosts) -> None:
     # the server is only reachable from the hosts: read the study back from host B
     shown = subprocess.run([*hosts[1][1], *_sweep("host-0", "--show", "--storage", url)],
                            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60)
-    states = [line.split()[1] for line in shown.stdout.splitlines()]
+    states = [line.split()[1] for line in shown.stdout.splitlines()[1:]]  # (under the header)
     assert states == ["complete"] * 3, shown.stderr  # not 4: four jobs asked
 
 
