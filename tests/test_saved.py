@@ -61,6 +61,9 @@ def test_eval_all_scores_every_image_and_labels_is_for_folder_runs_only(run):
     assert whole["correct"] == sum(p["correct"] for p in parts)
     with pytest.raises(UsageError, match="^--labels: the run trained on fake, not a folder$"):
         saved.run_eval(run, labels="labels.csv")
+    with pytest.raises(UsageError, match="^--data-dir: the run trained on the fake set, which "
+                                         "is generated; it reads no folder$"):
+        saved.run_eval(run, data_dir="digits")  # (it had been ignored)
 
 
 def test_eval_errors_names_a_builtin_datasets_images_by_split_and_row(run, tmp_path):

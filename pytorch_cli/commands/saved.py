@@ -107,6 +107,9 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
     c, meta = loaded.config, loaded.meta
     if labels and meta["dataset"] != catalog.FOLDER:
         raise UsageError(f"--labels: the run trained on {meta['dataset']}, not a folder")
+    if data_dir and meta["dataset"] == "fake":
+        raise UsageError("--data-dir: the run trained on the fake set, which is generated; it "
+                         "reads no folder")
     folder = folders.Options(meta["in_channels"], models.meta_size(meta), c.get("test_split", 0.2),
                              stats=(meta["mean"], meta["std"]),  # decoded and drawn as it
                              split=meta.get("split", ""),  # trained (older runs: a shuffle)
