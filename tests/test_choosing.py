@@ -1,6 +1,7 @@
 """Choosing a new run's directory: default names counting up, explicit names never reused
 silently, and never a folder of somebody else's files or a sweep's."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -49,18 +50,23 @@ def test_default_names_count_up_and_explicit_names_are_never_reused_silently():
     ]  # only run files go
 
 
-def test_a_folder_of_someone_elses_model_or_last_pt_is_never_chosen_overwrite_or_not(tmp_path):
-    """A model.pth (or Ultralytics' last.pt, best.pt) without a run's config.toml is not a run:
-    --overwrite would delete it, and a run would write over it."""
+@pytest.mark.parametrize("files, said", [
+    ({"model.pth": b"my weights", "best.pt": b"my yolo"}, "best.pt, model.pth"),  # Ultralytics'
+    # a static site's: a hostile trial was told "already holds a run", and --overwrite deleted it
+    ({"config.toml": b'baseURL = "https://example.org/"\n', "model.pth": b"precious"},
+     "config.toml, model.pth")])
+def test_files_of_a_runs_names_ptrain_did_not_write_are_never_chosen_overwrite_or_not(files, said):
+    """Without a config.toml ptrain wrote they are not a run: --overwrite would delete them,
+    and a run would write over them."""
     theirs = rundir.root() / "mine"
     theirs.mkdir(parents=True)
-    (theirs / "model.pth").write_bytes(b"my weights")
-    (theirs / "best.pt").write_bytes(b"my yolo")
+    for name, data in files.items():
+        (theirs / name).write_bytes(data)
     for overwrite in (False, True):
-        with pytest.raises(UsageError, match=r"mine holds best\.pt, model\.pth but no config"
-                                             r"\.toml that ptrain wrote: not a ptrain run's"):
+        with pytest.raises(UsageError, match=re.escape(f"mine holds {said} but no config.toml "
+                                                       "that ptrain wrote: not a ptrain run's")):
             choosing.choose(run_dir=str(theirs), overwrite=overwrite)
-    assert (theirs / "model.pth").read_bytes() == b"my weights"
+    assert all((theirs / name).read_bytes() == data for name, data in files.items())
     assert choosing.choose(default="mine") == rundir.root() / "mine-2"  # passed by, not reused
 
 
@@ -78,20 +84,6 @@ def test_a_file_where_the_run_directory_goes_is_one_clear_error(tmp_path):
         PtrainError, match="cannot create the run directory f/sub: a file is in the way"
     ):
         RunDir(Path("f/sub")).lock()  # a parent that is a file
-
-
-def test_a_config_toml_ptrain_did_not_write_is_no_run_and_overwrite_keeps_it(tmp_path):
-    """A hostile trial: a static site's config.toml (and a model.pth beside it) was called "a
-    run", the error suggested --overwrite, and --overwrite deleted both."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "config.toml").write_text('baseURL = "https://example.org/"\n')
-    (site / "model.pth").write_bytes(b"precious")
-    for overwrite in (False, True):
-        with pytest.raises(UsageError, match=r"site holds config\.toml, model\.pth but no "
-                                             r"config\.toml that ptrain wrote"):
-            choosing.choose(run_dir=str(site), overwrite=overwrite)
-    assert (site / "model.pth").read_bytes() == b"precious"
 
 
 def test_a_runs_config_edited_by_hand_or_its_metrics_alone_still_make_a_run(tmp_path):
