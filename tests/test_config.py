@@ -260,8 +260,6 @@ def test_plateau_refuses_a_warmup_with_the_way_out():
     ({"compile_backend": "eager"}, "--compile-backend is --compile's", {"compile": True}),
     ({"bias_decay": True}, "--bias-decay applies --weight-decay to biases and norm layers",
      {"weight_decay": 0.1}),
-    ({"data_dir": "digits", "dataset": "fake"}, "--data-dir: the fake set is generated, it reads "
-     "no folder", {"dataset": "mnist"}),
     ({"save_interval": 5, "save_model": False}, "--save-interval is how often last.pt is "
      "written mid-epoch; --no-save-model writes none", {"save_model": True}),
     ({"backbone_lr_scale": 0.1, "freeze": "backbone"}, "--backbone-lr-scale is the LR of the "

@@ -85,7 +85,7 @@ def test_resume_auto_of_a_finished_run_that_kept_no_last_pt_has_nothing_to_do(in
     shutil.copytree(run, rundir.root() / "nosave")
     (rundir.root() / "nosave" / "last.pt").unlink()
     records = (rundir.root() / "nosave" / "metrics.jsonl").read_bytes()
-    with pytest.raises(prepare.AlreadyFinished, match="already finished .*no last.pt"):
+    with pytest.raises(prepare.AlreadyFinished, match="already finished, with no last.pt"):
         prepare.train(CFG, "nosave", "", "fake", False, True)
     assert (rundir.root() / "nosave" / "metrics.jsonl").read_bytes() == records
 

@@ -143,10 +143,11 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
         raise UsageError("--resume auto (and torchrun --max-restarts) need the run named with "
                          "--name or --run-dir, so that a restart finds it")
     path = choosing.choose(name, run_dir, default, check_only=True) if auto else None
+    # a finished run with no last.pt: starting afresh would replace its records
     if path is not None and not (path / LAST).is_file() and \
             listing.status(RunDir(path), RunDir(path).read_metrics())[0] == "finished":
-        raise AlreadyFinished(f"{path}: the run already finished (it kept no {LAST} to extend: "
-                              "--no-save-model)")  # starting afresh would replace its records
+        raise AlreadyFinished(f"{path}: the run already finished, with no {LAST} to extend (it "
+                              "ran with --no-save-model, or the file was removed)")
     if path is None or not (path / LAST).is_file():  # nothing to continue: start afresh
         chosen = choosing.choose(name, run_dir, default, overwrite or auto)
         if clear := rundir.holds_run(chosen):
