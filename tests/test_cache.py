@@ -206,6 +206,6 @@ def test_a_cache_folder_that_is_a_file_is_one_line(ptrain, tmp_path, monkeypatch
     monkeypatch.setenv("PTRAIN_CACHE_DIR", str(tmp_path / "file"))
     for args in (["cache"], ["cache", "--clear"]):
         r = ptrain(*args)
-        assert r.code == 1 and r.err == (f"ptrain: error: the decode cache {tmp_path}/file is not "
+        assert r.code == 2 and r.err == (f"ptrain: error: the decode cache {tmp_path}/file is not "
                                          "a folder; point PTRAIN_CACHE_DIR at one\n")
     assert (tmp_path / "file").read_text() == "x"

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pytorch_cli.data.catalog import SQUASH
-from pytorch_cli.platform.errors import PtrainError, warn
+from pytorch_cli.platform.errors import PtrainError, UsageError, warn
 
 VERSION = 4  # of what an entry holds and how it is decoded: a new one misses every old entry
 MAX_BYTES = 20 * 2**30  # ImageNet-1k's training set at 64x64 is ~15 GiB
@@ -173,8 +173,8 @@ def check_root() -> None:
     """`ptrain cache`: one line if $PTRAIN_CACHE_DIR (or its folders/) is no folder."""
     for at in (root().parent, root()):
         if at.exists() and not at.is_dir():
-            raise PtrainError(f"the decode cache {at} is not a folder; point PTRAIN_CACHE_DIR "
-                              "at one")
+            raise UsageError(f"the decode cache {at} is not a folder; point PTRAIN_CACHE_DIR "
+                             "at one")  # a setting's error (exit 2), as PTRAIN_RUNS_DIR's
 
 
 def clear() -> tuple[int, int]:
