@@ -3,6 +3,7 @@ BatchNorm statistics neither), is not in the optimizer, and a resume across the 
 
 import shutil
 
+import pytest
 import torch
 from test_cli_train import without_timing
 from test_loop import loop_sink
@@ -33,6 +34,7 @@ def test_a_frozen_backbone_stays_bit_identical_while_the_head_trains(tmp_path):
     assert (start_line["params"], start_line["trainable"]) == (94_186, 1_290)
 
 
+@pytest.mark.slow  # an end-to-end recipe of 15-17 s here
 def test_a_resume_across_the_unfreeze_is_exact(tmp_path):
     cfg = TrainConfig(**{**CFG.to_dict(), "unfreeze_at": 1, "batch_size": 128,
                          "backbone_lr_scale": 0.1, "scheduler": "cosine"})  # 16 batches/epoch

@@ -336,6 +336,7 @@ def test_tta_is_used_for_the_last_evaluation_only():
     assert summary["tta"] and summary["train_s_total"] > 0
 
 
+@pytest.mark.slow  # an end-to-end recipe of 15-17 s here
 def test_cifar10_fast_preset_resumes_exactly_and_exports_verified_onnx(tmp_path, ptrain):
     from conftest import write_cifar10_binary
     write_cifar10_binary(tmp_path / "data", per_batch=20, n_test=100)  # 100 training images

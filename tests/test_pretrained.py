@@ -102,6 +102,7 @@ def test_a_timm_weights_path_that_is_not_there_says_no_such_file():
             pretrained.resolve(TrainConfig(model="timm:resnet18", weights=given))
 
 
+@pytest.mark.slow  # an end-to-end recipe of 15-17 s here
 def test_a_gray_fine_tune_from_default_weights_evaluates_exports_and_predicts(ptrain, tmp_path):
     _cached_resnet18()
     r = ptrain("train", "--dataset", "fake", "--model", "torchvision:resnet18", "--weights",
