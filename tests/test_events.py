@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from pytorch_cli.platform.events import fanout, json_safe
+from pytorch_cli.platform.events import epochs_at, fanout, json_safe
 
 NAN, INF = float("nan"), float("inf")
 
@@ -50,3 +50,13 @@ def test_output_is_strict_json():
     text = json.dumps(json_safe(record), allow_nan=False)
     assert json.loads(text) == {"kind": "abort", "loss": None,
                                 "history": [None, {"a": [None, None]}], "step": 7}
+
+
+def test_an_epoch_cut_short_is_placed_where_it_ended():
+    """Where plot draws a record and the epoch line says it is. A hostile trial: a --max-steps
+    run's only test point sat at epoch 1, its train curve ending at 0.05; --epochs 1.5's at 2."""
+    assert epochs_at({"kind": "epoch", "epoch": 1, "batch": 5, "batches": 100}) == 0.05
+    assert epochs_at({"kind": "epoch", "epoch": 2, "batch": 16, "batches": 32}) == 1.5
+    assert epochs_at({"kind": "epoch", "epoch": 2, "epochs": 1.5}) == 1.5  # an older record
+    assert epochs_at({"kind": "epoch", "epoch": 2, "epochs": 3}) == 2.0
+    assert epochs_at({"kind": "train", "epoch": 2, "batch": 25, "batches": 100}) == 1.25

@@ -11,7 +11,6 @@ import pytest
 pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402
 
-from pytorch_cli.output import plot  # noqa: E402
 from pytorch_cli.store.rundir import RunDir  # noqa: E402
 
 RUN = ["train", "--dataset", "fake", "--epochs", "2", "--batch-size", "50", "--quiet"]
@@ -164,13 +163,3 @@ def test_an_image_in_a_new_folder_and_without_a_suffix_is_a_png(ptrain, tmp_path
     _records_run(tmp_path / "runs/a")
     assert ptrain("plot", "runs/a", "-o", "new/folder/curves").code == 0
     assert _image(tmp_path / "new/folder/curves")[0] == "PNG"
-
-
-def test_an_epoch_cut_short_is_drawn_where_it_ended():
-    """A hostile trial: a --max-steps run's only test point sat at epoch 1, its train curve
-    ending at 0.05; --epochs 1.5's last at 2."""
-    assert plot._x({"kind": "epoch", "epoch": 1, "batch": 5, "batches": 100}) == 0.05
-    assert plot._x({"kind": "epoch", "epoch": 2, "batch": 16, "batches": 32}) == 1.5
-    assert plot._x({"kind": "epoch", "epoch": 2, "epochs": 1.5}) == 1.5  # an older record
-    assert plot._x({"kind": "epoch", "epoch": 2, "epochs": 3}) == 2.0
-    assert plot._x({"kind": "train", "epoch": 2, "batch": 25, "batches": 100}) == 1.25

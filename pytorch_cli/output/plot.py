@@ -63,10 +63,6 @@ def _save(fig, out: Path) -> None:
         raise PtrainError(f"cannot write {out}: {e.strerror or e}; nothing was written") from None
 
 
-def _x(record: dict) -> float:
-    return epochs_at(record)  # (1.5: half-way through the second epoch)
-
-
 def curves(runs: dict[str, list[dict]], out: Path) -> None:
     """runs: label -> metrics records. Left: training loss (thin, every log record) and test
     loss (markers, per epoch); right: test and validation accuracy per epoch."""
@@ -80,19 +76,19 @@ def curves(runs: dict[str, list[dict]], out: Path) -> None:
                  and all(k in r for k in ("epoch", "batch", "batches"))]
         epochs = [r for r in records if r.get("kind") == "epoch" and "epoch" in r]
         if train:
-            loss_ax.plot([_x(r) for r in train], [r["train_loss"] for r in train], color=color,
-                         alpha=0.45, linewidth=1, label=f"{label} train")
+            loss_ax.plot([epochs_at(r) for r in train], [r["train_loss"] for r in train],
+                         color=color, alpha=0.45, linewidth=1, label=f"{label} train")
         tested = [r for r in epochs if r.get("test_loss") is not None]
         if tested:
-            loss_ax.plot([_x(r) for r in tested], [r["test_loss"] for r in tested], "o-",
+            loss_ax.plot([epochs_at(r) for r in tested], [r["test_loss"] for r in tested], "o-",
                          color=color, label=f"{label} test")
         scored = [r for r in epochs if r.get("test_acc") is not None]  # (a NaN loss: null)
         if scored:
-            acc_ax.plot([_x(r) for r in scored], [100 * r["test_acc"] for r in scored], "o-",
-                        color=color, label=f"{label} test")
+            acc_ax.plot([epochs_at(r) for r in scored], [100 * r["test_acc"] for r in scored],
+                        "o-", color=color, label=f"{label} test")
         valed = [r for r in epochs if r.get("val_acc") is not None]
         if valed:
-            acc_ax.plot([_x(r) for r in valed], [100 * r["val_acc"] for r in valed], "s--",
+            acc_ax.plot([epochs_at(r) for r in valed], [100 * r["val_acc"] for r in valed], "s--",
                         color=color, label=f"{label} val")
     loss_ax.set(xlabel="epoch", ylabel="loss", title="loss", yscale="log")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
