@@ -3,6 +3,8 @@ in the same order, with the same skipped files; a terminal sees a progress bar, 
 
 import os
 import pty
+import re
+import signal
 import sys
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from PIL import Image
 
 from pytorch_cli.data import decode
+from pytorch_cli.platform import signals
 from pytorch_cli.platform.errors import UsageError
 
 
@@ -60,7 +63,8 @@ def test_a_small_folder_or_one_core_decodes_in_process(monkeypatch):
 
 
 @pytest.mark.parametrize("terminal", [True, False])
-def test_a_terminal_sees_a_progress_bar_and_a_pipe_sees_nothing(tmp_path, monkeypatch, terminal):
+def test_a_terminal_sees_a_bar_and_a_short_decode_says_nothing_to_a_pipe(tmp_path, monkeypatch,
+                                                                          terminal):
     files = _files(tmp_path / "imgs", decode.SERIAL_BELOW)
     main, other = pty.openpty() if terminal else os.pipe()
     with os.fdopen(other, "w") as stream:
@@ -78,3 +82,34 @@ def test_a_terminal_sees_a_progress_bar_and_a_pipe_sees_nothing(tmp_path, monkey
         assert b"decoding 512 images" in seen and b"/512" in seen  # then cleared: transient
     else:
         assert seen == b""
+
+
+def test_a_log_gets_a_plain_line_as_a_long_decode_goes(tmp_path, monkeypatch, capsys):
+    """Where no terminal shows the bar (a scheduler's output file), a 42 s decode of 50,000
+    PNGs said nothing (a hostile trial): a line every PLAIN_SECONDS (here 0: every chunk)."""
+    monkeypatch.setattr(decode, "PLAIN_SECONDS", 0.0)
+    _decode(_files(tmp_path / "imgs", 2 * decode.CHUNK + 50), 0, monkeypatch)
+    lines = capsys.readouterr().err.splitlines()
+    assert [re.sub(r"in \d+s$", "in Ns", line) for line in lines] == [
+        "  decoding 562 images: 256 done (46%) in Ns",
+        "  decoding 562 images: 512 done (91%) in Ns"]
+
+
+def test_a_stop_signal_ends_a_decode_at_the_end_of_its_chunk(tmp_path, monkeypatch):
+    """A SIGTERM while a large folder decodes: the run ends within a chunk, not after minutes
+    of decoding (a scheduler's grace period is often 30 s)."""
+    paths = [p for p, _ in _files(tmp_path / "imgs", 2 * decode.CHUNK + 50)]
+    monkeypatch.setenv("PTRAIN_DECODE_WORKERS", "0")
+    read = []
+
+    def fn(path):
+        read.append(path)
+        if len(read) == 10:
+            signal.raise_signal(signal.SIGTERM)  # to this thread: its handler runs at once
+        return 0
+    with signals.stop_on_signals(lambda reason: None), pytest.raises(
+            signals.StoppedEarly, match=r"^stopped \(SIGTERM\) while decoding 562 images, before"
+            r" the first step: nothing was trained or saved; run the same command again$") as e:
+        list(decode.each(fn, paths, "decoding 562 images"))
+    assert e.value.exit_code == 143 and len(read) == decode.CHUNK
+    assert list(decode.each(fn, paths[:3], "three")) == [(0, "")] * 3  # no stop asked outside

@@ -1,31 +1,11 @@
-"""atomic_write and the run-directory lock, with real files and a real second process."""
+"""atomic_write, read_regular and appends, with real files, links, devices and pipes."""
 
-import fcntl
 import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from pytorch_cli.platform import files
-
-ROOT = Path(__file__).resolve().parents[1]
-CHILD = """import sys
-from pytorch_cli.platform import files
-print(files.lock(sys.argv[1]), flush=True)
-sys.stdin.read()
-"""
-
-
-@pytest.fixture
-def lock_path(tmp_path):
-    path = tmp_path / ".lock"
-    yield path
-    files.unlock(path)  # never leave a lock (and its open file) behind for the next test
 
 
 def test_atomic_write_writes_the_new_content(tmp_path):
@@ -53,38 +33,6 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
         files.atomic_write(target, write)
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["last.pt"]
-
-
-def test_lock_writes_our_pid_and_unlock_removes_the_file(lock_path):
-    assert files.holder(lock_path) is None  # no file yet
-    assert files.lock(lock_path) is None
-    assert lock_path.read_text() == f"{os.getpid()}\n"
-    assert files.holder(lock_path) == os.getpid()
-    assert files.lock(lock_path) is None  # we hold it already
-    files.unlock(lock_path)
-    assert not lock_path.exists()
-    assert files.holder(lock_path) is None
-    files.unlock(lock_path)  # unlocking what we do not hold is harmless
-
-
-def test_a_lock_held_by_another_process_is_refused_until_it_dies(lock_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the package under test, from any folder
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(lock_path)], cwd=lock_path.parent,
-                             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    try:
-        assert child.stdout.readline() == "None\n"  # the child holds the lock now
-        assert files.lock(lock_path) == child.pid
-        assert files.holder(lock_path) == child.pid
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        child.stdin.close()
-        child.stdout.close()
-    assert lock_path.read_text() == f"{child.pid}\n"  # the killed holder's file stays ...
-    assert files.holder(lock_path) is None  # ... but means nothing: the kernel dropped the flock
-    assert files.lock(lock_path) is None
-    assert files.holder(lock_path) == os.getpid()
 
 
 def test_atomic_write_never_writes_through_a_planted_link(tmp_path):
@@ -128,50 +76,7 @@ def test_only_the_temporary_files_atomic_write_leaves_count_as_leftovers(tmp_pat
     assert sorted(p.name for p in found) == sorted(mine)
 
 
-def test_a_runs_probe_of_the_lock_does_not_make_a_starting_run_refuse(lock_path, monkeypatch):
-    """`ptrain runs` asks holder(), which holds the lock shared for a moment: a run starting
-    in that moment waits it out rather than calling its directory in use (pid -1)."""
-    monkeypatch.setattr(files, "LOCK_RETRY_S", 0.2)  # a loaded machine's scheduling: 0.8 s
-    lock_path.write_text("")  # left by a finished or killed run
-    probing, done = threading.Event(), threading.Event()
-
-    def probe():
-        fd = os.open(lock_path, os.O_RDONLY)
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # what holder() does
-        probing.set()
-        time.sleep(0.005)
-        os.close(fd)
-        done.set()
-
-    thread = threading.Thread(target=probe)
-    thread.start()
-    probing.wait()
-    assert files.lock(lock_path) is None and done.is_set()
-    thread.join()
-    assert files.holder(lock_path) == os.getpid()
-
-
-def test_a_lock_file_unlinked_by_its_holders_unlock_is_never_held(lock_path):
-    """A taker that opened the file, then its holder unlocked (the file removed): a lock on that
-    unlinked file would let a third process take the new file too. It is refused and retaken."""
-    assert files.lock(lock_path) is None
-    opened = files._open_lock(lock_path)  # a second taker, between its open and its flock...
-    files.unlock(lock_path)  # ...when the holder lets go: the file it opened is gone
-    try:
-        assert files._take(opened, lock_path) == -1  # locked, but not the file the path names
-    finally:
-        os.close(opened)
-    assert files.lock(lock_path) is None and files.holder(lock_path) == os.getpid()
-    assert lock_path.read_text() == f"{os.getpid()}\n"
-
-
-def test_the_lock_is_never_taken_through_a_link(tmp_path):
-    outside = tmp_path / "outside"
-    outside.write_bytes(b"precious")
-    (tmp_path / "run.lock").symlink_to(outside)
-    with pytest.raises(OSError, match="symbolic link"):
-        files.lock(tmp_path / "run.lock")
-    assert outside.read_bytes() == b"precious" and files.holder(tmp_path / "run.lock") is None
+def test_an_append_never_goes_through_a_link(tmp_path):
     dangling = tmp_path / "metrics.jsonl"
     dangling.symlink_to(tmp_path / "made-outside.jsonl")
     with pytest.raises(OSError, match="symbolic link"):

@@ -13,7 +13,7 @@ import pytest
 from forked import Forked
 
 from pytorch_cli.output import runs_table
-from pytorch_cli.platform import files
+from pytorch_cli.platform import runlock
 from pytorch_cli.store import listing
 from pytorch_cli.store.rundir import (
     CONFIG,
@@ -134,15 +134,15 @@ def test_runs_behind_links_to_folders_are_listed_once_and_loops_end(tmp_path):
 def test_a_lock_held_by_a_live_process_means_running_and_dies_with_it(tmp_path):
     run = _run(tmp_path / "r", START, _epoch(1, 0.5), files_=[LAST])
     holder = subprocess.Popen([sys.executable, "-c", f"""
-from pytorch_cli.platform import files
-assert files.lock({str(run.file(LOCK))!r}) is None
+from pytorch_cli.platform import runlock
+assert runlock.lock({str(run.file(LOCK))!r}) is None
 print("held", flush=True)
 import time; time.sleep(60)"""], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert files.holder(run.file(LOCK)) == holder.pid
+        assert runlock.holder(run.file(LOCK)) == holder.pid
         assert listing.status(run, run.read_metrics()) == ("running", f"pid {holder.pid}")
-        assert files.lock(run.file(LOCK)) == holder.pid  # a second trainer is refused
+        assert runlock.lock(run.file(LOCK)) == holder.pid  # a second trainer is refused
     finally:
         holder.kill()
         holder.wait()
@@ -261,3 +261,21 @@ def test_resume_of_a_run_with_bad_lines_drops_them_and_leaves_no_lock(ptrain, tm
     seen = ptrain("runs", "--json")
     assert seen.err == "" and (seen.json()[0]["status"], seen.json()[0]["epochs_done"]) == (
         "finished", 2)
+
+
+def test_a_run_reading_its_folder_has_only_its_lock_and_is_listed(tmp_path):
+    """Before its first step (minutes of decoding a large folder) a run holds run.lock and
+    nothing else: it was missing from the table, and so was one killed then."""
+    reading, killed = tmp_path / "reading", tmp_path / "killed"
+    reading.mkdir()
+    killed.mkdir()
+    (killed / LOCK).write_text("12345\n")  # left, unlocked, by a SIGKILLed run
+    assert runlock.lock(reading / LOCK) is None
+    try:
+        rows = listing.list_runs(tmp_path)
+    finally:
+        runlock.unlock(reading / LOCK)
+    assert [(r["run"], r["status"], r["detail"]) for r in rows] == [
+        ("reading", "running", f"pid {os.getpid()}"),
+        ("killed", "failed", "killed before its first step")]
+    assert rows[1]["modified"] == (killed / LOCK).stat().st_mtime

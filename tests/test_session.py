@@ -12,7 +12,7 @@ import torch
 import typer
 
 from pytorch_cli.commands import prepare, session
-from pytorch_cli.platform import files
+from pytorch_cli.platform import runlock
 from pytorch_cli.platform.errors import PtrainError, UsageError
 from pytorch_cli.settings.config import TrainConfig
 from pytorch_cli.store.rundir import LAST, LOCK, MODEL, RunDir
@@ -34,7 +34,7 @@ class Progress(io.StringIO):
         self.lock, self.stop_at, self.holders = lock, stop_at, []
 
     def write(self, text):
-        self.holders.append(files.holder(self.lock))
+        self.holders.append(runlock.holder(self.lock))
         if self.stop_at and text.startswith(self.stop_at):
             self.stop_at = ""
             signal.raise_signal(signal.SIGTERM)  # to this thread: handled at once
@@ -74,9 +74,9 @@ def test_the_run_directory_is_locked_while_training_and_released_at_the_end(fini
     path, code, progress, _ = finished
     assert code == 0 and "done: test acc" in progress.getvalue()
     assert progress.holders and set(progress.holders) == {os.getpid()}  # every line, the last too
-    assert not (path / LOCK).exists() and files.holder(path / LOCK) is None
-    assert files.lock(path / LOCK) is None  # free for the next session
-    files.unlock(path / LOCK)
+    assert not (path / LOCK).exists() and runlock.holder(path / LOCK) is None
+    assert runlock.lock(path / LOCK) is None  # free for the next session
+    runlock.unlock(path / LOCK)
 
 
 def test_the_json_summary_is_printed_once(finished):
@@ -100,7 +100,7 @@ def test_claim_with_clear_removes_the_old_runs_files_and_keeps_the_rest(finished
     assert sorted(p.name for p in old.iterdir()) == sorted([*before, LOCK])
     start.run_dir.create(TINY.to_dict())
     assert sorted(p.name for p in old.iterdir()) == sorted(["config.toml", "notes.txt", LOCK])
-    assert files.holder(old / LOCK) == os.getpid()
+    assert runlock.holder(old / LOCK) == os.getpid()
     start.run_dir.unlock()
     assert sorted(p.name for p in old.iterdir()) == ["config.toml", "notes.txt"]
 
@@ -139,10 +139,35 @@ def test_a_stop_before_the_first_step_exits_143_and_releases_the_lock(stopped):
     assert code == 143 and "stopped (SIGTERM)" in progress.getvalue()
     assert (json.loads(out)["stopped"], json.loads(out)["step"]) == ("SIGTERM", 0)
     assert not (path / MODEL).exists()
-    assert not (path / LOCK).exists() and files.holder(path / LOCK) is None
+    assert not (path / LOCK).exists() and runlock.holder(path / LOCK) is None
 
 
 def test_a_stop_before_the_first_step_saves_the_last_pt_it_promises(stopped):
     path, _, progress, _ = stopped
     assert "saved to last.pt" in progress.getvalue()
     assert torch.load(path / LAST, weights_only=True)["position"]["step"] == 0
+
+
+class SignalOnWrite(io.StringIO):
+    """stdout that sends this process a real SIGTERM as the --json summary is written: after
+    "done", when a hostile trial's finished runs exited 143."""
+
+    def write(self, text):
+        if text.strip():
+            signal.raise_signal(signal.SIGTERM)
+        return super().write(text)
+
+
+def test_a_signal_after_done_leaves_the_run_finished_with_exit_0(tmp_path):
+    def outside(signum, frame):
+        raise AssertionError("SIGTERM after 'done' reached a handler outside the session")
+    before = signal.signal(signal.SIGTERM, outside)
+    streams, out = (sys.stdout, sys.stderr), SignalOnWrite()
+    sys.stdout, sys.stderr = out, io.StringIO()
+    try:
+        session.run(lambda: prepare.Start(TINY, RunDir(tmp_path / "r")), RunOptions(json=True))
+    finally:
+        sys.stdout, sys.stderr = streams
+        signal.signal(signal.SIGTERM, before)
+    assert json.loads(out.getvalue())["stopped"] is None  # and no typer.Exit(143) was raised
+    assert (tmp_path / "r" / MODEL).exists()

@@ -1,12 +1,18 @@
 """stop_on_signals with real signals sent to this process, EXIT_CODES and slurm_requeue."""
 
+import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from pytorch_cli.platform import signals
 from pytorch_cli.platform.signals import EXIT_CODES, STOPPING, slurm_requeue, stop_on_signals
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -126,3 +132,53 @@ def test_a_hanging_scontrol_is_given_up_on_and_said(monkeypatch, tmp_path):
     assert time.monotonic() - t0 < 10
     assert said == ("not requeued: `scontrol requeue 4242` did not answer in 0.5 s (requeue the "
                     "job yourself, or resume it later)")
+
+
+WORKER_PARENT = """
+import functools, os, signal, time, torch
+from pytorch_cli.platform import signals
+signal.signal(signal.SIGTERM, lambda *a: print("stop asked", flush=True))  # as ptrain's
+class Slow(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10**6
+    def __getitem__(self, i):
+        time.sleep(0.01)
+        return os.getpid()
+loader = torch.utils.data.DataLoader(Slow(), num_workers=1, worker_init_fn=functools.partial(
+    signals.worker_init, os.getpid()))
+for i, pid in enumerate(loader):
+    if i == 0:
+        print(int(pid), flush=True)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie: dead, not reaped
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_dataloader_worker_leaves_group_signals_to_its_parent_and_dies_with_it():
+    """A process group's SIGTERM (`timeout`, scancel, Ctrl-C) killed decode workers first and
+    failed the run; a SIGKILLed ptrain left them hung for good, holding memory and run.lock."""
+    parent = subprocess.Popen([sys.executable, "-c", WORKER_PARENT], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True, cwd=ROOT)
+    worker = int(parent.stdout.readline())
+    try:
+        os.killpg(parent.pid, signal.SIGTERM)  # the whole group, as `timeout` sends it
+        assert parent.stdout.readline() == "stop asked\n"
+        time.sleep(1.0)
+        assert not _gone(worker) and parent.poll() is None  # the loader still runs
+        parent.kill()
+        deadline = time.monotonic() + 10
+        while not _gone(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(worker)
+    finally:
+        parent.kill()
+        parent.wait()
+        if not _gone(worker):
+            os.kill(worker, signal.SIGKILL)

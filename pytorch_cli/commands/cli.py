@@ -201,14 +201,12 @@ def cache_(clear: bool = typer.Option(False, "--clear", help="Remove every entry
     from pytorch_cli.data import cache
     cache.check_root()
     if clear:
-        n, size = cache.clear()
+        n, size, live = cache.clear()
         print(f"removed {plural(n, 'entry', 'entries')} ({size / 2**20:.1f} MiB) from "
-              f"{cache.root()}")
+              f"{cache.root()}" + (f"; the decodes under way (pid {', '.join(map(str, live))}) "
+                                   "are left" if live else ""))
         return
-    found = cache.entries()
-    size = sum(map(cache.size, found))
-    print(f"{cache.root()}: {plural(len(found), 'entry', 'entries')}, {size / 2**20:.1f} MiB "
-          f"(at most {cache.MAX_BYTES // 2**30} GiB: the least recently used go first)")
+    print(cache.usage())
 
 
 app.command(short_help="Search settings with Optuna: many runs.")(sweep.sweep)

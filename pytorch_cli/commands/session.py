@@ -28,16 +28,19 @@ def run(prepare: Callable[[], Start], opts: RunOptions) -> None:
     """Run one session: `prepare` (rank 0 alone) says where it starts from."""
     distributed.init()
     main = distributed.world().main  # asked now: after close() every process looks like rank 0
-    start = None
-    try:
-        start = distributed.from_main(lambda: claim(prepare()))
-        summary = _train(start, opts)
-    finally:
-        if start is not None and start.run_dir is not None and main:
-            start.run_dir.unlock()
-    distributed.close()  # not after a failure: a lost peer could make it hang
-    if opts.json and main:
-        print(json.dumps(events.json_safe(summary), allow_nan=False))
+    start, stop = None, stopping.StopFlag()
+    # to the end of the session: a signal after "done" only sets the flag (a hostile trial's
+    # finished runs exited 130 or 143 when one came while they closed down)
+    with signals.stop_on_signals(stop.request):
+        try:
+            start = distributed.from_main(lambda: claim(prepare()))
+            summary = _train(start, opts, stop)
+        finally:
+            if start is not None and start.run_dir is not None and main:
+                start.run_dir.unlock()
+        distributed.close()  # not after a failure: a lost peer could make it hang
+        if opts.json and main:
+            print(json.dumps(events.json_safe(summary), allow_nan=False))
     if summary["stopped"]:
         reason = summary["stopped"]
         if reason == "SIGUSR1" and opts.requeue and main and os.environ.get("SLURM_JOB_ID"):
@@ -62,13 +65,11 @@ def claim(start: Start) -> Start:
     return start
 
 
-def _train(start: Start, opts: RunOptions) -> dict:
+def _train(start: Start, opts: RunOptions, stop: stopping.StopFlag) -> dict:
     emit = _sinks(start, opts)
-    stop = stopping.StopFlag()
     try:
-        with signals.stop_on_signals(stop.request):
-            return loop.train(start.cfg, start.run_dir, emit, stop=stop, resume=start.saved,
-                              dry_run=opts.dry_run, profile=opts.profile)
+        return loop.train(start.cfg, start.run_dir, emit, stop=stop, resume=start.saved,
+                          dry_run=opts.dry_run, profile=opts.profile)
     except BaseException as e:
         reason, instead = _failure(e, start)
         emit({"kind": "abort", "reason": reason,
@@ -108,6 +109,8 @@ def _failure(e: BaseException, start: Start) -> tuple[str, BaseException | None]
             exit_code=130)
     if isinstance(e, stopping.NonFiniteLoss):
         return "nan", None
+    if isinstance(e, signals.StoppedEarly):  # while reading a folder: nothing to save
+        return getattr(e, "reason", "stopped"), None
     if isinstance(e, RuntimeError) and "returned nan values" in str(e):  # --detect-anomaly
         return "nan", stopping.NonFiniteLoss(f"autograd anomaly mode: {str(e).splitlines()[0]} "
                                              "Nothing was saved from that state")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Iterator
 
 import torch
@@ -20,6 +21,7 @@ from pytorch_cli.data import augment, mixing
 from pytorch_cli.data.augment import Augment
 from pytorch_cli.data.catalog import Spec
 from pytorch_cli.data.datasets import Split
+from pytorch_cli.platform import signals
 
 
 def mix(*numbers: int) -> int:
@@ -193,7 +195,8 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
         loader = torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(split.images, split.labels),
             batch_sampler=[order[s].tolist() for s in spans], num_workers=workers,
-            pin_memory=device.type == "cuda",
+            pin_memory=device.type == "cuda", worker_init_fn=functools.partial(
+                signals.worker_init, os.getpid()),  # they die with ptrain, stop with it
             generator=torch.Generator().manual_seed(mix(seed, epoch)))
         raw = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True))
                for x, y in loader)

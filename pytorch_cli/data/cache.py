@@ -2,10 +2,13 @@
 and a folder larger than memory is read from the disk as it trains.
 
 An entry is a folder of .npy arrays and a meta.json, keyed by everything its arrays depend on:
-each file's path, class, size, mtime and ctime (and the files the listing skipped), the --channels
-and --image-size asked for, and this file's VERSION. A changed folder has another key, so it
-is decoded again. Arrays are written in place (decoding fills them, row by row) in a hidden
-folder that is renamed into place when complete, and read back memory-mapped: pages come from
+each file's path, class, size, mtime and ctime (and the files the listing skipped), the channels
+and size it was decoded at, and this file's VERSION. A changed folder has another key, so it
+is decoded again. A run that leaves the channels or size to the images finds its entry through
+a link named by what it asked (`alias`): eval and resume, which ask the values the run found,
+read the same entry. Arrays are written in place (decoding fills them, row by row) in a hidden
+folder that is renamed into place when complete (one left by a killed process goes at the next
+decode), and read back memory-mapped: pages come from
 the disk as batches need them, so the images need not fit in memory (--workers streams them).
 The cache lives outside the user's folder ($PTRAIN_CACHE_DIR, else ~/.cache/ptrain), holds at
 most MAX_BYTES (the least recently used entries go first), and `ptrain cache --clear` empties
@@ -19,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,19 +40,41 @@ def root() -> Path:
     return Path(os.environ.get("PTRAIN_CACHE_DIR") or "~/.cache/ptrain").expanduser() / "folders"
 
 
-def key(listing: list[tuple[str, list]], skipped: list[str], channels: int,
-        size: tuple[int, int] | None, resize: str = SQUASH) -> str:
-    """listing: (split, [(path, label)...]) in order; size (height, width), None: the images'.
-    (--resize squash adds nothing: the entries made before --resize keep their keys.)"""
-    h = hashlib.sha256(json.dumps([VERSION, channels, size, skipped,
-                                   *([resize] if resize != SQUASH else [])]).encode())
+def stamp(listing: list[tuple[str, list]]) -> bytes:
+    """What a key takes from the files (one stat each), computed once for the keys of a run.
+    listing: (split, [(path, label)...]) in order."""
+    lines = []
     for split, found in listing:
         for path, label in found:
             info = os.stat(path)  # ctime too: a copy that keeps mtimes (cp -p, rsync -a, tar)
-            h.update(f"{split}\0{os.path.abspath(path)}\0{label}\0{info.st_size}\0"  # still
-                     f"{info.st_mtime_ns}\0{info.st_ctime_ns}\n"  # changes it; a name that
-                     .encode(errors="surrogateescape"))  # is no UTF-8: its own bytes
+            lines.append(f"{split}\0{os.path.abspath(path)}\0{label}\0{info.st_size}\0"  # still
+                         f"{info.st_mtime_ns}\0{info.st_ctime_ns}\n"  # changes it; a name that
+                         .encode(errors="surrogateescape"))  # is no UTF-8: its own bytes
+    return b"".join(lines)
+
+
+def key(files: bytes, skipped: list[str], channels: int, size: tuple[int, int] | None,
+        resize: str = SQUASH) -> str:
+    """files: stamp()'s; size (height, width), None: the images'. (--resize squash adds nothing:
+    the entries made before --resize keep their keys.)"""
+    h = hashlib.sha256(json.dumps([VERSION, channels, size, skipped,
+                                   *([resize] if resize != SQUASH else [])]).encode())
+    h.update(files)
     return h.hexdigest()[:32]
+
+
+def alias(asked: str, name: str) -> str:
+    """Entry `name` also found by key `asked` (a link beside it); returns `name`."""
+    if asked != name:
+        with contextlib.suppress(OSError):  # there already (another run), or a read-only cache
+            os.symlink(name, root() / asked)
+    return name
+
+
+def followed(name: str) -> str:
+    """The entry a key names: itself, or the one its alias links to."""
+    link = root() / name
+    return os.readlink(link) if link.is_symlink() and KEY.fullmatch(os.readlink(link)) else name
 
 
 def derived_key(name: str, *params) -> str:
@@ -92,7 +118,9 @@ class Writer:
 
     def __post_init__(self):
         final = root() / self.name
-        self.folder = final.parent / f".{final.name}.{os.getpid()}.tmp"
+        self.folder = final.parent / f".{final.name}.{os.getpid()}@{HOST}.tmp"
+        for dead, _ in writing(live=False):  # what killed writers left (on this host)
+            shutil.rmtree(dead, ignore_errors=True)
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
 
@@ -141,15 +169,39 @@ def cannot_write(e: OSError) -> None:
 
 
 KEY = re.compile(r"[0-9a-f]{32}")  # key()'s names: only those are ptrain's to remove
-WRITING = re.compile(r"\.[0-9a-f]{32}\.\d+\.tmp")  # a Writer's folder (a killed one's too)
+# a Writer's folder, beside the entries or in one (a split's): .NAME.PID@HOST.tmp
+WRITING = re.compile(r"\.([0-9a-f]{32}|[0-9a-f]{12})\.(\d+)(?:@([\w.-]*))?\.tmp")
+HOST = re.sub(r"[^\w.-]", "-", socket.gethostname())[:64]  # a shared cache (NFS home): whose pid
 
 
-def entries(named: re.Pattern = KEY) -> list[Path]:
-    """The cache's entries (`named`: or a Writer's folders): its own folders only.
-    PTRAIN_CACHE_DIR may name a folder that holds a user's files (a hostile trial's
-    ~/folders/taxes went with `cache --clear`)."""
+def entries() -> list[Path]:
+    """The cache's entries: its own folders only. PTRAIN_CACHE_DIR may name a folder that
+    holds a user's files (a hostile trial's ~/folders/taxes went with `cache --clear`)."""
     return sorted(p for p in root().iterdir() if p.is_dir() and not p.is_symlink()
-                  and named.fullmatch(p.name)) if root().is_dir() else []
+                  and KEY.fullmatch(p.name)) if root().is_dir() else []
+
+
+def writing(live: bool) -> list[tuple[Path, int]]:
+    """(folder, pid) of the entries being written by a live process (live), or left by a dead
+    one: a Writer's folders on this host whose pid is gone (another host's are never judged)."""
+    found = []
+    for parent in [root(), *entries()] if root().is_dir() else []:
+        for p in parent.iterdir():
+            m = WRITING.fullmatch(p.name)
+            if m and p.is_dir() and not p.is_symlink() and (m[3] or HOST) == HOST:
+                if _alive(int(m[2])) == live:
+                    found.append((p, int(m[2])))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        pass
+    return True
 
 
 def size(entry: Path) -> int:
@@ -167,6 +219,14 @@ def _evict(limit: int) -> None:
         oldest = found.pop(0)
         total -= size(oldest)
         shutil.rmtree(oldest, ignore_errors=True)
+    for link in _aliases():
+        if not link.exists():  # its entry went
+            link.unlink(missing_ok=True)
+
+
+def _aliases() -> list[Path]:
+    return [p for p in root().iterdir() if p.is_symlink() and KEY.fullmatch(p.name)
+            and KEY.fullmatch(os.readlink(p))] if root().is_dir() else []
 
 
 def check_root() -> None:
@@ -177,15 +237,33 @@ def check_root() -> None:
                              "at one")  # a setting's error (exit 2), as PTRAIN_RUNS_DIR's
 
 
-def clear() -> tuple[int, int]:
-    """Remove every entry, and what killed writers left: (entries, bytes) removed; anything
-    else in the folder stays. A cache it may not change is one line."""
+def usage() -> str:
+    """`ptrain cache`'s line: the entries, and the decodes under way or left by killed ones."""
+    found = entries()  # (an entry's own writers count in it)
+    live, dead = ([w for w in writing(alive) if w[0].parent == root()] for alive in (True, False))
+    mib = [sum(map(size, paths)) / 2**20 for paths in (found, [p for p, _ in live],
+                                                        [p for p, _ in dead])]
+    return (f"{root()}: {len(found)} {'entry' if len(found) == 1 else 'entries'}, {mib[0]:.1f} "
+            f"MiB (at most {MAX_BYTES // 2**30} GiB: the least recently used go first)"
+            + (f"; {mib[1]:.1f} MiB being decoded (pid {', '.join(str(p) for _, p in live)})"
+               if live else "")
+            + (f"; {mib[2]:.1f} MiB left by killed decodes (the next decode or --clear removes "
+               "them)" if dead else ""))
+
+
+def clear() -> tuple[int, int, list[int]]:
+    """Remove every entry, its aliases, and what killed writers left: (entries, bytes removed,
+    the pids of decodes under way, whose folders stay); anything else in the folder stays. A
+    cache it may not change is one line."""
     found = entries()
-    removed = sum(map(size, found))
+    dead = [p for p, _ in writing(live=False) if p.parent == root()]  # (an entry's go with it)
+    removed = sum(map(size, found + dead))
     try:
-        for entry in found + entries(WRITING):
+        for entry in dead + found:
             shutil.rmtree(entry)
+        for link in _aliases():
+            link.unlink()
     except OSError as e:
         raise PtrainError(f"cannot clear the decode cache {root()}: {e.strerror} "
                           f"({e.filename}); what could not be removed stays") from None
-    return len(found), removed
+    return len(found), removed, [pid for _, pid in writing(live=True)]

@@ -4,13 +4,16 @@ A folder run opens every file twice before its first step: once for its header (
 channels and size depend on all of them), once to decode it at that shape. Both passes are
 the same map over the file list, done here by torch's DataLoader (forked workers, results in
 the list's order) in chunks, so each worker hands back a chunk, not an image. A file that
-fails gives its error line in place of a result, never an exception."""
+fails gives its error line in place of a result, never an exception. Between chunks, a stop
+signal ends the run (signals.check_stop), and where no terminal shows the bar (a log, a
+scheduler's output file) a line says how far it got every PLAIN_SECONDS."""
 
 from __future__ import annotations
 
 import functools
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -19,11 +22,12 @@ import torch
 
 from pytorch_cli.data import images
 from pytorch_cli.data.catalog import SQUASH
-from pytorch_cli.platform import distributed
+from pytorch_cli.platform import distributed, signals
 from pytorch_cli.platform.errors import PtrainError, UsageError
 
 CHUNK = 256  # files per worker hand-off: a 32x32 RGB chunk is 0.8 MB through the pipe
 SERIAL_BELOW = 2 * CHUNK  # fewer files than this: workers cost more to start than they save
+PLAIN_SECONDS = 30.0  # as training's plain lines (report.py): a log is never silent longer
 
 
 def workers(n: int) -> int:
@@ -58,8 +62,8 @@ def _chunk(items: list) -> list:
 
 
 def _bar(total: int, what: str):
-    """A transient bar on a terminal's stderr (rank 0 only); None where nobody would see it."""
-    if not (sys.stderr.isatty() and distributed.world().main) or total < SERIAL_BELOW:
+    """A transient bar on a terminal's stderr; None where nobody would see it."""
+    if not sys.stderr.isatty() or total < SERIAL_BELOW:
         return None
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -69,24 +73,42 @@ def _bar(total: int, what: str):
     return bar
 
 
+def _progress(total: int, what: str) -> Callable[[int], None]:
+    """advance(n files done): the bar, or a plain line on stderr every PLAIN_SECONDS (rank 0)."""
+    if not distributed.world().main:
+        return lambda n: None
+    bar = _bar(total, what)
+    if bar is not None:
+        bar.start()
+        return lambda n: bar.update(bar.task_ids[0], completed=n) if n < total else bar.stop()
+    started, said = time.monotonic(), [time.monotonic()]
+
+    def line(n: int) -> None:
+        if n < total and time.monotonic() - said[0] >= PLAIN_SECONDS:
+            said[0] = time.monotonic()
+            print(f"  {what}: {n:,} done ({n / total:.0%}) in {said[0] - started:.0f}s",
+                  file=sys.stderr, flush=True)
+    return line
+
+
 def each(fn: Callable[[Path], Any], paths: list[Path], what: str) -> Iterator[tuple[Any, str]]:
-    """(fn(path), "") or (None, error line) for each path, in order; `what` labels the bar."""
+    """(fn(path), "") or (None, error line) for each path, in order; `what` labels the
+    progress. A stop signal between chunks raises signals.StoppedEarly."""
     # a generator of its own: the loader draws its workers' base seed from it, and from the
     # global one (which then inits the model) without it: a cold run would train unlike a cached
     loader = torch.utils.data.DataLoader(_Map(fn, paths), batch_size=CHUNK,
                                          num_workers=workers(len(paths)), collate_fn=_chunk,
-                                         generator=torch.Generator())
-    bar = _bar(len(paths), what)
-    if bar is not None:
-        bar.start()
+                                         generator=torch.Generator(), worker_init_fn=functools
+                                         .partial(signals.worker_init, os.getpid()))
+    advance, done = _progress(len(paths), what), 0
     try:
         for chunk in loader:
             yield from chunk
-            if bar is not None:
-                bar.advance(bar.task_ids[0], len(chunk))
+            done += len(chunk)
+            advance(done)
+            signals.check_stop(what)
     finally:
-        if bar is not None:
-            bar.stop()
+        advance(len(paths))  # (a bar ends there, and a plain line has nothing more to say)
 
 
 def _read(path: Path, channels: int, size: tuple[int, int], resize: str) -> np.ndarray:

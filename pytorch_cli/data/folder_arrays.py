@@ -142,16 +142,23 @@ def _selected(arrays: dict, rows: dict, name: str | None, params: tuple) -> dict
 
 def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, str | None]:
     """(arrays train_x/_y, test_x/_y (and val_x/_y), meta, cache key or None), from the cache or
-    decoded (into the cache's memory maps where it can be written, else into memory)."""
+    decoded (into the cache's memory maps where it can be written, else into memory). The entry
+    is keyed by the channels and size decoded at, and also found by the ones asked (0, None:
+    the images'), which eval and resume never ask (a hostile trial: each decoded anew)."""
+    check = functools.partial(_disagrees, found)
     try:
-        name = cache.key(_sources(found), found.skipped, opts.channels, opts.image_size,
-                         opts.resize)
+        files = cache.stamp(_sources(found))
+        asked = cache.key(files, found.skipped, opts.channels, opts.image_size, opts.resize)
     except OSError:  # a file gone since the listing: no key; decode what is there
-        name = None
-    hit = cache.load(name, functools.partial(_disagrees, found)) if name else None
+        files = asked = None
+    hit = cache.load(cache.followed(asked), check) if asked else None
     if hit is not None:
-        return (*hit, name)
+        return (*hit, cache.followed(asked))
     channels, size = shape(found, opts.channels, opts.image_size)
+    name = asked and cache.key(files, found.skipped, channels, size, opts.resize)
+    hit = cache.load(name, check) if name and name != asked else None
+    if hit is not None:
+        return (*hit, cache.alias(asked, name))
     w = cache.writer(name) if name else None
     try:
         arrays, rows, names = _decode_splits(found, channels, size, opts.resize, w)
@@ -159,6 +166,10 @@ def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, 
         w.abort()
         cache.cannot_write(e)
         arrays, rows, names, w = *_decode_splits(found, channels, size, opts.resize, None), None
+    except BaseException:  # a stop signal (signals.StoppedEarly): no half-written entry stays
+        if w is not None:
+            w.abort()
+        raise
     meta = {"channels": channels, "size": list(size), "skipped": found.skipped,
             "has_test": found.test is not None, "has_val": found.val is not None,
             **{f"{split}_files": files for split, files in names.items()}}
@@ -166,7 +177,7 @@ def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, 
         w.commit(meta, rows)
         hit = cache.load(name)
         if hit is not None:
-            return (*hit, name)
+            return (*hit, cache.alias(asked, name))
     return {k: a[:rows[k]] for k, a in arrays.items()}, meta, None
 
 

@@ -1,16 +1,15 @@
-"""Files that survive crashes and show who uses them: atomic writes, and the lock a live run
-holds on its directory. No torch here: `ptrain runs` and `plot` start without it."""
+"""Files that survive crashes: atomic writes, reads of regular files only, appends that never
+follow a link. (The lock a live run holds on its directory: runlock.py.) No torch here: `ptrain
+runs` and `plot` start without it."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import re
 import stat
 import tempfile
-import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -191,98 +190,12 @@ def open_append(path: Path):
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     except OSError as e:
-        raise _no_links(e, path) from None
+        raise no_links(e, path) from None
     return open(fd, "a")
 
 
-def _no_links(e: OSError, path: Path) -> OSError:
+def no_links(e: OSError, path: Path) -> OSError:
     if e.errno == errno.ELOOP:  # O_NOFOLLOW met a link
         return OSError(errno.ELOOP, "it is a symbolic link, and ptrain does not write through "
                        "links in a run directory; remove it", str(path))
     return e
-
-
-# The lock a training process holds on its run directory: flock() belongs to the open file and
-# dies with the process, SIGKILL and OOM included, so a lock is never stale. The file keeps the
-# holder's pid, and goes when the holder lets go (a killed holder leaves it, unlocked: it means
-# nothing then).
-_held: dict[str, int] = {}  # resolved path -> the open file the lock belongs to
-
-
-def lock(path: Path) -> int | None:
-    """Take the lock; returns None, or the pid of the live process that holds it."""
-    key = str(Path(path).resolve())
-    if key in _held:  # this process holds it already
-        return None
-    for attempt in range(LOCK_TRIES):
-        if attempt:
-            time.sleep(LOCK_RETRY_S)
-        fd = _open_lock(Path(path))
-        taken = _take(fd, Path(path))
-        if taken is None:  # ours, on the file the path names
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            _held[key] = fd
-            return None
-        os.close(fd)
-    return taken
-
-
-# A holder() probe (`ptrain runs`) holds the lock shared for a moment, and an unlock removes the
-# file a second taker may have opened: both pass within microseconds, so a taker that met
-# either tries again, 5 times 10 ms, before it calls the directory in use.
-LOCK_TRIES, LOCK_RETRY_S = 5, 0.01
-
-
-def _open_lock(path: Path) -> int:
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as e:
-        raise _no_links(e, path) from None
-
-
-def _take(fd: int, path: Path) -> int | None:
-    """None: fd is locked, and is still the file `path` names; else the pid of who holds it (or
-    -1: a probe's moment, or a file its holder unlinked after we opened it)."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return _pid(fd)
-    try:
-        same = os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
-    except FileNotFoundError:
-        same = False
-    return None if same else -1  # (the flock on the unlinked file goes with its close)
-
-
-def unlock(path: Path) -> None:
-    key = str(Path(path).resolve())
-    if key not in _held:
-        return
-    fd = _held.pop(key)
-    Path(path).unlink(missing_ok=True)  # while still held: a finished run keeps no lock file
-    os.close(fd)
-
-
-def holder(path: Path) -> int | None:
-    """The pid of the live process holding the lock (-1 if it wrote none yet); None if free."""
-    if str(Path(path).resolve()) in _held:
-        return os.getpid()
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:  # none, or a link: no run of ptrain's holds it
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None
-    except BlockingIOError:
-        return _pid(fd)
-    finally:
-        os.close(fd)
-
-
-def _pid(fd: int) -> int:
-    try:
-        return int(os.pread(fd, 32, 0).decode().strip() or -1)
-    except (OSError, ValueError):
-        return -1

@@ -12,12 +12,34 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+
+from pytorch_cli.platform.errors import PtrainError
 
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGUSR1": 143, "SIGHUP": 129}  # 128 + the signal
 # scontrol asks slurmctld, which answers in well under a second when it is up; a job being
 # stopped has seconds left (SLURM's --signal=USR1@N), and the checkpoint is already saved
 REQUEUE_TIMEOUT_S = 30.0
 STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)
+_asked: list[str] = []  # the stops signals asked for while stop_on_signals routes them
+
+
+class StoppedEarly(PtrainError):
+    """A stop signal during a phase with no position to save (reading a folder before the
+    first step): the run ends there, with the signal's exit code."""
+
+    def __init__(self, reason: str, doing: str):
+        super().__init__(f"stopped ({reason}) while {doing}, before the first step: nothing "
+                         "was trained or saved; run the same command again",
+                         EXIT_CODES.get(reason, 143))
+        self.reason = reason
+
+
+def check_stop(doing: str) -> None:
+    """Raise StoppedEarly if a signal asked for a stop: for the long phases before training
+    (decoding a large folder takes minutes, and a scheduler's grace period is often 30 s)."""
+    if _asked:
+        raise StoppedEarly(_asked[0], doing)
 
 
 @contextlib.contextmanager
@@ -29,9 +51,11 @@ def stop_on_signals(request):
         if name == "SIGINT" and getattr(handle, "interrupted", False):
             raise KeyboardInterrupt  # the second Ctrl-C: abort now
         handle.interrupted = handle.interrupted or name == "SIGINT"
+        _asked.append(name)
         request(name)
 
     handle.interrupted = False
+    _asked.clear()
     # a signal ignored when we started stays ignored: `nohup` (SIGHUP) and a script's background
     # job (SIGINT) asked for exactly that
     previous = {
@@ -42,6 +66,7 @@ def stop_on_signals(request):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        _asked.clear()
 
 
 def exit_now(code: int) -> None:
@@ -88,6 +113,36 @@ def sigterm_with_parent():
     saves at a position, as on any SIGTERM. Bound here, before the fork: the child only calls."""
     if sys.platform != "linux":
         return None
+    prctl = _prctl()
+    return lambda: prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _prctl():
     import ctypes
-    prctl, pr_set_pdeathsig = ctypes.CDLL(None, use_errno=True).prctl, 1
-    return lambda: prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def worker_init(parent: int, _worker_id: int = 0) -> None:
+    """A DataLoader worker_init_fn (Linux; nothing elsewhere), `parent` the pid that iterates.
+    The worker is killed with its parent: after a SIGKILL (OOM, a scheduler's escalation) it
+    hung for good on a full pipe, holding 350 MB and the run's lock (a hostile trial). And the
+    stop signals that reach a whole process group or cgroup (`timeout`, scancel, systemd, a
+    terminal's Ctrl-C) are left to the parent, which stops where it can and ends its workers:
+    a worker dying of them first failed the run ("worker exited unexpectedly", exit 1). A
+    thread takes those signals (blocked everywhere else) and ends the worker only on the
+    parent's own SIGTERM, DataLoader's shutdown."""
+    if sys.platform != "linux":
+        return
+    _prctl()(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)  # before any thread: all inherit it
+    threading.Thread(target=_take_stops, args=(parent,), name="ptrain-stops", daemon=True).start()
+
+
+def _take_stops(parent: int) -> None:
+    while True:
+        got = signal.sigwaitinfo(STOPPING)
+        if got.si_signo == signal.SIGTERM and got.si_pid == parent:
+            os._exit(0)  # as torch's own handler does for its parent's SIGTERM

@@ -8,7 +8,7 @@ import os
 import tomllib
 from pathlib import Path
 
-from pytorch_cli.platform import files
+from pytorch_cli.platform import files, runlock
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.store import records
 from pytorch_cli.store.rundir import (
@@ -41,7 +41,7 @@ def choose(name: str = "", run_dir: str = "", default: str = "run", overwrite: b
     if not (run_dir or name):
         path, n = root() / default, 2
         while holds_run(path) or path.is_file() or is_sweep(path) or \
-                files.holder(path / LOCK) is not None:
+                runlock.holder(path / LOCK) is not None:
             path, n = root() / f"{default}-{n}", n + 1
         return path
     if name and not run_dir:

@@ -6,7 +6,8 @@ Status, from the lock and the last start/stop/end/abort record of metrics.jsonl:
   finished     the last session ended ("end"); "early stop, epoch K" when --patience ended it
   interrupted  a signal stopped it at a saved position, or it was killed (SIGKILL, OOM, power)
                after a checkpoint: `ptrain resume` continues it
-  failed       a non-finite loss (nan), an error, or killed before any checkpoint
+  failed       a non-finite loss (nan), an error, or killed before any checkpoint (or before
+               its first step, reading its data: only run.lock there)
   pruned       a sweep's pruner stopped it at epoch K (a "pruned" record after its stop)
 """
 
@@ -16,7 +17,7 @@ import os
 import tomllib
 from pathlib import Path
 
-from pytorch_cli.platform import files
+from pytorch_cli.platform import files, runlock
 from pytorch_cli.platform.errors import warn
 from pytorch_cli.store import records
 from pytorch_cli.store.rundir import CONFIG, LAST, LOCK, METRICS, MODEL, RUN_FILES, RunDir
@@ -26,10 +27,12 @@ ENDINGS = ("start", "stop", "end", "abort", "pruned")
 
 def status(run: RunDir, records: list[dict]) -> tuple[str, str]:
     """(status, detail) of one run directory."""
-    pid = files.holder(run.file(LOCK))
+    pid = runlock.holder(run.file(LOCK))
     if pid is not None:
         return "running", f"pid {pid}" if pid > 0 else ""
     if not records:  # metrics.jsonl missing, empty or unreadable: nothing says how it ended
+        if run.file(LOCK).exists() and not run.file(CONFIG).exists():  # killed reading its data
+            return "failed", "killed before its first step"
         return "unknown", "no records"
     resumable = run.file(LAST).exists()
     last = next((r for r in reversed(records) if r.get("kind") in ENDINGS), None)
@@ -111,7 +114,7 @@ def summary(path: Path, root: Path) -> dict:
             "elapsed_s": timed[-1]["elapsed_s"] if timed else None,
             "status": state, "detail": detail,  # a failed run's last.pt resumes too (a dead
             "resumable": state in ("interrupted", "failed") and run.file(LAST).exists(),  # rank)
-            "modified": max((run.file(f).stat().st_mtime for f in RUN_FILES
+            "modified": max((run.file(f).stat().st_mtime for f in (*RUN_FILES, LOCK)
                              if run.file(f).exists()), default=0.0)}
 
 
@@ -126,8 +129,8 @@ def find(root: Path) -> list[Path]:
             continue
         seen.add(real)
         dirs.sort()  # the same links win on every listing
-        if CONFIG in names or METRICS in names:
-            found.add(Path(parent))
+        if CONFIG in names or METRICS in names or LOCK in names:  # (a run reading its folder:
+            found.add(Path(parent))  # only the lock so far)
     return sorted(found)
 
 

@@ -22,7 +22,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Callable
 
-from pytorch_cli.platform import files
+from pytorch_cli.platform import files, runlock
 from pytorch_cli.platform.errors import PtrainError, UsageError, one_line, warn
 from pytorch_cli.platform.events import json_safe
 from pytorch_cli.store import records
@@ -62,7 +62,7 @@ def _unwritable(path: Path, e: OSError) -> PtrainError:
 
 
 def check_free(path: Path) -> None:
-    pid = files.holder(path / LOCK)
+    pid = runlock.holder(path / LOCK)
     if pid is not None:
         raise _in_use(path, pid)
 
@@ -91,14 +91,14 @@ class RunDir:
             why = "a file is in the way; choose another --name/--run-dir" if way else e.strerror
             raise PtrainError(f"cannot create the run directory {self.path}: {why}") from None
         try:
-            pid = files.lock(self.file(LOCK))
+            pid = runlock.lock(self.file(LOCK))
         except OSError as e:
             raise _unwritable(self.path, e) from None
         if pid is not None:  # the holder lock() met: asking again could find it gone, unlocked
             raise _in_use(self.path, pid)
 
     def unlock(self) -> None:
-        files.unlock(self.file(LOCK))
+        runlock.unlock(self.file(LOCK))
         if self.made is None:
             return
         for folder in (self.path, *self.path.parents):  # up to the outermost one lock() made
