@@ -176,10 +176,16 @@ def test_an_export_given_as_a_checkpoint_is_named_an_export_with_its_source(ptra
         assert r.code == 1 and r.err.count("\n") == 1
         assert f"{given}: an export, not a checkpoint; give the checkpoint it was made from (" \
             in r.err
-    assert "(runs/fake/model.pth)" in ptrain("predict", copied / "model.torchscript.pt",
-                                             "x.png").err
+    assert f"({tmp_path / copied / 'model.pth'})" in ptrain(  # absolute: true from anywhere
+        "predict", copied / "model.torchscript.pt", "x.png").err
     ends = {FORMATS[f][0] for f in FORMATS if f != "safetensors"}  # (safetensors: weights)
     assert set(checkpoint.EXPORT_ENDINGS) == ends
+
+
+def test_a_data_dir_named_but_missing_is_an_error_not_random_images(ptrain, copied, tmp_path):
+    r = ptrain("export", copied, "-f", "onnx", "--data-dir", tmp_path / "nowhere")
+    assert r.code == 2 and r.err.startswith("ptrain: error: --data-dir: the run trained on the")
+    assert not (tmp_path / copied / "model.onnx").exists()
 
 
 def test_export_over_its_source_by_default_is_refused(ptrain, copied, tmp_path):

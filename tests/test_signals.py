@@ -140,7 +140,7 @@ from pytorch_cli.platform import signals
 signal.signal(signal.SIGTERM, lambda *a: print("stop asked", flush=True))  # as ptrain's
 class Slow(torch.utils.data.Dataset):
     def __len__(self):
-        return 10**6
+        return 3000  # 30 s: a test that goes wrong leaves nothing running for long
     def __getitem__(self, i):
         time.sleep(0.01)
         return os.getpid()
@@ -166,8 +166,9 @@ def test_a_dataloader_worker_leaves_group_signals_to_its_parent_and_dies_with_it
     failed the run; a SIGKILLed ptrain left them hung for good, holding memory and run.lock."""
     parent = subprocess.Popen([sys.executable, "-c", WORKER_PARENT], stdout=subprocess.PIPE,
                               text=True, start_new_session=True, cwd=ROOT)
-    worker = int(parent.stdout.readline())
+    worker = 0
     try:
+        worker = int(parent.stdout.readline())
         os.killpg(parent.pid, signal.SIGTERM)  # the whole group, as `timeout` sends it
         assert parent.stdout.readline() == "stop asked\n"
         time.sleep(1.0)
@@ -180,5 +181,5 @@ def test_a_dataloader_worker_leaves_group_signals_to_its_parent_and_dies_with_it
     finally:
         parent.kill()
         parent.wait()
-        if not _gone(worker):
+        if worker and not _gone(worker):
             os.kill(worker, signal.SIGKILL)

@@ -17,7 +17,7 @@ from pytorch_cli.platform import runtime
 from pytorch_cli.platform.errors import DamagedFile, PtrainError, UsageError
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.declare import check_choice
-from pytorch_cli.store import checkpoint, export, outputs
+from pytorch_cli.store import checkpoint, export, outputs, sidecar
 from pytorch_cli.store.checkpoint import checkpoint_in
 from pytorch_cli.store.rundir import LAST, MODEL
 from pytorch_cli.training import freezing
@@ -50,11 +50,14 @@ def load_model(path: Path, model_name: str = "", dataset: str = "", ema: bool = 
     state_dict = checkpoint.weights(saved, ema)
     if state_dict is None:
         raise PtrainError(f"{path}: not a ptrain checkpoint or a state_dict of tensors")
-    if "meta" in saved:
-        meta, config = saved["meta"], saved.get("config", {})
-        saved_config(config, path)
-        if saved.get("format") == checkpoint.STATE_FORMAT:  # the whole file is held to its schema
-            check_saved(saved, path)
+    if "meta" in saved or sidecar.read(path).get("file") == path.name:
+        if "meta" in saved:
+            meta, config = saved["meta"], saved.get("config", {})
+            saved_config(config, path)
+            if saved.get("format") == checkpoint.STATE_FORMAT:  # the whole file: its schema
+                check_saved(saved, path)
+        else:  # ptrain's safetensors export: its sidecar says what a model.pth's meta says
+            meta, config = sidecar.described(sidecar.read(path), path)
         for flag, given, saved_value in (("--model", model_name, meta["model"]),
                                          ("--dataset", dataset, meta["dataset"])):
             if given and given != saved_value:
@@ -210,12 +213,17 @@ def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str
         sample = batches.resize(data.test.images[:64], data.spec.size).float() / 255
         verified_on = "test images"
     except PtrainError:
+        if data_dir:  # named on purpose: not found is an error, not random images
+            raise
         g = torch.Generator().manual_seed(0)
         size = (64, meta["in_channels"], *models.meta_size(meta))
         sample, verified_on = torch.rand(size, generator=g), "random images (dataset not found)"
+    verified_on = f"{len(sample)} {verified_on}"
     result = export.export(loaded.model, batches.Normalize(meta["mean"], meta["std"]),
-                           {**meta, "resize": loaded.resize}, sample, fmt, output, str(source))
-    return {**result, "verified_on": f"{len(sample)} {verified_on}"}
+                           {**meta, "resize": loaded.resize,
+                            "precision": loaded.config.get("precision", "32")},
+                           sample, fmt, output, str(source), verified_on)
+    return {**result, "verified_on": verified_on}
 
 
 def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,

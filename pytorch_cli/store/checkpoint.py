@@ -13,6 +13,7 @@ import io
 import pickle
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from pytorch_cli.models import zoo
 from pytorch_cli.platform.errors import DamagedFile, PtrainError
 from pytorch_cli.platform.files import atomic_write
-from pytorch_cli.store import export, rundir
+from pytorch_cli.store import export, rundir, sidecar
 
 STATE_FORMAT = "ptrain-train-state"
 MODEL_FORMAT = "ptrain-model"
@@ -77,6 +78,8 @@ def load(path: Path, advice: str = RUN_ADVICE) -> dict:
     if not path.is_file():
         raise PtrainError(f"{path}: no such checkpoint file" if not path.exists() else
                           f"{path} is not a file, so no checkpoint (a folder, a device or a pipe)")
+    if _torchscript(path):  # torch.load would hand it to torch.jit.load, with a warning
+        raise _not_loaded(path, "", export_file=True)
     try:
         with warnings.catch_warnings():  # a raw pickle of protocol 4+: torch's warning, then ours
             warnings.filterwarnings("ignore", "Detected pickle protocol")
@@ -120,14 +123,24 @@ def load(path: Path, advice: str = RUN_ADVICE) -> dict:
 EXPORT_ENDINGS = tuple(end for fmt, (end, _) in export.FORMATS.items() if fmt != "safetensors")
 
 
-def _not_loaded(path: Path, why: str) -> PtrainError:
+def _not_loaded(path: Path, why: str, export_file: bool = False) -> PtrainError:
     """The line for a file torch.load could not read: an export (its sidecar names the
     checkpoint it was made from) is said to be one, else `why`."""
-    source = export.sidecar(path).get("source_checkpoint")
-    if source or path.name.lower().endswith(EXPORT_ENDINGS):
+    source = sidecar.read(path).get("source_checkpoint")
+    if source or export_file or path.name.lower().endswith(EXPORT_ENDINGS):
         return PtrainError(f"{path}: an export, not a checkpoint; give the checkpoint it was made "
                            f"from ({source or 'the run directory, or its model.pth'})")
     return PtrainError(f"{path}: {why}")
+
+
+def _torchscript(path: Path) -> bool:
+    """A TorchScript archive (torch.jit.save's zip holds constants.pkl; torch.save's never):
+    given back to ptrain, the export of a run, a .pt like any checkpoint."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(name.endswith("/constants.pkl") for name in z.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
 
 
 def _pickled_globals(path: Path) -> list[str]:

@@ -10,16 +10,14 @@ import contextlib
 import copy
 import importlib
 import io
-import json
 import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytorch_cli.data import catalog
 from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import PtrainError, UsageError
-from pytorch_cli.store import outputs
+from pytorch_cli.store import outputs, sidecar
 from pytorch_cli.store.rundir import BEST, LAST, MODEL
 
 if TYPE_CHECKING:
@@ -44,9 +42,13 @@ def _batch_dim():
 
 # Each exporter serialises to bytes in memory and returns (bytes, a runner loaded back from
 # those bytes): nothing touches the disk until the verified bytes are written atomically, so a
-# full disk is one Python OSError, never a C++ writer aborting halfway through a file.
+# full disk is one Python OSError, never a C++ writer aborting halfway through a file. Each
+# file carries `about` (the sidecar's description, JSON) in its format's own metadata, under
+# EMBEDDED: a copy or rename that leaves the sidecar behind still says what the model is.
+EMBEDDED = "ptrain.json"
 
-def _onnx(wrapped: nn.Module, sample: torch.Tensor):
+
+def _onnx(wrapped: nn.Module, sample: torch.Tensor, about: str):
     import torch
     ort = _need("onnxruntime", "onnx")
     _need("onnxscript", "onnx")
@@ -55,33 +57,37 @@ def _onnx(wrapped: nn.Module, sample: torch.Tensor):
         program = torch.onnx.export(wrapped, (sample,), dynamo=True, input_names=["images"],
                                     output_names=["logits"], dynamic_shapes=_batch_dim(),
                                     verbose=False)
-    data = program.model_proto.SerializeToString()  # one self-contained file, weights inside
+    proto = program.model_proto
+    proto.metadata_props.add(key=EMBEDDED, value=about)  # (onnx's metadata_props)
+    data = proto.SerializeToString()  # one self-contained file, weights inside
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     return data, lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
 
 
-def _pt2(wrapped: nn.Module, sample: torch.Tensor):
+def _pt2(wrapped: nn.Module, sample: torch.Tensor, about: str):
     import torch
     buffer = io.BytesIO()
-    torch.export.save(torch.export.export(wrapped, (sample,), dynamic_shapes=_batch_dim()), buffer)
+    torch.export.save(torch.export.export(wrapped, (sample,), dynamic_shapes=_batch_dim()), buffer,
+                      extra_files={EMBEDDED: about})
     loaded = torch.export.load(io.BytesIO(buffer.getvalue())).module()
     return buffer.getvalue(), lambda x: loaded(x)
 
 
-def _torchscript(wrapped: nn.Module, sample: torch.Tensor):
+def _torchscript(wrapped: nn.Module, sample: torch.Tensor, about: str):
     import torch
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # deprecated upstream; kept for runtimes that only read it
         warnings.simplefilter("ignore")
-        torch.jit.save(torch.jit.trace(wrapped, sample), buffer)
+        torch.jit.save(torch.jit.trace(wrapped, sample), buffer, _extra_files={EMBEDDED: about})
         loaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
     return buffer.getvalue(), lambda x: loaded(x)
 
 
-def _safetensors(wrapped: nn.Module, sample: torch.Tensor):
+def _safetensors(wrapped: nn.Module, sample: torch.Tensor, about: str):
     import torch
     st = _need("safetensors.torch", "safetensors")
-    data = st.save({k: v.contiguous() for k, v in wrapped[1].state_dict().items()})
+    data = st.save({k: v.contiguous() for k, v in wrapped[1].state_dict().items()},
+                   metadata={EMBEDDED: about})
     clone = copy.deepcopy(wrapped)
     with torch.no_grad():
         for tensor in clone[1].state_dict().values():
@@ -96,15 +102,6 @@ FORMATS = {"onnx": (".onnx", _onnx), "pt2": (".pt2", _pt2),
            "safetensors": (".safetensors", _safetensors)}
 
 
-def sidecar(export_file: Path) -> dict:
-    """The JSON sidecar `export` wrote beside a file (EXPORT.json); {} if none, or not ptrain's."""
-    try:
-        side = json.loads(Path(f"{export_file}.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return side if isinstance(side, dict) else {}
-
-
 def made_from(run: Path) -> list[str]:
     """The files `export` wrote into run directory `run` of its checkpoints, by their default
     names (model.onnx of model.pth...): each with its sidecar, which names the file and the
@@ -112,7 +109,7 @@ def made_from(run: Path) -> list[str]:
     found = []
     for name in (Path(c).stem + suffix for c in (MODEL, LAST, BEST)
                  for suffix, _ in FORMATS.values()):
-        side = sidecar(run / name)
+        side = sidecar.read(run / name)
         source = Path(str(side.get("source_checkpoint")))
         if side and side.get("file") == name and source.parent.name in ("", run.name) \
                 and source.name in (MODEL, LAST, BEST):
@@ -125,12 +122,12 @@ def check_output(output: Path, source: Path, fmt: str) -> None:
     checkpoint exported or on a file of a run; the output must be a file named for its format:
     ending, in any case, in the last suffix of FORMATS' (.onnx, .pt2, .pt, .safetensors) or in
     .FORMAT (model.torchscript)."""
-    sidecar = Path(f"{output}.json")
+    side_path = Path(f"{output}.json")
     suffixes = sorted({"." + FORMATS[fmt][0].rsplit(".", 1)[-1], f".{fmt}"})
     if output.is_dir():
         raise UsageError(f"{output} is a folder; name the file to write, e.g. "
                          f"{output / ('model' + FORMATS[fmt][0])}")
-    outputs.refuse_overwrite([output, sidecar], {source: "the checkpoint being exported"}, "-o")
+    outputs.refuse_overwrite([output, side_path], {source: "the checkpoint being exported"}, "-o")
     run = output.parent
     if output.name in made_from(run) and source.resolve().parent != run.resolve():
         raise UsageError(f"refusing to write {output}: it is the export of {run}'s own "
@@ -144,8 +141,8 @@ def check_output(output: Path, source: Path, fmt: str) -> None:
     above = next((d for d in output.parents if d.exists()), Path("."))
     if not above.is_dir():
         raise UsageError(f"cannot write {output}: {above} is a file, not a folder")
-    if sidecar.is_dir():
-        raise UsageError(f"{sidecar} is a folder, and the export's metadata goes there; "
+    if side_path.is_dir():
+        raise UsageError(f"{side_path} is a folder, and the export's metadata goes there; "
                          "move it away or name another output with -o")
 
 
@@ -164,10 +161,11 @@ def _not_finite(model: nn.Module, source: str) -> PtrainError:
 
 
 def export(model: nn.Module, normalize: nn.Module, meta: dict, sample: torch.Tensor, fmt: str,
-           output: Path, source: str) -> dict:
+           output: Path, source: str, verified_on: str = "") -> dict:
     """Write `output` (+ `output.json`) of normalize-then-model, which takes float images in
-    [0, 1]; verify it against the eager model on `sample`. On a mismatch above TOLERANCE, or
-    any output that is not finite, nothing is written."""
+    [0, 1]; verify it against the eager model on `sample` (`verified_on` says what it is). On a
+    mismatch above TOLERANCE, or any output that is not finite, nothing is written. `meta`:
+    the run's, with its "resize" and "precision"."""
     import torch
     from torch import nn
     wrapped = nn.Sequential(normalize, model).cpu().eval()
@@ -176,8 +174,10 @@ def export(model: nn.Module, normalize: nn.Module, meta: dict, sample: torch.Ten
         expected = wrapped(sample)
     if not torch.isfinite(expected).all():  # NaN == NaN is no verification
         raise _not_finite(model, source)
+    about = sidecar.describe(meta, fmt, output, source)
+    text = sidecar.as_json(about, source)  # checked before the slow part
     try:
-        data, run = FORMATS[fmt][1](wrapped, sample)
+        data, run = FORMATS[fmt][1](wrapped, sample, text)
     except PtrainError:
         raise
     except Exception as e:  # the exporter's own failure: one line, with its reason
@@ -192,49 +192,24 @@ def export(model: nn.Module, normalize: nn.Module, meta: dict, sample: torch.Ten
         how = f"exceeds {TOLERANCE}" if math.isfinite(diff) else "is not finite"
         raise PtrainError(f"export to {fmt} failed verification: max abs difference {diff:.3g} "
                           f"from the eager model {how}; nothing was written")
-    text = _sidecar(meta, fmt, output, source, diff, len(sample))
+    text = sidecar.as_json({**about, "max_abs_diff": diff, "verified_batch": len(sample),
+                     **({"verified_on": verified_on} if verified_on else {})}, source)
     write_pair(output, data, text)
     return {"output": str(output), "sidecar": f"{output}.json", "max_abs_diff": diff,
             "format": fmt}
-
-
-def _sidecar(meta: dict, fmt: str, output: Path, source: str, diff: float, n: int) -> str:
-    sidecar = {
-        "format": fmt,
-        "file": output.name,
-        "source_checkpoint": source,
-        "model": meta["model"],
-        "dataset": meta["dataset"],
-        "classes": meta["classes"],
-        "input_shape": ["batch", meta["in_channels"], *catalog.parse_size(meta["image_size"])],
-        "resize": meta.get("resize", catalog.SQUASH),  # how images of another shape met that size
-        "input": "float32 images in [0, 1], NCHW"
-        if fmt != "safetensors"
-        else "weights only: normalise inputs with mean/std yourself",
-        "normalization_in_graph": fmt != "safetensors",
-        "mean": meta["mean"],
-        "std": meta["std"],
-        "max_abs_diff": diff,
-        "verified_batch": n,
-    }
-    try:  # strict JSON: a NaN would make it unreadable to most parsers
-        return json.dumps(sidecar, indent=2, allow_nan=False) + "\n"
-    except (TypeError, ValueError) as e:
-        raise PtrainError(f"{source}: its metadata cannot be written as JSON ({e}); "
-                          "nothing was written") from None
 
 
 def write_pair(output: Path, data: bytes, text: str) -> None:
     """The export and its sidecar, both or neither (files.atomic_write_pair); folders it had to
     make are removed again on failure."""
     made = [d for d in output.parents if not d.exists()]  # innermost first
-    sidecar = Path(f"{output}.json")
+    side_path = Path(f"{output}.json")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        files.atomic_write_pair(output, data, sidecar, text.encode())
+        files.atomic_write_pair(output, data, side_path, text.encode())
     except files.PairTorn:
-        raise PtrainError(f"cannot write {sidecar}; {output} is the new export, its "
-                          f"{sidecar.name} is the old one: export again") from None
+        raise PtrainError(f"cannot write {side_path}; {output} is the new export, its "
+                          f"{side_path.name} is the old one: export again") from None
     except OSError as e:
         for folder in made:
             with contextlib.suppress(OSError):
