@@ -95,6 +95,21 @@ def test_a_newer_checkpoint_version_is_refused_with_advice(tmp_path):
         checkpoint.load(tmp_path / "new.pth")
 
 
+def test_a_safetensors_file_loads_on_every_torch_and_a_torn_one_is_one_line(tmp_path):
+    """torch.load reads safetensors from torch 2.14 on; the GPU machine's 2.11 refused them
+    (a safetensors export, and timm's and Hugging Face's weights given to --weights)."""
+    from safetensors.torch import save_file
+    weights = models.build("lenet", 1, 10, 28).state_dict()
+    save_file(weights, tmp_path / "w.safetensors")
+    loaded = checkpoint.load(tmp_path / "w.safetensors")
+    assert loaded.keys() == weights.keys() and all(torch.equal(loaded[k], weights[k])
+                                                   for k in weights)
+    torn = tmp_path / "torn.safetensors"
+    torn.write_bytes((tmp_path / "w.safetensors").read_bytes()[:-1000])  # its header whole
+    with pytest.raises(PtrainError, match=r"torn\.safetensors: a damaged safetensors file \("):
+        checkpoint.load(torn)
+
+
 def test_weights_of_every_file_kind(tmp_path):
     w = {"fc.weight": torch.ones(2, 2)}
     assert checkpoint.weights({"format": checkpoint.MODEL_FORMAT, "state_dict": w}) is w

@@ -114,6 +114,7 @@ from pytorch_cli.platform import runlock
 assert runlock.lock({str(lock_path)!r}) is None
 child = os.fork()
 if child == 0:
+    print("child", flush=True)  # (after the fork's hooks ran)
     time.sleep(60)
     os._exit(0)
 print(child, flush=True)
@@ -122,7 +123,8 @@ time.sleep(60)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                               env=env)
-    child = int(parent.stdout.readline())
+    lines = {parent.stdout.readline().strip() for _ in range(2)}  # in either order
+    child = int((lines - {"child"}).pop())
     try:
         assert runlock.holder(lock_path) == parent.pid
         parent.kill()

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from pytorch_cli.models import zoo
-from pytorch_cli.platform.errors import DamagedFile, PtrainError
+from pytorch_cli.platform.errors import DamagedFile, PtrainError, first_line
 from pytorch_cli.platform.files import atomic_write
 from pytorch_cli.store import export, rundir, sidecar
 
@@ -80,10 +80,28 @@ def load(path: Path, advice: str = RUN_ADVICE) -> dict:
                           f"{path} is not a file, so no checkpoint (a folder, a device or a pipe)")
     if _torchscript(path):  # torch.load would hand it to torch.jit.load, with a warning
         raise _not_loaded(path, "", export_file=True)
+    obj = _safetensors(path, advice) if _is_safetensors(path) else _torch_load(path, advice)
+    if not isinstance(obj, dict):
+        raise PtrainError(f"{path}: not a ptrain checkpoint or state_dict")
+    if obj.get("format") in (STATE_FORMAT, MODEL_FORMAT):
+        version = obj.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise DamagedFile(path, f"its version is {version!r}, not a whole number")
+        if version > VERSION:
+            raise PtrainError(f"{path}: written by a newer ptrain (checkpoint version "
+                              f"{version}, this one reads {VERSION}); upgrade ptrain")
+        _check_tagged(obj, path)
+    elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        check_weights(obj, path)  # a bare state_dict
+    return obj
+
+
+def _torch_load(path: Path, advice: str):
+    """torch.load, weights only; each way it fails is one line."""
     try:
         with warnings.catch_warnings():  # a raw pickle of protocol 4+: torch's warning, then ours
             warnings.filterwarnings("ignore", "Detected pickle protocol")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch names the blocked callable: "unsupported GLOBAL posix.system" (older: "Unsupported
         # global: GLOBAL posix.system"); protocol 4's framing it reads not at all ("Unsupported
@@ -104,19 +122,25 @@ def load(path: Path, advice: str = RUN_ADVICE) -> dict:
     except Exception as e:  # torn zip, bad record, missing key: all mean a damaged file
         raise _not_loaded(path, f"truncated or corrupt checkpoint ({type(e).__name__}); "
                           f"{advice}") from None
-    if not isinstance(obj, dict):
-        raise PtrainError(f"{path}: not a ptrain checkpoint or state_dict")
-    if obj.get("format") in (STATE_FORMAT, MODEL_FORMAT):
-        version = obj.get("version", 1)
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise DamagedFile(path, f"its version is {version!r}, not a whole number")
-        if version > VERSION:
-            raise PtrainError(f"{path}: written by a newer ptrain (checkpoint version "
-                              f"{version}, this one reads {VERSION}); upgrade ptrain")
-        _check_tagged(obj, path)
-    elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        check_weights(obj, path)  # a bare state_dict
-    return obj
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file: 8 bytes of header length (little-endian), then the JSON header.
+    torch.load reads one from torch 2.14 on, not the GPU machine's 2.11 (nor --weights of the
+    safetensors files timm and Hugging Face publish)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and \
+        int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _safetensors(path: Path, advice: str) -> dict:
+    st = export.need("safetensors.torch", "safetensors")
+    try:
+        return st.load_file(str(path))
+    except Exception as e:  # a torn or crafted header
+        raise _not_loaded(path, f"a damaged safetensors file ({type(e).__name__}: "
+                          f"{first_line(e, 120)}); {advice}") from None
 
 
 # the endings of export's formats torch.load cannot read (a safetensors file holds weights)

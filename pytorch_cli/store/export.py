@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 TOLERANCE = 1e-4
 
 
-def _need(module: str, extra: str):
+def need(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -50,8 +50,8 @@ EMBEDDED = "ptrain.json"
 
 def _onnx(wrapped: nn.Module, sample: torch.Tensor, about: str):
     import torch
-    ort = _need("onnxruntime", "onnx")
-    _need("onnxscript", "onnx")
+    ort = need("onnxruntime", "onnx")
+    need("onnxscript", "onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(wrapped, (sample,), dynamo=True, input_names=["images"],
@@ -85,7 +85,7 @@ def _torchscript(wrapped: nn.Module, sample: torch.Tensor, about: str):
 
 def _safetensors(wrapped: nn.Module, sample: torch.Tensor, about: str):
     import torch
-    st = _need("safetensors.torch", "safetensors")
+    st = need("safetensors.torch", "safetensors")
     data = st.save({k: v.contiguous() for k, v in wrapped[1].state_dict().items()},
                    metadata={EMBEDDED: about})
     clone = copy.deepcopy(wrapped)
