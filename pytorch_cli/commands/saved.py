@@ -50,14 +50,15 @@ def load_model(path: Path, model_name: str = "", dataset: str = "", ema: bool = 
     state_dict = checkpoint.weights(saved, ema)
     if state_dict is None:
         raise PtrainError(f"{path}: not a ptrain checkpoint or a state_dict of tensors")
-    if "meta" in saved or sidecar.read(path).get("file") == path.name:
+    side = sidecar.read(path) if "meta" not in saved else {}
+    if "meta" in saved or side.get("file") == path.name:
         if "meta" in saved:
             meta, config = saved["meta"], saved.get("config", {})
             saved_config(config, path)
             if saved.get("format") == checkpoint.STATE_FORMAT:  # the whole file: its schema
                 check_saved(saved, path)
         else:  # ptrain's safetensors export: its sidecar says what a model.pth's meta says
-            meta, config = sidecar.described(sidecar.read(path), path)
+            meta, config = sidecar.described(side, path)
         for flag, given, saved_value in (("--model", model_name, meta["model"]),
                                          ("--dataset", dataset, meta["dataset"])):
             if given and given != saved_value:

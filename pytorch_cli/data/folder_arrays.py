@@ -151,9 +151,10 @@ def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, 
         asked = cache.key(files, found.skipped, opts.channels, opts.image_size, opts.resize)
     except OSError:  # a file gone since the listing: no key; decode what is there
         files = asked = None
-    hit = cache.load(cache.followed(asked), check) if asked else None
+    entry = cache.followed(asked) if asked else None
+    hit = cache.load(entry, check) if entry else None
     if hit is not None:
-        return (*hit, cache.followed(asked))
+        return (*hit, entry)
     channels, size = shape(found, opts.channels, opts.image_size)
     name = asked and cache.key(files, found.skipped, channels, size, opts.resize)
     hit = cache.load(name, check) if name and name != asked else None
