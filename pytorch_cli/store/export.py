@@ -175,9 +175,9 @@ def export(model: nn.Module, normalize: nn.Module, meta: dict, sample: torch.Ten
     if not torch.isfinite(expected).all():  # NaN == NaN is no verification
         raise _not_finite(model, source)
     about = sidecar.describe(meta, fmt, output, source)
-    text = sidecar.as_json(about, source)  # checked before the slow part
+    embedded = sidecar.as_json(about, source)  # checked before the slow part
     try:
-        data, run = FORMATS[fmt][1](wrapped, sample, text)
+        data, run = FORMATS[fmt][1](wrapped, sample, embedded)
     except PtrainError:
         raise
     except Exception as e:  # the exporter's own failure: one line, with its reason
@@ -192,9 +192,9 @@ def export(model: nn.Module, normalize: nn.Module, meta: dict, sample: torch.Ten
         how = f"exceeds {TOLERANCE}" if math.isfinite(diff) else "is not finite"
         raise PtrainError(f"export to {fmt} failed verification: max abs difference {diff:.3g} "
                           f"from the eager model {how}; nothing was written")
-    text = sidecar.as_json({**about, "max_abs_diff": diff, "verified_batch": len(sample),
-                     **({"verified_on": verified_on} if verified_on else {})}, source)
-    write_pair(output, data, text)
+    verified = {"max_abs_diff": diff, "verified_batch": len(sample),
+                **({"verified_on": verified_on} if verified_on else {})}
+    write_pair(output, data, sidecar.as_json({**about, **verified}, source))
     return {"output": str(output), "sidecar": f"{output}.json", "max_abs_diff": diff,
             "format": fmt}
 
