@@ -114,10 +114,10 @@ from pytorch_cli.platform import runlock
 assert runlock.lock({str(lock_path)!r}) is None
 child = os.fork()
 if child == 0:
-    print("child", flush=True)  # (after the fork's hooks ran)
+    os.write(1, b"child\\n")  # (after the fork's hooks ran)
     time.sleep(60)
     os._exit(0)
-print(child, flush=True)
+os.write(1, f"{{child}}\\n".encode())  # one write each: unbuffered prints interleave
 time.sleep(60)
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
