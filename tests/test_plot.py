@@ -159,7 +159,13 @@ def test_a_picture_into_a_read_only_folder_is_refused_before_any_work(ptrain, tm
                                      "(a folder, a device or a pipe)\n")
 
 
-def test_an_image_in_a_new_folder_and_without_a_suffix_is_a_png(ptrain, tmp_path):
+def test_an_image_in_a_new_folder_and_without_a_suffix_is_a_png_named_so(ptrain, tmp_path):
+    # as matplotlib's savefig("curves") writes curves.png; the file was "curves", a PNG that
+    # no viewer knew by its name, and the line said nothing of it
     _records_run(tmp_path / "runs/a")
-    assert ptrain("plot", "runs/a", "-o", "new/folder/curves").code == 0
-    assert _image(tmp_path / "new/folder/curves")[0] == "PNG"
+    r = ptrain("plot", "runs/a", "-o", "new/folder/curves")
+    assert r.code == 0 and r.out.endswith("drawn in new/folder/curves.png\n")
+    assert _image(tmp_path / "new/folder/curves.png")[0] == "PNG"
+    assert not (tmp_path / "new/folder/curves").exists()
+    r = ptrain("lr-find", "--dataset", "fake", "--steps", "5", "--plot", "lr")
+    assert r.code == 0 and "lr.png" in r.out and _image(tmp_path / "lr.png")[0] == "PNG"

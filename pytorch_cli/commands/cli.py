@@ -18,7 +18,14 @@ from typer.exceptions import TyperException
 # that run, so --help, --version and shell completion answer at once.
 from pytorch_cli import __version__
 from pytorch_cli.commands import looking, sweep, train
-from pytorch_cli.commands.arguments import BareDataset, BareModel, Device, Precision, Target
+from pytorch_cli.commands.arguments import (
+    BareDataset,
+    BareModel,
+    Device,
+    Precision,
+    Target,
+    image_file,
+)
 from pytorch_cli.output.tables import print_eval
 from pytorch_cli.platform import events, signals, streams
 from pytorch_cli.platform.errors import PtrainError, UsageError, one_line, plural
@@ -82,11 +89,12 @@ def eval_(
         None, metavar="FILE.csv", help="Also write the misclassified images, worst (highest "
         "loss) first: image, true, predicted, prob, true_prob, loss."),
     plot_confusion: Optional[Path] = typer.Option(
-        None, metavar="FILE.png", help="Also draw the confusion matrix into this image "
-        "(pip install 'pytorch-cli[plot]')."),
+        None, metavar="FILE.png", callback=image_file, help="Also draw the confusion matrix "
+        "into this image (pip install 'pytorch-cli[plot]')."),
     plot_errors: Optional[Path] = typer.Option(
-        None, metavar="FILE.png", help="Also draw the 16 worst misclassified images, each with "
-        "its true and predicted class, probability and loss (the plot extra)."),
+        None, metavar="FILE.png", callback=image_file, help="Also draw the 16 worst "
+        "misclassified images, each with its true and predicted class, probability and loss "
+        "(the plot extra)."),
     heatmap: bool = typer.Option(False, help="With --plot-errors: each image overlaid with "
                                  "Grad-CAM of its predicted class (where the model looked)."),
     ema: bool = typer.Option(True, help="last.pt/best.pt of an --ema run: the average (as "

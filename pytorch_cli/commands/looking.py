@@ -12,7 +12,14 @@ from typing import Literal, Optional
 
 import typer
 
-from pytorch_cli.commands.arguments import TARGET_HELP, BareDataset, BareModel, Configs, Target
+from pytorch_cli.commands.arguments import (
+    TARGET_HELP,
+    BareDataset,
+    BareModel,
+    Configs,
+    Target,
+    image_file,
+)
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.options import options, parameters, typed
@@ -54,8 +61,8 @@ def plot(
         ..., metavar="RUN_DIR...",
         help="Run directories; several are drawn on one figure, labelled by name."),
     output: Path = typer.Option(
-        Path("curves.png"), "--output", "-o", help="Image file (.png, .svg, .pdf)."
-    ),
+        Path("curves.png"), "--output", "-o", callback=image_file,
+        help="Image file (.png, .svg, .pdf; no suffix: .png)."),
 ) -> None:
     """Draw loss and accuracy curves from metrics.jsonl (pip install 'pytorch-cli[plot]')."""
     from pytorch_cli.output import plot as plotlib
@@ -79,8 +86,8 @@ def plot(
 def activations(
     checkpoint_file: Target,
     image: Path = typer.Argument(..., metavar="IMAGE", help="One image file, any size or mode."),
-    output: Path = typer.Option(Path("activations.png"), "--output", "-o",
-                                help="Image file (.png, .svg, .pdf)."),
+    output: Path = typer.Option(Path("activations.png"), "--output", "-o", callback=image_file,
+                                help="Image file (.png, .svg, .pdf; no suffix: .png)."),
     channels: int = typer.Option(8, min=1, max=64, help="Channels drawn per stage: the most "
                                  "active ones."),
     model: BareModel = "",

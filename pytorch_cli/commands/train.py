@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from pytorch_cli.commands.arguments import Configs
+from pytorch_cli.commands.arguments import Configs, image_file
 from pytorch_cli.platform import launch
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import config as configlib
@@ -142,8 +142,9 @@ def lr_find(
     start_lr: float = typer.Option(1e-7, help="The LR of the first step."),
     end_lr: float = typer.Option(10.0, help="The LR the test grows to."),
     steps: int = typer.Option(100, min=3, max=100_000, help="Steps (one LR each), at most."),
-    plot: Optional[Path] = typer.Option(None, metavar="FILE.png", help="Draw loss against LR "
-                                        "(pip install 'pytorch-cli[plot]')."),
+    plot: Optional[Path] = typer.Option(None, metavar="FILE.png", callback=image_file,
+                                        help="Draw loss against LR (pip install "
+                                        "'pytorch-cli[plot]')."),
     json_out: bool = typer.Option(False, "--json", help="Print the curve as one JSON object."),
     **values,
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,15 @@ def require_matplotlib(what: str) -> None:
     """One line naming the extra, before any work is done."""
     if importlib.util.find_spec("matplotlib") is None:
         raise UsageError(f"{what} needs matplotlib: pip install 'pytorch-cli[plot]'")
+
+
+def named(out: Path | None) -> Path | None:
+    """matplotlib's own rule for a name without a suffix: savefig("curves") writes curves.png.
+    ptrain writes the file itself (atomically), so it adds the suffix, and says the real name.
+    A name that exists (/dev/null, a pipe, a folder) is left to check_output."""
+    if out is None or out.suffix or not out.name or os.path.lexists(out):
+        return out
+    return out.with_name(out.name + ".png")
 
 
 def _figure(*shape: int, size: tuple[float, float]):
