@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from pytorch_cli.platform import signals
-from pytorch_cli.platform.signals import EXIT_CODES, STOPPING, slurm_requeue, stop_on_signals
+from pytorch_cli.platform.signals import (
+    EXIT_CODES,
+    STOPPING,
+    StoppedEarly,
+    check_stop,
+    slurm_requeue,
+    stop_on_signals,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +48,25 @@ def test_a_stopping_signal_requests_a_stop_with_its_name(sig):
             assert asked == [sig.name]
     finally:
         signal.signal(sig, before)
+
+
+def test_the_block_s_flag_is_the_one_record_the_loop_and_the_data_layer_read():
+    # one flag: the loop polls it (session passes it on), and decoding a folder checks it
+    with stop_on_signals() as stop:
+        check_stop("decoding")  # nothing asked: nothing raised
+        send(signal.SIGTERM)
+        send(signal.SIGUSR1)
+        assert stop.reason == "SIGTERM" and stop  # the first reason is kept
+        with pytest.raises(StoppedEarly, match=r"^stopped \(SIGTERM\) while decoding") as e:
+            check_stop("decoding")
+        assert e.value.exit_code == 143
+    check_stop("decoding")  # outside a block, no flag routes the signals: none is read
+    with stop_on_signals() as again:
+        assert not again  # each block starts with its own, unset
+        again.request("SIGINT")  # set by a caller, not a signal: read the same way
+        with pytest.raises(StoppedEarly) as e:
+            check_stop("reading headers")
+        assert e.value.exit_code == 130
 
 
 def test_repeated_signals_request_again():

@@ -28,10 +28,10 @@ def run(prepare: Callable[[], Start], opts: RunOptions) -> None:
     """Run one session: `prepare` (rank 0 alone) says where it starts from."""
     distributed.init()
     main = distributed.world().main  # asked now: after close() every process looks like rank 0
-    start, stop = None, stopping.StopFlag()
+    start = None
     # to the end of the session: a signal after "done" only sets the flag (a hostile trial's
     # finished runs exited 130 or 143 when one came while they closed down)
-    with signals.stop_on_signals(stop.request):
+    with signals.stop_on_signals() as stop:
         try:
             start = distributed.from_main(lambda: claim(prepare()))
             summary = _train(start, opts, stop)
@@ -65,7 +65,7 @@ def claim(start: Start) -> Start:
     return start
 
 
-def _train(start: Start, opts: RunOptions, stop: stopping.StopFlag) -> dict:
+def _train(start: Start, opts: RunOptions, stop: signals.StopFlag) -> dict:
     emit = _sinks(start, opts)
     try:
         return loop.train(start.cfg, start.run_dir, emit, stop=stop, resume=start.saved,

@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from pytorch_cli.platform.errors import PtrainError
 
@@ -21,7 +23,23 @@ EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGUSR1": 143, "SIGHUP": 129}  # 1
 # stopped has seconds left (SLURM's --signal=USR1@N), and the checkpoint is already saved
 REQUEUE_TIMEOUT_S = 30.0
 STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)
-_asked: list[str] = []  # the stops signals asked for while stop_on_signals routes them
+
+
+@dataclass
+class StopFlag:
+    """The one record of a stop: set by the signal handlers (or a test, a sweep's pruner); the
+    training loop polls it after each optimizer step, saves the exact position to last.pt and
+    returns, and the long phases before the first step read it (check_stop)."""
+    reason: str = ""
+
+    def request(self, reason: str) -> None:
+        self.reason = self.reason or reason
+
+    def __bool__(self) -> bool:
+        return bool(self.reason)
+
+
+_routed: list[StopFlag] = []  # the flag of the stop_on_signals block that routes them now
 
 
 class StoppedEarly(PtrainError):
@@ -38,35 +56,39 @@ class StoppedEarly(PtrainError):
 def check_stop(doing: str) -> None:
     """Raise StoppedEarly if a signal asked for a stop: for the long phases before training
     (decoding a large folder takes minutes, and a scheduler's grace period is often 30 s)."""
-    if _asked:
-        raise StoppedEarly(_asked[0], doing)
+    if _routed and _routed[-1]:
+        raise StoppedEarly(_routed[-1].reason, doing)
 
 
 @contextlib.contextmanager
-def stop_on_signals(request):
-    """Route the stopping signals to `request(reason)` while the block runs, then restore the
-    previous handlers."""
+def stop_on_signals(then: Callable[[str], None] | None = None) -> Iterator[StopFlag]:
+    """Route the stopping signals to a new StopFlag, the block's (`as stop`), and then to
+    `then(signal name)` (a sweep passes each on to its trials), while the block runs; then
+    restore the previous handlers."""
+    stop = StopFlag()
+
     def handle(signum, frame):
         name = signal.Signals(signum).name
         if name == "SIGINT" and getattr(handle, "interrupted", False):
             raise KeyboardInterrupt  # the second Ctrl-C: abort now
         handle.interrupted = handle.interrupted or name == "SIGINT"
-        _asked.append(name)
-        request(name)
+        stop.request(name)
+        if then is not None:
+            then(name)
 
     handle.interrupted = False
-    _asked.clear()
     # a signal ignored when we started stays ignored: `nohup` (SIGHUP) and a script's background
     # job (SIGINT) asked for exactly that
     previous = {
         s: signal.signal(s, handle) for s in STOPPING if signal.getsignal(s) != signal.SIG_IGN
     }
+    _routed.append(stop)
     try:
-        yield
+        yield stop
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        _asked.clear()
+        _routed.remove(stop)
 
 
 def exit_now(code: int) -> None:

@@ -19,10 +19,10 @@ from pytorch_cli.models import adapt, checkpointing, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError, UsageError, warn
 from pytorch_cli.platform.events import Emit
+from pytorch_cli.platform.signals import StopFlag
 from pytorch_cli.store.rundir import RunDir
 from pytorch_cli.training import compiling, freezing, optim, pretrained, profiling
 from pytorch_cli.training.state import TrainState, position_of
-from pytorch_cli.training.stopping import StopFlag
 
 if TYPE_CHECKING:
     from pytorch_cli.settings.config import TrainConfig

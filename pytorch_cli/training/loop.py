@@ -14,13 +14,13 @@ from pytorch_cli.models import adapt, zoo
 from pytorch_cli.platform import distributed, runtime
 from pytorch_cli.platform.errors import PtrainError
 from pytorch_cli.platform.events import Emit
+from pytorch_cli.platform.signals import StopFlag
 from pytorch_cli.store import checkpoint
 from pytorch_cli.store.rundir import BEST, LAST, MODEL, TRACE, RunDir
 from pytorch_cli.training import compiling, optim, profiling, stopping
 from pytorch_cli.training.epoch import save, train_epoch
 from pytorch_cli.training.evaluate import OutOfMemory, evaluate
 from pytorch_cli.training.job import Job, setup
-from pytorch_cli.training.stopping import StopFlag
 
 if TYPE_CHECKING:
     from pytorch_cli.settings.config import TrainConfig

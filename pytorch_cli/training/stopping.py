@@ -1,31 +1,18 @@
-"""When a run ends early: the stop flag that signals set, the agreement that makes every rank
-stop at the same step, --patience (early stopping), and the non-finite loss check that stops a
-diverged run before it saves."""
+"""When a run ends early: the agreement that makes every rank stop at the same step once a stop
+is asked (the flag is platform/signals.py's), --patience (early stopping), and the non-finite
+loss check that stops a diverged run before it saves."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from pytorch_cli.platform import distributed
 from pytorch_cli.platform.errors import PtrainError
+from pytorch_cli.platform.signals import StopFlag
 from pytorch_cli.training.state import Position, TrainState
 from pytorch_cli.training.step import Meter
-
-
-@dataclass
-class StopFlag:
-    """Set from outside (signal handlers, a test); the loop polls it after each optimizer step,
-    saves the exact position to last.pt and returns."""
-    reason: str = ""
-
-    def request(self, reason: str) -> None:
-        self.reason = self.reason or reason
-
-    def __bool__(self) -> bool:
-        return bool(self.reason)
 
 
 class Stopped(Exception):
