@@ -165,12 +165,12 @@ def _named(names: set[str], wanted: tuple[str, ...]) -> str | None:
     return None
 
 
-def _layout(root: Path) -> tuple[Path, Path | None, Path | None]:
+def _layout(root: Path, top: list[Path]) -> tuple[Path, Path | None, Path | None]:
     """(the folder of the training classes, the test folder or None: --test-split held out, the
     validation folder or None). train/ is a layout beside test/ (and val/, valid/ or
     validation/), beside one of those alone (then the test set), or alone; among other folders
     it is a class. Other folders beside them are an error: one reading would drop images."""
-    names = {e.name for e in root.iterdir() if e.is_dir() and not e.name.startswith(".")}
+    names = {e.name for e in top if e.is_dir() and not e.name.startswith(".")}
     train, test = _named(names, TRAIN_FOLDERS), _named(names, TEST_FOLDERS)
     val = _named(names, VAL_FOLDERS) if test and test.lower() not in VAL_FOLDERS else None
     others = sorted(names - {train, test, val})
@@ -207,13 +207,14 @@ def find(root: Path, least: int = 2) -> Found:
                           "folder of class subfolders (or of train/ and test/ ones)")
     skipped: list[str] = []
     try:
-        where, test_dir, val_dir = _layout(root)
+        top = sorted(root.iterdir())  # listed once: a network mount's listing is slow
+        where, test_dir, val_dir = _layout(root, top)
     except OSError as e:  # no permission to list it
         raise _cannot_read(root, e) from None
     if where != root:  # train/ (and test/): what lies beside it is no class's either
         beside = f"{where.name}/" + (f" and {test_dir.name}/" if test_dir else "")
         skipped += [f"{e}: hidden" if e.name.startswith(".") else f"{e}: a file beside {beside}"
-                    for e in sorted(root.iterdir()) if not e.is_dir()]
+                    for e in top if not e.is_dir()]
     train = _classes(where, skipped)
     test = _classes(test_dir, skipped) if test_dir else None
     val = _classes(val_dir, skipped) if val_dir else None
