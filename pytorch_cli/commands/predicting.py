@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pytorch_cli.commands.saved import load_model
+from pytorch_cli.commands.saved import load_model, spec_of
 from pytorch_cli.data import batches, catalog, decode, folders
 from pytorch_cli.models import hub
 from pytorch_cli.models import zoo as models
@@ -76,8 +76,7 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
         head.register_forward_hook(lambda m, args, out: features.extend(
             args[0].flatten(1).float().cpu()) if plain["view"] else None)
     size = models.meta_size(meta)
-    spec = catalog.SPECS.get(meta["dataset"]) or catalog.folder_spec(  # (eval --tta's views)
-        meta["in_channels"], size, meta["num_classes"], meta["mean"], meta["std"])
+    spec = spec_of(loaded)  # (its size: the images'; eval --tta's views)
     views = catalog.tta_views_of(loaded.config.get("augment", "auto"), spec) if tta else ""
     classes = meta["classes"] or [str(i) for i in range(meta["num_classes"])]
     listed = [f for given in images for f in _files(given)]
@@ -87,7 +86,7 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
     files = [row for row, (_, why) in enumerate(listed) if not why]  # (a folder: its error)
     batch: list[tuple[int, np.ndarray]] = []
     # a built-in set's images (MNIST's 28x28) are decoded at their own size and brought to an
-    # --image-size on the device, as eval does (batches.resize): PIL's resize differs slightly
+    # --image-size on the device, as eval does (batches.resize; saved.spec_of)
     decoded = decode.read_all([paths[row] for row in files], meta["in_channels"], spec.size,
                               loaded.resize)
     for row, (image, error) in zip(files, decoded):

@@ -38,6 +38,17 @@ class Loaded:
         return self.config.get("resize", catalog.SQUASH)
 
 
+def spec_of(loaded: Loaded) -> catalog.Spec:
+    """The run's data spec: a built-in dataset's own (its images' size: --image-size resizes
+    them on the device, batches.resize), a folder's at the run's size. A single image is
+    decoded at spec.size and resized as training did, so predict and activations see what eval
+    sees (PIL's resize to --image-size differs slightly)."""
+    meta = loaded.meta
+    return catalog.SPECS.get(meta["dataset"]) or catalog.folder_spec(
+        meta["in_channels"], models.meta_size(meta), meta["num_classes"], meta["mean"],
+        meta["std"])
+
+
 def load_model(path: Path, model_name: str = "", dataset: str = "", ema: bool = True) -> Loaded:
     """Rebuild the model of a model.pth / last.pt / best.pt (or a run directory), or of a bare
     state_dict given --model and --dataset; `ema`: an --ema run's last.pt/best.pt give their
@@ -237,7 +248,8 @@ def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
                                         **outputs.checkpoint_read(path)}, "-o")
     loaded = load_model(path, model_name, dataset)
     meta = loaded.meta
-    x = read_image(image, meta["in_channels"], models.meta_size(meta), loaded.resize)
+    x = read_image(image, meta["in_channels"], spec_of(loaded).size, loaded.resize)
+    x = batches.resize(x[None], models.meta_size(meta))[0]  # as training and predict
     normalise = batches.Normalize(meta["mean"], meta["std"])(x[None].float() / 255)
     found = activations.stages(loaded.model, normalise, meta["model"])
     with torch.no_grad():
