@@ -166,13 +166,13 @@ def test_a_run_that_fractional_epochs_ended_is_finished_whatever_epochs_asks(in_
             prepare.resume(Path("half"), epochs=epochs)
 
 
-def test_resume_auto_continues_with_the_commands_test_batch_and_data_folder(in_tmp, run):
+def test_resume_auto_continues_with_the_commands_test_batch(in_tmp, run):
     shutil.copytree(run, "mine")
     same = TrainConfig(dataset="fake", epochs=3, batch_size=1000)  # the run's, extended
-    start = prepare.train(dataclasses.replace(same, test_batch_size=100, data_dir="moved"), "",
+    start = prepare.train(dataclasses.replace(same, test_batch_size=100), "",
                           "mine", "fake", False, True)
     assert start.saved is not None  # continued, not started afresh
-    assert (start.cfg.test_batch_size, start.cfg.data_dir, start.cfg.epochs) == (100, "moved", 3)
+    assert (start.cfg.test_batch_size, start.cfg.epochs) == (100, 3)
     # the command's intervals, workers and TensorBoard (had been accepted, then the run's kept)
     free = dict(log_interval=3, save_interval=2, workers=1, tensorboard=True)
     start = prepare.train(dataclasses.replace(same, **free), "", "mine", "fake", False, True)
@@ -195,3 +195,17 @@ def test_resuming_a_live_run_before_its_first_save_says_in_use(in_tmp, tmp_path)
             prepare.resume(live.path)
     finally:
         live.unlock()
+
+
+def test_resume_auto_reads_the_data_from_the_commands_data_folder(ptrain, tmp_path, mnist_dir):
+    # a data folder moved between restarts of a script: the run continues, reading it there
+    assert ptrain("train", "--data-dir", mnist_dir, "--epochs", "1", "--run-dir", "r").code == 0
+    mnist_dir.rename(tmp_path / "moved")
+    r = ptrain("train", "--data-dir", "moved", "--epochs", "2", "--run-dir", "r",
+               "--resume", "auto")
+    assert r.code == 0, r.err
+    assert f'data_dir = "{tmp_path / "moved"}"' in (tmp_path / "r/config.toml").read_text()
+    # the fake set reads no folder: --data-dir there is a mistake said, not a setting ignored
+    r = ptrain("train", "--dataset", "fake", "--data-dir", "moved", "--max-steps", "1")
+    assert r.code == 2 and r.err == ("ptrain: error: --data-dir: the fake set is generated, it "
+                                     "reads no folder; pass --dataset too (mnist, folder...)\n")

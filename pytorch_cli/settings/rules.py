@@ -35,6 +35,8 @@ UNUSED = (
      "crop of --augment resized-crop; --augment {c.augment} is not it on {c.dataset}"),
     ("flip", lambda c: "flip" in _augment_uses(c), "--flip is how --augment crop-flip (and the "
      "policies after it) flips; --augment {c.augment} flips nothing on {c.dataset}"),
+    ("data_dir", lambda c: c.dataset != "fake", "--data-dir: the fake set is generated, it "
+     "reads no folder; pass --dataset too (mnist, folder...)"),
     ("test_split", lambda c: c.dataset == catalog.FOLDER, "--test-split is the share of a "
      "folder's images held out for testing; {c.dataset} has its own test set"),
     ("compile_mode", lambda c: c.compile, "--compile-mode is --compile's: pass that too"),
