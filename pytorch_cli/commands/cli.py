@@ -92,9 +92,8 @@ def eval_(
         None, metavar="FILE.png", callback=image_file, help="Also draw the confusion matrix "
         "into this image (pip install 'pytorch-cli[plot]')."),
     plot_errors: Optional[Path] = typer.Option(
-        None, metavar="FILE.png", callback=image_file, help="Also draw the 16 worst "
-        "misclassified images, each with its true and predicted class, probability and loss "
-        "(the plot extra)."),
+        None, metavar="FILE.png", callback=image_file, help="Also draw the 16 worst mistakes, "
+        "each with its true and predicted class, probability and loss (the plot extra)."),
     heatmap: bool = typer.Option(False, help="With --plot-errors: each image overlaid with "
                                  "Grad-CAM of its predicted class (where the model looked)."),
     ema: bool = typer.Option(True, help="last.pt/best.pt of an --ema run: the average (as "
