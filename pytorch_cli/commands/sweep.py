@@ -66,14 +66,15 @@ def _worker(sweep, slot: int) -> None:
             _pause(sweep, min(1.0, plan.heartbeat))
         else:
             sweeping.run_trial(sweep, trial, slot)
-            _said(sweep, trial.number)
+            _said(sweep, trial)
 
 
-def _said(sweep, number: int) -> None:
-    """A line as each trial ends (a hostile trial's sweep said nothing for its whole run)."""
+def _said(sweep, trial) -> None:
+    """A line as each trial ends (a hostile trial's sweep said nothing for its whole run): read
+    alone, not with every trial of the study (a sweep's thousandth trial read a thousand)."""
     from pytorch_cli.output.runs_table import trial_line
-    row = next((r for r in show(sweep.study, sweep.plan.metric) if r["trial"] == number), None)
-    if row is not None and row["state"] != "running":
+    row = _row(sweep.study._storage.get_trial(trial._trial_id), None)  # (Optuna has no public
+    if row["state"] != "running":                                       # read of one trial)
         print(trial_line(row), flush=True)
 
 def _pause(sweep, seconds: float) -> None:
@@ -158,14 +159,18 @@ def show(study, metric: str) -> list[dict]:
     sign = -1 if metric == "acc" else 1
     trials = study.get_trials(deepcopy=False)
     successors = sweepstore.continued(trials)
-    rows = [{"trial": t.number, "state": t.state.name.lower(), "value": t.value,
-             "epochs": t.user_attrs.get("epochs") or (max(t.intermediate_values, default=0)),
-             "params": t.params, "run_dir": t.user_attrs.get("run_dir", ""),
-             "note": t.user_attrs.get("error") or _note(t, successors.get(t.number))}
-            for t in trials]
+    rows = [_row(t, successors.get(t.number)) for t in trials]
     order = {"complete": 0, "running": 1, "pruned": 2, "waiting": 3, "fail": 4}
     return sorted(rows, key=lambda r: (order.get(r["state"], 5),
                                        sign * (r["value"] if r["value"] is not None else 0)))
+
+
+def _row(t, successor: int | None) -> dict:
+    """A trial's row; `successor`: the trial that continued it, if any."""
+    return {"trial": t.number, "state": t.state.name.lower(), "value": t.value,
+            "epochs": t.user_attrs.get("epochs") or (max(t.intermediate_values, default=0)),
+            "params": t.params, "run_dir": t.user_attrs.get("run_dir", ""),
+            "note": t.user_attrs.get("error") or _note(t, successor)}
 
 
 def _note(trial, successor: int | None) -> str:
