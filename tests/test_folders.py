@@ -234,7 +234,7 @@ def test_held_out_and_val_images_keep_their_side_as_files_come_and_go(tmp_path):
     def read(split):
         return datasets.load(catalog.FOLDER, str(tmp_path), val_split=0.2,
                              folder=folders.Options(split=split))
-    before = {split: read(split) for split in ("by-name", "")}
+    before = {split: read(split) for split in ("by-name-per-class", "by-name", "")}
     save(tmp_path / "a" / "new.png", noise(999))
     (tmp_path / "b" / "3.png").unlink()
     for split, old in before.items():
@@ -261,6 +261,30 @@ def test_a_skipped_file_mended_changes_the_listing_a_run_compares(tmp_path):
     assert len(cut.skipped) == 1 and len(cut.train) + len(cut.test) == 11
     (tmp_path / "a" / "1.png").write_bytes(whole)
     assert load(tmp_path).listing != cut.listing
+
+
+def test_val_split_is_per_class_and_a_run_saved_before_keeps_its_rows(tmp_path):
+    """A hostile trial's 53 + 12 images at --val-split 0.1, seed 2: class b had no validation
+    image, so val accuracy (which picks best.pt) was 100% for a model that never said b (here,
+    seed 0 does that). Now round(0.1 x n) of each class, as the test split; runs saved before
+    draw as they did."""
+    write_classes(tmp_path, {"a": 53, "b": 12})
+
+    def read(split):
+        return datasets.load(catalog.FOLDER, str(tmp_path), val_split=0.1, seed=0,
+                             folder=folders.Options(split=split))
+    new = read(splits.PER_CLASS)
+    # held out for testing: round(0.2 x 53) = 11 and round(0.2 x 12) = 2, leaving 42 and 10
+    assert torch.bincount(new.test.labels, minlength=2).tolist() == [11, 2]
+    assert torch.bincount(new.val.labels, minlength=2).tolist() == [4, 1]  # 4.2 and 1.0
+    assert torch.bincount(new.train.labels, minlength=2).tolist() == [38, 9]
+    assert datasets.load(catalog.FOLDER, str(tmp_path), val_split=0.1, seed=0).val.labels \
+        .tolist() == new.val.labels.tolist()  # (a new run's default)
+    old = read(splits.BY_NAME)
+    assert len(old.val) == 5 and torch.bincount(old.val.labels, minlength=2).tolist() == [5, 0]
+    assert pairs(old.test, old.classes) == pairs(new.test, new.classes)  # the test rows alike
+    with pytest.raises(UsageError, match=r"each class has a single training image"):
+        splits.val_rows(2, 0.5, 0, ["x", "y"], torch.tensor([0, 1]))
 
 
 def test_held_out_counts_per_class_and_a_single_image_stays_in_train():

@@ -45,7 +45,7 @@ class Data:
     source: str  # the folder the files were read from
     skipped: list[str] = field(default_factory=list)  # --dataset folder: "file: why", not read
     listing: str = ""  # --dataset folder: what its splits are drawn from (splits.listing)
-    split: str = ""  # and how (splits.BY_NAME; "": a shuffle of the rows, as runs saved before)
+    split: str = ""  # and how (splits.PER_CLASS; "": a shuffle of the rows, as runs saved before)
     names: dict[str, list[str]] = field(default_factory=dict)  # a folder's: split -> row's file
 
 

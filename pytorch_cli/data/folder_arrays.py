@@ -47,7 +47,7 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
     rows, train_rows = {"test": ("test", None)}, None  # split -> (split read, its rows; None: all)
     if meta["has_test"] and opts.test_split != Options.test_split:  # set, and nothing to do
         warn(f"--test-split {opts.test_split:g} is not used: {root}'s test folder is the test set")
-    names = meta["train_files"] if opts.split == splits.BY_NAME else None
+    names = meta["train_files"] if opts.split in splits.NAMED else None
     if not meta["has_test"]:  # held out: the same images for the same files, fraction and seed
         mask = splits.held_out(train_y, opts.test_split, seed, names)
         rows["test"] = ("train", mask.nonzero().flatten())
@@ -61,7 +61,9 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
         n = len(train_y) if train_rows is None else len(train_rows)
         left = (names if train_rows is None or names is None else
                 [names[i] for i in train_rows.tolist()])
-        val, kept = splits.val_rows(n, val_split, seed, left)
+        per_class = opts.split == splits.PER_CLASS  # (older runs: over the whole set)
+        val, kept = splits.val_rows(n, val_split, seed, left, (
+            train_y if train_rows is None else train_y[train_rows]) if per_class else None)
         rows["val"] = ("train", val if train_rows is None else train_rows[val])
         train_rows = kept if train_rows is None else train_rows[kept]
     rows["train"] = ("train", train_rows)

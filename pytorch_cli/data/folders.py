@@ -37,7 +37,7 @@ class Options:
     image_size: tuple[int, int] | None = None
     test_split: float = 0.2
     stats: tuple[list[float], list[float]] | None = None
-    split: str = splits.BY_NAME  # how rows are held out (splits.py); "": as runs saved before
+    split: str = splits.PER_CLASS  # how rows are held out (splits.py); "": as runs saved before
     labels: str = ""  # --labels: the CSV file that names each image's class (csvlabels.py)
     least_classes: int = 2  # a classifier learns 2 or more; a set to evaluate may hold 1
     resize: str = catalog.SQUASH  # --resize: how an image of another shape meets image_size

@@ -48,7 +48,7 @@ def moved_warning(meta: dict, data: Data, split: str = "test", other: bool = Fal
              "renamed since): " + ("each file added or removed moves at most one other image "
                                    "into or out of its held-out ones, and one more between "
                                    "training and --val-split's (drawn by name)"
-                                   if meta.get("split") == splits.BY_NAME else
+                                   if meta.get("split") in splits.NAMED else
                                    "its held-out images are drawn anew, so some were trained on"))
 
 

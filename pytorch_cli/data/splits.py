@@ -8,6 +8,8 @@ to a folder do not reshuffle the held-out set of the runs made before: after one
 or removed, at most one image changes side (one more between training and --val-split's), where
 a whole new draw would change most. Runs saved
 before 2026-12-06's names (no "split" in their meta) drew by a shuffle of the rows: they still do.
+Runs saved before 2026-12-07's PER_CLASS drew --val-split's rows over all classes at once (a small
+class could get none, and val accuracy, which picks best.pt, ignored it): they still do.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import torch
 
 from pytorch_cli.platform.errors import UsageError
 
-BY_NAME = "by-name"  # a run's meta["split"]: how its folder's rows were drawn
+# a run's meta["split"]: how its folder's rows were drawn. BY_NAME: the test rows per class,
+# --val-split's over the whole set; PER_CLASS (runs since 2026-12-07): both per class
+BY_NAME, PER_CLASS = "by-name", "by-name-per-class"
+NAMED = (BY_NAME, PER_CLASS)
 
 
 def ranks(names: list[str], seed: int, salt: str) -> torch.Tensor:
@@ -32,13 +37,13 @@ def ranks(names: list[str], seed: int, salt: str) -> torch.Tensor:
 
 
 def held_out(labels: torch.Tensor, fraction: float, seed: int,
-             names: list[str] | None = None) -> torch.Tensor:
+             names: list[str] | None = None, salt: str = "test") -> torch.Tensor:
     """A stratified, seeded test set: round(fraction x n) of each class's images (at least 1,
     and never all of a class's); a boolean mask over `labels`. With the rows' file names, the
     lowest ranks of each class; without (the runs saved before), a seeded shuffle's first."""
     g = torch.Generator().manual_seed(seed)
     mask = torch.zeros(len(labels), dtype=torch.bool)
-    order = ranks(names, seed, "test") if names is not None else None
+    order = ranks(names, seed, salt) if names is not None else None
     for c in labels.unique().tolist():
         n = int((labels == c).sum())
         k = min(n - 1, max(1, round(fraction * n))) if n > 1 else 0
@@ -50,18 +55,30 @@ def held_out(labels: torch.Tensor, fraction: float, seed: int,
     return mask
 
 
-def val_rows(n: int, fraction: float, seed: int,
-             names: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(validation rows, training rows) of a training set of n: the lowest ranks of the rows'
-    file names, or a seeded shuffle's first (a built-in dataset, a run saved before), so a
-    resumed run and `ptrain eval --split val` get the same split."""
+def val_rows(n: int, fraction: float, seed: int, names: list[str] | None = None,
+             labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation rows, training rows) of a training set of n, so a resumed run and `ptrain
+    eval --split val` get the same split. With `labels` (a folder, PER_CLASS), held_out's rows:
+    round(fraction x n) of each class, by the names' ranks; else the lowest ranks of the names
+    over the whole set (BY_NAME), or a seeded shuffle's first (a built-in dataset, whose
+    classes are balanced; a folder run saved before names)."""
+    if labels is not None and names is not None:
+        mask = held_out(labels, fraction, seed, names, salt="val")  # (never a whole class)
+        if not mask.any():
+            raise UsageError(f"--val-split {fraction}: each class has a single training image; "
+                             "none can be held out for validation")
+        return mask.nonzero().flatten(), (~mask).nonzero().flatten()
     order = (ranks(names, seed, "val") if names is not None
              else torch.randperm(n, generator=torch.Generator().manual_seed(seed)))
     n_val = max(1, round(n * fraction))
     if n_val >= n:
-        raise UsageError(f"--val-split {fraction} leaves no training images (the training set "
-                         f"has {n}); use a smaller fraction")
+        raise _no_training(fraction, n)
     return order[:n_val], order[n_val:]
+
+
+def _no_training(fraction: float, n: int) -> UsageError:
+    return UsageError(f"--val-split {fraction} leaves no training images (the training set has "
+                      f"{n}); use a smaller fraction")
 
 
 def listing(names: list[str], labels: list[int]) -> str:

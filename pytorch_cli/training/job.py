@@ -91,7 +91,7 @@ def _read(cfg: TrainConfig, resume: dict | None) -> datasets.Data:
         channels = channels or meta.get("in_channels", 0)  # channels the run found: from
         size = size or catalog.parse_size(meta.get("image_size", 0))  # another folder too
     # a resumed run draws its held-out rows as it did (older runs: by a shuffle)
-    split = meta.get("split", "") if resume is not None else splits.BY_NAME
+    split = meta.get("split", "") if resume is not None else splits.PER_CLASS
     with distributed.main_first():  # rank 0 downloads, if anything needs downloading
         data = datasets.load(cfg.dataset, cfg.data_dir, cfg.download, cfg.val_split, cfg.seed,
                              folders.Options(channels, size, cfg.test_split, split=split,
