@@ -45,7 +45,7 @@ START = {"kind": "start", "step": 0, "time": 0}
 
 def _epoch(i, acc, **more):
     return {"kind": "epoch", "epoch": i, "step": 10 * i, "test_acc": acc, "elapsed_s": 5.0 * i,
-            **more}
+            "train_s": float(i), **more}
 
 
 @pytest.mark.parametrize(
@@ -103,6 +103,7 @@ def test_summary_sorting_and_nested_runs(tmp_path):
     a = found[1]
     assert (a["epochs_done"], a["epochs"], a["last_acc"], a["best_acc"], a["elapsed_s"]) == (
         3, 3, 0.8, 0.9, 15.0)
+    assert a["train_s"] == 6.0  # no total in its end: its epochs' 1 + 2 + 3 seconds
     assert found[0]["best_acc"] == 0.95 and found[0]["best_on"] == "val" and found[0]["resumable"]
     assert [r["run"] for r in listing.list_runs(tmp_path, "acc")] == ["sweep/b", "a"]
     assert [r["run"] for r in listing.list_runs(tmp_path, "name")] == ["a", "sweep/b"]
@@ -279,3 +280,14 @@ def test_a_run_reading_its_folder_has_only_its_lock_and_is_listed(tmp_path):
         ("reading", "running", f"pid {os.getpid()}"),
         ("killed", "failed", "killed before its first step")]
     assert rows[1]["modified"] == (killed / LOCK).stat().st_mtime
+
+
+def test_a_finished_run_shows_the_figures_of_its_last_line(tmp_path):
+    """An early-stopped run (a hostile trial): its last line said test acc 96.50% (model.pth,
+    the best epoch's) after 12.8 s of training; the table said 96.35% (the last epoch's) and
+    54 s (the time evaluations took too)."""
+    _run(tmp_path / "es", START, _epoch(1, 0.9620), _epoch(2, 0.9650), _epoch(3, 0.9635),
+         {"kind": "end", "test_acc": 0.9650, "train_s_total": 12.8, "elapsed_s": 54.0,
+          "early_stop": 3, "best_epoch": 2}, files_=[MODEL])
+    run = listing.list_runs(tmp_path)[0]
+    assert (run["last_acc"], run["train_s"], run["elapsed_s"]) == (0.9650, 12.8, 54.0)

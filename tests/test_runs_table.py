@@ -9,7 +9,7 @@ from pytorch_cli.output import runs_table
 
 def test_runs_table_as_plain_text():
     run = {"run": "mnist", "dataset": "mnist", "model": "lenet", "epochs_done": 3, "epochs": 10,
-           "last_acc": 0.97, "best_acc": 0.98, "best_on": "val", "elapsed_s": 3725.0,
+           "last_acc": 0.97, "best_acc": 0.98, "best_on": "val", "elapsed_s": 3725.0, "train_s": 3725.0,
            "status": "interrupted", "detail": "SIGTERM", "modified": 0.0}
     out = io.StringIO()
     runs_table.print_runs([run], out)
@@ -23,7 +23,7 @@ def test_runs_table_as_plain_text():
 def test_a_wide_characters_name_keeps_the_plain_columns_aligned():
     """名前 takes four terminal columns, not two: the columns after it had shifted by two."""
     runs = [{"run": name, "dataset": "mnist", "model": "lenet", "epochs_done": 1, "epochs": 1,
-             "last_acc": 0.5, "best_acc": 0.5, "best_on": "test", "elapsed_s": 1.0,
+             "last_acc": 0.5, "best_acc": 0.5, "best_on": "test", "elapsed_s": 1.0, "train_s": 1.0,
              "status": "finished", "detail": "", "modified": 0.0} for name in ("名前", "abcd")]
     out = io.StringIO()
     runs_table.print_runs(runs, out)
@@ -36,7 +36,7 @@ def test_a_long_error_keeps_what_failed_and_why_in_the_table():
              "device")
     run = {"run": "r", "dataset": "cifar10", "model": "resnet18", "epochs_done": 1,
            "epochs": 2, "last_acc": None, "best_acc": None, "best_on": "test",
-           "elapsed_s": 5.0, "status": "failed", "detail": error, "modified": 0.0}
+           "elapsed_s": 5.0, "train_s": 5.0, "status": "failed", "detail": error, "modified": 0.0}
     out = io.StringIO()
     runs_table.print_runs([run], out)
     assert "failed (cannot write /data/r...name/last.pt: No space left on device)" \
@@ -53,7 +53,7 @@ def test_runs_table_on_an_80_column_terminal_wraps_words_never_cuts_them(monkeyp
     monkeypatch.setenv("NO_COLOR", "1")
     run = {"run": "cifar10-fast-seed3", "dataset": "fashion-mnist", "model": "resnet18",
            "epochs_done": 3, "epochs": 9.9, "last_acc": 0.97, "best_acc": 0.98, "best_on": "val",
-           "elapsed_s": 65.0, "status": "interrupted", "detail": "SIGTERM",
+           "elapsed_s": 65.0, "train_s": 65.0, "status": "interrupted", "detail": "SIGTERM",
            "modified": time.time() - 7200, "path": "runs/cifar10-fast-seed3", "resumable": True}
     out = _Terminal()
     runs_table.print_runs(

@@ -49,7 +49,7 @@ def _runs_rows(runs: list[dict], terminal: bool) -> list[list[str]]:
         status = r["status"] + (f" ({_short(r['detail'])})" if r["detail"] else "")
         rows.append([_cell(x) for x in [r["run"], *([" ".join(what)] if terminal else what),
                                         epochs, best, pct(r["last_acc"]),
-                                        _duration(r["elapsed_s"]), status, when]])
+                                        _duration(r["train_s"]), status, when]])
     return rows
 
 

@@ -104,18 +104,31 @@ def summary(path: Path, root: Path) -> dict:
     accs = [r.get("val_acc", r.get("test_acc")) for r in epochs]
     accs = [a for a in accs if a is not None]
     timed = [r for r in records if r.get("elapsed_s") is not None]
+    ended = records[-1] if records and records[-1].get("kind") == "end" else {}
     state, detail = status(run, records)
     return {"run": str(path.relative_to(root)) if path != root else path.name,
             "path": str(path), "dataset": config.get("dataset"), "model": config.get("model"),
             "epochs_done": _epochs_done(records, epochs), "epochs": config.get("epochs"),
-            "last_acc": epochs[-1].get("test_acc") if epochs else None,
+            # a finished run's: model.pth's, as its last line says (after --patience, the best
+            # epoch's: a hostile trial read the last epoch's here, and another figure there)
+            "last_acc": ended.get("test_acc", epochs[-1].get("test_acc") if epochs else None),
             "best_acc": max(accs, default=None), "best_on": "val" if any(
                 "val_acc" in r for r in epochs) else "test",
-            "elapsed_s": timed[-1]["elapsed_s"] if timed else None,
+            "elapsed_s": timed[-1]["elapsed_s"] if timed else None,  # evaluations too
+            "train_s": _train_s(ended, epochs),
             "status": state, "detail": detail,  # a failed run's last.pt resumes too (a dead
             "resumable": state in ("interrupted", "failed") and run.file(LAST).exists(),  # rank)
             "modified": max((run.file(f).stat().st_mtime for f in (*RUN_FILES, LOCK)
                              if run.file(f).exists()), default=0.0)}
+
+
+def _train_s(ended: dict, epochs: list[dict]) -> float | None:
+    """Seconds of training, as the run's last line says them: its end's total (every session,
+    a part epoch too), else its epochs' (each logged once: a resume trims what it repeats)."""
+    if ended.get("train_s_total") is not None:
+        return ended["train_s_total"]
+    times = [r["train_s"] for r in epochs if isinstance(r.get("train_s"), (int, float))]
+    return sum(times) if times else None
 
 
 def find(root: Path) -> list[Path]:
