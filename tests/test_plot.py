@@ -83,6 +83,24 @@ def test_plot_of_something_that_is_no_run_is_one_line(ptrain, tmp_path):
     assert not (tmp_path / "curves.png").exists()
 
 
+def test_a_run_that_failed_before_its_first_log_is_not_drawn_as_an_empty_figure(ptrain,
+                                                                               tmp_path):
+    # a hostile trial's diverged run (start and abort records only) gave empty axes, "drawn"
+    r = ptrain("train", "--dataset", "fake", "--lr", "1000", "--momentum", "0.9", "--run-dir",
+               "nan", "--quiet")
+    assert r.code == 3
+    r = ptrain("plot", "nan", "-o", "nan.png")
+    assert r.code == 1 and r.err.splitlines() == [
+        "warning: nan: nothing to draw (no training or epoch record: it ended before its first "
+        "log line; `ptrain runs` says how)",
+        "ptrain: error: no curves to draw: the run has no training or epoch record"]
+    assert not (tmp_path / "nan.png").exists()
+    _records_run(tmp_path / "runs/a")
+    r = ptrain("plot", "nan", "runs/a", "-o", "both.png")  # the others are drawn
+    assert r.code == 0 and "curves of 1 run(s) drawn in both.png" in r.out
+    assert r.err.startswith("warning: nan: nothing to draw")
+
+
 def test_without_matplotlib_it_is_one_line(ptrain, without):
     without("matplotlib")
     out = ptrain("plot", "runs/x")

@@ -20,7 +20,7 @@ from pytorch_cli.commands.arguments import (
     Target,
     image_file,
 )
-from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.platform.errors import PtrainError, UsageError, warn
 from pytorch_cli.settings import config as configlib
 from pytorch_cli.settings.options import options, parameters, typed
 
@@ -77,8 +77,15 @@ def plot(
         records = RunDir(path).read_metrics()
         if not records:
             raise UsageError(f"{path} has no {METRICS} with records; name run directories")
+        if not any(r.get("kind") in ("train", "epoch") for r in records):  # a run that failed
+            warn(f"{path}: nothing to draw (no training or epoch record: it ended before "
+                 "its first log line; `ptrain runs` says how)")  # (an empty figure said "drawn")
+            continue
         label = path.resolve().name
         curves[label if label not in curves else str(path)] = records
+    if not curves:
+        raise PtrainError("no curves to draw: " + ("the run has no" if len(seen) == 1 else
+                          "none of the runs has a") + " training or epoch record")
     plotlib.curves(curves, output)
     print(f"curves of {len(curves)} run(s) drawn in {output}")
 
