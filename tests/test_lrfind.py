@@ -19,7 +19,10 @@ def test_the_suggestion_is_the_steepest_fall_before_the_minimum():
     assert lrfind.suggest(lrs[:2], loss[:2], loss[:2])["suggested"] is None  # too few to tell
     up = [0.5 + i for i in range(50)]
     rising = lrfind.suggest(lrs, up, up)
-    assert rising["suggested"] is None and rising["unsuggested"].startswith("the loss only rose")
+    assert rising["suggested"] is None and rising["unsuggested"] == (
+        "the smoothed loss only rose from its start (LR 3.16e-05): no LR to suggest; a lower "
+        "--start-lr may find where it falls, while a trained model (--init-from) may gain "
+        "nothing at any LR")
 
 
 def _noisy(fall: float, dip: float = 0.0) -> tuple[list, list, list]:

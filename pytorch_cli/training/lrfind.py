@@ -98,7 +98,11 @@ def suggest(lrs: list[float], smoothed: list[float], losses: list[float]) -> dic
                f"(read from the first {NOISE_POINTS}): pass --steps 20 or more, or a lower "
                "--start-lr if the loss diverged first")
     elif fall <= 0:
-        why = "the loss only rose from the start: no LR to suggest; lower --start-lr"
+        # (a trained model's start is a batch's noise, which a lower LR cannot help: a
+        # hostile trial's --init-from run got this advice; the next branch already said so)
+        why = (f"the smoothed loss only rose from its start (LR {lrs[skip]:.3g}): no LR to "
+               "suggest; a lower --start-lr may find where it falls, while a trained model "
+               "(--init-from) may gain nothing at any LR")
     elif fall <= (noise := _noise(losses[:window])):
         why = (f"the smoothed loss never fell beyond its noise ({noise:.3g}; it fell {fall:.3g}) "
                f"between LR {lrs[0]:.3g} and {lrs[-1]:.3g}: no LR to suggest (a trained model "
