@@ -26,7 +26,7 @@ class Summary:
     params: int  # every parameter, also those of no leaf layer (a ViT's class token...)
     trainable: int
     flops: int  # forward FLOPs per image
-    activation_bytes: int  # the leaf layers' outputs for a batch of batch_size
+    activation_bytes: int  # the leaf layers' outputs (each call's) for a batch of batch_size
     batch_size: int
     input: tuple[int, int, int]  # (channels, height, width)
 
@@ -47,10 +47,20 @@ def flops_per_image(model: nn.Module, image: tuple[int, int, int], n: int = 1) -
 def summarize(model: nn.Module, image: tuple[int, int, int], batch_size: int) -> Summary:
     """The table and totals of `model` for images of shape (channels, height, width)."""
     leaves = [(n, m) for n, m in model.named_modules() if not any(m.children())]
-    outputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, torch.Tensor] = {}  # each layer's first output: its shape
+    held = [0]  # bytes of every call's output: a module called twice (a ResNet block's one
+    # ReLU) keeps two (a hostile trial: torchvision's resnet18 was counted 10% short). An
+    # output that is its input (an identity shortcut, an in-place ReLU) is no new memory; a
+    # dropout's is, in training, though this eval-mode probe passes its input through
 
     def keep(name):
-        return lambda module, args, out: outputs.__setitem__(name, out)
+        def hook(module, args, out):
+            outputs.setdefault(name, out)
+            aliased = any(out is a for a in args) and not isinstance(
+                module, nn.modules.dropout._DropoutNd)
+            if isinstance(out, torch.Tensor) and not aliased:
+                held[0] += out.numel() * out.element_size()
+        return hook
     hooks = [m.register_forward_hook(keep(n)) for n, m in leaves]
     try:
         flops = flops_per_image(model, image)  # the one forward: counted and hooked
@@ -65,8 +75,6 @@ def summarize(model: nn.Module, image: tuple[int, int, int], batch_size: int) ->
                             tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None,
                             sum(p.numel() for p in own),
                             sum(p.numel() for p in own if p.requires_grad)))
-    held = sum(o.numel() * o.element_size() for o in outputs.values()
-               if isinstance(o, torch.Tensor))
     return Summary(layers, sum(p.numel() for p in model.parameters()),
                    sum(p.numel() for p in model.parameters() if p.requires_grad),
-                   flops, held * batch_size, batch_size, image)
+                   flops, held[0] * batch_size, batch_size, image)
