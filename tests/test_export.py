@@ -74,6 +74,14 @@ def test_export_is_verified_and_scores_like_the_model(ptrain, run, fmt, suffix):
     acc = int((logits.argmax(1) == labels).sum()) / len(labels)
     trained = torch.load(run / "model.pth", weights_only=True)["metrics"]["test_acc"]
     assert acc == pytest.approx(trained, abs=1e-9)
+    if fmt in ("onnx", "pt2", "torchscript"):  # an input of another shape: refused by each
+        with pytest.raises(Exception, match=r"ptrain export: the input must be \(N, 1, 28, 28\)"
+                           if fmt == "torchscript" else ""):
+            _runtime(fmt, artifact)(images[:2, :, :24, :24].contiguous())
+    if fmt in ("onnx", "torchscript"):  # uint8 pixels (0-255 where 0-1 belongs), refused: a
+        with pytest.raises(Exception, match=r"must be float32 images in \[0, 1\]"  # hostile
+                           if fmt == "torchscript" else ""):  # trial's got confident answers
+            _runtime(fmt, artifact)((images[:2] * 255).to(torch.uint8))
 
 
 def test_export_output_flag_and_bad_format(ptrain, run, tmp_path):

@@ -9,8 +9,8 @@ from pytorch_cli.output import runs_table
 
 def test_runs_table_as_plain_text():
     run = {"run": "mnist", "dataset": "mnist", "model": "lenet", "epochs_done": 3, "epochs": 10,
-           "last_acc": 0.97, "best_acc": 0.98, "best_on": "val", "elapsed_s": 3725.0, "train_s": 3725.0,
-           "status": "interrupted", "detail": "SIGTERM", "modified": 0.0}
+           "last_acc": 0.97, "best_acc": 0.98, "best_on": "val", "elapsed_s": 3725.0,
+           "train_s": 3725.0, "status": "interrupted", "detail": "SIGTERM", "modified": 0.0}
     out = io.StringIO()
     runs_table.print_runs([run], out)
     head, row = out.getvalue().splitlines()

@@ -107,6 +107,27 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class ExportInput(nn.Module):
+    """A TorchScript export's first layer (scripted, so the traced file keeps it): an input
+    that is not float32 (N, C, H, W) at the run's shape is refused. A tracer records none of
+    these checks, and uint8 pixels, 0-255 where 0-1 belongs, gave confident wrong answers (a
+    hostile trial); a pt2 file's guards check the shape, never the dtype, and ONNX both."""
+
+    def __init__(self, channels: int, height: int, width: int):
+        super().__init__()
+        self.channels, self.height, self.width = channels, height, width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32:
+            raise RuntimeError("ptrain export: the input must be float32 images in [0, 1] "
+                               "(divide uint8 pixels by 255)")
+        if x.dim() != 4 or x.size(1) != self.channels or x.size(2) != self.height or \
+                x.size(3) != self.width:
+            raise RuntimeError("ptrain export: the input must be (N, {}, {}, {})".format(
+                self.channels, self.height, self.width))
+        return x
+
+
 @functools.lru_cache(maxsize=8)
 def _normalizer(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> Normalize:
     return Normalize(mean, std).to(device)  # built once per device, not once per batch

@@ -78,7 +78,9 @@ def _torchscript(wrapped: nn.Module, sample: torch.Tensor, about: str):
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # deprecated upstream; kept for runtimes that only read it
         warnings.simplefilter("ignore")
-        torch.jit.save(torch.jit.trace(wrapped, sample), buffer, _extra_files={EMBEDDED: about})
+        from pytorch_cli.data.batches import ExportInput
+        checked = torch.nn.Sequential(torch.jit.script(ExportInput(*sample.shape[1:])), wrapped)
+        torch.jit.save(torch.jit.trace(checked, sample), buffer, _extra_files={EMBEDDED: about})
         loaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
     return buffer.getvalue(), lambda x: loaded(x)
 
