@@ -34,6 +34,10 @@ def test_ranges_and_choices_are_typed_as_their_settings(tmp_path):
     ("lr = {low = 0.1, hi = 2}\n", BASE, "takes low, high"),
     ("", BASE, "its [search] table is empty"),
     ("lr = [0.1]\n", BASE + "lrr = 1\n", "unknown key 'lrr'"),
+    # a step that misses high: Optuna ran 112 for 16..100 (a hostile trial), or low alone
+    ("batch_size = {low = 16, high = 100, step = 32}\n", BASE, "batch_size's step 32 must "
+     "divide high - low .100 - 16.: the values are low, low . step"),
+    ("lr = {low = 1e-3, high = 0.1, step = 0.5}\n", BASE, "lr's step 0.5 must divide"),
 ])
 def test_bad_specs_are_one_line_naming_the_key(tmp_path, search, base, message):
     with pytest.raises(UsageError, match=message.replace("[", r"\[")):
@@ -51,6 +55,8 @@ def test_a_spec_without_a_search_table_says_which_way(tmp_path, text, message):
 def test_a_grid_needs_choices_or_steps_and_lists_every_point(tmp_path):
     spec = _spec(tmp_path, "batch_size = {low = 32, high = 128, step = 32}\nlr = [0.1, 0.2]\n")
     assert sweepspec.grid_space(spec) == {"batch_size": [32, 64, 96, 128], "lr": [0.1, 0.2]}
+    spec = _spec(tmp_path, "lr = {low = 0.1, high = 0.3, step = 0.1}\n")  # floats' rounding
+    assert sweepspec.grid_space(spec) == {"lr": pytest.approx([0.1, 0.2, 0.3])}
     with pytest.raises(UsageError, match="needs a list or a step for lr"):
         sweepspec.grid_space(_spec(tmp_path, "lr = {low = 0.1, high = 0.2}\n"))
 

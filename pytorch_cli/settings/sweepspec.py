@@ -84,6 +84,12 @@ def _range(name: str, table: dict, types: tuple, where: str) -> Dimension:
         raise UsageError(f"{where}: {name}: a log range must start above 0, got low = {low}")
     if step is not None and (step <= 0 or log):
         raise UsageError(f"{where}: {name}'s step must be above 0, and a log range has none")
+    steps = (high - low) / step if step else 1.0
+    if step and (steps < 1 - 1e-9 or abs(steps - round(steps)) > 1e-9 * steps):
+        # Optuna would move high onto the grid (a hostile trial's 16..100 step 32 ran 112) or
+        # keep low alone (0.001..0.1 step 0.5: every trial the same), with a warning of its own
+        raise UsageError(f"{where}: {name}'s step {step} must divide high - low "
+                         f"({high} - {low}): the values are low, low + step, ... up to high")
     return Dimension(name, low=low, high=high, log=log, step=step, integer=integer)
 
 
