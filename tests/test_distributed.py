@@ -19,6 +19,8 @@ import torch
 from conftest import read_metrics, run_cli
 from forked import Forked
 
+from pytorch_cli.platform import runlock
+
 PY = [sys.executable, "-m", "pytorch_cli"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 RUN = ["--dataset", "fake", "--model", "cifar-net", "--lr", "0.05", "--momentum", "0",
@@ -234,6 +236,30 @@ def test_a_rank_killed_with_sigkill_ends_the_job_quickly(tmp_path):
     assert took < 120, f"{took:.1f}s from the kill to the job's exit"
     print(f"SIGKILL of rank 1 -> job exit: {took:.2f}s")  # shown with pytest -s
     assert not _workers(tag)  # no worker left behind
+
+
+@pytest.mark.slow
+def test_the_launcher_killed_with_sigkill_leaves_no_worker_training_on(tmp_path):
+    """A hostile trial's SIGKILLed `ptrain train --nproc 2`: its workers, adopted by init, trained
+    to the end and kept the run locked. Now each gets SIGTERM, saves and stops, as on any."""
+    tag = uuid.uuid4().hex
+    launcher = subprocess.Popen([*PY, "train", "--nproc", "2", *RUN, "--epochs", "200",
+                                 "--batch-size", "32", "--run-dir", "r"], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "PTRAIN_TEST_TAG": tag})
+    _kill_rank_when(launcher, tag, tmp_path / "r/metrics.jsonl", "train", rank=0, sig=0)
+    launcher.kill()
+    launcher.wait()
+    deadline = time.monotonic() + 60
+    while _workers(tag) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _workers(tag)
+    for pid in left.values():  # (none, unless this fails: then not 200 epochs on)
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "the workers trained on without their launcher"
+    ending = read_metrics(tmp_path / "r", ("stop", "end", "abort"))
+    assert [r["kind"] for r in ending] == ["stop", "end"] and ending[0]["reason"] == "SIGTERM"
+    assert (tmp_path / "r/last.pt").exists() and runlock.holder(tmp_path / "r/run.lock") is None
 
 
 @pytest.mark.slow

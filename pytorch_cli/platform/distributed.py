@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
+from pytorch_cli.platform import signals
 from pytorch_cli.platform.errors import PtrainError, UsageError, first_line, plural
 
 DEFAULT_TIMEOUT_S = 300.0  # a collective waits this long, at most (PTRAIN_DIST_TIMEOUT)
@@ -98,6 +99,10 @@ def init() -> None:
     there are GPUs, nccl for CUDA ones. Collectives wait timeout_s() at most."""
     global _joined
     if launched() and not dist.is_initialized():
+        # torchrun's agent (`ptrain train --nproc`'s own process) SIGKILLed: its workers, each
+        # in a session of its own, trained on unseen and held the run's lock (a hostile trial);
+        # now they get SIGTERM, and save and stop as on any
+        signals.sigterm_with_parent(orphaned=True)()
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         timeout = datetime.timedelta(seconds=timeout_s())
         store, rank, size = next(dist.rendezvous("env://", timeout=timeout))

@@ -129,14 +129,21 @@ def slurm_requeue() -> str:
     return f"SLURM job {job} requeued"
 
 
-def sigterm_with_parent():
+def sigterm_with_parent(orphaned: bool = False):
     """A Popen preexec_fn (Linux; None elsewhere): the child gets SIGTERM when the thread that
     started it dies, so a SIGKILLed `ptrain sweep` leaves no trial training on unseen: each
-    saves at a position, as on any SIGTERM. Bound here, before the fork: the child only calls."""
+    saves at a position, as on any SIGTERM. Bound here, before the fork: the child only calls.
+    `orphaned`: called by the child itself, later (a torchrun worker): one whose parent died
+    before it asked (adopted by init, pid 1) gets the SIGTERM at once."""
     if sys.platform != "linux":
-        return None
+        return None if not orphaned else lambda: None
     prctl = _prctl()
-    return lambda: prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+    def ask():
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if orphaned and os.getppid() == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return ask
 
 
 PR_SET_PDEATHSIG = 1
