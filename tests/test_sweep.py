@@ -113,6 +113,34 @@ def test_sigterm_stops_the_sweep_at_a_saved_position_and_the_same_command_contin
                                                                                           3, 4]
 
 
+def test_a_stop_that_came_while_a_trial_started_reaches_it():
+    """A hostile trial's SIGTERM while a warm start's first trials started (the fork server
+    importing torch, seconds): no trial was running yet to pass it to, and both trained to
+    their end. The stop is now passed to a trial as it joins."""
+    import subprocess
+    import sys
+
+    from pytorch_cli.commands import sweeping
+    sweep = sweeping.Sweep(plan=None, spec=None, study=None, slots=[])
+    sweeping.stop(sweep, "SIGTERM")  # the handler: no trial process yet
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        sweeping.add_proc(sweep, proc)
+        assert proc.wait(10) == -signal.SIGTERM
+    finally:
+        proc.kill()
+    calm = sweeping.Sweep(plan=None, spec=None, study=None, slots=[])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        sweeping.add_proc(calm, proc)  # no stop: it runs on, until one comes
+        time.sleep(0.5)
+        assert proc.poll() is None
+        sweeping.stop(calm, "SIGINT")
+        assert proc.wait(10) != 0 and calm.stop == "SIGINT"
+    finally:
+        proc.kill()
+
+
 def test_without_optuna_it_is_one_line_naming_the_extra(ptrain, tmp_path, without):
     without("optuna")
     result = ptrain("sweep", _spec(tmp_path, 'epochs = 1\n[search]\nlr = [0.1]\n'))

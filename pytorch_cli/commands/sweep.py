@@ -3,9 +3,9 @@ lists them, best first. Torch-free to import; Optuna is imported once the argume
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-import signal
 import sys
 import threading
 import time
@@ -126,13 +126,9 @@ def run(spec_file: Path, plan) -> int:
     for slot in sweep.slots:
         slot.update(trackers)
 
-    def stop(name: str) -> None:
-        sweep.stop = sweep.stop or name
-        for proc in list(sweep.procs):  # each trial saves where it is, as any stopped run
-            proc.send_signal(getattr(signal, name))
     threads = [threading.Thread(target=_worker, args=(sweep, j), daemon=True)
                for j in range(plan.jobs)]
-    with signals.stop_on_signals(stop):
+    with signals.stop_on_signals(functools.partial(sweeping.stop, sweep)):
         for t in threads:
             t.start()
         while any(t.is_alive() for t in threads):

@@ -67,6 +67,7 @@ class Sweep:
     stop: str = ""  # the signal that stops the sweep
     procs: set = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    signalling: threading.Lock = field(default_factory=threading.Lock)  # (stop, procs): add_proc
     started: float = field(default_factory=time.monotonic)
 
 
@@ -222,12 +223,33 @@ def run_trial(sweep: Sweep, trial, slot: int) -> None:
     proc = warmstart.start(args, {**os.environ, **sweep.slots[slot]},
                            folder / TRIALS / f"{run.path.name}.log",
                            fresh=sweep.plan.start == "fresh")
-    sweep.procs.add(proc)
+    add_proc(sweep, proc)
     try:
         pruned = _watch(sweep, trial, proc, run)
     finally:
         sweep.procs.discard(proc)
     _tell(sweep, trial, proc.returncode, pruned, run, params)
+
+
+def add_proc(sweep: Sweep, proc) -> None:
+    """A trial's process joins the ones a stop signals; a stop that came while it started (a
+    warm start's first trial waits seconds for the fork server's imports) reaches it now: a
+    hostile trial's SIGTERM then was lost, and both trials trained to their end."""
+    with sweep.signalling:
+        sweep.procs.add(proc)
+        late = sweep.stop
+    if late:
+        proc.send_signal(getattr(signal, late))
+
+
+def stop(sweep: Sweep, name: str) -> None:
+    """A signal to the sweep (its handler, in the main thread): each trial saves where it is,
+    as any stopped run; none starts after it."""
+    with sweep.signalling:
+        sweep.stop = sweep.stop or name
+        procs = list(sweep.procs)
+    for proc in procs:
+        proc.send_signal(getattr(signal, name))
 
 
 def _tell(sweep: Sweep, trial, code: int, pruned: bool, run: RunDir, params: dict) -> None:
