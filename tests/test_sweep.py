@@ -141,6 +141,24 @@ def test_a_stop_that_came_while_a_trial_started_reaches_it():
         proc.kill()
 
 
+def test_a_runs_folder_or_another_studys_trials_are_refused_before_any_trial(ptrain, tmp_path):
+    """A hostile trial's sweep wrote its study into a finished run's folder; and one whose
+    study.db was removed ran 3 trials that each failed on trial-000's run."""
+    spec = _spec(tmp_path, 'epochs = 1\nmax_steps = 2\n[search]\nlr = [0.1]\n')
+    assert ptrain("train", "--dataset", "fake", "--max-steps", "2", "--run-dir", "runs/r").code == 0
+    r = ptrain("sweep", spec, "--dir", "runs/r")
+    assert r.code == 2 and r.err == ("ptrain: error: --dir runs/r holds a run (ptrain train's "
+                                     "files): a sweep's folder holds its trials' runs; name "
+                                     "another\n")
+    assert not (tmp_path / "runs/r/study.db").exists()
+    assert ptrain("sweep", spec, "--trials", "1").code == 0
+    (tmp_path / "runs/spec/study.db").unlink()
+    r = ptrain("sweep", spec, "--trials", "1")
+    assert r.code == 2 and "runs/spec holds the runs of another study's trials (trial-000) but " \
+        "its study has none" in r.err
+    assert not _study(tmp_path).trials  # (a new, empty study) and no trial ran
+
+
 def test_without_optuna_it_is_one_line_naming_the_extra(ptrain, tmp_path, without):
     without("optuna")
     result = ptrain("sweep", _spec(tmp_path, 'epochs = 1\n[search]\nlr = [0.1]\n'))

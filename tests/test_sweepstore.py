@@ -128,6 +128,8 @@ def test_show_finds_a_study_stored_elsewhere_and_makes_no_file_where_there_is_no
     made = ptrain("sweep", "s.toml", "--storage", "sqlite:///elsewhere.db", "--dir", "runs/q",
                   "--trials", "1", "--timeout", "0.001")
     assert made.code == 0 and (tmp_path / "elsewhere.db").is_file(), made.err
+    assert made.out.splitlines()[-2:] == [  # the timeout said, no best.toml named
+        "sweep runs/q: 0 of 1 trials", "--timeout 0.001 s: no trial started after it"]
     shown = ptrain("sweep", "runs/q", "--show")
     assert (shown.code, shown.out, shown.err) == (0, "no trials yet\n", "")
     (tmp_path / "runs/empty").mkdir()
@@ -135,3 +137,8 @@ def test_show_finds_a_study_stored_elsewhere_and_makes_no_file_where_there_is_no
     assert none.code == 2 and none.err.count("\n") == 1
     assert "runs/empty holds no study" in none.err and "--storage" in none.err
     assert sorted(p.name for p in (tmp_path / "runs").rglob("*.db")) == []
+    (tmp_path / "runs/empty/study.db").touch()  # an empty file: Optuna would write its schema
+    none = ptrain("sweep", "runs/empty", "--show")
+    assert none.code == 2 and none.err == ("ptrain: error: runs/empty: study.db is empty: it "
+                                           "holds no study\n")
+    assert (tmp_path / "runs/empty/study.db").stat().st_size == 0

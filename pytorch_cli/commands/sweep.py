@@ -112,16 +112,16 @@ def _end_parent(sweep, run_id: str) -> None:
 
 def run(spec_file: Path, plan) -> int:
     """Run the study's trials; the exit code (130/143 after a signal)."""
-    from pytorch_cli.commands import sweeping, sweepstore
+    from pytorch_cli.commands import sweeping
     from pytorch_cli.output import mlflow_sink
-    if plan.folder.exists() and not plan.folder.is_dir():
-        raise UsageError(f"--dir {plan.folder} is a file, not a folder: name the sweep's folder")
+    _check_folder(plan.folder)
     spec = sweepspec.load(spec_file)
     require_trackers(spec.base)  # once, before the study, rather than as every trial's failure
     if plan.sampler == "grid":
         plan.trials = min(plan.trials, math.prod(map(len, sweepspec.grid_space(spec).values())))
     plan.folder.mkdir(parents=True, exist_ok=True)
     sweep = sweeping.Sweep(plan, spec, sweeping.open_study(plan, spec), _slots(plan, spec))
+    _no_orphans(sweep)
     trackers = _trackers(sweep)
     for slot in sweep.slots:
         slot.update(trackers)
@@ -135,13 +135,48 @@ def run(spec_file: Path, plan) -> int:
             time.sleep(0.2)  # the main thread stays free for the signal handler
     if trackers.get(mlflow_sink.PARENT):
         _end_parent(sweep, trackers[mlflow_sink.PARENT])
+    return _ended(sweep)
+
+
+def _check_folder(folder: Path) -> None:
+    """A sweep's folder holds its study and its trials' runs: never a run's own folder (a
+    hostile trial's sweep wrote its study and trial-000/ into a finished run's)."""
+    from pytorch_cli.store.rundir import holds_run
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--dir {folder} is a file, not a folder: name the sweep's folder")
+    if holds_run(folder):
+        raise UsageError(f"--dir {folder} holds a run (ptrain train's files): a sweep's folder "
+                         "holds its trials' runs; name another")
+
+
+def _no_orphans(sweep) -> None:
+    """A study with no trials in a folder that holds trial runs (its study.db removed, another
+    --study or --storage): each trial would fail on the folder its number names."""
+    from pytorch_cli.store.rundir import holds_run
+    if sweep.study.get_trials(deepcopy=False):
+        return
+    held = sorted(p.name for p in sweep.plan.folder.glob("trial-*")
+                  if holds_run(p))
+    if held:
+        raise UsageError(f"{sweep.plan.folder} holds the runs of another study's trials "
+                         f"({', '.join(held[:2])}{', ...' if len(held) > 2 else ''}) but its "
+                         "study has none (its study.db removed, or another --study or "
+                         "--storage): name a new --dir, or remove those folders")
+
+
+def _ended(sweep) -> int:
+    """The closing line(s) and the exit code."""
+    from pytorch_cli.commands import sweeping, sweepstore
+    plan, trials = sweep.plan, sweep.study.get_trials(deepcopy=False)
     done = sweepstore.counted(sweep.study)
+    best = any(t.state.name == "COMPLETE" for t in trials)  # (a best.toml of its own trials)
     print(f"sweep {plan.folder}: {done} of {plan.trials} trials"
-          + (f"; best settings in {plan.folder / sweeping.BEST}"
-             if (plan.folder / sweeping.BEST).exists() else ""))
+          + (f"; best settings in {plan.folder / sweeping.BEST}" if best else ""))
     if sweep.stop:
         return signals.EXIT_CODES[sweep.stop]
-    states = [t.state.name for t in sweep.study.get_trials(deepcopy=False)]
+    if plan.timeout and done < plan.trials:
+        print(f"--timeout {plan.timeout:g} s: no trial started after it")
+    states = [t.state.name for t in trials]
     if states and all(s == "FAIL" for s in states):  # (a pruned trial is a result)
         print(f"ptrain: error: every trial failed ({len(states)}): no best settings; `ptrain "
               f"sweep {plan.folder} --show` says why", file=sys.stderr)

@@ -75,6 +75,8 @@ def load(plan, name: str):
     optuna = import_optuna()
     url = storage_url(plan)
     file = _sqlite_file(url)
+    if file is not None and file.is_file() and not file.stat().st_size:  # (opening it would
+        raise UsageError(f"{plan.folder}: {file.name} is empty: it holds no study")  # write)
     if file is not None and not file.is_file():
         if not plan.storage and not (plan.folder / STORED).is_file():
             raise UsageError(f"{plan.folder} holds no study (no {STUDY_DB}): for a sweep run "
