@@ -43,3 +43,11 @@ def test_pickle_round_trip_keeps_type_message_and_exit_code(error, protocol):
 ])
 def test_plural(args, text):
     assert plural(*args) == text
+
+
+def test_a_long_first_line_is_cut_between_words():
+    from pytorch_cli.platform.errors import clip, first_line
+    assert first_line(ValueError("short\nsecond")) == "short"
+    assert clip("the job ends, and the last checkpoint is intact", 40) == \
+        "the job ends, and the last checkpoint..."
+    assert clip("x" * 50, 20) == "x" * 17 + "..."  # no space to cut at: at the limit

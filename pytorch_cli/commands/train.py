@@ -66,6 +66,9 @@ def train(
     default = config[-1].stem if config else cfg.dataset  # the last file: the most particular
     if opts.nproc or opts.max_restarts:
         named = opts.name or opts.run_dir or opts.dry_run
+        if named and not opts.dry_run:  # a name taken: one line before any worker starts
+            choosing.choose(opts.name or "", opts.run_dir or "", default, opts.overwrite,
+                            check_only=bool(opts.max_restarts) or opts.resume == "auto")
         launch.handoff((ctx.obj or {}).get("argv", sys.argv[1:]), opts.nproc, opts.max_restarts,
                        "" if named else str(choosing.choose("", "", default)))
         return

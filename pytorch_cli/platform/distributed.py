@@ -147,7 +147,7 @@ def peer_lost(error: Exception) -> PtrainError:
     most, used = _restarts()
     then = (f"these workers stop, and torchrun starts them again from the last checkpoint "
             f"({plural(most - used, 'restart')} left)" if most > used else
-            "the job ends, and the last checkpoint is intact")
+            "the job ends; what it saved (last.pt, if it got that far) is intact")
     return PtrainError(f"rank {world().rank}: another process of this job stopped answering "
                        f"({first}); {then}")
 

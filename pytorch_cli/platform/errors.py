@@ -40,8 +40,18 @@ class UsageError(PtrainError):
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:
-    """An exception as one line of a message: its first line, else its type's name."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+    """An exception as one line of a message: its first line, else its type's name; a long one
+    cut between words (gloo's "bugs in the applic" ended a hostile trial's line)."""
+    return clip((str(error).strip().splitlines() or [type(error).__name__])[0], limit)
+
+
+def clip(text: str, limit: int) -> str:
+    """text in at most `limit` characters, cut after a whole word with "..."."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 3]
+    space = cut.rfind(" ") if text[len(cut)] != " " else len(cut)  # (a word cut in two?)
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:([") + "..."
 
 
 def plural(n: float, word: str, many: str = "") -> str:
