@@ -142,3 +142,34 @@ def test_show_finds_a_study_stored_elsewhere_and_makes_no_file_where_there_is_no
     assert none.code == 2 and none.err == ("ptrain: error: runs/empty: study.db is empty: it "
                                            "holds no study\n")
     assert (tmp_path / "runs/empty/study.db").stat().st_size == 0
+
+
+@pytest.mark.slow
+def test_a_storage_that_stops_answering_stops_the_trials_saved_in_one_line(tmp_path):
+    """A hostile trial stopped PostgreSQL mid-sweep: 146 lines of threads' tracebacks, then
+    "StorageInternalError ... exceeding max length". Now one line; the trial saved."""
+    pytest.importorskip("psycopg")
+    server = Server()
+    try:
+        url = server.__enter__()
+    except RuntimeError as e:
+        pytest.skip(f"no PostgreSQL server: {e}")
+    try:
+        (tmp_path / "s.toml").write_text(SPEC + 'epochs = 300\n[search]\nlr = [0.01]\n')
+        sweep = subprocess.Popen(_sweep("s.toml", "--storage", url, "--study", "s", "--pruner",
+                                        "none", "--heartbeat", "2"),
+                                 cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        metrics = tmp_path / "runs/s/trial-000/metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while '"kind": "epoch"' not in (metrics.read_text() if metrics.exists() else ""):
+            assert time.monotonic() < deadline and sweep.poll() is None, sweep.communicate()
+            time.sleep(0.2)
+    finally:
+        server.__exit__()  # (pg_ctl stop -m immediate: as a crashed server)
+    out, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 1, err
+    assert err.count("\n") == 1 and err.startswith("ptrain: error: the sweep's study storage "
+                                                   "failed ("), err
+    assert err.endswith(f"run the same command again once {url} answers\n")
+    assert (tmp_path / "runs/s/trial-000/last.pt").exists()  # the trial stopped, saved

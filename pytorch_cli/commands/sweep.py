@@ -16,7 +16,7 @@ import typer
 
 from pytorch_cli.commands.train import require_trackers
 from pytorch_cli.platform import signals
-from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.platform.errors import PtrainError, UsageError, first_line
 from pytorch_cli.settings import sweepspec
 from pytorch_cli.store import rundir
 
@@ -50,7 +50,17 @@ def gpu_slots(gpus: int, jobs: int, visible: str) -> list[dict]:
 
 def _worker(sweep, slot: int) -> None:
     """Ask, run, tell, until the count is reached and no trial runs anywhere: while one does,
-    its worker may be lost, and this one is there to take it over."""
+    its worker may be lost, and this one is there to take it over. A failure of the study's
+    storage (its database server stopped) stops the other trials, each saved where it is."""
+    from pytorch_cli.commands import sweeping
+    try:
+        _work(sweep, slot)
+    except Exception as e:  # (a thread's traceback, 146 lines in a hostile trial, said nothing)
+        sweep.failed = sweep.failed or e
+        sweeping.stop(sweep, "SIGTERM")
+
+
+def _work(sweep, slot: int) -> None:
     from pytorch_cli.commands import sweeping, sweepstore
     plan = sweep.plan
     while not sweep.stop:
@@ -112,7 +122,7 @@ def _end_parent(sweep, run_id: str) -> None:
 
 def run(spec_file: Path, plan) -> int:
     """Run the study's trials; the exit code (130/143 after a signal)."""
-    from pytorch_cli.commands import sweeping
+    from pytorch_cli.commands import sweeping, sweepstudy
     from pytorch_cli.output import mlflow_sink
     _check_folder(plan.folder)
     spec = sweepspec.load(spec_file)
@@ -120,7 +130,7 @@ def run(spec_file: Path, plan) -> int:
     if plan.sampler == "grid":
         plan.trials = min(plan.trials, math.prod(map(len, sweepspec.grid_space(spec).values())))
     plan.folder.mkdir(parents=True, exist_ok=True)
-    sweep = sweeping.Sweep(plan, spec, sweeping.open_study(plan, spec), _slots(plan, spec))
+    sweep = sweeping.Sweep(plan, spec, sweepstudy.open_study(plan, spec), _slots(plan, spec))
     _no_orphans(sweep)
     trackers = _trackers(sweep)
     for slot in sweep.slots:
@@ -133,6 +143,11 @@ def run(spec_file: Path, plan) -> int:
             t.start()
         while any(t.is_alive() for t in threads):
             time.sleep(0.2)  # the main thread stays free for the signal handler
+    if sweep.failed is not None:
+        from pytorch_cli.commands import sweepstore
+        raise PtrainError(f"the sweep's study storage failed ({first_line(sweep.failed, 200)}); "
+                          "the running trials stopped, each saved where it was: run the same "
+                          f"command again once {sweepstore.shown_storage(plan)} answers")
     if trackers.get(mlflow_sink.PARENT):
         _end_parent(sweep, trackers[mlflow_sink.PARENT])
     return _ended(sweep)
@@ -246,7 +261,7 @@ def sweep(
 ) -> None:
     """Search settings with Optuna (pip install 'pytorch-cli[sweep]'): each trial is an ordinary
     run in SWEEP_DIR/trial-NNN; best.toml holds the best trial's settings."""
-    from pytorch_cli.commands import sweeping, sweepstore
+    from pytorch_cli.commands import sweeping, sweepstore, sweepstudy
     from pytorch_cli.output import plot as plotting
     from pytorch_cli.output.runs_table import print_trials
     sweepstore.import_optuna()
@@ -255,9 +270,9 @@ def sweep(
             raise UsageError(f"--show and --plot take a sweep's folder; {target} is not one")
         if plot:
             plotting.require_matplotlib("--plot")
-        found = sweeping.open_study(sweeping.Plan(target, metric=metric, storage=storage,
+        found = sweepstudy.open_study(sweeping.Plan(target, metric=metric, storage=storage,
                                                   study=study), None, create=False)
-        own = sweeping.study_metric(found)  # not --metric's default: the study's own
+        own = sweepstudy.study_metric(found)  # not --metric's default: the study's own
         if show_only:
             print_trials(show(found, own), sys.stdout, own)
         if plot:

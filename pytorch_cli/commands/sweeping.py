@@ -2,7 +2,8 @@
 an ordinary `ptrain train` process (forked warm: commands/warmstart.py) and run directory
 (SWEEP_DIR/trial-007/), so eval, export, resume, plot and runs work on it unchanged.
 
-The study lives in SWEEP_DIR/study.db or --storage's database (sweepstore.py). --jobs J runs
+The study lives in SWEEP_DIR/study.db or --storage's database (sweepstore.py), opened and
+checked by sweepstudy.py. --jobs J runs
 J trials at once, each in its own process: on a GPU box each on its own GPU
 (CUDA_VISIBLE_DEVICES), on a CPU with its share of the cores (OMP_NUM_THREADS). This process
 reads each trial's metrics.jsonl as it grows and reports every epoch's metric to Optuna; a trial
@@ -16,8 +17,6 @@ taken over the same way, once its heartbeat is missed (sweepstore.py).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import signal
 import threading
@@ -26,7 +25,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytorch_cli.commands import sweepstore, warmstart
+from pytorch_cli.commands import sweepstore, sweepstudy, warmstart
 from pytorch_cli.platform import files, signals
 from pytorch_cli.platform.errors import UsageError
 from pytorch_cli.settings import sweepspec
@@ -34,8 +33,6 @@ from pytorch_cli.store.choosing import TRIALS
 from pytorch_cli.store.rundir import LAST, RunDir
 
 BEST = "best.toml"
-METRIC = "metric"  # the study's user attr: the --metric it was made with
-SPEC = "spec"  # and the spec's settings and search, as JSON
 # a trial's exit by a signal: ptrain's code for it, or the signal's own where it landed as
 # ptrain exited, its handler gone
 SIGNALLED = (*signals.EXIT_CODES.values(), -signal.SIGTERM, -signal.SIGINT)
@@ -68,89 +65,8 @@ class Sweep:
     procs: set = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     signalling: threading.Lock = field(default_factory=threading.Lock)  # (stop, procs): add_proc
+    failed: BaseException | None = None  # what ended a worker's thread (the storage failing)
     started: float = field(default_factory=time.monotonic)
-
-
-def open_study(plan: Plan, spec: sweepspec.SweepSpec | None, create: bool = True):
-    """The study of this folder (created, or continued: the same name in the same storage)."""
-    optuna = sweepstore.import_optuna()
-    pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
-               "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
-               "none": optuna.pruners.NopPruner}
-    direction = "maximize" if plan.metric == "acc" else "minimize"
-    name = sweepstore.study_name(plan)
-    if not create:
-        return sweepstore.load(plan, name)
-    try:
-        study = optuna.create_study(study_name=name, storage=sweepstore.storage(plan),
-                                    load_if_exists=True,
-                                    sampler=sampler(plan, spec, 0),
-                                    pruner=pruners[plan.pruner](), direction=direction)
-    except ValueError as e:
-        raise UsageError(f"{plan.folder}: {e}") from None
-    _same_metric(plan, study, name)
-    if spec is not None:
-        _same_spec(plan, study, name, spec)
-    sweepstore.remember(plan, name)
-    return study
-
-
-def study_metric(study) -> str:
-    """The metric the study was made with; a study of an older ptrain has only its direction."""
-    return study.user_attrs.get(METRIC) or ("acc" if _maximised(study) else "loss")
-
-
-def _maximised(study) -> bool:
-    import optuna
-    return study.direction == optuna.study.StudyDirection.MAXIMIZE
-
-
-def _same_metric(plan: Plan, study, name: str) -> None:
-    """A continued study keeps its metric and direction: Optuna's create_study(load_if_exists)
-    loads it whatever direction is asked, and values of two metrics would be ranked as one."""
-    made, maximised = study_metric(study), _maximised(study)
-    if made != plan.metric or maximised != (plan.metric == "acc"):
-        said = {True: "maximised", False: "minimised"}
-        raise UsageError(f"{plan.folder}: the study {name!r} was made with --metric {made} "
-                         f"({said[maximised]}); this sweep asks --metric {plan.metric} "
-                         f"({said[plan.metric == 'acc']}): give --metric {made}, or another "
-                         "--dir or --study for a new study")
-    if METRIC not in study.user_attrs:
-        study.set_user_attr(METRIC, plan.metric)
-
-
-def _same_spec(plan: Plan, study, name: str, spec: sweepspec.SweepSpec) -> None:
-    """A continued study keeps its spec: trials of other settings ranked together would name a
-    'best' no setting reproduces (a hostile trial's best.toml held batch 8, its trial ran 64),
-    and Optuna raises mid-sweep on a range turned from log to linear."""
-    said = json.dumps({"settings": spec.base, "search": [dataclasses.asdict(d)
-                                                         for d in spec.search]},
-                      sort_keys=True, default=str)
-    made = study.user_attrs.get(SPEC)
-    if made is None:
-        study.set_user_attr(SPEC, said)
-    elif made != said:
-        was, now = json.loads(made), json.loads(said)
-        what = sorted({k for k in {*was["settings"], *now["settings"]}
-                       if was["settings"].get(k) != now["settings"].get(k)} |
-                      {d["name"] for d in was["search"] + now["search"]
-                       if (d in was["search"]) != (d in now["search"])})
-        raise UsageError(f"{plan.folder}: the study {name!r} was made with another spec "
-                         f"({', '.join(what)} differ): trials of both would be ranked as one; "
-                         "give the spec it was made with, or another --dir or --study for a "
-                         "new study")
-
-
-def sampler(plan: Plan, spec: sweepspec.SweepSpec | None, asked: int):
-    """Optuna's sampler for the study's next trial, `asked` trials after its first."""
-    optuna = sweepstore.import_optuna()
-    import numpy as np
-    seed = spec.base.get("seed", 1) if spec else 1
-    if plan.sampler == "grid":  # it skips the points tried (and running) by itself
-        return optuna.samplers.GridSampler(sweepspec.grid_space(spec), seed=seed)
-    seed = int(np.random.SeedSequence([seed, asked]).generate_state(1)[0])
-    return {"tpe": optuna.samplers.TPESampler,
-            "random": optuna.samplers.RandomSampler}[plan.sampler](seed=seed)
 
 
 def ask(sweep: Sweep):
@@ -159,7 +75,8 @@ def ask(sweep: Sweep):
     joins one, and would try the same settings again. A fresh sweep stays reproducible."""
     study = sweep.study
     if sweep.plan.sampler != "grid":
-        study.sampler = sampler(sweep.plan, sweep.spec, len(study.get_trials(deepcopy=False)))
+        study.sampler = sweepstudy.sampler(sweep.plan, sweep.spec,
+                                           len(study.get_trials(deepcopy=False)))
     return study.ask()
 
 

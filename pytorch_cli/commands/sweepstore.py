@@ -96,6 +96,11 @@ def study_name(plan) -> str:
         or plan.folder.resolve().name
 
 
+def shown_storage(plan) -> str:
+    """Where the plan's study is, as a line may say it (no password)."""
+    return _shown(storage_url(plan))
+
+
 def _shown(url: str) -> str:
     from sqlalchemy.engine import make_url
     try:
