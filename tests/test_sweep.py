@@ -152,6 +152,8 @@ def test_a_runs_folder_or_another_studys_trials_are_refused_before_any_trial(ptr
                                      "another\n")
     assert not (tmp_path / "runs/r/study.db").exists()
     assert ptrain("sweep", spec, "--trials", "1").code == 0
+    shown = ptrain("sweep", "runs/spec", "--show").out.splitlines()
+    assert shown[1].split()[1:4:2] == ["complete", "0.06"]  # 2 of 32 steps, not "1" epoch
     (tmp_path / "runs/spec/study.db").unlink()
     r = ptrain("sweep", spec, "--trials", "1")
     assert r.code == 2 and "runs/spec holds the runs of another study's trials (trial-000) but " \

@@ -186,7 +186,8 @@ def _tell(sweep: Sweep, trial, code: int, pruned: bool, run: RunDir, params: dic
         run.append_metrics({"kind": "pruned", "epoch": after, "time": time.time()})
         tell(sweep.study, trial, state=state.PRUNED)
     elif (code == 0 or finished) and epochs and metric(epochs[-1], sweep.plan.metric) is not None:
-        trial.set_user_attr("epochs", epochs[-1]["epoch"])
+        # as `ptrain runs` says it: 0.06 of a run --max-steps cut (its epoch record says 1)
+        trial.set_user_attr("epochs", ending.get("epochs_trained") or epochs[-1]["epoch"])
         tell(sweep.study, trial, metric(epochs[-1], sweep.plan.metric))
         write_best(sweep)
     elif sweep.stop and code in SIGNALLED:  # stopped with the sweep
