@@ -411,7 +411,7 @@ def test_eval_and_resume_say_when_the_held_out_images_are_drawn_from_other_files
     assert r.code == 0 and "warning" not in r.err, r.err
     from pytorch_cli.commands import saved
     loaded = saved.load_model(tmp_path / "run")
-    assert loaded.meta["split"] == "by-name"
+    assert loaded.meta["split"] == "by-name-per-class"
     held = saved._data(loaded).test.images
     loaded.meta.pop("split")  # as runs saved before 2026-12-06: a shuffle of the rows
     assert not torch.equal(saved._data(loaded).test.images, held)
@@ -419,7 +419,7 @@ def test_eval_and_resume_say_when_the_held_out_images_are_drawn_from_other_files
     for command in (["eval", "run"], ["resume", "run", "--epochs", "2", "--quiet"]):
         r = ptrain(*command)
         assert r.code == 0 and said in r.err, r.err
-    assert saved.load_model(tmp_path / "run").meta["split"] == "by-name"  # kept by the resume
+    assert saved.load_model(tmp_path / "run").meta["split"] == "by-name-per-class"  # kept by resume
 
 
 def test_eval_scores_every_image_of_another_labelled_set_of_some_of_the_runs_classes(ptrain,
