@@ -103,6 +103,12 @@ def test_links_in_a_run_directory_are_refused_and_user_files_survive_the_clean_u
         with pytest.raises(PtrainError, match="metrics.jsonl: it is a symbolic link"):
             run.append_metrics({"kind": "start"})
         assert not (tmp_path / "made-outside.jsonl").exists()
+        # a resume's rewrite refuses it too (a hostile trial's link was replaced, unsaid)
+        (tmp_path / "made-outside.jsonl").write_text(json.dumps({"kind": "start", "step": 0})
+                                                     + "\n")
+        with pytest.raises(PtrainError, match="metrics.jsonl: it is a symbolic link"):
+            run.trim_metrics(0)
+        assert run.file("metrics.jsonl").is_symlink()
     finally:
         run.unlock()
 

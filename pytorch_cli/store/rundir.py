@@ -202,6 +202,9 @@ class RunDir:
         An unreadable file is an error: rewriting it empty would lose the run's records."""
         if not self.file(METRICS).exists():
             return
+        if self.file(METRICS).is_symlink():  # the rewrite would replace it (appends refuse it)
+            e = files.no_links(OSError(errno.ELOOP, ""), self.file(METRICS))
+            raise PtrainError(f"cannot write {self.file(METRICS)}: {e.strerror}")
         try:
             found, bad = self._records()
         except OSError as e:
