@@ -5,10 +5,17 @@ image; real files written in tmp_path."""
 import gzip
 import pickle
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_cifar10_binary, write_cifar10_python, write_cifar100_python, write_mnist
+from conftest import (
+    MNIST_DIR,
+    write_cifar10_binary,
+    write_cifar10_python,
+    write_cifar100_python,
+    write_mnist,
+)
 
 from pytorch_cli.data import datasets
 from pytorch_cli.platform.errors import PtrainError
@@ -230,3 +237,21 @@ def test_cifar100_meta_pickle_with_missing_or_short_names(tmp_path):
 
 
 # ---------------------------------------------------------------- images for predict
+
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+
+
+@pytest.mark.skipif(not (MNIST_DIR and FASHION_DIR.is_dir()),
+                    reason="needs real MNIST (../shared/data/mnist) and Debian's "
+                    "dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
+def test_mnists_and_fashion_mnists_files_are_told_apart():
+    """Same names, sizes and headers: a hostile trial's fashion-mnist run read MNIST's digits
+    and called a 7 a Sneaker. Each set is known by its first 1,000 images."""
+    with pytest.raises(PtrainError, match=r"train-images-idx3-ubyte.gz holds mnist's images, "
+                       r"not fashion-mnist's: pass --data-dir the folder of fashion-mnist's "
+                       r"files \(or --dataset mnist\)$"):
+        datasets.load("fashion-mnist", str(MNIST_DIR), download=False)
+    with pytest.raises(PtrainError, match="holds fashion-mnist's images, not mnist's"):
+        datasets.load("mnist", str(FASHION_DIR), download=False)
+    assert datasets.load("fashion-mnist", str(FASHION_DIR), download=False).classes[7] == "Sneaker"
