@@ -56,6 +56,21 @@ def test_help_fits_80_columns_with_every_choice_spelled_out(command):
         assert "PTRAIN_DATA_DIR" in out.stdout and "--install-completion" in out.stdout
 
 
+def test_ptrain_alone_shows_its_help_and_usage_errors_are_one_readable_line(ptrain):
+    # a hostile trial's newcomer typed `ptrain`: newer click's help came as one error line
+    # of 1,600 characters with \n escapes; a missing --format listed its choices so too
+    alone = ptrain()  # (older click prints the help itself, to stdout, and exits 0)
+    shown = alone.out + alone.err
+    assert alone.code in (0, 2) and shown.startswith("Usage: ptrain [OPTIONS] COMMAND")
+    assert "\n  train " in shown and "ptrain: error" not in shown and "\\n" not in shown
+    r = ptrain("export", "x")
+    assert r.code == 2 and r.err == ("ptrain: error: Missing option '--format' / '-f'. Choose "
+                                     "from: onnx, pt2, torchscript, safetensors (see `ptrain "
+                                     "export --help`)\n")
+    r = ptrain("train", "--dataset", "foo")  # (typer's pydantic said "Value error, " first)
+    assert r.code == 2 and "Invalid value for '--dataset': 'foo' is not one of 'mnist'," in r.err
+
+
 def test_shell_completion_completes_commands_and_choices():
     # typer's own switch: --show-completion then takes the shell's name instead of detecting
     # the shell this test runs under (none, when pytest was started from a detached process)

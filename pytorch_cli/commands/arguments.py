@@ -53,3 +53,28 @@ def image_file(path: Path | None) -> Path | None:
     so, as matplotlib's savefig does (plot.py imports matplotlib only when it draws)."""
     from pytorch_cli.output.plot import named
     return named(path)
+
+
+def usage_error(e) -> int:
+    """typer's (its vendored click's) usage error, said in one line: a bad flag, a wrong type; its
+    exit code. `ptrain` alone: the help, as it is."""
+    import sys
+
+    from pytorch_cli.platform.errors import one_line
+    if not e.format_message() or type(e).__name__ == "NoArgsIsHelpError":  # (newer click: the
+        print(e.format_message(), file=sys.stderr, end="")  # help is the message, one line)
+        return e.exit_code
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx else ""
+    flag = getattr(e, "option_name", "") or ""
+    if ctx and ctx.command.name == "resume" and flag.lstrip("-").replace("-", "_") in \
+            _TRAIN:  # a training setting: say why resume has none
+        hint = (f": a resumed run keeps its settings ({flag} too); a new run with "
+                "--init-from RUN_DIR starts from its weights with others")
+        print(f"ptrain: error: ptrain resume takes no {flag}{hint}", file=sys.stderr)
+        return e.exit_code
+    # one line: click's choice lists come as lines of their own, and typer's pydantic checks
+    # say "Value error, " first
+    said = " ".join(e.format_message().replace("Value error, ", "").split())
+    print(f"ptrain: error: {one_line(said)}{hint}", file=sys.stderr)
+    return e.exit_code

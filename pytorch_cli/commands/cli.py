@@ -25,11 +25,11 @@ from pytorch_cli.commands.arguments import (
     Precision,
     Target,
     image_file,
+    usage_error,
 )
 from pytorch_cli.output.tables import print_eval
 from pytorch_cli.platform import events, signals, streams
 from pytorch_cli.platform.errors import PtrainError, UsageError, one_line, plural
-from pytorch_cli.settings import config as configlib
 from pytorch_cli.store import export
 
 ENV_HELP = """Environment: PTRAIN_DATA_DIR (where datasets are looked for before ./data),
@@ -259,19 +259,7 @@ def _run(argv: list[str]) -> int:
         streams.flush_stdout()
         return rc or 0
     except TyperException as e:  # typer's (vendored click) usage errors: bad flag, wrong type
-        if not e.format_message():  # `ptrain` alone: the help was printed, nothing to add
-            return e.exit_code
-        ctx = getattr(e, "ctx", None)
-        hint = f" (see `{ctx.command_path} --help`)" if ctx else ""
-        flag = getattr(e, "option_name", "") or ""
-        if ctx and ctx.command.name == "resume" and flag.lstrip("-").replace("-", "_") in \
-                configlib.FIELD_TYPES:  # a training setting: say why resume has none
-            hint = (f": a resumed run keeps its settings ({flag} too); a new run with "
-                    "--init-from RUN_DIR starts from its weights with others")
-            print(f"ptrain: error: ptrain resume takes no {flag}{hint}", file=sys.stderr)
-            return e.exit_code
-        print(f"ptrain: error: {one_line(e.format_message())}{hint}", file=sys.stderr)
-        return e.exit_code
+        return usage_error(e)
     except PtrainError as e:
         if debug:
             traceback.print_exc()
