@@ -228,18 +228,21 @@ def test_plateau_refuses_a_warmup_with_the_way_out():
 
 
 @pytest.mark.parametrize("given, says, fine", [
-    ({"gamma": 0.5}, "--gamma is the LR factor of --scheduler step and plateau; none has none",
+    ({"gamma": 0.5}, "--gamma is the LR factor of --scheduler step and plateau; --scheduler "
+     "none has none",
      {"scheduler": "step"}),
-    ({"plateau_patience": 4}, "--plateau-patience is --scheduler plateau's; cosine has none",
+    ({"plateau_patience": 4}, "--plateau-patience is --scheduler plateau's; --scheduler cosine "
+     "has none",
      {"scheduler": "plateau"}),
-    ({"final_lr": 0.1}, "--final-lr is where --scheduler cosine and linear end; step has none",
+    ({"final_lr": 0.1}, "--final-lr is where --scheduler cosine and linear end; --scheduler "
+     "step has none",
      {"scheduler": "linear"}),
     ({"warmup_start": 0.2}, "--warmup-start is where --warmup-epochs' linear warmup starts",
      {"warmup_epochs": 1}),
     ({"lookahead_decay": 0.9}, "--lookahead-decay is --lookahead-every's",
      {"lookahead_every": 5}),
     ({"momentum": 0.9, "optimizer": "adam"}, "--momentum is --optimizer sgd's and rmsprop's; "
-     "adam has none", {"optimizer": "rmsprop"}),
+     "--optimizer adam has none", {"optimizer": "rmsprop"}),
     ({"min_delta": 0.1}, "--min-delta is the gain --patience and --scheduler plateau count",
      {"patience": 2}),
     ({"crop_pad": 3, "augment": "none"}, "--crop-pad is the padding of --augment's crops; "
@@ -303,7 +306,7 @@ def test_a_setting_a_config_file_gave_is_named_with_its_file_when_a_flag_turns_i
     """A preset's momentum, then --optimizer adam typed: the file is named, not just the flag."""
     (tmp_path / "preset.toml").write_text("momentum = 0.9\n")
     with pytest.raises(UsageError, match=re.escape(
-            f"--momentum is --optimizer sgd's and rmsprop's; adam has none (from "
+            f"--momentum is --optimizer sgd's and rmsprop's; --optimizer adam has none (from "
             f"{tmp_path / 'preset.toml'})")):
         configlib.resolve(tmp_path / "preset.toml", {"optimizer": "adam"})
 

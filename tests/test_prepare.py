@@ -207,5 +207,6 @@ def test_resume_auto_reads_the_data_from_the_commands_data_folder(ptrain, tmp_pa
     assert f'data_dir = "{tmp_path / "moved"}"' in (tmp_path / "r/config.toml").read_text()
     # the fake set reads no folder: --data-dir there is a mistake said, not a setting ignored
     r = ptrain("train", "--dataset", "fake", "--data-dir", "moved", "--max-steps", "1")
-    assert r.code == 2 and r.err == ("ptrain: error: --data-dir: the fake set is generated, it "
-                                     "reads no folder; pass --dataset too (mnist, folder...)\n")
+    assert r.code == 2 and r.err == ("ptrain: error: --data-dir: --dataset fake is generated and "
+                                     "reads no folder; drop --data-dir, or name the dataset it "
+                                     "holds (mnist, folder...)\n")

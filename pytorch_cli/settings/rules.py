@@ -12,11 +12,13 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # versions took it), so that old runs still load
 UNUSED = (
     ("gamma", lambda c: c.scheduler in ("step", "plateau"),
-     "--gamma is the LR factor of --scheduler step and plateau; {c.scheduler} has none"),
+     "--gamma is the LR factor of --scheduler step and plateau; --scheduler {c.scheduler} has "
+     "none"),
     ("plateau_patience", lambda c: c.scheduler == "plateau",
-     "--plateau-patience is --scheduler plateau's; {c.scheduler} has none"),
+     "--plateau-patience is --scheduler plateau's; --scheduler {c.scheduler} has none"),
     ("final_lr", lambda c: c.scheduler in ("cosine", "linear"),
-     "--final-lr is where --scheduler cosine and linear end; {c.scheduler} has none"),
+     "--final-lr is where --scheduler cosine and linear end; --scheduler {c.scheduler} has "
+     "none"),
     ("warmup_start", lambda c: c.warmup_epochs and c.scheduler != "onecycle",
      "--warmup-start is where --warmup-epochs' linear warmup starts: it needs --warmup-epochs "
      "and a --scheduler other than onecycle (whose warmup starts at --lr/25, torch's "
@@ -24,7 +26,7 @@ UNUSED = (
     ("lookahead_decay", lambda c: c.lookahead_every, "--lookahead-decay is --lookahead-every's: "
      "pass that too"),
     ("momentum", lambda c: c.optimizer in ("sgd", "rmsprop"),
-     "--momentum is --optimizer sgd's and rmsprop's; {c.optimizer} has none"),
+     "--momentum is --optimizer sgd's and rmsprop's; --optimizer {c.optimizer} has none"),
     ("min_delta", lambda c: c.patience or c.scheduler == "plateau",
      "--min-delta is the gain --patience and --scheduler plateau count: pass one of them"),
     ("crop_pad", lambda c: "crop_pad" in _augment_uses(c), "--crop-pad is the padding of "
@@ -35,8 +37,8 @@ UNUSED = (
      "crop of --augment resized-crop; --augment {c.augment} is not it on {c.dataset}"),
     ("flip", lambda c: "flip" in _augment_uses(c), "--flip is how --augment crop-flip (and the "
      "policies after it) flips; --augment {c.augment} flips nothing on {c.dataset}"),
-    ("data_dir", lambda c: c.dataset != "fake", "--data-dir: the fake set is generated, it "
-     "reads no folder; pass --dataset too (mnist, folder...)"),
+    ("data_dir", lambda c: c.dataset != "fake", "--data-dir: --dataset fake is generated and "
+     "reads no folder; drop --data-dir, or name the dataset it holds (mnist, folder...)"),
     ("test_split", lambda c: c.dataset == catalog.FOLDER, "--test-split is the share of a "
      "folder's images held out for testing; {c.dataset} has its own test set"),
     ("compile_mode", lambda c: c.compile, "--compile-mode is --compile's: pass that too"),
