@@ -167,3 +167,15 @@ def test_a_metrics_file_that_is_no_file_is_one_warning_and_trim_refuses(tmp_path
     assert capsys.readouterr().err.startswith(f"warning: {path}: cannot read it")
     with pytest.raises(PtrainError, match=f"cannot read {path}: "):
         run.trim_metrics(step=0)  # rather than rewrite it empty
+
+
+def test_an_unwritable_run_directory_is_told_what_would_help(tmp_path):
+    # a read-only mount was told to "free some space" (a hostile trial)
+    import errno
+
+    from pytorch_cli.store import rundir
+    said = {code: str(rundir._unwritable(tmp_path, OSError(code, os.strerror(code))))
+            for code in (errno.EROFS, errno.ENOSPC, errno.EACCES)}
+    assert said[errno.EROFS].endswith("Read-only file system; choose another --run-dir")
+    assert said[errno.ENOSPC].endswith("; choose another --run-dir or free some space")
+    assert said[errno.EACCES].endswith("; choose another --run-dir or fix its permissions")

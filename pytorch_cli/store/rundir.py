@@ -57,8 +57,10 @@ def _in_use(path: Path, pid: int) -> UsageError:
 def _unwritable(path: Path, e: OSError) -> PtrainError:
     if e.errno == errno.ELOOP:  # a link where ptrain writes (files.py refuses to follow it)
         return PtrainError(f"cannot write {e.filename}: {e.strerror}")
-    return PtrainError(f"cannot write to the run directory {path}: {e.strerror}; "
-                       "choose another --run-dir or free some space")
+    fix = {errno.ENOSPC: " or free some space", errno.EDQUOT: " or free some space",
+           errno.EACCES: " or fix its permissions", errno.EPERM: " or fix its permissions"}
+    return PtrainError(f"cannot write to the run directory {path}: {e.strerror}; choose another "
+                       f"--run-dir{fix.get(e.errno, '')}")  # (read-only: no space would help)
 
 
 def check_free(path: Path) -> None:
