@@ -84,3 +84,14 @@ def test_an_early_stop_under_tta_says_no_tta_evaluation_ran_and_how_to_get_one()
     assert report.format_record({**r, "tta": True}).endswith(
         "model.pth holds its weights (no TTA evaluation was run: `ptrain eval RUN_DIR --tta` "
         "gives it)")
+
+
+def test_a_stop_says_where_it_stopped_in_the_runs_own_terms():
+    # a hostile trial read "in epoch 0 after batch 0, step 0" for a stop before any step
+    def said(epoch, batch, step):
+        return report.format_record({"kind": "stop", "reason": "SIGTERM", "epoch": epoch,
+                                     "batch": batch, "step": step, "run_dir": "runs/r"})
+    assert said(0, 0, 0) == ("stopped (SIGTERM) before the first step; saved to last.pt: "
+                             "continue with `ptrain resume runs/r`")
+    assert said(2, 0, 64).startswith("stopped (SIGTERM) at the end of epoch 2, step 64; ")
+    assert said(3, 5, 69).startswith("stopped (SIGTERM) in epoch 3 after batch 5, step 69; ")

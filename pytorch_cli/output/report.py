@@ -76,8 +76,10 @@ def format_record(r: dict) -> str | None:
     if kind == "stop":
         saved = (f"saved to last.pt: continue with `ptrain resume {r['run_dir']}`"
                  if r["run_dir"] else "nothing was saved")
-        return (f"stopped ({r['reason']}) in epoch {r['epoch']} after batch {r['batch']}, "
-                f"step {r['step']}; {saved}")
+        where = ("before the first step" if not r["step"] else  # (was "in epoch 0 after batch
+                 f"at the end of epoch {r['epoch']}, step {r['step']}" if not r["batch"] else  # 0")
+                 f"in epoch {r['epoch']} after batch {r['batch']}, step {r['step']}")
+        return f"stopped ({r['reason']}) {where}; {saved}"
     if kind == "early_stop":
         metric = r["metric"].replace("_acc", " acc")
         gain = f"more than {100 * r['min_delta']:g} points" if r["min_delta"] else "at all"
