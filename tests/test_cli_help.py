@@ -34,7 +34,7 @@ def test_help_and_version_do_not_import_torch(args):
         "Usage" in out.stdout or "--version" in args or args == ["runs"])
 
 
-COMMANDS = ["train", "eval", "resume", "export", "predict", "runs", "plot"]
+COMMANDS = ["train", "eval", "resume", "export", "predict", "runs", "plot", "lr-find", "summary"]
 
 
 def _ptrain(*args, env=None):
@@ -48,6 +48,8 @@ def test_help_fits_80_columns_with_every_choice_spelled_out(command):
     assert out.returncode == 0
     lines = out.stdout.splitlines()
     assert max(map(len, lines)) <= 80 and "…" not in out.stdout and "<bool>" not in out.stdout
+    if command and command[0] in ("train", "lr-find", "summary"):  # (its help had been lost,
+        assert "--config FILE.toml  " in out.stdout  # a hostile trial: "--config <list[Path]>")
     if command == ["train"]:
         assert "--dataset <mnist|fashion-mnist|cifar10|cifar100|fake|folder>" in out.stdout
         assert "--no-accel, --no-cuda" in out.stdout and "--no-mps" in out.stdout

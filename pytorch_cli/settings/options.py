@@ -52,7 +52,7 @@ def parameters(cls, resume: bool = False, inherit: bool = True, only: tuple[str,
 def options(*groups: list[inspect.Parameter]) -> Callable:
     """Give `fn(ctx, *arguments, **values)` these keyword options after its own parameters."""
     def wrap(fn: Callable) -> Callable:
-        own = [p for p in inspect.signature(fn).parameters.values()
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()
                if p.kind is not inspect.Parameter.VAR_KEYWORD]
         fn.__signature__ = inspect.Signature([*own, *(p for g in groups for p in g)])
         return fn
