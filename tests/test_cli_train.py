@@ -218,6 +218,9 @@ def test_config_file_and_flags(ptrain, tmp_path):
     )
     assert without_timing(read_metrics(tmp_path / "runs/exp")) == \
         without_timing(read_metrics(tmp_path / "runs/again"))
+    # unnamed, it is named for the run whose config it is (it was runs/config: a hostile trial)
+    r = ptrain("train", "--config", "runs/exp/config.toml", "--max-steps", "1", "--quiet")
+    assert r.code == 0 and (tmp_path / "runs/exp-2/model.pth").exists(), r.err
 
 
 def test_several_config_files_layer_each_over_the_ones_before(ptrain, tmp_path):
