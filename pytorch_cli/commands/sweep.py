@@ -51,7 +51,7 @@ def gpu_slots(gpus: int, jobs: int, visible: str) -> list[dict]:
 def _worker(sweep, slot: int) -> None:
     """Ask, run, tell, until the count is reached and no trial runs anywhere: while one does,
     its worker may be lost, and this one is there to take it over. A failure of the study's
-    storage (its database server stopped) stops the other trials, each saved where it is."""
+    storage (its database server stopped), or any other, stops the other trials, each saved."""
     from pytorch_cli.commands import sweeping
     try:
         _work(sweep, slot)
@@ -144,13 +144,23 @@ def run(spec_file: Path, plan) -> int:
         while any(t.is_alive() for t in threads):
             time.sleep(0.2)  # the main thread stays free for the signal handler
     if sweep.failed is not None:
-        from pytorch_cli.commands import sweepstore
-        raise PtrainError(f"the sweep's study storage failed ({first_line(sweep.failed, 200)}); "
-                          "the running trials stopped, each saved where it was: run the same "
-                          f"command again once {sweepstore.shown_storage(plan)} answers")
+        raise _failed(sweep)
     if trackers.get(mlflow_sink.PARENT):
         _end_parent(sweep, trackers[mlflow_sink.PARENT])
     return _ended(sweep)
+
+
+def _failed(sweep) -> PtrainError:
+    """What ended a worker's thread, in one line: the study's storage (its database's errors),
+    or anything else, named by its type."""
+    from pytorch_cli.commands import sweepstore
+    e = sweep.failed
+    stored = type(e).__module__.startswith(("optuna", "sqlalchemy", "psycopg", "sqlite3"))
+    what = ("the sweep's study storage failed" if stored else
+            f"a worker of the sweep failed ({type(e).__name__})")
+    again = f" once {sweepstore.shown_storage(sweep.plan)} answers" if stored else ""
+    return PtrainError(f"{what} ({first_line(e, 200)}); the running trials stopped, each saved "
+                       f"where it was: run the same command again{again}")
 
 
 def _check_folder(folder: Path) -> None:
