@@ -46,8 +46,6 @@ Precision = Annotated[Optional[Literal[_TRAIN["precision"].choices]], typer.Opti
     "--precision", help="Autocast (default: the run's --precision, as its training evaluated).")]
 
 
-
-
 def image_file(path: Path | None) -> Path | None:
     """The callback of every option naming a picture: a name without a suffix is a PNG named
     so, as matplotlib's savefig does (plot.py imports matplotlib only when it draws)."""

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pytorch_cli.commands import sweepstore, sweepstudy, warmstart
 from pytorch_cli.platform import files, signals
-from pytorch_cli.platform.errors import UsageError
+from pytorch_cli.platform.errors import UsageError, clip
 from pytorch_cli.settings import sweepspec
 from pytorch_cli.store.choosing import TRIALS
 from pytorch_cli.store.rundir import LAST, RunDir
@@ -197,14 +197,9 @@ def _tell(sweep: Sweep, trial, code: int, pruned: bool, run: RunDir, params: dic
     else:
         tail = (sweep.plan.folder / TRIALS / f"{run.path.name}.log").read_bytes()[-300:]
         lines = tail.decode(errors="replace").strip().splitlines()
-        trial.set_user_attr("error", _clip(f"exit {code}: {lines[-1] if lines else ''}"))
+        trial.set_user_attr("error", clip(f"exit {code}: {lines[-1] if lines else ''}", 200,
+                                          "…"))
         tell(sweep.study, trial, state=state.FAIL)
-
-
-def _clip(text: str, most: int = 200) -> str:
-    """At most `most` characters, cut between words with an ellipsis: a cut inside a number
-    changes it (a hostile trial read "--lr (now 203" for 203199)."""
-    return text if len(text) <= most else text[:most - 1].rsplit(" ", 1)[0] + "…"
 
 
 def tell(study, trial, *args, **kw) -> None:

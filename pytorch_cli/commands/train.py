@@ -64,8 +64,8 @@ def train(
                             from_environment(ctx, configlib.TrainConfig))
     require_trackers(cfg.to_dict())
     default = config[-1].stem if config else cfg.dataset  # the last file: the most particular
-    if config and config[-1].name == "config.toml" and config[-1].resolve().parent.name:
-        default = config[-1].resolve().parent.name  # a run's own: runs/mnist-2, not runs/config
+    if config and config[-1].name == "config.toml":  # a run's own: runs/mnist-2, not config
+        default = config[-1].resolve().parent.name or default
     if opts.nproc or opts.max_restarts:
         named = opts.name or opts.run_dir or opts.dry_run
         if named and not opts.dry_run:  # a name taken: one line before any worker starts

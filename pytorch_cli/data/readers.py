@@ -6,6 +6,7 @@ PtrainError line naming the user's file, what is wrong and what to do, raised as
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import pickle
 import struct
@@ -97,7 +98,6 @@ def _whose(images: np.ndarray) -> str | None:
     """The dataset these are the original images of, if one of the two it knows."""
     if len(images) < 1000:
         return None
-    import hashlib
     return KNOWN_FIRST_1000.get(hashlib.blake2b(np.ascontiguousarray(images[:1000]).tobytes(),
                                                 digest_size=16).hexdigest())
 

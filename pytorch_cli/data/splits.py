@@ -72,13 +72,9 @@ def val_rows(n: int, fraction: float, seed: int, names: list[str] | None = None,
              else torch.randperm(n, generator=torch.Generator().manual_seed(seed)))
     n_val = max(1, round(n * fraction))
     if n_val >= n:
-        raise _no_training(fraction, n)
+        raise UsageError(f"--val-split {fraction} leaves no training images (the training set "
+                         f"has {n}); use a smaller fraction")
     return order[:n_val], order[n_val:]
-
-
-def _no_training(fraction: float, n: int) -> UsageError:
-    return UsageError(f"--val-split {fraction} leaves no training images (the training set has "
-                      f"{n}); use a smaller fraction")
 
 
 def listing(names: list[str], labels: list[int]) -> str:

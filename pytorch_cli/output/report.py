@@ -24,6 +24,18 @@ def _compile_line(r: dict) -> str:
             f"{'evaluation' if what == 'evaluation' else 'training'}")
 
 
+def _stop_line(r: dict) -> str:
+    saved = (f"saved to last.pt: continue with `ptrain resume {r['run_dir']}`"
+             if r["run_dir"] else "nothing was saved")
+    if not r["step"]:  # (not "in epoch 0 after batch 0")
+        where = "before the first step"
+    elif not r["batch"]:
+        where = f"at the end of epoch {r['epoch']}, step {r['step']}"
+    else:
+        where = f"in epoch {r['epoch']} after batch {r['batch']}, step {r['step']}"
+    return f"stopped ({r['reason']}) {where}; {saved}"
+
+
 def _start_line(r: dict) -> str:
     part = f", {r['trainable']:,} of them trained" if r["trainable"] != r["params"] else ""
     flops = f", {flops_text(r['flops'])} per image" if r.get("flops") else ""
@@ -74,12 +86,7 @@ def format_record(r: dict) -> str | None:
     if kind == "compile":
         return _compile_line(r)
     if kind == "stop":
-        saved = (f"saved to last.pt: continue with `ptrain resume {r['run_dir']}`"
-                 if r["run_dir"] else "nothing was saved")
-        where = ("before the first step" if not r["step"] else  # (was "in epoch 0 after batch
-                 f"at the end of epoch {r['epoch']}, step {r['step']}" if not r["batch"] else  # 0")
-                 f"in epoch {r['epoch']} after batch {r['batch']}, step {r['step']}")
-        return f"stopped ({r['reason']}) {where}; {saved}"
+        return _stop_line(r)
     if kind == "early_stop":
         metric = r["metric"].replace("_acc", " acc")
         gain = f"more than {100 * r['min_delta']:g} points" if r["min_delta"] else "at all"

@@ -45,13 +45,14 @@ def first_line(error: BaseException, limit: int = 300) -> str:
     return clip((str(error).strip().splitlines() or [type(error).__name__])[0], limit)
 
 
-def clip(text: str, limit: int) -> str:
-    """text in at most `limit` characters, cut after a whole word with "..."."""
+def clip(text: str, limit: int, mark: str = "...") -> str:
+    """text in at most `limit` characters, cut after a whole word with `mark`: a cut inside a
+    number changes it (a hostile trial read "--lr (now 203" for 203199)."""
     if len(text) <= limit:
         return text
-    cut = text[:limit - 3]
+    cut = text[:limit - len(mark)]
     space = cut.rfind(" ") if text[len(cut)] != " " else len(cut)  # (a word cut in two?)
-    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:([") + "..."
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:([") + mark
 
 
 def plural(n: float, word: str, many: str = "") -> str:

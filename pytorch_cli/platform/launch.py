@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 
+from pytorch_cli.platform import signals
 from pytorch_cli.platform.errors import PtrainError, UsageError
 
 OWN_FLAGS = ("--nproc", "--max-restarts")  # this process's flags, not the workers'
-STOPPED_CODES = (129, 130, 143)  # a worker's exit after a stop signal (signals.EXIT_CODES)
 
 
 def worker_argv(argv: list[str], run_dir: str) -> list[str]:
@@ -58,8 +58,8 @@ def handoff(argv: list[str], nproc: int, max_restarts: int, run_dir: str) -> Non
     except ChildFailedError as e:
         rank, failure = _cause(e)
         code = failure.exitcode
-        if code in STOPPED_CODES:  # a rank stopped by a signal: every rank saved, rank 0 said
-            said = PtrainError("stopped", exit_code=code)  # where; nothing more to say
+        if code in signals.EXIT_CODES.values():  # a rank stopped by a signal: every rank saved,
+            said = PtrainError("stopped", exit_code=code)  # rank 0 said where: nothing more
             said.echo = True
             raise said from None
         how = (f"was killed by {failure.signal_name()}" if code < 0 else f"exited with code {code}")
