@@ -62,6 +62,19 @@ def test_a_small_folder_or_one_core_decodes_in_process(monkeypatch):
             decode.workers(1)
 
 
+def _drained(fd: int) -> bytes:
+    """Everything written to the other end of a pty or pipe, which is closed."""
+    os.set_blocking(fd, False)
+    seen = b""
+    try:
+        while chunk := os.read(fd, 65536):
+            seen += chunk
+    except (BlockingIOError, OSError):  # drained (a pty's end reads EIO once closed)
+        pass
+    os.close(fd)
+    return seen
+
+
 @pytest.mark.parametrize("terminal", [True, False])
 def test_a_terminal_sees_a_bar_and_a_short_decode_says_nothing_to_a_pipe(tmp_path, monkeypatch,
                                                                           terminal):
@@ -70,18 +83,25 @@ def test_a_terminal_sees_a_bar_and_a_short_decode_says_nothing_to_a_pipe(tmp_pat
     with os.fdopen(other, "w") as stream:
         monkeypatch.setattr(sys, "stderr", stream)
         _decode(files, 0, monkeypatch)
-    os.set_blocking(main, False)
-    seen = b""
-    try:
-        while chunk := os.read(main, 65536):
-            seen += chunk
-    except (BlockingIOError, OSError):  # drained (a pty's end reads EIO once closed)
-        pass
-    os.close(main)
+    seen = _drained(main)
     if terminal:
         assert b"decoding 512 images" in seen and b"/512" in seen  # then cleared: transient
     else:
         assert seen == b""
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_a_terminal_sees_what_a_step_with_no_count_is_doing(monkeypatch, terminal):
+    """Listing 60,000 PNGs and reading their dates took 2.8-3.5 s with nothing on the screen
+    before the header pass's bar (a hostile trial): a spinner names the step; a pipe gets
+    nothing."""
+    main, other = pty.openpty() if terminal else os.pipe()
+    with os.fdopen(other, "w") as stream:
+        monkeypatch.setattr(sys, "stderr", stream)
+        with decode.status("listing /data/pets"):
+            pass
+    seen = _drained(main)
+    assert (b"listing /data/pets" in seen) == terminal
 
 
 def test_a_log_gets_a_plain_line_as_a_long_decode_goes(tmp_path, monkeypatch, capsys):

@@ -10,6 +10,7 @@ scheduler's output file) a line says how far it got every PLAIN_SECONDS."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -71,6 +72,18 @@ def _bar(total: int, what: str):
                    console=Console(stderr=True), transient=True)
     bar.add_task(what, total=total)
     return bar
+
+
+@contextlib.contextmanager
+def status(what: str) -> Iterator[None]:
+    """A transient spinner on a terminal's stderr while `what` runs: the steps that have no
+    count to show (listing a folder, reading its files' dates: 2.8 s for 60,000 PNGs here)."""
+    if not sys.stderr.isatty() or not distributed.world().main:
+        yield
+        return
+    from rich.console import Console
+    with Console(stderr=True).status("  " + what):
+        yield
 
 
 def _progress(total: int, what: str) -> Callable[[int], None]:

@@ -37,7 +37,8 @@ def read(root: Path, opts: Options, seed: int, val_split: float = 0.0) -> Read:
     """The folder at root, split: decoded, or from the decode cache when nothing it depends on
     changed. Splits are row numbers of the decoded arrays (splits.py), written as an entry of
     their own, so a cached folder's splits are memory maps too, never a copy in memory."""
-    found = listed(root, opts.labels, opts.least_classes)
+    with decode.status(f"listing {root}"):
+        found = listed(root, opts.labels, opts.least_classes)
     arrays, meta, name = _decoded(found, opts)
     train_y = torch.from_numpy(arrays["train_y"])
     check_classes(found.classes, train_y, Path(opts.labels) if opts.labels else
@@ -149,7 +150,9 @@ def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, 
     the images'), which eval and resume never ask (a hostile trial: each decoded anew)."""
     check = functools.partial(_disagrees, found)
     try:
-        files = cache.stamp(_sources(found))
+        sources = _sources(found)
+        with decode.status(f"checking {sum(len(f) for _, f in sources):,} files' dates"):
+            files = cache.stamp(sources)
         asked = cache.key(files, found.skipped, opts.channels, opts.image_size, opts.resize)
     except OSError:  # a file gone since the listing: no key; decode what is there
         files = asked = None
