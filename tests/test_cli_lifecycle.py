@@ -360,6 +360,33 @@ def _small_folder(root: Path, classes: tuple[str, ...]) -> Path:
     return root
 
 
+def test_no_picture_is_written_into_a_runs_image_folder_or_the_one_read(ptrain, tmp_path):
+    """A picture inside an image folder would be read as one of its images, or replace one (a
+    hostile trial: `plot -o` onto a training image changed the run's accuracy, and eval then
+    counted activations' new picture): eval, activations, plot and lr-find each refuse in one
+    line, before any work, and nothing is written."""
+    _small_folder(tmp_path / "imgs", ("cat", "dog"))
+    _small_folder(tmp_path / "other", ("cat", "dog"))
+    assert ptrain("train", "--dataset", "folder", "--data-dir", "imgs", "--epochs", "1",
+                  "--run-dir", "run", "--quiet").code == 0
+    before = {p: p.read_bytes() for p in tmp_path.glob("*/**/*") if p.is_file()}
+    trained = f"it is inside {tmp_path / 'imgs'}, the image folder the run trained on, whose "
+    for args, said in (
+            (["activations", "run", "other/dog/0.png", "-o", "imgs/cat/0.png"], trained),
+            (["activations", "run", "other/dog/0.png", "-o", "imgs/dog/new.png"], trained),
+            (["plot", "run", "-o", "imgs/cat/1.png"], trained),
+            (["eval", "run", "--data-dir", "other", "--plot-errors", "imgs/cat/2.png"], trained),
+            (["eval", "run", "--data-dir", "other", "--plot-confusion", "other/dog/3.png"],
+             "it is inside other, the image folder being read, whose next read would take it "
+             "for an image; name a --plot-confusion file outside it"),
+            (["lr-find", "--dataset", "folder", "--data-dir", "imgs", "--plot", "imgs/lr.png"],
+             "the image folder the run trained on")):
+        r = ptrain(*args)
+        assert r.code == 2 and said in r.err and r.err.count("\n") == 1, (args, r.err)
+    assert {p: p.read_bytes() for p in tmp_path.glob("*/**/*") if p.is_file()} == before
+    assert ptrain("plot", "run", "-o", "curves.png").code == 0  # outside it: drawn
+
+
 def test_eval_writes_nothing_onto_a_labels_file_or_into_the_image_folder_it_reads(ptrain,
                                                                                  tmp_path):
     """A picture inside the image folder being evaluated would be read as one of its images
@@ -374,8 +401,8 @@ def test_eval_writes_nothing_onto_a_labels_file_or_into_the_image_folder_it_read
     before = {p: p.read_bytes() for p in tmp_path.glob("*/**/*") if p.is_file()}
     for args, said in (
             (["--plot-errors", "imgs/cat/0.png"], f"it is inside {tmp_path / 'imgs'}, the "
-             "image folder being evaluated, whose next read would take it for an image; name a "
-             "--plot-errors file outside it"),  # (the run saved its folder absolute)
+             "image folder the run trained on, whose next read would take it for an image; "
+             "name a --plot-errors file outside it"),  # (the run saved its folder absolute)
             (["--plot-confusion", "imgs/new.png"], "name a --plot-confusion file outside it"),
             (["--errors", "imgs/labels.csv"], "it is a --labels file being read ("),
             (["--labels", "other.csv", "--errors", "other.csv"], "it is a --labels file")):

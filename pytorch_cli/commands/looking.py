@@ -66,8 +66,11 @@ def plot(
 ) -> None:
     """Draw loss and accuracy curves from metrics.jsonl (pip install 'pytorch-cli[plot]')."""
     from pytorch_cli.output import plot as plotlib
+    from pytorch_cli.store import outputs
     from pytorch_cli.store.rundir import METRICS, RunDir
     plotlib.require_matplotlib("ptrain plot")
+    for path in run_dirs:  # before reading any run's records
+        outputs.refuse_in_image_folders([("-o", output)], outputs.run_image_folders(path))
     curves = {}
     seen = set()
     for path in run_dirs:

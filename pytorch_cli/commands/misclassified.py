@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-from pytorch_cli.data import catalog
 from pytorch_cli.data.datasets import Data, Split
 from pytorch_cli.platform.errors import UsageError, plural
 from pytorch_cli.store import outputs
@@ -53,16 +52,13 @@ class Wanted:
         take it for one of its images (or it would replace one)."""
         read = {Path(p): "a --labels file being read" for p in (labels, config.get("labels"))
                 if p}
-        folder = Path(data_dir or config.get("data_dir") or ".").expanduser()
         for flag, out in (("--errors", self.csv), ("--plot-errors", self.plot),
                           ("--plot-confusion", self.confusion)):
             if out:
                 outputs.refuse_overwrite([out], read, flag)
-            if out and out != self.csv and config.get("dataset") == catalog.FOLDER and \
-                    outputs.inside(out, folder):
-                raise UsageError(f"refusing to write {out}: it is inside {folder}, the image "
-                                 f"folder being evaluated, whose next read would take it for an "
-                                 f"image; name a {flag} file outside it")
+        pictures = [(flag, out) for flag, out in (("--plot-errors", self.plot),
+                                                  ("--plot-confusion", self.confusion)) if out]
+        outputs.refuse_in_image_folders(pictures, outputs.image_folders(config, data_dir))
 
 
 @dataclass

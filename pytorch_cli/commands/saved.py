@@ -247,6 +247,7 @@ def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
     outputs.refuse_overwrite([output], {image: "the image being read",
                                         **outputs.checkpoint_read(path)}, "-o")
     loaded = load_model(path, model_name, dataset)
+    outputs.refuse_in_image_folders([("-o", output)], outputs.image_folders(loaded.config))
     meta = loaded.meta
     x = read_image(image, meta["in_channels"], spec_of(loaded).size, loaded.resize)
     x = batches.resize(x[None], models.meta_size(meta))[0]  # as training and predict

@@ -176,6 +176,11 @@ def lr_find(
         plotting.check_output(plot)
     cfg = configlib.resolve(config, typed(ctx, configlib.FIELD_TYPES),
                             from_environment(ctx, configlib.TrainConfig))
+    if plot:
+        from dataclasses import asdict
+
+        from pytorch_cli.store import outputs
+        outputs.refuse_in_image_folders([("--plot", plot)], outputs.image_folders(asdict(cfg)))
     result = lrfind.run(cfg, start_lr, end_lr, steps)
     if json_out:
         from pytorch_cli.platform.events import json_safe

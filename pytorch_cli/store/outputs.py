@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tomllib
 from pathlib import Path
 
+from pytorch_cli.data.catalog import FOLDER
 from pytorch_cli.platform import files
 from pytorch_cli.platform.errors import PtrainError, UsageError
 from pytorch_cli.platform.files import atomic_write
-from pytorch_cli.store.rundir import LOCK, MODEL, RUN_FILES, TRACE, holds_run
+from pytorch_cli.store.rundir import CONFIG, LOCK, MODEL, RUN_FILES, TRACE, holds_run
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -49,6 +51,38 @@ def refuse_overwrite(outputs: list[Path], read: dict[Path, str], option: str) ->
             also = f" ({hit})" if str(hit) != str(out) else ""
             raise UsageError(f"refusing to write {out}: it is {kept[hit]}{also}; "
                              f"name another output with {option}")
+
+
+def image_folders(config: dict, data_dir: str | Path | None = None) -> dict[Path, str]:
+    """A `--dataset folder` run's image folders (folder -> what it is): the one it trained on
+    (its config's data_dir) and `data_dir`, the one a command reads; {} for other datasets."""
+    if config.get("dataset") != FOLDER:
+        return {}
+    found = {Path(data_dir).expanduser(): "the image folder being read"} if data_dir else {}
+    if isinstance(config.get("data_dir"), str) and config["data_dir"]:
+        found.setdefault(Path(config["data_dir"]).expanduser(),
+                         "the image folder the run trained on")
+    return found
+
+
+def run_image_folders(run: Path) -> dict[Path, str]:
+    """image_folders of the run directory `run`, from its config.toml ({} where unreadable)."""
+    try:
+        return image_folders(tomllib.loads(files.read_regular(run / CONFIG).decode()))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def refuse_in_image_folders(outputs: list[tuple[str, Path]], folders: dict[Path, str]) -> None:
+    """One line if a picture (option, path) would land inside an image folder: a later run or
+    eval would take it for one of its images, or it replaces one (a hostile trial: `plot -o`
+    onto a training image changed the run's accuracy, and no listing of the folder noticed)."""
+    for option, out in outputs:
+        for folder, what in folders.items():
+            if inside(out, folder):
+                raise UsageError(f"refusing to write {out}: it is inside {folder}, {what}, "
+                                 f"whose next read would take it for an image; name a {option} "
+                                 "file outside it")
 
 
 def checkpoint_read(source: Path) -> dict[Path, str]:
