@@ -65,7 +65,9 @@ def test_a_built_in_set_at_another_size_says_how_predict_reaches_it(sized):
     side = sidecar.read(sized / "model.onnx")
     assert side["input_shape"] == ["batch", 1, 32, 32] and side["channel_order"] == "gray"
     assert side["preprocess"] == [
-        "decode it and convert it to grayscale (L) (PIL)",
+        "open it with PIL and call image.draft(None, (28, 28)), PIL's (width, height) (a JPEG "
+        "then decodes at 1/2, 1/4 or 1/8 scale where that keeps it at least 28x28; other "
+        "formats ignore it), then convert it to grayscale (L)",
         "resize it to the dataset's own 28x28 (squashed; PIL, bilinear)",
         "resize that to 32x32 (torch.nn.functional.interpolate, bilinear, align_corners=False, "
         "antialias when shrinking), rounded to uint8",
@@ -111,3 +113,26 @@ def test_a_damaged_or_folder_sidecar_is_one_line():
         sidecar.described({**side, "std": [0]}, Path("m.safetensors"))
     with pytest.raises(UsageError, match="the weights of a folder run"):
         sidecar.described({**side, "dataset": "folder"}, Path("m.safetensors"))
+
+
+def test_a_deployer_following_the_steps_gets_predicts_pixels_for_a_large_jpeg(tmp_path):
+    """predict decodes a large JPEG at reduced scale (PIL's draft): a deployer who followed
+    steps without it fed other pixels, 2 of 200 top-1 classes differing (a hostile trial)."""
+    from PIL import Image
+
+    from pytorch_cli.data.images import read_image
+    g = torch.Generator().manual_seed(0)
+    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 16, generator=g), (384, 512),
+                                            mode="bicubic").clamp(0, 1)[0]
+    Image.fromarray((photo * 255).byte().permute(1, 2, 0).numpy()).save(tmp_path / "p.jpg",
+                                                                        quality=90)
+    steps = sidecar.preprocess({"in_channels": 3, "dataset": catalog.FOLDER}, (24, 40))
+    assert "image.draft(None, (40, 24))" in steps[0] and "at least 24x40" in steps[0]
+    assert steps[1] == "resize it to 24x40 (squashed; PIL, bilinear), if not that size already"
+    with Image.open(tmp_path / "p.jpg") as img:  # the steps, as a deployer reads them
+        img.draft(None, (40, 24))
+        followed = img.convert("RGB").resize((40, 24), Image.BILINEAR)
+    with Image.open(tmp_path / "p.jpg") as img:
+        full = img.convert("RGB").resize((40, 24), Image.BILINEAR)
+    predicts = read_image(tmp_path / "p.jpg", 3, (24, 40)).permute(1, 2, 0).numpy()
+    assert (predicts == followed).all() and (predicts != full).any()
