@@ -182,7 +182,11 @@ def test_a_class_with_no_test_image_and_never_predicted_has_no_scores_and_no_wei
     assert s["per_class"]["one"] == {"precision": None, "recall": None, "f1": None, "images": 0}
     assert s["macro"]["recall"] == pytest.approx((0.8 + 1.0) / 2)
     called = class_scores(torch.tensor([[4, 0, 1], [0, 5, 0], [0, 0, 0]]), ["a", "b", "one"])
-    assert called["per_class"]["one"]["precision"] == 0.0  # predicted, never right: counted
+    assert called["per_class"]["one"] == {"precision": 0.0, "recall": None, "f1": None,
+                                          "images": 0}  # called it, never right: no accuracy
+    # (a hostile trial: "0.00%" of no image, and a macro recall of 16% for a set scored at 65%)
+    assert called["macro"]["recall"] == pytest.approx((0.8 + 1.0) / 2)  # balanced accuracy
+    assert called["macro"]["precision"] == pytest.approx((1.0 + 1.0 + 0.0) / 3)
     out = tmp_path / "table.txt"
     with out.open("w") as f:
         tables.print_eval({"checkpoint": "m", "dataset": "folder", "split": "test", "tta": False,

@@ -47,3 +47,17 @@ def test_resuming_takes_the_runs_classes_only_in_its_order():
                                          r"\(cat, dog, fox\); resume with --data-dir"):
         matching.same_as_trained(RUN, _data(["dog", "fox"], [0, 1]), "resume")
     matching.same_as_trained(RUN, _data(RUN["classes"], [0, 1]), "resume")
+
+
+def test_another_folder_held_out_is_said_also_for_a_run_whose_folder_drew_nothing(capsys):
+    """A run trained on train/ + test/ keeps no listing: `eval --data-dir NEW` of a folder
+    without test/ scored its held-out part only, unsaid (a hostile trial: 8 of 40 images)."""
+    new = dataclasses.replace(_data(RUN["classes"], [0, 1, 2, 0, 1]), listing="abc")
+    matching.moved_warning(RUN, new, "test", other=True)  # RUN: no listing
+    assert capsys.readouterr().err == (
+        "warning: new is not the folder the run trained on (its files differ): --split test "
+        "scores the 5 of its 10 images the run's settings hold out; --split all scores every "
+        "one\n")
+    matching.moved_warning(RUN, new, "test", other=False)  # its own folder, given again
+    matching.moved_warning(RUN, dataclasses.replace(new, listing=""), "test", other=True)
+    assert capsys.readouterr().err == ""  # (a folder with test/: nothing held out)

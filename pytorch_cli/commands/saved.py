@@ -137,7 +137,9 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
     if evaluating:
         data = matching.onto_run_classes(meta, data, folder.labels)
         if split != "all":  # (all: which rows are held out does not matter)
-            matching.moved_warning(meta, data, split, other=bool(data_dir) or labels is not None)
+            other = labels is not None or bool(data_dir) and not outputs.same_file(
+                Path(data_dir).expanduser(), Path(c.get("data_dir", "")).expanduser())
+            matching.moved_warning(meta, data, split, other)
     return datasets.normalised(data, meta["mean"], meta["std"])  # --weights brought its own
 
 

@@ -111,21 +111,26 @@ def class_scores(confusion: torch.Tensor, classes: list[str]) -> dict:
     """Per class (rows: true, columns: predicted): precision (of the images called it, the share
     that are), recall (of its images, the share found: its accuracy), F1 (their harmonic mean),
     images; and their unweighted means over the classes ("macro"). A class never predicted has
-    precision 0, as scikit-learn's zero_division=0. A class with no image that nothing was
-    called has no scores (None) and stays out of the means, as scikit-learn leaves out labels
-    absent from both (a test set lacking a class would otherwise lower them). "most_confused":
-    the 5 largest off-diagonal cells, (true, predicted, images), fastai's most_confused: what
-    a matrix too large to print (more than 20 classes) still shows."""
+    precision 0, as scikit-learn's zero_division=0. A class with no image has no recall nor F1
+    (None: "0.00% of 0 images" misled a hostile trial), and no precision either where nothing
+    was called it; each mean is over the classes that have that score, so the macro recall is
+    scikit-learn's balanced_accuracy_score (a test set lacking a class would otherwise lower
+    them). "most_confused": the 5 largest off-diagonal cells, (true, predicted, images),
+    fastai's most_confused: what a matrix too large to print (more than 20 classes) still
+    shows."""
     c = confusion.double()
-    hit, present = c.diag(), (c.sum(0) + c.sum(1)) > 0
+    hit, images = c.diag(), c.sum(1) > 0
+    present = images | (c.sum(0) > 0)  # images, or some called it
     precision = hit / c.sum(0).clamp(min=1)
     recall = hit / c.sum(1).clamp(min=1)
     f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
-    rows = {name: {"precision": float(p) if here else None, "recall": float(r) if here else None,
-                   "f1": float(f) if here else None, "images": int(n)}
-            for name, p, r, f, n, here in zip(classes, precision, recall, f1, c.sum(1), present)}
-    macro = {k: float(v[present].mean()) if present.any() else 0.0
-             for k, v in (("precision", precision), ("recall", recall), ("f1", f1))}
+    rows = {name: {"precision": float(p) if here else None, "recall": float(r) if some else None,
+                   "f1": float(f) if some else None, "images": int(n)}
+            for name, p, r, f, n, here, some in zip(classes, precision, recall, f1, c.sum(1),
+                                                   present, images)}
+    macro = {k: float(v[has].mean()) if has.any() else 0.0
+             for k, v, has in (("precision", precision, present), ("recall", recall, images),
+                               ("f1", f1, images))}
     counts, cells = c.clone().fill_diagonal_(0).flatten().sort(descending=True, stable=True)
     n = len(classes)  # (stable: ties in the matrix's order, the same on every run)
     confused = [{"true": classes[int(i) // n], "predicted": classes[int(i) % n], "images": int(k)}
