@@ -22,7 +22,7 @@ def test_a_zoo_model_is_built_for_the_channels_and_classes(name, head, channels)
     model = zoo.build(name, channels, 7, 64).train()
     logits = model(torch.zeros(2, channels, 64, 64))
     assert isinstance(logits, torch.Tensor) and logits.shape == (2, 7)  # no aux tuple
-    assert hub.head_name(model, 7) == head
+    assert hub.head_names(model, 7) == [head]
     _, conv = hub.first_conv(model)
     assert conv.in_channels == channels
 
@@ -52,8 +52,23 @@ def test_a_torchvision_vit_is_built_for_square_images_of_the_runs_size():
 def test_builtin_nets_heads_are_their_last_layer():
     heads = {"lenet": "fc2", "mnist-cnn": "fc2", "cifar-net": "fc3", "fast-cnn": "fc",
              "airbench": "head", "resnet18": "fc"}
-    assert {n: hub.head_name(zoo.build(n, 3, 10, 32), 10) for n in zoo.MODELS} == heads
+    assert {n: hub.head_names(zoo.build(n, 3, 10, 32), 10)[0] for n in zoo.MODELS} == heads
     assert hub.first_conv(zoo.build("airbench", 3, 10, 32))[0] == "whiten"
+
+
+@pytest.mark.parametrize("name", ["timm:deit_tiny_distilled_patch16_224", "timm:levit_128s"])
+def test_a_distilled_models_two_heads_are_its_head_and_its_backbone_all_the_rest(name):
+    """DeiT's and LeViT's class and distillation heads (timm's get_classifier gives both): a
+    frozen backbone raised a raw StopIteration, as did predict --features (a hostile trial)."""
+    from pytorch_cli.models import adapt
+    pytest.importorskip("timm")
+    model = zoo.build(name, 3, 5, 32 if "deit" in name else 64)
+    assert hub.head_names(model, 5) == ["head", "head_dist"]
+    every = {n for n, _ in model.named_parameters()}
+    outside = {n for n in every if n.split(".")[0] in ("head", "head_dist")}
+    assert outside and adapt.backbone(model, 5) == every - outside
+    norms = adapt.frozen_norms(model, 5)
+    assert all(m is not model.head.bn for m in norms) if "levit" in name else norms == []
 
 
 def test_unknown_names_get_a_hint_and_the_form_is_checked_without_torchvision():

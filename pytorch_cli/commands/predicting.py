@@ -72,7 +72,8 @@ def run_predict(path: Path, images: list[Path], top_k: int = 3, device: str = "a
     net = torch.nn.Sequential(batches.Normalize(meta["mean"], meta["std"]), loaded.model).to(dev)
     plain = {"view": True}  # the features of the image itself, not of its TTA views
     if features is not None:
-        head = loaded.model.get_submodule(hub.head_name(loaded.model, meta["num_classes"]))
+        head = loaded.model.get_submodule(  # (a distilled model's: its class token's)
+            hub.head_names(loaded.model, meta["num_classes"])[0])
         head.register_forward_hook(lambda m, args, out: features.extend(
             args[0].flatten(1).float().cpu()) if plain["view"] else None)
     size = models.meta_size(meta)

@@ -106,17 +106,17 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
 
 def backbone(model: nn.Module, num_classes: int) -> set[str]:
     """Names of the parameters outside the head: what --freeze backbone holds still."""
-    head = hub.head_name(model, num_classes) + "."
-    return {n for n, _ in model.named_parameters() if not n.startswith(head)}
+    heads = tuple(name + "." for name in hub.head_names(model, num_classes))
+    return {n for n, _ in model.named_parameters() if not n.startswith(heads)}
 
 
 def frozen_norms(model: nn.Module, num_classes: int) -> list[nn.Module]:
     """The BatchNorm layers of the backbone: frozen, they stay in eval mode, so that their
     running statistics are held still too (as the weights are), not re-estimated from the new
     images."""
-    head = hub.head_name(model, num_classes) + "."
-    return [m for name, m in model.named_modules()
-            if isinstance(m, nn.modules.batchnorm._NormBase) and not name.startswith(head)]
+    heads = tuple(name + "." for name in hub.head_names(model, num_classes))
+    return [m for name, m in model.named_modules()  # (LeViT's heads hold a BatchNorm each)
+            if isinstance(m, nn.modules.batchnorm._NormBase) and not name.startswith(heads)]
 
 
 def trainable(model: nn.Module) -> int:

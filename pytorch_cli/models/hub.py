@@ -127,17 +127,22 @@ def first_conv(model):
     raise PtrainError(f"{type(model).__name__} has no Conv2d to take the images' channels")
 
 
-def head_name(model, num_classes: int) -> str:
-    """The classifier's module name: timm says it; otherwise the last Linear (or squeezenet's
-    1x1 Conv2d) with num_classes outputs, which every torchvision and ptrain classifier ends in."""
+def head_names(model, num_classes: int) -> list[str]:
+    """The classifier's module names, the class token's first: timm says them (a distilled
+    model's are two, DeiT's, LeViT's and PiT's class and distillation heads, which raised a raw
+    StopIteration under --freeze backbone: a hostile trial); otherwise the last Linear (or
+    squeezenet's 1x1 Conv2d) with num_classes outputs, which every torchvision and ptrain
+    classifier ends in."""
     from torch import nn
     if hasattr(model, "get_classifier"):
-        head = model.get_classifier()
-        return next(n for n, m in model.named_modules() if m is head)
+        heads = model.get_classifier()
+        heads = heads if isinstance(heads, tuple) else (heads,)
+        names = {id(m): n for n, m in model.named_modules()}
+        return [names[id(h)] for h in heads]
     found = [n for n, m in model.named_modules()
              if (isinstance(m, nn.Linear) and m.out_features == num_classes)
              or (isinstance(m, nn.Conv2d) and m.out_channels == num_classes)]
     if not found:
         raise PtrainError(f"{type(model).__name__} has no layer with {num_classes} outputs to "
                           "call its head")
-    return found[-1]
+    return [found[-1]]
