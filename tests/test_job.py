@@ -3,6 +3,7 @@
 import copy
 import math
 import re
+import shutil
 
 import pytest
 import torch
@@ -130,8 +131,15 @@ def test_init_from_a_run_loads_what_fits_and_counts_it(ptrain, tmp_path):
     r = ptrain("train", "--dataset", "folder", "--data-dir", folder, "--init-from", "source",
                "--epochs", "1", "--run-dir", "target")
     assert r.code == 0, r.err
-    assert ("weights: 6 of 8 tensors from source/model.pth; new: fc2.weight, fc2.bias; 2 of its "
-            "tensors unused; its normalisation: mean 0.500, std 0.250") in r.out
+    assert ("weights: 6 of 8 tensors from source/model.pth; new: fc2.weight, fc2.bias; head: "
+            "none of the run's classes is one of its 10; 2 of its tensors unused; its "
+            "normalisation: mean 0.500, std 0.250") in r.out
+    shifted = _gray_folder(tmp_path / "shifted", (10, 10, 10, 10))  # class0..class3
+    shutil.rmtree(shifted / "class0")  # class1..class3: two of the source's, one new
+    r = ptrain("train", "--dataset", "folder", "--data-dir", shifted, "--init-from", "target",
+               "--dry-run")
+    assert ("weights: 8 of 8 tensors from target/model.pth; head rows of 2 of the run's 3 "
+            "classes taken by name (new: class3); its normalisation") in r.out, r.out
     meta = torch.load(tmp_path / "target" / "model.pth", weights_only=True)["meta"]
     assert (meta["mean"], meta["std"], meta["num_classes"]) == ([0.5], [0.25], 3)
     missing = ptrain("train", "--dataset", "fake", "--init-from", "nowhere", "--epochs", "1")

@@ -16,7 +16,8 @@ from pytorch_cli.platform.errors import PtrainError, plural
 
 @dataclass
 class Transfer:
-    """What load_into did, for the start line."""
+    """What load_into did, for the start line. Tensors are counted without BatchNorm's
+    num_batches_tracked (a step count, not a weight), on both sides of "N of M"."""
     source: str
     loaded: list[str] = field(default_factory=list)  # the model's tensors that came from source
     new: list[str] = field(default_factory=list)  # ...that did not (kept as built)
@@ -24,13 +25,15 @@ class Transfer:
     converted: str = ""  # the first conv, when its channels changed
     resampled: str = ""  # a ViT's position embedding, when its patch grid changed
     normalised: str = ""  # the mean and std that came with the weights, if any
+    matched: str = ""  # the head's rows, moved to the run's classes by name
+    backbone_new: list[str] = field(default_factory=list)  # new outside the head
 
     def describe(self) -> str:
         new = (f"; new: {', '.join(self.new[:4])}{', ...' if len(self.new) > 4 else ''}"
                if self.new else "")
         total = len(self.loaded) + len(self.new)
         notes = [f"{len(self.loaded)} of {plural(total, 'tensor')} from {self.source}{new}"]
-        notes += [note for note in (self.converted, self.resampled) if note]
+        notes += [note for note in (self.matched, self.converted, self.resampled) if note]
         notes += [f"{self.unused} of its tensors unused"] if self.unused else []
         notes += [f"its normalisation: {self.normalised}"] if self.normalised else []
         return "; ".join(notes)
@@ -79,14 +82,52 @@ def _resample_positions(model: nn.Module, name: str, value: torch.Tensor,
                  "patches") if out.shape == want else None
 
 
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> Transfer:
-    """Load the tensors of `state` that fit `model` by name and shape; raise when none does."""
+def _head_rows(value: torch.Tensor, mine: torch.Tensor, theirs: list[str],
+               ours: list[str]) -> torch.Tensor | None:
+    """A head tensor of the source (a row per class of `theirs`) as the run's (a row per
+    class of `ours`): each class's row moved to where the run numbers that name, the run's new
+    row where the source had no such class; None where no class is the source's."""
+    if mine.shape != (len(ours), *value.shape[1:]) or not set(ours) & set(theirs):
+        return None
+    out = mine.clone()
+    for row, name in enumerate(ours):
+        if name in theirs:
+            out[row] = value[theirs.index(name)]
+    return out
+
+
+def _matched(theirs: list[str], ours: list[str]) -> str:
+    """The start line's note on a head whose classes were matched by name."""
+    if theirs == ours:
+        return ""
+    mine = [c for c in ours if c in theirs]
+    missing = [c for c in ours if c not in theirs]
+    note = (f"head rows of {len(mine)} of the run's {plural(len(ours), 'class', 'classes')} "
+            "taken by name")
+    if missing:
+        note += f" (new: {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})"
+    return note + (", in another order" if mine != [c for c in theirs if c in ours] else "")
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+              classes: list[str], theirs: list[str] | None = None) -> Transfer:
+    """Load the tensors of `state` that fit `model` by name and shape; raise when none does.
+    Where the source's classes are known (`theirs`: a ptrain run's), the head's rows go to the
+    run's `classes` by name, never by position (a hostile trial: a run's classes 1, 2, 10 read
+    from a CSV became 1, 10, 2 as folders, and its head called 10s 2)."""
     own = model.state_dict()
     first = hub.first_conv(model)[0] + ".weight"
+    heads = tuple(name + "." for name in hub.head_names(model, len(classes)))
     take, report = {}, Transfer(source)
     for name, value in state.items():
         if name not in own:
             report.unused += 1
+        elif theirs and name.startswith(heads) and value.shape[:1] == (len(theirs),):
+            moved = _head_rows(value, own[name], theirs, classes)
+            if moved is None:
+                report.unused += 1
+            else:
+                take[name], report.matched = moved, _matched(theirs, classes)
         elif value.shape == own[name].shape:
             take[name] = value
         elif name == first and (converted := _convert_first(value, own[name].shape)):
@@ -95,12 +136,16 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
             take[name], report.resampled = resampled
         else:
             report.unused += 1
-    if not any(k for k in take if not k.endswith("num_batches_tracked")):
+    counted = [k for k in own if not k.endswith("num_batches_tracked")]
+    if not any(k in take for k in counted):
         raise PtrainError(f"{source}: none of its {plural(len(state), 'tensor')} fits this "
                           f"model by name and shape (is it {type(model).__name__}'s?)")
     model.load_state_dict(take, strict=False)
-    report.loaded = [k for k in own if k in take]
-    report.new = [k for k in own if k not in take and not k.endswith("num_batches_tracked")]
+    report.loaded = [k for k in counted if k in take]
+    report.new = [k for k in counted if k not in take]
+    report.backbone_new = [k for k in report.new if not k.startswith(heads)]
+    if theirs and not report.matched and theirs != classes:  # the head fits no class
+        report.matched = f"head: none of the run's classes is one of its {len(theirs)}"
     return report
 
 

@@ -113,7 +113,13 @@ def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
         pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
         chosen = batches.resize(data.train.images[pick[:5000]], spec.size)
         zoo.DATA_INITS[cfg.model](model, batches.normalize(chosen, spec))
-    transfer = adapt.load_into(model, source.state, source.label) if source else None
+    transfer = adapt.load_into(model, source.state, source.label, list(map(str, data.classes)),
+                               source.classes) if source else None
+    if transfer is not None and transfer.backbone_new and world.main:  # another model's?
+        new = transfer.backbone_new
+        warn(f"{len(new)} of the model's tensors outside its head did not load from "
+             f"{source.label} ({', '.join(new[:3])}{', ...' if len(new) > 3 else ''}): "
+             "it may hold another model's weights; those start from a fresh initialisation")
     if cfg.grad_checkpointing:
         checkpointing.enable(model, cfg.model)
     if world.rank:  # dropout differs between ranks; rank 0 draws what one process would

@@ -34,6 +34,7 @@ class Source:
     label: str  # what the start line names: the file, or the weights and their file
     mean: tuple[float, ...] | None  # None: not known, the dataset's own stay
     std: tuple[float, ...] | None
+    classes: list[str] | None = None  # a ptrain run's: its head's rows go to the run's by name
 
 
 def resolve(cfg) -> Source | None:
@@ -56,10 +57,12 @@ def from_file(path: Path, mean=None, std=None) -> Source:
     saved = checkpoint.load(path, "give another weights file: a state dict, or a run's "
                                   "model.pth, last.pt or best.pt")
     state = checkpoint.weights(saved) or _unwrapped(saved, path)
+    classes = None
     if "meta" in saved:
         mean, std = saved["meta"]["mean"], saved["meta"]["std"]
+        classes = [str(c) for c in saved["meta"].get("classes") or []] or None
     return Source(checkpoint.clean_state_dict(state), str(path),
-                  tuple(mean) if mean else None, tuple(std) if std else None)
+                  tuple(mean) if mean else None, tuple(std) if std else None, classes)
 
 
 # where training scripts keep the state dict inside a checkpoint (timm's load_checkpoint reads
