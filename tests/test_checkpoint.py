@@ -69,9 +69,21 @@ class Exploit:
 def test_crafted_pickle_is_refused_naming_what_it_would_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.save({"format": "ptrain-model", "meta": Exploit()}, tmp_path / "evil.pth")
-    with pytest.raises(PtrainError, match="refused to load: it asks to run posix.system"):
+    with pytest.raises(PtrainError, match="refused to load: it asks to run posix.system, and "
+                       "ptrain loads only tensors and plain values; do not use this file$"):
         checkpoint.load(tmp_path / "evil.pth")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_model_saved_whole_is_refused_saying_to_save_its_state_dict(tmp_path):
+    """torch.save(model) is common; the line said only "do not use this file" (a hostile
+    trial), which leaves the user no way on."""
+    torch.save(torch.nn.Linear(2, 3), tmp_path / "whole.pth")
+    with pytest.raises(PtrainError, match=r"it asks to run torch\.nn\.modules\.linear\.Linear, "
+                       r"and ptrain loads only tensors and plain values; a model saved whole "
+                       r"\(torch\.save\(model, \.\.\.\)\) is such a file: save "
+                       r"model\.state_dict\(\) instead, in the code that built it$"):
+        checkpoint.load(tmp_path / "whole.pth")
 
 
 @pytest.mark.parametrize("protocol", [4, 5])

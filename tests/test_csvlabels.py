@@ -83,11 +83,29 @@ def test_listed_files_that_are_not_there_are_skipped_and_counted(tmp_path, capsy
     ([("imgs\\a", "x"), ("imgs\\b", "y")], "id,label", "none of its 2 files is under "),
     ([("elsewhere/a", "x"), ("b/b", "y")], "id,label", "(line 2: 'elsewhere/a'); pass --data-dir, "
                                                        "the folder its paths are relative to"),
+    ([("x", "a"), ("y", "b")], "label,id", "its columns are the other way round (line 2: 'x', "
+                                           "'a'): the image's path goes first, its class second"),
 ])
 def test_a_bad_labels_file_is_one_line(tmp_path, rows, header, says):
     write_flat(tmp_path / "d", {"a": "x", "b": "y"})
     one_line_error(PtrainError, tmp_path / "d", says,
                    labels=write_csv(tmp_path / "l.csv", rows, header))
+
+
+def test_a_csv_without_a_header_is_warned_of_as_its_first_image_is_left_out(tmp_path, capsys):
+    """The first row is the header: a CSV without one lost its first image, unsaid (a hostile
+    trial)."""
+    listed = {f"a{i}": "x" if i < 5 else "y" for i in range(10)}
+    write_flat(tmp_path / "d", listed)
+    rows = [*listed.items()]
+    data = load(tmp_path / "d", write_csv(tmp_path / "l.csv", rows[1:], header="a0,x"))
+    assert len(data.train) + len(data.test) == 9
+    assert capsys.readouterr().err == (
+        f"warning: --labels {tmp_path / 'l.csv'}: its first row, read as the header, names an "
+        "image ('a0'), which is left out; give the CSV a header row (image,class) to train on "
+        "it\n")
+    load(tmp_path / "d", write_csv(tmp_path / "h.csv", rows))  # a header: nothing to say
+    assert capsys.readouterr().err == ""
 
 
 def test_an_unreadable_labels_file_is_one_line(tmp_path):

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from pytorch_cli.data.folders import IMAGE_EXTENSIONS, Found
 from pytorch_cli.platform import files
-from pytorch_cli.platform.errors import PtrainError, plural
+from pytorch_cli.platform.errors import PtrainError, plural, warn
 
 MAX_BYTES = 512 << 20  # 512 MiB: ~10 million rows; beyond that it is not a labels file
 
 
-def _rows(path: Path) -> list[tuple[int, str, str]]:
-    """(line, image, class) of every row after the header; blank lines are skipped."""
+def _rows(path: Path) -> tuple[list[str], list[tuple[int, str, str]]]:
+    """The header, and (line, image, class) of every row after it; blank lines are skipped."""
     text = files.read_text(path, MAX_BYTES, f"--labels {path}", PtrainError)
     out, reader = [], csv.reader(io.StringIO(text, newline=""))  # quoted newlines too
     try:
@@ -40,7 +40,7 @@ def _rows(path: Path) -> list[tuple[int, str, str]]:
             out.append((reader.line_num, row[0].strip(), row[1].strip()))
     except csv.Error as e:
         raise PtrainError(f"--labels {path}, line {reader.line_num}: not CSV ({e})") from None
-    return out
+    return header, out
 
 
 def _inside(root: Path, name: str, path: Path, line: int) -> Path:
@@ -103,7 +103,17 @@ def find(root: Path, path: Path, least: int = 2) -> Found:
     if not root.is_dir():
         raise PtrainError(f"--dataset folder: {root} is not a folder; pass --data-dir DIR, the "
                           f"folder the images {path} lists are in")
-    rows, skipped, finder = _rows(path), [], _Finder()
+    (header, rows), skipped, finder = _rows(path), [], _Finder()
+
+    def names_image(name: str) -> bool:
+        try:
+            return finder(_inside(root, name.strip(), path, 1))[0] is not None
+        except PtrainError:  # outside --data-dir: no image of the folder's
+            return False
+    if names_image(header[0]):  # a CSV without a header: its first image would go unsaid
+        warn(f"--labels {path}: its first row, read as the header, names an image "
+             f"({header[0].strip()!r}), which is left out; give the CSV a header row "
+             "(image,class) to train on it")
     chosen: dict[Path, tuple[str, int]] = {}  # file -> (class, line)
     for line, name, label in rows:
         file, why = finder(_inside(root, name, path, line))
@@ -115,6 +125,10 @@ def find(root: Path, path: Path, least: int = 2) -> Found:
                               f"{chosen[file][1]} and {label!r} on line {line}; an image has one "
                               "class")
     classes = sort_classes({label for label, _ in chosen.values()})
+    if not chosen and rows and names_image(rows[0][2]):
+        raise PtrainError(f"--labels {path}: its columns are the other way round (line "
+                          f"{rows[0][0]}: {rows[0][1]!r}, {rows[0][2]!r}): the image's path goes "
+                          "first, its class second")
     if not chosen and rows:  # a moved folder, another --data-dir, Windows' \\ in the paths
         raise PtrainError(f"--labels {path}: none of its {plural(len(rows), 'file')} is under "
                           f"{root} (line {rows[0][0]}: {rows[0][1]!r}); pass --data-dir, the "

@@ -107,11 +107,14 @@ def _torch_load(path: Path, advice: str):
         # global: GLOBAL posix.system"); protocol 4's framing it reads not at all ("Unsupported
         # operand 149"), so the names come from the opcodes (pickletools runs nothing)
         found = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(e), re.IGNORECASE)
-        if found:
+        if found:  # a class (CapWords) is most often a model saved whole: torch.save(model)
+            whole = found.group(1).rsplit(".", 1)[-1][:1].isupper()
             raise PtrainError(
-                f"{path}: refused to load: it asks to run {found.group(1)}, and ptrain "
-                "loads only tensors and plain values; do not use this file"
-            ) from None
+                f"{path}: refused to load: it asks to run {found.group(1)}, and ptrain loads "
+                "only tensors and plain values; " + (
+                    "a model saved whole (torch.save(model, ...)) is such a file: save "
+                    "model.state_dict() instead, in the code that built it" if whole else
+                    "do not use this file")) from None
         if named := _pickled_globals(path):
             raise PtrainError(
                 f"{path}: refused to load: a raw pickle (protocol 4 or newer, not torch.save's) "
