@@ -214,6 +214,17 @@ def test_a_crop_run_is_decoded_predicted_and_exported_as_it_resized(ptrain, tmp_
     assert abs(prob("crop") - prob("squash")) > 1e-4  # (so the line above can fail)
     assert ptrain("export", "crop", "--format", "torchscript").code == 0
     assert json.loads((tmp_path / "crop/model.torchscript.pt.json").read_text())["resize"] == "crop"
+    # its safetensors export answers as model.pth does (predict had refused it, saying eval's
+    # reason: a hostile trial); eval scores a folder with it only whole
+    assert ptrain("export", "crop", "--format", "safetensors").code == 0
+    weights = ptrain("predict", "crop/model.safetensors", str(one), "--json", "--top-k", "1")
+    assert weights.code == 0 and weights.json()["results"][0]["top"][0] == top, weights.err
+    r = ptrain("eval", "crop/model.safetensors")
+    assert r.code == 2 and "give the run's model.pth, or score every image of a folder with " \
+        "--data-dir DIR --split all" in r.err
+    whole = [ptrain("eval", given, "--data-dir", "imgs", "--split", "all", "--json").json()
+             for given in ("crop", "crop/model.safetensors")]
+    assert whole[0]["acc"] == whole[1]["acc"] and whole[0]["loss"] == whole[1]["loss"]
 
 
 def test_nul_separated_paths_on_standard_input_and_a_closed_one(run, ptrain, tmp_path,

@@ -136,3 +136,16 @@ def test_a_deployer_following_the_steps_gets_predicts_pixels_for_a_large_jpeg(tm
         full = img.convert("RGB").resize((40, 24), Image.BILINEAR)
     predicts = read_image(tmp_path / "p.jpg", 3, (24, 40)).permute(1, 2, 0).numpy()
     assert (predicts == followed).all() and (predicts != full).any()
+
+
+def test_an_export_of_a_moved_run_points_at_the_model_pth_beside_it(sized, tmp_path):
+    """The sidecar's source_checkpoint is absolute: after `mv runs/a runs/b` the line named
+    the old path, not there any more (a hostile trial); the model.pth beside it is the one."""
+    shutil.copytree(sized, tmp_path / "renamed")
+    side = tmp_path / "renamed/model.onnx.json"
+    fields = json.loads(side.read_text())
+    side.write_text(json.dumps({**fields, "source_checkpoint": str(tmp_path / "gone/model.pth")}))
+    r = run_cli(["eval", "renamed/model.onnx"], tmp_path)
+    assert (r.code, r.err) == (1, "ptrain: error: renamed/model.onnx: an export, not a "
+                               "checkpoint; give the checkpoint it was made from (renamed/"
+                               "model.pth)\n")

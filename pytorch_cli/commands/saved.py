@@ -120,6 +120,11 @@ def _data(loaded: Loaded, data_dir: str = "", download: bool = True,
     of them: labels "", its class folders, whatever CSV the run had); an export's
     verification batch takes any images of the run's shape."""
     c, meta = loaded.config, loaded.meta
+    if meta["dataset"] == catalog.FOLDER and "data_dir" not in c and (
+            split != "all" or not data_dir):  # a safetensors export's: no run settings
+        raise UsageError("the weights of a folder run (a safetensors export), whose held-out "
+                         "images and folder only its model.pth knows: give the run's model.pth, "
+                         "or score every image of a folder with --data-dir DIR --split all")
     if labels and meta["dataset"] != catalog.FOLDER:
         raise UsageError(f"--labels: the run trained on {meta['dataset']}, not a folder")
     if data_dir and meta["dataset"] == "fake":

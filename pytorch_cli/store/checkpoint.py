@@ -154,6 +154,9 @@ def _not_loaded(path: Path, why: str, export_file: bool = False) -> PtrainError:
     """The line for a file torch.load could not read: an export (its sidecar names the
     checkpoint it was made from) is said to be one, else `why`."""
     source = sidecar.read(path).get("source_checkpoint")
+    beside = path.parent / rundir.MODEL
+    if source and not Path(source).exists() and beside.is_file():  # the run moved or renamed
+        source = str(beside)
     if source or export_file or path.name.lower().endswith(EXPORT_ENDINGS):
         return PtrainError(f"{path}: an export, not a checkpoint; give the checkpoint it was made "
                            f"from ({source or 'the run directory, or its model.pth'})")

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from pytorch_cli.data import catalog
-from pytorch_cli.platform.errors import DamagedFile, PtrainError, UsageError
+from pytorch_cli.platform.errors import DamagedFile, PtrainError
 
 
 def read(export_file: Path) -> dict:
@@ -36,9 +36,6 @@ def described(side: dict, path: Path) -> tuple[dict, dict]:
         raise DamagedFile(where, f"it does not say the export's {e}", "export the run again"
                           ) from None
     zoo.check_meta(meta, where)
-    if meta["dataset"] == catalog.FOLDER:  # the run's splits are in its model.pth alone
-        raise UsageError(f"{path}: the weights of a folder run, whose held-out images only its "
-                         "model.pth knows: give the run's model.pth")
     return meta, {"resize": side.get("resize", catalog.SQUASH)}
 
 
