@@ -187,3 +187,18 @@ def test_an_image_in_a_new_folder_and_without_a_suffix_is_a_png_named_so(ptrain,
     assert not (tmp_path / "new/folder/curves").exists()
     r = ptrain("lr-find", "--dataset", "fake", "--steps", "5", "--plot", "lr")
     assert r.code == 0 and "lr.png" in r.out and _image(tmp_path / "lr.png")[0] == "PNG"
+
+
+def test_a_run_of_fewer_batches_than_the_log_interval_draws_its_epochs_train_loss(monkeypatch,
+                                                                                  tmp_path):
+    """A small folder's 5 batches an epoch under --log-interval 10 wrote no train record, and
+    its figure had no train curve (a hostile trial): each epoch's mean loss is drawn."""
+    from pytorch_cli.output import plot
+    drawn = {}
+    monkeypatch.setattr(plot, "_save", lambda fig, out: drawn.setdefault("fig", fig))
+    records = [{"kind": "epoch", "epoch": e, "batch": 5, "batches": 5, "train_loss": 2.0 / e,
+                "test_loss": 1.5 / e, "test_acc": 0.3 * e} for e in (1, 2, 3)]
+    plot.curves({"small": records}, tmp_path / "c.png")
+    lines = {line.get_label(): line for line in drawn["fig"].axes[0].get_lines()}
+    assert list(lines) == ["small train", "small test"]
+    assert list(lines["small train"].get_ydata()) == [2.0, 1.0, 2.0 / 3]

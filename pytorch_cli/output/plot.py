@@ -85,9 +85,13 @@ def curves(runs: dict[str, list[dict]], out: Path) -> None:
         train = [r for r in records if r.get("kind") == "train" and r.get("train_loss") is not None
                  and all(k in r for k in ("epoch", "batch", "batches"))]
         epochs = [r for r in records if r.get("kind") == "epoch" and "epoch" in r]
+        style = {}
+        if not train:  # fewer batches an epoch than --log-interval (a small folder): no train
+            # record, and no train curve (a hostile trial); each epoch's mean loss instead
+            train, style = [r for r in epochs if r.get("train_loss") is not None], {"marker": "."}
         if train:
             loss_ax.plot([epochs_at(r) for r in train], [r["train_loss"] for r in train],
-                         color=color, alpha=0.45, linewidth=1, label=f"{label} train")
+                         color=color, alpha=0.45, linewidth=1, label=f"{label} train", **style)
         tested = [r for r in epochs if r.get("test_loss") is not None]
         if tested:
             loss_ax.plot([epochs_at(r) for r in tested], [r["test_loss"] for r in tested], "o-",
