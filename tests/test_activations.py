@@ -113,7 +113,7 @@ def test_a_built_in_run_at_another_size_sees_the_image_as_predict_and_eval_do(pt
     # a built-in set's run at --image-size 40: training resized 28x28 images on the device; a
     # user's image is decoded at 28x28 and resized the same way, as predict does (it was resized
     # by PIL straight to 40x40: other pixels than predict's, and than training's)
-    from pytorch_cli.commands import saved
+    from pytorch_cli.commands import predicting, saved
     from pytorch_cli.data import batches
     from pytorch_cli.data.images import read_image
     assert ptrain("train", "--dataset", "fake", "--image-size", "40", "--max-steps", "2",
@@ -121,7 +121,8 @@ def test_a_built_in_run_at_another_size_sees_the_image_as_predict_and_eval_do(pt
     pixels = torch.Generator().manual_seed(0)
     noise = torch.randint(0, 256, (61, 97), generator=pixels, dtype=torch.uint8).numpy()
     Image.fromarray(noise, "L").save(tmp_path / "odd.png")
-    found = saved.run_activations(tmp_path / "run", tmp_path / "odd.png", tmp_path / "m.png", 2)
+    found = predicting.run_activations(tmp_path / "run", tmp_path / "odd.png", tmp_path / "m.png",
+                                       2)
     loaded = saved.load_model(tmp_path / "run")
     x = batches.resize(read_image(tmp_path / "odd.png", 1, (28, 28))[None], (40, 40))
     expected = activations.stages(loaded.model, batches.Normalize((0.5,), (0.25,))(x / 255),

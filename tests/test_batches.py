@@ -161,6 +161,19 @@ def test_ranks_take_disjoint_parts_that_cover_the_epoch(n, batch, world):
     assert max(last) - min(last) <= 1 and min(last) >= 1  # a short last batch is split evenly
 
 
+@pytest.mark.parametrize("n, batch, world, out", [(2000, 1999, 1, 1), (2000, 999, 1, 0),
+                                                   (1003, 250, 2, 3), (1004, 250, 2, 0)])
+def test_a_model_that_trains_on_2_images_at_least_never_gets_a_batch_of_one(n, batch, world,
+                                                                              out):
+    """torch's BatchNorm refuses one value per channel in training: a last batch of one (per
+    process) failed the run after a whole epoch (a hostile trial); it is left out instead."""
+    spans = [batches.shard_spans(n, batch, r, world, least=2) for r in range(world)]
+    assert min(s.stop - s.start for rank in spans for s in rank) >= 2
+    assert batches.left_out(n, batch, world, least=2) == out
+    assert sum(s.stop - s.start for rank in spans for s in rank) == n - out
+    assert batches.num_batches(n, batch, world, least=2) == len(spans[0])
+
+
 def test_ranks_together_see_the_batches_of_one_process_at_the_global_batch():
     d = datasets.load("fake")  # labels replaced by indices: which images each rank got
     split = datasets.Split(d.train.images[:1000], torch.arange(1000))

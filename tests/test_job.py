@@ -204,3 +204,21 @@ def test_crop_settings_a_gray_folders_augment_auto_leaves_unused_are_named(tmp_p
     assert job.cfg.augment == "none"
     assert ("--crop-pad, --flip not used: --augment auto is none for folder images like these "
             "(gray)") in capsys.readouterr().err
+
+
+def test_a_last_batch_of_one_is_left_out_where_batchnorm_cannot_train_on_it(ptrain, tmp_path):
+    """mobilenet_v3_small's last BatchNorm sees 1x1 maps at 28 px: a last batch of one image
+    failed the run with torch's ValueError after the epoch's other batches (a hostile trial)."""
+    folder = _gray_folder(tmp_path / "two", (6, 6))  # 10 training images (one each held out)
+    run = ["train", "--dataset", "folder", "--data-dir", folder, "--model",
+           "torchvision:mobilenet_v3_small", "--epochs", "1"]
+    r = ptrain(*run, "--batch-size", "9", "--run-dir", "ragged")
+    assert r.code == 0, r.err
+    assert ("1 epoch of 1 batch; 1 image per epoch left out: a last batch of one image, which "
+            "its BatchNorm cannot train on; writing ragged") in r.out
+    r = ptrain(*run, "--batch-size", "1", "--run-dir", "single")
+    assert r.code == 2 and r.err == (
+        "ptrain: error: --batch-size 1: torchvision:mobilenet_v3_small has a BatchNorm layer "
+        "that sees one value per channel an image at 28x28, which torch cannot normalise over "
+        "a batch of one image in training; use --batch-size 2 or more (per process), or larger "
+        "images\n")

@@ -12,7 +12,7 @@ from conftest import run_cli
 
 from pytorch_cli.data import catalog
 from pytorch_cli.models import zoo as models
-from pytorch_cli.platform.errors import DamagedFile, UsageError
+from pytorch_cli.platform.errors import DamagedFile
 from pytorch_cli.store import sidecar
 from pytorch_cli.store.export import EMBEDDED, FORMATS
 
@@ -100,7 +100,7 @@ def test_a_torchscript_export_named_like_a_checkpoint_is_called_an_export(sized,
                                "model.pth)\n")  # no torch.load warning before it
 
 
-def test_a_damaged_or_folder_sidecar_is_one_line():
+def test_a_damaged_sidecar_is_one_line_and_a_folder_runs_describes_it():
     meta = models.describe("lenet", catalog.SPECS["fake"], [str(i) for i in range(10)])
     side = sidecar.describe({**meta, "precision": "bf16"}, "safetensors", Path("m.safetensors"),
                             "m.pth")
@@ -111,8 +111,9 @@ def test_a_damaged_or_folder_sidecar_is_one_line():
         sidecar.described({k: v for k, v in side.items() if k != "mean"}, Path("m.safetensors"))
     with pytest.raises(DamagedFile, match=r"its meta 'std' is \[0\]"):
         sidecar.described({**side, "std": [0]}, Path("m.safetensors"))
-    with pytest.raises(UsageError, match="the weights of a folder run"):
-        sidecar.described({**side, "dataset": "folder"}, Path("m.safetensors"))
+    # a folder run's describes it as well (eval's refusal is saved._data's: test_predicting)
+    assert sidecar.described({**side, "dataset": "folder"}, Path("m.safetensors"))[0][
+        "dataset"] == "folder"
 
 
 def test_a_deployer_following_the_steps_gets_predicts_pixels_for_a_large_jpeg(tmp_path):

@@ -89,3 +89,20 @@ def test_airbench_whitening_bias_trains_for_three_epochs_only():
         models.set_trainable_for_epoch(net, "airbench", epoch)
         assert net.whiten.bias.requires_grad is trains, epoch
     models.set_trainable_for_epoch(models.build("lenet", 1, 10, 28), "lenet", 5)  # others: nothing
+
+
+@pytest.mark.parametrize("name, size, least", [
+    ("torchvision:mobilenet_v3_small", 28, 2),  # its last BatchNorm sees 1x1 maps
+    ("torchvision:mobilenet_v3_small", 64, 1),  # 2x2: a batch of one trains
+    ("resnet18", 8, 2), ("fast-cnn", 28, 1), ("lenet", 28, 1)])  # lenet: no BatchNorm
+def test_the_probe_finds_the_fewest_images_a_batch_the_model_trains_on(name, size, least):
+    """torch's BatchNorm refuses a batch of one image where it sees one value per channel an
+    image; the probe (in eval mode, which never refuses) says so before training."""
+    model = models.build(name, 1, 10, size)
+    flops, found = models.check_input(model, name, 1, (size, size))
+    assert found == least and flops > 0
+    if least == 2:
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+            model.train()(torch.zeros(1, 1, size, size))
+    else:
+        model.train()(torch.zeros(1, 1, size, size))

@@ -108,8 +108,9 @@ def activations(
     from pytorch_cli.output import plot as plotlib
     plotlib.require_matplotlib("ptrain activations")
     plotlib.check_output(output)
-    from pytorch_cli.commands import saved
-    found = saved.run_activations(checkpoint_file, image, output, channels, model, dataset or "")
+    from pytorch_cli.commands import predicting
+    found = predicting.run_activations(checkpoint_file, image, output, channels, model,
+                                       dataset or "")
     for stage in found:
         print(f"{stage.node}: {'x'.join(map(str, stage.maps.shape))}")
     print(f"feature maps of {len(found)} stages drawn in {output}")

@@ -1,4 +1,5 @@
-"""`ptrain predict`: image files to the run's classes. The files are decoded in worker
+"""`ptrain predict`: image files to the run's classes (and `ptrain activations`: what each
+stage makes of one). The files are decoded in worker
 processes, in order, as a folder run's are (decode.py), and classified a batch at a time: on
 this 2-core CPU, `--csv` for 10,000 CIFAR-10 PNGs (cifar-net) took 6.1-7.3 s for the whole
 command, against 15.1-16.5 s one image at a time, most of it batch-1 forwards (2026-12-07)."""
@@ -15,6 +16,7 @@ import torch
 
 from pytorch_cli.commands.saved import load_model, spec_of
 from pytorch_cli.data import batches, catalog, decode, folders
+from pytorch_cli.data.images import read_image
 from pytorch_cli.models import hub
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
@@ -157,3 +159,27 @@ def write_features(out: Path, features: list[torch.Tensor]) -> str:
     outputs.write_new_file(out, buf.getvalue())
     return (f"penultimate features of {plural(array.shape[0], 'image')} ({array.shape[1]} "
             f"each), in the order above, written to {out}")
+
+
+def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
+                    model_name: str = "", dataset: str = "") -> list:
+    """`ptrain activations`: each stage's feature maps for one image, prepared as in training,
+    drawn into `output`; the stages."""
+    from pytorch_cli.models import activations
+    from pytorch_cli.output import plot
+    outputs.refuse_overwrite([output], {image: "the image being read",
+                                        **outputs.checkpoint_read(path)}, "-o")
+    loaded = load_model(path, model_name, dataset)
+    outputs.refuse_in_image_folders([("-o", output)], outputs.image_folders(loaded.config))
+    meta = loaded.meta
+    x = read_image(image, meta["in_channels"], spec_of(loaded).size, loaded.resize)
+    x = batches.resize(x[None], models.meta_size(meta))[0]  # as training and predict
+    normalise = batches.Normalize(meta["mean"], meta["std"])(x[None].float() / 255)
+    found = activations.stages(loaded.model, normalise, meta["model"])
+    with torch.no_grad():
+        probs = loaded.model(normalise).float().softmax(1)[0]
+    top = int(probs.argmax())
+    cam = activations.grad_cam(loaded.model, normalise, [top], meta["model"], found[-1].node)[0]
+    name = meta["classes"][top] if meta["classes"] else str(top)
+    plot.feature_maps(x, found, output, per_stage, (cam, f"Grad-CAM: {name} {probs[top]:.2f}"))
+    return found

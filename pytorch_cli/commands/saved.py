@@ -11,7 +11,6 @@ import torch
 
 from pytorch_cli.commands import misclassified
 from pytorch_cli.data import batches, catalog, datasets, folder_arrays, folders, matching
-from pytorch_cli.data.images import read_image
 from pytorch_cli.models import zoo as models
 from pytorch_cli.platform import runtime
 from pytorch_cli.platform.errors import DamagedFile, PtrainError, UsageError
@@ -243,30 +242,6 @@ def run_export(path: Path, fmt: str, output: Path | None = None, model_name: str
                             "precision": loaded.config.get("precision", "32")},
                            sample, fmt, output, str(source), verified_on)
     return {**result, "verified_on": verified_on}
-
-
-def run_activations(path: Path, image: Path, output: Path, per_stage: int = 8,
-                    model_name: str = "", dataset: str = "") -> list:
-    """`ptrain activations`: each stage's feature maps for one image, prepared as in training,
-    drawn into `output`; the stages."""
-    from pytorch_cli.models import activations
-    from pytorch_cli.output import plot
-    outputs.refuse_overwrite([output], {image: "the image being read",
-                                        **outputs.checkpoint_read(path)}, "-o")
-    loaded = load_model(path, model_name, dataset)
-    outputs.refuse_in_image_folders([("-o", output)], outputs.image_folders(loaded.config))
-    meta = loaded.meta
-    x = read_image(image, meta["in_channels"], spec_of(loaded).size, loaded.resize)
-    x = batches.resize(x[None], models.meta_size(meta))[0]  # as training and predict
-    normalise = batches.Normalize(meta["mean"], meta["std"])(x[None].float() / 255)
-    found = activations.stages(loaded.model, normalise, meta["model"])
-    with torch.no_grad():
-        probs = loaded.model(normalise).float().softmax(1)[0]
-    top = int(probs.argmax())
-    cam = activations.grad_cam(loaded.model, normalise, [top], meta["model"], found[-1].node)[0]
-    name = meta["classes"][top] if meta["classes"] else str(top)
-    plot.feature_maps(x, found, output, per_stage, (cam, f"Grad-CAM: {name} {probs[top]:.2f}"))
-    return found
 
 
 def summary(target: Path | None, config_file: list[Path] | None, overrides: dict,

@@ -33,26 +33,28 @@ def mix(*numbers: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
-def num_batches(n: int, batch_size: int, world: int = 1) -> int:
+def num_batches(n: int, batch_size: int, world: int = 1, least: int = 1) -> int:
     """Batches per epoch (per process: each process takes its part of every global batch of
-    batch_size x world rows). A last global batch with fewer rows than processes is left out."""
+    batch_size x world rows). A last global batch that cannot give each process `least` rows
+    is left out (2 for a model whose BatchNorm cannot train on one image: zoo.check_input)."""
     full, rest = divmod(n, batch_size * world)
-    return full + (rest >= world)
+    return full + (rest >= world * least)
 
 
-def left_out(n: int, batch_size: int, world: int = 1) -> int:
+def left_out(n: int, batch_size: int, world: int = 1, least: int = 1) -> int:
     """Rows of the epoch order no process trains on: a last global batch too small to share."""
     rest = n % (batch_size * world)
-    return rest if rest < world else 0
+    return rest if rest < world * least else 0
 
 
-def shard_spans(n: int, batch_size: int, rank: int = 0, world: int = 1) -> list[slice]:
+def shard_spans(n: int, batch_size: int, rank: int = 0, world: int = 1,
+                least: int = 1) -> list[slice]:
     """This process's rows of the epoch order, batch by batch. Global batch b is rows
     [b*G, (b+1)*G) with G = batch_size x world, and rank r takes the r-th of `world` equal parts,
     so N processes at batch B train on exactly the batches one process at batch N*B does. A
     shorter last batch is split as evenly as possible (sizes differ by at most one)."""
     g, spans = batch_size * world, []
-    for b in range(num_batches(n, batch_size, world)):
+    for b in range(num_batches(n, batch_size, world, least)):
         lo, m = b * g, min(g, n - b * g)
         spans.append(slice(lo + rank * m // world, lo + (rank + 1) * m // world))
     return spans
@@ -189,7 +191,7 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
                   aug: Augment, device: torch.device, start: int = 0, workers: int = 0,
                   rank: int = 0, world: int = 1,
                   memory_format: torch.memory_format = torch.contiguous_format,
-                  mix_with: mixing.Mix = mixing.Mix(),
+                  mix_with: mixing.Mix = mixing.Mix(), least: int = 1,
                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor | mixing.Mixed]]:
     """One epoch of shuffled, augmented, normalised batches on `device`, from batch `start` on;
     with several processes, this rank's part of each global batch (shard_spans). The epoch's
@@ -205,7 +207,7 @@ def train_batches(split: Split, spec: Spec, batch_size: int, seed: int, epoch: i
     """
     host_plan = epoch_plan(len(split), batch_size * world, seed, epoch, aug, spec.size)
     plan = host_plan.to(device, non_blocking=True)
-    spans = shard_spans(len(split), batch_size, rank, world)[start:]
+    spans = shard_spans(len(split), batch_size, rank, world, least)[start:]
     per = chunk_size(device, batch_size, (spec.channels, *spec.size), workers)
     chunks = [spans[i:i + per] for i in range(0, len(spans), per)]
     columns = [_columns(chunk) for chunk in chunks]

@@ -104,15 +104,30 @@ def build(name: str, in_channels: int, num_classes: int, image_size: tuple[int, 
     return model
 
 
-def check_input(model, name: str, in_channels: int, image_size: tuple[int, int]) -> int:
+def check_input(model, name: str, in_channels: int, image_size: tuple[int, int]
+                ) -> tuple[int, int]:
     """One forward of two blank images: a model that cannot take the run's image size (a ViT
     wants 224, VGG at least 32...) is one line before training, not a traceback in it. The same
-    forward counts the model's FLOPs per image (summary.py), which it returns."""
+    forward counts the model's FLOPs per image (summary.py) and finds the fewest images a batch
+    it trains on: 2 where a BatchNorm layer sees one value per channel an image (torchvision's
+    resnet18 at 28 px: 1x1 maps), which torch refuses to normalise over a batch of one in
+    training (a hostile trial: a last batch of one failed the run after a whole epoch); else 1.
+    Returns (FLOPs, that least batch)."""
+    from torch import nn
+
     from pytorch_cli.models import summary
+    single: list[bool] = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: single.append(
+                 args[0][0].numel() == args[0].shape[1]))
+             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     try:
-        return summary.flops_per_image(model, (in_channels, *image_size), n=2)
+        flops = summary.flops_per_image(model, (in_channels, *image_size), n=2)
     except (RuntimeError, ValueError, AssertionError, IndexError) as e:
         raise _cannot_take(name, image_size, e) from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return flops, 2 if any(single) else 1
 
 
 def _cannot_take(name: str, image_size: tuple[int, int], e: Exception) -> UsageError:

@@ -51,13 +51,16 @@ def _start_line(r: dict) -> str:
     speed = r["precision"] + (f", compiled ({r['compile']})" if r["compile"] else "")
     if r["precision"] == "float16" and r["device"].startswith("cpu"):  # benchmarks/recipe_costs.py
         speed += " (slow on a CPU, whose float16 convolutions have no fast backward: bf16 or 32)"
-    world, batch = r.get("world_size", 1), r.get("batch_size", 0)
+    world, batch, out = r.get("world_size", 1), r.get("batch_size", 0), r.get("left_out")
+    why = ("fewer than the processes" if r.get("least_batch", 1) < 2 else
+           "a last batch of one image, which its BatchNorm cannot train on" if world == 1 else
+           "fewer than 2 a process in the last batch, and its BatchNorm cannot train on one")
+    sat = f"; {plural(out, 'image')} per epoch left out: {why}" if out else ""
     procs = (f" x {world} processes, batch {batch} per process ({batch * world} per step"
-             + (f"; {r['left_out']} images per epoch sit out: fewer than the processes"
-                if r.get("left_out") else "") + ")") if world > 1 else ""
+             f"{sat})") if world > 1 else ""
     return (f"{head}: {sizes}{r['test_size']} test images (read in {r['data_s']:.1f}s); "
             f"device {r['device']}{procs}, {speed}; {plural(r['epochs'], 'epoch')} of "
-            f"{plural(r['batches'], 'batch', 'batches')}; {where}")
+            f"{plural(r['batches'], 'batch', 'batches')}{sat if world == 1 else ''}; {where}")
 
 
 def format_record(r: dict) -> str | None:

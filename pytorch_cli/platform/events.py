@@ -4,6 +4,7 @@ printer, metrics.jsonl, TensorBoard, MLflow, W&B) each take what they need from 
 Records are plain dicts with a "kind":
   start  device, dataset, sizes, model, params, epochs, batches (per process), batch_size (per
          process), world_size (processes), left_out (images per epoch no process trains on),
+         least_batch (2: a last batch of one is left out, which its BatchNorm cannot take),
          run_dir, dry_run, resume_at, step (where it starts),
          setup_s and data_s (of it, reading the data), time (wall clock, Unix seconds)
   compile  after the first step with --compile: mode, seconds (kept out of images/s)

@@ -50,7 +50,7 @@ def train_epoch(job: Job, epoch: int) -> tuple[int, float]:
     freezing.start_epoch(job, epoch)
     n, pos = len(job.train), job.state.pos
     tally = Tally(step.Meter(job.device), step.Meter(job.device),
-                  n - batches.left_out(n, job.cfg.batch_size, job.world.size),
+                  n - batches.left_out(n, job.cfg.batch_size, job.world.size, job.least_batch),
                   pos.epoch_train_s, job.watch.seconds)
     tally.log_t0 -= pos.log_s  # a log interval cut by a save goes on where it was
     for b, (x, y) in enumerate(epoch_batches(job, epoch), start=job.state.pos.batch):
@@ -84,7 +84,8 @@ def epoch_batches(job: Job, epoch: int):
     return batches.train_batches(job.train, job.data.spec, cfg.batch_size, cfg.seed, epoch, aug,
                                  job.device, start=job.state.pos.batch, workers=cfg.workers,
                                  rank=job.world.rank, world=job.world.size, memory_format=layout,
-                                 mix_with=mixing.Mix(cfg.mixup, cfg.cutmix, cfg.mix_prob))
+                                 mix_with=mixing.Mix(cfg.mixup, cfg.cutmix, cfg.mix_prob),
+                                 least=job.least_batch)
 
 
 def _micro_batch(job: Job, tally: Tally, b: int, x: torch.Tensor, y: torch.Tensor) -> bool:

@@ -55,6 +55,7 @@ class Job:
     watch: compiling.Watch = field(default_factory=compiling.Watch)  # --compile: times compiles
     transfer: adapt.Transfer | None = None  # what --weights/--init-from loaded
     flops: int | None = None  # forward FLOPs per image
+    least_batch: int = 1  # images a batch the model trains on at least (zoo.check_input)
     groups: list[list] = field(default_factory=list)  # each optimizer group's parameters, all
     frozen_norms: list = field(default_factory=list)  # --freeze backbone: its BatchNorm layers
     class_weight: torch.Tensor | None = None  # --class-weights auto: one per class, mean 1
@@ -107,26 +108,34 @@ def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
     model = zoo.build(cfg.model, spec.channels, spec.num_classes, spec.size, cfg.init,
                       cfg.dropout, cfg.drop_path).to(device)
     # a net the images are too small for (lenet at 8x8, a ViT at 32) is one line; the probe's
-    # forward also counts the FLOPs per image the start line gives
-    flops = zoo.check_input(model, cfg.model, spec.channels, spec.size)
+    # forward also counts the FLOPs per image the start line gives, and the least batch
+    flops, least = zoo.check_input(model, cfg.model, spec.channels, spec.size)
+    if cfg.batch_size < least:
+        raise UsageError(f"--batch-size {cfg.batch_size}: {cfg.model} has a BatchNorm layer that "
+                         f"sees one value per channel an image at {catalog.size_text(spec.size)}"
+                         ", which torch cannot normalise over a batch of one image in training; "
+                         "use --batch-size 2 or more (per process), or larger images")
     if fresh and cfg.model in zoo.DATA_INITS:  # a resumed run loads it instead
         pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))
         chosen = batches.resize(data.train.images[pick[:5000]], spec.size)
         zoo.DATA_INITS[cfg.model](model, batches.normalize(chosen, spec))
     transfer = adapt.load_into(model, source.state, source.label, list(map(str, data.classes)),
                                source.classes) if source else None
-    if transfer is not None and transfer.backbone_new and world.main:  # another model's?
-        new = transfer.backbone_new
-        warn(f"{len(new)} of the model's tensors outside its head did not load from "
-             f"{source.label} ({', '.join(new[:3])}{', ...' if len(new) > 3 else ''}): "
-             "it may hold another model's weights; those start from a fresh initialisation")
+    if transfer is not None and transfer.backbone_new and world.main:
+        _not_loaded(transfer.backbone_new, source.label)
     if cfg.grad_checkpointing:
         checkpointing.enable(model, cfg.model)
     if world.rank:  # dropout differs between ranks; rank 0 draws what one process would
         torch.manual_seed(batches.mix(cfg.seed, world.rank))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model, transfer, flops
+    return model, transfer, flops, least
+
+
+def _not_loaded(new: list[str], source: str) -> None:
+    warn(f"{len(new)} of the model's tensors outside its head did not load from {source} "
+         f"({', '.join(new[:3])}{', ...' if len(new) > 3 else ''}): it may hold another "
+         "model's weights; those start from a fresh initialisation")
 
 
 def given_flags(cfg: TrainConfig, names) -> list[str]:
@@ -230,12 +239,12 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     train, test = data.train.to(storage), batches.eval_split(data.test, storage, device)
     val = batches.eval_split(data.val, storage, device) if data.val is not None else None
     data_s = time.perf_counter() - t0
-    model, transfer, flops = _model(cfg, data, device, source, resume is None, world)
+    model, transfer, flops, least = _model(cfg, data, device, source, resume is None, world)
     _norms_to_scale(cfg, model, resume is None)
     if transfer is not None and source.mean:
         transfer.normalised = (f"mean {', '.join(f'{v:.3f}' for v in data.spec.mean)}, "
                                f"std {', '.join(f'{v:.3f}' for v in data.spec.std)}")
-    n_batches = batches.num_batches(len(data.train), cfg.batch_size, world.size)
+    n_batches = batches.num_batches(len(data.train), cfg.batch_size, world.size, least)
     per_epoch = steps_per_epoch(n_batches, cfg.grad_accum)
     total_steps = min(math.ceil(cfg.epochs * per_epoch), cfg.max_steps or math.inf)
     split = cfg.freeze != "none" or cfg.backbone_lr_scale != 1  # the head apart
@@ -252,7 +261,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
                        ema=copy.deepcopy(model).requires_grad_(False) if cfg.ema else None)
     meta = zoo.describe(cfg.model, data.spec, data.classes, data.listing, data.split)
     job = Job(cfg, device, data, train, val, test, state, meta, n_batches, world, total_steps,
-              amp, data_s=data_s, transfer=transfer, groups=groups, flops=flops,
+              amp, data_s=data_s, transfer=transfer, groups=groups, flops=flops, least_batch=least,
               frozen_norms=(adapt.frozen_norms(model, data.spec.num_classes)
                             if cfg.freeze != "none" else []),
               class_weight=_class_weight(cfg, data.train, data.spec.num_classes, device))
