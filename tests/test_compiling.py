@@ -65,3 +65,40 @@ def test_without_compile_the_watch_reports_nothing():
     watch = compiling.Watch(False, "default", records.append)
     _step(_net(), watch, 8, 1)
     assert records == [] and watch.seconds == 0.0
+
+
+def test_a_compiler_that_fails_is_one_line_saying_what_to_do():
+    """Without g++, inductor's InvalidCxxCompiler was an "unexpected" error (a hostile trial)."""
+    import pytest
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    from pytorch_cli.platform.errors import PtrainError
+
+    def no_cxx(gm, inputs):
+        raise InvalidCxxCompiler()
+
+    def broken(gm, inputs):
+        raise RuntimeError("a backend that fails")
+    for backend, said in ((no_cxx, r"^--compile: torch's inductor found no working C\+\+ "
+                                   r"compiler \(.*\); install one \(g\+\+\), or pass "
+                                   r"--compile-backend aot_eager, or leave out --compile$"),
+                          (broken, r"^--compile: torch could not compile the model \(.*a backend "
+                                   r"that fails.*\); pass --compile-backend aot_eager")):
+        torch._dynamo.reset()
+        net, watch = _net(), compiling.Watch(on=True)
+        net.compile(backend=backend)
+        with pytest.raises(PtrainError, match=said):
+            _step(net, watch, 4, 1)
+    torch._dynamo.reset()
+    with pytest.raises(ValueError, match="not the compiler's"):  # the model's own: as it is
+        with compiling.Watch(on=True)("a step"):
+            raise ValueError("not the compiler's")
+
+
+def test_the_lines_name_a_backend_other_than_inductor():
+    """An aot_eager run's lines said "compiled (default)", as an inductor run's (a hostile
+    trial): a log could not tell them apart."""
+    from pytorch_cli.settings.config import TrainConfig
+    assert compiling.named(TrainConfig(compile=True)) == "default"
+    assert compiling.named(TrainConfig(compile=True, compile_backend="aot_eager",
+                                       compile_mode="default")) == "default, aot_eager"

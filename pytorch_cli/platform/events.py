@@ -7,7 +7,8 @@ Records are plain dicts with a "kind":
          least_batch (2: a last batch of one is left out, which its BatchNorm cannot take),
          run_dir, dry_run, resume_at, step (where it starts),
          setup_s and data_s (of it, reading the data), time (wall clock, Unix seconds)
-  compile  after the first step with --compile: mode, seconds (kept out of images/s)
+  compile  after the first step with --compile: mode (and backend, where not inductor),
+           seconds (kept out of images/s)
   sample the run's first training batch, as the model sees it: images (a CPU tensor), step
   train  every --log-interval batches: epoch, batch, step, lr (the head's, in that step),
          train_loss, images_per_s, elapsed_s

@@ -36,7 +36,7 @@ def train(cfg: TrainConfig, run_dir: RunDir | None, emit: Emit, stop: StopFlag |
     job = setup(cfg, resume)
     job.emit, job.dry_run, job.run_dir = emit, dry_run, run_dir
     job.stop = stop if stop is not None else StopFlag()  # (an unset flag is falsy)
-    job.watch = compiling.Watch(cfg.compile, cfg.compile_mode, emit, step=job.state.pos.step)
+    job.watch = compiling.Watch(cfg.compile, compiling.named(cfg), emit, step=job.state.pos.step)
     if run_dir is not None:  # rank 0 writes config.toml: the run's resolved settings
         distributed.from_main(lambda: run_dir.create(job.cfg.to_dict(), job.data.skipped))
         job.saver = run_dir if job.cfg.save_model else None
@@ -139,7 +139,7 @@ def _start_record(job: Job, resumed: bool) -> dict:
     cfg, pos = job.cfg, job.state.pos
     return {"kind": "start", "device": runtime.describe_device(job.device),
             "precision": runtime.precision_name(job.amp),
-            "compile": cfg.compile_mode if cfg.compile else None,
+            "compile": compiling.named(cfg) if cfg.compile else None,
             "dataset": job.data.spec.name,
             "source": job.data.source, "train_size": len(job.train),
             "val_size": len(job.val) if job.val is not None else 0, "test_size": len(job.test),
