@@ -106,6 +106,10 @@ def test_the_mnist_examples_flags_and_ptrain_variables(ptrain, monkeypatch, tmp_
     assert (
         ptrain("train", "--dataset", "fake", "--dry-run", "--device", "cpu").code == 0
     )  # a flag beats both
+    monkeypatch.setenv("PTRAIN_DEVICE", "cuda")  # --no-accel too (it "contradicted" it)
+    for flag in ("--no-accel", "--no-cuda"):
+        r = ptrain("train", "--dataset", "fake", "--dry-run", "--json", flag)
+        assert r.code == 0 and r.json()["device"] == "cpu", r.err
     monkeypatch.setenv("PTRAIN_DEVICE", "cpu")
     monkeypatch.setenv("PTRAIN_WORKERS", "-1")
     r = ptrain("train", "--dataset", "fake", "--dry-run")

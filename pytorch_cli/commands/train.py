@@ -34,10 +34,12 @@ def require_trackers(settings: dict) -> None:
             module.require()
 
 
-def _device_aliases(overrides: dict, opts: RunOptions) -> dict:
-    """The MNIST example's device flags, as --device values."""
+def _device_aliases(overrides: dict, opts: RunOptions, env: dict[str, str]) -> dict:
+    """The MNIST example's device flags, as --device values: typed, they beat PTRAIN_DEVICE
+    (`env`: the settings a variable set), as a typed --device does (a hostile trial's
+    PTRAIN_DEVICE=cuda made --no-accel "contradict --device cuda")."""
     if opts.no_accel:
-        if overrides.get("device", "cpu") != "cpu":
+        if overrides.get("device", "cpu") != "cpu" and "device" not in env:
             raise UsageError("--no-accel/--no-cuda contradict --device " + overrides["device"])
         overrides["device"] = "cpu"
     if opts.no_mps and overrides.get("device", "auto") == "auto":
@@ -60,8 +62,9 @@ def train(
     opts = RunOptions(**{k: values[k] for k in RUN_OPTIONS})
     check(opts)
     distributed.timeout_s()  # a bad PTRAIN_DIST_TIMEOUT: refused now, even for one process
-    cfg = configlib.resolve(config, _device_aliases(typed(ctx, configlib.FIELD_TYPES), opts),
-                            from_environment(ctx, configlib.TrainConfig))
+    env = from_environment(ctx, configlib.TrainConfig)
+    cfg = configlib.resolve(config, _device_aliases(typed(ctx, configlib.FIELD_TYPES), opts, env),
+                            env)
     require_trackers(cfg.to_dict())
     default = config[-1].stem if config else cfg.dataset  # the last file: the most particular
     if config and config[-1].name == "config.toml":  # a run's own: runs/mnist-2, not config
