@@ -379,6 +379,9 @@ BAD_INPUTS = [  # (what a user typed, part of the one line that must answer it)
     (["export", "missing.pt", "--format", "onnx"], "missing.pt"),
     (["export", "missing.pt", "--format", "zip"], "--format"),
     (["predict", "missing.pt", "x.png"], "missing.pt"),
+    (["eval", "missing.pt", "--device", "gpu"], "--device must be auto, cpu, cuda, cuda:N or mps, "
+                                                "got 'gpu'"),  # (it was torch's RuntimeError)
+    (["predict", "missing.pt", "x.png", "--device", "cuda:x"], "--device must be auto, cpu,"),
 ]
 
 

@@ -38,8 +38,20 @@ BareModel = Annotated[str, typer.Option(
 BareDataset = Annotated[Optional[Literal[_TRAIN["dataset"].choices]], typer.Option(
     "--dataset", help="Dataset of a bare state_dict.")]
 
+def _device(ctx: typer.Context, value: str) -> str:
+    """train's rule for --device: eval and predict had handed "gpu" to torch, whose error was
+    an "unexpected" one (a hostile trial)."""
+    from pytorch_cli.platform.errors import UsageError
+    test, wanted = _TRAIN["device"].rule
+    if not test(value):
+        env = getattr(ctx.get_parameter_source("device"), "name", "") == "ENVIRONMENT"
+        raise UsageError(f"--device must be {wanted}, got {value!r}" +
+                         (f" (from {_TRAIN['device'].env})" if env else ""))
+    return value
+
+
 Device = Annotated[str, typer.Option(
-    "--device", envvar=_TRAIN["device"].env, help=_TRAIN["device"].help)]
+    "--device", envvar=_TRAIN["device"].env, help=_TRAIN["device"].help, callback=_device)]
 
 # eval and predict run as the run's training evaluated, so that their figures are its own
 Precision = Annotated[Optional[Literal[_TRAIN["precision"].choices]], typer.Option(
