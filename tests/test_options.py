@@ -41,8 +41,8 @@ def test_train_has_one_option_per_setting_and_run_option_named_as_the_field():
 def test_resume_takes_what_a_resume_may_change():
     params = _spellings(_command("resume"))
     assert sorted(params) == sorted(["epochs", "data_dir", "labels", "test_batch_size", "device",
-                                     "tensorboard", "mlflow", "wandb", "profile", "requeue",
-                                     "json", "quiet", "model", "dataset", "nproc",
+                                     "workers", "tensorboard", "mlflow", "wandb", "profile",
+                                     "requeue", "json", "quiet", "model", "dataset", "nproc",
                                      "max_restarts"])
     for tracker in ("tensorboard", "mlflow", "wandb"):  # each started or stopped on a resume
         assert f"--no-{tracker}" in params[tracker]

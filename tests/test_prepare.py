@@ -210,3 +210,24 @@ def test_resume_auto_reads_the_data_from_the_commands_data_folder(ptrain, tmp_pa
     assert r.code == 2 and r.err == ("ptrain: error: --data-dir: --dataset fake is generated and "
                                      "reads no folder; drop --data-dir, or name the dataset it "
                                      "holds (mnist, folder...)\n")
+
+
+def test_ptrain_resume_takes_another_number_of_workers_and_zero_is_zero(in_tmp, run):
+    """`train --resume auto` could change --workers, `ptrain resume` refused it, saying a
+    resumed run keeps it (a hostile trial); --workers 0 must not read as "not given"."""
+    shutil.copytree(run, "mine")
+    assert prepare.resume(Path("mine"), 2.0).cfg.workers == 0  # the run's
+    assert prepare.resume(Path("mine"), 2.0, workers=2).cfg.workers == 2
+    started = prepare.resume(Path("mine"), 2.0, workers=2)
+    assert dataclasses.replace(started.cfg, workers=0) == prepare.resume(Path("mine"), 2.0).cfg
+    assert prepare.resume(Path("mine"), 2.0, workers=None).cfg.workers == 0  # not given
+
+
+def test_the_resume_command_reads_workers_and_ptrain_workers(ptrain, tmp_path, monkeypatch):
+    assert ptrain("train", "--dataset", "fake", "--epochs", "1", "--batch-size", "1000",
+                  "--workers", "1", "--run-dir", "w", "--quiet").code == 0
+    monkeypatch.setenv("PTRAIN_WORKERS", "-3")  # read, and checked
+    r = ptrain("resume", "w", "--epochs", "2")
+    assert r.code == 2 and "--workers must be 0 or more, got -3" in r.err, r.err
+    r = ptrain("resume", "w", "--epochs", "2", "--workers", "0", "--quiet")  # typed: it wins
+    assert r.code == 0, r.err

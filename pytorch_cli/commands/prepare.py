@@ -37,13 +37,15 @@ class AlreadyFinished(UsageError):
 # What may differ between a run and the command that continues it with --resume auto.
 FREE_TO_CHANGE = ("device", "data_dir", "labels", "download", "workers", "log_interval",
                   "save_interval", "tensorboard", "test_batch_size")
-CARRIED = ("device", "data_dir", "labels", "test_batch_size")  # of those, what a resume takes
+CARRIED = ("device", "data_dir", "labels", "test_batch_size", "workers")  # of those, what a
+# resume takes (--workers too: `train --resume auto` could change it, `ptrain resume` refused it)
 
 
 def resume(target: Path, epochs: float | None = None, model_name: str = "", dataset: str = "",
            **changes) -> Start:
     """Check that a run can continue as asked, from its last.pt (or the checkpoint named);
-    `changes` (device, data_dir, labels, test_batch_size), where given, replace the run's."""
+    `changes` (device, data_dir, labels, test_batch_size, workers), where given, replace the
+    run's."""
     if target.is_dir() and not (target / LAST).exists():
         rundir.check_free(target)  # a live run before its first save: in use, not "no last.pt"
     path = checkpoint_in(target, LAST)
@@ -95,7 +97,7 @@ def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: floa
     """The saved config with what a resume may change: more epochs, another device, data
     folder or evaluation batch (`changes`, where given), another number of processes (the
     global batch, batch x processes, stays: the same batches)."""
-    overrides: dict = {k: v for k, v in changes.items() if v}
+    overrides: dict = {k: v for k, v in changes.items() if v is not None and v != ""}
     pos, planned = position_of(saved), cfg.epochs
     if planned != int(planned) and pos.epoch >= math.ceil(planned):  # as --max-steps, below
         raise AlreadyFinished(f"{path}: the run already finished: --epochs {planned:g} ended it "

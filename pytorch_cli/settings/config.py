@@ -179,6 +179,7 @@ class TrainConfig:
     workers: int = setting(
         0, "0: batches are sliced on the device; N: N loader processes feed them from host "
         "memory (at most 64).", env="PTRAIN_WORKERS", rule=L.NOT_NEGATIVE,
+        resume_help="Loader processes from now on (they change no result).",
         limit=(L.MAX_WORKERS, "more loader processes only cost memory"))
     # reproducibility and hardware
     seed: int = setting(1, "Seed for every random generator.", rule=L.SEED_RANGE)
