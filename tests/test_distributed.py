@@ -328,9 +328,13 @@ def test_a_restarted_resume_continues_the_runs_last_pt_not_the_best_pt_it_was_na
 
 def test_resume_nproc_refuses_a_run_that_cannot_continue_before_any_worker_starts(tmp_path):
     assert run_cli(["train", *RUN, "--epochs", "0.1", "--run-dir", "r"], tmp_path).code == 0
-    for args, says in ((["missing"], "missing: no such checkpoint file"),
-                       (["r"], "the run already finished")):
-        r = run_cli(["resume", *args, "--nproc", "2"], tmp_path)
+    assert run_cli(["train", *RUN, "--epochs", "1", "--batch-size", "1000", "--run-dir",
+                    "whole"], tmp_path).code == 0
+    for args, says in ((["missing", "--nproc", "2"], "missing: no such checkpoint file"),
+                       (["r", "--nproc", "2"], "the run already finished"),
+                       # (its workers had said it, then a line named the failed worker)
+                       (["whole", "--nproc", "3", "--epochs", "2"], "cannot share evenly")):
+        r = run_cli(["resume", *args], tmp_path)
         assert r.code != 0 and r.err.count("\n") == 1 and says in r.err, r.err
         assert "worker" not in r.err
     # train into a run's folder: refused by this process (two workers each said it, then a

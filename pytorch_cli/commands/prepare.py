@@ -42,10 +42,11 @@ CARRIED = ("device", "data_dir", "labels", "test_batch_size", "workers")  # of t
 
 
 def resume(target: Path, epochs: float | None = None, model_name: str = "", dataset: str = "",
-           **changes) -> Start:
+           processes: int = 0, **changes) -> Start:
     """Check that a run can continue as asked, from its last.pt (or the checkpoint named);
     `changes` (device, data_dir, labels, test_batch_size, workers), where given, replace the
-    run's."""
+    run's. `processes`: the workers the launcher is about to start (0: this process's world),
+    so that a run they cannot share is refused before any starts."""
     if target.is_dir() and not (target / LAST).exists():
         rundir.check_free(target)  # a live run before its first save: in use, not "no last.pt"
     path = checkpoint_in(target, LAST)
@@ -56,7 +57,8 @@ def resume(target: Path, epochs: float | None = None, model_name: str = "", data
             raise UsageError(f"resume continues the same run ({value}); {flag} cannot change "
                              "it — start a new run with `ptrain train` instead")
     _edited(path.parent, cfg, path)
-    return Start(_continued(cfg, saved, path, epochs, changes), RunDir(path.parent), saved, path)
+    return Start(_continued(cfg, saved, path, epochs, changes, processes), RunDir(path.parent),
+                 saved, path)
 
 
 def _edited(run: Path, cfg: configlib.TrainConfig, path: Path) -> None:
@@ -93,7 +95,7 @@ def training_state(path: Path) -> tuple[dict, configlib.TrainConfig]:
 
 
 def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: float | None,
-               changes: dict) -> configlib.TrainConfig:
+               changes: dict, processes: int = 0) -> configlib.TrainConfig:
     """The saved config with what a resume may change: more epochs, another device, data
     folder or evaluation batch (`changes`, where given), another number of processes (the
     global batch, batch x processes, stays: the same batches)."""
@@ -111,7 +113,7 @@ def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: floa
         if epochs != cfg.epochs and cfg.scheduler == "onecycle":
             raise UsageError("a onecycle schedule ends with its last epoch; it cannot be extended")
         overrides["epochs"] = epochs
-    was, now = saved.get("world", 1), distributed.world().size
+    was, now = saved.get("world", 1), processes or distributed.world().size
     if was != now:
         total = cfg.batch_size * was
         if total % now:

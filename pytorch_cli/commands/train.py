@@ -121,8 +121,8 @@ def resume(
     if restarted and target.is_file():
         target = target.parent
 
-    def start() -> prepare.Start:
-        begin = prepare.resume(target, values["epochs"], model, dataset,
+    def start(processes: int = 0) -> prepare.Start:
+        begin = prepare.resume(target, values["epochs"], model, dataset, processes,
                                **{k: values[k] for k in prepare.CARRIED})
         begin.cfg = dataclasses.replace(begin.cfg, **{k: values[k] for k in TRACKERS
                                                       if values[k] is not None})
@@ -130,7 +130,7 @@ def resume(
         return begin
 
     if opts.nproc or opts.max_restarts:
-        start()  # a run that cannot continue is one line here, before any worker starts
+        start(opts.nproc)  # a run that cannot continue is one line here, before any worker
         launch.handoff((ctx.obj or {}).get("argv", sys.argv[1:]), opts.nproc, opts.max_restarts,
                        "")
         return
