@@ -345,6 +345,17 @@ def test_resume_nproc_refuses_a_run_that_cannot_continue_before_any_worker_start
                                      "pass --overwrite\n")
 
 
+@pytest.mark.slow
+def test_a_usage_error_every_worker_meets_is_said_once(tmp_path):
+    """Both workers said it, on one line, then the launcher named the failed worker (a
+    hostile trial): rank 0 says it, alone."""
+    r = subprocess.run([*PY, "train", "--dataset", "fake", "--model", "fast-cnn", "--image-size",
+                        "4", "--nproc", "2", "--dry-run"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("ptrain: error: --model fast-cnn cannot take 4x4 images ("), r.stderr
+
+
 def test_a_lost_peer_says_whether_torchrun_will_start_the_workers_again(monkeypatch):
     from pytorch_cli.platform import distributed
     lost = RuntimeError("Connection reset by peer\nmore")

@@ -263,7 +263,10 @@ def _run(argv: list[str]) -> int:
     except PtrainError as e:
         if debug:
             traceback.print_exc()
-        if not getattr(e, "echo", False):
+        # a usage error comes of the settings, the same on every rank of a job: rank 0 says it
+        # (each worker had said it: a hostile trial read it twice, on one line)
+        other_rank = isinstance(e, UsageError) and os.environ.get("RANK", "0") != "0"
+        if not getattr(e, "echo", False) and not other_rank:
             print(f"ptrain: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:  # `ptrain ... | head`, or a --json reader that exited

@@ -58,8 +58,10 @@ def handoff(argv: list[str], nproc: int, max_restarts: int, run_dir: str) -> Non
     except ChildFailedError as e:
         rank, failure = _cause(e)
         code = failure.exitcode
-        if code in signals.EXIT_CODES.values():  # a rank stopped by a signal: every rank saved,
-            said = PtrainError("stopped", exit_code=code)  # rank 0 said where: nothing more
+        # a rank stopped by a signal: every rank saved, rank 0 said where; a usage error (2):
+        # rank 0 said it (cli.main), the settings being every rank's. Nothing more to say
+        if code in (2, *signals.EXIT_CODES.values()):
+            said = PtrainError("stopped", exit_code=code)
             said.echo = True
             raise said from None
         how = (f"was killed by {failure.signal_name()}" if code < 0 else f"exited with code {code}")
