@@ -34,6 +34,17 @@ def test_batches_and_steps_follow_batch_size_accumulation_and_epochs(kw, n_batch
     assert job.device == torch.device("cpu") and job.amp is None
 
 
+def test_an_accumulation_longer_than_an_epoch_is_said(capsys):
+    """--epochs 0.1 --grad-accum 40 trained a whole epoch, unsaid (a hostile trial)."""
+    job = _setup(epochs=0.1, grad_accum=40)
+    assert (job.n_batches, job.total_steps) == (32, 1)
+    assert capsys.readouterr().err == (
+        "warning: --grad-accum 40: an epoch has 32 batches and a step never crosses an epoch's "
+        "end, so each step accumulates 32; --epochs 0.1 takes 1 step, each a whole epoch\n")
+    _setup(epochs=0.1, grad_accum=32)
+    assert capsys.readouterr().err == ""
+
+
 def test_max_steps_caps_the_run_but_never_extends_it():
     assert _setup(epochs=2, max_steps=5).total_steps == 5
     assert _setup(epochs=2, max_steps=10_000).total_steps == 2 * math.ceil(2000 / 64)

@@ -17,7 +17,7 @@ import torch
 from pytorch_cli.data import augment, batches, catalog, datasets, folders, matching, splits
 from pytorch_cli.models import adapt, checkpointing, zoo
 from pytorch_cli.platform import distributed, runtime
-from pytorch_cli.platform.errors import PtrainError, UsageError, warn
+from pytorch_cli.platform.errors import PtrainError, UsageError, plural, warn
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.platform.signals import StopFlag
 from pytorch_cli.store.rundir import RunDir
@@ -247,6 +247,10 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
     n_batches = batches.num_batches(len(data.train), cfg.batch_size, world.size, least)
     per_epoch = steps_per_epoch(n_batches, cfg.grad_accum)
     total_steps = min(math.ceil(cfg.epochs * per_epoch), cfg.max_steps or math.inf)
+    if cfg.grad_accum > n_batches and world.main:  # (a hostile trial: --epochs 0.1 trained 1)
+        warn(f"--grad-accum {cfg.grad_accum}: an epoch has {plural(n_batches, 'batch', 'batches')}"
+             f" and a step never crosses an epoch's end, so each step accumulates {n_batches}; "
+             f"--epochs {cfg.epochs:g} takes {plural(total_steps, 'step')}, each a whole epoch")
     split = cfg.freeze != "none" or cfg.backbone_lr_scale != 1  # the head apart
     optimizer = optim.build_optimizer(
         model, cfg, adapt.backbone(model, data.spec.num_classes) if split else set())
