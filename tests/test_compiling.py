@@ -102,3 +102,10 @@ def test_the_lines_name_a_backend_other_than_inductor():
     assert compiling.named(TrainConfig(compile=True)) == "default"
     assert compiling.named(TrainConfig(compile=True, compile_backend="aot_eager",
                                        compile_mode="default")) == "default, aot_eager"
+
+
+def test_inductors_cuda_home_warning_is_kept_off_a_cpu_runs_lines(caplog):
+    import logging
+    compiling.quiet_logs()
+    logging.getLogger("torch.utils.cpp_extension").warning("No CUDA runtime is found")
+    assert "No CUDA runtime" not in caplog.text

@@ -36,6 +36,22 @@ def test_profile_writes_a_trace_and_prints_the_top_operators(ptrain, tmp_path):
     assert len(steps) == 3
 
 
+def test_the_profilers_own_log_lines_stay_off_the_terminal(capfd):
+    """Kineto printed "USDT: ... profiler_start" and "profiler_stop" to file descriptor 2 in the
+    middle of a run's output (a hostile trial); what Python prints after still shows."""
+    import torch
+
+    from pytorch_cli.training.profiling import StepProfiler
+    said = []
+    prof = StepProfiler(2, torch.device("cpu"), None, said.append)
+    for _ in range(WARMUP_STEPS + 2):
+        torch.ones(8, 8).sum()
+        prof.step()
+    prof.close()
+    print("after", file=__import__("sys").stderr)
+    assert said[0]["steps"] == 2 and capfd.readouterr().err == "after\n"
+
+
 def test_a_run_shorter_than_the_warm_up_says_so(ptrain, tmp_path):
     r = ptrain(*RUN, "--max-steps", "3", "--profile", "2", "--run-dir", "p")
     assert r.code == 0 and "nothing was profiled" in r.out

@@ -3,6 +3,7 @@ disk, or gone (a reader that exited: cli.py's broken pipe)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -53,3 +54,24 @@ def stdout_full(e: OSError) -> bool:
         return True
     except (ValueError, AttributeError, io.UnsupportedOperation):  # closed, or no file
         return False
+
+
+@contextlib.contextmanager
+def native_stderr_quiet():
+    """File descriptor 2 on /dev/null for a call into a C++ library that logs there unasked and
+    has no switch that works (Kineto's "USDT: ... profiler_start" lines in the middle of a
+    run's output: a hostile trial); Python's own stderr is flushed first and back after."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no stderr to keep quiet
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

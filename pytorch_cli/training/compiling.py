@@ -31,6 +31,13 @@ def named(cfg) -> str:
     return cfg.compile_mode + (f", {backend}" if backend != "inductor" else "")
 
 
+def quiet_logs() -> None:
+    """Inductor's C++ build logs "No CUDA runtime is found, using CUDA_HOME=..." as a warning on
+    every CPU-only machine that has a CUDA_HOME: noise amid a run's lines (a hostile trial)."""
+    import logging
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
 def graphs() -> int:
     """Graphs dynamo has compiled in this process so far."""
     from torch._dynamo.utils import counters

@@ -273,6 +273,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
         _load(state, resume, cfg, groups, n_batches)
     freezing.apply(cfg, optimizer, groups, position_of(resume).epoch if resume else 0)
     if cfg.compile:  # in place: the saved keys stay the plain module's; --ema's average is
+        compiling.quiet_logs()
         for module in filter(None, (model, state.ema)):  # what evaluations run: compiled too
             module.compile(backend=cfg.compile_backend,
                            mode=None if cfg.compile_mode == "default" else cfg.compile_mode)

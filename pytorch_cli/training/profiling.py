@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from pytorch_cli.platform import streams
 from pytorch_cli.platform.events import Emit
 from pytorch_cli.platform.files import atomic_write
 
@@ -43,7 +44,8 @@ class StepProfiler:
 
     def step(self) -> None:
         if self.prof is not None and not self.done:
-            self.prof.step()
+            with streams.native_stderr_quiet():  # its recording starts and stops in a step
+                self.prof.step()
             self.calls += 1
 
     def _ready(self, prof) -> None:
@@ -61,7 +63,8 @@ class StepProfiler:
         if self.prof is None:
             return
         finished = self.done
-        self.prof.stop()  # inside the active steps this still writes what was recorded
+        with streams.native_stderr_quiet():
+            self.prof.stop()  # inside the active steps this still writes what was recorded
         self.prof = None
         if not finished and not self.done:
             self.emit({"kind": "profile", "steps": 0, "first_step": self.first, "trace": None,
