@@ -132,6 +132,19 @@ def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
     return model, transfer, flops, least
 
 
+def _steps(cfg: TrainConfig, n_batches: int, world: distributed.World) -> tuple[int, int]:
+    """Optimizer steps an epoch, and in the whole run (whole steps: a step never crosses an
+    epoch's end, so an accumulation longer than an epoch is said: --epochs 0.1 --grad-accum 40
+    had trained a whole epoch, unsaid, a hostile trial)."""
+    per_epoch = steps_per_epoch(n_batches, cfg.grad_accum)
+    total = min(math.ceil(cfg.epochs * per_epoch), cfg.max_steps or math.inf)
+    if cfg.grad_accum > n_batches and world.main:
+        warn(f"--grad-accum {cfg.grad_accum}: an epoch has {plural(n_batches, 'batch', 'batches')}"
+             f" and a step never crosses an epoch's end, so each step accumulates {n_batches}; "
+             f"--epochs {cfg.epochs:g} takes {plural(total, 'step')}, each a whole epoch")
+    return per_epoch, total
+
+
 def _not_loaded(new: list[str], source: str) -> None:
     warn(f"{len(new)} of the model's tensors outside its head did not load from {source} "
          f"({', '.join(new[:3])}{', ...' if len(new) > 3 else ''}): it may hold another "
@@ -245,12 +258,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
         transfer.normalised = (f"mean {', '.join(f'{v:.3f}' for v in data.spec.mean)}, "
                                f"std {', '.join(f'{v:.3f}' for v in data.spec.std)}")
     n_batches = batches.num_batches(len(data.train), cfg.batch_size, world.size, least)
-    per_epoch = steps_per_epoch(n_batches, cfg.grad_accum)
-    total_steps = min(math.ceil(cfg.epochs * per_epoch), cfg.max_steps or math.inf)
-    if cfg.grad_accum > n_batches and world.main:  # (a hostile trial: --epochs 0.1 trained 1)
-        warn(f"--grad-accum {cfg.grad_accum}: an epoch has {plural(n_batches, 'batch', 'batches')}"
-             f" and a step never crosses an epoch's end, so each step accumulates {n_batches}; "
-             f"--epochs {cfg.epochs:g} takes {plural(total_steps, 'step')}, each a whole epoch")
+    per_epoch, total_steps = _steps(cfg, n_batches, world)
     split = cfg.freeze != "none" or cfg.backbone_lr_scale != 1  # the head apart
     optimizer = optim.build_optimizer(
         model, cfg, adapt.backbone(model, data.spec.num_classes) if split else set())
