@@ -68,9 +68,14 @@ def test_a_torchvision_vits_position_embedding_is_resampled_alike():
 
 
 def test_weights_that_fit_nothing_are_refused():
-    with pytest.raises(PtrainError, match="x.pth: none of its 8 tensors fits this model"):
+    with pytest.raises(PtrainError, match=r"x.pth: none of its 8 tensors fits this model by "
+                       r"name and shape \(is it CifarNet's\?\)$"):
         adapt.load_into(zoo.build("cifar-net", 3, 10, 32), zoo.build("lenet", 1, 10, 28)
                         .state_dict(), "x.pth", NUMBERED)
+    # a ptrain run's file says what it was (it had asked "is it CifarNet's?": a hostile trial)
+    with pytest.raises(PtrainError, match=r"\(they are a lenet's, this is a CifarNet\)$"):
+        adapt.load_into(zoo.build("cifar-net", 3, 10, 32), zoo.build("lenet", 1, 10, 28)
+                        .state_dict(), "x.pth", NUMBERED, made_for="lenet")
 
 
 def test_the_backbone_is_everything_but_the_head_and_its_norms_are_listed():

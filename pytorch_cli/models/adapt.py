@@ -110,11 +110,13 @@ def _matched(theirs: list[str], ours: list[str]) -> str:
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
-              classes: list[str], theirs: list[str] | None = None) -> Transfer:
+              classes: list[str], theirs: list[str] | None = None, made_for: str = ""
+              ) -> Transfer:
     """Load the tensors of `state` that fit `model` by name and shape; raise when none does.
     Where the source's classes are known (`theirs`: a ptrain run's), the head's rows go to the
     run's `classes` by name, never by position (a hostile trial: a run's classes 1, 2, 10 read
-    from a CSV became 1, 10, 2 as folders, and its head called 10s 2)."""
+    from a CSV became 1, 10, 2 as folders, and its head called 10s 2). `made_for`: the
+    model a ptrain run's weights were trained as, named where none fits."""
     own = model.state_dict()
     first = hub.first_conv(model)[0] + ".weight"
     heads = tuple(name + "." for name in hub.head_names(model, len(classes)))
@@ -138,8 +140,10 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
             report.unused += 1
     counted = [k for k in own if not k.endswith("num_batches_tracked")]
     if not any(k in take for k in counted):
+        whose = (f"they are a {made_for}'s, this is a {type(model).__name__}" if made_for else
+                 f"is it {type(model).__name__}'s?")
         raise PtrainError(f"{source}: none of its {plural(len(state), 'tensor')} fits this "
-                          f"model by name and shape (is it {type(model).__name__}'s?)")
+                          f"model by name and shape ({whose})")
     model.load_state_dict(take, strict=False)
     report.loaded = [k for k in counted if k in take]
     report.new = [k for k in counted if k not in take]

@@ -120,7 +120,7 @@ def _model(cfg: TrainConfig, data: datasets.Data, device: torch.device,
         chosen = batches.resize(data.train.images[pick[:5000]], spec.size)
         zoo.DATA_INITS[cfg.model](model, batches.normalize(chosen, spec))
     transfer = adapt.load_into(model, source.state, source.label, list(map(str, data.classes)),
-                               source.classes) if source else None
+                               source.classes, source.model) if source else None
     if transfer is not None and transfer.backbone_new and world.main:
         _not_loaded(transfer.backbone_new, source.label)
     if cfg.grad_checkpointing:

@@ -35,6 +35,7 @@ class Source:
     mean: tuple[float, ...] | None  # None: not known, the dataset's own stay
     std: tuple[float, ...] | None
     classes: list[str] | None = None  # a ptrain run's: its head's rows go to the run's by name
+    model: str = ""  # a ptrain run's --model
 
 
 def resolve(cfg) -> Source | None:
@@ -57,12 +58,13 @@ def from_file(path: Path, mean=None, std=None) -> Source:
     saved = checkpoint.load(path, "give another weights file: a state dict, or a run's "
                                   "model.pth, last.pt or best.pt")
     state = checkpoint.weights(saved) or _unwrapped(saved, path)
-    classes = None
+    classes, model = None, ""
     if "meta" in saved:
         mean, std = saved["meta"]["mean"], saved["meta"]["std"]
         classes = [str(c) for c in saved["meta"].get("classes") or []] or None
+        model = str(saved["meta"].get("model", ""))
     return Source(checkpoint.clean_state_dict(state), str(path),
-                  tuple(mean) if mean else None, tuple(std) if std else None, classes)
+                  tuple(mean) if mean else None, tuple(std) if std else None, classes, model)
 
 
 # where training scripts keep the state dict inside a checkpoint (timm's load_checkpoint reads
