@@ -220,6 +220,34 @@ def test_a_full_cache_disk_decodes_into_memory_with_a_warning(tmp_path, monkeypa
     assert not list(disk.rglob("*.npy"))  # nothing half-written left behind
 
 
+def test_a_disk_that_fills_at_any_point_of_a_decode_costs_a_warning_never_the_run(
+        tmp_path, monkeypatch, mounts, capsys):
+    """With room for the arrays but not their meta.json, the run died saying "cannot write
+    standard output" (a hostile trial): at each number of free pages around that point, the
+    folder's images are still all there, and the warning says what to do."""
+    disk = mounts(tmp_path / "disk", "1m")
+    monkeypatch.setenv("PTRAIN_CACHE_DIR", str(disk))
+    root = _folder(tmp_path / "imgs", n=300)  # 600 gray 8x8 images: 11 pages of arrays
+    expected = _load(root)
+    page = os.statvfs(disk).f_frsize
+    ends = set()
+    for free in range(6, 46, 2):
+        shutil.rmtree(disk / "folders")
+        (disk / "filler").unlink(missing_ok=True)
+        with open(disk / "filler", "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, os.statvfs(disk).f_bavail * page - free * page)
+        capsys.readouterr()
+        got = _load(root)  # never raises
+        assert np.array_equal(got.train.images, expected.train.images)
+        err = capsys.readouterr().err
+        ends.add("written" if not err else "warned")
+        assert not err or err.count("\n") == 1 and "(No space left on device); " in err and \
+            err.endswith("; its disk is full (`ptrain cache` says what the cache holds, --clear "
+                         "frees it)\n"), err
+        assert not list(disk.rglob("*.tmp"))  # nothing half-written left behind
+    assert ends == {"written", "warned"}
+
+
 def test_a_read_only_cache_is_read_as_it_is_and_its_clearing_is_one_line(
         tmp_path, monkeypatch, mounts, capsys, ptrain):
     """A shared cache mounted read-only: its entry is used (its last-used time cannot be set,

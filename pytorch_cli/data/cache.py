@@ -17,6 +17,7 @@ it. A cache that cannot be read or written costs a warning, never the run."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -133,9 +134,15 @@ class Writer:
         return out
 
     def commit(self, meta: dict, rows: dict[str, int] | None = None) -> None:
-        """Publish the entry; `rows`: how many rows of an array were filled, where fewer."""
-        (self.folder / META).write_text(json.dumps({**meta, "rows": {**self.rows,
-                                                                     **(rows or {})}}))
+        """Publish the entry; `rows`: how many rows of an array were filled, where fewer. No
+        room for its meta.json (2 MB of file names for 50,000 images) is an OSError, the
+        folder removed: the caller goes on with the arrays it filled (still mapped)."""
+        try:
+            (self.folder / META).write_text(json.dumps({**meta, "rows": {**self.rows,
+                                                                         **(rows or {})}}))
+        except OSError:
+            self.abort()
+            raise
         try:
             os.rename(self.folder, root() / self.name)
         except OSError:  # another process published the same entry first: it is the same
@@ -163,9 +170,17 @@ def writer(name: str) -> Writer | None:
         return None
 
 
-def cannot_write(e: OSError) -> None:
-    warn(f"cannot write the decode cache in {root()} ({e.strerror or e}); the next run "
-         "decodes the folder again (set PTRAIN_CACHE_DIR to a writable folder)")
+def cannot_write(e: OSError, part: str = "") -> None:
+    """The warning for an entry not written: the folder's images (`part` ""), decoded again by
+    the next run, or `part` of an entry whose images were read from the cache (a split's rows:
+    it had said "decodes the folder again", untrue, a hostile trial); and what to do."""
+    if e.errno == errno.ENOSPC:  # full of its own entries, maybe: it never evicts for room
+        advice = "its disk is full (`ptrain cache` says what the cache holds, --clear frees it)"
+    else:
+        advice = "set PTRAIN_CACHE_DIR to a writable folder"
+    said = (f"{part} is not kept (the images were read from it)" if part else
+            "the next run decodes the folder again")
+    warn(f"cannot write the decode cache in {root()} ({e.strerror or e}); {said}; {advice}")
 
 
 KEY = re.compile(r"[0-9a-f]{32}")  # key()'s names: only those are ptrain's to remove

@@ -136,7 +136,7 @@ def _selected(arrays: dict, rows: dict, name: str | None, params: tuple) -> dict
             hit = cache.load(derived)
         except OSError as e:
             w.abort()
-            cache.cannot_write(e)
+            cache.cannot_write(e, "this split's selection of rows")
     if hit is None:
         return {split: pick(*how) for split, how in rows.items()}
     return {split: (torch.from_numpy(hit[0][f"{split}_x"]), torch.from_numpy(hit[0][f"{split}_y"]))
@@ -180,10 +180,14 @@ def _decoded(found: Found, opts: Options) -> tuple[dict[str, np.ndarray], dict, 
             "has_test": found.test is not None, "has_val": found.val is not None,
             **{f"{split}_files": files for split, files in names.items()}}
     if w is not None:
-        w.commit(meta, rows)
-        hit = cache.load(name)
-        if hit is not None:
-            return (*hit, cache.alias(asked, name))
+        try:
+            w.commit(meta, rows)
+        except OSError as e:  # a hostile trial: "cannot write standard output", no run
+            cache.cannot_write(e)
+        else:
+            hit = cache.load(name)
+            if hit is not None:
+                return (*hit, cache.alias(asked, name))
     return {k: a[:rows[k]] for k, a in arrays.items()}, meta, None
 
 
