@@ -196,6 +196,23 @@ def test_a_saved_state_its_step_would_fail_on_or_misuse_is_refused_at_setup(craf
         setup(cfg, saved)
 
 
+def test_a_folder_with_fewer_images_than_its_saved_position_is_named(tmp_path):
+    """It blamed the checkpoint alone ("damaged, or from another training set") when images
+    had been removed from the folder since (a hostile trial)."""
+    folder = _gray_folder(tmp_path / "f", (10, 10))
+    cfg = TrainConfig(dataset="folder", data_dir=str(folder), device="cpu", batch_size=2,
+                      epochs=2, max_steps=7)
+    job = setup(cfg)
+    train_epoch(job, 1)  # stopped at batch 7 of 8 (16 training images)
+    saved = copy.deepcopy(job.state.state_dict())
+    for image in sorted((folder / "class0").iterdir())[:6]:
+        image.unlink()
+    with pytest.raises(PtrainError, match=re.escape(
+            f"at batch 7 of an epoch of 6 batches here: {folder} holds fewer training images "
+            "than when it was saved, or it is damaged; resume from")):
+        setup(cfg, saved)
+
+
 
 def test_compile_compiles_the_ema_average_evaluations_run_on():
     """An --ema run evaluates its average, not the trained model: compiled as well."""

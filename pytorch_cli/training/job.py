@@ -214,9 +214,12 @@ def _load(state: TrainState, resume: dict, cfg: TrainConfig, groups: list[list],
                           f"({problem}); it is damaged or from another run: resume from "
                           "another checkpoint, or start afresh")
     if state.pos.batch > n_batches:  # an epoch of this many batches never reached it
+        why = (f"{cfg.data_dir} holds fewer training images than when it was saved, or it is "
+               "damaged" if cfg.dataset == catalog.FOLDER else  # (it blamed the checkpoint
+               "it is damaged, or from another training set")  # alone: a hostile trial)
         raise UnfitState(f"the saved training state is at batch {state.pos.batch} of an epoch "
-                          f"of {n_batches} batches here: it is damaged, or from another "
-                          "training set; resume from another checkpoint, or start afresh")
+                         f"of {n_batches} batches here: {why}; resume from another checkpoint, "
+                         "or start afresh")
 
 
 def _anchored(cfg: TrainConfig) -> TrainConfig:
