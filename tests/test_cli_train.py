@@ -476,3 +476,19 @@ def test_a_warmup_longer_than_max_steps_is_said(ptrain):
     r = ptrain("train", "--dataset", "fake", "--batch-size", "32", "--epochs", "3", "--max-steps",
                "40", "--scheduler", "onecycle", "--warmup-epochs", "0.5", "--dry-run")
     assert r.code == 0 and "warmup" not in r.err, r.err
+
+
+def test_a_ctrl_c_while_the_modules_import_exits_130_without_a_traceback(tmp_path):
+    """A Ctrl-C in ptrain's first 0.2 s printed Python's 14-line traceback of the import (a
+    hostile trial). The interrupt is raised where the signal would land: in the import."""
+    stop_there = ("import sys\n"
+                  "class Stop:\n"
+                  "    def find_spec(self, name, path=None, target=None):\n"
+                  "        if name == 'pytorch_cli.commands.cli':\n"
+                  "            raise KeyboardInterrupt\n"
+                  "sys.meta_path.insert(0, Stop())\n"
+                  "from pytorch_cli.__main__ import entry\n"
+                  "entry()\n")
+    out = subprocess.run([sys.executable, "-c", stop_there], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert (out.returncode, out.stderr) == (130, "")
