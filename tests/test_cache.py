@@ -293,3 +293,14 @@ def test_a_cache_folder_that_is_a_file_is_one_line(ptrain, tmp_path, monkeypatch
         assert r.code == 2 and r.err == (f"ptrain: error: the decode cache {tmp_path}/file is not "
                                          "a folder; point PTRAIN_CACHE_DIR at one\n")
     assert (tmp_path / "file").read_text() == "x"
+
+
+def test_a_cache_dir_that_is_a_dangling_link_says_so(tmp_path, monkeypatch, capsys):
+    """mkdir's "File exists" was all it said (a hostile trial)."""
+    (tmp_path / "cache").symlink_to(tmp_path / "gone")
+    monkeypatch.setenv("PTRAIN_CACHE_DIR", str(tmp_path / "cache"))
+    data = _load(_folder(tmp_path / "imgs"))
+    assert len(data.train) + len(data.test) == 6
+    assert capsys.readouterr().err.endswith(
+        f"; {tmp_path / 'cache'} is a link to {tmp_path / 'gone'}, which is not there: make "
+        "that folder, or point PTRAIN_CACHE_DIR at one\n")

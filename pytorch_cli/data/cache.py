@@ -174,8 +174,13 @@ def cannot_write(e: OSError, part: str = "") -> None:
     """The warning for an entry not written: the folder's images (`part` ""), decoded again by
     the next run, or `part` of an entry whose images were read from the cache (a split's rows:
     it had said "decodes the folder again", untrue, a hostile trial); and what to do."""
+    dangling = next((p for p in (root().parent, root()) if p.is_symlink() and not p.exists()),
+                    None)  # (mkdir says "File exists" of it)
     if e.errno == errno.ENOSPC:  # full of its own entries, maybe: it never evicts for room
         advice = "its disk is full (`ptrain cache` says what the cache holds, --clear frees it)"
+    elif dangling is not None:
+        advice = (f"{dangling} is a link to {os.readlink(dangling)}, which is not there: make "
+                  "that folder, or point PTRAIN_CACHE_DIR at one")
     else:
         advice = "set PTRAIN_CACHE_DIR to a writable folder"
     said = (f"{part} is not kept (the images were read from it)" if part else
