@@ -231,3 +231,33 @@ def test_the_resume_command_reads_workers_and_ptrain_workers(ptrain, tmp_path, m
     assert r.code == 2 and "--workers must be 0 or more, got -3" in r.err, r.err
     r = ptrain("resume", "w", "--epochs", "2", "--workers", "0", "--quiet")  # typed: it wins
     assert r.code == 0, r.err
+
+
+def test_resume_auto_takes_the_same_settings_however_they_are_spelt(in_tmp, run, ptrain):
+    """A relative --init-from (saved absolute) and --image-size 16 against a file's 16 were
+    "other settings": the same command line could not continue its own run (a hostile
+    trial)."""
+    shutil.copytree(run, "src")
+    line = ["train", "--dataset", "fake", "--epochs", "1", "--batch-size", "1000", "--quiet",
+            "--init-from", "src", "--image-size", "16", "--name", "again", "--resume", "auto"]
+    assert ptrain(*line).code == 0
+    Path("sized.toml").write_text('image_size = "16x16"\n')
+    for extra in ([], ["--config", "sized.toml"]):  # the same line: nothing to do
+        r = ptrain(*line, *extra)
+        assert r.code == 0 and "nothing to do" in r.out + r.err, r.err
+
+
+def test_a_run_found_through_the_default_places_saves_where(tmp_path, mnist_dir, ptrain,
+                                                             monkeypatch):
+    """data_dir was saved "" for data found through PTRAIN_DATA_DIR or ./data: its eval and
+    its config.toml failed from any other folder (a hostile trial)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PTRAIN_DATA_DIR", mnist_dir)
+    assert ptrain("train", "--epochs", "1", "--max-steps", "2", "--run-dir", "m",
+                  "--quiet").code == 0
+    assert f'data_dir = "{Path(mnist_dir).resolve()}"' in (tmp_path / "m/config.toml").read_text()
+    monkeypatch.delenv("PTRAIN_DATA_DIR")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    r = ptrain("eval", str(tmp_path / "m"), "--no-download")
+    assert r.code == 0, r.err

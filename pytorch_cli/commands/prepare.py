@@ -17,6 +17,7 @@ from pytorch_cli.settings import config as configlib
 from pytorch_cli.store import checkpoint, choosing, listing, rundir
 from pytorch_cli.store.checkpoint import checkpoint_in
 from pytorch_cli.store.rundir import LAST, RunDir
+from pytorch_cli.training.job import anchored
 from pytorch_cli.training.state import check_saved, position_of
 
 
@@ -161,11 +162,14 @@ def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, ove
     theirs = dataclasses.replace(original, batch_size=original.batch_size * saved.get("world", 1))
     # --augment auto as the run saved it: a folder's came from its images (as the run found them)
     auto = catalog.SPECS[cfg.dataset].augment if cfg.dataset in catalog.SPECS else theirs.augment
-    mine = dataclasses.replace(cfg, batch_size=cfg.batch_size * distributed.world().size,
-                               augment=auto if cfg.augment == "auto" else cfg.augment)
+    # its paths absolute, as the run saved them (a relative --init-from was "other settings")
+    mine = anchored(dataclasses.replace(cfg, batch_size=cfg.batch_size * distributed.world().size,
+                                        augment=auto if cfg.augment == "auto" else cfg.augment))
     differ = [k for k, v in mine.to_dict().items()
               if k not in FREE_TO_CHANGE and getattr(theirs, k) != v and k != "epochs"
-              and not (k == "precision" and _same_precision(v, theirs.precision, cfg.device))]
+              and not (k == "precision" and _same_precision(v, theirs.precision, cfg.device))
+              and not (k == "image_size"  # 16, "16" and "16x16" are one size
+                       and catalog.parse_size(v) == catalog.parse_size(theirs.image_size))]
     if differ:  # (a batch is per process: said as the images a step, which must match)
         batch = (f": {saved.get('world', 1)} process(es) x {original.batch_size} images a step "
                  f"there, {distributed.world().size} x {cfg.batch_size} here"

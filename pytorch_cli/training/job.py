@@ -222,14 +222,18 @@ def _load(state: TrainState, resume: dict, cfg: TrainConfig, groups: list[list],
                          "or start afresh")
 
 
-def _anchored(cfg: TrainConfig) -> TrainConfig:
+def anchored(cfg: TrainConfig, source: str = "") -> TrainConfig:
     """The run's paths made absolute (--data-dir, --labels, --init-from, a --weights file), as
     the run saves them: its config.toml, `ptrain train --config` of it, eval and resume then
     work from any folder (a hostile trial's `data_dir = "tt"` failed outside the one it ran in).
-    Links are kept as typed; "" (the default places) and weight names stay as they are."""
+    No --data-dir: `source`, the folder the data was found in ($PTRAIN_DATA_DIR, ./data or
+    Debian's; saved "", such a run could not be evaluated from another folder). Links are kept
+    as typed; weight names stay as they are."""
+    given = cfg.data_dir or (source if source not in ("", "generated") else "")
     paths = {k: os.path.abspath(os.path.expanduser(v)) for k in ("data_dir", "labels",
                                                                    "init_from", "weights")
-             if (v := getattr(cfg, k)) and (k != "weights" or os.path.isfile(v))}
+             if (v := given if k == "data_dir" else getattr(cfg, k))
+             and (k != "weights" or os.path.isfile(v))}
     return dataclasses.replace(cfg, **paths)
 
 
@@ -250,7 +254,7 @@ def setup(cfg: TrainConfig, resume: dict | None = None) -> Job:
         cfg = dataclasses.replace(cfg, augment=data.spec.augment)  # built-in datasets')
         _idle_crops(cfg, resume is None)
     _reflect_fits(cfg, data.spec)
-    cfg = _anchored(cfg)  # saved absolute; the lines printed keep what was typed
+    cfg = anchored(cfg, data.source)  # saved absolute; the printed lines keep what was typed
     storage = torch.device("cpu") if cfg.workers else device  # where the uint8 dataset lives
     train, test = data.train.to(storage), batches.eval_split(data.test, storage, device)
     val = batches.eval_split(data.val, storage, device) if data.val is not None else None
