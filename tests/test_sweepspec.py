@@ -38,6 +38,10 @@ def test_ranges_and_choices_are_typed_as_their_settings(tmp_path):
     ("batch_size = {low = 16, high = 100, step = 32}\n", BASE, "batch_size's step 32 must "
      "divide high - low .100 - 16.: the values are low, low . step"),
     ("lr = {low = 1e-3, high = 0.1, step = 0.5}\n", BASE, "lr's step 0.5 must divide"),
+    # one setting twice: Optuna's "dynamic value space" error, a trial left running (a trial)
+    ("norm_lr_scale = [1.0, 2.0]\nbias_lr_scale = [2.0, 4.0]\n", BASE, "[search] "
+     "'norm_lr_scale' and 'bias_lr_scale' are the same setting; keep one of them"),
+    ("max-steps = [1, 2]\nmax_steps = [3, 4]\n", BASE, "'max-steps' and 'max_steps' are the same"),
 ])
 def test_bad_specs_are_one_line_naming_the_key(tmp_path, search, base, message):
     with pytest.raises(UsageError, match=message.replace("[", r"\[")):

@@ -123,6 +123,11 @@ def load(path: Path) -> SweepSpec:
                          "lr = {low = 1e-4, high = 0.3, log = true}")
     base = configlib.typed_values(raw, path)
     dims = tuple(_dimension(k, v, str(path)) for k, v in search.items())
+    for i, d in enumerate(dims):  # two spellings of one setting: Optuna's own error had
+        twin = next((k for k, e in zip(search, dims[:i]) if e.name == d.name), None)  # ended
+        if twin is not None:  # the sweep, a trial left "running" (a hostile trial)
+            raise UsageError(f"{path}: [search] {twin!r} and {list(search)[i]!r} are the same "
+                             "setting; keep one of them")
     fixed = [d.name for d in dims if d.name in base]
     if fixed:
         raise UsageError(f"{path}: {', '.join(fixed)} is both fixed in the base config and "
