@@ -367,6 +367,9 @@ BAD_INPUTS = [  # (what a user typed, part of the one line that must answer it)
     (["train", "--no-such-flag"], "No such option"),
     (["train", "--resume", "sometimes"], "--resume"),
     (["train", "--dataset", "fake", "--resume", "auto"], "--name or --run-dir"),
+    # a dry run checks the name as the run would (it had said "dry run ok": a hostile trial)
+    (["train", "--dataset", "fake", "--dry-run", "--name", "a/b"], "plain name"),
+    (["train", "--dataset", "fake", "--dry-run", "--resume", "auto"], "--name or --run-dir"),
     (["train", "--nproc", "-1"], "--nproc"),
     (["train", "--no-accel", "--device", "cuda"], "--no-accel/--no-cuda contradict --device cuda"),
     (["train", "--profile", "-1"], "--profile"),

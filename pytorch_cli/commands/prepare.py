@@ -140,14 +140,20 @@ def _continued(cfg: configlib.TrainConfig, saved: dict, path: Path, epochs: floa
     return cfg
 
 
+def check_name(name: str, run_dir: str, default: str, auto: bool) -> Path:
+    """The run's folder as named, checked (a dry run's too: it had passed `--name a/b`, which
+    the real run refuses, a hostile trial); --resume auto needs it named."""
+    if auto and not (name or run_dir):
+        raise UsageError("--resume auto (and torchrun --max-restarts) need the run named with "
+                         "--name or --run-dir, so that a restart finds it")
+    return choosing.choose(name, run_dir, default, check_only=True)
+
+
 def train(cfg: configlib.TrainConfig, name: str, run_dir: str, default: str, overwrite: bool,
           auto: bool) -> Start:
     """The run directory of a new run; with `auto` (--resume auto, torchrun restarts), the named
     run continues when its last.pt was made with these settings. Runs on rank 0 alone."""
-    if auto and not (name or run_dir):
-        raise UsageError("--resume auto (and torchrun --max-restarts) need the run named with "
-                         "--name or --run-dir, so that a restart finds it")
-    path = choosing.choose(name, run_dir, default, check_only=True) if auto else None
+    path = check_name(name, run_dir, default, auto) if auto else None
     # a finished run with no last.pt: starting afresh would replace its records
     if path is not None and not (path / LAST).is_file() and \
             listing.status(RunDir(path), RunDir(path).read_metrics())[0] == "finished":

@@ -78,6 +78,8 @@ def train(
                        "" if named else str(choosing.choose("", "", default)))
         return
     auto = opts.resume == "auto" or distributed.elastic()
+    if opts.dry_run:  # nothing is written, but the name is checked as the run would check it
+        prepare.check_name(opts.name or "", opts.run_dir or "", default, auto)
     try:
         session.run(lambda: prepare.Start(cfg, None) if opts.dry_run else prepare.train(
             cfg, opts.name or "", opts.run_dir or "", default, opts.overwrite, auto), opts)
