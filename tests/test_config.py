@@ -309,6 +309,12 @@ def test_a_setting_a_config_file_gave_is_named_with_its_file_when_a_flag_turns_i
             f"--momentum is --optimizer sgd's and rmsprop's; --optimizer adam has none (from "
             f"{tmp_path / 'preset.toml'})")):
         configlib.resolve(tmp_path / "preset.toml", {"optimizer": "adam"})
+    # ...and a flag typed at its default puts the file's value back, so the preset runs with
+    # adam (no command line could: a hostile trial)
+    (tmp_path / "sgd.toml").write_text("momentum = 0.9\nnesterov = true\n")
+    cfg = configlib.resolve(tmp_path / "sgd.toml", {"optimizer": "adam", "momentum": 0.5,
+                                                    "nesterov": False})
+    assert (cfg.optimizer, cfg.momentum, cfg.nesterov) == ("adam", 0.5, False)
 
 
 def test_onecycles_own_warmup_and_a_mix_of_no_batch_are_refused():
