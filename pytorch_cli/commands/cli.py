@@ -35,7 +35,8 @@ from pytorch_cli.store import export
 ENV_HELP = """Environment: PTRAIN_DATA_DIR (where datasets are looked for before ./data),
 PTRAIN_DEVICE (--device), PTRAIN_WORKERS (--workers), PTRAIN_RUNS_DIR (instead of runs/),
 PTRAIN_DEBUG=1 (tracebacks), PTRAIN_DIST_TIMEOUT (seconds a DDP collective waits, 300),
-PTRAIN_CACHE_DIR (decoded image folders; ~/.cache/ptrain)."""
+PTRAIN_CACHE_DIR (decoded image folders; ~/.cache/ptrain), PTRAIN_DECODE_WORKERS (processes
+decoding a folder, 0 to 64; default: one per core, at most 8)."""
 
 # Plain click help (no rich panels): readable at 80 columns, choices listed in full.
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
