@@ -273,20 +273,18 @@ def resolve(file: Path | list[Path] | None = None, overrides: dict[str, Any] | N
     """Defaults <- file(s), each over the ones before <- overrides (flags the user actually
     typed), then validated; `origin`: the overrides set by a variable, not a flag
     (PTRAIN_WORKERS...), named in an error."""
-    values, where, filed = {}, {}, set()
+    values, where = {}, {}  # (where: each file's keys; a flag over one is the flag's)
     for path in [file] if isinstance(file, Path) else file or []:
         values.update(loaded := load_file(path))
-        filed.update(loaded)
-        where.update((k, str(path)) for k in loaded if k not in (overrides or {}))
+        where.update((k, str(path)) for k in loaded)
     values.update(overrides or {})
     if values.get("max_steps") == 0:  # no cap: saved as none at all, a run's config.toml re-run
         values["max_steps"] = None  # in full (a hostile trial could not lift its --max-steps)
-    # a flag typed at its default over a file's value puts it back (a preset's momentum 0.9
-    # with --optimizer adam --momentum 0.5: no command line could run it, a hostile trial)
-    fresh = TrainConfig()
+    fresh = TrainConfig()  # a flag typed at its default puts a file's value back (a hostile trial)
     typed = frozenset(k for k, v in (overrides or {}).items() if k not in (origin or {})
-                      and not (k in filed and v == getattr(fresh, k)))
-    return validate(TrainConfig(**values), {**where, **(origin or {})}, typed)
+                      and not (k in where and v == getattr(fresh, k)))
+    named = {k: v for k, v in where.items() if k not in (overrides or {})}
+    return validate(TrainConfig(**values), {**named, **(origin or {})}, typed)
 
 
 def from_dict(values: dict[str, Any], source: str = "config") -> TrainConfig:
