@@ -14,7 +14,7 @@ demo: $(VENV)/.installed  ## the main job: LeNet on real MNIST, 1 epoch, into ru
 # sharing a trained fixture stay on one worker (conftest); the processes tests signal are forked
 # (tests/forked.py).
 # `make test` leaves out the tests marked slow (pyproject.toml: whole systems of processes,
-# measures of the machine, the 3 heaviest recipes), 37 of them, about half the suite's time;
+# measures of the machine, the 3 heaviest recipes), 40 of them, about half the suite's time;
 # `make test-slow` runs them, `make test-all` both, and CI (.ci/run) both.
 test: lint  ## ruff, then the suite but its slow tests (CPU; CUDA tests skip without a GPU)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadgroup -m "not slow"
