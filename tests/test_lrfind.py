@@ -82,6 +82,9 @@ def test_lr_find_grows_the_lr_suggests_one_and_leaves_every_run_as_it_was(ptrain
     assert table.startswith("LR range test: lenet on fake, sgd, batch 64") and \
         "suggested --lr " in table
     assert "warning: lr-find does not use --ema, --patience: the test takes" in said.err
+    said = ptrain("lr-find", "--dataset", "fake", "--steps", "5", "--tensorboard",
+                  "--no-save-model", "--epochs", "2")  # it writes nothing (they were silent)
+    assert "lr-find does not use --epochs, --no-save-model, --tensorboard: the test" in said.err
     for end in ("0.1", "inf", "1e308", "nan"):  # 1e308: every step's LR was inf
         bad = ptrain("lr-find", "--dataset", "fake", "--start-lr", "1", "--end-lr", end)
         assert bad.code == 2 and "--start-lr must be above 0 and below --end-lr" in bad.err

@@ -155,7 +155,8 @@ def given_flags(cfg: TrainConfig, names) -> list[str]:
     """The flags of those settings that cfg sets away from their defaults (training reads no
     declarations: the config's own defaults say what was given)."""
     fresh = type(cfg)()
-    return [f"--{n.replace('_', '-')}" for n in names if getattr(cfg, n) != getattr(fresh, n)]
+    return [f"--{'no-' if getattr(cfg, n) is False else ''}{n.replace('_', '-')}" for n in names
+            if getattr(cfg, n) != getattr(fresh, n)]
 
 
 def _idle_crops(cfg: TrainConfig, new: bool) -> None:
