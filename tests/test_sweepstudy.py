@@ -58,3 +58,8 @@ def test_a_changed_spec_is_refused_and_best_toml_is_the_trial_as_it_ran(ptrain, 
         assert ("batch_size" if "= 8" in changed else "lr") in r.err
     assert len(_study(tmp_path).trials) == 1
     assert (tmp_path / "runs/spec/best.toml").read_text() == best
+    # the same spec spelt otherwise (a default written out: seed 1) continues the same study
+    # (`max_steps = 0`, no cap, against none was "another spec": a hostile trial)
+    _spec(tmp_path, f'epochs = 1\nmax_steps = 3\nbatch_size = 32\nseed = 1\n{search}')
+    r = ptrain("sweep", spec, "--trials", "2", "--pruner", "none")
+    assert r.code == 0 and len(_study(tmp_path).trials) == 2, r.err

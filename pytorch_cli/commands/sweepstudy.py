@@ -78,10 +78,12 @@ def _same_spec(plan: Plan, study, name: str, spec: sweepspec.SweepSpec) -> None:
         study.set_user_attr(SPEC, said)
     elif made != said:
         was, now = json.loads(made), json.loads(said)
-        what = sorted({k for k in {*was["settings"], *now["settings"]}
-                       if was["settings"].get(k) != now["settings"].get(k)} |
+        old, new = _meant(was["settings"]), _meant(now["settings"])
+        what = sorted({k for k in {*old, *new} if old.get(k) != new.get(k)} |
                       {d["name"] for d in was["search"] + now["search"]
                        if (d in was["search"]) != (d in now["search"])})
+        if not what:  # the same settings, spelt otherwise
+            return
         raise UsageError(f"{plan.folder}: the study {name!r} was made with another spec "
                          f"({', '.join(what)} differ): trials of both would be ranked as one; "
                          "give the spec it was made with, or another --dir or --study for a "
@@ -98,3 +100,12 @@ def sampler(plan: Plan, spec: sweepspec.SweepSpec | None, asked: int):
     seed = int(np.random.SeedSequence([seed, asked]).generate_state(1)[0])
     return {"tpe": optuna.samplers.TPESampler,
             "random": optuna.samplers.RandomSampler}[plan.sampler](seed=seed)
+
+
+def _meant(settings: dict) -> dict:
+    """A spec's base as it acts: a value at its default is no setting (`max_steps = 0`, no cap,
+    had made a spec without it "another spec": a hostile trial)."""
+    from pytorch_cli.settings.config import TrainConfig
+    fresh = TrainConfig()
+    return {k: v for k, v in settings.items()
+            if v != getattr(fresh, k, object()) and not (k == "max_steps" and v in (0, None))}
