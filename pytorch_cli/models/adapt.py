@@ -119,7 +119,7 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
     model a ptrain run's weights were trained as, named where none fits."""
     own = model.state_dict()
     first = hub.first_conv(model)[0] + ".weight"
-    heads = tuple(name + "." for name in hub.head_names(model, len(classes)))
+    heads = _head_prefixes(model, len(classes))
     take, report = {}, Transfer(source)
     for name, value in state.items():
         if name not in own:
@@ -153,9 +153,15 @@ def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str,
     return report
 
 
+def _head_prefixes(model: nn.Module, num_classes: int) -> tuple[str, ...]:
+    """Each head's name and a dot (a distilled model has two heads): the start of every name
+    inside one."""
+    return tuple(name + "." for name in hub.head_names(model, num_classes))
+
+
 def backbone(model: nn.Module, num_classes: int) -> set[str]:
     """Names of the parameters outside the head: what --freeze backbone holds still."""
-    heads = tuple(name + "." for name in hub.head_names(model, num_classes))
+    heads = _head_prefixes(model, num_classes)
     return {n for n, _ in model.named_parameters() if not n.startswith(heads)}
 
 
@@ -163,7 +169,7 @@ def frozen_norms(model: nn.Module, num_classes: int) -> list[nn.Module]:
     """The BatchNorm layers of the backbone: frozen, they stay in eval mode, so that their
     running statistics are held still too (as the weights are), not re-estimated from the new
     images."""
-    heads = tuple(name + "." for name in hub.head_names(model, num_classes))
+    heads = _head_prefixes(model, num_classes)
     return [m for name, m in model.named_modules()  # (LeViT's heads hold a BatchNorm each)
             if isinstance(m, nn.modules.batchnorm._NormBase) and not name.startswith(heads)]
 
